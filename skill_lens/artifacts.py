@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 __all__ = [
@@ -104,11 +105,11 @@ def _json_default(o: Any) -> Any:
 def save_tensors(
     path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None
 ) -> None:
-    """Save tensors as safetensors with a JSON sidecar ``<path>.json``, both atomically.
+    """Save tensors as safetensors plus a readable JSON sidecar ``<path>.json``.
 
-    The sidecar records ``meta`` plus the library version and each tensor's shape and
-    dtype. The sidecar is written first and the tensors last, so the presence of the
-    ``.safetensors`` file marks the artifact as complete.
+    ``meta`` (plus the library version and each tensor's shape and dtype) is stored in the
+    safetensors header too, so the one file written atomically is the whole artifact:
+    a killed write leaves the previous version or nothing, never a mix.
     """
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
@@ -118,9 +119,9 @@ def save_tensors(
     sidecar = dict(meta or {})
     sidecar.setdefault("library_version", library_version())
     sidecar["tensors"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in tensors.items()}
-    write_json(_sidecar(path), sidecar)
     with atomic_write(path, "wb") as f:
-        f.write(save(tensors, metadata={"skill_lens": "1"}))
+        f.write(save(tensors, metadata={"skill_lens_meta": json.dumps(sidecar, default=_json_default)}))
+    write_json(_sidecar(path), sidecar)
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
@@ -128,11 +129,13 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path} does not exist: run the step that writes it first.")
-    meta = read_json(_sidecar(path)) if _sidecar(path).exists() else {}
     try:
         tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            header = f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types
         raise ArtifactError(f"{path} is not a readable safetensors file ({e}); delete it and rerun.") from e
+    meta = json.loads(header["skill_lens_meta"]) if "skill_lens_meta" in header else {}
     return tensors, meta
 
 

