@@ -24,14 +24,10 @@ DEFAULT_DISTRACTORS = (  # the "distraction" sets of Naik et al. (2018) stress t
     "and false is not true.",
     "and true is true and true is true and true is true and true is true and true is true.",
 )
-ADV_GLUE_FIELDS = {
-    "sst2": ("sentence", None),
-    "qqp": ("question1", "question2"),
-    "mnli": ("premise", "hypothesis"),
-    "mnli-mm": ("premise", "hypothesis"),
-    "qnli": ("question", "sentence"),
-    "rte": ("sentence1", "sentence2"),
-}
+ADV_GLUE_FIELDS = {  # task -> (first text field, second text field or None)
+    "sst2": ("sentence", None), "qqp": ("question1", "question2"), "mnli": ("premise", "hypothesis"),
+    "mnli-mm": ("premise", "hypothesis"), "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2"),
+}  # fmt: skip
 _HF_CONFIGS = {"mnli-mm": "adv_mnli_mismatched"}
 
 
@@ -67,10 +63,8 @@ def _apply(texts: Sequence[str], one: Callable[[str, random.Random], str], seed:
 def _neighbour(ch: str, rng: random.Random) -> str | None:
     base = unicodedata.normalize("NFD", ch)[0].lower()
     options = QWERTY_NEIGHBOURS.get(base)
-    if not options:
-        return None
-    out = rng.choice(options)
-    return out.upper() if ch.isupper() else out
+    out = rng.choice(options) if options else None
+    return out.upper() if out and ch.isupper() else out
 
 
 def _case_like(cluster: str, ref: str) -> str:
@@ -198,12 +192,24 @@ def word_swaps(texts: Sequence[str], rate: float = 0.1, seed: int = 0) -> list[s
     return _apply(texts, lambda t, rng: _word_swaps_one(t, rng, rate), seed)
 
 
+def _distractor_fn(sentences: Sequence[str], position: str, rate: float) -> Callable[[str, random.Random], str]:
+    if position not in ("start", "end"):
+        raise ValueError(f"position must be 'start' or 'end', got {position!r}")
+    if isinstance(sentences, str) or not sentences:
+        raise ValueError("sentences must be a non-empty list of distractor sentences, e.g. ['and true is true.']")
+    sentences = list(sentences)
+
+    def one(text: str, rng: random.Random) -> str:
+        if rng.random() >= rate:
+            return text
+        s = rng.choice(sentences)
+        return s if not text else f"{s} {text}" if position == "start" else f"{text} {s}"
+
+    return one
+
+
 def distractor(
-    texts: Sequence[str],
-    sentences: Sequence[str] = DEFAULT_DISTRACTORS,
-    position: str = "end",
-    seed: int = 0,
-    rate: float = 1.0,
+    texts: Sequence[str], sentences: Sequence[str] = DEFAULT_DISTRACTORS, position: str = "end", seed: int = 0, rate: float = 1.0
 ) -> list[str]:
     """Add an irrelevant sentence (drawn from ``sentences``) at the start or end of texts.
 
@@ -215,21 +221,7 @@ def distractor(
     ['Nothing. x', 'Nothing.']
     """
     _check_rate(rate)
-    if position not in ("start", "end"):
-        raise ValueError(f"position must be 'start' or 'end', got {position!r}")
-    sentences = list(sentences)
-    if not sentences:
-        raise ValueError("sentences is empty; pass at least one distractor sentence")
-
-    def one(text: str, rng: random.Random) -> str:
-        if rng.random() >= rate:
-            return text
-        s = rng.choice(sentences)
-        if not text:
-            return s
-        return f"{s} {text}" if position == "start" else f"{text} {s}"
-
-    return _apply(texts, one, seed)
+    return _apply(texts, _distractor_fn(sentences, position, rate), seed)
 
 
 def _one_fn(method: str, strength: float) -> Callable[[str, random.Random], str]:
@@ -242,7 +234,7 @@ def _one_fn(method: str, strength: float) -> Callable[[str, random.Random], str]
     if method == "word_swap":
         return lambda t, rng: _word_swaps_one(t, rng, strength)
     if method == "distractor":
-        return lambda t, rng: distractor([t], rate=strength, seed=rng.randrange(2**32))[0]
+        return _distractor_fn(DEFAULT_DISTRACTORS, "end", strength)
     raise ValueError(f"unknown perturbation method {method!r}; valid methods: {', '.join(METHODS)}")
 
 
@@ -337,7 +329,7 @@ def load_adv_glue(name: str = "sst2", path: str | Path | None = None) -> dict:
             raise FileNotFoundError(f"AdvGLUE file {path} not found; pass the dev JSON path or path=None for the hub")
         data = json.loads(path.read_text(encoding="utf-8"))
         if name not in data:
-            raise KeyError(f"{path} has no task {name!r} (keys: {sorted(data)}); pick one of those")
+            raise ValueError(f"{path} has no task {name!r} (it has {sorted(data)}); pick one of those")
         records = data[name]
     else:
         import datasets
