@@ -403,19 +403,18 @@ def _from_frames(frames: dict, cols: dict, class_names=None, words=None, prompt=
                 raise TaskError(f"the {split} data have {int(df[c].isna().sum())} missing values in column {c!r}")
         if class_names and (df[lc] < 0).all():  # hub test splits without labels: carve instead
             del frames[split]
-    values = sorted({v for df in frames.values() for v in df[lc].tolist()}, key=repr)
-    if all(isinstance(v, (int, bool)) or float(v).is_integer() for v in values if not isinstance(v, str)) \
-            and not any(isinstance(v, str) for v in values):
-        names = list(class_names or [str(i) for i in range(int(max(values, default=0)) + 1)])
+    values = {v for df in frames.values() for v in df[lc].tolist()}
+    if all(isinstance(v, (int, float)) and float(v).is_integer() for v in values):  # integer labels
         to_int = {v: int(v) for v in values}
-    else:
-        names = sorted(map(str, values))
+        names = list(class_names or map(str, range(len(words) if words else max(to_int.values()) + 1)))
+    else:  # string labels: sorted unique names
+        names = sorted({str(v) for v in values})
         to_int = {v: names.index(str(v)) for v in values}
-    if words is not None and len(words) != len(names):
-        names = [str(i) for i in range(len(words))]
-    bad = [v for v, y in to_int.items() if not 0 <= y < len(names)]
+    bad = sorted(v for v, y in to_int.items() if not 0 <= y < len(names))
     if bad:
-        raise TaskError(f"labels {bad} are outside the label set {names}; fix the {lc!r} column or give label_words")
+        raise TaskError(f"labels {bad} are outside the label set {names}; fix the {lc!r} column or the label_words")
+    if words is not None and len(words) != len(names):
+        raise TaskError(f"the data have {len(names)} labels {names}; got {len(words)} label words {words}")
     words = words or (["no", "yes"] if names == ["0", "1"] else [n.lower() for n in names])
     prompt = prompt or ("{text}\n{text_b}\nAnswer:" if tbc else "{text}\nAnswer:")
     splits = {s: Split(df[tc].astype(str).tolist(), [to_int[v] for v in df[lc].tolist()],
