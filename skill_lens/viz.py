@@ -1,0 +1,392 @@
+"""Inline views of skill neurons with circuitsvis, working offline.
+
+Each function returns a :class:`View`: it renders in Jupyter (``_repr_html_``), and ``view.html()``
+(or ``str(view)``) is a self-contained HTML fragment with circuitsvis' JavaScript bundle inlined
+from the installed package (no CDN, no network; circuitsvis' own ``RenderedHTML`` probes the
+internet and falls back to unpkg). ``view.save(path)`` writes a standalone page.
+
+* :func:`neuron_activations_view` -- chosen neurons over the tokens of a few texts, one panel per
+  text with a neuron selector (prompt tokens are shown as ``<P0>``, ``<P1>`` ...);
+* :func:`top_examples_view` -- the examples of a split where each neuron is most and least active;
+* :func:`neuron_picker` -- any neuron of any layer over a few texts (layer and neuron drop-downs);
+* :func:`tokens_view` -- the same panels from activations you already have.
+
+Safety: circuitsvis writes token text with ``innerHTML``, so tokens are HTML-escaped before they are
+handed over, and all data embedded in ``<script>`` is JSON with ``<``, ``>`` and ``&`` escaped.
+
+>>> v = tokens_view([(["a", " good", "<P0>"], [[0.1, 1.0], [2.0, 0.0], [0.5, -1.0]])], ["L0.N1", "L1.N3"])
+>>> html = v.html()
+>>> "<P0>" in html, "u0026lt;P0" in html, "https://unpkg" in html
+(False, True, False)
+"""
+
+from __future__ import annotations
+
+import functools
+import html as htmllib
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from skill_lens.artifacts import atomic_write
+from skill_lens.models import describe
+
+__all__ = ["View", "tokens_view", "neuron_activations_view", "top_examples_view", "neuron_picker",
+           "neuron_pairs", "neuron_label", "circuitsvis_script", "script_json", "POSITIONS"]
+
+POSITIONS = ("input+prompt", "all", "input", "prompt")
+
+
+# ------------------------------------------------------------------ HTML plumbing
+@functools.lru_cache(maxsize=1)
+def _circuitsvis_js() -> str:
+    import circuitsvis
+
+    path = Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js"
+    if not path.exists():
+        raise FileNotFoundError(f"circuitsvis {circuitsvis.__version__} has no bundled {path}; "
+                                "reinstall circuitsvis from a wheel (pip install --force-reinstall circuitsvis).")
+    js = path.read_text(encoding="utf-8")
+    # Inside <script>, "</script" ends the element and "<!--" changes parsing; both only occur in
+    # string literals of the bundle, where "<\/" and "<\!" mean the same characters.
+    return re.sub(r"</(script)", r"<\\/\1", js, flags=re.IGNORECASE).replace("<!--", "<\\!--")
+
+
+def circuitsvis_script() -> str:
+    """``<script>`` defining ``window.CircuitsVis`` from the installed bundle (about 1.3 MB, no network).
+
+    >>> s = circuitsvis_script()
+    >>> s.startswith("<script>") and "CircuitsVis" in s and s.lower().count("</script") == 1
+    True
+    """
+    return f"<script>{_circuitsvis_js()}</script>"
+
+
+def script_json(obj: Any) -> str:
+    """JSON safe to place inside ``<script>``: ``<``, ``>``, ``&`` and line separators are ``\\u`` escapes.
+
+    >>> script_json({"t": "</script><img src=x onerror=alert(1)>"})
+    '{"t":"\\\\u003c/script\\\\u003e\\\\u003cimg src=x onerror=alert(1)\\\\u003e"}'
+    """
+    text = json.dumps(obj, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
+
+
+@dataclass
+class _Panel:
+    component: str  # a circuitsvis React component: ColoredTokensMulti, TopkSamples, TextNeuronActivations
+    props: dict
+    caption: str = ""  # plain text, escaped when rendered
+
+
+@dataclass
+class View:
+    """circuitsvis panels with captions; renders inline in Jupyter and as self-contained HTML."""
+
+    panels: list[_Panel]
+    title: str = ""
+    note: str = ""
+    _id: str = field(default_factory=lambda: uuid.uuid4().hex[:12], repr=False)
+
+    def fragment(self) -> str:
+        """The panels' HTML *without* the circuitsvis library (put :func:`circuitsvis_script` once before it)."""
+        parts = [f'<div class="skill-lens-view" id="slv-{self._id}">']
+        if self.title:
+            parts.append(f"<h4>{htmllib.escape(self.title)}</h4>")
+        if self.note:
+            parts.append(f'<p class="note">{htmllib.escape(self.note)}</p>')
+        for i, p in enumerate(self.panels):
+            div = f"slv-{self._id}-{i}"
+            if p.caption:
+                parts.append(f'<div class="caption">{htmllib.escape(p.caption)}</div>')
+            parts.append(
+                f'<div id="{div}" class="cv-panel"></div>\n<script>(function () {{\n'
+                f'  var el = document.getElementById("{div}");\n'
+                f'  if (!window.CircuitsVis) {{ el.textContent = "(circuitsvis did not load)"; return; }}\n'
+                f'  CircuitsVis.render("{div}", CircuitsVis.{p.component}, {script_json(p.props)});\n'
+                f"}})();</script>")
+        parts.append("</div>")
+        return "\n".join(parts)
+
+    def html(self) -> str:
+        """Self-contained HTML: the circuitsvis library inline, then the panels."""
+        return circuitsvis_script() + "\n" + self.fragment()
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+    def __str__(self) -> str:
+        return self.html()
+
+    def save(self, path) -> Path:
+        """Write a standalone HTML page (atomically); returns its path."""
+        path = Path(path)
+        page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{htmllib.escape(self.title or "view")}'
+                f"</title></head><body>\n{self.html()}\n</body></html>\n")
+        with atomic_write(path) as f:
+            f.write(page)
+        return path
+
+
+# ------------------------------------------------------------------ neurons
+def neuron_label(layer: int, index: int) -> str:
+    """``"L{layer}.N{index}"``.
+
+    >>> neuron_label(29, 692)
+    'L29.N692'
+    """
+    return f"L{layer}.N{index}"
+
+
+_LABEL = re.compile(r"^L(\d+)\.N(\d+)$")
+
+
+def neuron_pairs(neurons: Any, shape: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+    """``[(layer, index)]`` from labels (``"L3.N12"``), pairs, a ``NeuronSet`` (``.pairs()``) or a mask ``[L, d_mlp]``.
+
+    With ``shape = (n_layers, d_mlp)`` every neuron is checked to exist.
+
+    >>> neuron_pairs(["L1.N5", (0, 2)]), neuron_pairs("L0.N7"), neuron_pairs(torch.eye(2, dtype=torch.bool))
+    ([(1, 5), (0, 2)], [(0, 7)], [(0, 0), (1, 1)])
+    """
+    if hasattr(neurons, "pairs") and callable(neurons.pairs):
+        neurons = neurons.pairs()
+    elif isinstance(neurons, Tensor) and neurons.dim() == 2 and neurons.dtype == torch.bool:
+        neurons = neurons.nonzero().tolist()
+    if isinstance(neurons, str) or (isinstance(neurons, tuple) and len(neurons) == 2 and
+                                    all(isinstance(x, int) for x in neurons)):
+        neurons = [neurons]
+    pairs = []
+    for n in neurons:
+        if isinstance(n, str):
+            m = _LABEL.match(n.strip())
+            if not m:
+                raise ValueError(f"neuron label {n!r} is not like 'L3.N12' (layer 3, neuron 12)")
+            pairs.append((int(m[1]), int(m[2])))
+        else:
+            layer, index = (int(x) for x in n)
+            pairs.append((layer, index))
+    if not pairs:
+        raise ValueError("no neurons given; pass labels like 'L3.N12', (layer, index) pairs or a NeuronSet")
+    if shape is not None:
+        bad = [neuron_label(*p) for p in pairs if not (0 <= p[0] < shape[0] and 0 <= p[1] < shape[1])]
+        if bad:
+            raise ValueError(f"neurons {bad} do not exist in a model with {shape[0]} layers x {shape[1]} neurons")
+    return pairs
+
+
+# ------------------------------------------------------------------ activations
+def _token_strings(tok, ids: list[int]) -> list[str]:
+    pieces = [tok.decode([i]) for i in ids]
+    # word-level tokenizers decode pieces without their separating spaces: put them back
+    if len(ids) >= 2 and not any(p[:1].isspace() for p in pieces) and tok.decode(ids[:2]) == f"{pieces[0]} {pieces[1]}":
+        pieces = [pieces[0]] + [" " + p for p in pieces[1:]]
+    return pieces
+
+
+def _keep_mask(batch, b: int, positions: str) -> Tensor:
+    n = batch.input_ids.shape[1]
+    prompt = torch.zeros(n, dtype=torch.bool)
+    prompt[batch.prompt_slice] = True
+    real = batch.attention_mask[b].bool()
+    return {"all": real, "input": batch.input_mask[b], "prompt": prompt & real,
+            "input+prompt": (batch.input_mask[b] | prompt) & real}[positions]
+
+
+def _token_activations(pm, texts: Sequence[str], pairs, texts_b=None, positions: str = "input+prompt",
+                       batch_size: int = 16) -> list[tuple[list[str], Tensor]]:
+    """Per text: ``(token strings, activations [S, K])`` of ``pairs`` at the kept positions."""
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+    if positions == "prompt" and pm.prompt is None:
+        raise ValueError("positions='prompt' needs a soft prompt; this model runs a hard prompt")
+    info = describe(pm.model)
+    pairs = neuron_pairs(pairs, info.shape)
+    layers = sorted({l for l, _ in pairs})
+    tok, out = pm.model.tokenizer, []
+    for start in range(0, len(texts), batch_size):
+        tb = list(texts_b[start:start + batch_size]) if texts_b is not None else None
+        batch = pm.encode(list(texts[start:start + batch_size]), tb)
+        got: dict[int, Tensor] = {}
+
+        def grab(layer):
+            def hook(act, hook):
+                if act.shape[1] == batch.input_ids.shape[1]:  # not a T5 decoder call
+                    got[layer] = act.detach()
+            return hook
+
+        with torch.no_grad():
+            pm.label_logits(batch, fwd_hooks=[(info.hook_names[l], grab(l)) for l in layers])
+        acts = torch.stack([got[l][..., i].float() for l, i in pairs], dim=-1)  # [B, seq, K]
+        for b in range(batch.size):
+            keep = _keep_mask(batch, b, positions)
+            ids = batch.input_ids[b].tolist()
+            names, pieces = [], None
+            for pos in keep.nonzero()[:, 0].tolist():
+                if batch.prompt_slice.start <= pos < batch.prompt_slice.stop:
+                    names.append(f"<P{pos - batch.prompt_slice.start}>")
+                else:
+                    pieces = pieces or dict(zip(range(len(ids)), _token_strings(tok, ids)))
+                    names.append(pieces[pos])
+            out.append((names, acts[b][keep].cpu()))
+    return out
+
+
+# ------------------------------------------------------------------ views
+def tokens_view(examples: Iterable[tuple[Sequence[str], Any]], labels: Sequence[str],
+                captions: Sequence[str] | None = None, title: str = "") -> View:
+    """One panel per example from ``(tokens [S], values [S, K])``, with a selector over the ``K`` ``labels``.
+
+    >>> v = tokens_view([(["x", "y"], [[1.0], [0.0]])], ["L0.N0"], captions=["example 0"])
+    >>> len(v.panels), v.panels[0].component
+    (1, 'ColoredTokensMulti')
+    """
+    panels = []
+    for i, (tokens, values) in enumerate(examples):
+        v = torch.as_tensor(values, dtype=torch.float32).reshape(len(tokens), -1)
+        if v.shape[1] != len(labels):
+            raise ValueError(f"example {i} has {v.shape[1]} values per token but {len(labels)} labels")
+        v = torch.nan_to_num(v, nan=0.0, posinf=3e38, neginf=-3e38)
+        props = {"tokens": [htmllib.escape(t, quote=False) for t in tokens], "values": v.tolist(),
+                 "labels": [str(x) for x in labels]}
+        panels.append(_Panel("ColoredTokensMulti", props, captions[i] if captions else ""))
+    return View(panels, title)
+
+
+def neuron_activations_view(pm, texts: Sequence[str] | str, neurons: Any, texts_b: Sequence[str] | None = None,
+                            positions: str = "input+prompt", captions: Sequence[str] | None = None,
+                            title: str = "") -> View:
+    """Activations of ``neurons`` over the tokens of ``texts``: one panel per text, a selector per neuron.
+
+    ``positions``: ``"input+prompt"`` (default), ``"all"`` (with special tokens), ``"input"`` or
+    ``"prompt"``; padding is never shown. Prompt tokens are labelled ``<P0>``, ``<P1>`` ...
+
+    >>> from skill_lens.tiny import tiny_model
+    >>> from skill_lens.prompts import PromptedModel, SoftPrompt, Verbalizer
+    >>> model = tiny_model()
+    >>> pm = PromptedModel(model, SoftPrompt.init(model, 2), Verbalizer.from_words(model, ["bad", "good"]))
+    >>> v = neuron_activations_view(pm, ["the film was good", "bad"], ["L1.N5", "L0.N3"])
+    >>> v.panels[0].props["tokens"], v.panels[0].props["labels"]
+    ([' the', ' film', ' was', ' good', '&lt;P0&gt;', '&lt;P1&gt;'], ['L1.N5', 'L0.N3'])
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise ValueError("no texts given; pass a few example strings")
+    pairs = neuron_pairs(neurons, describe(pm.model).shape)
+    rows = _token_activations(pm, texts, pairs, texts_b, positions)
+    caps = list(captions) if captions is not None else [f"example {i}" for i in range(len(texts))]
+    return tokens_view(rows, [neuron_label(*p) for p in pairs], caps, title)
+
+
+def _scores(pm, split, pairs, score: str, batch_size: int) -> Tensor:
+    """Per example and neuron, the activation reduced over positions: ``[n, K]``."""
+    info = describe(pm.model)
+    layers, out = sorted({l for l, _ in pairs}), []
+    for start in range(0, len(split), batch_size):
+        tb = split.texts_b[start:start + batch_size] if split.texts_b is not None else None
+        batch = pm.encode(split.texts[start:start + batch_size], tb)
+        got: dict[int, Tensor] = {}
+        hooks = [(info.hook_names[l], lambda act, hook, l=l: got.__setitem__(l, act.detach())
+                  if act.shape[1] == batch.input_ids.shape[1] else None) for l in layers]
+        with torch.no_grad():
+            pm.label_logits(batch, fwd_hooks=hooks)
+        acts = torch.stack([got[l][..., i].float() for l, i in pairs], dim=-1)  # [B, seq, K]
+        if score == "prompt_mean" and pm.prompt is not None:
+            out.append(acts[:, batch.prompt_slice].mean(1))
+        elif score in ("prompt_mean", "predict"):
+            out.append(acts[torch.arange(batch.size), batch.predict_pos])
+        else:  # max over input and prompt tokens
+            keep = torch.stack([_keep_mask(batch, b, "input+prompt") for b in range(batch.size)])
+            out.append(acts.masked_fill(~keep[..., None], float("-inf")).amax(1))
+    return torch.cat(out)
+
+
+def top_examples_view(pm, split, neurons: Any, k: int = 5, score: str = "prompt_mean", batch_size: int = 32,
+                      label_names: Sequence[str] | None = None, title: str = "") -> View:
+    """For each neuron, the ``k`` examples of ``split`` where it is most and least active.
+
+    ``score`` ranks examples: ``"prompt_mean"`` (mean over the soft prompt's positions, where skill
+    neurons are read; the prediction position for a hard prompt), ``"predict"`` or ``"max"`` (over all
+    tokens). Each example starts with its gold label, e.g. ``[positive]``.
+
+    >>> from skill_lens.tiny import tiny_model, tiny_task
+    >>> from skill_lens.tuning import prompted
+    >>> from skill_lens.prompts import SoftPrompt
+    >>> model, task = tiny_model(), tiny_task()
+    >>> v = top_examples_view(prompted(model, task, SoftPrompt.init(model, 2)), task.dev, "L1.N5", k=3)
+    >>> p = v.panels[0].props
+    >>> v.panels[0].component, len(p["tokens"]), len(p["tokens"][0]), len(p["tokens"][0][0])
+    ('TopkSamples', 1, 2, 3)
+    """
+    if score not in ("prompt_mean", "predict", "max"):
+        raise ValueError(f"score must be 'prompt_mean', 'predict' or 'max', got {score!r}")
+    if split is None or len(split) == 0:
+        raise ValueError("the split is empty; pass one with examples (e.g. task.dev)")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    pairs = neuron_pairs(neurons, describe(pm.model).shape)
+    scores = _scores(pm, split, pairs, score, batch_size)  # [n, K]
+    k = min(k, len(split))
+    tokens, values = [], []
+    for j, pair in enumerate(pairs):
+        per_neuron_tokens, per_neuron_values = [], []
+        for largest in (True, False):
+            idx = scores[:, j].topk(k, largest=largest).indices.tolist()
+            texts = [split.texts[i] for i in idx]
+            tb = [split.texts_b[i] for i in idx] if split.texts_b is not None else None
+            rows = _token_activations(pm, texts, [pair], tb, "input+prompt", batch_size)
+            names = label_names or [str(y) for y in sorted(set(split.labels))]
+            gold = [f"[{names[split.labels[i]] if split.labels[i] < len(names) else split.labels[i]}] " for i in idx]
+            per_neuron_tokens.append([[htmllib.escape(t, quote=False) for t in [g, *toks]]
+                                      for g, (toks, _) in zip(gold, rows)])
+            per_neuron_values.append([[0.0, *a[:, 0].tolist()] for _, a in rows])
+        tokens.append(per_neuron_tokens)
+        values.append(per_neuron_values)
+    props = {"tokens": tokens, "activations": values, "zerothDimensionName": "Neuron",
+             "firstDimensionName": "Examples", "zerothDimensionLabels": [neuron_label(*p) for p in pairs],
+             "firstDimensionLabels": [f"top {k} (most active, by {score})", f"bottom {k} (least active)"]}
+    return View([_Panel("TopkSamples", props)], title)
+
+
+def neuron_picker(pm, texts: Sequence[str] | str, layers: Sequence[int] | None = None,
+                  neuron_indices: Sequence[int] | None = None, texts_b: Sequence[str] | None = None,
+                  positions: str = "input+prompt", max_values: int = 2_000_000, title: str = "") -> View:
+    """Browse any neuron: layer and neuron drop-downs over the tokens of ``texts``.
+
+    ``layers`` (default all) and ``neuron_indices`` (default all ``d_mlp``) bound what is embedded;
+    a :class:`ValueError` asks to narrow them when the view would hold more than ``max_values`` numbers.
+
+    >>> from skill_lens.tiny import tiny_model
+    >>> from skill_lens.prompts import PromptedModel, SoftPrompt, Verbalizer
+    >>> model = tiny_model()
+    >>> pm = PromptedModel(model, SoftPrompt.init(model, 2), Verbalizer.from_words(model, ["bad", "good"]))
+    >>> p = neuron_picker(pm, ["good film", "bad plot"], layers=[1], neuron_indices=[3, 5]).panels[0].props
+    >>> p["firstDimensionLabels"], p["secondDimensionLabels"], len(p["activations"][0][0][0])
+    (['L1'], ['N3', 'N5'], 2)
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    info = describe(pm.model)
+    layers = list(range(info.n_layers)) if layers is None else [int(l) for l in layers]
+    idx = list(range(info.d_mlp)) if neuron_indices is None else [int(i) for i in neuron_indices]
+    if not texts or not layers or not idx:
+        raise ValueError("neuron_picker needs at least one text, one layer and one neuron index")
+    pairs = neuron_pairs([(l, i) for l in layers for i in idx], info.shape)
+    n_tokens = sum(len(pm.encode([t]).input_ids[0]) for t in texts)
+    if n_tokens * len(pairs) > max_values:
+        raise ValueError(f"this view would embed {n_tokens * len(pairs):,} values (> max_values={max_values:,}); "
+                         "pass fewer texts, a few layers=[...] or neuron_indices=[...]")
+    rows = _token_activations(pm, texts, pairs, texts_b, positions)
+    return View([_Panel("TextNeuronActivations", {
+        "tokens": [[htmllib.escape(t, quote=False) for t in toks] for toks, _ in rows],
+        "activations": [a.reshape(len(toks), len(layers), len(idx)).tolist() for toks, a in rows],
+        "firstDimensionName": "Layer", "secondDimensionName": "Neuron",
+        "firstDimensionLabels": [f"L{l}" for l in layers], "secondDimensionLabels": [f"N{i}" for i in idx],
+    })], title)
