@@ -146,7 +146,7 @@ class Task:
         Split(texts=['a'], labels=[1], texts_b=['b'])
         """
         sp = [x if isinstance(x, Split) else Split(*(list(v) for v in x)) for x in (train, dev, test)]
-        return cls(name, list(label_names), list(label_words or label_names), *sp, hard_prompt, source or name)
+        return cls(name, list(label_names), list(label_words or label_names), *sp, hard_prompt, source)
 
     @property
     def n_labels(self) -> int:
@@ -425,10 +425,11 @@ def load_task(spec: str, *, train_size: int | None = None, dev_size: int | None 
                         "csv:PATH, tsv:PATH, jsonl:PATH, json:PATH, parquet:PATH or hf:NAME[/CONFIG]")
     if balance:
         splits["train"] = _balance(splits["train"], seed)
+    pool_size = len(splits["train"])
     for split, size in (("test", test_size), ("dev", dev_size)):
         if split not in splits:  # carve: the first n of a stratified order, the rest stays train
             order = _stratified_order(splits["train"].labels, _rng(seed, split))
-            n = max(size or 0, round(_CARVE_FRACTION * len(order)))
+            n = max(size or 0, round(_CARVE_FRACTION * pool_size))
             splits["train"], splits[split] = splits["train"].subset(sorted(order[n:])), splits["train"].subset(order[:n])
     task = Task(name, names, words, splits["train"], splits["dev"], splits["test"], prompt, spec)
     task = replace(task.binarize(scheme, seed), name=spec) if scheme else task

@@ -34,6 +34,8 @@ def write(path, rows, fmt):
         df.to_csv(path, index=False)
     elif fmt == "jsonl":
         df.to_json(path, orient="records", lines=True)
+    elif fmt == "tsv":
+        df.to_csv(path, index=False, sep="\t")
     elif fmt == "json":
         path.write_text(json.dumps({"data": rows}))
     else:
@@ -75,6 +77,8 @@ def test_tweets_and_their_binary_subtasks():
     neutral = load_task("tweets_neutral", train_size=100, seed=1)
     assert neutral.label_names == ["not_neutral", "neutral"] and neutral.train.counts(2) == [50, 50]
     assert_disjoint(neutral)
+    same = load_task("tweets", binary="neutral-vs-rest", label_words=["other", "neutral"], train_size=100, seed=1)
+    assert same.train == neutral.train and same.label_words == ["other", "neutral"] and same.source == "tweets"
 
 
 def test_splits_are_identical_across_processes_and_hash_seeds():
@@ -90,7 +94,7 @@ def test_splits_are_identical_across_processes_and_hash_seeds():
 
 
 # ---------------------------------------------------------------- local files
-@pytest.mark.parametrize("fmt", ["csv", "jsonl", "json", "parquet"])
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "json", "parquet"])
 def test_local_formats_load_the_same_task(tmp_path, fmt):
     path = write(tmp_path / f"toy.{fmt}", records(pair=True), fmt)
     task = load_task(f"{fmt}:{path}", dev_size=10, test_size=10, seed=2)
@@ -217,6 +221,11 @@ def test_hf_pairs_generic_names_and_failures(monkeypatch):
     load_task("hf:owner/data/cfg", text_column="premise", text_b_column="hypothesis")
     load_task("hf:glue_like/cfg", text_column="premise")
     assert calls[-2:] == [("owner/data", "cfg"), ("glue_like", "cfg")]
+
+    fake_hub(monkeypatch, calls, datasets.DatasetDict({"validation": datasets.Dataset.from_dict(rows(60))}))
+    adv = load_task("hf:adv_sst2", text_column="premise", label_words=["a", "b", "c"])  # no train split: carved
+    assert calls[-1] == ("AI-Secure/adv_glue", "adv_sst2") and [len(s) for s in adv.splits().values()] == [48, 6, 6]
+    assert_disjoint(adv)
 
     def broken(path, config=None):
         raise ConnectionError("no network")
