@@ -137,7 +137,7 @@ class Verbalizer:
 
     >>> from skill_lens.tiny import tiny_model
     >>> Verbalizer.from_words(tiny_model(), ["bad", "good"]).token_ids
-    (25, 19)
+    (26, 20)
     """
 
     words: tuple[str, ...]

@@ -46,7 +46,6 @@ class Run:
     def create(cls, path, model, task, config: TuneConfig, task_args: dict | None = None) -> "Run":
         """Tune a prompt for ``task`` on ``model`` and write ``prompt.safetensors`` and ``run.json``."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         result = tune(model, task, config, run_dir=path)
         pm = prompted(model, task, result.prompt, config.max_length)
         hard = hard_prompt_model(model, task, config.max_length)

@@ -1,0 +1,98 @@
+"""Soft prompts and their placement, on every tiny family."""
+
+import pytest
+import torch
+
+from skill_lens.prompts import PromptedModel, PromptError, SoftPrompt, Verbalizer
+from skill_lens.tiny import FAMILIES, tiny_model
+
+TEXTS = ["the movie was good", "bad", "a very very dull plot and boring acting"]
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family_model(request):
+    return request.param, tiny_model(request.param)
+
+
+def _pm(model, P=4):
+    return PromptedModel(model, SoftPrompt.init(model, P, seed=1), Verbalizer.from_words(model, ["bad", "good"]))
+
+
+def test_label_logits_equal_the_bridge_forward(family_model):
+    family, model = family_model
+    pm = _pm(model)
+    batch = pm.encode(TEXTS)
+    ours = pm.label_logits(batch)
+    with model.hooks(fwd_hooks=pm.hooks(batch)):
+        if family == "seq2seq":
+            dec = torch.zeros(len(TEXTS), 1, dtype=torch.long)
+            ref = model(batch.input_ids, attention_mask=batch.attention_mask, decoder_input=dec)[:, 0]
+        else:
+            ref = model(batch.input_ids, attention_mask=batch.attention_mask)[torch.arange(3), batch.predict_pos]
+    torch.testing.assert_close(ours, ref[:, list(pm.verbalizer.token_ids)], atol=1e-5, rtol=1e-5)
+
+
+def test_prompt_changes_the_output_only_through_its_positions(family_model):
+    _, model = family_model
+    pm = _pm(model)
+    batch = pm.encode(TEXTS)
+    before = pm.label_logits(batch)
+    pm.prompt.embedding.data += torch.randn(pm.prompt.embedding.shape, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(before, pm.label_logits(batch))
+    # prompt positions are the same in every row and hold placeholders
+    assert batch.prompt_slice.stop - batch.prompt_slice.start == 4
+    assert (batch.attention_mask[:, batch.prompt_slice] == 1).all()
+    assert not batch.input_mask[:, batch.prompt_slice].any()
+
+
+def test_batched_equals_one_by_one(family_model):
+    _, model = family_model
+    pm = _pm(model)
+    together = pm.label_logits(pm.encode(TEXTS))
+    alone = torch.cat([pm.label_logits(pm.encode([t])) for t in TEXTS])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["causal", "gpt2"])
+def test_cached_input_path_matches_and_gives_the_same_gradient(family):
+    model = tiny_model(family)
+    pm = _pm(model)
+    batch = pm.encode(TEXTS)
+    full = pm.label_logits(batch)
+    full.sum().backward()
+    g_full = pm.prompt.embedding.grad.clone()
+    pm.prompt.embedding.grad = None
+    cached = pm.label_logits(batch, cache_input=True)
+    cached.sum().backward()
+    torch.testing.assert_close(full, cached, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g_full, pm.prompt.embedding.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_causal_prompt_comes_after_the_input():
+    model = tiny_model("causal")
+    batch = _pm(model).encode(TEXTS)
+    assert batch.prompt_slice.stop == batch.input_ids.shape[1]
+    assert (batch.predict_pos == batch.input_ids.shape[1] - 1).all()
+
+
+def test_multi_token_label_word_is_a_clear_error():
+    with pytest.raises(PromptError, match="not a single token"):
+        Verbalizer.from_words(tiny_model(), ["good", "unbelievablyterrible"])
+
+
+def test_text_longer_than_context_is_a_clear_error_unless_truncating():
+    model = tiny_model("causal")
+    long = " ".join(["good"] * 400)
+    with pytest.raises(PromptError, match="max_length"):
+        _pm(model).encode([long])
+    pm = PromptedModel(model, SoftPrompt.init(model, 4), Verbalizer.from_words(model, ["bad", "good"]), max_length=64)
+    assert pm.encode([long]).input_ids.shape[1] == 64
+
+
+def test_prompt_from_another_model_is_refused(tmp_path):
+    small, wide = tiny_model("causal"), tiny_model("causal", d_model=48)
+    SoftPrompt.init(small, 4).save(tmp_path / "p.safetensors")
+    with pytest.raises(ValueError, match="d_model"):
+        SoftPrompt.load(tmp_path / "p.safetensors", wide)
+    with pytest.raises(PromptError, match="d_model"):
+        PromptedModel(wide, SoftPrompt.load(tmp_path / "p.safetensors"), Verbalizer.from_words(wide, ["bad", "good"]))

@@ -1,0 +1,137 @@
+"""Prompt tuning on tiny models: it learns, touches only the prompt, resumes exactly, refuses bad input."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from skill_lens.prompts import PromptError
+from skill_lens.runs import Run
+from skill_lens.tiny import tiny_model, tiny_task
+from skill_lens.tuning import TuneConfig, evaluate, prompted, tune
+
+FAST = TuneConfig(prompt_length=4, steps=30, batch_size=8, eval_every=10, lr=0.1, warmup_steps=2)
+
+
+def _skewed_task():
+    """Three positives for each negative: even a random tiny model can lower the loss by learning the prior."""
+    from skill_lens.tasks import Task
+
+    t = tiny_task(n_train=96)
+    keep = [i for i, y in enumerate(t.train.labels) if y == 1 or i % 6 == 0]
+    tr = t.train.subset(keep)
+    return Task.from_lists("skewed", ["negative", "positive"], ["bad", "good"], train=(tr.texts, tr.labels),
+                           dev=(t.dev.texts, t.dev.labels), test=(t.test.texts, t.test.labels))
+
+
+@pytest.mark.parametrize("family", ["causal", "gpt2", "mlm", "seq2seq"])
+def test_loss_falls_and_only_the_prompt_changes(family):
+    model, task = tiny_model(family), _skewed_task()
+    before = {k: v.clone() for k, v in model.original_model.state_dict().items()}
+    result = tune(model, task, FAST)
+    losses = [h["loss"] for h in result.history]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+    after = model.original_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(not p.requires_grad for p in model.original_model.parameters())
+
+
+def test_tuning_beats_chance_on_the_tiny_task():
+    # random two-layer models are weak feature extractors; the tiny T5 is the one a prompt can steer reliably
+    model, task = tiny_model("seq2seq"), tiny_task()
+    result = tune(model, task, TuneConfig(prompt_length=4, steps=40, batch_size=8, eval_every=10, lr=0.5))
+    assert result.dev_accuracy > 0.6
+    assert evaluate(prompted(model, task, result.prompt), task.dev)["accuracy"] == result.dev_accuracy
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    model, task = tiny_model("causal"), tiny_task()
+    whole = tune(model, task, FAST, run_dir=tmp_path / "whole")
+    # run the first 20 steps, then "crash" and resume to 30 in the same directory
+    tune(model, task, TuneConfig(**{**FAST.__dict__, "steps": 20}), run_dir=tmp_path / "half")
+    ckpt = tmp_path / "half" / "checkpoint.safetensors"
+    from skill_lens.artifacts import load_tensors, save_tensors
+
+    tensors, meta = load_tensors(ckpt)
+    meta["config"]["steps"] = FAST.steps  # the interrupted run was asked for 30 steps
+    save_tensors(ckpt, tensors, meta)
+    resumed = tune(model, task, FAST, run_dir=tmp_path / "half")
+    assert torch.equal(whole.prompt.embedding, resumed.prompt.embedding)
+    assert whole.dev_accuracy == resumed.dev_accuracy and whole.best_step == resumed.best_step
+
+
+def test_checkpoint_of_another_task_is_refused(tmp_path):
+    model = tiny_model("causal")
+    tune(model, tiny_task(seed=0), FAST, run_dir=tmp_path)
+    with pytest.raises(ValueError, match="different run"):
+        tune(model, tiny_task(seed=1), FAST, run_dir=tmp_path)
+
+
+def test_killed_tuning_resumes_to_the_same_prompt(tmp_path):
+    """SIGKILL a tuning process part-way; resuming gives the uninterrupted result."""
+    script = f"""
+import os, sys, signal
+os.environ["SKILL_LENS_QUIET"] = "1"
+from skill_lens.tiny import tiny_model, tiny_task
+from skill_lens.tuning import TuneConfig, tune
+import skill_lens.tuning as T
+cfg = TuneConfig(prompt_length=4, steps=30, batch_size=8, eval_every=10, lr=0.1, warmup_steps=2)
+if sys.argv[1] == "kill":
+    orig = T._checkpoint
+    def ckpt_then_die(path, *a):
+        orig(path, *a)
+        if a[3]["step"] == 20:
+            os.kill(os.getpid(), signal.SIGKILL)
+    T._checkpoint = ckpt_then_die
+r = tune(tiny_model("causal"), tiny_task(), cfg, run_dir=sys.argv[2])
+r.prompt.save(os.path.join(sys.argv[2], "out.safetensors"))
+"""
+    env = {**os.environ, "PYTHONHASHSEED": "1"}
+    killed = subprocess.run([sys.executable, "-c", script, "kill", str(tmp_path / "a")], env=env)
+    assert killed.returncode == -9
+    assert not (tmp_path / "a" / "out.safetensors").exists()
+    subprocess.run([sys.executable, "-c", script, "resume", str(tmp_path / "a")], env=env, check=True)
+    subprocess.run([sys.executable, "-c", script, "whole", str(tmp_path / "b")], env=env, check=True)
+    from skill_lens.prompts import SoftPrompt
+
+    a = SoftPrompt.load(tmp_path / "a" / "out.safetensors").embedding
+    b = SoftPrompt.load(tmp_path / "b" / "out.safetensors").embedding
+    assert torch.equal(a, b)
+
+
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path):
+    from skill_lens.tasks import Split
+
+    model, task = tiny_model("causal"), tiny_task()
+    one_class = tiny_task()
+    one_class.train = Split(task.train.texts[:4], [1, 1, 1, 1])
+    with pytest.raises(PromptError, match="only one class"):
+        Run.create(tmp_path / "r1", model, one_class, FAST)
+    empty = tiny_task()
+    empty.dev = Split([], [])
+    with pytest.raises(PromptError, match="empty"):
+        Run.create(tmp_path / "r2", model, empty, FAST)
+    with pytest.raises(PromptError, match="single token"):
+        Run.create(tmp_path / "r3", model, tiny_task().with_label_words(["bad", "notaword"]), FAST)
+    too_long = tiny_task()
+    too_long.train = Split([" ".join(["good"] * 500)] + task.train.texts[1:], task.train.labels)
+    with pytest.raises(PromptError, match="max_length"):
+        Run.create(tmp_path / "r4", model, too_long, FAST)
+    for name in ("r1", "r2", "r3", "r4"):
+        assert not (tmp_path / name / "run.json").exists()
+        assert not (tmp_path / name / "prompt.safetensors").exists()
+
+
+def test_run_directory_records_what_made_it(tmp_path):
+    model, task = tiny_model("causal"), tiny_task()
+    run = Run.create(tmp_path, model, task, FAST)
+    meta = Run.open(tmp_path).meta
+    for key in ("model", "task", "placement", "template", "label_words", "label_token_ids", "prompt_length",
+                "seed", "hook_names", "accuracy", "library_version"):
+        assert key in meta
+    assert meta["prompt_length"] == 4 and meta["hook_names"][0] == "blocks.0.mlp.hook_post"
+    assert run.prompt().embedding.shape == (4, 32)
+    with pytest.raises(ValueError, match="tiny-causal"):
+        Run.open(tmp_path).use_model(tiny_model("mlm"))
