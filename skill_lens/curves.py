@@ -1,0 +1,195 @@
+"""Suppression curves: accuracy as the top skill neurons are perturbed, against random neurons.
+
+For each fraction ``f`` the top ``f`` of neurons by score (all neurons, or of each layer with
+``per_layer=True``; :func:`skill_lens.predictivity.select_top`) are perturbed at ``positions`` by
+``method`` (``"gaussian"`` noise, ``"zero"`` or ``"mean"`` ablation to the probe's baseline), and so
+are ``controls`` random sets with the same count per layer, disjoint from the skill set
+(:func:`skill_lens.interventions.random_like`). The result holds accuracy and the mean gold-label
+logit difference (gold minus best other label) per fraction for the skill set and every draw.
+
+Cross-task form: neurons found on task A, evaluated on task B's split with B's prompted model --
+pass ``pm`` and ``task_or_split`` of B and ``scores`` of A (and B's baseline for ``"mean"``).
+
+>>> from skill_lens.tiny import tiny_model, tiny_task
+>>> from skill_lens.tuning import prompted
+>>> from skill_lens.prompts import SoftPrompt
+>>> model, task = tiny_model(), tiny_task()
+>>> pm = prompted(model, task, SoftPrompt.init(model, 2))
+>>> scores = torch.rand(2, 64, generator=torch.Generator().manual_seed(0))
+>>> curve = suppression_curve(pm, task, scores, fractions=[0, 0.1], method="zero", controls=2)
+>>> curve.to_pandas()[["fraction", "n_neurons", "skill_accuracy", "random_accuracy_mean"]].shape
+(2, 4)
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from skill_lens.interventions import (InterventionError, Positions, gaussian_noise, mean_ablate, per_batch,
+                                      random_like, zero_ablate)
+from skill_lens.models import describe
+from skill_lens.predictivity import select_top
+from skill_lens.progress import say
+from skill_lens.prompts import Batch, Hook
+from skill_lens.tuning import evaluate
+
+__all__ = ["SuppressionCurve", "suppression_curve", "evaluate_with", "check_fractions", "METHODS"]
+
+METHODS = ("gaussian", "zero", "mean")
+DEFAULT_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1)
+
+
+def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batch_size: int = 32) -> dict:
+    """:func:`skill_lens.tuning.evaluate` with hooks built per batch by ``make_hooks(batch)``.
+
+    >>> from skill_lens.tiny import tiny_model, tiny_task
+    >>> from skill_lens.tuning import hard_prompt_model
+    >>> model, task = tiny_model(), tiny_task()
+    >>> evaluate_with(hard_prompt_model(model, task), task.dev, lambda batch: [])["n"]
+    32
+    """
+    return evaluate(per_batch(pm, make_hooks), split, batch_size)
+
+
+def check_fractions(fractions: Sequence[float]) -> list[float]:
+    """The fractions as floats, each in [0, 1], else a :class:`ValueError` naming the bad ones.
+
+    >>> check_fractions([0, 0.05])
+    [0.0, 0.05]
+    >>> check_fractions([0.1, 1.5])
+    Traceback (most recent call last):
+    ...
+    skill_lens.interventions.InterventionError: fractions [1.5] are outside [0, 1]; pass fractions of neurons such as 0,0.01,0.05.
+    """
+    out = [float(f) for f in fractions]
+    bad = [f for f in out if not 0.0 <= f <= 1.0]
+    if bad or not out:
+        raise InterventionError(f"fractions {bad or out} are outside [0, 1]; pass fractions of neurons such as "
+                                "0,0.01,0.05.")
+    return out
+
+
+@dataclass
+class SuppressionCurve:
+    """Per-fraction results: ``rows`` has one dict per (fraction, neuron set) with ``fraction``,
+    ``set`` (``"skill"`` or ``"random"``), ``draw``, ``n_neurons``, ``accuracy`` and ``logit_diff``."""
+
+    rows: list[dict]
+    fractions: list[float]
+    method: str
+    meta: dict = field(default_factory=dict)
+
+    def summary(self) -> list[dict]:
+        """One row per fraction: the skill set's numbers, the random draws' mean and std, and the
+        accuracy drop of the skill set beyond the random sets' (``gap`` = random mean - skill).
+
+        >>> c = SuppressionCurve([{"fraction": 0.1, "set": "skill", "draw": 0, "n_neurons": 2, "accuracy": 0.5,
+        ...     "logit_diff": 0.0}, {"fraction": 0.1, "set": "random", "draw": 0, "n_neurons": 2,
+        ...     "accuracy": 0.75, "logit_diff": 1.0}], [0.1], "zero")
+        >>> c.summary()[0]["gap"]
+        0.25
+        """
+        out = []
+        for f in self.fractions:
+            skill = next(r for r in self.rows if r["fraction"] == f and r["set"] == "skill")
+            rand = [r for r in self.rows if r["fraction"] == f and r["set"] == "random"]
+            row = {"fraction": f, "n_neurons": skill["n_neurons"], "skill_accuracy": skill["accuracy"],
+                   "skill_logit_diff": skill["logit_diff"]}
+            for key in ("accuracy", "logit_diff"):
+                vals = [r[key] for r in rand]
+                row[f"random_{key}_mean"] = statistics.fmean(vals) if vals else math.nan
+                row[f"random_{key}_std"] = statistics.pstdev(vals) if len(vals) > 1 else (0.0 if vals else math.nan)
+            row["gap"] = row["random_accuracy_mean"] - row["skill_accuracy"]
+            out.append(row)
+        return out
+
+    def to_dict(self) -> dict:
+        """Plain data (JSON-ready): method, fractions, meta, per-set rows and the per-fraction summary."""
+        return {"method": self.method, "fractions": self.fractions, "meta": self.meta, "rows": self.rows,
+                "summary": self.summary()}
+
+    def to_pandas(self):
+        """The per-fraction :meth:`summary` as a ``pandas.DataFrame``."""
+        import pandas as pd
+
+        return pd.DataFrame(self.summary())
+
+    def table(self) -> str:
+        """The summary as a fixed-width text table (accuracy and logit difference; random: mean +- std)."""
+        lines = [f"{'fraction':>8} {'neurons':>7} {'skill acc':>9} {'random acc':>15} {'gap':>6} "
+                 f"{'skill ld':>8} {'random ld':>15}"]
+        for r in self.summary():
+            lines.append(f"{r['fraction']:>8.3f} {r['n_neurons']:>7d} {r['skill_accuracy']:>9.3f} "
+                         f"{r['random_accuracy_mean']:>7.3f} +-{r['random_accuracy_std']:<5.3f} {r['gap']:>6.3f} "
+                         f"{r['skill_logit_diff']:>8.3f} {r['random_logit_diff_mean']:>7.3f} "
+                         f"+-{r['random_logit_diff_std']:<5.3f}")
+        return "\n".join(lines)
+
+
+def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
+                      fractions: Sequence[float] = DEFAULT_FRACTIONS, method: str = "gaussian", controls: int = 3,
+                      per_layer: bool = False, baseline: Tensor | None = None, std: float = 1.0,
+                      positions="prompt", per: str = "token", seed: int = 0, batch_size: int = 32,
+                      split: str = "dev") -> SuppressionCurve:
+    """Perturb the top ``fractions`` of neurons by ``scores`` and ``controls`` random sets of the same
+    size; see the module docstring. ``task_or_split`` is a task (its ``split``) or a split.
+
+    ``method="gaussian"`` adds noise of ``std`` (``per`` token or example); ``"mean"`` needs
+    ``baseline`` (``ProbeResult.baseline``, ``[L, P, d_mlp]`` or ``[L, d_mlp]``). Noise is seeded per
+    (fraction, set) from ``seed``, so a curve is reproducible.
+    """
+    info = describe(pm.model)
+    fractions = check_fractions(fractions)
+    if method not in METHODS:
+        raise InterventionError(f"unknown method {method!r}; use one of {METHODS}.")
+    scores = torch.as_tensor(scores)
+    if tuple(scores.shape) != info.shape:
+        raise InterventionError(f"scores are {list(scores.shape)} but {info.name} has {info.n_layers} layers x "
+                                f"{info.d_mlp} neurons; use scores probed on this model.")
+    if controls < 0:
+        raise InterventionError(f"controls must be >= 0, got {controls}")
+    if method == "mean" and baseline is None:
+        raise InterventionError("method 'mean' needs the probe's baseline (ProbeResult.baseline).")
+    data = getattr(task_or_split, split) if hasattr(task_or_split, split) else task_or_split
+    pos = Positions.of(positions)
+
+    def make(mask: Tensor, key: int) -> Callable[[Batch], list[Hook]]:
+        gen = torch.Generator().manual_seed(key)  # one stream across batches: fresh noise per batch
+        if method == "gaussian":
+            return lambda b: gaussian_noise(pm.model, mask, std, gen, per, pos, batch=b)
+        if method == "zero":
+            return lambda b: zero_ablate(pm.model, mask, pos, batch=b)
+        return lambda b: mean_ablate(pm.model, mask, baseline, positions=pos, batch=b)
+
+    clean = None
+    rows = []
+    for i, f in enumerate(fractions):
+        skill = select_top(scores, f, per_layer=per_layer) if f > 0 else torch.zeros(info.shape, dtype=torch.bool)
+        sets = [("skill", 0, skill)]
+        if controls:
+            if f == 0:
+                sets += [("random", d, skill) for d in range(controls)]
+            else:
+                sets += [("random", d, m) for d, m in enumerate(random_like(skill, seed + 1000 * i, controls))]
+        for name, draw, mask in sets:
+            if not mask.any():  # empty set: the clean model, evaluated once
+                clean = clean or evaluate_with(pm, data, lambda b: [], batch_size)
+                res = clean
+            else:
+                res = evaluate_with(pm, data, make(mask, seed * 7919 + 100 * i + draw + (name == "random")),
+                                    batch_size)
+            rows.append({"fraction": f, "set": name, "draw": draw, "n_neurons": int(mask.sum()),
+                         "accuracy": res["accuracy"], "logit_diff": res["logit_diff"]})
+            say(f"suppression {method} f={f:g} {name}{draw if name == 'random' else ''}: "
+                f"acc {res['accuracy']:.3f} ld {res['logit_diff']:.3f}")
+    meta = {"model": info.name, "n_examples": len(data), "controls": controls, "per_layer": per_layer,
+            "positions": pos.role if pos.role != "indices" else list(pos.indices), "std": std, "per": per,
+            "seed": seed}
+    return SuppressionCurve(rows, fractions, method, meta)

@@ -1,0 +1,350 @@
+"""Interventions on FFN neurons as hooks: noise, zero, mean, constant and scale, plus random controls.
+
+Every factory returns a list of ``(hook_name, fn)`` pairs with ``fn(act, hook)`` on the FFN
+activation hooks ``describe(model).hook_names[l]`` (``[batch, seq, d_mlp]``). The pairs work with
+``model.run_with_hooks(..., fwd_hooks=...)``, ``model.hooks(fwd_hooks=...)``, :func:`intervene`,
+``PromptedModel.label_logits(batch, fwd_hooks=...)`` and ``tuning.evaluate(pm, split, fwd_hooks=...)``.
+Only the chosen neurons change (an index assignment on the neuron dimension); an empty set gives no
+hooks at all, so it is exactly the identity.
+
+Where along the sequence a hook acts is a :class:`Positions`: ``"all"``, explicit indices, or a role
+read from a :class:`~skill_lens.prompts.Batch` (``"prompt"``, ``"input"``, ``"predict"``). Role
+positions differ per batch, so their hooks are built per batch: pass ``batch=...`` to a factory, or
+wrap a ``make_hooks(batch)`` function with :func:`per_batch` (``curves.evaluate_with`` does this).
+
+>>> import torch
+>>> from skill_lens.tiny import tiny_model
+>>> model = tiny_model()
+>>> mask = torch.zeros(2, 64, dtype=torch.bool); mask[1, :5] = True
+>>> tokens = torch.tensor([[1, 5, 6, 7]])
+>>> with intervene(model, zero_ablate(model, mask)):
+...     ablated = model(tokens)
+>>> bool((ablated != model(tokens)).any())
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence, Union
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from skill_lens.models import describe
+from skill_lens.prompts import Batch, Hook
+
+__all__ = ["InterventionError", "Positions", "gaussian_noise", "zero_ablate", "mean_ablate", "constant", "scale",
+           "intervene", "random_like", "per_batch", "neuron_mask", "Hook"]
+
+ROLES = ("all", "prompt", "input", "predict")
+PositionsLike = Union["Positions", str, Sequence[int]]
+
+
+class InterventionError(ValueError):
+    """An intervention does not fit the model, the neurons or the positions asked for."""
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Which sequence positions a hook changes: a role in ``ROLES`` or explicit ``indices``.
+
+    >>> Positions.of("prompt"), Positions.of([0, -1]).indices
+    (Positions(role='prompt', indices=()), (0, -1))
+    >>> Positions.of("prompt").needs_batch
+    True
+    """
+
+    role: str = "all"
+    indices: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, spec: PositionsLike) -> "Positions":
+        """A :class:`Positions` from a role name, a sequence of indices, or a :class:`Positions`."""
+        if isinstance(spec, Positions):
+            return spec
+        if isinstance(spec, str):
+            if spec not in ROLES:
+                raise InterventionError(f"unknown positions {spec!r}; use one of {ROLES} or a list of indices.")
+            return cls(spec)
+        idx = tuple(int(i) for i in spec)
+        if not idx:
+            raise InterventionError("explicit positions are empty; pass at least one index or 'all'.")
+        return cls("indices", idx)
+
+    @property
+    def needs_batch(self) -> bool:
+        return self.role in ("prompt", "input", "predict")
+
+    def mask(self, batch_size: int, seq: int, batch: Batch | None = None) -> Bool[Tensor, "batch seq"]:
+        """Boolean ``[batch_size, seq]`` of the selected positions (roles read them from ``batch``).
+
+        >>> Positions.of([1, -1]).mask(1, 4).tolist()
+        [[False, True, False, True]]
+        """
+        if self.role == "all":
+            return torch.ones(batch_size, seq, dtype=torch.bool)
+        if self.role == "indices":
+            bad = [i for i in self.indices if not -seq <= i < seq]
+            if bad:
+                raise InterventionError(f"positions {bad} are beyond the sequence of length {seq}; "
+                                        f"use indices in [-{seq}, {seq}).")
+            out = torch.zeros(batch_size, seq, dtype=torch.bool)
+            out[:, list(self.indices)] = True
+            return out
+        if batch is None:
+            raise InterventionError(f"positions {self.role!r} depend on the batch; build the hooks per batch "
+                                    "(pass batch=..., or use interventions.per_batch / curves.evaluate_with).")
+        if batch.input_ids.shape != (batch_size, seq):
+            raise InterventionError(f"the activation is [{batch_size}, {seq}] but the hooks were built for a batch "
+                                    f"of shape {list(batch.input_ids.shape)}; build hooks for this batch "
+                                    "(and do not use cache_input=True with position roles).")
+        out = torch.zeros(batch_size, seq, dtype=torch.bool)
+        if self.role == "prompt":
+            if batch.prompt_slice.stop - batch.prompt_slice.start == 0:
+                raise InterventionError("positions 'prompt' selects nothing: this batch has no soft prompt "
+                                        "(a hard prompt); use 'predict' or 'input'.")
+            out[:, batch.prompt_slice] = True
+        elif self.role == "input":
+            out |= batch.input_mask
+        else:  # predict
+            out[torch.arange(batch_size), batch.predict_pos] = True
+        return out
+
+
+def neuron_mask(model, neurons, layers: Sequence[int] | range | None = None) -> Bool[Tensor, "layer d_mlp"]:
+    """The ``[n_layers, d_mlp]`` boolean mask of ``neurons`` (a ``NeuronSet`` or a mask), checked against
+    ``model`` and restricted to ``layers``.
+
+    >>> from skill_lens.tiny import tiny_model
+    >>> m = torch.ones(2, 64, dtype=torch.bool)
+    >>> neuron_mask(tiny_model(), m, layers=[1]).sum(1).tolist()
+    [0, 64]
+    """
+    info = describe(model)
+    mask = neurons.mask if hasattr(neurons, "mask") else torch.as_tensor(neurons)
+    if mask.dtype != torch.bool or tuple(mask.shape) != info.shape:
+        raise InterventionError(f"the neuron set is {list(mask.shape)} ({mask.dtype}) but {info.name} has "
+                                f"{info.n_layers} layers x {info.d_mlp} neurons; select neurons for this model.")
+    if layers is not None:
+        keep = torch.zeros(info.n_layers, dtype=torch.bool)
+        bad = [l for l in layers if not 0 <= l < info.n_layers]
+        if bad:
+            raise InterventionError(f"layers {bad} are not in 0..{info.n_layers - 1} of {info.name}.")
+        keep[list(layers)] = True
+        mask = mask & keep[:, None]
+    return mask
+
+
+def _hooks(model, neurons, positions, batch, layers, change: Callable[..., Tensor]) -> list[Hook]:
+    """One hook per layer with chosen neurons ``idx``: ``act[..., idx] = change(layer, idx, old [B,S,k], where [B,S])``
+    at the selected positions."""
+    mask, pos = neuron_mask(model, neurons, layers), Positions.of(positions)
+    names = describe(model).hook_names
+    if batch is not None:
+        pos.mask(batch.size, batch.input_ids.shape[1], batch)  # validate now, before any forward pass
+
+    def make(layer: int, idx: Tensor) -> Callable:
+        def hook(act: Tensor, hook) -> Tensor:
+            where = pos.mask(act.shape[0], act.shape[1], batch).to(act.device)[..., None]
+            old = act[..., idx]
+            new = torch.where(where, change(layer, idx, old, where[..., 0]).to(act.dtype), old)
+            act = act.clone() if act.requires_grad else act
+            act[..., idx] = new
+            return act
+        return hook
+
+    return [(names[l], make(l, idx)) for l, idx in enumerate(_per_layer(mask)) if idx.numel()]
+
+
+def _per_layer(mask: Tensor) -> list[Tensor]:
+    return [row.nonzero()[:, 0] for row in mask]
+
+
+def zero_ablate(model, neurons, positions: PositionsLike = "all", batch: Batch | None = None,
+                layers=None) -> list[Hook]:
+    """Set the chosen neurons to 0 at ``positions``.
+
+    >>> from skill_lens.tiny import tiny_model
+    >>> model = tiny_model(); mask = torch.zeros(2, 64, dtype=torch.bool); mask[0, 3] = True
+    >>> [name for name, _ in zero_ablate(model, mask)]
+    ['blocks.0.mlp.hook_post']
+    """
+    return _hooks(model, neurons, positions, batch, layers, lambda l, idx, old, where: torch.zeros_like(old))
+
+
+def constant(model, neurons, value: float, positions: PositionsLike = "all", batch: Batch | None = None,
+             layers=None) -> list[Hook]:
+    """Set the chosen neurons to ``value`` at ``positions``.
+
+    >>> from skill_lens.tiny import tiny_model
+    >>> len(constant(tiny_model(), torch.ones(2, 64, dtype=torch.bool), 2.0))
+    2
+    """
+    return _hooks(model, neurons, positions, batch, layers, lambda l, idx, old, where: torch.full_like(old, value))
+
+
+def scale(model, neurons, factor: float, positions: PositionsLike = "all", batch: Batch | None = None,
+          layers=None) -> list[Hook]:
+    """Multiply the chosen neurons by ``factor`` at ``positions`` (``factor=0`` is zero ablation).
+
+    >>> from skill_lens.tiny import tiny_model
+    >>> scale(tiny_model(), torch.zeros(2, 64, dtype=torch.bool), 0.5)  # empty set: no hooks
+    []
+    """
+    return _hooks(model, neurons, positions, batch, layers, lambda l, idx, old, where: old * factor)
+
+
+def mean_ablate(model, neurons, baseline: Float[Tensor, "layer pos d_mlp"] | Float[Tensor, "layer d_mlp"],
+                per_position: bool = True, positions: PositionsLike = "prompt", batch: Batch | None = None,
+                layers=None) -> list[Hook]:
+    """Set the chosen neurons to their ``baseline`` (a probe's train means, ``ProbeResult.baseline``).
+
+    A ``[L, P, d_mlp]`` baseline with ``per_position=True`` writes position ``p`` of the prompt with
+    ``baseline[:, p]`` (positions must be ``"prompt"``, or anything when ``P == 1``); with
+    ``per_position=False`` (or a ``[L, d_mlp]`` baseline) the mean over positions is written everywhere.
+
+    >>> from skill_lens.tiny import tiny_model
+    >>> model = tiny_model(); base = torch.zeros(2, 3, 64)
+    >>> len(mean_ablate(model, torch.ones(2, 64, dtype=torch.bool), base, per_position=False, positions="all"))
+    2
+    """
+    info = describe(model)
+    base = torch.as_tensor(baseline).float()
+    if base.dim() not in (2, 3) or base.shape[0] != info.n_layers or base.shape[-1] != info.d_mlp:
+        raise InterventionError(f"baseline is {list(base.shape)} but {info.name} needs [{info.n_layers}, P, "
+                                f"{info.d_mlp}] or [{info.n_layers}, {info.d_mlp}]; use this model's probe.")
+    if base.dim() == 3 and (not per_position or base.shape[1] == 1):
+        base = base.mean(1)
+    pos = Positions.of(positions)
+    if base.dim() == 3 and pos.role != "prompt":
+        raise InterventionError(f"a per-position baseline ({base.shape[1]} positions) fits positions 'prompt' only, "
+                                f"not {pos.role!r}; pass per_position=False to write the mean over positions.")
+    if base.dim() == 3 and batch is not None and batch.prompt_slice.stop - batch.prompt_slice.start != base.shape[1]:
+        raise InterventionError(f"the baseline has {base.shape[1]} prompt positions but the batch's prompt has "
+                                f"{batch.prompt_slice.stop - batch.prompt_slice.start}; use the probe of this prompt.")
+
+    def to_baseline(layer: int, idx: Tensor, old: Tensor, where: Tensor) -> Tensor:
+        if base.dim() == 2:
+            return base[layer, idx].expand_as(old)
+        out = old.clone()
+        counts = where.sum(1)
+        if not bool((counts == base.shape[1]).all()):
+            raise InterventionError(f"per-position baseline has {base.shape[1]} positions but the prompt has "
+                                    f"{int(counts.max())}; use the probe of this prompt.")
+        out[where] = base[layer][:, idx].to(old.dtype).repeat(old.shape[0], 1)
+        return out
+
+    return _hooks(model, neurons, pos, batch, layers, to_baseline)
+
+
+def gaussian_noise(model, neurons, std: float = 1.0, seed: int | torch.Generator = 0, per: str = "token",
+                   positions: PositionsLike = "all", batch: Batch | None = None, layers=None) -> list[Hook]:
+    """Add ``N(0, std^2)`` noise to the chosen neurons at ``positions``.
+
+    ``per="token"`` draws fresh noise for every token; ``per="example"`` one vector per example shared
+    by all its selected positions (as the original skill-neuron code did). ``seed`` may be a
+    ``torch.Generator``, which then keeps advancing across calls (pass the same one for every batch).
+
+    >>> from skill_lens.tiny import tiny_model
+    >>> model = tiny_model(); mask = torch.ones(2, 64, dtype=torch.bool)
+    >>> len(gaussian_noise(model, mask, std=0.5, seed=1, per="example"))
+    2
+    """
+    if per not in ("token", "example"):
+        raise InterventionError(f"per must be 'token' or 'example', got {per!r}")
+    if not std >= 0:
+        raise InterventionError(f"std must be >= 0, got {std}")
+    gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+
+    def noisy(layer: int, idx: Tensor, old: Tensor, where: Tensor) -> Tensor:
+        shape = (old.shape[0], 1 if per == "example" else old.shape[1], old.shape[2])
+        return old + (torch.randn(shape, generator=gen) * std).to(old.device, old.dtype)
+
+    return _hooks(model, neurons, positions, batch, layers, noisy)
+
+
+@contextlib.contextmanager
+def intervene(model, hooks: Sequence[Hook]) -> Iterator[object]:
+    """Apply ``hooks`` to ``model`` inside the block; they are removed on exit, also on exceptions.
+
+    >>> from skill_lens.tiny import tiny_model
+    >>> model = tiny_model()
+    >>> with intervene(model, zero_ablate(model, torch.ones(2, 64, dtype=torch.bool))):
+    ...     len(model.hook_dict["blocks.0.mlp.hook_post"].fwd_hooks)
+    1
+    >>> len(model.hook_dict["blocks.0.mlp.hook_post"].fwd_hooks)
+    0
+    """
+    with model.hooks(fwd_hooks=list(hooks), reset_hooks_end=True) as m:
+        yield m
+
+
+def random_like(neurons, seed: int = 0, n_draws: int = 1, disjoint: bool = True) -> list:
+    """``n_draws`` random neuron sets with the same count per layer as ``neurons`` (seeded, reproducible),
+    disjoint from ``neurons`` when ``disjoint``. Returns the input's type (``NeuronSet`` or mask).
+
+    >>> m = torch.zeros(2, 8, dtype=torch.bool); m[0, :2] = True; m[1, 5] = True
+    >>> draws = random_like(m, seed=0, n_draws=2)
+    >>> [d.sum(1).tolist() for d in draws], any(bool((d & m).any()) for d in draws)
+    ([[2, 1], [2, 1]], False)
+    """
+    mask = neurons.mask if hasattr(neurons, "mask") else torch.as_tensor(neurons)
+    if mask.dtype != torch.bool or mask.dim() != 2:
+        raise InterventionError(f"expected a NeuronSet or a [n_layers, d_mlp] boolean mask, got {list(mask.shape)}")
+    if n_draws < 1:
+        raise InterventionError(f"n_draws must be at least 1, got {n_draws}")
+    counts, N = mask.sum(1), mask.shape[1]
+    if disjoint and bool((2 * counts > N).any()):
+        l = int((2 * counts > N).nonzero()[0])
+        raise InterventionError(f"layer {l} has {int(counts[l])} of {N} neurons chosen: too few others for a "
+                                "disjoint random set of the same size; pass disjoint=False.")
+    gen = torch.Generator().manual_seed(int(seed))
+    out = []
+    for _ in range(n_draws):
+        draw = torch.zeros_like(mask)
+        for l, k in enumerate(counts.tolist()):
+            pool = (~mask[l]).nonzero()[:, 0] if disjoint else torch.arange(N)
+            draw[l, pool[torch.randperm(len(pool), generator=gen)[:k]]] = True
+        out.append(_like(neurons, draw))
+    return out
+
+
+def _like(neurons, mask: Tensor):
+    """``mask`` as the type of ``neurons`` (a ``NeuronSet`` when given one)."""
+    if not hasattr(neurons, "mask"):
+        return mask
+    if hasattr(type(neurons), "from_mask"):
+        return type(neurons).from_mask(mask)
+    return type(neurons)(mask)
+
+
+class _PerBatch:
+    """A ``PromptedModel`` that adds ``make_hooks(batch)`` to every forward (see :func:`per_batch`)."""
+
+    def __init__(self, pm, make_hooks: Callable[[Batch], Sequence[Hook]]):
+        self._pm, self._make_hooks = pm, make_hooks
+
+    def __getattr__(self, name):
+        return getattr(self._pm, name)
+
+    def label_logits(self, batch: Batch, fwd_hooks: Sequence[Hook] = (), cache_input: bool = False) -> Tensor:
+        return self._pm.label_logits(batch, fwd_hooks=[*fwd_hooks, *self._make_hooks(batch)])
+
+
+def per_batch(pm, make_hooks: Callable[[Batch], Sequence[Hook]]):
+    """``pm`` with hooks built per batch: use it wherever a ``PromptedModel`` goes (``tuning.evaluate``...).
+
+    >>> from skill_lens.tiny import tiny_model, tiny_task
+    >>> from skill_lens.tuning import evaluate, prompted
+    >>> from skill_lens.prompts import SoftPrompt
+    >>> model, task = tiny_model(), tiny_task()
+    >>> pm = prompted(model, task, SoftPrompt.init(model, 2))
+    >>> mask = torch.ones(2, 64, dtype=torch.bool)
+    >>> hooked = per_batch(pm, lambda b: zero_ablate(model, mask, positions="prompt", batch=b))
+    >>> evaluate(hooked, task.dev)["n"]
+    32
+    """
+    return _PerBatch(pm, make_hooks)
