@@ -25,7 +25,7 @@ In every layout the prompt occupies the same positions in every row of a batch
 >>> pm = PromptedModel(model, SoftPrompt.init(model, 4, seed=0), Verbalizer.from_words(model, ["bad", "good"]))
 >>> batch = pm.encode(["the movie was good", "bad"])
 >>> batch.input_ids.shape, batch.prompt_slice
-(torch.Size([2, 8]), slice(4, 8, None))
+(torch.Size([2, 9]), slice(5, 9, None))
 >>> pm.label_logits(batch).shape
 torch.Size([2, 2])
 """
