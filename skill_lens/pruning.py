@@ -54,8 +54,8 @@ from skill_lens.models import bridge_from_hf, describe
 __all__ = ["PruningError", "PruningInfo", "prune", "pruning_info", "kept_neurons", "save_pruned", "load_pruned",
            "parameter_count"]
 
-PRUNING_ATTR = "_skill_lens_pruning"
-WEIGHTS_FILE, INFO_FILE = "model.safetensors", "pruning.json"
+PRUNING_ATTR, _KEYS_ATTR = "_skill_lens_pruning", "_skill_lens_hf_keys"
+WEIGHTS_FILE, INFO_FILE, PROMPT_FILE = "model.safetensors", "pruning.json", "prompt.safetensors"
 
 
 class PruningError(ValueError):
@@ -211,8 +211,11 @@ def parameter_count(model: TransformerBridge, ffn_only: bool = False) -> int:
     return total
 
 
-def save_pruned(model: TransformerBridge, path) -> Path:
+def save_pruned(model: TransformerBridge, path, prompt=None) -> Path:
     """Write a pruned model to directory ``path`` (atomically): weights, HF config, tokenizer, ``pruning.json``.
+
+    ``prompt`` (a :class:`~skill_lens.prompts.SoftPrompt` for the pruned model) is saved beside it as
+    ``prompt.safetensors``.
 
     >>> import tempfile
     >>> from skill_lens.tiny import tiny_model
@@ -227,8 +230,9 @@ def save_pruned(model: TransformerBridge, path) -> Path:
     path = Path(path)
     hf = model.original_model
     state, seen = {}, set()
+    keys = model.__dict__[_KEYS_ATTR]  # the HF model's own tensors, not the bridge's additions
     for name, t in _clean_state_dict(hf).items():  # tied tensors once; load_pruned re-ties them
-        if t.data_ptr() not in seen:
+        if name in keys and t.data_ptr() not in seen:
             seen.add(t.data_ptr())
             state[name] = t
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -239,6 +243,8 @@ def save_pruned(model: TransformerBridge, path) -> Path:
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(tmp)
         write_json(tmp / INFO_FILE, {**record.as_json(), "name": describe(model).name})
+        if prompt is not None:
+            prompt.save(tmp / PROMPT_FILE, **describe(model).as_meta())
         old = path.with_name(path.name + f".old{os.getpid()}")
         if path.exists():
             os.replace(path, old)
@@ -430,4 +436,5 @@ def _assemble(cls, config, state: dict, record: PruningInfo, tokenizer, name: st
                             f"{sorted(missing - tied)[:3]}, unexpected {extra[:3]}); resave the pruned model.")
     bridge = bridge_from_hf(hf, tokenizer, name=name, device=device)
     bridge.__dict__[PRUNING_ATTR] = record
+    bridge.__dict__[_KEYS_ATTR] = frozenset(target)
     return bridge
