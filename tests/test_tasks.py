@@ -84,11 +84,10 @@ def test_tweets_and_their_binary_subtasks():
 def test_splits_are_identical_across_processes_and_hash_seeds():
     code = ("from skill_lens.tasks import load_task; t = load_task('rotten_tomatoes', train_size=50, seed=7); "
             "print(t.fingerprint(), t.train.texts[0][:30])")
-    outs = []
-    for hash_seed in ("0", "12345"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        outs.append(proc.stdout)
+    procs = [subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": h},
+                              stdout=subprocess.PIPE, text=True) for h in ("0", "12345")]  # in parallel
+    outs = [p.communicate()[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
     task = load_task("rotten_tomatoes", train_size=50, seed=7)
     assert outs[0] == outs[1] == f"{task.fingerprint()} {task.train.texts[0][:30]}\n"
     assert load_task("rotten_tomatoes", train_size=50, seed=8).fingerprint() != task.fingerprint()
