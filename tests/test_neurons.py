@@ -1,0 +1,157 @@
+"""NeuronSet: constructors, views, set algebra against Python sets, repr, save/load and mismatch errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skill_lens.artifacts import ArtifactError, load_tensors, save_tensors
+from skill_lens.neurons import NeuronSet
+
+
+def random_set(seed, shape=(3, 10), p=0.3):
+    return NeuronSet.from_mask(torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < p)
+
+
+def test_constructors_agree():
+    pairs = [(2, 9), (0, 1), (1, 3)]
+    a = NeuronSet.from_pairs(pairs, 3, 10)
+    assert a.pairs() == sorted(pairs) and list(a) == sorted(pairs) and len(a) == 3
+    assert NeuronSet.from_pairs(["L0.N1", "L1.N3", "L2.N9"], 3, 10) == a
+    assert NeuronSet.from_pairs(torch.tensor(pairs), 3, 10) == a
+    assert NeuronSet.from_mask(a.mask.to(torch.uint8)) == a
+    assert NeuronSet.from_pairs([], 3, 10) == NeuronSet.empty(3, 10) == ~NeuronSet.full(3, 10)
+    assert a.shape == (3, 10) and a.n_layers == 3 and a.d_mlp == 10
+
+
+def test_from_mask_copies_and_validates():
+    mask = torch.zeros(2, 3, dtype=torch.bool)
+    ns = NeuronSet.from_mask(mask)
+    mask[0, 0] = True
+    assert len(ns) == 0
+    with pytest.raises(ValueError, match="0/1"):
+        NeuronSet.from_mask(torch.tensor([[0.0, 0.5]]))
+    with pytest.raises(ValueError, match=r"\[layer, d_mlp\]"):
+        NeuronSet.from_mask(torch.zeros(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="L3.N0 is not in a model with 3 layers x 10"):
+        NeuronSet.from_pairs([(3, 0)], 3, 10)
+    with pytest.raises(ValueError, match="L0.N10"):
+        NeuronSet.from_pairs(["L0.N10"], 3, 10)
+
+
+def test_from_scores_uses_select_top_and_keeps_scores():
+    scores = torch.rand(3, 10, generator=torch.Generator().manual_seed(0))
+    glob = NeuronSet.from_scores(scores, 0.2, meta={"model": "m"})
+    assert len(glob) == 6 and glob.meta["model"] == "m" and torch.equal(glob.scores, scores)
+    chosen = scores[glob.mask]
+    assert chosen.min() > scores[~glob.mask].max()
+    per = NeuronSet.from_scores(scores, 2, per_layer=True)
+    assert per.counts_per_layer() == [2, 2, 2]
+
+
+def test_labels_and_parse():
+    assert NeuronSet.label(29, 692) == "L29.N692" and NeuronSet.parse("L29.N692") == (29, 692)
+    assert NeuronSet.parse(" L0.N0 ") == (0, 0)
+    for bad in ["L1N2", "l1.n2", "L-1.N2", "L1.N2.3", ""]:
+        with pytest.raises(ValueError, match="L29.N692"):
+            NeuronSet.parse(bad)
+
+
+def test_contains_and_views():
+    ns = NeuronSet.from_pairs([(0, 1), (2, 5), (2, 0)], 3, 10)
+    assert (0, 1) in ns and "L2.N5" in ns and (1, 1) not in ns and (7, 0) not in ns and (0, -1) not in ns
+    per = ns.per_layer()
+    assert list(per) == [0, 2] and per[2].tolist() == [0, 5] and per[2].dtype == torch.long
+    assert ns.counts_per_layer() == [1, 0, 2] and ns.layers() == [0, 2]
+    r = ns.restrict_layers(range(1, 3))
+    assert r.pairs() == [(2, 0), (2, 5)] and r.shape == ns.shape
+    assert ns.restrict_layers([]) == NeuronSet.empty(3, 10)
+    with pytest.raises(ValueError, match="layers \\[3\\] do not exist"):
+        ns.restrict_layers([0, 3])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_set_operations_match_python_sets(seed):
+    a, b = random_set(seed), random_set(seed + 100)
+    sa, sb = set(a.pairs()), set(b.pairs())
+    assert set((a | b).pairs()) == sa | sb
+    assert set((a & b).pairs()) == sa & sb
+    assert set((a - b).pairs()) == sa - sb
+    assert set((a ^ b).pairs()) == sa ^ sb
+    everything = {(layer, i) for layer in range(3) for i in range(10)}
+    assert set((~a).pairs()) == everything - sa
+    assert (a | b) == (b | a) and a != b and a == NeuronSet.from_pairs(sa, 3, 10)
+
+
+def test_operations_keep_common_meta_and_never_mutate():
+    a = NeuronSet.from_pairs([(0, 0)], 2, 2, meta={"model": "m", "task": "sst2"})
+    b = NeuronSet.from_pairs([(1, 1)], 2, 2, meta={"model": "m", "task": "imdb"})
+    before = a.mask.clone()
+    assert (a | b).meta == {"model": "m"}
+    _ = a - b, a ^ b, ~a, a & b
+    assert torch.equal(a.mask, before)
+    with pytest.raises(Exception):
+        a.mask = torch.ones(2, 2, dtype=torch.bool)  # frozen
+
+
+def test_operations_between_shapes_fail_clearly():
+    a, b = NeuronSet.empty(2, 8), NeuronSet.empty(3, 8)
+    for op in (lambda: a | b, lambda: a & b, lambda: a - b, lambda: a ^ b):
+        with pytest.raises(ValueError, match="2x8 and 3x8.*same model"):
+            op()
+    with pytest.raises(TypeError):
+        _ = a | {(0, 1)}
+    assert a != b and a != "L0.N1"
+
+
+def test_repr():
+    assert repr(NeuronSet.from_pairs([(1, 7), (0, 1), (1, 3)], 2, 8)) == "NeuronSet(3 neurons of 2x8: L0.N1, L1.N3, L1.N7)"
+    assert repr(NeuronSet.from_pairs(["L1.N2"], 2, 8)) == "NeuronSet(1 neuron of 2x8: L1.N2)"
+    assert repr(NeuronSet.empty(2, 8)) == "NeuronSet(0 neurons of 2x8)"
+    big = repr(NeuronSet.full(2, 8))
+    assert big.startswith("NeuronSet(16 neurons of 2x8: L0.N0, L0.N1,") and big.endswith("L1.N1, ...)")
+    assert big.count("L") == 10
+
+
+def test_check_compatible():
+    ns = NeuronSet.empty(30, 1536, meta={"model": "SmolLM2-135M"})
+    ns.check_compatible(30, 1536)
+    with pytest.raises(ValueError, match="30 layers x 1536 neurons \\(SmolLM2-135M\\), but this model has 2 layers x 64"):
+        ns.check_compatible(2, 64)
+
+
+def test_save_load_round_trip(tmp_path):
+    scores = torch.rand(3, 10, generator=torch.Generator().manual_seed(0))
+    ns = NeuronSet.from_scores(scores, 0.2, meta={"model": "m", "hook_names": ["blocks.0.mlp.hook_post"]})
+    path = tmp_path / "sub" / "n.safetensors"
+    ns.save(path)
+    back = NeuronSet.load(path, expect_shape=(3, 10), expect_model="m")
+    assert back == ns and torch.equal(back.scores, ns.scores)
+    assert back.meta["model"] == "m" and back.meta["hook_names"] == ["blocks.0.mlp.hook_post"]
+    assert "tensors" not in back.meta and (tmp_path / "sub" / "n.safetensors.json").exists()
+    empty = tmp_path / "e.safetensors"
+    NeuronSet.empty(2, 3).save(empty)
+    assert NeuronSet.load(empty) == NeuronSet.empty(2, 3) and NeuronSet.load(empty).scores is None
+
+
+def test_load_accepts_a_uint8_mask(tmp_path):
+    save_tensors(tmp_path / "u.safetensors", {"mask": torch.tensor([[0, 1], [1, 0]], dtype=torch.uint8)})
+    assert NeuronSet.load(tmp_path / "u.safetensors").pairs() == [(0, 1), (1, 0)]
+    assert load_tensors(tmp_path / "u.safetensors")[0]["mask"].dtype == torch.uint8
+
+
+def test_load_mismatches_raise_artifact_errors(tmp_path):
+    path = tmp_path / "n.safetensors"
+    NeuronSet.from_pairs([(0, 1)], 2, 8, meta={"model": "tiny"}).save(path)
+    with pytest.raises(ArtifactError, match="2 layers x 8 neurons, but 30 layers x 1536 were expected"):
+        NeuronSet.load(path, expect_shape=(30, 1536))
+    with pytest.raises(ArtifactError, match="model='tiny', but this is model='big'"):
+        NeuronSet.load(path, expect_model="big")
+    with pytest.raises(ArtifactError, match="does not exist"):
+        NeuronSet.load(tmp_path / "missing.safetensors")
+    save_tensors(tmp_path / "other.safetensors", {"baseline": torch.zeros(2, 8)})
+    with pytest.raises(ArtifactError, match="no \\[layer, d_mlp\\] 'mask'"):
+        NeuronSet.load(tmp_path / "other.safetensors")
+    save_tensors(tmp_path / "bad.safetensors", {"mask": torch.tensor([[0, 2]], dtype=torch.uint8)})
+    with pytest.raises(ArtifactError, match="other than 0/1"):
+        NeuronSet.load(tmp_path / "bad.safetensors")
