@@ -125,7 +125,7 @@ def _read_predictivity(path: Path) -> dict:
 def _predictivity_section(p: dict, meta: dict, top: int) -> str:
     L, N = p["dev"].shape
     fig = plots.predictivity_by_layer(p["pred"], prompt_accuracy=meta.get("accuracy", {}).get("dev"),
-                                      title=f"predictivity of {L} x {N} FFN neurons (dev, max over prompt positions)")
+                                      title=f"{L} layers x {N} neurons (dev)")
     order = p["dev"].flatten().argsort(descending=True)[:top].tolist()
     rows = []
     for flat in order:
@@ -135,8 +135,8 @@ def _predictivity_section(p: dict, meta: dict, top: int) -> str:
                      int(p["pos"][l, n]), None if base is None else base.reshape(L, -1, N)[l, int(p["pos"][l, n]), n].item()])
     table = _table(rows, ["neuron", "layer", "index", "dev predictivity", "test predictivity", "best prompt position",
                           "baseline there"])
-    return ("<h2>Skill neuron predictivity</h2>" + _figure(fig, "Predictivity of every neuron per layer; the dashed "
-            "line is the tuned prompt's dev accuracy (Wang et al. 2022, fig. 2).") +
+    return ("<h2>Skill neuron predictivity</h2>" + _figure(fig, "Predictivity (max over prompt positions) of every "
+            "neuron per layer; the dashed line is the tuned prompt's dev accuracy (Wang et al. 2022, fig. 2).") +
             f"<h3>Top {len(rows)} neurons</h3>" + table)
 
 
@@ -270,6 +270,9 @@ def write_report(run_dir, out=None, include_views: bool = True, run=None, top: i
     if hasattr(run_dir, "meta") and hasattr(run_dir, "path"):
         run, run_dir = run_dir, run_dir.path
     run_dir = Path(run_dir)
+    if run is None and not (run_dir / "run.json").exists():
+        raise ArtifactError(f"{run_dir} is not a finished run (no run.json); run `skill-lens tune --out {run_dir}` "
+                            "first.")
     meta = run.meta if run is not None else read_json(run_dir / "run.json")  # validates before writing anything
     out = Path(out) if out is not None else run_dir / REPORT_FILE
     notes: list[str] = []
@@ -298,7 +301,6 @@ def write_report(run_dir, out=None, include_views: bool = True, run=None, top: i
             section, pairs = _neurons_section(neurons_path, shape)
             return section
         body.append(_try("selected neurons", neurons_html, notes))
-    body.append(_result_sections(run_dir, notes))
 
     if scores is not None:  # order the viewed neurons by predictivity
         N = scores.shape[1]
@@ -323,6 +325,7 @@ def write_report(run_dir, out=None, include_views: bool = True, run=None, top: i
 
             script = circuitsvis_script()
     body.append(views)
+    body.append(_result_sections(run_dir, notes))
     if notes:
         body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'

@@ -1,0 +1,155 @@
+"""The HTML report: sections from artifacts, escaping of dataset text, offline rendering in Chromium."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from skill_lens.artifacts import save_tensors
+from skill_lens.cli import main
+from skill_lens.report import write_report
+from skill_lens.runs import Run
+from skill_lens.tasks import Task
+from skill_lens.tiny import tiny_model, tiny_task
+from skill_lens.tuning import TuneConfig
+
+EVIL = ["<script>alert(1)</script> the movie was good", "</script><img src=x onerror=alert(1)> bad plot"]
+TOP = (1, 7)  # the neuron the synthetic predictivity makes best
+
+
+def evil_task() -> Task:
+    t = tiny_task()
+    dev = (EVIL + t.dev.texts[2:], t.dev.labels)
+    return Task.from_lists("tiny <b>evil</b>", t.label_names, t.label_words, train=(t.train.texts, t.train.labels),
+                           dev=dev, test=(t.test.texts, t.test.labels), hard_prompt=t.hard_prompt)
+
+
+def write_artifacts(d: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    dev = 0.5 + 0.2 * (torch.rand(2, 2, 64, generator=g) - 0.5)
+    dev[TOP[0], 1, TOP[1]] = 0.05  # predictivity 0.95: the top neuron
+    save_tensors(d / "predictivity.safetensors", {"baseline": torch.zeros(2, 2, 64), "dev_acc": dev,
+                                                   "test_acc": dev.clone()}, {"model": "tiny-causal"})
+    (d / "perturb_suppression.json").write_text(json.dumps(
+        {"fractions": [0, 0.02, 0.05, 0.1], "skill": [0.9, 0.7, 0.6, 0.5],
+         "random": [[0.9, 0.9], [0.9, 0.88], [0.87, 0.89], [0.85, 0.86]], "baseline": 0.9}))
+    (d / "robustness.json").write_text(json.dumps({"ks": [1, 5, 10], "per_layer": [[0.1, 0.3, 0.5], [0.2, 0.4, 0.6]],
+                                                   "chance": [0.01, 0.05, 0.1]}))
+    (d / "spearman.json").write_text(json.dumps({"matrix": [[1, 0.4], [0.4, 1]], "labels": ["a<i>", "b"]}))
+    (d / "pruned").mkdir()
+    (d / "pruned" / "pruning.json").write_text(json.dumps(
+        {"base_model": "tiny-causal", "d_mlp": 64, "kept": {"0": [1, 2], "1": [7]}, "widths": {"0": 2, "1": 1},
+         "position": "mean", "baseline_source": "predictivity.safetensors"}))
+    (d / "pruned" / "config.json").write_text("{}")  # HF files in a pruned model dir are not results
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    r = Run.create(d, tiny_model(), evil_task(), TuneConfig(prompt_length=2, steps=2, eval_every=2))
+    write_artifacts(d)
+    return r
+
+
+@pytest.fixture(scope="module")
+def report(run) -> str:
+    return write_report(run).read_text()
+
+
+def test_report_has_every_section(report, run):
+    for heading in ("Run", "Accuracy", "Skill neuron predictivity", "Neuron views",
+                    "Suppression, pruning, robustness, analyses"):
+        assert f"<h2>{heading}</h2>" in report
+    assert report.count('src="data:image/png;base64,') == 4  # predictivity, suppression, overlap, heatmap
+    assert "L1.N7" in report.split("<h3>Top")[1].split("</table>")[0].split("</tr>")[1]  # first row: the top neuron
+    assert "pruned model pruned/" in report and "3 of 128" in report
+    assert "config.json" not in report
+    assert f"{run.meta['accuracy']['dev']:.3f}" in report
+
+
+def test_dataset_text_is_escaped_everywhere(report):
+    for evil in EVIL + ["<b>evil</b>", "a<i>"]:
+        assert evil not in report
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in report
+    assert "&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in report
+    assert report.count("<img ") == report.count('<img alt="')  # only our figures are images
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", report, flags=re.S)
+    assert all("alert(1)" not in s for s in scripts)
+
+
+def test_report_needs_no_network(report):
+    assert "Content-Security-Policy" in report and "default-src 'none'" in report
+    assert not re.search(r"<script[^>]*\bsrc=", report)
+    assert not re.search(r"""(src|href)=["']?https?:""", report)
+    assert not re.search(r"""from\s*["']https?:""", report) and "unpkg" not in report
+
+
+def test_report_without_model_or_optional_artifacts(tmp_path, run):
+    shutil.copy(run.path / "run.json", tmp_path / "run.json")
+    meta = json.loads((tmp_path / "run.json").read_text())
+    meta["model"] = "no-such-model-anywhere"  # nothing may try to load it
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    (tmp_path / "perturb_broken.json").write_text("{not json")
+    page = write_report(tmp_path, include_views=False).read_text()
+    assert "skill-lens probe" in page and "Neuron views left out" in page
+    assert "perturb_broken.json could not be shown" in page
+    assert "CircuitsVis" not in page
+
+
+def test_report_refuses_a_directory_that_is_not_a_run(tmp_path):
+    with pytest.raises(ValueError, match="skill-lens tune"):
+        write_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_cli(tmp_path, run, capsys):
+    from skill_lens.cli import build_parser
+    from skill_lens.cli.report import run as report_cmd
+
+    out = tmp_path / "r.html"
+    args = build_parser().parse_args(["report", str(run.path), "--out", str(out), "--neurons", "2"])
+    assert report_cmd(args, run_obj=run) == 0
+    assert "CircuitsVis.render" in out.read_text() and f"wrote {out}" in capsys.readouterr().out
+    assert main(["report", str(run.path), "--out", str(tmp_path / "n.html"), "--no-views"]) == 0
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "not a finished run" in capsys.readouterr().err
+
+
+def _chromium() -> str | None:
+    for c in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if c and os.path.exists(c):
+            return c
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install -y chromium); "
+                    "the browser rendering test needs it")
+def test_report_renders_in_headless_chromium(run, report, tmp_path):
+    page = run.path / "report.html"
+    flags = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+             "--virtual-time-budget=5000", "--window-size=1200,4000"]
+    shot = tmp_path / "shot.png"
+    r = subprocess.run(flags + [f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=180)
+    console = [l for l in r.stderr.splitlines() if "CONSOLE" in l]
+    errors = [l for l in console if re.search(r"Uncaught|Error|Refused|Content Security Policy|Failed to load", l)]
+    assert not errors, "\n".join(errors)
+    dom = subprocess.run(flags + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180).stdout
+    assert dom.count('class="colored-tokens"') >= 2  # React rendered the token panels
+    assert "Positive Bound" in dom and "L1.N7" in dom.split("cv-panel", 1)[1]  # the neuron selector
+    assert ">(circuitsvis did not load)<" not in dom
+    assert '<img src="x"' not in dom and "onerror=\"alert" not in dom
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert rgb.shape == (4000, 1200, 3)
+    assert (rgb.mean(-1) < 200).mean() > 0.02  # text, tables and figures: not a blank page
+    assert ((rgb.max(-1) - rgb.min(-1)) > 100).sum() > 500  # saturated colour: token panels and curves
+    shutil.copy(shot, "/tmp/report_shot.png") if os.environ.get("SKILL_LENS_KEEP_SHOT") else None
