@@ -4,7 +4,8 @@ For each fraction ``f`` the top ``f`` of neurons by score (all neurons, or of ea
 ``per_layer=True``; :func:`skill_lens.predictivity.select_top`) are perturbed at ``positions`` by
 ``method`` (``"gaussian"`` noise, ``"zero"`` or ``"mean"`` ablation to the probe's baseline), and so
 are ``controls`` random sets with the same count per layer, disjoint from the skill set
-(:func:`skill_lens.interventions.random_like`). The result holds accuracy and the mean gold-label
+(:func:`skill_lens.interventions.random_like`; overlapping only where the skill set holds more than
+half of a layer). The result holds accuracy and the mean gold-label
 logit difference (gold minus best other label) per fraction for the skill set and every draw.
 
 Cross-task form: neurons found on task A, evaluated on task B's split with B's prompted model --
@@ -177,7 +178,9 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
             if f == 0:
                 sets += [("random", d, skill) for d in range(controls)]
             else:
-                sets += [("random", d, m) for d, m in enumerate(random_like(skill, seed + 1000 * i, controls))]
+                disjoint = bool((2 * skill.sum(1) <= info.d_mlp).all())  # else a layer has too few others
+                draws = random_like(skill, seed + 1000 * i, controls, disjoint=disjoint)
+                sets += [("random", d, m) for d, m in enumerate(draws)]
         for name, draw, mask in sets:
             if not mask.any():  # empty set: the clean model, evaluated once
                 clean = clean or evaluate_with(pm, data, lambda b: [], batch_size)

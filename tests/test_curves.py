@@ -1,0 +1,109 @@
+"""Suppression curves: clean at fraction 0, exact at fraction 1, seeded, counts, cross-task, errors."""
+
+import json
+
+import pytest
+import torch
+
+from skill_lens.curves import SuppressionCurve, check_fractions, evaluate_with, suppression_curve
+from skill_lens.interventions import InterventionError, zero_ablate
+from skill_lens.predictivity import select_top
+from skill_lens.prompts import SoftPrompt
+from skill_lens.tiny import FAMILIES, tiny_model, tiny_task
+from skill_lens.tuning import evaluate, prompted
+
+
+@pytest.fixture(scope="module")
+def task():
+    return tiny_task(n_train=32, n_dev=16, n_test=8)
+
+
+@pytest.fixture(scope="module")
+def pm(task):
+    model = tiny_model("causal")
+    return prompted(model, task, SoftPrompt.init(model, 3, seed=0))
+
+
+def _scores(seed=0):
+    return torch.rand(2, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def test_fraction_zero_is_the_clean_model_and_one_zeroes_everything(pm, task):
+    c = suppression_curve(pm, task, _scores(), fractions=[0, 1.0], method="zero", controls=2)
+    clean = evaluate(pm, task.dev)
+    rows = {(r["fraction"], r["set"], r["draw"]): r for r in c.rows}
+    for key in [(0.0, "skill", 0), (0.0, "random", 0), (0.0, "random", 1)]:
+        assert rows[key]["accuracy"] == clean["accuracy"] and rows[key]["logit_diff"] == clean["logit_diff"]
+        assert rows[key]["n_neurons"] == 0
+    everything = torch.ones(2, 64, dtype=torch.bool)
+    full = evaluate_with(pm, task.dev, lambda b: zero_ablate(pm.model, everything, "prompt", batch=b))
+    assert rows[(1.0, "skill", 0)]["logit_diff"] == full["logit_diff"]
+    assert rows[(1.0, "skill", 0)]["n_neurons"] == 128
+    assert c.summary()[0]["gap"] == 0.0
+
+
+def test_counts_follow_select_top_and_controls_match_them(pm, task):
+    for per_layer in (False, True):
+        c = suppression_curve(pm, task.dev, _scores(), fractions=[0.1], method="zero", controls=3, per_layer=per_layer)
+        n = int(select_top(_scores(), 0.1, per_layer=per_layer).sum())
+        assert [r["n_neurons"] for r in c.rows] == [n] * 4
+        assert [r["set"] for r in c.rows] == ["skill", "random", "random", "random"]
+
+
+def test_curves_are_seeded_and_serialisable(pm, task):
+    kw = dict(fractions=[0, 0.05], method="gaussian", controls=2, std=3.0)
+    a, b = suppression_curve(pm, task, _scores(), **kw), suppression_curve(pm, task, _scores(), **kw)
+    assert a.rows == b.rows
+    assert suppression_curve(pm, task, _scores(), seed=1, **kw).rows != a.rows
+    d = json.loads(json.dumps(a.to_dict()))
+    assert d["method"] == "gaussian" and len(d["summary"]) == 2
+    df = a.to_pandas()
+    assert list(df["fraction"]) == [0.0, 0.05]
+    assert {"skill_accuracy", "random_accuracy_mean", "random_accuracy_std", "gap"} <= set(df.columns)
+    assert "fraction" in a.table()
+
+
+def test_mean_method_uses_the_probe_baseline(pm, task):
+    from skill_lens.probe import probe
+
+    base = probe(pm, task, splits=("dev",)).baseline
+    c = suppression_curve(pm, task, _scores(), fractions=[0.5], method="mean", controls=1, baseline=base)
+    assert c.rows[0]["n_neurons"] == 64
+    with pytest.raises(InterventionError, match="needs the probe's baseline"):
+        suppression_curve(pm, task, _scores(), method="mean")
+
+
+def test_cross_task_neurons_of_a_on_split_of_b(pm, task):
+    other = tiny_task(n_train=16, n_dev=8, n_test=8, seed=5)
+    pm_b = prompted(pm.model, other, SoftPrompt.init(pm.model, 3, seed=9))
+    c = suppression_curve(pm_b, other, _scores(1), fractions=[0, 0.1], method="zero", controls=1)
+    assert c.meta["n_examples"] == 8
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family(family, task):
+    model = tiny_model(family)
+    pmf = prompted(model, task, SoftPrompt.init(model, 2))
+    c = suppression_curve(pmf, task, _scores(), fractions=[0, 0.2], method="gaussian", controls=1, std=2.0)
+    assert len(c.rows) == 4 and all(0 <= r["accuracy"] <= 1 for r in c.rows)
+
+
+def test_bad_inputs(pm, task):
+    with pytest.raises(InterventionError, match=r"fractions \[1.5, -0.1\] are outside \[0, 1\]"):
+        suppression_curve(pm, task, _scores(), fractions=[0, 1.5, -0.1])
+    with pytest.raises(InterventionError, match="outside"):
+        check_fractions([])
+    with pytest.raises(InterventionError, match="scores are \\[3, 64\\] but tiny-causal has 2 layers x 64"):
+        suppression_curve(pm, task, torch.rand(3, 64))
+    with pytest.raises(InterventionError, match="unknown method"):
+        suppression_curve(pm, task, _scores(), method="dropout")
+    with pytest.raises(InterventionError, match="controls"):
+        suppression_curve(pm, task, _scores(), controls=-1)
+
+
+def test_summary_of_hand_made_rows():
+    rows = [{"fraction": 0.1, "set": "skill", "draw": 0, "n_neurons": 4, "accuracy": 0.5, "logit_diff": -1.0}]
+    rows += [{"fraction": 0.1, "set": "random", "draw": d, "n_neurons": 4, "accuracy": a, "logit_diff": 1.0}
+             for d, a in enumerate([0.75, 0.25 + 0.5])]
+    s = SuppressionCurve(rows, [0.1], "zero").summary()[0]
+    assert s["random_accuracy_mean"] == 0.75 and s["random_accuracy_std"] == 0.0 and s["gap"] == 0.25
