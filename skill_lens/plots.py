@@ -78,56 +78,87 @@ def predictivity_by_layer(pred: Any, prompt_accuracy: float | None = None, title
     return fig
 
 
-def _curve_series(curve: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """``(fractions [F], {name: values [F] or [F, draws]})`` from a dict or a long DataFrame."""
-    curve = _as_mapping(curve)
-    if hasattr(curve, "columns"):  # long format: fraction, kind, (draw,) accuracy
-        df = curve
-        fcol = next((c for c in df.columns if "fraction" in str(c)), None)
-        ycol = next((c for c in ("accuracy", "acc", "value", "metric") if c in df.columns), None)
-        kcol = next((c for c in ("kind", "selection", "neurons", "which", "method", "group") if c in df.columns), None)
-        if fcol is None or ycol is None or kcol is None:
-            raise ValueError(f"a curve DataFrame needs fraction, accuracy and kind columns; got {list(df.columns)}")
-        fractions = np.array(sorted(df[fcol].unique()), dtype=np.float64)
-        series = {}
-        for kind, g in df.groupby(kcol, sort=False):
-            per = [g[g[fcol] == f][ycol].to_numpy(dtype=np.float64) for f in fractions]
-            width = max(len(p) for p in per)
-            series[str(kind)] = np.array([np.pad(p, (0, width - len(p)), constant_values=np.nan) for p in per])
-        return fractions, series
-    if not isinstance(curve, Mapping):
-        raise TypeError(f"expected a curve object, dict or DataFrame, got {type(curve).__name__}")
-    fkey = next((k for k in ("fractions", "fraction", "x") if k in curve), None)
-    if fkey is None:
-        raise ValueError(f"a curve dict needs a 'fractions' key; got keys {sorted(curve)}")
-    fractions = _np(curve[fkey])
+def _records_series(records: list[Mapping], fractions=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Long records (``fraction``, ``set``/``kind``, ``accuracy``) -> ``(fractions, {set: [F, draws]})``."""
+    if not records:
+        raise ValueError("the curve has no rows")
+    keys = set(records[0])
+    fkey = next((k for k in keys if "fraction" in str(k)), None)
+    ykey = next((k for k in ("accuracy", "acc", "value", "metric") if k in keys), None)
+    kkey = next((k for k in ("set", "kind", "selection", "neurons", "which", "method", "group") if k in keys), None)
+    if fkey is None or ykey is None or kkey is None:
+        raise ValueError(f"curve rows need fraction, set (or kind) and accuracy fields; got {sorted(map(str, keys))}")
+    fr = np.array(sorted({float(r[fkey]) for r in records}) if fractions is None else fractions, dtype=np.float64)
+    groups: dict[str, list[list[float]]] = {}
+    for r in records:
+        per = groups.setdefault(str(r[kkey]), [[] for _ in fr])
+        per[int(np.argmin(abs(fr - float(r[fkey]))))].append(np.nan if r[ykey] is None else float(r[ykey]))
     series = {}
-    for key, value in curve.items():
-        if key == fkey or isinstance(value, (str, bool)) or value is None:
-            continue
-        if isinstance(value, Mapping):  # e.g. {"random": {"accuracy": [[...]]}} or {"mean":..., "std":...}
-            value = next((value[k] for k in ("accuracy", "accuracies", "values", "draws", "mean") if k in value), None)
-            if value is None:
-                continue
-        try:
-            arr = _np(value)
-        except (TypeError, ValueError):
-            continue
-        if arr.ndim == 2 and arr.shape[0] != len(fractions) and arr.shape[1] == len(fractions):
-            arr = arr.T  # [draws, F] -> [F, draws]
-        if arr.ndim in (1, 2) and arr.shape[0] == len(fractions):
-            series[str(key)] = arr
+    for name, per in groups.items():
+        width = max(1, max(len(p) for p in per))
+        series[name] = np.array([p + [np.nan] * (width - len(p)) for p in per])
+    return fr, series
+
+
+def _curve_series(curve: Any) -> tuple[np.ndarray, dict[str, tuple]]:
+    """``(fractions [F], {name: (mean [F], low [F] | None, high [F] | None, n_draws)})``.
+
+    Accepts long rows (``{"fractions", "rows": [{"fraction", "set", "accuracy"}...]}``, a
+    ``SuppressionCurve``), a long DataFrame, a summary DataFrame (``skill_accuracy``,
+    ``random_accuracy_mean``/``_std``), or ``{"fractions": [F], name: [F] or [F, draws]}``.
+    """
+    curve = _as_mapping(curve)
+    if hasattr(curve, "columns"):
+        cols = list(curve.columns)
+        if "skill_accuracy" in cols:  # the per-fraction summary of skill_lens.curves
+            fr = curve[next(c for c in cols if "fraction" in str(c))].to_numpy(dtype=np.float64)
+            out = {"skill": (curve["skill_accuracy"].to_numpy(dtype=np.float64), None, None, 1)}
+            if "random_accuracy_mean" in cols:
+                m = curve["random_accuracy_mean"].to_numpy(dtype=np.float64)
+                sd = curve["random_accuracy_std"].to_numpy(dtype=np.float64) if "random_accuracy_std" in cols else 0 * m
+                out["random"] = (m, m - sd, m + sd, 2)
+            return fr, out
+        fr, series = _records_series(curve.to_dict("records"))
+    elif isinstance(curve, Mapping):
+        fkey = next((k for k in ("fractions", "fraction", "x") if k in curve), None)
+        if isinstance(curve.get("rows"), list):
+            fr, series = _records_series(curve["rows"], curve.get(fkey))
+        elif fkey is None:
+            raise ValueError(f"a curve dict needs a 'fractions' key; got keys {sorted(curve)}")
+        else:
+            fr, series = _np(curve[fkey]), {}
+            for key, value in curve.items():
+                if key == fkey or value is None or isinstance(value, (str, bool, int, float)):
+                    continue
+                if isinstance(value, Mapping):  # {"accuracy": [[...]]} or {"mean": ...}
+                    value = next((value[k] for k in ("accuracy", "accuracies", "values", "draws", "mean")
+                                  if k in value), None)
+                try:
+                    arr = _np(value)
+                except (TypeError, ValueError):
+                    continue
+                if arr.ndim == 2 and arr.shape[0] != len(fr) and arr.shape[1] == len(fr):
+                    arr = arr.T  # [draws, F] -> [F, draws]
+                if arr.ndim in (1, 2) and arr.shape[0] == len(fr):
+                    series[str(key)] = arr.reshape(len(fr), -1)
+    else:
+        raise TypeError(f"expected a curve object, dict or DataFrame, got {type(curve).__name__}")
     if not series:
-        raise ValueError(f"no accuracy series of length {len(fractions)} found in keys {sorted(curve)}")
-    return fractions, series
+        raise ValueError(f"no accuracy series of length {len(fr)} found in the curve")
+    out = {}
+    for name, v in series.items():
+        many = v.shape[1] > 1
+        out[name] = (np.nanmean(v, 1), np.nanmin(v, 1) if many else None, np.nanmax(v, 1) if many else None, v.shape[1])
+    return fr, out
 
 
 def suppression_curves(curve: Any, title: str | None = None, baseline: float | None = None) -> Figure:
-    """Accuracy as more neurons are suppressed: skill neurons vs random draws (mean line, min-max band).
+    """Accuracy as more neurons are suppressed: skill neurons vs random draws (mean line, spread band).
 
-    ``curve`` is a suppression-curve object, its ``.to_dict()`` (``{"fractions": [F], "skill": [F],
-    "random": [F, draws]}``; any other ``[F]``/``[F, draws]`` series are drawn too) or a long
-    DataFrame with ``fraction``, ``kind`` and ``accuracy`` columns. ``baseline``: unperturbed accuracy.
+    ``curve`` is a :class:`~skill_lens.curves.SuppressionCurve`, its ``.to_dict()`` (long ``rows`` with
+    ``fraction``, ``set``, ``accuracy``: the band is min-max over random draws) or ``.to_pandas()``
+    (band: mean +- std), a long DataFrame, or ``{"fractions": [F], "skill": [F], "random": [F, draws]}``.
+    ``baseline``: the unperturbed accuracy (a horizontal line).
 
     >>> fig = suppression_curves({"fractions": [0, .01, .05], "skill": [.9, .7, .5],
     ...                           "random": [[.9, .9], [.88, .9], [.85, .87]]}, baseline=0.9)
@@ -136,22 +167,21 @@ def suppression_curves(curve: Any, title: str | None = None, baseline: float | N
     (3, 1)
     """
     fractions, series = _curve_series(curve)
-    if baseline is None and isinstance(m := _as_mapping(curve), Mapping):
+    m = _as_mapping(curve)
+    if baseline is None and isinstance(m, Mapping):
         baseline = next((float(m[k]) for k in ("baseline", "clean_accuracy", "unperturbed") if
                          isinstance(m.get(k), (int, float))), None)
     fig = Figure(figsize=(5.5, 3.6), layout="constrained")
     ax = fig.add_subplot()
-    for i, (name, values) in enumerate(series.items()):
+    for i, (name, (mean, lo, hi, n)) in enumerate(series.items()):
         color = SKILL_COLOR if "skill" in name.lower() else RANDOM_COLOR if "random" in name.lower() else f"C{i}"
-        if values.ndim == 2 and values.shape[1] > 1:
-            ax.plot(fractions, np.nanmean(values, 1), color=color, marker="o", ms=3,
-                    label=f"{name} (mean of {values.shape[1]})")
-            ax.fill_between(fractions, np.nanmin(values, 1), np.nanmax(values, 1), color=color, alpha=0.2, lw=0)
-        else:
-            ax.plot(fractions, values.reshape(len(fractions), -1)[:, 0], color=color, marker="o", ms=3, label=name)
+        ax.plot(fractions, mean, color=color, marker="o", ms=3, label=f"{name} (mean of {n})" if n > 1 else name)
+        if lo is not None:
+            ax.fill_between(fractions, lo, hi, color=color, alpha=0.2, lw=0)
     if baseline is not None:
         ax.axhline(baseline, color="black", lw=0.8, linestyle=":", label=f"unperturbed {baseline:.3f}")
-    ax.set_xlabel("fraction of neurons suppressed")
+    method = m.get("method") if isinstance(m, Mapping) else None
+    ax.set_xlabel("fraction of neurons suppressed" + (f" ({method})" if isinstance(method, str) else ""))
     ax.set_ylabel("accuracy")
     ax.set_title(title or "suppression: skill vs random neurons")
     ax.legend(fontsize="small")
@@ -163,13 +193,26 @@ def heatmap(matrix: Any, labels: Sequence[str] | None = None, title: str | None 
             cmap: str = "viridis", annotate: bool | None = None) -> Figure:
     """A labelled matrix (Spearman correlations, transferability) with a colour bar.
 
-    ``labels`` name the rows (and columns, unless ``col_labels``); values are written in the
-    cells when the matrix is at most 12 x 12 (``annotate``).
+    ``matrix`` is a 2-d array, a :mod:`skill_lens.analyses` matrix (or its ``.to_dict()`` /
+    ``.to_pandas()``, whose labels are used). ``labels`` name the rows (and columns, unless
+    ``col_labels``); values are written in the cells when the matrix is at most 12 x 12 (``annotate``).
 
     >>> fig = heatmap([[1.0, 0.3], [0.3, 1.0]], ["rt", "tweets"], "Spearman")
     >>> len(fig.axes), len(fig.axes[0].texts)   # the matrix and its colour bar; four values
     (2, 4)
     """
+    if isinstance(matrix, Mapping) and "values" in matrix:  # Matrix.to_dict()
+        labels = labels if labels is not None else matrix.get("rows")
+        col_labels = col_labels if col_labels is not None else matrix.get("cols")
+        matrix = matrix["values"]
+    elif hasattr(matrix, "rows") and hasattr(matrix, "values") and not hasattr(matrix, "columns"):
+        labels = labels if labels is not None else list(matrix.rows)
+        col_labels = col_labels if col_labels is not None else list(matrix.cols)
+        matrix = matrix.values
+    elif hasattr(matrix, "columns") and hasattr(matrix, "index"):  # a labelled DataFrame
+        labels = labels if labels is not None else [str(x) for x in matrix.index]
+        col_labels = col_labels if col_labels is not None else [str(x) for x in matrix.columns]
+        matrix = matrix.to_numpy(dtype=np.float64)
     m = _np(matrix)
     if m.ndim != 2:
         raise ValueError(f"heatmap needs a 2-d matrix, got shape {m.shape}")
@@ -198,47 +241,61 @@ def overlap_curves(ks: Any, overlaps: Any = None, title: str | None = None, chan
                    layer_labels: Sequence[str] | None = None) -> Figure:
     """Overlap of the top-k neurons on clean vs adversarial data, as k grows.
 
-    ``overlaps`` is one curve ``[K]`` (total), per-layer curves ``[L, K]``, or ``{name: [K]}``.
-    A dict or result object may be passed alone as ``ks`` when it holds ``"ks"`` and one of
-    ``"overlap"``, ``"total"`` or ``"per_layer"``. ``chance``: the overlap of random sets (``[K]`` or a number).
+    ``overlaps`` is one curve ``[K]`` (total), per-layer curves ``[L, K]``, or ``{name: [K]}`` (a
+    ``"total"`` entry is drawn thick, ``"per_layer"`` ``[L, K]`` as thin lines). Alone, ``ks`` may be a
+    :class:`~skill_lens.robustness.RobustnessResult`, its ``.to_dict()`` / ``.to_pandas()``, or a dict
+    with ``"ks"`` (or ``"k"``) and overlap values. ``chance``: the overlap of random sets (``[K]`` or a number).
 
     >>> fig = overlap_curves([1, 5, 10], {"total": [0.2, 0.5, 0.6]}, chance=[0.01, 0.05, 0.1])
     >>> len(fig.axes[0].get_lines())
     2
-    >>> len(overlap_curves([1, 5], [[0.1, 0.3], [0.2, 0.4], [0.3, 0.5]]).axes[0].get_lines())
+    >>> len(overlap_curves({"ks": [1, 5], "total": [.2, .4], "per_layer": [[.1, .3], [.3, .5]]}).axes[0].get_lines())
     3
     """
     if overlaps is None:
         d = _as_mapping(ks)
         if hasattr(d, "columns"):
-            d = {c: d[c].to_numpy() for c in d.columns}
-        if not isinstance(d, Mapping) or "ks" not in d:
-            raise ValueError("pass overlap_curves(ks, overlaps), or one dict with 'ks' and overlap values")
-        ks, chance = d["ks"], chance if chance is not None else d.get("chance")
-        rest = {k: v for k, v in d.items() if k not in ("ks", "chance") and not isinstance(v, (str, int, float))}
-        overlaps = rest.get("per_layer", rest.get("overlap", rest.get("total", rest)))
+            d = {str(c): d[c].to_numpy() for c in d.columns}
+            layer_cols = sorted((c for c in d if c.startswith("layer_")), key=lambda c: int(c.split("_")[1]))
+            if layer_cols:
+                d["per_layer"] = [d.pop(c) for c in layer_cols]
+        if isinstance(d, Mapping) and "ks" not in d and isinstance(d.get("overlap"), Mapping):
+            d = d["overlap"]  # RobustnessResult.to_dict()
+        kkey = next((k for k in ("ks", "k") if isinstance(d, Mapping) and k in d), None)
+        if kkey is None:
+            raise ValueError("pass overlap_curves(ks, overlaps), or one dict/result with 'ks' and overlap values")
+        ks, chance = d[kkey], chance if chance is not None else d.get("chance")
+        overlaps = {k: v for k, v in d.items() if k not in (kkey, "chance") and not isinstance(v, (str, int, float))
+                    and v is not None and (k in ("total", "overlap", "per_layer") or not isinstance(v, Mapping))}
     ks = _np(ks)
     if isinstance(overlaps, Mapping):
-        curves = {str(k): _np(v) for k, v in overlaps.items()}
+        curves = {}
+        for k, v in overlaps.items():
+            arr = _np(v)
+            if arr.ndim == 2:  # per layer
+                names = list(layer_labels) if layer_labels is not None else [f"layer {i}" for i in range(len(arr))]
+                curves.update(zip(names, arr))
+            else:
+                curves["total" if k == "overlap" else str(k)] = arr
     else:
         arr = _np(overlaps)
-        if arr.ndim == 1:
-            curves = {"total": arr}
-        else:
-            names = list(layer_labels) if layer_labels is not None else [f"layer {i}" for i in range(len(arr))]
-            curves = dict(zip(names, arr))
+        names = list(layer_labels) if layer_labels is not None else [f"layer {i}" for i in range(len(arr))]
+        curves = {"total": arr} if arr.ndim == 1 else dict(zip(names, arr))
     bad = {k: v.shape for k, v in curves.items() if v.shape != ks.shape}
     if bad:
         raise ValueError(f"each overlap curve needs {len(ks)} values (one per k); got shapes {bad}")
     fig = Figure(figsize=(5.5, 3.6), layout="constrained")
     ax = fig.add_subplot()
-    many = len(curves) > 10
-    for i, (name, v) in enumerate(curves.items()):
-        color = fig.colormaps["viridis"](i / max(1, len(curves) - 1)) if many else f"C{i}"
-        ax.plot(ks, v, color=color, marker=None if many else "o", ms=3, label=None if many else name)
+    layers = [k for k in curves if k.startswith("layer ")]
+    many = len(layers) > 10
+    for i, name in enumerate(layers):
+        color = fig.colormaps["viridis"](i / max(1, len(layers) - 1)) if many else f"C{i}"
+        ax.plot(ks, curves[name], color=color, lw=1, alpha=0.8, label=None if many else name)
+    for name in (k for k in curves if k not in layers):
+        ax.plot(ks, curves[name], color="black" if name == "total" else None, lw=2.2, marker="o", ms=3, label=name)
     if chance is not None:
         ax.plot(ks, np.broadcast_to(_np(chance), ks.shape), color="black", linestyle=":", label="chance")
-    ax.set_xlabel("k (top neurons)")
+    ax.set_xlabel("top k (neurons, or a fraction of them)")
     ax.set_ylabel("overlap clean vs adversarial")
     ax.set_title(title or "skill-neuron overlap: clean vs adversarial")
     if ax.get_legend_handles_labels()[0]:
@@ -254,7 +311,9 @@ def pruning_tradeoff(points: Any, title: str | None = None) -> Figure:
 
     ``points`` is a list of dicts (or a DataFrame) with ``accuracy``, a speed column
     (one of ``speedup``, ``speed``, ``throughput``, ``examples_per_s``, ``tokens_per_s``,
-    ``relative_speed``) and optionally ``label``/``name``.
+    ``relative_speed``) and optionally ``label``/``name``; or the summary of ``skill-lens prune``
+    (``{"accuracy": {"unpruned": a, "pruned": b}, "seconds": {"unpruned": t, "pruned": u}}``: speed-up
+    relative to the unpruned model).
 
     >>> fig = pruning_tradeoff([{"label": "full", "accuracy": 0.9, "speedup": 1.0},
     ...                         {"label": "pruned", "accuracy": 0.88, "speedup": 1.4}])
@@ -264,7 +323,13 @@ def pruning_tradeoff(points: Any, title: str | None = None) -> Figure:
     points = _as_mapping(points)
     if hasattr(points, "columns"):
         points = points.to_dict("records")
-    if isinstance(points, Mapping):
+    if isinstance(points, Mapping) and isinstance(points.get("accuracy"), Mapping) and \
+            isinstance(points.get("seconds"), Mapping):  # the summary of `skill-lens prune`
+        sec, acc = points["seconds"], points["accuracy"]
+        ref = sec.get("unpruned") or max(sec.values())
+        points = [{"label": k, "accuracy": a, "speedup": ref / sec[k if k in sec else "pruned"]}
+                  for k, a in acc.items() if (k if k in sec else "pruned") in sec and a is not None]
+    elif isinstance(points, Mapping):
         points = points.get("points", [points])
     points = [dict(_as_mapping(p)) for p in points]
     if not points:

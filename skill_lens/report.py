@@ -166,31 +166,43 @@ def _read_neuron_pairs(path: Path, shape) -> list[tuple[int, int]]:
     raise ArtifactError(f"{path} holds no neuron mask or (layer, index) pairs")
 
 
+def _scalars(data: dict, prefix: str = "") -> list[list[Any]]:
+    """Scalar fields, and those one dict deep as ``outer.inner``."""
+    rows = []
+    for k, v in data.items():
+        if isinstance(v, (int, float, str, bool)) and len(str(v)) < 200:
+            rows.append([prefix + str(k), v])
+        elif isinstance(v, dict) and not prefix:
+            rows += _scalars(v, f"{k}.")
+    return rows
+
+
 def _json_figure(path: Path, notes: list[str], name: str | None = None) -> str:
-    """A figure for a result JSON, chosen by its name and keys; its scalar fields as a table."""
+    """Figures for a result JSON, chosen by its keys (curves, overlaps, matrices, pruning); its scalars as a table."""
     data = json.loads(path.read_text())
     name = name or path.name
     parts = [f"<h3>{_e(name)}</h3>"]
-    if isinstance(data, dict):
-        scalars = [[k, v] for k, v in data.items() if isinstance(v, (int, float, str, bool)) and len(str(v)) < 200]
-        if scalars:
-            parts.append(_table(scalars[:30], ["field", "value"]))
-    stem = path.name.lower()
-    if stem.startswith("perturb") or (isinstance(data, dict) and "fractions" in data):
+    if isinstance(data, dict) and (rows := _scalars(data)):
+        parts.append(_table(rows[:40], ["field", "value"]))
+    if not isinstance(data, dict):
+        return "".join(parts)
+    if "fractions" in data:
         parts.append(_try(f"suppression curves {name}", lambda: _figure(
-            plots.suppression_curves(data, title=str(path.stem)), "Accuracy while suppressing skill neurons vs "
-            "random neurons (band: min-max over random draws)."), notes))
-    elif "prun" in str(path).lower():
-        points = data.get("points") if isinstance(data, dict) else data
-        if points is not None and isinstance(points, list):
-            parts.append(_try(f"pruning {name}", lambda: _figure(plots.pruning_tradeoff(points), "Accuracy vs speed "
-                              "of pruned models."), notes))
-    elif "robust" in stem or (isinstance(data, dict) and "ks" in data):
-        parts.append(_try(f"overlap curves {name}", lambda: _figure(plots.overlap_curves(data), "Overlap of "
-                          "skill neurons found on clean vs adversarial data."), notes))
-    elif isinstance(data, dict) and "matrix" in data:
+            plots.suppression_curves(data, title=path.stem), "Accuracy while suppressing skill neurons vs random "
+            "neurons (band: spread over random draws)."), notes))
+    if isinstance(data.get("overlap"), dict) or "ks" in data:
+        parts.append(_try(f"overlap curves {name}", lambda: _figure(plots.overlap_curves(data, title=path.stem),
+                          "Overlap of the top neurons found on clean vs adversarial data."), notes))
+    for key, curve in (data.get("curves") or {}).items() if isinstance(data.get("curves"), dict) else ():
+        parts.append(_try(f"curve {key} in {name}", lambda c=curve, k=key: _figure(
+            plots.suppression_curves(c, title=f"{path.stem}: {k}"), f"Suppression curve {k}."), notes))
+    if "matrix" in data or ("values" in data and "rows" in data):
         parts.append(_try(f"matrix {name}", lambda: _figure(plots.heatmap(
-            data["matrix"], data.get("labels"), data.get("title", str(path.stem))), str(path.stem)), notes))
+            data.get("matrix", data), data.get("labels"), data.get("title", data.get("kind") or path.stem)),
+            str(path.stem)), notes))
+    if "points" in data or (isinstance(data.get("accuracy"), dict) and isinstance(data.get("seconds"), dict)):
+        parts.append(_try(f"pruning {name}", lambda: _figure(plots.pruning_tradeoff(data), "Accuracy vs speed "
+                          "of the pruned model(s)."), notes))
     return "".join(parts)
 
 

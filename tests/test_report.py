@@ -36,11 +36,18 @@ def write_artifacts(d: Path) -> None:
     dev[TOP[0], 1, TOP[1]] = 0.05  # predictivity 0.95: the top neuron
     save_tensors(d / "predictivity.safetensors", {"baseline": torch.zeros(2, 2, 64), "dev_acc": dev,
                                                    "test_acc": dev.clone()}, {"model": "tiny-causal"})
-    (d / "perturb_suppression.json").write_text(json.dumps(
-        {"fractions": [0, 0.02, 0.05, 0.1], "skill": [0.9, 0.7, 0.6, 0.5],
-         "random": [[0.9, 0.9], [0.9, 0.88], [0.87, 0.89], [0.85, 0.86]], "baseline": 0.9}))
-    (d / "robustness.json").write_text(json.dumps({"ks": [1, 5, 10], "per_layer": [[0.1, 0.3, 0.5], [0.2, 0.4, 0.6]],
-                                                   "chance": [0.01, 0.05, 0.1]}))
+    from skill_lens.curves import SuppressionCurve
+    from skill_lens.robustness import RobustnessResult, overlaps
+
+    rows = [{"fraction": f, "set": s, "draw": k, "n_neurons": 2, "accuracy": a, "logit_diff": 0.0}
+            for f, skill in ((0.0, 0.9), (0.05, 0.6), (0.1, 0.5))
+            for s, k, a in [("skill", 0, skill), ("random", 0, 0.9 - f / 2), ("random", 1, 0.88 - f / 2)]]
+    curve = SuppressionCurve(rows, [0.0, 0.05, 0.1], "zero")
+    (d / "perturb_zero.json").write_text(json.dumps(curve.to_dict()))
+    rob = RobustnessResult(torch.rand(2, 64, generator=g), torch.rand(2, 64, generator=g), {"clean": 0.9}, 0.5,
+                           [0.4, 0.6], overlaps(torch.rand(2, 64, generator=g), torch.rand(2, 64, generator=g),
+                                                [0.05, 0.2, 0.5]))
+    (d / "robustness_typo.json").write_text(json.dumps(rob.to_dict()))
     (d / "spearman.json").write_text(json.dumps({"matrix": [[1, 0.4], [0.4, 1]], "labels": ["a<i>", "b"]}))
     (d / "pruned").mkdir()
     (d / "pruned" / "pruning.json").write_text(json.dumps(
