@@ -102,3 +102,55 @@ def test_role_alignment_errors(task):
         patch(hard_prompt_model(model, task), "good", "bad", mask)
     hard = patch(hard_prompt_model(model, task), "good", "a bad film", mask, positions="predict")
     assert hard.patched.shape == (1, 2)
+
+
+# ---------------------------------------------------------------- CLI: skill-lens patch
+
+@pytest.fixture(scope="module")
+def probed_run(tmp_path_factory):
+    import contextlib
+    import io
+
+    from skill_lens.cli.probe import probe_run
+    from skill_lens.runs import Run
+    from skill_lens.tuning import TuneConfig
+
+    r = Run.create(tmp_path_factory.mktemp("run"), tiny_model(), tiny_task(),
+                   TuneConfig(prompt_length=2, steps=4, eval_every=2))
+    with contextlib.redirect_stdout(io.StringIO()):
+        probe_run(r)
+    return r
+
+
+def test_patch_cli_prints_the_effect(probed_run, capsys):
+    from skill_lens.cli import build_parser
+    from skill_lens.cli import patch as patch_cli
+
+    args = build_parser().parse_args(["patch", str(probed_run.path), "--source-text", "a good film",
+                                      "--target-text", "the plot was bad", "--top", "5"])
+    assert patch_cli.run(args, run_obj=probed_run) == 0
+    out = capsys.readouterr().out
+    assert "patching 5 skill neurons" in out and "restored" in out and "patched" in out
+
+
+def test_patch_cli_uses_the_saved_neuron_set(probed_run, capsys):
+    from skill_lens.cli.patch import run_neurons
+    from skill_lens.neurons import NeuronSet
+
+    NeuronSet.from_pairs([(0, 1), (1, 2), (1, 3)], 2, 64, meta={"model": "tiny-causal"}).save(
+        probed_run.path / "neurons.safetensors")
+    try:
+        assert len(run_neurons(probed_run)) == 3
+        assert len(run_neurons(probed_run, top=0.1)) == 13  # --top selects afresh
+    finally:
+        (probed_run.path / "neurons.safetensors").unlink()
+        (probed_run.path / "neurons.safetensors.json").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("argv, message", [(["--top", "1.5"], "--top"), (["--source-text", " "], "empty")])
+def test_patch_cli_validates_before_opening_the_run(tmp_path, argv, message, capsys):
+    from skill_lens.cli import main
+
+    base = ["patch", str(tmp_path / "missing"), "--source-text", "good", "--target-text", "bad"]
+    assert main(base + argv) == 2
+    assert message in capsys.readouterr().err
