@@ -183,7 +183,8 @@ def prune(
 
     hf = model.original_model
     config = copy.deepcopy(hf.config)
-    fresh = _build(type(hf), config, {}, next(hf.parameters()).dtype)
+    with torch.device("meta"):  # only for names and layout
+        fresh = type(hf)(config)
     state = {k: v for k, v in _clean_state_dict(hf).items() if k in fresh.state_dict()}
     paths = _ffn_paths(fresh)
     for layer, idx in kept.items():
@@ -395,19 +396,23 @@ def _prune_state(state: dict, ffn: _FFN, idx: Tensor, base: Tensor) -> None:
 
 def _build(cls, config, widths: Mapping[int, int], dtype) -> nn.Module:
     """A fresh HF model of ``cls``; layers in ``widths`` shrunk to that width, with biased output projections."""
-    hf = cls(config).to(dtype)
-    for layer, ffn in _ffn_paths(hf).items():
-        if layer not in widths:
-            continue
-        k = widths[layer]
-        for name in ffn.ins:
-            old = hf.get_submodule(name)
-            new = _conv1d(k, old.weight.shape[0]) if ffn.conv1d else nn.Linear(old.in_features, k, bias=old.bias is not None)
-            hf.set_submodule(name, new.to(dtype))
-        old = hf.get_submodule(ffn.out)
-        d_model = old.weight.shape[1] if ffn.conv1d else old.out_features
-        new = _conv1d(d_model, k) if ffn.conv1d else nn.Linear(k, d_model, bias=True)
-        hf.set_submodule(ffn.out, new.to(dtype))
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():  # every tensor is loaded afterwards
+        hf = cls(config).to(dtype)
+        for layer, ffn in _ffn_paths(hf).items():
+            if layer not in widths:
+                continue
+            k = widths[layer]
+            for name in ffn.ins:
+                old = hf.get_submodule(name)
+                new = _conv1d(k, old.weight.shape[0]) if ffn.conv1d else nn.Linear(old.in_features, k,
+                                                                                    bias=old.bias is not None)
+                hf.set_submodule(name, new.to(dtype))
+            old = hf.get_submodule(ffn.out)
+            d_model = old.weight.shape[1] if ffn.conv1d else old.out_features
+            new = _conv1d(d_model, k) if ffn.conv1d else nn.Linear(k, d_model, bias=True)
+            hf.set_submodule(ffn.out, new.to(dtype))
     return hf
 
 
@@ -423,17 +428,16 @@ def _assemble(cls, config, state: dict, record: PruningInfo, tokenizer, name: st
     pruned_layers = {l: w for l, w in record.widths.items() if l in record.kept}
     config.skill_lens_pruning = {"d_mlp": record.d_mlp, "widths": {str(k): v for k, v in record.widths.items()}}
     hf = _build(cls, config, pruned_layers, dtype)
+    hf.tie_weights()
     target = hf.state_dict()
     extra = [k for k in state if k not in target]
     state = {k: v for k, v in state.items() if k in target}
-    missing = set(target) - set(state)
+    loaded = {target[k].data_ptr() for k in state}
+    missing = {k for k, t in target.items() if k not in state and t.data_ptr() not in loaded}  # tied: loaded
     hf.load_state_dict(state, strict=False)
-    if hasattr(hf, "tie_weights"):
-        hf.tie_weights()
-    tied = {n for n, t in hf.state_dict().items() for m in state if n != m and t.data_ptr() == target[m].data_ptr()}
-    if missing - tied or extra:
+    if missing or extra:
         raise ArtifactError(f"the weights do not match the {cls.__name__} architecture (missing "
-                            f"{sorted(missing - tied)[:3]}, unexpected {extra[:3]}); resave the pruned model.")
+                            f"{sorted(missing)[:3]}, unexpected {extra[:3]}); resave the pruned model.")
     bridge = bridge_from_hf(hf, tokenizer, name=name, device=device)
     bridge.__dict__[PRUNING_ATTR] = record
     bridge.__dict__[_KEYS_ATTR] = frozenset(target)
