@@ -31,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
 
-    task = load_task("rotten_tomatoes", train_size=400, dev_size=50, test_size=0)
+    task = load_task("rotten_tomatoes", train_size=400, dev_size=50, test_size=50)
     bridge = load_model("smollm2-135m")
     P, B = args.prompt_length, args.batch_size
     pm = prompted(bridge, task, SoftPrompt.init(bridge, P, seed=0))
