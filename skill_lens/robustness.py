@@ -136,6 +136,9 @@ def adversarial_split(spec: str, task: Task | None = None, split: str = "dev", s
             data = load_adv_glue(name, arg)
         except (ValueError, FileNotFoundError) as e:
             raise RobustnessError(f"cannot load {spec}: {e}") from e
+        except Exception as e:  # the hub: no network, no dataset
+            raise RobustnessError(f"cannot load AdvGLUE {name} from the Hugging Face hub ({type(e).__name__}: {e}); "
+                                  f"pass a local file: advglue:{name}:PATH/adv_glue_dev.json") from e
         adv = Split(list(data["texts"]), list(data["labels"]), data["texts_b"])
     else:
         if task is None:
@@ -197,7 +200,8 @@ def clean_vs_adversarial(pm, clean_split: Split, adv_split: Split, batch_size: i
     """
     from skill_lens.tuning import predict
 
-    check_split(clean_split, None, "clean split"), check_split(adv_split, None, "adversarial split")
+    check_split(clean_split, None, "clean split")
+    check_split(adv_split, None, "adversarial split")
     paired = _paired(clean_split, adv_split) if paired is None else paired
     if paired and not _paired(clean_split, adv_split):
         raise RobustnessError(f"paired=True needs splits of equal length and labels (got {len(clean_split)} and "
@@ -345,7 +349,8 @@ def neuron_robustness(pm, task: Task, adv_split: Split, ks: Sequence[float | int
     probes with the baseline from one half of ``adv_split`` and accuracy on the other, when each half has
     ``min_half`` examples of both labels (else ``adv_self`` says why it was skipped).
     ``curve_fractions`` (empty: none) gives suppression curves on ``adv_split`` with the top clean and
-    the top adversarial neurons (``method``, ``controls`` random sets; see :mod:`skill_lens.curves`).
+    the top adversarial neurons (``method``, ``controls`` random sets; see :mod:`skill_lens.curves`); the
+    adversarial neurons are selected on the data they are then suppressed on, which favours them.
 
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> from skill_lens.tuning import prompted
@@ -441,7 +446,8 @@ def patch_repair(pm, clean_split: Split, adv_split: Split, neurons, batch_size: 
     from skill_lens.interventions import neuron_mask
     from skill_lens.patching import patch_hooks
 
-    check_split(clean_split, None, "clean split"), check_split(adv_split, None, "adversarial split")
+    check_split(clean_split, None, "clean split")
+    check_split(adv_split, None, "adversarial split")
     if not _paired(clean_split, adv_split):
         raise RobustnessError(f"patching needs paired splits (same length, labels and form), got {len(clean_split)} "
                               f"clean and {len(adv_split)} adversarial examples; use a perturbation source "

@@ -229,3 +229,15 @@ def test_cli_writes_json_and_csv(tmp_path, model, task, capsys):
         run(parser.parse_args(["robustness", str(r.path), "--adversarial", "nope:1"]), run_obj=r)
     assert sorted(p.name for p in r.path.glob("robustness_*")) == ["robustness_typos_0.2.csv",
                                                                    "robustness_typos_0.2.json"]
+
+
+def test_advglue_hub_failure_names_the_local_file_fix(task, monkeypatch):
+    import skill_lens.robustness as rob
+
+    def offline(name, path):
+        assert (name, path) == ("sst2", None)
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(rob, "load_adv_glue", offline)
+    with pytest.raises(RobustnessError, match="pass a local file: advglue:sst2:PATH"):
+        adversarial_split("advglue:sst2", task)
