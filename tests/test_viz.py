@@ -1,0 +1,218 @@
+"""Figures (skill_lens.plots) and circuitsvis views (skill_lens.viz) on tiny models and synthetic data."""
+
+import base64
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from skill_lens import plots
+from skill_lens.probe import activations
+from skill_lens.prompts import SoftPrompt
+from skill_lens.tiny import tiny_model, tiny_task
+from skill_lens.tuning import hard_prompt_model, prompted
+from skill_lens.viz import (View, neuron_activations_view, neuron_pairs, neuron_picker, script_json,
+                            tokens_view, top_examples_view)
+
+EVIL = ["<script>alert(1)</script>", "</script><img src=x onerror=alert(1)>"]
+
+
+# ------------------------------------------------------------------ plots
+def test_predictivity_by_layer_boxes_and_prompt_line():
+    pred = torch.rand(5, 3, 20, generator=torch.Generator().manual_seed(0))
+    fig = plots.predictivity_by_layer(pred, prompt_accuracy=0.8)
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1 and len(ax.get_xticks()) == 5
+    assert len([l for l in ax.get_lines() if list(l.get_ydata()) == [0.8, 0.8]]) == 1
+    flat = [tuple(np.round(l.get_ydata(), 6)) for l in ax.get_lines()]
+    for layer_median in np.median(pred.amax(1).double().numpy(), axis=1):  # one box per layer, max over positions
+        assert (round(layer_median, 6),) * 2 in flat
+    with pytest.raises(ValueError, match="layers"):
+        plots.predictivity_by_layer(torch.rand(5))
+
+
+def test_predictivity_by_layer_takes_a_probe_result():
+    class Result:  # anything with .scores(aggregate) -> [L, d_mlp]
+        def scores(self, aggregate="max"):
+            return torch.full((3, 4), 0.7)
+    assert len(plots.predictivity_by_layer(Result()).axes[0].get_xticks()) == 3
+
+
+@pytest.mark.parametrize("form", ["dict", "rows", "long_df", "summary_df"])
+def test_suppression_curves_skill_vs_random_with_spread(form):
+    f = [0.0, 0.05, 0.1]
+    rows = [{"fraction": x, "set": s, "draw": d, "accuracy": a}
+            for x, sk in zip(f, (0.9, 0.6, 0.5)) for s, d, a in [("skill", 0, sk), ("random", 0, 0.9 - x),
+                                                                 ("random", 1, 0.85 - x)]]
+    curve = {"dict": {"fractions": f, "skill": [0.9, 0.6, 0.5], "random": [[0.9, 0.85], [0.85, 0.8], [0.8, 0.75]]},
+             "rows": {"fractions": f, "rows": rows, "method": "zero"},
+             "long_df": pd.DataFrame(rows),
+             "summary_df": pd.DataFrame({"fraction": f, "skill_accuracy": [0.9, 0.6, 0.5],
+                                         "random_accuracy_mean": [0.875, 0.825, 0.775],
+                                         "random_accuracy_std": [0.025] * 3})}[form]
+    ax = plots.suppression_curves(curve).axes[0]
+    lines = {l.get_label(): l for l in ax.get_lines()}
+    skill = next(l for k, l in lines.items() if k.startswith("skill"))
+    rand = next(l for k, l in lines.items() if k.startswith("random"))
+    assert list(skill.get_ydata()) == [0.9, 0.6, 0.5]
+    np.testing.assert_allclose(rand.get_ydata(), [0.875, 0.825, 0.775])
+    assert len(ax.collections) == 1  # the random draws' band
+
+
+def test_suppression_curves_rejects_what_it_cannot_read():
+    with pytest.raises(ValueError, match="fractions"):
+        plots.suppression_curves({"skill": [1, 2]})
+    with pytest.raises(ValueError, match="no accuracy series"):
+        plots.suppression_curves({"fractions": [0, 1], "skill": [1, 2, 3]})
+
+
+def test_heatmap_labels_values_and_colorbar():
+    fig = plots.heatmap([[1.0, 0.25, 0.5], [0.25, 1.0, 0.0], [0.5, 0.0, 1.0]], ["a", "b", "c"], "Spearman")
+    ax = fig.axes[0]
+    assert len(fig.axes) == 2 and ax.get_title() == "Spearman"
+    assert [t.get_text() for t in ax.texts][:3] == ["1.00", "0.25", "0.50"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    assert len(plots.heatmap(np.zeros((20, 20))).axes[0].texts) == 0  # too big to annotate
+    with pytest.raises(ValueError, match="labels"):
+        plots.heatmap(np.zeros((2, 2)), ["only one"])
+
+
+def test_overlap_curves_total_per_layer_and_chance():
+    ks = [1, 5, 10, 20]
+    ax = plots.overlap_curves(ks, {"total": [0.1, 0.3, 0.4, 0.5], "per_layer": np.random.rand(3, 4)},
+                              chance=0.05).axes[0]
+    assert len(ax.get_lines()) == 3 + 1 + 1
+    assert len(plots.overlap_curves({"k": ks, "overlap": [0.1] * 4}).axes[0].get_lines()) == 1
+    with pytest.raises(ValueError, match="one per k"):
+        plots.overlap_curves(ks, [0.1, 0.2])
+
+
+def test_pruning_tradeoff_points_and_prune_summary():
+    ax = plots.pruning_tradeoff(pd.DataFrame({"name": ["full", "50%", "10%"], "accuracy": [0.9, 0.89, 0.8],
+                                              "speedup": [1.0, 1.3, 2.0]})).axes[0]
+    assert len(ax.collections[0].get_offsets()) == 3 and [t.get_text() for t in ax.texts] == ["full", "50%", "10%"]
+    ax = plots.pruning_tradeoff({"accuracy": {"unpruned": 0.9, "pruned": 0.8},
+                                 "seconds": {"unpruned": 2.0, "pruned": 1.0}}).axes[0]
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), [[1.0, 0.9], [2.0, 0.8]])
+    with pytest.raises(ValueError, match="accuracy"):
+        plots.pruning_tradeoff([{"speedup": 1}])
+
+
+def test_figure_to_png_base64():
+    png = base64.b64decode(plots.figure_to_png_base64(plots.heatmap([[1.0]])))
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+
+# ------------------------------------------------------------------ views
+@pytest.fixture(scope="module")
+def setup():
+    model, task = tiny_model(), tiny_task()
+    return prompted(model, task, SoftPrompt.init(model, 3, seed=1)), task
+
+
+def _assert_offline(html: str) -> None:
+    assert not re.search(r"<script[^>]*\bsrc=", html)
+    assert not re.search(r"""from\s*["']https?:""", html) and "unpkg" not in html
+    assert html.count("<script>") >= 2 and "var CircuitsVis" in html
+
+
+def test_neuron_view_values_match_the_probe(setup):
+    pm, task = setup
+    pairs = [(1, 5), (0, 7), (1, 60)]
+    texts = task.dev.texts[:4]
+    v = neuron_activations_view(pm, texts, ["L1.N5", "L0.N7", "L1.N60"])
+    assert len(v.panels) == 4 and v.panels[0].props["labels"] == ["L1.N5", "L0.N7", "L1.N60"]
+    ref = activations(pm, task.dev, pairs)[:4]  # [n, K, P] at the prompt positions
+    for i, panel in enumerate(v.panels):
+        toks, vals = panel.props["tokens"], torch.tensor(panel.props["values"])
+        assert toks[-3:] == ["&lt;P0&gt;", "&lt;P1&gt;", "&lt;P2&gt;"]
+        assert "".join(toks[:-3]).split() == texts[i].split()
+        torch.testing.assert_close(vals[-3:].T, ref[i], rtol=1e-4, atol=1e-5)
+    _assert_offline(v.html())
+    assert v._repr_html_() == str(v) == v.html()
+
+
+@pytest.mark.parametrize("family", ["mlm", "seq2seq", "gpt2"])
+def test_neuron_view_other_families(family):
+    model, task = tiny_model(family), tiny_task()
+    pm = prompted(model, task, SoftPrompt.init(model, 2))
+    v = neuron_activations_view(pm, task.dev.texts[:2], [(0, 1)], positions="prompt")
+    assert [p.props["tokens"] for p in v.panels] == [["&lt;P0&gt;", "&lt;P1&gt;"]] * 2
+    allv = neuron_activations_view(pm, task.dev.texts[:1], [(0, 1)], positions="all")
+    assert len(allv.panels[0].props["tokens"]) > len(task.dev.texts[0].split()) + 2  # special tokens too
+
+
+def test_hard_prompt_view_and_bad_arguments(setup):
+    pm, task = setup
+    hard = hard_prompt_model(pm.model, task)
+    assert not any("P0" in t for t in neuron_activations_view(hard, ["good"], "L0.N0").panels[0].props["tokens"])
+    with pytest.raises(ValueError, match="soft prompt"):
+        neuron_activations_view(hard, ["good"], "L0.N0", positions="prompt")
+    with pytest.raises(ValueError, match="do not exist"):
+        neuron_activations_view(pm, ["good"], "L2.N0")
+    with pytest.raises(ValueError, match="like 'L3.N12'"):
+        neuron_activations_view(pm, ["good"], "layer1-neuron5")
+    with pytest.raises(ValueError, match="positions"):
+        neuron_activations_view(pm, ["good"], "L0.N0", positions="middle")
+
+
+def test_neuron_pairs_accepts_every_form():
+    class Set:
+        def pairs(self):
+            return [(0, 3), (1, 2)]
+    mask = torch.zeros(2, 4, dtype=torch.bool)
+    mask[1, 2] = True
+    assert neuron_pairs(Set()) == [(0, 3), (1, 2)]
+    assert neuron_pairs(mask) == [(1, 2)] and neuron_pairs((1, 2)) == [(1, 2)]
+    assert neuron_pairs(["L0.N3", (1, 2)], shape=(2, 4)) == [(0, 3), (1, 2)]
+    with pytest.raises(ValueError, match="no neurons"):
+        neuron_pairs([])
+
+
+def test_top_examples_are_the_most_and_least_active(setup):
+    pm, task = setup
+    v = top_examples_view(pm, task.dev, ["L1.N5", "L0.N9"], k=3, label_names=task.label_names)
+    p = v.panels[0].props
+    assert p["zerothDimensionLabels"] == ["L1.N5", "L0.N9"] and len(p["tokens"]) == 2
+    mean = activations(pm, task.dev, [(1, 5), (0, 9)]).mean(-1)  # [n, K]: mean over the prompt
+    for j in range(2):
+        top, bottom = p["activations"][j]
+        want_top = mean[:, j].topk(3).values
+        got_top = torch.tensor([np.mean(a[-3:]) for a in top], dtype=torch.float32)  # the last 3 tokens are the prompt
+        torch.testing.assert_close(got_top, want_top, rtol=1e-4, atol=1e-5)
+        got_bottom = torch.tensor([np.mean(a[-3:]) for a in bottom], dtype=torch.float32)
+        torch.testing.assert_close(got_bottom, mean[:, j].topk(3, largest=False).values, rtol=1e-4, atol=1e-5)
+        assert all(toks[0] in ("[negative] ", "[positive] ") for toks in p["tokens"][j][0])
+    _assert_offline(v.html())
+    with pytest.raises(ValueError, match="score"):
+        top_examples_view(pm, task.dev, "L0.N0", score="median")
+
+
+def test_neuron_picker_shapes_and_size_guard(setup):
+    pm, task = setup
+    p = neuron_picker(pm, task.dev.texts[:2]).panels[0].props
+    assert p["firstDimensionLabels"] == ["L0", "L1"] and len(p["secondDimensionLabels"]) == 64
+    assert np.array(p["activations"][0]).shape == (len(p["tokens"][0]), 2, 64)
+    with pytest.raises(ValueError, match="max_values"):
+        neuron_picker(pm, task.dev.texts[:2], max_values=100)
+
+
+def test_views_escape_malicious_tokens_and_json():
+    v = tokens_view([(EVIL + ["ok"], [[1.0], [2.0], [3.0]])], ["L0.N0"], captions=EVIL)
+    html = v.html()
+    for evil in EVIL:
+        assert evil not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # the captions, escaped
+    assert "\\u0026lt;/script\\u0026gt;\\u0026lt;img" in html  # the tokens: escaped, then JSON-escaped
+    assert html.lower().count("</script") == 1 + len(v.panels)  # the library and one per panel: none early
+    assert "<!--" not in html
+    assert "<" not in script_json({"a": EVIL}) and ">" not in script_json(EVIL)
+
+
+def test_view_save_writes_a_standalone_page(tmp_path):
+    path = tokens_view([(["a"], [[1.0]])], ["L0.N0"], title="t <b>").save(tmp_path / "v.html")
+    page = path.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "t &lt;b&gt;" in page and "CircuitsVis.render" in page
+    assert isinstance(View([], "x").fragment(), str)
