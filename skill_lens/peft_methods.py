@@ -82,7 +82,7 @@ class Adapter(nn.Module):
 
     >>> from skill_lens.tiny import tiny_model
     >>> a = Adapter(tiny_model(), rank=4)
-    >>> a.down.shape, a.up.shape, float(a.up.abs().sum())
+    >>> a.down.shape, a.up.shape, a.up.detach().abs().sum().item()
     (torch.Size([2, 32, 4]), torch.Size([2, 4, 32]), 0.0)
     """
 
