@@ -287,7 +287,8 @@ def activation_overlap(pm_a: PromptedModel, pm_b: PromptedModel, split, neurons=
     states of ``pm_a`` and ``pm_b`` (``[L, P, d_mlp]``) are compared with ``metric``: ``"cosine"``
     (Su et al.'s ON, ``|A & B| / sqrt(|A| |B|)``) or ``"jaccard"`` (``|A & B| / |A | B|``), and
     averaged over examples. ``neurons`` (a ``NeuronSet`` or ``[L, d_mlp]`` mask, e.g. the target
-    task's top 20% skill neurons) restricts the comparison for ``skill``. Identical prompts give 1.
+    task's top 20% skill neurons, ``NeuronSet.from_scores(scores, 0.2)``) restricts the comparison for
+    ``skill``. Identical prompts give 1; two empty activation sets count as identical.
 
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> model, task = tiny_model(), tiny_task()
