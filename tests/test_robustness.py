@@ -29,7 +29,8 @@ def pm(model, task):
 
 
 def pair_task() -> Task:
-    texts = [f"the movie was {w} and the plot was {v}" for w, v in zip("good bad fine dull".split(), "dull fine bad good".split())]
+    words = zip("good bad fine dull".split(), "dull fine bad good".split())
+    texts = [f"the movie was {w} and the plot was {v}" for w, v in words]
     return Task.from_lists("pairs", ["no", "yes"], train=(texts, [0, 1, 0, 1], texts[::-1]),
                            dev=(texts, [1, 0, 1, 0], texts), test=(texts[:2], [0, 1], texts[2:]))
 

@@ -65,7 +65,8 @@ def robustness_run(run, source: str, ks=(0.01, 0.02, 0.05, 0.1, 0.2), seed: int 
     >>> from skill_lens.runs import Run
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> from skill_lens.tuning import TuneConfig
-    >>> r = Run.create(tempfile.mkdtemp(), tiny_model(), tiny_task(), TuneConfig(prompt_length=2, steps=2, eval_every=2))
+    >>> config = TuneConfig(prompt_length=2, steps=2, eval_every=2)
+    >>> r = Run.create(tempfile.mkdtemp(), tiny_model(), tiny_task(), config)
     >>> with contextlib.redirect_stdout(io.StringIO()):
     ...     out = robustness_run(r, "word_swap:0.5", ks=[0.05], curve_fractions=[])
     >>> sorted(p.name for p in r.path.glob("robustness_*")), out["spearman"] is not None
