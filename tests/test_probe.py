@@ -1,0 +1,297 @@
+"""The streaming probe against a brute-force computation on the same activations, and its errors."""
+
+from __future__ import annotations
+
+import argparse
+import random
+
+import pytest
+import torch
+
+from skill_lens.artifacts import ArtifactError, load_tensors
+from skill_lens.models import bridge_from_hf, describe
+from skill_lens.probe import ProbeError, ProbeResult, activations, probe, probe_random_prompt
+from skill_lens.prompts import PromptError, SoftPrompt
+from skill_lens.tiny import FAMILIES, tiny_model, tiny_task, tiny_tokenizer
+from skill_lens.tuning import hard_prompt_model, prompted
+
+
+def ragged_task(n_train=19, n_dev=11, n_test=7, seed=0, labels=None):
+    """The tiny sentiment task with texts of different lengths (so batches are padded)."""
+    from skill_lens.tasks import Task
+
+    base, rng = tiny_task(n_train, n_dev, n_test, seed), random.Random(seed)
+
+    def cut(split):
+        texts = [" ".join(t.split()[: rng.randint(1, 5)] + ["very"] * rng.randint(0, 3)) for t in split.texts]
+        return texts, list(split.labels) if labels is None else [labels[i % len(labels)] for i in range(len(texts))]
+
+    k = max(2, len(labels or ()))
+    return Task.from_lists("ragged", ["negative", "positive", "neutral"][:k], ["bad", "good", "fine"][:k],
+                           train=cut(base.train),
+                           dev=cut(base.dev), test=cut(base.test), hard_prompt="review : {text} \n sentiment :")
+
+
+def relu_gpt2():
+    """A GPT-2-style model with ReLU: many activations are exactly 0, ties with a zero baseline."""
+    import transformers as tf
+
+    torch.manual_seed(1)
+    hf = tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=32, n_inner=64, n_layer=2, n_head=4, n_positions=256,
+                                          vocab_size=32, activation_function="relu", pad_token_id=0,
+                                          bos_token_id=1, eos_token_id=2))
+    return bridge_from_hf(hf, tiny_tokenizer(), name="tiny-relu-gpt2")
+
+
+def collect(pm, split, batch_size, hook_names, pick):
+    """All activations at the probed positions [n, L, P, N], batch by batch, as a test would by hand."""
+    rows = []
+    for s in range(0, len(split), batch_size):
+        batch, got = pm.encode(split.texts[s : s + batch_size]), {}
+        hooks = [(h, lambda act, hook, h=h: got.__setitem__(h, act.detach().clone())) for h in hook_names]
+        with torch.no_grad():
+            pm.label_logits(batch, fwd_hooks=hooks)
+        rows.append(torch.stack([pick(got[h], batch) for h in hook_names], dim=1))
+    return torch.cat(rows)
+
+
+def brute(train, evals, labels):
+    baseline = train.double().mean(0)
+    y = torch.as_tensor(labels).view(-1, *[1] * (evals.dim() - 1))
+    return baseline.float(), ((evals.double() > baseline) == y.bool()).double().mean(0).float()
+
+
+def prompt_pick(act, batch):
+    return act[:, batch.prompt_slice]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_streaming_equals_brute_force(family, batch_size):
+    model, task = tiny_model(family), ragged_task()
+    pm = prompted(model, task, SoftPrompt.init(model, 3, seed=2))
+    result = probe(pm, task, batch_size=batch_size)
+    names = describe(model).hook_names
+    train = collect(pm, task.train, batch_size, names, prompt_pick)
+    for split, acc in (("dev", result.dev_acc), ("test", result.test_acc)):
+        base, want = brute(train, collect(pm, getattr(task, split), batch_size, names, prompt_pick),
+                           getattr(task, split).labels)
+        assert torch.equal(result.baseline, base)
+        assert torch.equal(acc, want)
+    assert result.baseline.shape == (2, 3, 64) and result.dev_acc.dtype == torch.float32
+    assert result.sizes == {"train": 19, "dev": 11, "test": 7}
+    assert result.scores().shape == (2, 64) and (result.scores() >= 0.5).all()
+
+
+def test_batch_size_changes_little():
+    model, task = tiny_model("causal"), ragged_task()
+    pm = prompted(model, task, SoftPrompt.init(model, 2))
+    a, b = probe(pm, task, batch_size=1), probe(pm, task, batch_size=8)
+    torch.testing.assert_close(a.baseline, b.baseline, atol=1e-5, rtol=1e-5)
+    assert (a.dev_acc - b.dev_acc).abs().max() <= 1 / 11 + 1e-6  # a near-tie may flip one example at most
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_ties_at_the_threshold_count_as_not_above(batch_size):
+    model, task = relu_gpt2(), ragged_task()
+    pm = prompted(model, task, SoftPrompt.init(model, 2))
+    result = probe(pm, task, batch_size=batch_size)
+    names = describe(model).hook_names
+    train = collect(pm, task.train, batch_size, names, prompt_pick)
+    dev = collect(pm, task.dev, batch_size, names, prompt_pick)
+    assert (train == 0).all(0).any(), "the test needs neurons that never fire (ties with a 0 baseline)"
+    base, want = brute(train, dev, task.dev.labels)
+    assert torch.equal(result.dev_acc, want)
+    dead = (train == 0).all(0) & (dev == 0).all(0)
+    frac_negative = 1 - sum(task.dev.labels) / len(task.dev)  # never "above": predicts 0 for everyone
+    assert torch.allclose(result.dev_acc[dead], torch.tensor(frac_negative))
+
+
+def test_accumulator_uses_strict_greater_than():
+    from skill_lens.predictivity import AgreementAccumulator
+
+    acc = AgreementAccumulator()
+    acts = torch.zeros(4, 1, 1, 1)
+    acc.add(acts, torch.tensor([0, 0, 0, 1]), torch.zeros(1, 1, 1))
+    assert acc.accuracy().item() == 0.75
+
+
+def test_hard_prompt_probes_the_prediction_position():
+    model, task = tiny_model("mlm"), ragged_task()
+    pm = hard_prompt_model(model, task)
+    result = probe(pm, task, batch_size=3)
+    pick = lambda act, batch: act[torch.arange(act.shape[0]), batch.predict_pos].unsqueeze(1)  # noqa: E731
+    names = describe(model).hook_names
+    base, want = brute(collect(pm, task.train, 3, names, pick), collect(pm, task.dev, 3, names, pick), task.dev.labels)
+    assert result.baseline.shape == (2, 1, 64)
+    assert torch.equal(result.baseline, base) and torch.equal(result.dev_acc, want)
+    assert result.meta["prompt_source"]["prompt"] == "hard"
+
+
+def test_decoder_hooks_probe_the_decoder_position():
+    model, task = tiny_model("seq2seq"), ragged_task()
+    pm = prompted(model, task, SoftPrompt.init(model, 3))
+    names = describe(model).decoder_hook_names
+    result = probe(pm, task, batch_size=4, hook_names=names)
+    pick = lambda act, batch: act[:, :1]  # noqa: E731
+    base, want = brute(collect(pm, task.train, 4, names, pick), collect(pm, task.dev, 4, names, pick), task.dev.labels)
+    assert result.hook_names == names and result.baseline.shape == (2, 1, 64)
+    assert torch.equal(result.dev_acc, want)
+
+
+@pytest.mark.parametrize("family", ["causal", "mlm"])
+def test_pooling_equals_brute_force(family):
+    model, task = tiny_model(family), ragged_task()
+    pm = prompted(model, task, SoftPrompt.init(model, 2))
+    result = probe(pm, task, batch_size=3, pooling=True)
+    names = describe(model).hook_names
+
+    def pooled(how):
+        def pick(act, batch):
+            m = batch.input_mask.unsqueeze(-1)
+            if how == "mean":
+                return ((act * m).sum(1) / m.sum(1).clamp(min=1)).unsqueeze(1)
+            return act.masked_fill(~m, float("-inf")).max(1).values.unsqueeze(1)
+        return pick
+
+    for how in ("mean", "max"):
+        train, dev = (collect(pm, s, 3, names, pooled(how)) for s in (task.train, task.dev))
+        _, want = brute(train, dev, task.dev.labels)
+        assert torch.equal(getattr(result, f"{how}_pool_dev_acc"), want[:, 0])
+        assert result.predictivity(f"{how}_pool_dev").shape == (2, 64)
+    assert result.mean_pool_test_acc.shape == (2, 64)
+
+
+def test_save_load_round_trip_and_mismatch(tmp_path):
+    model, task = tiny_model("causal"), ragged_task()
+    result = probe(prompted(model, task, SoftPrompt.init(model, 2)), task, pooling=True)
+    path = tmp_path / "predictivity.safetensors"
+    result.save(path)
+    back = ProbeResult.load(path, model)
+    for key in ("baseline", "dev_acc", "test_acc", "mean_pool_dev_acc", "max_pool_dev_acc"):
+        assert torch.equal(getattr(back, key), getattr(result, key))
+    assert back.hook_names == result.hook_names and back.sizes == result.sizes
+    assert back.meta["task_fingerprint"] == task.fingerprint()
+    tensors, _ = load_tensors(path)
+    assert {"baseline", "dev_acc", "test_acc"} <= set(tensors)
+    with pytest.raises(ArtifactError, match="model"):
+        ProbeResult.load(path, tiny_model("gpt2"))
+    with pytest.raises(ProbeError, match="pooling"):
+        probe(prompted(model, task, None), task, splits=("dev",)).predictivity("mean_pool_dev")
+
+
+def test_prompt_of_another_model_is_refused(tmp_path):
+    model = tiny_model("causal")
+    SoftPrompt.init(model, 2).save(tmp_path / "p.safetensors")
+    with pytest.raises(ArtifactError):
+        SoftPrompt.load(tmp_path / "p.safetensors", tiny_model("causal", d_model=48))
+    with pytest.raises(PromptError, match="d_model"):
+        prompted(tiny_model("causal", d_model=48), ragged_task(), SoftPrompt.init(model, 2))
+
+
+def test_bad_inputs_give_clear_errors():
+    model = tiny_model("causal")
+    task = ragged_task()
+    pm = prompted(model, task, SoftPrompt.init(model, 2))
+    with pytest.raises(ProbeError, match="binarize"):
+        probe(pm, ragged_task(labels=[0, 1, 2]))
+    with pytest.raises(ProbeError, match="both classes"):
+        probe(pm, ragged_task(labels=[1]))
+    with pytest.raises(ProbeError, match="valid: blocks.0.mlp.hook_post"):
+        probe(pm, task, hook_names=["blocks.9.mlp.hook_post"])
+    with pytest.raises(ProbeError, match="batch size"):
+        probe(pm, task, batch_size=0)
+    with pytest.raises(ProbeError, match="split"):
+        probe(pm, task, splits=("train",))
+    with pytest.raises(ProbeError, match="non-finite"):
+        probe(prompted(model, task, SoftPrompt(torch.full((2, 32), float("nan")))), task)
+    assert not model.hook_dict["blocks.0.mlp.hook_post"].fwd_hooks, "hooks must be removed after an error"
+    with pytest.raises(ProbeError, match="not in 2 layers"):
+        activations(pm, task.dev, [(5, 0)])
+
+
+def test_activations_match_the_probed_values(tmp_path):
+    model, task = tiny_model("causal"), ragged_task()
+    pm = prompted(model, task, SoftPrompt.init(model, 3))
+    neurons = [(1, 5), (0, 7)]
+    acts = activations(pm, task.dev, neurons, batch_size=4)
+    full = collect(pm, task.dev, 4, describe(model).hook_names, prompt_pick)  # [n, L, P, N]
+    assert torch.equal(acts, torch.stack([full[:, 1, :, 5], full[:, 0, :, 7]], dim=1))
+    path = activations(pm, task.dev, neurons, batch_size=4, out=tmp_path / "a.safetensors")
+    tensors, meta = load_tensors(path)
+    assert torch.equal(tensors["activations"], acts) and meta["neurons"] == [[1, 5], [0, 7]]
+
+    rows = activations(pm, task.dev, neurons, positions="all", batch_size=4)
+    assert len(rows) == len(task.dev)
+    for (tokens, a), p in zip(rows, acts):
+        assert len(tokens) == a.shape[0] and torch.allclose(a[-3:].T, p, atol=1e-5)
+    path = activations(pm, task.dev, neurons, positions="all", batch_size=4, out=tmp_path / "b.safetensors")
+    tensors, _ = load_tensors(path)
+    off = tensors["offsets"]
+    assert off[-1] == tensors["activations"].shape[0] == tensors["token_ids"].shape[0]
+    assert torch.equal(tensors["activations"][off[2] : off[3]], rows[2][1])
+
+
+def test_random_prompt_and_random_model():
+    from skill_lens.models import random_init_copy
+
+    model, task = tiny_model("causal"), ragged_task()
+    r = probe_random_prompt(random_init_copy(model, seed=3), task, P=2, splits=("dev",))
+    assert r.dev_acc.shape == (2, 2, 64) and r.test_acc is None
+
+
+# ------------------------------------------------------------------ CLI
+def _run(tmp_path):
+    from skill_lens.runs import Run
+    from skill_lens.tuning import TuneConfig
+
+    return Run.create(tmp_path / "run", tiny_model(), tiny_task(), TuneConfig(prompt_length=2, steps=4, eval_every=2))
+
+
+def test_cli_probe_and_neurons_end_to_end(tmp_path, capsys):
+    from skill_lens.cli import main
+    from skill_lens.cli import neurons as neurons_cli
+    from skill_lens.cli import probe as probe_cli
+    from skill_lens.neurons import NeuronSet
+    from skill_lens.runs import Run
+
+    run = _run(tmp_path)
+    parser = argparse.Namespace(run=str(run.path), batch_size=5, pooling=True)
+    assert probe_cli.run(parser, run_obj=run) == 0
+    out = capsys.readouterr().out
+    assert "top 5 neurons" in out and "L" in out
+    result = ProbeResult.load(run.path / "predictivity.safetensors", run.model)
+    assert result.dev_acc.shape == (2, 2, 64) and result.max_pool_dev_acc is not None
+
+    assert main(["neurons", str(run.path), "--top", "0.05", "--per-layer"]) == 0
+    out = capsys.readouterr().out
+    ns = NeuronSet.load(run.path / "neurons.safetensors")
+    assert len(ns.pairs()) >= 4
+    best = result.scores().flatten().argmax().item()
+    assert f"L{best // 64}.N{best % 64}" in out
+
+    # reopening the run (as the CLI does) with injected model and task works the same
+    reopened = Run.open(run.path)
+    reopened.use_model(run.model)
+    reopened.use_task(run.task)
+    again = probe_cli.probe_run(reopened, batch_size=7)
+    assert torch.equal(again.baseline, result.baseline)
+
+
+def test_cli_bad_inputs_write_nothing(tmp_path, capsys):
+    from skill_lens.cli import main
+
+    missing = tmp_path / "nope"
+    assert main(["probe", str(missing)]) == 2
+    assert "tune" in capsys.readouterr().err and not missing.exists()
+    run = _run(tmp_path)
+    before = sorted(p.name for p in run.path.iterdir())
+    assert main(["probe", str(run.path), "--batch-size", "0"]) == 2
+    assert "--batch-size" in capsys.readouterr().err
+    assert main(["neurons", str(run.path)]) == 2
+    assert "skill-lens probe" in capsys.readouterr().err
+    (run.path / "predictivity.safetensors").write_bytes(b"")  # placeholder so --top is checked first
+    before.append("predictivity.safetensors")
+    assert main(["neurons", str(run.path), "--top", "0"]) == 2
+    assert main(["neurons", str(run.path), "--top", "1.5"]) == 2
+    assert sorted(p.name for p in run.path.iterdir()) == sorted(before)
