@@ -28,13 +28,14 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/skill_lens_prune_bench", help="working directory (run copy, pruned model)")
     ap.add_argument("--keep", type=float, default=0.02)
     ap.add_argument("--layers", default="10-29")
+    ap.add_argument("--tune-steps", type=int, default=150, help="steps of the initial tuning (TuneConfig default)")
     ap.add_argument("--retune-steps", type=int, default=150)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
     import torch
 
-    from skill_lens.cli.probe import probe_run
+    from skill_lens.probe import probe
     from skill_lens.cli.prune import parse_layers, prune_run
     from skill_lens.models import load_model
     from skill_lens.runs import Run
@@ -57,11 +58,15 @@ def main() -> None:
         print(f"reusing the tuned run {source or run_dir} (dev accuracy {run.meta['accuracy']['dev']:.3f})")
         run.use_task(task)
     else:
-        print("tuning an 8-token prompt on smollm2-135m for rotten_tomatoes (400 train / 200 dev)")
-        run = Run.create(run_dir, load_model("smollm2-135m"), task, TuneConfig(), SIZES)
+        print(f"tuning an 8-token prompt on smollm2-135m for rotten_tomatoes (400 train / 200 dev), "
+              f"{args.tune_steps} steps")
+        run = tuned_run(run_dir, load_model("smollm2-135m"), task, TuneConfig(steps=args.tune_steps))
         print(f"tuned: dev accuracy {run.meta['accuracy']['dev']:.3f} ({time.perf_counter() - t0:.0f}s)")
-    if not (run_dir / "predictivity.safetensors").exists():
-        probe_run(run, show=3)
+    if not (run_dir / "predictivity.safetensors").exists():  # baselines on train, predictivity on dev
+        result = probe(run.prompted(), run.task, splits=("dev",))
+        result.meta["run"] = str(run.path)
+        result.save(run_dir / "predictivity.safetensors")
+        print(f"probed ({time.perf_counter() - t0:.0f}s)")
     layers = parse_layers(args.layers, run.meta["n_layers"])
     print(f"pruning: keep {args.keep} of the FFN neurons in layers {args.layers}, re-tune {args.retune_steps} steps")
     s = prune_run(run, args.keep, layers, out=work / "pruned", retune_steps=args.retune_steps,
@@ -71,6 +76,25 @@ def main() -> None:
     drop = 100 * (acc["unpruned"] - final)
     print(f"total time {time.perf_counter() - t0:.0f}s")
     print(f"RESULT speedup={s['speedup']:.2f} acc_drop={drop:.1f}")
+
+
+def tuned_run(path: Path, model, task, config):
+    """A minimal run directory (prompt + run.json): ``Run.create`` without its test and hard-prompt evaluations."""
+    import dataclasses
+
+    from skill_lens.artifacts import write_json
+    from skill_lens.models import describe
+    from skill_lens.runs import Run
+    from skill_lens.tuning import tune
+
+    result = tune(model, task, config, run_dir=path)
+    info = describe(model)
+    meta = {**info.as_meta(), "task": {**task.describe(), "fingerprint": task.fingerprint(), "args": SIZES},
+            "config": dataclasses.asdict(config), "accuracy": {"dev": result.dev_accuracy},
+            "hook_names": list(info.hook_names), "prompt_length": result.prompt.length}
+    result.prompt.save(path / "prompt.safetensors", task=task.name, task_fingerprint=task.fingerprint())
+    write_json(path / "run.json", meta)
+    return Run(path, meta, model, task)
 
 
 if __name__ == "__main__":

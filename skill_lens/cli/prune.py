@@ -122,9 +122,9 @@ def prune_run(run, keep=0.02, layers=None, out=None, retune_steps: int = 0, posi
     pm = prompted(model, task, prompt, max_length)
     new_prompt = SoftPrompt(prompt.embedding, meta={**prompt.meta, **pruned_meta(pruned)})
     pm_pruned = prompted(pruned, task, new_prompt, max_length)
-    acc = {"unpruned": evaluate(pm, task.dev, batch_size)["accuracy"],
-           "pruned": evaluate(pm_pruned, task.dev, batch_size)["accuracy"]}
+    acc = {}
     if retune_steps:
+        acc["pruned"] = evaluate(pm_pruned, task.dev, batch_size)["accuracy"]
         fields = {f.name for f in dataclasses.fields(TuneConfig)}
         cfg = TuneConfig(**{k: v for k, v in run.meta["config"].items() if k in fields})
         cfg = dataclasses.replace(cfg, steps=retune_steps, eval_every=min(cfg.eval_every, retune_steps))
@@ -132,8 +132,9 @@ def prune_run(run, keep=0.02, layers=None, out=None, retune_steps: int = 0, posi
         if tuned.dev_accuracy >= acc["pruned"]:  # the re-tuned prompt only replaces the old one if better on dev
             new_prompt = tuned.prompt
         pm_pruned = prompted(pruned, task, new_prompt, max_length)
-        acc["pruned_retuned"] = evaluate(pm_pruned, task.dev, batch_size)["accuracy"]
-    times = time_models({"unpruned": pm, "pruned": pm_pruned}, task.dev, batch_size, repeats)
+    times, evals = time_models({"unpruned": pm, "pruned": pm_pruned}, task.dev, batch_size, repeats)
+    acc["unpruned"] = evals["unpruned"]["accuracy"]
+    acc["pruned_retuned" if retune_steps else "pruned"] = evals["pruned"]["accuracy"]
     out = save_pruned(pruned, out or Path(run.path) / "pruned", prompt=new_prompt)
     params = {"total": (parameter_count(pruned), parameter_count(model)),
               "ffn": (parameter_count(pruned, True), parameter_count(model, True))}
@@ -159,24 +160,27 @@ def pruned_meta(pruned) -> dict:
     return describe(pruned).as_meta()
 
 
-def time_models(pms: dict, split, batch_size: int = 32, repeats: int = 3) -> dict[str, float]:
-    """Median wall time of evaluating each prompted model on ``split``; models alternate within each repeat.
+def time_models(pms: dict, split, batch_size: int = 32, repeats: int = 3) -> tuple[dict[str, float], dict]:
+    """Median wall time of evaluating each prompted model on ``split`` (models alternate within each
+    repeat), and each model's :func:`~skill_lens.tuning.evaluate` result.
 
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> from skill_lens.tuning import hard_prompt_model
     >>> task = tiny_task()
-    >>> sorted(time_models({"a": hard_prompt_model(tiny_model(), task)}, task.dev, repeats=1))
-    ['a']
+    >>> times, evals = time_models({"a": hard_prompt_model(tiny_model(), task)}, task.dev, repeats=1)
+    >>> sorted(times), sorted(evals["a"])
+    (['a'], ['accuracy', 'logit_diff', 'n'])
     """
     from skill_lens.tuning import evaluate
 
     times: dict[str, list[float]] = {k: [] for k in pms}
+    evals = {}
     for _ in range(repeats):
         for name, pm in pms.items():
             t0 = time.perf_counter()
-            evaluate(pm, split, batch_size)
+            evals[name] = evaluate(pm, split, batch_size)
             times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in times.items()}, evals
 
 
 def _ranges(layers: list[int]) -> str:
