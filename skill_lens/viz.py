@@ -241,6 +241,12 @@ def _token_activations(pm, texts: Sequence[str], pairs, texts_b=None, positions:
 
 
 # ------------------------------------------------------------------ views
+def _rounded(values: Tensor) -> list:
+    """Nested lists of floats with 5 significant digits (a third of the JSON of full float32 reprs)."""
+    flat = [float(f"{v:.5g}") for v in values.flatten().tolist()]
+    return torch.tensor(flat, dtype=torch.float64).reshape(values.shape).tolist() if flat else values.tolist()
+
+
 def tokens_view(examples: Iterable[tuple[Sequence[str], Any]], labels: Sequence[str],
                 captions: Sequence[str] | None = None, title: str = "") -> View:
     """One panel per example from ``(tokens [S], values [S, K])``, with a selector over the ``K`` ``labels``.
@@ -255,7 +261,7 @@ def tokens_view(examples: Iterable[tuple[Sequence[str], Any]], labels: Sequence[
         if v.shape[1] != len(labels):
             raise ValueError(f"example {i} has {v.shape[1]} values per token but {len(labels)} labels")
         v = torch.nan_to_num(v, nan=0.0, posinf=3e38, neginf=-3e38)
-        props = {"tokens": [htmllib.escape(t, quote=False) for t in tokens], "values": v.tolist(),
+        props = {"tokens": [htmllib.escape(t, quote=False) for t in tokens], "values": _rounded(v),
                  "labels": [str(x) for x in labels]}
         panels.append(_Panel("ColoredTokensMulti", props, captions[i] if captions else ""))
     return View(panels, title)
@@ -335,21 +341,17 @@ def top_examples_view(pm, split, neurons: Any, k: int = 5, score: str = "prompt_
     pairs = neuron_pairs(neurons, describe(pm.model).shape)
     scores = _scores(pm, split, pairs, score, batch_size)  # [n, K]
     k = min(k, len(split))
-    tokens, values = [], []
-    for j, pair in enumerate(pairs):
-        per_neuron_tokens, per_neuron_values = [], []
-        for largest in (True, False):
-            idx = scores[:, j].topk(k, largest=largest).indices.tolist()
-            texts = [split.texts[i] for i in idx]
-            tb = [split.texts_b[i] for i in idx] if split.texts_b is not None else None
-            rows = _token_activations(pm, texts, [pair], tb, "input+prompt", batch_size)
-            names = label_names or [str(y) for y in sorted(set(split.labels))]
-            gold = [f"[{names[split.labels[i]] if split.labels[i] < len(names) else split.labels[i]}] " for i in idx]
-            per_neuron_tokens.append([[htmllib.escape(t, quote=False) for t in [g, *toks]]
-                                      for g, (toks, _) in zip(gold, rows)])
-            per_neuron_values.append([[0.0, *a[:, 0].tolist()] for _, a in rows])
-        tokens.append(per_neuron_tokens)
-        values.append(per_neuron_values)
+    chosen = [[scores[:, j].topk(k, largest=largest).indices.tolist() for largest in (True, False)]
+              for j in range(len(pairs))]
+    union = sorted({i for per in chosen for idx in per for i in idx})  # one more pass, for all neurons at once
+    tb = [split.texts_b[i] for i in union] if split.texts_b is not None else None
+    rows = dict(zip(union, _token_activations(pm, [split.texts[i] for i in union], pairs, tb, "input+prompt",
+                                              batch_size)))
+    names = label_names or [str(y) for y in sorted(set(split.labels))]
+    gold = {i: f"[{names[split.labels[i]] if split.labels[i] < len(names) else split.labels[i]}] " for i in union}
+    tokens = [[[[htmllib.escape(t, quote=False) for t in [gold[i], *rows[i][0]]] for i in idx] for idx in per]
+              for per in chosen]
+    values = [[[[0.0, *_rounded(rows[i][1][:, j])] for i in idx] for idx in per] for j, per in enumerate(chosen)]
     props = {"tokens": tokens, "activations": values, "zerothDimensionName": "Neuron",
              "firstDimensionName": "Examples", "zerothDimensionLabels": [neuron_label(*p) for p in pairs],
              "firstDimensionLabels": [f"top {k} (most active, by {score})", f"bottom {k} (least active)"]}
@@ -358,7 +360,7 @@ def top_examples_view(pm, split, neurons: Any, k: int = 5, score: str = "prompt_
 
 def neuron_picker(pm, texts: Sequence[str] | str, layers: Sequence[int] | None = None,
                   neuron_indices: Sequence[int] | None = None, texts_b: Sequence[str] | None = None,
-                  positions: str = "input+prompt", max_values: int = 2_000_000, title: str = "") -> View:
+                  positions: str = "input+prompt", max_values: int = 500_000, title: str = "") -> View:
     """Browse any neuron: layer and neuron drop-downs over the tokens of ``texts``.
 
     ``layers`` (default all) and ``neuron_indices`` (default all ``d_mlp``) bound what is embedded;
@@ -386,7 +388,7 @@ def neuron_picker(pm, texts: Sequence[str] | str, layers: Sequence[int] | None =
     rows = _token_activations(pm, texts, pairs, texts_b, positions)
     return View([_Panel("TextNeuronActivations", {
         "tokens": [[htmllib.escape(t, quote=False) for t in toks] for toks, _ in rows],
-        "activations": [a.reshape(len(toks), len(layers), len(idx)).tolist() for toks, a in rows],
+        "activations": [_rounded(a.reshape(len(toks), len(layers), len(idx))) for toks, a in rows],
         "firstDimensionName": "Layer", "secondDimensionName": "Neuron",
         "firstDimensionLabels": [f"L{l}" for l in layers], "secondDimensionLabels": [f"N{i}" for i in idx],
     })], title)

@@ -48,6 +48,11 @@ def write_artifacts(d: Path) -> None:
                            [0.4, 0.6], overlaps(torch.rand(2, 64, generator=g), torch.rand(2, 64, generator=g),
                                                 [0.05, 0.2, 0.5]))
     (d / "robustness_typo.json").write_text(json.dumps(rob.to_dict()))
+    from skill_lens.neurons import NeuronSet
+
+    mask = torch.zeros(2, 64, dtype=torch.bool)
+    mask[1, 7] = mask[0, 3] = mask[0, 19] = True
+    NeuronSet.from_mask(mask, {"model": "tiny-causal"}).save(d / "neurons.safetensors")
     (d / "spearman.json").write_text(json.dumps({"matrix": [[1, 0.4], [0.4, 1]], "labels": ["a<i>", "b"]}))
     (d / "pruned").mkdir()
     (d / "pruned" / "pruning.json").write_text(json.dumps(
@@ -75,6 +80,8 @@ def test_report_has_every_section(report, run):
         assert f"<h2>{heading}</h2>" in report
     assert report.count('src="data:image/png;base64,') == 4  # predictivity, suppression, overlap, heatmap
     assert "L1.N7" in report.split("<h3>Top")[1].split("</table>")[0].split("</tr>")[1]  # first row: the top neuron
+    assert "<h2>Selected skill neurons</h2><p>3 neurons" in report
+    assert '"labels":["L1.N7","L0.N19","L0.N3"]' in report  # the views show the selected set, best first
     assert "pruned model pruned/" in report and "3 of 128" in report
     assert "config.json" not in report
     assert f"{run.meta['accuracy']['dev']:.3f}" in report
