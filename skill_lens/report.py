@@ -13,7 +13,7 @@
 Everything is embedded: figures as base64 PNG, circuitsvis' JavaScript inline once, and a
 Content-Security-Policy that forbids any network access, so the file opens offline. Text from
 datasets and artifacts is HTML-escaped; data in scripts is JSON with ``<``, ``>``, ``&`` escaped.
-Missing or unreadable artifacts become a note in the report, never an error.
+Missing or unreadable artifacts become a note in the report (and a warning), never an error.
 
 >>> import tempfile, json
 >>> from pathlib import Path
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import html
 import json
-import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -346,4 +346,6 @@ def write_report(run_dir, out=None, include_views: bool = True, run=None, top: i
             + "\n".join(body) + "\n</body></html>\n")
     with atomic_write(out) as f:
         f.write(page)
+    for n in notes:
+        warnings.warn(f"report {out}: {n}", stacklevel=2)
     return out

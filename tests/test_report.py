@@ -110,10 +110,22 @@ def test_report_without_model_or_optional_artifacts(tmp_path, run):
     meta["model"] = "no-such-model-anywhere"  # nothing may try to load it
     (tmp_path / "run.json").write_text(json.dumps(meta))
     (tmp_path / "perturb_broken.json").write_text("{not json")
-    page = write_report(tmp_path, include_views=False).read_text()
+    with pytest.warns(UserWarning, match="perturb_broken.json"):
+        page = write_report(tmp_path, include_views=False).read_text()
     assert "skill-lens probe" in page and "Neuron views left out" in page
     assert "perturb_broken.json could not be shown" in page
     assert "CircuitsVis" not in page
+
+
+def test_views_that_cannot_run_become_a_note(tmp_path, run):
+    shutil.copy(run.path / "run.json", tmp_path / "run.json")
+    shutil.copy(run.path / "predictivity.safetensors", tmp_path / "predictivity.safetensors")
+    meta = json.loads((tmp_path / "run.json").read_text())
+    meta["model"] = str(tmp_path / "no-such-model")
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="neuron views"):
+        page = write_report(tmp_path).read_text()
+    assert "neuron views could not be shown" in page and "<h3>Top 20 neurons</h3>" in page
 
 
 def test_report_refuses_a_directory_that_is_not_a_run(tmp_path):
