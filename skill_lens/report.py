@@ -154,7 +154,7 @@ def _read_neuron_pairs(path: Path, shape) -> list[tuple[int, int]]:
     try:
         from skill_lens.neurons import NeuronSet
 
-        return [tuple(map(int, p)) for p in NeuronSet.load(path).pairs()]
+        return [tuple(map(int, p)) for p in NeuronSet.load(path, expect_shape=shape).pairs()]
     except ImportError:
         pass
     tensors, _ = load_tensors(path)

@@ -123,6 +123,10 @@ class View:
     def _repr_html_(self) -> str:
         return self.html()
 
+    def __repr__(self) -> str:
+        kinds = sorted({p.component for p in self.panels})
+        return f"View({len(self.panels)} panel(s) of {', '.join(kinds) or 'nothing'}, title={self.title!r})"
+
     def __str__(self) -> str:
         return self.html()
 
@@ -251,9 +255,8 @@ def tokens_view(examples: Iterable[tuple[Sequence[str], Any]], labels: Sequence[
                 captions: Sequence[str] | None = None, title: str = "") -> View:
     """One panel per example from ``(tokens [S], values [S, K])``, with a selector over the ``K`` ``labels``.
 
-    >>> v = tokens_view([(["x", "y"], [[1.0], [0.0]])], ["L0.N0"], captions=["example 0"])
-    >>> len(v.panels), v.panels[0].component
-    (1, 'ColoredTokensMulti')
+    >>> tokens_view([(["x", "y"], [[1.0], [0.0]])], ["L0.N0"], captions=["example 0"])
+    View(1 panel(s) of ColoredTokensMulti, title='')
     """
     panels = []
     for i, (tokens, values) in enumerate(examples):
