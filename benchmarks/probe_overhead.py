@@ -36,7 +36,7 @@ def bare(pm, task) -> None:
 
 def main() -> None:
     model = load_model("smollm2-135m")
-    task = load_task("rotten_tomatoes", train_size=N, dev_size=N, test_size=0, seed=0)
+    task = load_task("rotten_tomatoes", train_size=N, dev_size=N, test_size=8, seed=0)
     pm = prompted(model, task, SoftPrompt.init(model, 8))
     bare(pm, task)  # warm-up
     times = {"bare": [], "probe": []}
