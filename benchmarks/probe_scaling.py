@@ -100,7 +100,8 @@ def main() -> None:
     two = launch(2, args.model, [n])["timings"]
     for label, t in [("1 process  1x", one[0]), ("1 process  2x", one[1]), ("1 process  4x", one[2]),
                      ("2 processes 1x", two[0])]:
-        print(f"{label}: {t['examples']:4d} examples in {t['seconds']:7.2f} s = {t['examples'] / t['seconds']:6.1f} ex/s")
+        rate = t["examples"] / t["seconds"]
+        print(f"{label}: {t['examples']:4d} examples in {t['seconds']:7.2f} s = {rate:6.1f} ex/s")
     speedup = one[0]["seconds"] / two[0]["seconds"]
     growth = one[2]["seconds"] / one[0]["seconds"]
     print(f"RESULT two_process_speedup={speedup:.2f} time_4x_over_1x={growth:.2f}")

@@ -255,8 +255,8 @@ def _load_checkpoint(path: Path, fingerprint: dict, local: dict) -> dict:
     old = meta.get("fingerprint", {})
     diffs = [f"{k}: {old.get(k)!r} in the checkpoint, {v!r} now" for k, v in fingerprint.items() if old.get(k) != v]
     if diffs:
-        raise ArtifactError(f"{path} is a checkpoint of a different probe ({'; '.join(diffs)}); rerun with the "
-                            "same model, task, prompt, batch size, hooks and process count, or delete it to start over.")
+        raise ArtifactError(f"{path} is a checkpoint of a different probe ({'; '.join(diffs)}); rerun with the same "
+                            "model, task, prompt, batch size, hooks and process count, or delete it to start over.")
     for p, by_kind in local.items():
         for k, accs in by_kind.items():
             for i, a in enumerate(accs):
