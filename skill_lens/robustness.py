@@ -305,7 +305,13 @@ class RobustnessResult:
         return pd.DataFrame(rows)
 
     def table(self) -> str:
-        """Overlaps per k as text: overall, chance, and the layers' mean / min / max."""
+        """Overlaps per k as text: overall, chance, and the layers' mean / min / max.
+
+        >>> r = RobustnessResult(torch.ones(2, 2), torch.ones(2, 2), {}, 1.0, [1.0, 1.0],
+        ...                      overlaps(torch.eye(2), torch.eye(2), [0.5]))
+        >>> print(r.table().splitlines()[1])
+           0.5   1.000  0.500      1.000 1.000 1.000
+        """
         lines = [f"{'k':>6} {'overlap':>7} {'chance':>6} {'layer mean':>10} {'min':>5} {'max':>5}"]
         o = self.overlap
         for j, k in enumerate(o["ks"]):
