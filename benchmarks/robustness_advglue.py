@@ -30,6 +30,8 @@ def get_run(args):
             time.sleep(15)
         if (Path(args.run) / "run.json").exists():
             return Run.open(args.run)
+        if args.no_tune:
+            raise SystemExit(f"{args.run}/run.json did not appear within {args.wait} s (--no-tune: not tuning)")
         print(f"{args.run}/run.json did not appear within {args.wait} s; tuning a run of our own")
     from skill_lens.models import load_model
     from skill_lens.tasks import load_task
@@ -46,6 +48,7 @@ def main() -> None:
     ap.add_argument("--run", help="a finished rotten_tomatoes run directory (e.g. /tmp/rt_run)")
     ap.add_argument("--wait", type=float, default=1800, help="seconds to wait for RUN/run.json")
     ap.add_argument("--out", help="where to tune when there is no --run (default: a temp dir)")
+    ap.add_argument("--no-tune", action="store_true", help="exit instead of tuning when --run does not appear")
     ap.add_argument("--advglue", default=str(ROOT.parent / "shared" / "data" / "adv_glue_dev.json"))
     ap.add_argument("--ks", default="0.01,0.02,0.05,0.1,0.2")
     ap.add_argument("--perturb", help="also a paired perturbation of dev (e.g. typos:0.1) with patching repair")
