@@ -62,6 +62,8 @@ def main() -> None:
         task = load_task(kwargs.pop("spec"), **kwargs)
         runs = []
         for seed in args.seeds:
+            print(f"{name} seed {seed}: tuning {args.steps} steps, then probing  [{time.perf_counter() - t0:.0f}s]",
+                  flush=True)
             cfg = TuneConfig(prompt_length=args.prompt_length, steps=args.steps, eval_every=max(1, args.steps // 2),
                              seed=seed, max_length=args.max_length)
             result = tune(model, task, cfg)
