@@ -165,6 +165,8 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str = "cpu
     import logging
 
     logging.getLogger("transformer_lens").setLevel(logging.ERROR)
+    ids = tokenizer("a")["input_ids"]  # before the bridge makes every tokenizer add BOS
+    adds_bos = tokenizer.bos_token_id is not None and len(ids) > 0 and ids[0] == tokenizer.bos_token_id
     with contextlib.redirect_stdout(io.StringIO()):
         bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tokenizer, device=device)
     bridge.eval()
@@ -172,6 +174,7 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str = "cpu
     _retie_encoder_decoder_embeddings(bridge.original_model)
     _use_fast_attention(bridge.original_model)
     bridge.__dict__["_skill_lens_name"] = name
+    bridge.__dict__["_skill_lens_tokenizer_adds_bos"] = adds_bos
     return bridge
 
 

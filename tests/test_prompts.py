@@ -96,3 +96,15 @@ def test_prompt_from_another_model_is_refused(tmp_path):
         SoftPrompt.load(tmp_path / "p.safetensors", wide)
     with pytest.raises(PromptError, match="d_model"):
         PromptedModel(wide, SoftPrompt.load(tmp_path / "p.safetensors"), Verbalizer.from_words(wide, ["bad", "good"]))
+
+
+def test_bos_follows_the_tokenizer_not_the_bridge():
+    # The bridge makes every tokenizer add BOS; SmolLM2's BOS is a chat token that costs accuracy.
+    m = tiny_model("causal")  # its word-level tokenizer adds no BOS of its own
+    verbalizer = Verbalizer.from_words(m, ["bad", "good"])
+    plain = PromptedModel(m, SoftPrompt.init(m, 2), verbalizer)
+    with_bos = PromptedModel(m, SoftPrompt.init(m, 2), verbalizer, prepend_bos=True)
+    a, b = plain.encode(["good bad"]), with_bos.encode(["good bad"])
+    assert a.input_ids[0, 0] != m.tokenizer.bos_token_id
+    assert b.input_ids[0, 0] == m.tokenizer.bos_token_id and b.input_ids.shape[1] == a.input_ids.shape[1] + 1
+    assert b.input_mask[0].tolist() == [False, True, True, False, False]
