@@ -181,7 +181,8 @@ def _stream(pm, split, batch_size, names, decoder, kinds, feed, desc) -> None:
         def capture(act: Tensor, hook, i: int) -> None:
             sel = _positions(act, batch, decoder, hard)
             if not torch.isfinite(sel).all():
-                raise ProbeError(f"non-finite activations at {hook.name}; check the model's dtype and the prompt.")
+                # names[i], not hook.name: the bridge reports an alias (blocks.0.mlp.out.hook_in)
+                raise ProbeError(f"non-finite activations at {names[i]}; check the model's dtype and the prompt.")
             feed("prompt", i, sel.unsqueeze(1), labels)
             if len(kinds) > 1:
                 mask = batch.input_mask.unsqueeze(-1)
