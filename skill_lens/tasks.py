@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import numbers
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +43,23 @@ _CARVE_FRACTION = 0.1
 
 class TaskError(ValueError):
     """A task cannot be loaded or built as asked; the message names the problem and the fix."""
+
+
+def _check_texts(texts: Sequence, what: str) -> None:
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TaskError(f"{what} {bad} is {texts[bad]!r} ({type(texts[bad]).__name__}), not a string; "
+                        "give every example a string (drop missing ones, str() numbers)")
+
+
+def _check_labels(labels: Sequence, label_names: Sequence[str] | None = None, where: str = "") -> None:
+    """Labels are integers (bools and numpy integers too), and with ``label_names`` in ``0..n_labels-1``."""
+    n = None if label_names is None else len(label_names)
+    for i, y in enumerate(labels):
+        if not isinstance(y, numbers.Integral) or n is not None and not 0 <= y < n:
+            expected = ("an integer index into the task's label names" if n is None
+                        else f"an integer 0..{n - 1} indexing the label set {list(label_names)}")
+            raise TaskError(f"{where}example {i} has label {y!r}, not {expected}; fix the labels (or the label names)")
 
 
 def _rng(seed: int, purpose: str) -> random.Random:
@@ -78,6 +96,11 @@ class Split:
     def __post_init__(self):
         if len(self.labels) != len(self.texts) or self.texts_b is not None and len(self.texts_b) != len(self.texts):
             raise TaskError("a split needs as many labels (and second texts) as texts")
+        _check_texts(self.texts, "text")
+        if self.texts_b is not None:
+            _check_texts(self.texts_b, "second text (texts_b)")
+        _check_labels(self.labels)
+        self.labels = [int(y) for y in self.labels]  # numpy integers and bools: JSON-able for the fingerprint
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -137,6 +160,10 @@ class Task:
     hard_prompt: str = "{text}\nAnswer:"
     source: str = ""
 
+    def __post_init__(self):
+        for split, s in self.splits().items():
+            _check_labels(s.labels, self.label_names, f"the {split} split of {self.name!r}: ")
+
     @classmethod
     def from_lists(cls, name: str, label_names: list[str], label_words: list[str] | None = None, *,
                    train, dev, test, hard_prompt: str = "{text}\nAnswer:", source: str = "") -> "Task":
@@ -145,6 +172,9 @@ class Task:
         >>> Task.from_lists("pairs", ["no", "yes"], train=(["a"], [1], ["b"]), dev=([], []), test=([], [])).train
         Split(texts=['a'], labels=[1], texts_b=['b'])
         """
+        for split, x in zip(SPLITS, (train, dev, test)):  # before Split's own check, to name the label set
+            if not isinstance(x, Split) and len(x) > 1:
+                _check_labels(list(x[1]), label_names, f"the {split} split of {name!r}: ")
         sp = [x if isinstance(x, Split) else Split(*(list(v) for v in x)) for x in (train, dev, test)]
         return cls(name, list(label_names), list(label_words or label_names), *sp, hard_prompt, source)
 
