@@ -209,6 +209,9 @@ class PromptedModel:
             raise PromptError(
                 f"prompt width {prompt.d_model} does not match {self.info.name}'s d_model {self.info.d_model}"
             )
+        if max_length is not None and max_length < 1:
+            raise PromptError(f"max_length must be a positive number of tokens, got {max_length}; "
+                              "pass None (no --max-length) to use the model's context.")
         self.max_length = max_length
         tok = model.tokenizer
         self._placeholder = next(i for i in (tok.unk_token_id, tok.eos_token_id, 0) if i is not None)
@@ -233,8 +236,16 @@ class PromptedModel:
             strings = [s + " " + tok.mask_token for s in strings]
         bodies = [tok.encode(s, add_special_tokens=False) for s in strings]
         specials = {"causal": 1 if self._bos() is not None else 0, "mlm": 3, "seq2seq": 1}[fam]
-        limit = min(self.info.n_ctx, self.max_length or self.info.n_ctx)
+        limit = self.info.n_ctx if self.max_length is None else min(self.info.n_ctx, self.max_length)
         budget = limit - P - specials
+        if budget <= 0:  # no room for a single text token: truncating would silently drop every text
+            by_max_length = limit < self.info.n_ctx
+            raise PromptError(
+                f"{f'max_length={limit}' if by_max_length else f'the context of {self.info.name} ({limit})'} leaves "
+                f"no room for the text: the {P}-token prompt and {specials} special token(s) take {P + specials}; "
+                + (f"use max_length of at least {P + specials + 1}." if by_max_length
+                   else f"use a prompt of at most {limit - specials - 1} tokens.")
+            )
         too_long = [i for i, b in enumerate(bodies) if len(b) > budget]
         if too_long and self.max_length is None:
             i = too_long[0]

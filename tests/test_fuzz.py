@@ -145,15 +145,14 @@ def test_texts_longer_than_the_context_need_max_length(extra, family, max_length
     assert torch.isfinite(pm.label_logits(batch)).all()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="prompts.py: max_length below prompt + special tokens silently drops text (budget < 0)")
-def test_max_length_too_small_for_the_prompt_is_a_prompt_error():
-    pm = soft("causal", P=2, max_length=2)  # budget = 2 - 2 - 1 (BOS) = -1: "good bad"[:-1] is kept
-    try:
-        pm.encode(["good bad"])
-    except PromptError:
-        return
-    raise AssertionError("max_length=2 with a 2-token prompt encoded a truncated text without an error")
+@pytest.mark.parametrize("family", ["causal", "mlm", "seq2seq"])
+def test_max_length_too_small_for_the_prompt_is_a_prompt_error(family):
+    # a 2-token prompt and the family's special tokens fill max_length=2: truncating would keep no text
+    with pytest.raises(PromptError, match=r"max_length=2 leaves no room .* use max_length of at least \d"):
+        soft(family, P=2, max_length=2).encode(["good bad"])
+    for bad in (0, -1):  # not "no limit"
+        with pytest.raises(PromptError, match=f"max_length must be a positive number of tokens, got {bad}"):
+            soft(family, max_length=bad)
 
 
 # ------------------------------------------------------------------ activations and splits
