@@ -9,7 +9,8 @@ PREDICTIVITY_FILE = "predictivity.safetensors"
 
 def register(sub) -> None:
     p = sub.add_parser("probe", help="baselines and predictivity of every FFN neuron "
-                                     "(writes RUN/predictivity.safetensors)")
+                                     "(writes RUN/predictivity.safetensors; resumes after a kill; "
+                                     "shards under torchrun)")
     p.add_argument("run", help="run directory made by `skill-lens tune`")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--pooling", action="store_true", help="also the mean-/max-pooling baselines of the paper")
@@ -18,9 +19,11 @@ def register(sub) -> None:
 
 def run(args, run_obj=None) -> int:
     """Parsed arguments -> probe; ``run_obj`` injects an opened :class:`~skill_lens.runs.Run` (tests)."""
+    from skill_lens.distributed import init_from_env
     from skill_lens.runs import Run
 
     check_batch_size(args.batch_size)
+    init_from_env()  # under torchrun, each process probes a shard (docs/cluster.md)
     probe_run(run_obj or Run.open(args.run), args.batch_size, args.pooling)
     return 0
 
@@ -46,10 +49,13 @@ def probe_run(run, batch_size: int = 32, pooling: bool = False, show: int = 5):
     >>> (r.path / "predictivity.safetensors").exists(), result.dev_acc.shape
     (True, torch.Size([2, 2, 64]))
     """
-    from skill_lens.probe import probe
+    from skill_lens.distributed import probe_distributed, rank_world
 
     check_batch_size(batch_size)
-    result = probe(run.prompted(), run.task, batch_size=batch_size, pooling=pooling)
+    # checkpoints in RUN/ as it goes: after a kill, the same command resumes; under torchrun, shards
+    result = probe_distributed(run.prompted(), run.task, batch_size=batch_size, pooling=pooling, run_dir=run.path)
+    if rank_world()[0] != 0:
+        return result
     result.meta["run"] = str(run.path)
     result.meta["run_task_fingerprint"] = run.meta["task"]["fingerprint"]
     path = Path(run.path) / PREDICTIVITY_FILE
