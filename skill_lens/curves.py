@@ -24,15 +24,19 @@ pass ``pm`` and ``task_or_split`` of B and ``scores`` of A (and B's baseline for
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from skill_lens.artifacts import read_json, write_json
 from skill_lens.interventions import (InterventionError, Positions, gaussian_noise, mean_ablate, per_batch,
                                       random_like, zero_ablate)
 from skill_lens.models import describe
@@ -138,9 +142,13 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
                       fractions: Sequence[float] = DEFAULT_FRACTIONS, method: str = "gaussian", controls: int = 3,
                       per_layer: bool = False, baseline: Tensor | None = None, std: float = 1.0,
                       positions="prompt", per: str = "token", seed: int = 0, batch_size: int = 32,
-                      split: str = "dev") -> SuppressionCurve:
+                      split: str = "dev", checkpoint: str | Path | None = None) -> SuppressionCurve:
     """Perturb the top ``fractions`` of neurons by ``scores`` and ``controls`` random sets of the same
     size; see the module docstring. ``task_or_split`` is a task (its ``split``) or a split.
+
+    With ``checkpoint`` (a JSON path), every finished row is saved atomically and a rerun with the
+    same arguments resumes after the last one (rows are seeded per set, so the curve is the same);
+    the file is removed when the curve is complete. A checkpoint of other arguments is an error.
 
     ``method="gaussian"`` adds noise of ``std`` (``per`` token or example); ``"mean"`` needs
     ``baseline`` (``ProbeResult.baseline``, ``[L, P, d_mlp]`` or ``[L, d_mlp]``). Noise is seeded per
@@ -169,6 +177,10 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
             return lambda b: zero_ablate(pm.model, mask, pos, batch=b)
         return lambda b: mean_ablate(pm.model, mask, baseline, positions=pos, batch=b)
 
+    fingerprint = _fingerprint(pm, data, scores, baseline, fractions=fractions, method=method, controls=controls,
+                               per_layer=per_layer, std=std, positions=[pos.role, list(pos.indices)], per=per,
+                               seed=seed, batch_size=batch_size)
+    done = _load_checkpoint(checkpoint, fingerprint)
     clean = None
     rows = []
     for i, f in enumerate(fractions):
@@ -182,6 +194,9 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
                 draws = random_like(skill, seed + 1000 * i, controls, disjoint=disjoint)
                 sets += [("random", d, m) for d, m in enumerate(draws)]
         for name, draw, mask in sets:
+            if (f, name, draw) in done:
+                rows.append(done[f, name, draw])
+                continue
             if not mask.any():  # empty set: the clean model, evaluated once
                 clean = clean or evaluate_with(pm, data, lambda b: [], batch_size)
                 res = clean
@@ -192,7 +207,38 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
                          "accuracy": res["accuracy"], "logit_diff": res["logit_diff"]})
             say(f"suppression {method} f={f:g} {name}{draw if name == 'random' else ''}: "
                 f"acc {res['accuracy']:.3f} ld {res['logit_diff']:.3f}")
+            if checkpoint is not None:
+                write_json(checkpoint, {"fingerprint": fingerprint, "rows": rows})
     meta = {"model": info.name, "n_examples": len(data), "controls": controls, "per_layer": per_layer,
             "positions": pos.role if pos.role != "indices" else list(pos.indices), "std": std, "per": per,
             "seed": seed}
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
     return SuppressionCurve(rows, fractions, method, meta)
+
+
+def _fingerprint(pm, data, scores: Tensor, baseline: Tensor | None, **options) -> dict:
+    """What a curve checkpoint belongs to: model, prompt, examples, scores, baseline and options."""
+
+    def digest(x) -> str:
+        if isinstance(x, Tensor):
+            x = x.detach().float().cpu().contiguous().numpy().tobytes()
+        return hashlib.sha256(x if isinstance(x, bytes) else json.dumps(x, ensure_ascii=False).encode()).hexdigest()
+
+    prompt = pm.template if pm.prompt is None else pm.prompt.embedding
+    return {"model": describe(pm.model).name, "prompt": digest(prompt), "scores": digest(scores),
+            "baseline": None if baseline is None else digest(torch.as_tensor(baseline)),
+            "data": digest([list(data.texts), list(data.labels), list(data.texts_b or [])]),
+            "options": json.loads(json.dumps(options))}
+
+
+def _load_checkpoint(path, fingerprint: dict) -> dict:
+    """Rows of a matching checkpoint by ``(fraction, set, draw)``; ``{}`` when there is none."""
+    if path is None or not Path(path).exists():
+        return {}
+    saved = read_json(path)
+    if saved.get("fingerprint") != fingerprint:
+        differs = sorted(k for k in fingerprint if saved.get("fingerprint", {}).get(k) != fingerprint[k])
+        raise InterventionError(f"{path} is a checkpoint of another curve (different {', '.join(differs)}); "
+                                "delete it to start over, or rerun with the arguments that made it.")
+    return {(r["fraction"], r["set"], r["draw"]): r for r in saved["rows"]}

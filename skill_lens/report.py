@@ -225,7 +225,8 @@ def _pruned_summary(d: Path) -> str:
 def _result_sections(run_dir: Path, notes: list[str]) -> str:
     def results(d: Path) -> list[Path]:
         return sorted(p for p in d.glob("*.json") if p.name not in HF_FILES | {"run.json"}
-                      and not p.name.endswith(".safetensors.json") and not p.name.startswith("."))
+                      and not p.name.endswith((".safetensors.json", ".checkpoint.json"))
+                      and not p.name.startswith("."))
 
     pruned = sorted(d for d in run_dir.iterdir() if d.is_dir() and (d / "pruning.json").exists())
     files = results(run_dir) + [p for d in pruned for p in results(d)]

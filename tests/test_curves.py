@@ -164,3 +164,40 @@ def test_perturb_cli_needs_a_probe(tmp_path, capsys):
     (tmp_path / "run.json").write_text('{"model": "tiny-causal"}')
     assert main(["perturb", str(tmp_path)]) == 2
     assert "skill-lens probe" in capsys.readouterr().err
+
+
+def test_a_checkpointed_curve_resumes_where_it_stopped(pm, task, tmp_path, monkeypatch):
+    import skill_lens.curves as curves
+
+    ckpt = tmp_path / "curve.checkpoint.json"
+    kwargs = dict(fractions=[0, 0.05, 0.2], method="gaussian", controls=2, seed=3, checkpoint=ckpt)
+    full = suppression_curve(pm, task, _scores(), **kwargs)
+    assert not ckpt.exists()  # removed once complete
+
+    real, calls = curves.evaluate_with, []
+
+    def dies_after_three(*args, **kw):  # a kill during the fourth evaluation
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(curves, "evaluate_with", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        suppression_curve(pm, task, _scores(), **kwargs)
+    saved = json.loads(ckpt.read_text())["rows"]
+    assert 0 < len(saved) < len(full.rows)
+    calls.clear()
+    monkeypatch.setattr(curves, "evaluate_with", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    resumed = suppression_curve(pm, task, _scores(), **kwargs)
+    assert resumed.rows == full.rows
+    # killed in f=0.05's second random draw: only that row and f=0.2's three are evaluated again
+    assert len(saved) == 3 + 2 and len(calls) == 1 + 3
+
+
+def test_a_checkpoint_of_another_curve_is_refused(pm, task, tmp_path):
+    ckpt = tmp_path / "curve.checkpoint.json"
+    ckpt.write_text(json.dumps({"fingerprint": {"model": "other"}, "rows": []}))
+    with pytest.raises(InterventionError, match="another curve"):
+        suppression_curve(pm, task, _scores(), fractions=[0, 0.1], method="zero", controls=1, checkpoint=ckpt)
+    assert json.loads(ckpt.read_text())["fingerprint"] == {"model": "other"}  # left as it was

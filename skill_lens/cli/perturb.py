@@ -16,7 +16,7 @@ def register(sub) -> None:
     from skill_lens.curves import METHODS
 
     p = sub.add_parser("perturb", help="suppression curve: perturb the top skill neurons vs random neurons "
-                                       "(writes RUN/perturb_<method>.json/.csv)")
+                                       "(writes RUN/perturb_<method>.json/.csv; resumes after a kill)")
     p.add_argument("run", help="run directory with predictivity.safetensors (`skill-lens probe RUN`)")
     p.add_argument("--method", choices=METHODS, default="gaussian")
     p.add_argument("--fractions", default="0,0.01,0.02,0.05,0.1", help="comma-separated fractions in [0, 1]")
@@ -118,13 +118,13 @@ def perturb_run(run, method: str = "gaussian", fractions=(0.0, 0.01, 0.02, 0.05,
     path = Path(run.path)
     result = ProbeResult.load(path / PREDICTIVITY_FILE, run.model)
     task = run.task
+    out = path / f"perturb_{method}"
     curve = suppression_curve(run.prompted(), getattr(task, split), result.scores(aggregate, "dev"),
                               fractions=fractions, method=method, controls=controls, per_layer=per_layer,
                               baseline=result.baseline, std=std, positions=positions, per=per, seed=seed,
-                              batch_size=batch_size)
+                              batch_size=batch_size, checkpoint=out.with_suffix(".checkpoint.json"))
     curve.meta.update(run=str(path), task=task.name, split=split, aggregate=aggregate,
                       selected_on="dev predictivity")
-    out = path / f"perturb_{method}"
     write_json(out.with_suffix(".json"), curve.to_dict())
     with atomic_write(out.with_suffix(".csv")) as f:
         curve.to_pandas().to_csv(f, index=False)
