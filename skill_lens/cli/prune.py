@@ -6,9 +6,12 @@ import statistics
 import time
 from pathlib import Path
 
+SUMMARY_FILE = "prune_summary.json"
+
 
 def register(sub) -> None:
-    p = sub.add_parser("prune", help="a smaller model keeping only the most predictive FFN neurons (writes RUN/pruned)")
+    p = sub.add_parser("prune", help="a smaller model keeping only the most predictive FFN neurons "
+                                     "(writes RUN/pruned, with prune_summary.json)")
     p.add_argument("run", help="run directory with predictivity.safetensors (`skill-lens probe RUN`)")
     p.add_argument("--keep", type=float, default=0.02,
                    help="per pruned layer: fraction of neurons kept (0 < keep <= 1) or a whole number >= 1")
@@ -101,11 +104,12 @@ def prune_run(run, keep=0.02, layers=None, out=None, retune_steps: int = 0, posi
     >>> with contextlib.redirect_stdout(io.StringIO()):
     ...     _ = probe_run(r)
     ...     s = prune_run(r, keep=0.25, layers=[1], repeats=1)
-    >>> s["widths"], (r.path / "pruned" / "model.safetensors").exists()
-    ({0: 64, 1: 16}, True)
+    >>> s["widths"], (r.path / "pruned" / "model.safetensors").exists(), (r.path / "pruned" / SUMMARY_FILE).exists()
+    ({0: 64, 1: 16}, True, True)
     """
     import dataclasses
 
+    from skill_lens.artifacts import write_json
     from skill_lens.predictivity import select_top
     from skill_lens.probe import ProbeResult
     from skill_lens.prompts import SoftPrompt
@@ -140,7 +144,9 @@ def prune_run(run, keep=0.02, layers=None, out=None, retune_steps: int = 0, posi
               "ffn": (parameter_count(pruned, True), parameter_count(model, True))}
     info = pruning_info(pruned)
     summary = {"params": params, "accuracy": acc, "seconds": times, "widths": info.widths, "out": str(out),
-               "speedup": times["unpruned"] / times["pruned"]}
+               "speedup": times["unpruned"] / times["pruned"], "keep": keep, "layers": sorted(info.kept),
+               "retune_steps": retune_steps, "dev_size": len(task.dev)}
+    write_json(Path(out) / SUMMARY_FILE, summary)  # `skill-lens report` plots it
     pruned_layers = sorted(info.kept)
     print(f"pruned {len(pruned_layers)} layers ({_ranges(pruned_layers)}) of {run.meta['model']} to "
           f"{sorted(set(info.widths[l] for l in pruned_layers))} of {info.d_mlp} neurons each")
