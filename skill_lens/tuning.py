@@ -94,7 +94,19 @@ def evaluate(pm: PromptedModel, split, batch_size: int = 32, fwd_hooks: Sequence
     >>> sorted(evaluate(hard_prompt_model(model, task), task.dev))
     ['accuracy', 'logit_diff', 'n']
     """
+    _check_split(split, "evaluation")
+    words = pm.verbalizer.words
+    bad = next(((i, y) for i, y in enumerate(split.labels) if not 0 <= y < len(words)), None)
+    if bad is not None:
+        raise PromptError(f"example {bad[0]} has label {bad[1]}, but the verbalizer has {len(words)} label words "
+                          f"{list(words)} (labels 0..{len(words) - 1}); check the split's labels and the task's "
+                          "label words.")
     logits = predict(pm, split, batch_size, fwd_hooks)
+    if not torch.isfinite(logits).all():
+        rows = (~torch.isfinite(logits).all(1)).nonzero()[:, 0].tolist()
+        raise PromptError(f"non-finite label logits (NaN or inf) for {len(rows)} of {len(logits)} examples, first "
+                          f"example {rows[0]}; no accuracy can be read from them. Likely a hook writing NaN/inf "
+                          "(check fwd_hooks and hooks left on the model), a NaN prompt or a float16 overflow.")
     labels = torch.as_tensor(split.labels)
     gold = logits.gather(1, labels[:, None])[:, 0]
     other = logits.scatter(1, labels[:, None], float("-inf")).max(1).values
