@@ -44,12 +44,17 @@ class Run:
 
     @classmethod
     def create(cls, path, model, task, config: TuneConfig, task_args: dict | None = None) -> "Run":
-        """Tune a prompt for ``task`` on ``model`` and write ``prompt.safetensors`` and ``run.json``."""
+        """Tune a prompt for ``task`` on ``model`` and write ``prompt.safetensors`` and ``run.json``.
+
+        A directory holding a run of the same model, task and config is tuned again (resuming a
+        checkpoint if one is left); one holding another run is refused before anything is written.
+        """
         path = Path(path)
+        info = describe(model)
+        _check_same_run(path, info.name, task, dataclasses.asdict(config))
         result = tune(model, task, config, run_dir=path)
         pm = prompted(model, task, result.prompt, config.max_length)
         hard = hard_prompt_model(model, task, config.max_length)
-        info = describe(model)
         acc = {
             "dev": evaluate(pm, task.dev, config.eval_batch_size)["accuracy"],
             "test": evaluate(pm, task.test, config.eval_batch_size)["accuracy"] if len(task.test) else None,
@@ -132,3 +137,25 @@ class Run:
     def prompted(self):
         """The run's :class:`~skill_lens.prompts.PromptedModel` (model, prompt and verbalizer)."""
         return prompted(self.model, self.task, self.prompt(), self.meta["config"].get("max_length"))
+
+
+def _check_same_run(path: Path, model: str, task, config: dict) -> None:
+    """Refuse to overwrite ``path/run.json`` made by another model, task or tuning config."""
+    if not (path / "run.json").exists():
+        return
+    old = read_json(path / "run.json")
+    old_task = old.get("task") or {}
+    differs = []
+    if old.get("model") != model:
+        differs.append(f"model: {old.get('model')} in run.json, {model} now")
+    if old_task.get("fingerprint") != task.fingerprint():
+        differs.append(f"task: {old_task.get('name')} (data {str(old_task.get('fingerprint'))[:12]}) in run.json, "
+                       f"{task.name} (data {task.fingerprint()[:12]}) now")
+    old_config = old.get("config") or {}
+    keys = [*config, *(k for k in old_config if k not in config)]
+    changed = [f"{k} {old_config.get(k)!r} -> {config.get(k)!r}" for k in keys if old_config.get(k) != config.get(k)]
+    if changed:
+        differs.append(f"config: {', '.join(changed)}")
+    if differs:
+        raise ArtifactError(f"{path} already holds a different run ({'; '.join(differs)}); use a new --out "
+                            f"directory, or delete {path} to replace that run.")

@@ -146,12 +146,19 @@ def test_run_create_refuses_a_leftover_tuning_checkpoint_of_another_task(tmp_pat
     assert not (tmp_path / "run.json").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="runs.py: Run.create overwrites a finished run.json of another model/task")
 def test_run_create_refuses_a_finished_run_of_another_task(tmp_path):
     from skill_lens.runs import Run
 
     cfg = TuneConfig(prompt_length=2, steps=2, batch_size=8, eval_every=2)
     m = tiny_model("causal")
     Run.create(tmp_path, m, tiny_task(seed=0), cfg)
-    with pytest.raises(ArtifactError):
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ArtifactError, match=r"different run \(task: .* use a new --out directory, or delete"):
         Run.create(tmp_path, m, tiny_task(seed=1), cfg)
+    with pytest.raises(ArtifactError, match="model: tiny-causal in run.json, tiny-gpt2 now"):
+        Run.create(tmp_path, tiny_model("gpt2"), tiny_task(seed=0), cfg)
+    with pytest.raises(ArtifactError, match=r"config: prompt_length 2 -> 3"):
+        Run.create(tmp_path, m, tiny_task(seed=0), TuneConfig(prompt_length=3, steps=2, batch_size=8, eval_every=2))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written
+    Run.create(tmp_path, m, tiny_task(seed=0), cfg)  # the same run is accepted: tuned again, the same prompt
+    assert (tmp_path / "prompt.safetensors").read_bytes() == before["prompt.safetensors"]
