@@ -274,7 +274,7 @@ def test_cli_probe_and_neurons_end_to_end(tmp_path, capsys):
     reopened = Run.open(run.path)
     reopened.use_model(run.model)
     reopened.use_task(run.task)
-    again = probe_cli.probe_run(reopened, batch_size=7)
+    again = probe_cli.probe_run(reopened, batch_size=5)
     assert torch.equal(again.baseline, result.baseline)
 
 
