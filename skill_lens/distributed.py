@@ -42,7 +42,7 @@ from skill_lens.models import describe
 from skill_lens.predictivity import AgreementAccumulator, MeanAccumulator
 from skill_lens.probe import ProbeError, ProbeResult, _check_binary, _check_hooks, _stream
 from skill_lens.tasks import Split
-from skill_lens.tuning import predict
+from skill_lens.tuning import check_labels, predict, score_logits
 
 __all__ = ["DistributedError", "init_from_env", "rank_world", "shard", "all_reduce_", "probe_fingerprint",
            "probe_distributed", "evaluate_distributed", "PREDICTIVITY_FILE"]
@@ -286,14 +286,10 @@ def evaluate_distributed(pm, split: Split, fwd_hooks=(), batch_size: int = 32) -
     rank, world = rank_world()
     part = shard(split, rank, world, batch_size)
     stats = torch.zeros(3, dtype=torch.float64)  # correct, sum of logit differences, n
+    check_labels(pm, split)
     if len(part):
-        logits = predict(pm, part, batch_size, fwd_hooks)
-        if not torch.isfinite(logits).all():
-            raise DistributedError("the model gave non-finite label logits; check its dtype, the prompt and the hooks.")
-        labels = torch.as_tensor(part.labels)
-        gold = logits.gather(1, labels[:, None])[:, 0]
-        other = logits.scatter(1, labels[:, None], float("-inf")).max(1).values
-        stats += torch.stack([(logits.argmax(1) == labels).sum().double(), (gold - other).double().sum(),
+        correct, diff = score_logits(predict(pm, part, batch_size, fwd_hooks), part.labels)
+        stats += torch.stack([correct.sum().double(), diff.double().sum(),
                               torch.tensor(float(len(part)), dtype=torch.float64)])
     if world > 1:
         s = stats.to(_reduce_device())

@@ -30,7 +30,8 @@ from skill_lens.models import describe
 from skill_lens.progress import progress
 from skill_lens.prompts import EMBED_HOOK, Hook, PromptedModel, PromptError, SoftPrompt, Verbalizer
 
-__all__ = ["TuneConfig", "TuneResult", "tune", "evaluate", "predict", "prompted", "hard_prompt_model"]
+__all__ = ["TuneConfig", "TuneResult", "tune", "evaluate", "predict", "check_labels", "score_logits", "prompted",
+           "hard_prompt_model"]
 
 
 @dataclass
@@ -95,26 +96,36 @@ def evaluate(pm: PromptedModel, split, batch_size: int = 32, fwd_hooks: Sequence
     ['accuracy', 'logit_diff', 'n']
     """
     _check_split(split, "evaluation")
+    check_labels(pm, split)
+    correct, diff = score_logits(predict(pm, split, batch_size, fwd_hooks), split.labels)
+    return {"accuracy": correct.float().mean().item(), "logit_diff": diff.mean().item(), "n": len(correct)}
+
+
+def check_labels(pm: PromptedModel, split) -> None:
+    """Every label of ``split`` must name one of ``pm``'s label words (before any model runs)."""
     words = pm.verbalizer.words
     bad = next(((i, y) for i, y in enumerate(split.labels) if not 0 <= y < len(words)), None)
     if bad is not None:
         raise PromptError(f"example {bad[0]} has label {bad[1]}, but the verbalizer has {len(words)} label words "
                           f"{list(words)} (labels 0..{len(words) - 1}); check the split's labels and the task's "
                           "label words.")
-    logits = predict(pm, split, batch_size, fwd_hooks)
+
+
+def score_logits(logits: Float[Tensor, "batch n_labels"], labels) -> tuple[Tensor, Tensor]:
+    """Per example: correct or not, and the gold label's logit minus the best other one.
+
+    >>> score_logits(torch.tensor([[0.0, 2.0], [1.0, 0.5]]), [1, 1])
+    (tensor([ True, False]), tensor([ 2.0000, -0.5000]))
+    """
     if not torch.isfinite(logits).all():
         rows = (~torch.isfinite(logits).all(1)).nonzero()[:, 0].tolist()
         raise PromptError(f"non-finite label logits (NaN or inf) for {len(rows)} of {len(logits)} examples, first "
                           f"example {rows[0]}; no accuracy can be read from them. Likely a hook writing NaN/inf "
                           "(check fwd_hooks and hooks left on the model), a NaN prompt or a float16 overflow.")
-    labels = torch.as_tensor(split.labels)
+    labels = torch.as_tensor(labels)
     gold = logits.gather(1, labels[:, None])[:, 0]
     other = logits.scatter(1, labels[:, None], float("-inf")).max(1).values
-    return {
-        "accuracy": (logits.argmax(1) == labels).float().mean().item(),
-        "logit_diff": (gold - other).mean().item(),
-        "n": len(labels),
-    }
+    return logits.argmax(1) == labels, gold - other
 
 
 def tune(model, task, config: TuneConfig | None = None, run_dir: str | Path | None = None,

@@ -180,8 +180,13 @@ def test_non_finite_activations_while_probing_are_a_clear_error(value, layer, ca
 def test_non_finite_logits_in_distributed_evaluation_are_a_clear_error():
     pm = soft()
     nan = [("blocks.0.mlp.hook_post", lambda act, hook: act.fill_(float("nan")))]
-    with pytest.raises(DistributedError, match="non-finite"):
+    with pytest.raises(PromptError, match="non-finite label logits"):
         evaluate_distributed(pm, small_task().dev, nan)
+
+
+def test_distributed_evaluation_on_labels_outside_the_verbalizer_is_a_clear_error():
+    with pytest.raises(PromptError, match="label 5, but the verbalizer has 2 label words"):
+        evaluate_distributed(soft(), Split(["good", "bad"], [1, 5]))
 
 
 def test_non_finite_logits_in_evaluate_are_a_clear_error():
