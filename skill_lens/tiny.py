@@ -18,7 +18,7 @@ import tempfile
 
 import torch
 
-from skill_lens.models import bridge_from_hf, describe
+from skill_lens.models import bridge_from_hf
 
 __all__ = ["tiny_model", "tiny_tokenizer", "tiny_task", "FAMILIES", "VOCAB"]
 

@@ -25,10 +25,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from skill_lens.artifacts import ArtifactError, library_version, load_tensors, save_tensors, write_json
+from skill_lens.artifacts import ArtifactError, load_tensors, save_tensors
 from skill_lens.models import describe
 from skill_lens.progress import progress
-from skill_lens.prompts import EMBED_HOOK, Hook, PromptedModel, PromptError, SoftPrompt, Verbalizer
+from skill_lens.prompts import Hook, PromptedModel, PromptError, SoftPrompt, Verbalizer
 
 __all__ = ["TuneConfig", "TuneResult", "tune", "evaluate", "predict", "check_labels", "score_logits", "prompted",
            "hard_prompt_model"]

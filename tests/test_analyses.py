@@ -1,7 +1,6 @@
 """The papers' analyses on tiny models: known values, identities, shapes and clear errors."""
 
 import json
-import math
 
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """The notebooks run top to bottom (on a tiny model: SKILL_LENS_NOTEBOOK_FAST=1)."""
 
-import os
 from pathlib import Path
 
 import nbformat

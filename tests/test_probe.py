@@ -250,7 +250,6 @@ def _run(tmp_path):
 
 def test_cli_probe_and_neurons_end_to_end(tmp_path, capsys):
     from skill_lens.cli import main
-    from skill_lens.cli import neurons as neurons_cli
     from skill_lens.cli import probe as probe_cli
     from skill_lens.neurons import NeuronSet
     from skill_lens.runs import Run
