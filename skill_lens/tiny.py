@@ -2,6 +2,7 @@
 
 For tests and examples: a two-layer model runs in milliseconds on a CPU.
 
+>>> from skill_lens.models import describe
 >>> model = tiny_model("mlm")
 >>> describe(model).family
 'mlm'
