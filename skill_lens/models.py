@@ -27,7 +27,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from skill_lens.packaged import cache_dir, packaged_file
 from skill_lens.progress import say
 
-__all__ = ["ModelInfo", "describe", "load_model", "random_init_copy", "Family", "OFFLINE_MODELS"]
+__all__ = ["ModelInfo", "describe", "load_model", "random_init_copy", "tokenizer_adds_bos", "Family", "OFFLINE_MODELS"]
 
 Family = Literal["causal", "mlm", "seq2seq"]
 
@@ -154,8 +154,14 @@ def load_model(
     return bridge
 
 
-def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str = "cpu") -> TransformerBridge:
-    """Wrap a Hugging Face model in a frozen, eval-mode ``TransformerBridge``."""
+def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str = "cpu",
+                   adds_bos: bool | None = None) -> TransformerBridge:
+    """Wrap a Hugging Face model in a frozen, eval-mode ``TransformerBridge``.
+
+    ``adds_bos`` records whether the tokenizer adds BOS on its own (see
+    :meth:`skill_lens.prompts.PromptedModel`); by default it is read from the tokenizer, or from
+    the record left on a tokenizer that an earlier bridge already changed to always add BOS.
+    """
     config = hf.config
     if not config.architectures:
         config.architectures = [type(hf).__name__]
@@ -165,8 +171,8 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str = "cpu
     import logging
 
     logging.getLogger("transformer_lens").setLevel(logging.ERROR)
-    ids = tokenizer("a")["input_ids"]  # before the bridge makes every tokenizer add BOS
-    adds_bos = tokenizer.bos_token_id is not None and len(ids) > 0 and ids[0] == tokenizer.bos_token_id
+    if adds_bos is None:
+        adds_bos = tokenizer_adds_bos(tokenizer)
     with contextlib.redirect_stdout(io.StringIO()):
         bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tokenizer, device=device)
     bridge.eval()
@@ -175,7 +181,23 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str = "cpu
     _use_fast_attention(bridge.original_model)
     bridge.__dict__["_skill_lens_name"] = name
     bridge.__dict__["_skill_lens_tokenizer_adds_bos"] = adds_bos
+    for tok in {id(t): t for t in (tokenizer, bridge.tokenizer) if t is not None}.values():
+        tok.__dict__[_ADDS_BOS_ATTR] = adds_bos  # the bridge made it add BOS: keep the original habit
     return bridge
+
+
+_ADDS_BOS_ATTR = "_skill_lens_adds_bos"
+
+
+def tokenizer_adds_bos(tokenizer) -> bool:
+    """Whether ``tokenizer`` adds BOS by itself, before any bridge changed it (``False`` if none)."""
+    if tokenizer is None:
+        return False
+    recorded = tokenizer.__dict__.get(_ADDS_BOS_ATTR)
+    if recorded is not None:
+        return recorded
+    ids = tokenizer("a")["input_ids"]
+    return tokenizer.bos_token_id is not None and len(ids) > 0 and ids[0] == tokenizer.bos_token_id
 
 
 def _retie_encoder_decoder_embeddings(hf: torch.nn.Module) -> None:

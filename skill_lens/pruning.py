@@ -191,7 +191,8 @@ def prune(
         _prune_state(state, paths[layer], torch.tensor(idx, dtype=torch.long), base[layer])
     widths = {l: len(kept.get(l, range(info.d_mlp))) for l in range(info.n_layers)}
     record = PruningInfo(info.name, info.d_mlp, kept, widths, position, baseline_source,
-                         meta={"hf_class": type(hf).__name__, "library_version": library_version()})
+                         meta={"hf_class": type(hf).__name__, "library_version": library_version(),
+                               "tokenizer_adds_bos": model.__dict__.get("_skill_lens_tokenizer_adds_bos")})
     return _assemble(type(hf), config, state, record, model.tokenizer, info.name + "+pruned")
 
 
@@ -438,7 +439,8 @@ def _assemble(cls, config, state: dict, record: PruningInfo, tokenizer, name: st
     if missing or extra:
         raise ArtifactError(f"the weights do not match the {cls.__name__} architecture (missing "
                             f"{sorted(missing)[:3]}, unexpected {extra[:3]}); resave the pruned model.")
-    bridge = bridge_from_hf(hf, tokenizer, name=name, device=device)
+    bridge = bridge_from_hf(hf, tokenizer, name=name, device=device,
+                            adds_bos=record.meta.get("tokenizer_adds_bos"))  # the saved tokenizer always adds BOS
     bridge.__dict__[PRUNING_ATTR] = record
     bridge.__dict__[_KEYS_ATTR] = frozenset(target)
     return bridge

@@ -284,7 +284,7 @@ def neuron_activations_view(pm, texts: Sequence[str] | str, neurons: Any, texts_
     >>> pm = PromptedModel(model, SoftPrompt.init(model, 2), Verbalizer.from_words(model, ["bad", "good"]))
     >>> v = neuron_activations_view(pm, ["the film was good", "bad"], ["L1.N5", "L0.N3"])
     >>> v.panels[0].props["tokens"], v.panels[0].props["labels"]
-    ([' the', ' film', ' was', ' good', '&lt;P0&gt;', '&lt;P1&gt;'], ['L1.N5', 'L0.N3'])
+    (['the', ' film', ' was', ' good', '&lt;P0&gt;', '&lt;P1&gt;'], ['L1.N5', 'L0.N3'])
     """
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:

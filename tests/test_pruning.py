@@ -133,9 +133,10 @@ def test_save_load_round_trip(family, task, tmp_path):
     path = save_pruned(pruned, tmp_path / "pruned", prompt=prompt)
     save_pruned(pruned, path)  # overwriting an existing directory works
     assert not [p for p in tmp_path.iterdir() if p.name != "pruned"]  # no temp or backup dirs left
-    del model
     loaded = load_pruned(path)
     assert pruning_info(loaded) == pruning_info(pruned)
+    bos = [prompted(m, task, prompt).prepend_bos for m in (model, pruned, loaded)]
+    assert bos == [bos[0]] * 3  # the original tokenizer's BOS habit survives, though the bridge changed it
     assert describe(loaded).name == describe(pruned).name
     assert torch.equal(label_logits(loaded, task, prompt), label_logits(pruned, task, prompt))
     assert loaded.tokenizer.encode("good movie") == pruned.tokenizer.encode("good movie")
