@@ -311,15 +311,17 @@ class PromptedModel:
         return [self.prompt.hook(batch.input_ids.shape[1], batch.prompt_slice)]
 
     def label_logits(
-        self, batch: Batch, fwd_hooks: Sequence[Hook] = (), cache_input: bool = False
+        self, batch: Batch, fwd_hooks: Sequence[Hook] = (), cache_input: bool = False, input_cache=None
     ) -> Float[Tensor, "batch n_labels"]:
         """Verbalizer logits at the prediction position, with the prompt and ``fwd_hooks`` applied.
 
         ``cache_input=True`` (causal family only) computes the input part without autograd and
-        runs only the prompt positions with it: same numbers, far less backward work.
+        runs only the prompt positions with it: same numbers, far less backward work. An
+        :class:`~skill_lens.kv_cache.InputCache` as ``input_cache`` also keeps the input's keys and
+        values for the next time the same input comes (used only without ``fwd_hooks``).
         """
         if cache_input and self.info.family == "causal" and self.prompt is not None:
-            return self._label_logits_cached(batch, fwd_hooks)
+            return self._label_logits_cached(batch, fwd_hooks, None if fwd_hooks else input_cache)
         with self.model.hooks(fwd_hooks=[*self.hooks(batch), *fwd_hooks]):
             hidden = self._hidden(batch)
         return self._head(hidden)
@@ -337,15 +339,19 @@ class PromptedModel:
         out = hf.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
         return out.last_hidden_state[torch.arange(batch.size), batch.predict_pos]
 
-    def _label_logits_cached(self, batch: Batch, fwd_hooks: Sequence[Hook]) -> Tensor:
+    def _label_logits_cached(self, batch: Batch, fwd_hooks: Sequence[Hook], input_cache=None) -> Tensor:
         hf = self.model.original_model
         P, n = self.prompt_length, batch.input_ids.shape[1]
         pos = _positions(batch.attention_mask)
-        with self.model.hooks(fwd_hooks=list(fwd_hooks)), torch.no_grad():
-            past = hf.base_model(
-                input_ids=batch.input_ids[:, : n - P], attention_mask=batch.attention_mask[:, : n - P],
-                position_ids=pos[:, : n - P], use_cache=True,
-            ).past_key_values
+        past = None
+        if input_cache is not None:
+            past = input_cache.past(hf, batch.input_ids[:, : n - P], batch.attention_mask[:, : n - P], pos[:, : n - P])
+        if past is None:
+            with self.model.hooks(fwd_hooks=list(fwd_hooks)), torch.no_grad():
+                past = hf.base_model(
+                    input_ids=batch.input_ids[:, : n - P], attention_mask=batch.attention_mask[:, : n - P],
+                    position_ids=pos[:, : n - P], use_cache=True,
+                ).past_key_values
         prompt_batch = Batch(batch.input_ids[:, n - P :], batch.attention_mask, slice(0, P),
                              torch.full((batch.size,), P - 1), batch.input_mask[:, n - P :])
         with self.model.hooks(fwd_hooks=[*self.hooks(prompt_batch), *fwd_hooks]):

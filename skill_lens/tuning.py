@@ -26,6 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from skill_lens.artifacts import ArtifactError, load_tensors, save_tensors
+from skill_lens.kv_cache import InputCache
 from skill_lens.models import describe
 from skill_lens.progress import progress
 from skill_lens.prompts import Hook, PromptedModel, PromptError, SoftPrompt, Verbalizer
@@ -50,6 +51,7 @@ class TuneConfig:
     seed: int = 0
     init: str = "vocab"
     cache_input: bool = True  # causal models: input keys/values without autograd
+    input_cache_mb: float = 2048.0  # ... and kept per input across steps and dev evaluations (0: off)
     eval_batch_size: int = 32
     max_length: int | None = None  # truncate inputs to this many tokens (default: error if too long)
 
@@ -75,19 +77,23 @@ def hard_prompt_model(model, task, max_length: int | None = None) -> PromptedMod
 
 @torch.no_grad()
 def predict(
-    pm: PromptedModel, split, batch_size: int = 32, fwd_hooks: Sequence[Hook] = (), desc: str = "eval"
+    pm: PromptedModel, split, batch_size: int = 32, fwd_hooks: Sequence[Hook] = (), desc: str = "eval",
+    input_cache: InputCache | None = None,
 ) -> Float[Tensor, "n n_labels"]:
-    """Label logits for every example of ``split``, batch by batch."""
+    """Label logits for every example of ``split``, batch by batch (``input_cache``: see :mod:`skill_lens.kv_cache`)."""
     _check_split(split, "evaluation")
     out = []
     for start in progress(range(0, len(split), batch_size), desc=desc):
         idx = slice(start, start + batch_size)
         texts_b = split.texts_b[idx] if split.texts_b is not None else None
-        out.append(pm.label_logits(pm.encode(split.texts[idx], texts_b), fwd_hooks=fwd_hooks).float())
+        batch = pm.encode(split.texts[idx], texts_b)
+        kept = {} if input_cache is None else {"cache_input": True, "input_cache": input_cache}
+        out.append(pm.label_logits(batch, fwd_hooks=fwd_hooks, **kept).float())
     return torch.cat(out)
 
 
-def evaluate(pm: PromptedModel, split, batch_size: int = 32, fwd_hooks: Sequence[Hook] = ()) -> dict:
+def evaluate(pm: PromptedModel, split, batch_size: int = 32, fwd_hooks: Sequence[Hook] = (),
+             input_cache: InputCache | None = None) -> dict:
     """Accuracy and mean gold-minus-best-other logit difference of ``pm`` on ``split``.
 
     >>> from skill_lens.tiny import tiny_model, tiny_task
@@ -97,7 +103,7 @@ def evaluate(pm: PromptedModel, split, batch_size: int = 32, fwd_hooks: Sequence
     """
     _check_split(split, "evaluation")
     check_labels(pm, split)
-    correct, diff = score_logits(predict(pm, split, batch_size, fwd_hooks), split.labels)
+    correct, diff = score_logits(predict(pm, split, batch_size, fwd_hooks, input_cache=input_cache), split.labels)
     return {"accuracy": correct.float().mean().item(), "logit_diff": diff.mean().item(), "n": len(correct)}
 
 
@@ -151,6 +157,8 @@ def tune(model, task, config: TuneConfig | None = None, run_dir: str | Path | No
     if ckpt is not None and ckpt.exists():
         best = _restore(ckpt, identity, prompt, opt, state)
 
+    causal_prompt = cfg.cache_input and info.family == "causal"
+    cache = InputCache(cfg.input_cache_mb) if causal_prompt and cfg.input_cache_mb > 0 else None
     n, labels = len(task.train), torch.as_tensor(task.train.labels)
     per_epoch = math.ceil(n / cfg.batch_size)
     bar = progress(total=cfg.steps, initial=state["step"], desc="tune")
@@ -160,7 +168,7 @@ def tune(model, task, config: TuneConfig | None = None, run_dir: str | Path | No
         idx = order[(step % per_epoch) * cfg.batch_size :][: cfg.batch_size].tolist()
         texts_b = [task.train.texts_b[i] for i in idx] if task.train.texts_b is not None else None
         batch = pm.encode([task.train.texts[i] for i in idx], texts_b)
-        logits = pm.label_logits(batch, cache_input=cfg.cache_input)
+        logits = pm.label_logits(batch, cache_input=cfg.cache_input, input_cache=cache)
         loss = torch.nn.functional.cross_entropy(logits.float(), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -173,7 +181,7 @@ def tune(model, task, config: TuneConfig | None = None, run_dir: str | Path | No
         bar.set_postfix(loss=f"{loss.item():.3f}", dev=f"{state['best_dev']:.3f}")
         state["history"].append({"step": step + 1, "loss": loss.item()})
         if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
-            dev = evaluate(pm, task.dev, cfg.eval_batch_size)["accuracy"]
+            dev = evaluate(pm, task.dev, cfg.eval_batch_size, input_cache=cache)["accuracy"]
             state["history"][-1]["dev_accuracy"] = dev
             if dev > state["best_dev"]:
                 state.update(best_dev=dev, best_step=state["step"], bad_evals=0)

@@ -135,3 +135,28 @@ def test_run_directory_records_what_made_it(tmp_path):
     assert run.prompt().embedding.shape == (4, 32)
     with pytest.raises(ValueError, match="tiny-causal"):
         Run.open(tmp_path).use_model(tiny_model("mlm"))
+
+
+@pytest.mark.parametrize("family", ["causal", "gpt2"])
+def test_kept_input_keys_values_give_the_same_tuning(family):
+    """Reusing each input's keys/values across epochs changes the speed, not the result (to float noise)."""
+    import dataclasses
+
+    from skill_lens.kv_cache import InputCache
+
+    model, task = tiny_model(family), _skewed_task()
+    kept = tune(model, task, FAST)
+    plain = tune(model, task, dataclasses.replace(FAST, input_cache_mb=0))
+    torch.testing.assert_close(kept.prompt.embedding, plain.prompt.embedding, atol=1e-4, rtol=1e-4)
+    assert [h.get("dev_accuracy") for h in kept.history] == [h.get("dev_accuracy") for h in plain.history]
+
+    pm, cache = prompted(model, task, kept.prompt), InputCache()
+    batch = pm.encode(task.dev.texts[:4])
+    pm.label_logits(batch, cache_input=True, input_cache=cache)
+    assert (len(cache), cache.misses) == (4, 4)
+    pm.label_logits(batch, [("blocks.0.mlp.hook_post", lambda a, hook: a * 0)], cache_input=True, input_cache=cache)
+    assert cache.hits == 0  # hooks on the inputs must run: the cache is not used with fwd_hooks
+    full = InputCache(max_mb=0)  # no room: computed every time, still correct
+    torch.testing.assert_close(pm.label_logits(batch, cache_input=True, input_cache=full), pm.label_logits(batch),
+                               atol=1e-5, rtol=1e-4)
+    assert len(full) == 0
