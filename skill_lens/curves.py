@@ -39,6 +39,7 @@ from torch import Tensor
 from skill_lens.artifacts import read_json, write_json
 from skill_lens.interventions import (InterventionError, Positions, gaussian_noise, mean_ablate, per_batch,
                                       random_like, zero_ablate)
+from skill_lens.kv_cache import InputCache
 from skill_lens.models import describe
 from skill_lens.predictivity import select_top
 from skill_lens.progress import say
@@ -51,8 +52,12 @@ METHODS = ("gaussian", "zero", "mean")
 DEFAULT_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1)
 
 
-def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batch_size: int = 32) -> dict:
+def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batch_size: int = 32,
+                  input_cache: InputCache | None = None) -> dict:
     """:func:`skill_lens.tuning.evaluate` with hooks built per batch by ``make_hooks(batch)``.
+
+    With an ``input_cache`` (causal models), the hooks must act on prompt positions only: they are
+    built for the prompt part of each batch, and inputs seen before run only their prompt positions.
 
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> from skill_lens.tuning import hard_prompt_model
@@ -60,7 +65,9 @@ def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batc
     >>> evaluate_with(hard_prompt_model(model, task), task.dev, lambda batch: [])["n"]
     32
     """
-    return evaluate(per_batch(pm, make_hooks), split, batch_size)
+    if input_cache is None:
+        return evaluate(per_batch(pm, make_hooks), split, batch_size)
+    return evaluate(per_batch(pm, make_hooks, prompt_only=True), split, batch_size, input_cache=input_cache)
 
 
 def check_fractions(fractions: Sequence[float]) -> list[float]:
@@ -181,6 +188,8 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
                                per_layer=per_layer, std=std, positions=[pos.role, list(pos.indices)], per=per,
                                seed=seed, batch_size=batch_size)
     done = _load_checkpoint(checkpoint, fingerprint)
+    # Prompt-position hooks on a causal model leave the input's keys/values alone: compute them once.
+    cache = InputCache() if pos.role == "prompt" and info.family == "causal" and pm.prompt is not None else None
     clean = None
     rows = []
     for i, f in enumerate(fractions):
@@ -198,11 +207,11 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
                 rows.append(done[f, name, draw])
                 continue
             if not mask.any():  # empty set: the clean model, evaluated once
-                clean = clean or evaluate_with(pm, data, lambda b: [], batch_size)
+                clean = clean or evaluate_with(pm, data, lambda b: [], batch_size, cache)
                 res = clean
             else:
                 res = evaluate_with(pm, data, make(mask, seed * 7919 + 100 * i + draw + (name == "random")),
-                                    batch_size)
+                                    batch_size, cache)
             rows.append({"fraction": f, "set": name, "draw": draw, "n_neurons": int(mask.sum()),
                          "accuracy": res["accuracy"], "logit_diff": res["logit_diff"]})
             say(f"suppression {method} f={f:g} {name}{draw if name == 'random' else ''}: "

@@ -260,8 +260,12 @@ def gaussian_noise(model, neurons, std: float = 1.0, seed: int | torch.Generator
     gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
 
     def noisy(layer: int, idx: Tensor, old: Tensor, where: Tensor) -> Tensor:
-        shape = (old.shape[0], 1 if per == "example" else old.shape[1], old.shape[2])
-        return old + (torch.randn(shape, generator=gen) * std).to(old.device, old.dtype)
+        if per == "example":
+            noise = torch.randn(old.shape[0], 1, old.shape[2], generator=gen)
+        else:  # one draw per selected token, in (example, position) order: the same numbers whatever else
+            noise = torch.zeros(old.shape, dtype=torch.float32)  # the sequence holds (e.g. a cached input)
+            noise[where.cpu()] = torch.randn(int(where.sum()), old.shape[2], generator=gen)
+        return old + (noise * std).to(old.device, old.dtype)
 
     return _hooks(model, neurons, positions, batch, layers, noisy)
 
@@ -324,18 +328,27 @@ def _like(neurons, mask: Tensor):
 class _PerBatch:
     """A ``PromptedModel`` that adds ``make_hooks(batch)`` to every forward (see :func:`per_batch`)."""
 
-    def __init__(self, pm, make_hooks: Callable[[Batch], Sequence[Hook]]):
-        self._pm, self._make_hooks = pm, make_hooks
+    def __init__(self, pm, make_hooks: Callable[[Batch], Sequence[Hook]], prompt_only: bool = False):
+        self._pm, self._make_hooks, self._prompt_only = pm, make_hooks, prompt_only
 
     def __getattr__(self, name):
         return getattr(self._pm, name)
 
-    def label_logits(self, batch: Batch, fwd_hooks: Sequence[Hook] = (), cache_input: bool = False) -> Tensor:
+    def label_logits(self, batch: Batch, fwd_hooks: Sequence[Hook] = (), cache_input: bool = False,
+                     input_cache=None) -> Tensor:
+        if self._prompt_only:  # built for the part that runs the prompt, so the input may come from the cache
+            return self._pm.label_logits(batch, fwd_hooks=fwd_hooks, cache_input=input_cache is not None,
+                                         input_cache=input_cache, prompt_hooks=self._make_hooks)
         return self._pm.label_logits(batch, fwd_hooks=[*fwd_hooks, *self._make_hooks(batch)])
 
 
-def per_batch(pm, make_hooks: Callable[[Batch], Sequence[Hook]]):
+def per_batch(pm, make_hooks: Callable[[Batch], Sequence[Hook]], prompt_only: bool = False):
     """``pm`` with hooks built per batch: use it wherever a ``PromptedModel`` goes (``tuning.evaluate``...).
+
+    ``prompt_only=True`` promises that the hooks act on prompt positions only (``positions="prompt"``);
+    on a causal model they are then built for the prompt part alone, and ``evaluate(...,
+    input_cache=...)`` runs only the prompt positions of inputs it has seen (same numbers, much faster
+    when one split is evaluated many times, as in suppression curves).
 
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> from skill_lens.tuning import evaluate, prompted
@@ -347,4 +360,4 @@ def per_batch(pm, make_hooks: Callable[[Batch], Sequence[Hook]]):
     >>> evaluate(hooked, task.dev)["n"]
     32
     """
-    return _PerBatch(pm, make_hooks)
+    return _PerBatch(pm, make_hooks, prompt_only)

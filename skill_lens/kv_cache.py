@@ -9,7 +9,8 @@ Each input is computed alone, without padding, so its keys and values do not dep
 examples share its batch: a resumed run equals an uninterrupted one. Past ``max_mb`` the cache
 stops growing and further inputs are computed every time (correct, only slower). Hooks on the
 input positions are not re-run for cached inputs, so :meth:`PromptedModel.label_logits` uses the
-cache only when it is given no ``fwd_hooks``.
+cache only when it is given no ``fwd_hooks``; hooks on the prompt positions go in as ``prompt_hooks``
+(suppression curves do this, :func:`skill_lens.interventions.per_batch` with ``prompt_only=True``).
 
 >>> from skill_lens.tiny import tiny_model
 >>> from skill_lens.prompts import PromptedModel, SoftPrompt, Verbalizer

@@ -311,7 +311,8 @@ class PromptedModel:
         return [self.prompt.hook(batch.input_ids.shape[1], batch.prompt_slice)]
 
     def label_logits(
-        self, batch: Batch, fwd_hooks: Sequence[Hook] = (), cache_input: bool = False, input_cache=None
+        self, batch: Batch, fwd_hooks: Sequence[Hook] = (), cache_input: bool = False, input_cache=None,
+        prompt_hooks: Callable[[Batch], Sequence[Hook]] | None = None,
     ) -> Float[Tensor, "batch n_labels"]:
         """Verbalizer logits at the prediction position, with the prompt and ``fwd_hooks`` applied.
 
@@ -319,10 +320,16 @@ class PromptedModel:
         runs only the prompt positions with it: same numbers, far less backward work. An
         :class:`~skill_lens.kv_cache.InputCache` as ``input_cache`` also keeps the input's keys and
         values for the next time the same input comes (used only without ``fwd_hooks``).
+
+        ``prompt_hooks(b)`` builds hooks that act on the prompt positions only (e.g. interventions
+        with ``positions="prompt"``) for the batch ``b`` that runs them: ``batch`` itself, or, when
+        the input is cached, its prompt part alone. Unlike ``fwd_hooks`` they leave the input's keys
+        and values untouched, so they do not stop ``input_cache`` from being used.
         """
         if cache_input and self.info.family == "causal" and self.prompt is not None:
-            return self._label_logits_cached(batch, fwd_hooks, None if fwd_hooks else input_cache)
-        with self.model.hooks(fwd_hooks=[*self.hooks(batch), *fwd_hooks]):
+            return self._label_logits_cached(batch, fwd_hooks, None if fwd_hooks else input_cache, prompt_hooks)
+        extra = prompt_hooks(batch) if prompt_hooks is not None else ()
+        with self.model.hooks(fwd_hooks=[*self.hooks(batch), *fwd_hooks, *extra]):
             hidden = self._hidden(batch)
         return self._head(hidden)
 
@@ -339,7 +346,8 @@ class PromptedModel:
         out = hf.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
         return out.last_hidden_state[torch.arange(batch.size), batch.predict_pos]
 
-    def _label_logits_cached(self, batch: Batch, fwd_hooks: Sequence[Hook], input_cache=None) -> Tensor:
+    def _label_logits_cached(self, batch: Batch, fwd_hooks: Sequence[Hook], input_cache=None,
+                             prompt_hooks: Callable[[Batch], Sequence[Hook]] | None = None) -> Tensor:
         hf = self.model.original_model
         P, n = self.prompt_length, batch.input_ids.shape[1]
         pos = _positions(batch.attention_mask)
@@ -354,7 +362,8 @@ class PromptedModel:
                 ).past_key_values
         prompt_batch = Batch(batch.input_ids[:, n - P :], batch.attention_mask, slice(0, P),
                              torch.full((batch.size,), P - 1), batch.input_mask[:, n - P :])
-        with self.model.hooks(fwd_hooks=[*self.hooks(prompt_batch), *fwd_hooks]):
+        extra = prompt_hooks(prompt_batch) if prompt_hooks is not None else ()
+        with self.model.hooks(fwd_hooks=[*self.hooks(prompt_batch), *fwd_hooks, *extra]):
             out = hf.base_model(
                 input_ids=prompt_batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos[:, n - P :],
                 past_key_values=past, use_cache=True,

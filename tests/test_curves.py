@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from skill_lens.curves import SuppressionCurve, check_fractions, evaluate_with, suppression_curve
-from skill_lens.interventions import InterventionError, zero_ablate
+from skill_lens.interventions import InterventionError, gaussian_noise, mean_ablate, zero_ablate
+from skill_lens.kv_cache import InputCache
 from skill_lens.predictivity import select_top
 from skill_lens.prompts import SoftPrompt
 from skill_lens.tiny import FAMILIES, tiny_model, tiny_task
@@ -33,13 +34,39 @@ def test_fraction_zero_is_the_clean_model_and_one_zeroes_everything(pm, task):
     clean = evaluate(pm, task.dev)
     rows = {(r["fraction"], r["set"], r["draw"]): r for r in c.rows}
     for key in [(0.0, "skill", 0), (0.0, "random", 0), (0.0, "random", 1)]:
-        assert rows[key]["accuracy"] == clean["accuracy"] and rows[key]["logit_diff"] == clean["logit_diff"]
+        assert rows[key]["accuracy"] == clean["accuracy"]  # the curve runs cached inputs: float tolerance
+        assert rows[key]["logit_diff"] == pytest.approx(clean["logit_diff"], abs=1e-5)
         assert rows[key]["n_neurons"] == 0
     everything = torch.ones(2, 64, dtype=torch.bool)
     full = evaluate_with(pm, task.dev, lambda b: zero_ablate(pm.model, everything, "prompt", batch=b))
-    assert rows[(1.0, "skill", 0)]["logit_diff"] == full["logit_diff"]
+    assert rows[(1.0, "skill", 0)]["logit_diff"] == pytest.approx(full["logit_diff"], abs=1e-5)
     assert rows[(1.0, "skill", 0)]["n_neurons"] == 128
     assert c.summary()[0]["gap"] == 0.0
+
+
+@pytest.mark.parametrize("method", ["gaussian-token", "gaussian-example", "zero", "mean"])
+def test_prompt_hooks_on_cached_inputs_give_the_same_numbers(pm, task, method):
+    """Suppression curves keep the inputs' keys/values: prompt-position hooks see the prompt part only."""
+    mask = select_top(_scores(), 0.3)
+    base = torch.randn(2, 3, 64, generator=torch.Generator().manual_seed(1))
+
+    def make(b, gen):
+        if method.startswith("gaussian"):
+            return gaussian_noise(pm.model, mask, 2.0, gen, method.split("-")[1], "prompt", batch=b)
+        if method == "zero":
+            return zero_ablate(pm.model, mask, "prompt", batch=b)
+        return mean_ablate(pm.model, mask, base, positions="prompt", batch=b)
+
+    plain_gen, cached_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    plain = evaluate_with(pm, task.dev, lambda b: make(b, plain_gen), batch_size=5)
+    cache = InputCache()
+    for _ in range(2):  # the second pass takes every input from the cache
+        cached_gen.manual_seed(5)
+        cached = evaluate_with(pm, task.dev, lambda b: make(b, cached_gen), batch_size=5, input_cache=cache)
+        assert cached["accuracy"] == plain["accuracy"]
+        assert cached["logit_diff"] == pytest.approx(plain["logit_diff"], abs=1e-5)
+    assert cache.hits == len(task.dev) and cache.misses == len(task.dev)
+    assert cached["logit_diff"] != pytest.approx(evaluate(pm, task.dev)["logit_diff"], abs=1e-3)  # hooks did act
 
 
 def test_counts_follow_select_top_and_controls_match_them(pm, task):
