@@ -77,7 +77,7 @@ def main() -> None:
     m = specificity_matrix(scores, types)
     import pandas as pd
 
-    with pd.option_context("display.width", 200, "display.precision", 3):
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.precision", 3):
         print("\nSpearman correlation of neuron predictivities (diagonal: across seeds, 1 for one seed)")
         print(m.to_pandas())
     print(f"types: {types}")
