@@ -262,8 +262,8 @@ def gaussian_noise(model, neurons, std: float = 1.0, seed: int | torch.Generator
     def noisy(layer: int, idx: Tensor, old: Tensor, where: Tensor) -> Tensor:
         if per == "example":
             noise = torch.randn(old.shape[0], 1, old.shape[2], generator=gen)
-        else:  # one draw per selected token, in (example, position) order: the same numbers whatever else
-            noise = torch.zeros(old.shape, dtype=torch.float32)  # the sequence holds (e.g. a cached input)
+        else:  # one draw per selected token in (example, position) order, whatever else the sequence
+            noise = torch.zeros(old.shape, dtype=torch.float32)  # holds: cached inputs draw the same numbers
             noise[where.cpu()] = torch.randn(int(where.sum()), old.shape[2], generator=gen)
         return old + (noise * std).to(old.device, old.dtype)
 
@@ -335,11 +335,13 @@ class _PerBatch:
         return getattr(self._pm, name)
 
     def label_logits(self, batch: Batch, fwd_hooks: Sequence[Hook] = (), cache_input: bool = False,
-                     input_cache=None) -> Tensor:
+                     input_cache=None, prompt_hooks: Callable[[Batch], Sequence[Hook]] | None = None) -> Tensor:
         if self._prompt_only:  # built for the part that runs the prompt, so the input may come from the cache
+            both = lambda b: [*(prompt_hooks(b) if prompt_hooks else ()), *self._make_hooks(b)]  # noqa: E731
             return self._pm.label_logits(batch, fwd_hooks=fwd_hooks, cache_input=input_cache is not None,
-                                         input_cache=input_cache, prompt_hooks=self._make_hooks)
-        return self._pm.label_logits(batch, fwd_hooks=[*fwd_hooks, *self._make_hooks(batch)])
+                                         input_cache=input_cache, prompt_hooks=both)
+        return self._pm.label_logits(batch, fwd_hooks=[*fwd_hooks, *self._make_hooks(batch)],
+                                     prompt_hooks=prompt_hooks)
 
 
 def per_batch(pm, make_hooks: Callable[[Batch], Sequence[Hook]], prompt_only: bool = False):

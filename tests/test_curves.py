@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from skill_lens.curves import SuppressionCurve, check_fractions, evaluate_with, suppression_curve
-from skill_lens.interventions import InterventionError, gaussian_noise, mean_ablate, zero_ablate
+from skill_lens.interventions import InterventionError, gaussian_noise, mean_ablate, per_batch, scale, zero_ablate
 from skill_lens.kv_cache import InputCache
 from skill_lens.predictivity import select_top
 from skill_lens.prompts import SoftPrompt
@@ -67,6 +67,17 @@ def test_prompt_hooks_on_cached_inputs_give_the_same_numbers(pm, task, method):
         assert cached["logit_diff"] == pytest.approx(plain["logit_diff"], abs=1e-5)
     assert cache.hits == len(task.dev) and cache.misses == len(task.dev)
     assert cached["logit_diff"] != pytest.approx(evaluate(pm, task.dev)["logit_diff"], abs=1e-3)  # hooks did act
+
+
+def test_a_model_wrapped_with_input_hooks_keeps_them_under_the_curve(pm, task):
+    """A user's per_batch wrapper that changes input positions is not bypassed by the curve's input cache."""
+    everything = torch.ones(2, 64, dtype=torch.bool)
+    wrapped = per_batch(pm, lambda b: scale(pm.model, everything, 3.0, "input", batch=b))
+    c = suppression_curve(wrapped, task, _scores(), fractions=[0, 1.0], method="zero", controls=0)
+    zeroed = evaluate_with(wrapped, task.dev, lambda b: zero_ablate(pm.model, everything, "prompt", batch=b))
+    assert c.rows[0]["logit_diff"] == pytest.approx(evaluate(wrapped, task.dev)["logit_diff"], abs=1e-5)
+    assert c.rows[1]["logit_diff"] == pytest.approx(zeroed["logit_diff"], abs=1e-5)
+    assert c.rows[0]["logit_diff"] != pytest.approx(evaluate(pm, task.dev)["logit_diff"], abs=1e-3)
 
 
 def test_counts_follow_select_top_and_controls_match_them(pm, task):
