@@ -338,7 +338,7 @@ class _PerBatch:
                      input_cache=None, prompt_hooks: Callable[[Batch], Sequence[Hook]] | None = None) -> Tensor:
         if self._prompt_only:  # built for the part that runs the prompt, so the input may come from the cache
             both = lambda b: [*(prompt_hooks(b) if prompt_hooks else ()), *self._make_hooks(b)]  # noqa: E731
-            return self._pm.label_logits(batch, fwd_hooks=fwd_hooks, cache_input=input_cache is not None,
+            return self._pm.label_logits(batch, fwd_hooks=fwd_hooks, cache_input=cache_input or input_cache is not None,
                                          input_cache=input_cache, prompt_hooks=both)
         return self._pm.label_logits(batch, fwd_hooks=[*fwd_hooks, *self._make_hooks(batch)],
                                      prompt_hooks=prompt_hooks)
