@@ -65,9 +65,8 @@ def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batc
     >>> evaluate_with(hard_prompt_model(model, task), task.dev, lambda batch: [])["n"]
     32
     """
-    if input_cache is None:
-        return evaluate(per_batch(pm, make_hooks), split, batch_size)
-    return evaluate(per_batch(pm, make_hooks, prompt_only=True), split, batch_size, input_cache=input_cache)
+    hooked = per_batch(pm, make_hooks, prompt_only=input_cache is not None)
+    return evaluate(hooked, split, batch_size, input_cache=input_cache)
 
 
 def check_fractions(fractions: Sequence[float]) -> list[float]:
@@ -188,8 +187,9 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
                                per_layer=per_layer, std=std, positions=[pos.role, list(pos.indices)], per=per,
                                seed=seed, batch_size=batch_size)
     done = _load_checkpoint(checkpoint, fingerprint)
-    # Prompt-position hooks on a causal model leave the input's keys/values alone: compute them once.
-    cache = InputCache() if pos.role == "prompt" and info.family == "causal" and pm.prompt is not None else None
+    # Prompt-position hooks leave a causal input's keys/values alone: compute them once (label_logits
+    # decides where a cache applies; other families run as before).
+    cache = InputCache() if pos.role == "prompt" else None
     clean = None
     rows = []
     for i, f in enumerate(fractions):
