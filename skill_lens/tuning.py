@@ -35,6 +35,9 @@ __all__ = ["TuneConfig", "TuneResult", "tune", "evaluate", "predict", "check_lab
            "hard_prompt_model"]
 
 
+SCHEDULES = ("constant", "linear")
+
+
 @dataclass
 class TuneConfig:
     """Hyper-parameters of prompt tuning (defaults sized for a 2-core CPU and SmolLM2)."""
@@ -44,6 +47,7 @@ class TuneConfig:
     batch_size: int = 16
     lr: float = 0.03
     warmup_steps: int = 10
+    schedule: str = "constant"  # after warmup: "constant", or "linear" decay towards 0 over the remaining steps
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     eval_every: int = 25
@@ -143,6 +147,8 @@ def tune(model, task, config: TuneConfig | None = None, run_dir: str | Path | No
     ``prompt`` starts from a given prompt instead of a fresh one (e.g. re-tuning after pruning).
     """
     cfg = config or TuneConfig()
+    if cfg.schedule not in SCHEDULES:
+        raise PromptError(f"unknown learning-rate schedule {cfg.schedule!r}; use one of {', '.join(SCHEDULES)}.")
     _check_split(task.train, "train", need_two_classes=True)
     _check_split(task.dev, "dev")
     info = describe(model)
@@ -174,7 +180,7 @@ def tune(model, task, config: TuneConfig | None = None, run_dir: str | Path | No
         loss.backward()
         torch.nn.utils.clip_grad_norm_([prompt.embedding], cfg.max_grad_norm)
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            g["lr"] = learning_rate(cfg, step)
         opt.step()
         state["step"] = step + 1
         bar.update(1)
@@ -194,6 +200,19 @@ def tune(model, task, config: TuneConfig | None = None, run_dir: str | Path | No
     final = SoftPrompt(best, meta={**info.as_meta(), "task": task.name, "seed": cfg.seed,
                                    "prompt_init": cfg.init, "best_step": state["best_step"]})
     return TuneResult(final, state["best_dev"], state["best_step"], state["history"])
+
+
+def learning_rate(cfg: TuneConfig, step: int) -> float:
+    """The learning rate of step ``step`` (0-based): linear warmup, then constant or linear decay.
+
+    >>> cfg = TuneConfig(lr=1.0, steps=10, warmup_steps=2, schedule="linear")
+    >>> [round(learning_rate(cfg, s), 3) for s in (0, 1, 2, 9)]
+    [0.5, 1.0, 1.0, 0.125]
+    """
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    if cfg.schedule == "constant" or step < cfg.warmup_steps:
+        return cfg.lr * warm
+    return cfg.lr * (cfg.steps - step) / max(1, cfg.steps - cfg.warmup_steps)
 
 
 def _stop_early(cfg: TuneConfig, state: dict) -> bool:

@@ -160,3 +160,20 @@ def test_kept_input_keys_values_give_the_same_tuning(family):
     torch.testing.assert_close(pm.label_logits(batch, cache_input=True, input_cache=full), pm.label_logits(batch),
                                atol=1e-5, rtol=1e-4)
     assert len(full) == 0
+
+
+def test_linear_schedule_warms_up_then_decays():
+    from skill_lens.tuning import learning_rate
+
+    cfg = TuneConfig(lr=0.1, steps=20, warmup_steps=4, schedule="linear")
+    lrs = [learning_rate(cfg, s) for s in range(cfg.steps)]
+    assert lrs[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
+    assert all(a > b for a, b in zip(lrs[4:], lrs[5:])) and 0 < lrs[-1] < 0.01
+    flat = TuneConfig(lr=0.1, steps=20, warmup_steps=4)
+    assert [learning_rate(flat, s) for s in range(4, 20)] == [0.1] * 16
+
+
+def test_unknown_schedule_is_refused_before_tuning(tmp_path):
+    with pytest.raises(PromptError, match="schedule 'cosine'.*constant, linear"):
+        tune(tiny_model(), tiny_task(), TuneConfig(steps=2, schedule="cosine"), run_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
