@@ -24,7 +24,7 @@ from pathlib import Path
 from skill_lens.artifacts import ArtifactError, library_version, read_json, write_json
 from skill_lens.models import describe, load_model
 from skill_lens.prompts import SoftPrompt
-from skill_lens.tuning import TuneConfig, evaluate, hard_prompt_model, prompted, tune
+from skill_lens.tuning import TuneConfig, evaluate, hard_prompt_model, prompted, tune, with_defaults
 
 __all__ = ["Run"]
 
@@ -126,6 +126,37 @@ class Run:
             self._task = task
         return self._task
 
+    def task_with_train_size(self, n: int):
+        """The run's task with ``n`` training examples and the very same dev and test splits.
+
+        For re-tuning on more data than the run was tuned on (e.g. after pruning): dev accuracies stay
+        comparable with the run's. Refuses a source whose dev or test split would change.
+
+        >>> import os, tempfile
+        >>> from skill_lens.tasks import load_task
+        >>> p = os.path.join(tempfile.mkdtemp(), "toy_train.csv")
+        >>> _ = open(p, "w").write("text,label\\n" + "".join(f"t{i},{i % 2}\\n" for i in range(40)))
+        >>> args = {"train_size": 10, "dev_size": 4, "test_size": 4}
+        >>> task = load_task("csv:" + p, **args)
+        >>> run = Run(p, {"task": {"source": "csv:" + p, "args": args, "fingerprint": task.fingerprint()}})
+        >>> bigger = run.task_with_train_size(20)
+        >>> len(bigger.train), bigger.dev == run.task.dev
+        (20, True)
+        """
+        from skill_lens.tasks import load_task
+
+        if n < 1:
+            raise ValueError(f"a training split needs at least 1 example, got {n}")
+        t = self.meta["task"]
+        bigger = load_task(t["source"], **{**t.get("args", {}), "train_size": n})
+        for name in ("dev", "test"):
+            old, new = getattr(self.task, name), getattr(bigger, name)
+            if (old.texts, old.labels, old.texts_b) != (new.texts, new.labels, new.texts_b):
+                raise ArtifactError(f"task {t['source']!r} gives another {name} split with train_size={n}, so its "
+                                    f"accuracies would not compare with run {self.path}'s; re-tune on the run's own "
+                                    "training split instead.")
+        return bigger
+
     def use_task(self, task) -> None:
         if task.fingerprint() != self.meta["task"]["fingerprint"]:
             raise ArtifactError(f"this task's data differ from the data run {self.path} was tuned on.")
@@ -151,7 +182,7 @@ def _check_same_run(path: Path, model: str, task, config: dict) -> None:
     if old_task.get("fingerprint") != task.fingerprint():
         differs.append(f"task: {old_task.get('name')} (data {str(old_task.get('fingerprint'))[:12]}) in run.json, "
                        f"{task.name} (data {task.fingerprint()[:12]}) now")
-    old_config = old.get("config") or {}
+    old_config = with_defaults(old.get("config") or {})
     keys = [*config, *(k for k in old_config if k not in config)]
     changed = [f"{k} {old_config.get(k)!r} -> {config.get(k)!r}" for k in keys if old_config.get(k) != config.get(k)]
     if changed:

@@ -215,6 +215,15 @@ def learning_rate(cfg: TuneConfig, step: int) -> float:
     return cfg.lr * (cfg.steps - step) / max(1, cfg.steps - cfg.warmup_steps)
 
 
+def with_defaults(config: dict) -> dict:
+    """A recorded ``TuneConfig`` dict with the fields it predates at their defaults (what it ran with).
+
+    >>> with_defaults({"steps": 5})["schedule"], with_defaults({"steps": 5})["steps"]
+    ('constant', 5)
+    """
+    return {**dataclasses.asdict(TuneConfig()), **config}
+
+
 def _stop_early(cfg: TuneConfig, state: dict) -> bool:
     return cfg.patience is not None and state["bad_evals"] >= cfg.patience
 
@@ -230,6 +239,8 @@ def _checkpoint(path: Path, identity: dict, prompt: SoftPrompt, opt, state: dict
 
 def _restore(path: Path, identity: dict, prompt: SoftPrompt, opt, state: dict) -> Tensor:
     tensors, meta = load_tensors(path)
+    if isinstance(meta.get("config"), dict):
+        meta["config"] = with_defaults(meta["config"])
     for key, value in identity.items():
         if meta.get(key) != value:
             raise ArtifactError(

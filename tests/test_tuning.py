@@ -177,3 +177,27 @@ def test_unknown_schedule_is_refused_before_tuning(tmp_path):
     with pytest.raises(PromptError, match="schedule 'cosine'.*constant, linear"):
         tune(tiny_model(), tiny_task(), TuneConfig(steps=2, schedule="cosine"), run_dir=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_runs_and_checkpoints_recorded_before_a_config_field_existed_still_resume(tmp_path):
+    from skill_lens.artifacts import load_tensors, read_json, save_tensors, write_json
+
+    model, task = tiny_model("causal"), tiny_task()
+    whole = tune(model, task, FAST, run_dir=tmp_path / "whole")
+    tune(model, task, TuneConfig(**{**FAST.__dict__, "steps": 20}), run_dir=tmp_path / "half")
+    ckpt = tmp_path / "half" / "checkpoint.safetensors"
+    tensors, meta = load_tensors(ckpt)
+    meta["config"]["steps"] = FAST.steps
+    del meta["config"]["schedule"]  # written before TuneConfig had it
+    save_tensors(ckpt, tensors, meta)
+    resumed = tune(model, task, FAST, run_dir=tmp_path / "half")
+    assert torch.equal(whole.prompt.embedding, resumed.prompt.embedding)
+    with pytest.raises(ValueError, match="different run"):  # but a real difference is still one
+        tune(model, task, TuneConfig(**{**FAST.__dict__, "schedule": "linear"}), run_dir=tmp_path / "half")
+
+    cfg = TuneConfig(prompt_length=2, steps=2, batch_size=8, eval_every=2)
+    Run.create(tmp_path / "run", model, task, cfg)
+    meta = read_json(tmp_path / "run" / "run.json")
+    del meta["config"]["schedule"]
+    write_json(tmp_path / "run" / "run.json", meta)
+    Run.create(tmp_path / "run", model, task, cfg)  # the same run: tuned again, not refused
