@@ -75,7 +75,7 @@ class PruningInfo:
     d_mlp: int  # original width of every layer
     kept: dict[int, list[int]]
     widths: dict[int, int]  # width of every layer of the pruned model (unpruned layers: d_mlp)
-    position: str | int = "mean"
+    position: str | int | None = "mean"  # which prompt position of a [L, P, d_mlp] baseline; None: [L, d_mlp]
     baseline_source: str | None = None
     meta: dict = field(default_factory=dict)
 
@@ -114,7 +114,7 @@ def kept_neurons(keep, layers: Sequence[int], width=None, scores=None) -> dict[i
     >>> kept_neurons(keep, [0], width=3, scores=torch.tensor([[0.9, 0.1, 0.8, 0.7]]))
     {0: [0, 2, 3]}
     """
-    mask = _as_mask(keep)
+    mask = as_mask(keep)
     L, N = mask.shape
     widths = _widths(width, layers)
     out = {}
@@ -170,7 +170,7 @@ def prune(
     if pruning_info(model) is not None:
         raise PruningError("this model is already pruned; prune the original model (neuron indices refer to it).")
     info = describe(model)
-    mask = _as_mask(keep)
+    mask = as_mask(keep)
     if tuple(mask.shape) != info.shape:
         raise PruningError(f"the neuron set has shape {tuple(mask.shape)} but {info.name} has {info.shape} "
                            "(n_layers, d_mlp); select neurons from a probe of this model.")
@@ -190,6 +190,7 @@ def prune(
     for layer, idx in kept.items():
         _prune_state(state, paths[layer], torch.tensor(idx, dtype=torch.long), base[layer])
     widths = {l: len(kept.get(l, range(info.d_mlp))) for l in range(info.n_layers)}
+    position = position if torch.as_tensor(baseline).dim() == 3 else None  # a [L, d_mlp] baseline has no positions
     record = PruningInfo(info.name, info.d_mlp, kept, widths, position, baseline_source,
                          meta={"hf_class": type(hf).__name__, "library_version": library_version(),
                                "tokenizer_adds_bos": model.__dict__.get("_skill_lens_tokenizer_adds_bos")})
@@ -298,7 +299,8 @@ class _FFN:
     conv1d: bool  # GPT-2 Conv1D: weight [in, out], i.e. transposed
 
 
-def _as_mask(keep) -> Bool[Tensor, "layer d_mlp"]:
+def as_mask(keep) -> Bool[Tensor, "layer d_mlp"]:
+    """A ``NeuronSet``'s mask, or a bool tensor ``[n_layers, d_mlp]`` as is (anything else: an error)."""
     mask = getattr(keep, "mask", keep)
     if not isinstance(mask, Tensor) or mask.dim() != 2:
         raise PruningError(f"keep must be a NeuronSet or a bool tensor [n_layers, d_mlp], got {type(keep).__name__}.")

@@ -217,8 +217,9 @@ def _pruned_summary(d: Path) -> str:
     total = d_mlp * len(kept) if d_mlp else None
     rows = [["base model", info.get("base_model")], ["pruned layers", ", ".join(sorted(kept, key=int)) or "none"],
             ["neurons kept in pruned layers", f"{sum(kept.values())} of {total}" if total else sum(kept.values())],
-            ["removed neurons replaced by", f"baseline ({info.get('position')})"],
-            ["baseline source", info.get("baseline_source")]]
+            ["removed neurons fixed at", f"prompt position {info['position']} of the baseline"
+             if info.get("position") is not None else "a constant per neuron"],
+            ["constants from", info.get("baseline_source")]]
     return f"<h3>pruned model {_e(d.name)}/</h3>" + _table([r for r in rows if r[1] is not None])
 
 

@@ -1,0 +1,156 @@
+"""What pruning keeps and what it fixes the rest at, measured on the model itself.
+
+:func:`skill_lens.pruning.prune` keeps a neuron set and replaces every other neuron of the pruned
+layers by a constant. Two things decide how much of the model survives that:
+
+* **the constants.** The probe's baseline is a neuron's train mean at the prompt positions of the
+  unpruned model, but a pruned layer fixes its neurons at every position, input tokens included,
+  and once lower layers are pruned its inputs change too. :func:`calibrate` measures each layer's
+  means on the pruned model below it, over every real token: the least-squares constant.
+* **the neurons no constant can replace.** Llama-style models have a few FFN neurons with massive
+  activations on the first token (the attention sink). Skill-neuron selection drops them (they
+  predict no label), and folding them in both erases the sink and adds a large bias to every other
+  token. :func:`massive_neurons` finds them and :func:`keep_also` keeps them in place of the least
+  predictive kept neurons, so each layer keeps its width.
+
+On SmolLM2-135M (keep 2% per layer in layers 10-29, rotten_tomatoes) these two are what separate a
+pruned model at chance that re-tuning lifts to about 0.80 from one it lifts to about 0.84 (dev);
+see ``benchmarks/prune_speed.py``.
+
+>>> import torch
+>>> from skill_lens.tiny import tiny_model, tiny_task
+>>> from skill_lens.tuning import prompted
+>>> from skill_lens.prompts import SoftPrompt
+>>> from skill_lens.pruning import prune
+>>> model, task = tiny_model("causal"), tiny_task()
+>>> pm = prompted(model, task, SoftPrompt.init(model, 2))
+>>> scores = torch.rand(2, 64)
+>>> keep = keep_also(scores > 0.9, massive_neurons(pm, task.train.texts[:16]), scores)
+>>> small = prune(model, keep, calibrate(pm, keep, texts=task.train.texts[:16]))
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from skill_lens.models import describe
+from skill_lens.pruning import PruningError, as_mask
+
+__all__ = ["calibrate", "massive_neurons", "keep_also"]
+
+
+@torch.no_grad()
+def calibrate(pm, keep, layers: Sequence[int] | None = None, texts: Sequence[str] | None = None,
+              texts_b: Sequence[str] | None = None) -> Float[Tensor, "layer d_mlp"]:
+    """Fold constants measured on the pruned model itself: per layer, the mean activation over every
+    real token of ``texts``, with the removed neurons of the layers below already fixed.
+
+    The probe's baseline is the mean at the prompt positions of the *unpruned* model. But a pruned
+    layer's removed neurons are fixed at every position, input tokens included, and once lower layers
+    are pruned, a layer's inputs differ from the unpruned model's. The constant that best replaces a
+    removed neuron (least squares, over the tokens the pruned model will see) is its mean under the
+    pruned model. One forward pass of ``texts`` as a single batch gives it for every layer: going up,
+    each pruned layer's hook records the mean over real tokens (padding excluded) and writes it over
+    its removed neurons, so the next layer sees exactly the pruned model below it. Memory grows with
+    ``len(texts)``; a hundred or so examples are enough for a mean.
+
+    ``pm`` is a :class:`~skill_lens.prompts.PromptedModel` on the unpruned model, with the prompt the
+    pruned model will run. Returns float64 ``[n_layers, d_mlp]`` (layers not in ``layers``: their plain
+    mean); pass it to :func:`prune` as the baseline.
+
+    >>> from skill_lens.tiny import tiny_model, tiny_task
+    >>> from skill_lens.tuning import prompted
+    >>> from skill_lens.prompts import SoftPrompt
+    >>> model, task = tiny_model("causal"), tiny_task()
+    >>> keep = torch.zeros(2, 64, dtype=torch.bool); keep[:, :8] = True
+    >>> consts = calibrate(prompted(model, task, SoftPrompt.init(model, 2)), keep, texts=task.train.texts[:16])
+    >>> consts.shape, consts.dtype
+    (torch.Size([2, 64]), torch.float64)
+    """
+    info = describe(pm.model)
+    mask = as_mask(keep)
+    if tuple(mask.shape) != info.shape:
+        raise PruningError(f"the neuron set has shape {tuple(mask.shape)} but {info.name} has {info.shape} "
+                           "(n_layers, d_mlp); select neurons from a probe of this model.")
+    layers = set(range(info.n_layers) if layers is None else layers)
+    if not texts:
+        raise PruningError("calibrate needs texts (e.g. task.train.texts[:128]) to measure the means on.")
+    batch = pm.encode(list(texts), list(texts_b) if texts_b is not None else None)
+    real = batch.attention_mask.bool()
+    out = torch.zeros(info.shape, dtype=torch.float64)
+
+    def fix(layer: int):
+        removed = ~mask[layer]
+
+        def hook(act: Tensor, hook) -> Tensor | None:
+            out[layer] = act[real].double().mean(0)
+            if layer not in layers:
+                return None
+            act = act.clone()
+            act[..., removed] = out[layer, removed].to(act.dtype)
+            return act
+        return hook
+
+    pm.label_logits(batch, fwd_hooks=[(h, fix(l)) for l, h in enumerate(info.hook_names)])
+    return out
+
+
+@torch.no_grad()
+def massive_neurons(pm, texts: Sequence[str], ratio: float = 20.0,
+                    texts_b: Sequence[str] | None = None) -> Bool[Tensor, "layer d_mlp"]:
+    """Neurons with *massive activations*: their largest ``|activation|`` over the real tokens of ``texts``
+    exceeds ``ratio`` times the layer's median of that maximum.
+
+    Llama-style models (SmolLM2 among them) have a handful of FFN neurons that reach thousands on
+    the first token, where every other neuron stays below ten or so (Sun et al. 2024, "Massive
+    Activations in Large Language Models"); they build the attention sink. They are not predictive of
+    any label, so skill-neuron selection drops them, and a constant cannot replace them: their mean is
+    tiny at the first token and large everywhere else. Keep them with :func:`keep_also`.
+
+    >>> from skill_lens.tiny import tiny_model, tiny_task
+    >>> from skill_lens.tuning import prompted
+    >>> model, task = tiny_model("causal"), tiny_task()
+    >>> massive_neurons(prompted(model, task, None), task.train.texts[:8]).shape
+    torch.Size([2, 64])
+    """
+    info = describe(pm.model)
+    if not texts:
+        raise PruningError("massive_neurons needs texts (e.g. task.train.texts[:64]) to look at.")
+    batch = pm.encode(list(texts), list(texts_b) if texts_b is not None else None)
+    real = batch.attention_mask.bool()[..., None]
+    peak = torch.zeros(info.shape)
+
+    def record(layer: int):
+        def hook(act: Tensor, hook) -> None:
+            peak[layer] = (act.abs() * real).amax((0, 1)).float()
+        return hook
+
+    pm.label_logits(batch, fwd_hooks=[(h, record(l)) for l, h in enumerate(info.hook_names)])
+    return peak > ratio * peak.median(1, keepdim=True).values
+
+
+def keep_also(keep, extra, scores: Float[Tensor, "layer d_mlp"]) -> Bool[Tensor, "layer d_mlp"]:
+    """``keep`` with the ``extra`` neurons added, each layer keeping its count: the lowest-scoring
+    neurons of ``keep`` that are not extra make room (a layer with more extras than kept neurons
+    grows to hold them all).
+
+    >>> keep = torch.tensor([[True, True, False, False]])
+    >>> keep_also(keep, torch.tensor([[False, False, False, True]]), torch.tensor([[0.9, 0.8, 0.7, 0.1]])).tolist()
+    [[True, False, False, True]]
+    """
+    mask, extra = as_mask(keep), as_mask(extra)
+    scores = torch.as_tensor(scores, dtype=torch.float64)
+    if extra.shape != mask.shape or scores.shape != mask.shape:
+        raise PruningError(f"keep {tuple(mask.shape)}, extra {tuple(extra.shape)} and scores {tuple(scores.shape)} "
+                           "must have the same [n_layers, d_mlp] shape.")
+    out = mask | extra
+    for layer in range(mask.shape[0]):
+        surplus = int(out[layer].sum() - max(mask[layer].sum(), extra[layer].sum()))
+        if surplus > 0:
+            s = scores[layer].masked_fill(~out[layer] | extra[layer], float("inf"))
+            out[layer, s.topk(surplus, largest=False).indices] = False
+    return out
