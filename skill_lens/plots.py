@@ -327,8 +327,9 @@ def pruning_tradeoff(points: Any, title: str | None = None) -> Figure:
             isinstance(points.get("seconds"), Mapping):  # the summary of `skill-lens prune`
         sec, acc = points["seconds"], points["accuracy"]
         ref = sec.get("unpruned") or max(sec.values())
-        points = [{"label": k, "accuracy": a, "speedup": ref / sec[k if k in sec else "pruned"]}
-                  for k, a in acc.items() if (k if k in sec else "pruned") in sec and a is not None]
+        model_of = lambda k: k if k in sec else k.split("_")[0]  # noqa: E731  "pruned_retuned" ran on "pruned"
+        points = [{"label": k, "accuracy": a, "speedup": ref / sec[model_of(k)]}
+                  for k, a in acc.items() if model_of(k) in sec and a is not None]
     elif isinstance(points, Mapping):
         points = points.get("points", [points])
     points = [dict(_as_mapping(p)) for p in points]

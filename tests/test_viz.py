@@ -96,6 +96,10 @@ def test_pruning_tradeoff_points_and_prune_summary():
     ax = plots.pruning_tradeoff({"accuracy": {"unpruned": 0.9, "pruned": 0.8},
                                  "seconds": {"unpruned": 2.0, "pruned": 1.0}}).axes[0]
     np.testing.assert_allclose(ax.collections[0].get_offsets(), [[1.0, 0.9], [2.0, 0.8]])
+    ax = plots.pruning_tradeoff({"accuracy": {"unpruned": 0.9, "pruned": 0.5, "pruned_retuned": 0.8,
+                                              "unpruned_retuned": 0.92},
+                                 "seconds": {"unpruned": 2.0, "pruned": 1.0}}).axes[0]  # each at its model's speed
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), [[1.0, 0.9], [2.0, 0.5], [2.0, 0.8], [1.0, 0.92]])
     with pytest.raises(ValueError, match="accuracy"):
         plots.pruning_tradeoff([{"speedup": 1}])
 
