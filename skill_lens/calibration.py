@@ -49,18 +49,12 @@ def calibrate(pm, keep, layers: Sequence[int] | None = None, texts: Sequence[str
     """Fold constants measured on the pruned model itself: per layer, the mean activation over every
     real token of ``texts``, with the removed neurons of the layers below already fixed.
 
-    The probe's baseline is the mean at the prompt positions of the *unpruned* model. But a pruned
-    layer's removed neurons are fixed at every position, input tokens included, and once lower layers
-    are pruned, a layer's inputs differ from the unpruned model's. The constant that best replaces a
-    removed neuron (least squares, over the tokens the pruned model will see) is its mean under the
-    pruned model. One forward pass of ``texts`` as a single batch gives it for every layer: going up,
-    each pruned layer's hook records the mean over real tokens (padding excluded) and writes it over
-    its removed neurons, so the next layer sees exactly the pruned model below it. Memory grows with
-    ``len(texts)``; a hundred or so examples are enough for a mean.
-
-    ``pm`` is a :class:`~skill_lens.prompts.PromptedModel` on the unpruned model, with the prompt the
-    pruned model will run. Returns float64 ``[n_layers, d_mlp]`` (layers not in ``layers``: their plain
-    mean); pass it to :func:`prune` as the baseline.
+    One forward pass of ``texts`` as a single batch: going up, each pruned layer's hook records the
+    mean over real tokens (padding excluded) and writes it over its removed neurons, so the next
+    layer sees exactly the pruned model below it. Memory grows with ``len(texts)``; a hundred or so
+    examples are enough for a mean. ``pm`` is a :class:`~skill_lens.prompts.PromptedModel` on the
+    unpruned model with the prompt the pruned model will run. Returns float64 ``[n_layers, d_mlp]``
+    (layers not in ``layers``: their plain mean), the ``baseline`` for :func:`skill_lens.pruning.prune`.
 
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> from skill_lens.tuning import prompted
