@@ -46,17 +46,21 @@ def test_tuning_beats_chance_on_the_tiny_task():
     assert evaluate(prompted(model, task, result.prompt), task.dev)["accuracy"] == result.dev_accuracy
 
 
+def interrupted_at_20(model, task, run_dir, edit_config=lambda config: None) -> None:
+    """Run the first 20 of FAST's 30 steps in ``run_dir``, as if the run had crashed there."""
+    from skill_lens.artifacts import load_tensors, save_tensors
+
+    tune(model, task, TuneConfig(**{**FAST.__dict__, "steps": 20}), run_dir=run_dir)
+    tensors, meta = load_tensors(run_dir / "checkpoint.safetensors")
+    meta["config"]["steps"] = FAST.steps  # the interrupted run was asked for 30 steps
+    edit_config(meta["config"])
+    save_tensors(run_dir / "checkpoint.safetensors", tensors, meta)
+
+
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     model, task = tiny_model("causal"), tiny_task()
     whole = tune(model, task, FAST, run_dir=tmp_path / "whole")
-    # run the first 20 steps, then "crash" and resume to 30 in the same directory
-    tune(model, task, TuneConfig(**{**FAST.__dict__, "steps": 20}), run_dir=tmp_path / "half")
-    ckpt = tmp_path / "half" / "checkpoint.safetensors"
-    from skill_lens.artifacts import load_tensors, save_tensors
-
-    tensors, meta = load_tensors(ckpt)
-    meta["config"]["steps"] = FAST.steps  # the interrupted run was asked for 30 steps
-    save_tensors(ckpt, tensors, meta)
+    interrupted_at_20(model, task, tmp_path / "half")
     resumed = tune(model, task, FAST, run_dir=tmp_path / "half")
     assert torch.equal(whole.prompt.embedding, resumed.prompt.embedding)
     assert whole.dev_accuracy == resumed.dev_accuracy and whole.best_step == resumed.best_step
@@ -180,16 +184,11 @@ def test_unknown_schedule_is_refused_before_tuning(tmp_path):
 
 
 def test_runs_and_checkpoints_recorded_before_a_config_field_existed_still_resume(tmp_path):
-    from skill_lens.artifacts import load_tensors, read_json, save_tensors, write_json
+    from skill_lens.artifacts import read_json, write_json
 
     model, task = tiny_model("causal"), tiny_task()
     whole = tune(model, task, FAST, run_dir=tmp_path / "whole")
-    tune(model, task, TuneConfig(**{**FAST.__dict__, "steps": 20}), run_dir=tmp_path / "half")
-    ckpt = tmp_path / "half" / "checkpoint.safetensors"
-    tensors, meta = load_tensors(ckpt)
-    meta["config"]["steps"] = FAST.steps
-    del meta["config"]["schedule"]  # written before TuneConfig had it
-    save_tensors(ckpt, tensors, meta)
+    interrupted_at_20(model, task, tmp_path / "half", lambda config: config.pop("schedule"))  # before it existed
     resumed = tune(model, task, FAST, run_dir=tmp_path / "half")
     assert torch.equal(whole.prompt.embedding, resumed.prompt.embedding)
     with pytest.raises(ValueError, match="different run"):  # but a real difference is still one
