@@ -150,8 +150,7 @@ class Run:
         t = self.meta["task"]
         bigger = load_task(t["source"], **{**t.get("args", {}), "train_size": n})
         for name in ("dev", "test"):
-            old, new = getattr(self.task, name), getattr(bigger, name)
-            if (old.texts, old.labels, old.texts_b) != (new.texts, new.labels, new.texts_b):
+            if getattr(self.task, name) != getattr(bigger, name):
                 raise ArtifactError(f"task {t['source']!r} gives another {name} split with train_size={n}, so its "
                                     f"accuracies would not compare with run {self.path}'s; re-tune on the run's own "
                                     "training split instead.")

@@ -58,7 +58,6 @@ def test_calibrate_bad_input():
         calibrate(pm, torch.ones(3, N, dtype=torch.bool), texts=task.train.texts[:4])
 
 
-
 # ------------------------------------------------------------------------------- massive activations
 def test_massive_neurons_finds_a_neuron_scaled_up(task):
     model = tiny_model("causal")

@@ -234,9 +234,12 @@ def probed_run(tmp_path_factory):
 
 
 def cli_args(run, **kw):
-    base = dict(run=str(run.path), keep=0.25, layers="1", out=None, retune_steps=0, position="mean",
-                aggregate="max", batch_size=8, repeats=1)
-    return argparse.Namespace(**(base | kw))
+    """``skill-lens prune RUN --keep 0.25 --layers 1`` as parsed (every other option at its CLI default), then ``kw``."""
+    from skill_lens.cli import build_parser
+
+    args = build_parser().parse_args(["prune", str(run.path), "--keep", "0.25", "--layers", "1", "--batch-size", "8",
+                                      "--repeats", "1"])
+    return argparse.Namespace(**(vars(args) | kw))
 
 
 def test_cli_prunes_retunes_and_reports(probed_run, tmp_path, capsys):

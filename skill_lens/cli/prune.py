@@ -74,23 +74,23 @@ def parse_layers(spec: str | None, n_layers: int | None = None) -> list[int] | N
 def check_args(args) -> tuple[float | int, str | int]:
     """Validate the numeric options before anything slow; return ``(keep, position)``.
 
-    >>> import argparse
-    >>> check_args(argparse.Namespace(keep=0.02, retune_steps=0, position="1", batch_size=8, repeats=1))
+    >>> from skill_lens.cli import build_parser
+    >>> check_args(build_parser().parse_args(["prune", "RUN", "--position", "1"]))
     (0.02, 1)
     """
     if not (0 < args.keep <= 1 or (args.keep > 1 and float(args.keep).is_integer())):
         raise ValueError(f"--keep must be a fraction in (0, 1] or a whole number of neurons >= 1, got {args.keep}")
-    if (ratio := getattr(args, "protect_massive", 0)) < 0:
-        raise ValueError(f"--protect-massive must be 0 (off) or a ratio > 1, got {ratio}")
+    if args.protect_massive < 0:
+        raise ValueError(f"--protect-massive must be 0 (off) or a ratio > 1, got {args.protect_massive}")
     lows = {"retune_steps": 0, "batch_size": 1, "repeats": 1, "calibration_size": 1, "retune_train_size": 1}
     for name, low in lows.items():
-        if (value := getattr(args, name, None)) is not None and value < low:
+        if (value := getattr(args, name)) is not None and value < low:
             raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
-    if (lr := getattr(args, "retune_lr", None)) is not None and lr <= 0:
-        raise ValueError(f"--retune-lr must be positive, got {lr}")
+    if args.retune_lr is not None and args.retune_lr <= 0:
+        raise ValueError(f"--retune-lr must be positive, got {args.retune_lr}")
     from skill_lens.tuning import SCHEDULES
 
-    if getattr(args, "retune_schedule", "linear") not in SCHEDULES:
+    if args.retune_schedule not in SCHEDULES:
         raise ValueError(f"--retune-schedule must be one of {', '.join(SCHEDULES)}, got {args.retune_schedule!r}")
     position = args.position
     if position != "mean":
@@ -112,14 +112,13 @@ def run(args, run_obj=None) -> int:
     layers = parse_layers(args.layers, run_.meta["n_layers"])
     if not (Path(run_.path) / "predictivity.safetensors").exists():
         raise ArtifactError(f"{run_.path} has no predictivity.safetensors; run `skill-lens probe {run_.path}` first.")
-    retune = {"steps": args.retune_steps, "schedule": getattr(args, "retune_schedule", "linear")}
-    if getattr(args, "retune_lr", None):
+    retune = {"steps": args.retune_steps, "schedule": args.retune_schedule}
+    if args.retune_lr is not None:
         retune["lr"] = args.retune_lr
-    prune_run(run_, keep, layers, args.out, retune, getattr(args, "retune_train_size", None),
-              fold=getattr(args, "fold", "calibrated"), position=position,
-              calibration_size=getattr(args, "calibration_size", 128), aggregate=args.aggregate,
-              protect_massive=getattr(args, "protect_massive", 20.0),
-              control=getattr(args, "control", False), batch_size=args.batch_size, repeats=args.repeats)
+    prune_run(run_, keep, layers, args.out, retune, args.retune_train_size, fold=args.fold, position=position,
+              calibration_size=args.calibration_size, aggregate=args.aggregate,
+              protect_massive=args.protect_massive, control=args.control, batch_size=args.batch_size,
+              repeats=args.repeats)
     return 0
 
 
