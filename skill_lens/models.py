@@ -27,7 +27,8 @@ from transformer_lens.model_bridge import TransformerBridge
 from skill_lens.packaged import cache_dir, packaged_file
 from skill_lens.progress import say
 
-__all__ = ["ModelInfo", "describe", "load_model", "random_init_copy", "tokenizer_adds_bos", "Family", "OFFLINE_MODELS"]
+__all__ = ["ModelInfo", "describe", "fingerprint", "load_model", "model_class", "random_init_copy", "tokenizer_adds_bos",
+           "Family", "OFFLINE_MODELS"]
 
 Family = Literal["causal", "mlm", "seq2seq"]
 
@@ -106,6 +107,38 @@ def describe(model: TransformerBridge) -> ModelInfo:
     return info
 
 
+def fingerprint(model: TransformerBridge) -> str:
+    """A content hash of ``model``'s weights and architecture (not its name); computed once per load, cached.
+
+    Every artifact records the fingerprint of the model it was made on, so a local directory re-saved
+    with other weights, or another model of the same name, is told apart. Weights are hashed in
+    state-dict order with their names, dtypes and shapes; the config without its path.
+
+    >>> from skill_lens.tiny import tiny_model
+    >>> fingerprint(tiny_model(seed=0)) == fingerprint(tiny_model(seed=0)), len(fingerprint(tiny_model()))
+    (True, 16)
+    >>> fingerprint(tiny_model(seed=0)) == fingerprint(tiny_model(seed=1))
+    False
+    """
+    cached = model.__dict__.get("_skill_lens_fingerprint")
+    if cached is not None:
+        return cached
+    import hashlib
+    import json
+
+    hf = model.original_model
+    h = hashlib.sha256()
+    config = {k: v for k, v in hf.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, t in hf.state_dict().items():
+        t = t.detach().contiguous().cpu()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+    digest = h.hexdigest()[:16]
+    model.__dict__["_skill_lens_fingerprint"] = digest
+    return digest
+
+
 def _d_mlp(hf: torch.nn.Module, family: Family) -> int:
     c = hf.config
     for attr in ("intermediate_size", "d_ff", "n_inner"):
@@ -141,13 +174,13 @@ def load_model(
             f"Hugging Face directory, and not loadable from the Hub here ({str(e).splitlines()[0]}). "
             "Use 'smollm2-135m' offline, or a Hub name with internet access."
         ) from None
-    model_class = _model_class(config)
+    cls = model_class(config)
     t0 = time.perf_counter()
     if random_init:
         torch.manual_seed(seed)
-        hf = model_class.from_config(config, dtype=dtype)
+        hf = cls.from_config(config, dtype=dtype)
     else:
-        hf = model_class.from_pretrained(path, dtype=dtype)
+        hf = cls.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     bridge = bridge_from_hf(hf, tokenizer, name=name + ("+random" if random_init else ""), device=device)
     say(f"skill_lens: loaded {name} ({describe(bridge).n_layers} layers) in {time.perf_counter() - t0:.1f}s")
@@ -227,7 +260,13 @@ def random_init_copy(model: TransformerBridge, seed: int = 0) -> TransformerBrid
     return bridge_from_hf(fresh, model.tokenizer, name=describe(model).name + "+random")
 
 
-def _model_class(config):
+def model_class(config):
+    """The ``transformers`` auto class that loads ``config``'s family (seq2seq, masked LM or causal LM).
+
+    >>> from transformers import GPT2Config
+    >>> model_class(GPT2Config()).__name__
+    'AutoModelForCausalLM'
+    """
     import transformers
 
     if getattr(config, "is_encoder_decoder", False):

@@ -52,7 +52,7 @@ from skill_lens.artifacts import ArtifactError, library_version, load_tensors, r
 from skill_lens.models import bridge_from_hf, describe
 
 __all__ = ["PruningError", "PruningInfo", "prune", "pruning_info", "kept_neurons", "save_pruned", "load_pruned",
-           "parameter_count"]
+           "check_pruned_out", "parameter_count"]
 
 PRUNING_ATTR, _KEYS_ATTR = "_skill_lens_pruning", "_skill_lens_hf_keys"
 WEIGHTS_FILE, INFO_FILE, PROMPT_FILE = "model.safetensors", "pruning.json", "prompt.safetensors"
@@ -230,7 +230,7 @@ def save_pruned(model: TransformerBridge, path, prompt=None) -> Path:
     record = pruning_info(model)
     if record is None:
         raise PruningError("this model is not pruned; prune it with skill_lens.pruning.prune first.")
-    path = Path(path)
+    path = check_pruned_out(path)
     hf = model.original_model
     state, seen = {}, set()
     keys = model.__dict__[_KEYS_ATTR]  # the HF model's own tensors, not the bridge's additions
@@ -259,6 +259,33 @@ def save_pruned(model: TransformerBridge, path, prompt=None) -> Path:
     return path
 
 
+def check_pruned_out(path) -> Path:
+    """``path`` as a place to save a pruned model: new, an empty directory, or a pruned model we wrote.
+
+    Anything else (a file, a run directory, a folder of other files) is refused untouched: saving
+    replaces the directory as a whole.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> check_pruned_out(d / "new") == d / "new"
+    True
+    >>> _ = (d / "notes.txt").write_text("mine")
+    >>> check_pruned_out(d)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    skill_lens.artifacts.ArtifactError: ... holds files that are not a pruned model (notes.txt); saving would replace them. Choose a new --out directory.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ArtifactError(f"{path} is a file, not a directory; choose a new --out directory for the pruned model.")
+    if path.is_dir() and not (path / INFO_FILE).exists() and any(path.iterdir()):
+        names = sorted(p.name for p in path.iterdir())
+        raise ArtifactError(f"{path} holds files that are not a pruned model ({', '.join(names[:3])}"
+                            f"{' ...' if len(names) > 3 else ''}); saving would replace them. Choose a new --out "
+                            "directory.")
+    return path
+
+
 def load_pruned(path, device: str = "cpu") -> TransformerBridge:
     """Rebuild a model saved by :func:`save_pruned`, without the original weights or run.
 
@@ -281,9 +308,9 @@ def load_pruned(path, device: str = "cpu") -> TransformerBridge:
     config = AutoConfig.from_pretrained(path)
     cls = getattr(transformers, record.meta.get("hf_class", ""), None)
     if cls is None:
-        from skill_lens.models import _model_class
+        from skill_lens.models import model_class
 
-        cls = _model_class(config)
+        cls = model_class(config)
     state, _ = load_tensors(path / WEIGHTS_FILE)
     tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").exists() else None
     return _assemble(cls, config, state, record, tokenizer, name, device)

@@ -15,13 +15,21 @@ Content-Security-Policy that forbids any network access, so the file opens offli
 datasets and artifacts is HTML-escaped; data in scripts is JSON with ``<``, ``>``, ``&`` escaped.
 Missing or unreadable artifacts become a note in the report (and a warning), never an error.
 
->>> import tempfile, json
->>> from pathlib import Path
->>> d = Path(tempfile.mkdtemp())
->>> _ = (d / "run.json").write_text(json.dumps({"model": "m", "task": {"name": "t<1>"},
-...                                              "accuracy": {"dev": 0.9, "hard_prompt_dev": 0.6}}))
->>> page = write_report(d, include_views=False).read_text()
->>> "t&lt;1&gt;" in page, "t<1>" in page, "0.900" in page
+Every artifact is read through the :class:`~skill_lens.runs.Run`, which checks its lineage: a stale
+or foreign artifact stops the report with the step to rerun, before anything is written. ``--out``
+must be a new file or a report this module wrote.
+
+>>> import tempfile
+>>> from skill_lens.runs import Run
+>>> from skill_lens.tasks import Task
+>>> from skill_lens.tiny import tiny_model, tiny_task
+>>> from skill_lens.tuning import TuneConfig
+>>> t = tiny_task()
+>>> evil = Task.from_lists("t<1>", t.label_names, t.label_words, train=(t.train.texts, t.train.labels),
+...                        dev=(t.dev.texts, t.dev.labels), test=(t.test.texts, t.test.labels))
+>>> run = Run.create(tempfile.mkdtemp(), tiny_model(), evil, TuneConfig(prompt_length=2, steps=2, eval_every=2))
+>>> page = write_report(run, include_views=False).read_text()
+>>> "t&lt;1&gt;" in page, "t<1>" in page, "soft prompt (tuned)" in page
 (True, False, True)
 """
 
@@ -33,12 +41,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 
-from skill_lens.artifacts import ArtifactError, atomic_write, load_tensors, read_json
+from skill_lens.artifacts import ArtifactError, atomic_write
 from skill_lens import plots
 
-__all__ = ["write_report", "REPORT_FILE"]
+__all__ = ["write_report", "check_report_out", "REPORT_FILE"]
 
 REPORT_FILE = "report.html"
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -107,19 +114,13 @@ def _run_section(meta: dict) -> str:
             "<h2>Accuracy</h2>" + _table(acc_rows, ["prompt", "dev", "test"]))
 
 
-def _read_predictivity(path: Path) -> dict:
-    """Per-neuron scores from a probe file: ``{"dev": [L, N], "test": [L, N] | None, "pos": [L, N], ...}``."""
-    tensors, meta = load_tensors(path)
-    if "dev_acc" not in tensors:
-        raise ArtifactError(f"{path} has no dev_acc tensor")
-    pred = {s: torch.maximum(tensors[f"{s}_acc"], 1 - tensors[f"{s}_acc"]).float()
-            for s in ("dev", "test") if f"{s}_acc" in tensors}
-    dev = pred["dev"] if pred["dev"].dim() == 3 else pred["dev"][:, None]
+def _scores_of(result) -> dict:
+    """Per-neuron scores of a probe: ``{"dev": [L, N], "test": [L, N] | None, "pos": [L, N], "pred", "baseline"}``."""
+    dev = result.predictivity("dev")
+    dev = dev if dev.dim() == 3 else dev[:, None]
     score, pos = dev.max(1)
-    test = pred.get("test")
-    if test is not None:
-        test = (test if test.dim() == 3 else test[:, None]).amax(1)
-    return {"pred": dev, "dev": score, "pos": pos, "test": test, "baseline": tensors.get("baseline"), "meta": meta}
+    test = result.scores("max", "test") if result.test_acc is not None else None
+    return {"pred": dev, "dev": score, "pos": pos, "test": test, "baseline": result.baseline}
 
 
 def _predictivity_section(p: dict, meta: dict, top: int) -> str:
@@ -140,30 +141,10 @@ def _predictivity_section(p: dict, meta: dict, top: int) -> str:
             f"<h3>Top {len(rows)} neurons</h3>" + table)
 
 
-def _neurons_section(path: Path, shape: tuple[int, int] | None) -> tuple[str, list[tuple[int, int]]]:
-    pairs = _read_neuron_pairs(path, shape)
-    per_layer: dict[int, int] = {}
-    for l, _ in pairs:
-        per_layer[l] = per_layer.get(l, 0) + 1
-    rows = [[f"layer {l}", c] for l, c in sorted(per_layer.items())]
-    return (f"<h2>Selected skill neurons</h2><p>{len(pairs)} neurons in {path.name}.</p>" +
-            _table(rows, ["layer", "neurons"]), pairs)
-
-
-def _read_neuron_pairs(path: Path, shape) -> list[tuple[int, int]]:
-    try:
-        from skill_lens.neurons import NeuronSet
-
-        return [tuple(map(int, p)) for p in NeuronSet.load(path, expect_shape=shape).pairs()]
-    except ImportError:
-        pass
-    tensors, _ = load_tensors(path)
-    for t in tensors.values():
-        if t.dim() == 2 and t.dtype == torch.bool:
-            return [tuple(p) for p in t.nonzero().tolist()]
-        if t.dim() == 2 and t.shape[1] == 2 and not t.is_floating_point():
-            return [tuple(p) for p in t.tolist()]
-    raise ArtifactError(f"{path} holds no neuron mask or (layer, index) pairs")
+def _neurons_section(ns) -> str:
+    rows = [[f"layer {l}", c] for l, c in enumerate(ns.counts_per_layer()) if c]
+    return f"<h2>Selected skill neurons</h2><p>{len(ns)} neurons in neurons.safetensors.</p>" + _table(
+        rows, ["layer", "neurons"])
 
 
 def _scalars(data: dict, prefix: str = "") -> list[list[Any]]:
@@ -177,9 +158,8 @@ def _scalars(data: dict, prefix: str = "") -> list[list[Any]]:
     return rows
 
 
-def _json_figure(path: Path, notes: list[str], name: str | None = None) -> str:
+def _json_figure(path: Path, data, notes: list[str], name: str | None = None) -> str:
     """Figures for a result JSON, chosen by its keys (curves, overlaps, matrices, pruning); its scalars as a table."""
-    data = json.loads(path.read_text())
     name = name or path.name
     parts = [f"<h3>{_e(name)}</h3>"]
     if isinstance(data, dict) and (rows := _scalars(data)):
@@ -223,22 +203,39 @@ def _pruned_summary(d: Path) -> str:
     return f"<h3>pruned model {_e(d.name)}/</h3>" + _table([r for r in rows if r[1] is not None])
 
 
-def _result_sections(run_dir: Path, notes: list[str]) -> str:
+KINDS = {"perturb_": "perturb", "robustness_": "robustness"}
+
+
+def _results(run, notes: list[str]) -> list[tuple[Path, dict]]:
+    """Every result JSON of the run, read; ours (``perturb_*``, ``robustness_*``, pruned models' summaries)
+    checked against the run's lineage first, so a stale one stops the report before anything is written."""
+    from skill_lens.artifacts import read_json
+
     def results(d: Path) -> list[Path]:
         return sorted(p for p in d.glob("*.json") if p.name not in HF_FILES | {"run.json"}
                       and not p.name.endswith((".safetensors.json", ".checkpoint.json"))
                       and not p.name.startswith("."))
 
-    pruned = sorted(d for d in run_dir.iterdir() if d.is_dir() and (d / "pruning.json").exists())
-    files = results(run_dir) + [p for d in pruned for p in results(d)]
+    pruned = sorted(d for d in run.path.iterdir() if d.is_dir() and (d / "pruning.json").exists())
+    out = []
+    for p in results(run.path) + [p for d in pruned for p in results(d)]:
+        kind = next((k for prefix, k in KINDS.items() if p.name.startswith(prefix)), None)
+        kind = "pruned" if p.name == "prune_summary.json" else kind
+        out.append((p, run.read_result(kind, p) if kind else read_json(p)))
+    return out
+
+
+def _result_sections(run, results: list[tuple[Path, dict]], notes: list[str]) -> str:
+    pruned = sorted(d for d in run.path.iterdir() if d.is_dir() and (d / "pruning.json").exists())
     out = ["<h2>Suppression, pruning, robustness, analyses</h2>"]
-    if not files and not pruned:
+    if not results and not pruned:
         out.append(_note("No result files yet (perturb_*.json, pruned models, robustness, analyses); "
                          "run those steps to add them here."))
     for d in pruned:
         out.append(_try(f"pruned model {d.name}", lambda d=d: _pruned_summary(d), notes))
-    for p in files:
-        out.append(_try(str(p.relative_to(run_dir)), lambda p=p: _json_figure(p, notes, str(p.relative_to(run_dir))), notes))
+    for p, data in results:
+        name = str(p.relative_to(run.path))
+        out.append(_try(name, lambda p=p, data=data, name=name: _json_figure(p, data, notes, name), notes))
     return "".join(out)
 
 
@@ -261,88 +258,47 @@ def _views_section(run, pairs, n_examples: int, notes: list[str]) -> str:
 
 
 # ------------------------------------------------------------------ entry point
-def write_report(run_dir, out=None, include_views: bool = True, run=None, top: int = 20, n_neurons: int = 8,
+def write_report(run, out=None, include_views: bool = True, top: int = 20, n_neurons: int = 8,
                  n_examples: int = 3) -> Path:
-    """Write the HTML report of ``run_dir`` to ``out`` (default ``RUN/report.html``) atomically; return its path.
+    """Write the HTML report of ``run`` (a :class:`~skill_lens.runs.Run` or its directory) to ``out``
+    (default ``RUN/report.html``) atomically; return its path.
 
-    ``run`` is an already opened :class:`~skill_lens.runs.Run` (its model is reused for the views);
-    ``run_dir`` may also be a ``Run``. ``top`` neurons are listed, ``n_neurons`` of them shown in the
-    views over ``n_examples`` dev examples. See the module docstring for what is read.
+    Every artifact is read and checked first (a stale one is an error naming the step to rerun); ``top``
+    neurons are listed, ``n_neurons`` of them shown in the views (which run the model) over
+    ``n_examples`` dev examples. ``out`` must be new or a report written here.
 
     >>> import tempfile
+    >>> from skill_lens import steps
     >>> from skill_lens.tiny import tiny_model, tiny_task
-    >>> from skill_lens.runs import Run
     >>> from skill_lens.tuning import TuneConfig
-    >>> from skill_lens.artifacts import save_tensors
-    >>> r = Run.create(tempfile.mkdtemp(), tiny_model(), tiny_task(), TuneConfig(prompt_length=2, steps=2, eval_every=2))
-    >>> save_tensors(r.path / "predictivity.safetensors", {"baseline": torch.zeros(2, 2, 64),
-    ...              "dev_acc": torch.rand(2, 2, 64, generator=torch.Generator().manual_seed(0))})
+    >>> r = steps.tune(tempfile.mkdtemp(), tiny_model(), tiny_task(), TuneConfig(prompt_length=2, steps=2, eval_every=2))
+    >>> _ = steps.probe(r)
     >>> page = write_report(r).read_text()
     >>> "CircuitsVis.render" in page, "<h2>Neuron views</h2>" in page
     (True, True)
     """
-    if hasattr(run_dir, "meta") and hasattr(run_dir, "path"):
-        run, run_dir = run_dir, run_dir.path
-    run_dir = Path(run_dir)
-    if run is None and not (run_dir / "run.json").exists():
-        raise ArtifactError(f"{run_dir} is not a finished run (no run.json); run `skill-lens tune --out {run_dir}` "
-                            "first.")
-    meta = run.meta if run is not None else read_json(run_dir / "run.json")  # validates before writing anything
-    out = Path(out) if out is not None else run_dir / REPORT_FILE
-    notes: list[str] = []
-    shape = (meta["n_layers"], meta["d_mlp"]) if "n_layers" in meta and "d_mlp" in meta else None
-    task = meta.get("task", {})
-    title = f"skill_lens report: {task.get('name', '?') if isinstance(task, dict) else task} on {meta.get('model', '?')}"
-    body = [f"<h1>{_e(title)}</h1>", _note(f"Run directory: {run_dir}"), _run_section(meta)]
+    from skill_lens.runs import Run
 
-    scores, pairs = None, []
-    pred_path = run_dir / "predictivity.safetensors"
-    if pred_path.exists():
-        try:
-            pred = _read_predictivity(pred_path)
-            scores = pred["dev"]
-            body.append(_try("predictivity", lambda: _predictivity_section(pred, meta, top), notes))
-        except Exception as e:
-            notes.append(f"predictivity.safetensors: {type(e).__name__}: {e}")
-            body.append("<h2>Skill neuron predictivity</h2>" + _note(f"predictivity.safetensors is unreadable ({e})."))
+    run = run if isinstance(run, Run) else Run.open(run)
+    out = check_report_out(Path(out) if out is not None else run.file("report"))
+    meta, notes = run.meta, []
+    pred = _scores_of(run.predictivity()) if run.file("predictivity").exists() else None
+    ns = run.neurons() if run.file("neurons").exists() else None
+    results = _results(run, notes)  # all read and checked before anything is written
+    title = f"skill_lens report: {meta['task'].get('name', '?')} on {meta['model']}"
+    body = [f"<h1>{_e(title)}</h1>", _note(f"Run directory: {run.path}"), _run_section(meta)]
+    if pred is not None:
+        body.append(_try("predictivity", lambda: _predictivity_section(pred, meta, top), notes))
     else:
         body.append("<h2>Skill neuron predictivity</h2>" +
-                    _note(f"No predictivity.safetensors yet: run `skill-lens probe {run_dir}`."))
-    neurons_path = run_dir / "neurons.safetensors"
-    if neurons_path.exists():
-        def neurons_html():
-            nonlocal pairs
-            section, pairs = _neurons_section(neurons_path, shape)
-            return section
-        body.append(_try("selected neurons", neurons_html, notes))
-
-    if scores is not None:  # order the viewed neurons by predictivity
-        N = scores.shape[1]
-        ranked = [divmod(i, N) for i in scores.flatten().argsort(descending=True).tolist()]
-        chosen = set(pairs)
-        pairs = [p for p in ranked if p in chosen][:n_neurons] if pairs else ranked[:n_neurons]
-    else:
-        pairs = pairs[:n_neurons]
-    views, script = "", ""
-    if not include_views:
-        views = "<h2>Neuron views</h2>" + _note("Neuron views left out (--no-views); they need the model to run.")
-    elif not pairs:
-        views = "<h2>Neuron views</h2>" + _note("No neurons to show: run `skill-lens probe` (and `neurons`) first.")
-    else:
-        def views_html():
-            from skill_lens.runs import Run
-
-            return _views_section(run if run is not None else Run.open(run_dir), pairs, n_examples, notes)
-        views = _try("neuron views", views_html, notes)
-        if "CircuitsVis.render" in views:
-            from skill_lens.viz import circuitsvis_script
-
-            script = circuitsvis_script()
-    body.append(views)
-    body.append(_result_sections(run_dir, notes))
+                    _note(f"No predictivity.safetensors yet: run `skill-lens probe {run.path}`."))
+    if ns is not None:
+        body.append(_try("selected neurons", lambda: _neurons_section(ns), notes))
+    views, script = _views(run, pred, ns, include_views, n_neurons, n_examples, notes)
+    body += [views, _result_sections(run, results, notes)]
     if notes:
         body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n{GENERATOR}\n'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
             f"<title>{_e(title)}</title><style>{CSS}</style>\n{script}\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
@@ -351,3 +307,47 @@ def write_report(run_dir, out=None, include_views: bool = True, run=None, top: i
     for n in notes:
         warnings.warn(f"report {out}: {n}", stacklevel=2)
     return out
+
+
+GENERATOR = '<meta name="generator" content="skill_lens report">'
+
+
+def check_report_out(path: Path) -> Path:
+    """``path`` as a place for a report: a new file, or a report written here (never a user's file).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "notes.html"
+    >>> _ = p.write_text("<p>my notes</p>")
+    >>> check_report_out(p)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    skill_lens.artifacts.ArtifactError: ... exists and is not a skill_lens report; choose another --out (a new file).
+    """
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a directory; give --out a file name such as {path / REPORT_FILE}.")
+    if path.exists():
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        if GENERATOR.encode() not in head:
+            raise ArtifactError(f"{path} exists and is not a skill_lens report; choose another --out (a new file).")
+    return path
+
+
+def _views(run, pred, ns, include_views: bool, n_neurons: int, n_examples: int, notes: list[str]) -> tuple[str, str]:
+    """The circuitsvis views of the top neurons (ordered by predictivity) and the script they need."""
+    pairs = ns.pairs() if ns is not None else []
+    if pred is not None:  # order the viewed neurons by predictivity
+        N = pred["dev"].shape[1]
+        ranked = [divmod(i, N) for i in pred["dev"].flatten().argsort(descending=True).tolist()]
+        pairs = [p for p in ranked if p in set(pairs)] if pairs else ranked
+    pairs = pairs[:n_neurons]
+    if not include_views:
+        return "<h2>Neuron views</h2>" + _note("Neuron views left out (--no-views); they need the model to run."), ""
+    if not pairs:
+        return "<h2>Neuron views</h2>" + _note("No neurons to show: run `skill-lens probe` (and `neurons`) first."), ""
+    views = _try("neuron views", lambda: _views_section(run, pairs, n_examples, notes), notes)
+    if "CircuitsVis.render" not in views:
+        return views, ""
+    from skill_lens.viz import circuitsvis_script
+
+    return views, circuitsvis_script()

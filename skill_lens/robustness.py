@@ -320,6 +320,22 @@ class RobustnessResult:
                          f"{min(col):>5.3f} {max(col):>5.3f}")
         return "\n".join(lines)
 
+    def summary_text(self) -> str:
+        """What ``skill-lens robustness`` prints: accuracies, Spearman, the overlap table, the curves."""
+        a = self.accuracy
+        lines = [f"accuracy  clean {a['clean']['accuracy']:.3f} ({a['clean']['n']})  adversarial "
+                 f"{a['adversarial']['accuracy']:.3f}  drop {a['accuracy_drop']:+.3f}"
+                 + (f"  consistency {a['consistency']:.3f}" if a["paired"] else ""),
+                 f"Spearman (clean vs adversarial predictivity, {self.clean_scores.numel()} neurons): "
+                 f"{self.spearman:.3f}"]
+        if self.adv_self:
+            lines.append("adversarial-baseline scores: " + ", ".join(f"{k}={v}" for k, v in self.adv_self.items()
+                                                                     if not isinstance(v, list)))
+        lines += ["top-k overlap |clean ∩ adversarial| / k:", self.table()]
+        for key, curve in self.curves.items():
+            lines += [f"suppression on adversarial data, {key.replace('_', ' ')} ({curve.method}):", curve.table()]
+        return "\n".join(lines)
+
 
 def _no_nan(x):
     if isinstance(x, float) and math.isnan(x):

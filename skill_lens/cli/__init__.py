@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["SKILL_LENS_QUIET"] = "1"
     try:
         result = args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # errors that name their fix; no traceback
         print(f"skill-lens {args.command}: error: {e}", file=sys.stderr)
         return 2
     return int(result or 0)

@@ -1,8 +1,7 @@
-"""``skill-lens patch RUN``: patch the skill neurons' activations from a source text into a target text."""
+"""``skill-lens patch RUN``: patch the skill neurons' activations from a source text into a target text
+(:func:`skill_lens.steps.patch`)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 
 def register(sub) -> None:
@@ -17,60 +16,18 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args, run_obj=None) -> int:
-    """Parsed arguments -> patching; ``run_obj`` injects an opened :class:`~skill_lens.runs.Run` (tests)."""
-    from skill_lens.cli.neurons import check_top
+def run(args) -> int:
+    from skill_lens import steps
     from skill_lens.runs import Run
 
     if args.top is not None:
-        check_top(args.top)
-    for name in ("source_text", "target_text"):
-        if not getattr(args, name).strip():
-            raise ValueError(f"--{name.replace('_', '-')} is empty; pass a text to run.")
-    patch_run(run_obj or Run.open(args.run), args.source_text, args.target_text, args.top, args.per_layer,
-              args.positions)
-    return 0
-
-
-def run_neurons(run, top: float | None = None, per_layer: bool = False):
-    """The neurons to patch: the top ``top`` by dev predictivity, or ``RUN/neurons.safetensors``, or the top 2%."""
-    from skill_lens.artifacts import ArtifactError
-    from skill_lens.models import describe
-    from skill_lens.neurons import NeuronSet
-    from skill_lens.predictivity import select_top
-    from skill_lens.probe import ProbeResult
-
-    path, info = Path(run.path), describe(run.model)
-    if top is None and (path / "neurons.safetensors").exists():
-        return NeuronSet.load(path / "neurons.safetensors", expect_shape=info.shape, expect_model=info.name)
-    if not (path / "predictivity.safetensors").exists():
-        raise ArtifactError(f"{path} has no predictivity.safetensors; run `skill-lens probe {path}` first.")
-    scores = ProbeResult.load(path / "predictivity.safetensors", run.model).scores()
-    top = 0.02 if top is None else (int(top) if top >= 1 else top)
-    return NeuronSet.from_mask(select_top(scores, top, per_layer=per_layer), meta={"model": info.name})
-
-
-def patch_run(run, source_text: str, target_text: str, top: float | None = None, per_layer: bool = False,
-              positions: str = "prompt"):
-    """Patch ``run``'s skill neurons from ``source_text`` into ``target_text`` and print the effect.
-
-    >>> import tempfile, contextlib, io
-    >>> from skill_lens.runs import Run
-    >>> from skill_lens.tiny import tiny_model, tiny_task
-    >>> from skill_lens.tuning import TuneConfig
-    >>> from skill_lens.cli.probe import probe_run
-    >>> r = Run.create(tempfile.mkdtemp(), tiny_model(), tiny_task(), TuneConfig(prompt_length=2, steps=2, eval_every=2))
-    >>> with contextlib.redirect_stdout(io.StringIO()):
-    ...     _ = probe_run(r)
-    ...     result = patch_run(r, "a good film", "a bad film", top=0.1)
-    >>> result.n_neurons, result.patched.shape
-    (13, torch.Size([1, 2]))
-    """
-    from skill_lens.patching import patch
-
-    neurons = run_neurons(run, top, per_layer)
-    result = patch(run.prompted(), source_text, target_text, neurons, positions=positions)
-    print(f"patching {len(neurons)} skill neurons at {positions} positions of {run.meta['model']}")
-    print(f"  source: {source_text!r}\n  target: {target_text!r}")
+        steps.check_top(args.top)
+    for flag, text in (("--source-text", args.source_text), ("--target-text", args.target_text)):
+        if not text.strip():
+            raise ValueError(f"{flag} is empty; pass a text to run.")
+    run_ = Run.open(args.run)
+    result = steps.patch(run_, args.source_text, args.target_text, args.top, args.per_layer, args.positions)
+    print(f"patching {result.n_neurons} skill neurons at {args.positions} positions of {run_.meta['model']}")
+    print(f"  source: {args.source_text!r}\n  target: {args.target_text!r}")
     print(result.table())
-    return result
+    return 0

@@ -1,15 +1,9 @@
-"""``skill-lens perturb RUN``: suppression curve of the top skill neurons against random neurons.
-
-Reads ``RUN/predictivity.safetensors`` (scores and baseline of ``skill-lens probe RUN``), writes
-``RUN/perturb_<method>.json`` (every set's numbers) and ``RUN/perturb_<method>.csv`` (one row per
-fraction), and prints the table.
-"""
+"""``skill-lens perturb RUN``: suppression curve of the top skill neurons against random neurons
+(:func:`skill_lens.steps.perturb`; writes ``RUN/perturb_<method>.json`` and ``.csv``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-PREDICTIVITY_FILE = "predictivity.safetensors"
+from skill_lens.cli._parse import parse_fractions, parse_positions
 
 
 def register(sub) -> None:
@@ -32,105 +26,18 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def parse_fractions(text: str) -> list[float]:
-    """``"0,0.01,0.1"`` -> ``[0.0, 0.01, 0.1]``, each checked to lie in [0, 1].
-
-    >>> parse_fractions("0, 0.05")
-    [0.0, 0.05]
-    >>> parse_fractions("0,x")
-    Traceback (most recent call last):
-    ...
-    ValueError: --fractions must be comma-separated numbers such as 0,0.01,0.05, got '0,x'
-    """
-    from skill_lens.curves import check_fractions
-
-    try:
-        values = [float(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--fractions must be comma-separated numbers such as 0,0.01,0.05, got {text!r}") from None
-    return check_fractions(values)
-
-
-def parse_positions(text):
-    """``"prompt"`` stays a role; ``"0,1,-1"`` becomes explicit indices (checked).
-
-    >>> parse_positions("predict"), parse_positions("0,-1").indices
-    (Positions(role='predict', indices=()), (0, -1))
-    """
-    from skill_lens.interventions import InterventionError, Positions
-
-    if isinstance(text, str) and text.replace(",", "").replace("-", "").replace(" ", "").isdigit():
-        return Positions.of([int(x) for x in text.split(",") if x.strip()])
-    try:
-        return Positions.of(text)
-    except InterventionError as e:
-        raise InterventionError(f"--positions: {e}") from None
-
-
-def check_args(args) -> None:
-    """Validate everything cheap before loading a model."""
-    parse_fractions(args.fractions)
-    parse_positions(args.positions)
-    if args.controls < 0:
-        raise ValueError(f"--controls must be >= 0, got {args.controls}")
-    if not args.std >= 0:
-        raise ValueError(f"--std must be >= 0, got {args.std}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-
-
-def run(args, run_obj=None) -> int:
-    """Parsed arguments -> curve; ``run_obj`` injects an opened :class:`~skill_lens.runs.Run` (tests)."""
-    from skill_lens.artifacts import ArtifactError
+def run(args) -> int:
+    from skill_lens import steps
     from skill_lens.runs import Run
 
-    check_args(args)
-    run_ = run_obj or Run.open(args.run)
-    if not (Path(run_.path) / PREDICTIVITY_FILE).exists():
-        raise ArtifactError(f"{run_.path} has no {PREDICTIVITY_FILE}; run `skill-lens probe {run_.path}` first.")
-    perturb_run(run_, method=args.method, fractions=parse_fractions(args.fractions), controls=args.controls,
-                per_layer=args.per_layer, std=args.std, split=args.split, positions=parse_positions(args.positions),
-                per=args.per, aggregate=args.aggregate, seed=args.seed, batch_size=args.batch_size)
-    return 0
-
-
-def perturb_run(run, method: str = "gaussian", fractions=(0.0, 0.01, 0.02, 0.05, 0.1), controls: int = 3,
-                per_layer: bool = False, std: float = 1.0, split: str = "dev", positions="prompt",
-                per: str = "token", aggregate: str = "max", seed: int = 0, batch_size: int = 32):
-    """Suppression curve of ``run``'s skill neurons (dev predictivity), saved beside the run and printed.
-
-    >>> import tempfile, contextlib, io
-    >>> from skill_lens.runs import Run
-    >>> from skill_lens.tiny import tiny_model, tiny_task
-    >>> from skill_lens.tuning import TuneConfig
-    >>> from skill_lens.cli.probe import probe_run
-    >>> r = Run.create(tempfile.mkdtemp(), tiny_model(), tiny_task(), TuneConfig(prompt_length=2, steps=2, eval_every=2))
-    >>> with contextlib.redirect_stdout(io.StringIO()):
-    ...     _ = probe_run(r)
-    ...     curve = perturb_run(r, "zero", [0, 0.1], controls=1)
-    >>> len(curve.rows), (r.path / "perturb_zero.csv").exists()
-    (4, True)
-    """
-    from skill_lens.artifacts import atomic_write, write_json
-    from skill_lens.curves import suppression_curve
-    from skill_lens.probe import ProbeResult
-
-    path = Path(run.path)
-    result = ProbeResult.load(path / PREDICTIVITY_FILE, run.model)
-    task = run.task
-    out = path / f"perturb_{method}"
-    curve = suppression_curve(run.prompted(), getattr(task, split), result.scores(aggregate, "dev"),
-                              fractions=fractions, method=method, controls=controls, per_layer=per_layer,
-                              baseline=result.baseline, std=std, positions=positions, per=per, seed=seed,
-                              batch_size=batch_size, checkpoint=out.with_suffix(".checkpoint.json"))
-    curve.meta.update(run=str(path), task=task.name, split=split, aggregate=aggregate,
-                      selected_on="dev predictivity")
-    write_json(out.with_suffix(".json"), curve.to_dict())
-    with atomic_write(out.with_suffix(".csv")) as f:
-        curve.to_pandas().to_csv(f, index=False)
-    print(f"suppression curve on {run.meta['model']} / {task.name} {split} ({len(getattr(task, split))} examples), "
-          f"method {method}" + (f" std {std} per {per}" if method == "gaussian" else "")
-          + f", {controls} random controls, {'per layer' if per_layer else 'global'} top fractions:")
+    fractions, positions = parse_fractions(args.fractions), parse_positions(args.positions)
+    run_ = Run.open(args.run)
+    curve = steps.perturb(run_, args.method, fractions, args.controls, args.per_layer, args.std, args.split,
+                          positions, args.per, args.aggregate, args.seed, args.batch_size)
+    n = len(getattr(run_.task, args.split))
+    print(f"suppression curve on {run_.meta['model']} / {run_.task.name} {args.split} ({n} examples), method "
+          f"{args.method}" + (f" std {args.std} per {args.per}" if args.method == "gaussian" else "")
+          + f", {args.controls} random controls, {'per layer' if args.per_layer else 'global'} top fractions:")
     print(curve.table())
-    print(f"wrote {out}.json and {out}.csv")
-    return curve
+    print(f"wrote {run_.path / f'perturb_{args.method}'}.json and .csv")
+    return 0

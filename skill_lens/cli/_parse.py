@@ -1,0 +1,56 @@
+"""Parsers of the option strings several subcommands share (lists of numbers, layers, positions)."""
+
+from __future__ import annotations
+
+
+def parse_fractions(text: str) -> list[float]:
+    """``"0,0.01,0.1"`` -> ``[0.0, 0.01, 0.1]``.
+
+    >>> parse_fractions("0, 0.05")
+    [0.0, 0.05]
+    """
+    try:
+        return [float(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--fractions must be comma-separated numbers such as 0,0.01,0.05, got {text!r}") from None
+
+
+def parse_positions(text: str):
+    """``"prompt"`` stays a role; ``"0,1,-1"`` becomes explicit indices (checked).
+
+    >>> parse_positions("predict"), parse_positions("0,-1").indices
+    (Positions(role='predict', indices=()), (0, -1))
+    """
+    from skill_lens.interventions import InterventionError, Positions
+
+    if text.replace(",", "").replace("-", "").replace(" ", "").isdigit():
+        return Positions.of([int(x) for x in text.split(",") if x.strip()])
+    try:
+        return Positions.of(text)
+    except InterventionError as e:
+        raise InterventionError(f"--positions: {e}") from None
+
+
+def parse_layers(spec: str | None) -> list[int] | None:
+    """``"10-12,15"`` -> ``[10, 11, 12, 15]``.
+
+    >>> parse_layers("0,2-4")
+    [0, 2, 3, 4]
+    >>> parse_layers("3-1")
+    Traceback (most recent call last):
+    ...
+    ValueError: --layers '3-1': ranges go low-high, e.g. '10-29'
+    """
+    if spec is None:
+        return None
+    layers = set()
+    for part in spec.split(","):
+        try:
+            lo, _, hi = part.strip().partition("-")
+            lo, hi = int(lo), int(hi or lo)
+        except ValueError:
+            raise ValueError(f"--layers {spec!r}: use layer numbers and ranges, e.g. '10-29' or '0,2,5-7'") from None
+        if lo > hi or lo < 0:
+            raise ValueError(f"--layers {spec!r}: ranges go low-high, e.g. '10-29'")
+        layers.update(range(lo, hi + 1))
+    return sorted(layers)
