@@ -91,7 +91,7 @@ class NeuronSet:
         >>> NeuronSet.coerce(torch.ones(2, 4), 2, 4)
         Traceback (most recent call last):
         ...
-        ValueError: cannot read neurons from a torch.float32 tensor of shape [2, 4]; pass a NeuronSet, a bool mask [n_layers, d_mlp] (here 2 layers x 4 neurons), (layer, index) pairs (a list or an int tensor [k, 2]) or labels like 'L3.N12'
+        ValueError: cannot read neurons from a torch.float32 tensor of shape [2, 4]; pass a NeuronSet, a bool tensor [n_layers, d_mlp] (here 2 layers x 4 neurons), (layer, index) pairs (a list or an int tensor [k, 2]) or labels like 'L3.N12'
         """
         mask = _mask_of(neurons, n_layers, d_mlp)
         if mask is None:
@@ -340,7 +340,7 @@ class NeuronSet:
 
 def _accepted(n_layers, d_mlp) -> str:
     here = f" (here {n_layers} layers x {d_mlp} neurons)" if n_layers is not None and d_mlp is not None else ""
-    return (f"pass a NeuronSet, a bool mask [n_layers, d_mlp]{here}, (layer, index) pairs (a list or an int "
+    return (f"pass a NeuronSet, a bool tensor [n_layers, d_mlp]{here}, (layer, index) pairs (a list or an int "
             "tensor [k, 2]) or labels like 'L3.N12'")
 
 

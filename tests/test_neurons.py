@@ -176,7 +176,7 @@ def test_coerce_accepts_every_form_and_agrees():
 
 
 def test_coerce_errors_name_what_is_accepted():
-    accepted = "pass a NeuronSet, a bool mask \\[n_layers, d_mlp\\] \\(here 2 layers x 4 neurons\\)"
+    accepted = "pass a NeuronSet, a bool tensor \\[n_layers, d_mlp\\] \\(here 2 layers x 4 neurons\\)"
     with pytest.raises(ValueError, match="torch.float32 tensor of shape \\[2, 4\\]; " + accepted):
         NeuronSet.coerce(torch.ones(2, 4), 2, 4)  # 0/1 floats are not a mask here (from_mask takes them)
     with pytest.raises(ValueError, match="int64 tensor of shape \\[2, 3\\]"):
