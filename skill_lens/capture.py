@@ -35,6 +35,7 @@ from skill_lens.artifacts import atomic_write, library_version, write_json
 from skill_lens.models import describe
 from skill_lens.neurons import NeuronSet
 from skill_lens.progress import progress
+from skill_lens.prompts import Hook
 
 __all__ = ["Select", "capture_hooks", "capture", "capture_neurons", "activations"]
 
@@ -42,7 +43,7 @@ Select = Callable[[Tensor, str], Optional[Tensor]]
 """``select(act, hook_name)``: the part of ``act`` to keep, or ``None`` to keep nothing from this call."""
 
 
-def capture_hooks(names: Sequence[str], select: Select | None = None) -> tuple[list, dict[str, Tensor]]:
+def capture_hooks(names: Sequence[str], select: Select | None = None) -> tuple[list[Hook], dict[str, Tensor]]:
     """Hooks recording ``select(act, name)`` (default: all of ``act``) at each of ``names``, and their dict.
 
     >>> import torch
