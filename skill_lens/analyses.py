@@ -34,6 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from skill_lens.capture import capture_hooks
 from skill_lens.interventions import neuron_mask
 from skill_lens.models import describe, random_init_copy
 from skill_lens.predictivity import spearman
@@ -311,7 +312,7 @@ def activation_overlap(pm_a: PromptedModel, pm_b: PromptedModel, split, neurons=
         a, b = (_states(pm, split, start, batch_size, threshold) for pm in (pm_a, pm_b))  # [B, L, P, N]
         sums["all"] += float(_overlap(a, b, metric).sum())
         if mask is not None:
-            m = mask[None, :, None, :]
+            m = mask[None, :, None, :].to(a.device)
             sums["skill"] += float(_overlap(a & m, b & m, metric).sum())
     return Overlap(sums["all"] / n, sums["skill"] / n if mask is not None else None, metric, n)
 
@@ -319,18 +320,16 @@ def activation_overlap(pm_a: PromptedModel, pm_b: PromptedModel, split, neurons=
 def _states(pm, split, start, size, threshold) -> Tensor:
     texts_b = split.texts_b[start : start + size] if split.texts_b is not None else None
     batch = pm.encode(split.texts[start : start + size], texts_b)
-    got = {}
 
-    def grab(layer):
-        def hook(act, hook):
-            sel = act[torch.arange(len(act)), batch.predict_pos, None] if pm.prompt is None \
-                else act[:, batch.prompt_slice]
-            got[layer] = sel > threshold
-        return hook
+    def active(act: Tensor, name: str) -> Tensor:
+        sel = act[torch.arange(len(act)), batch.predict_pos, None] if pm.prompt is None else act[:, batch.prompt_slice]
+        return sel > threshold
 
+    names = describe(pm.model).hook_names
+    hooks, got = capture_hooks(names, select=active)
     with torch.no_grad():
-        pm.label_logits(batch, fwd_hooks=[(h, grab(i)) for i, h in enumerate(describe(pm.model).hook_names)])
-    return torch.stack([got[i] for i in range(len(got))], dim=1)
+        pm.label_logits(batch, fwd_hooks=hooks)
+    return torch.stack([got[h] for h in names], dim=1)
 
 
 def _overlap(a: Tensor, b: Tensor, metric: str) -> Tensor:

@@ -39,6 +39,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from skill_lens.capture import capture_hooks
 from skill_lens.models import describe
 from skill_lens.pruning import PruningError, as_mask
 
@@ -118,14 +119,9 @@ def massive_neurons(pm, texts: Sequence[str], ratio: float = 20.0,
         raise PruningError("massive_neurons needs texts (e.g. task.train.texts[:64]) to look at.")
     batch = pm.encode(list(texts), list(texts_b) if texts_b is not None else None)
     real = batch.attention_mask.bool()[..., None]
-    peak = torch.zeros(info.shape)
-
-    def record(layer: int):
-        def hook(act: Tensor, hook) -> None:
-            peak[layer] = (act.abs() * real).amax((0, 1)).float()
-        return hook
-
-    pm.label_logits(batch, fwd_hooks=[(h, record(l)) for l, h in enumerate(info.hook_names)])
+    hooks, got = capture_hooks(info.hook_names, select=lambda act, name: (act.abs() * real).amax((0, 1)).float())
+    pm.label_logits(batch, fwd_hooks=hooks)
+    peak = torch.stack([got[h] for h in info.hook_names]).cpu()
     return peak > ratio * peak.median(1, keepdim=True).values
 
 

@@ -34,6 +34,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from skill_lens.models import describe
+from skill_lens.neurons import NeuronSet
 from skill_lens.prompts import Batch, Hook
 
 __all__ = ["InterventionError", "Positions", "gaussian_noise", "zero_ablate", "mean_ablate", "constant", "scale",
@@ -115,8 +116,8 @@ class Positions:
 
 
 def neuron_mask(model, neurons, layers: Sequence[int] | range | None = None) -> Bool[Tensor, "layer d_mlp"]:
-    """The ``[n_layers, d_mlp]`` boolean mask of ``neurons`` (a ``NeuronSet`` or a mask), checked against
-    ``model`` and restricted to ``layers``.
+    """The ``[n_layers, d_mlp]`` boolean mask of ``neurons`` (anything :meth:`NeuronSet.coerce` accepts: a
+    ``NeuronSet``, a bool mask, ``(layer, index)`` pairs, labels), checked against ``model`` and restricted to ``layers``.
 
     >>> from skill_lens.tiny import tiny_model
     >>> m = torch.ones(2, 64, dtype=torch.bool)
@@ -124,10 +125,10 @@ def neuron_mask(model, neurons, layers: Sequence[int] | range | None = None) -> 
     [0, 64]
     """
     info = describe(model)
-    mask = neurons.mask if hasattr(neurons, "mask") else torch.as_tensor(neurons)
-    if mask.dtype != torch.bool or tuple(mask.shape) != info.shape:
-        raise InterventionError(f"the neuron set is {list(mask.shape)} ({mask.dtype}) but {info.name} has "
-                                f"{info.n_layers} layers x {info.d_mlp} neurons; select neurons for this model.")
+    try:
+        mask = NeuronSet.coerce(neurons, info.n_layers, info.d_mlp).mask
+    except ValueError as e:
+        raise InterventionError(f"{info.name}: {e}") from e
     if layers is not None:
         keep = torch.zeros(info.n_layers, dtype=torch.bool)
         bad = [l for l in layers if not 0 <= l < info.n_layers]
@@ -295,9 +296,10 @@ def random_like(neurons, seed: int = 0, n_draws: int = 1, disjoint: bool = True)
     >>> [d.sum(1).tolist() for d in draws], any(bool((d & m).any()) for d in draws)
     ([[2, 1], [2, 1]], False)
     """
-    mask = neurons.mask if hasattr(neurons, "mask") else torch.as_tensor(neurons)
-    if mask.dtype != torch.bool or mask.dim() != 2:
-        raise InterventionError(f"expected a NeuronSet or a [n_layers, d_mlp] boolean mask, got {list(mask.shape)}")
+    try:
+        mask = NeuronSet.coerce(neurons).mask
+    except ValueError as e:
+        raise InterventionError(f"random_like needs a NeuronSet or a [n_layers, d_mlp] bool mask: {e}") from e
     if n_draws < 1:
         raise InterventionError(f"n_draws must be at least 1, got {n_draws}")
     counts, N = mask.sum(1), mask.shape[1]

@@ -71,13 +71,68 @@ class NeuronSet:
         [(1, 0)]
         """
         mask = torch.zeros(n_layers, d_mlp, dtype=torch.bool)
-        for p in (pairs.tolist() if isinstance(pairs, Tensor) else pairs):
-            layer, idx = cls.parse(p) if isinstance(p, str) else (int(p[0]), int(p[1]))
-            if not (0 <= layer < n_layers and 0 <= idx < d_mlp):
-                raise ValueError(f"neuron {cls.label(layer, idx)} is not in a model with {n_layers} layers x "
-                                 f"{d_mlp} neurons; check the layer and index (both count from 0)")
+        for layer, idx in cls.pairs_of(pairs.tolist() if isinstance(pairs, Tensor) else list(pairs), n_layers, d_mlp):
             mask[layer, idx] = True
         return cls(mask, dict(meta or {}))
+
+    @classmethod
+    def coerce(cls, neurons, n_layers: int | None = None, d_mlp: int | None = None) -> "NeuronSet":
+        """A ``NeuronSet`` from any way of naming neurons, checked against ``n_layers`` x ``d_mlp`` when given.
+
+        Accepts a ``NeuronSet`` (returned as is), a bool mask ``[n_layers, d_mlp]``, ``(layer, index)``
+        pairs (a list, or an int tensor ``[k, 2]``) or labels like ``"L3.N12"`` (one or many). Pairs and
+        labels need ``n_layers`` and ``d_mlp`` to place them; anything else is a ``ValueError`` naming
+        what is accepted. This is the one coercion of neuron sets in skill_lens.
+
+        >>> NeuronSet.coerce(["L1.N2", (0, 3)], 2, 4)
+        NeuronSet(2 neurons of 2x4: L0.N3, L1.N2)
+        >>> NeuronSet.coerce(torch.eye(2, dtype=torch.bool)).pairs(), NeuronSet.coerce("L0.N1", 1, 2).pairs()
+        ([(0, 0), (1, 1)], [(0, 1)])
+        >>> NeuronSet.coerce(torch.ones(2, 4), 2, 4)
+        Traceback (most recent call last):
+        ...
+        ValueError: cannot read neurons from a torch.float32 tensor of shape [2, 4]; pass a NeuronSet, a bool tensor [n_layers, d_mlp] (here 2 layers x 4 neurons), (layer, index) pairs (a list or an int tensor [k, 2]) or labels like 'L3.N12'
+        """
+        mask = _mask_of(neurons, n_layers, d_mlp)
+        if mask is None:
+            if n_layers is None or d_mlp is None:
+                raise ValueError("(layer, index) pairs and labels name no model size; pass n_layers and d_mlp "
+                                 "(e.g. describe(model).shape) to make a NeuronSet of them")
+            return cls.from_pairs(cls.pairs_of(neurons), n_layers, d_mlp)
+        ns = neurons if isinstance(neurons, NeuronSet) else cls(mask.detach().cpu().clone())
+        if n_layers is not None and d_mlp is not None:
+            ns.check_compatible(n_layers, d_mlp)
+        return ns
+
+    @classmethod
+    def pairs_of(cls, neurons, n_layers: int | None = None, d_mlp: int | None = None) -> list[tuple[int, int]]:
+        """``[(layer, index)]`` of anything :meth:`coerce` accepts, *in the order given* (a set or mask: sorted;
+        anything with a ``.pairs()`` method: its pairs), each checked against ``n_layers`` / ``d_mlp`` when given.
+
+        >>> NeuronSet.pairs_of(["L1.N5", (0, 2)]), NeuronSet.pairs_of((1, 2)), NeuronSet.pairs_of([])
+        ([(1, 5), (0, 2)], [(1, 2)], [])
+        """
+        mask = _mask_of(neurons, n_layers, d_mlp)
+        if mask is not None:
+            items = mask.nonzero().tolist()
+        elif callable(getattr(neurons, "pairs", None)):
+            items = neurons.pairs()
+        elif isinstance(neurons, Tensor):
+            items = neurons.tolist()
+        elif isinstance(neurons, str) or (isinstance(neurons, tuple) and len(neurons) == 2
+                                          and all(isinstance(x, int) for x in neurons)):
+            items = [neurons]
+        else:
+            items = neurons
+        pairs = [_pair(p, neurons, n_layers, d_mlp) for p in _iterate(items, neurons, n_layers, d_mlp)]
+        for layer, idx in pairs:
+            if layer < 0 or idx < 0 or (n_layers is not None and layer >= n_layers) or \
+                    (d_mlp is not None and idx >= d_mlp):
+                size = " x ".join([*([f"{n_layers} layers"] if n_layers is not None else []),
+                                   *([f"{d_mlp} neurons"] if d_mlp is not None else [])]) or "any size"
+                raise ValueError(f"neuron {cls.label(layer, idx)} is not in a model with {size}; "
+                                 "check the layer and index (both count from 0)")
+        return pairs
 
     @classmethod
     def from_scores(cls, scores: Float[Tensor, "layer d_mlp"], top: float | int, per_layer: bool = False,
@@ -279,3 +334,52 @@ class NeuronSet:
             check_meta(meta, {"model": expect_model}, "neuron set")
         meta = {k: v for k, v in meta.items() if k not in ("tensors", "kind")}
         return cls(mask.to(torch.bool), meta, tensors.get("scores"))
+
+
+# ------------------------------------------------------------------ coercion helpers (NeuronSet.coerce, pairs_of)
+
+def _accepted(n_layers, d_mlp) -> str:
+    here = f" (here {n_layers} layers x {d_mlp} neurons)" if n_layers is not None and d_mlp is not None else ""
+    return (f"pass a NeuronSet, a bool tensor [n_layers, d_mlp]{here}, (layer, index) pairs (a list or an int "
+            "tensor [k, 2]) or labels like 'L3.N12'")
+
+
+def _mask_of(neurons, n_layers, d_mlp) -> Tensor | None:
+    """The bool mask of a set, a mask-holding object or a bool tensor; ``None`` for pairs and labels."""
+    if isinstance(neurons, NeuronSet):
+        return neurons.mask
+    mask = getattr(neurons, "mask", None)
+    if isinstance(mask, Tensor) and not isinstance(neurons, Tensor):
+        neurons = mask  # another set type holding a mask
+    if hasattr(neurons, "__array__") and not isinstance(neurons, Tensor):
+        neurons = torch.as_tensor(neurons)  # numpy
+    if not isinstance(neurons, Tensor):
+        return None
+    if neurons.dtype == torch.bool and neurons.dim() == 2:
+        return neurons
+    if neurons.is_floating_point() or neurons.is_complex() or neurons.dtype == torch.bool or neurons.dim() != 2 \
+            or neurons.shape[1] != 2:
+        raise ValueError(f"cannot read neurons from a {neurons.dtype} tensor of shape {list(neurons.shape)}; "
+                         + _accepted(n_layers, d_mlp))
+    return None  # an int tensor of pairs
+
+
+def _iterate(items, neurons, n_layers, d_mlp):
+    try:
+        return list(items)
+    except TypeError:
+        raise ValueError(f"cannot read neurons from {type(neurons).__name__}; {_accepted(n_layers, d_mlp)}") from None
+
+
+def _pair(p, neurons, n_layers, d_mlp) -> tuple[int, int]:
+    if isinstance(p, str):
+        return NeuronSet.parse(p)
+    if isinstance(p, Tensor):
+        p = p.tolist()
+    ok = isinstance(p, (tuple, list)) and len(p) == 2 and not any(isinstance(x, bool) for x in p)
+    try:
+        if ok:
+            return int(p[0]), int(p[1])
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"{p!r} is not a neuron; {_accepted(n_layers, d_mlp)}")

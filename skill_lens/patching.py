@@ -46,6 +46,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from skill_lens.capture import capture_hooks
 from skill_lens.interventions import InterventionError, Positions, neuron_mask
 from skill_lens.models import describe
 from skill_lens.prompts import Batch, Hook
@@ -109,18 +110,13 @@ def capture(pm, batch: Batch, neurons, positions="prompt") -> dict[int, list[Ten
     ([1], torch.Size([1, 4]))
     """
     mask, pos = neuron_mask(pm.model, neurons), Positions.of(positions)
-    names, got = describe(pm.model).hook_names, {}
+    names = describe(pm.model).hook_names
     rows = _index(batch, pos, batch.input_ids.shape[1])
-
-    def grab(layer: int, idx: Tensor):
-        def hook(act: Tensor, hook) -> None:
-            got[layer] = [act[r, p][:, idx].detach().clone() for r, p in enumerate(rows)]
-        return hook
-
-    hooks = [(names[l], grab(l, row.nonzero()[:, 0])) for l, row in enumerate(mask) if row.any()]
+    idx = {names[l]: row.nonzero()[:, 0] for l, row in enumerate(mask) if row.any()}
+    hooks, got = capture_hooks(list(idx), select=lambda act, name: act[..., idx[name]])
     with torch.no_grad():
         pm.label_logits(batch, fwd_hooks=hooks)
-    return got
+    return {l: [got[names[l]][r, p] for r, p in enumerate(rows)] for l, row in enumerate(mask) if row.any()}
 
 
 def patch_hooks(pm, source: Batch, target: Batch, neurons, positions="prompt") -> list[Hook]:

@@ -33,6 +33,7 @@ from skill_lens.predictivity import AgreementAccumulator, MeanAccumulator, aggre
 from skill_lens.progress import progress
 from skill_lens.prompts import SoftPrompt
 from skill_lens.tuning import prompted
+from skill_lens.capture import activations  # noqa: F401  (re-exported: it moved to capture.py)
 
 __all__ = ["ProbeError", "ProbeResult", "probe", "activations", "probe_random_prompt"]
 
@@ -205,88 +206,6 @@ def _positions(act: Tensor, batch, decoder: bool, hard: bool) -> Tensor:
     """The probed positions of ``act [B, seq, N]``: the decoder's one, the prediction's, or the prompt's."""
     return act[:, :1] if decoder else act[torch.arange(len(act)), batch.predict_pos, None] if hard \
         else act[:, batch.prompt_slice]
-
-
-def activations(pm, split, neurons, positions: str = "prompt", batch_size: int = 32, out=None,
-                hook_names: Sequence[str] | None = None):
-    """Per-example activations of chosen ``neurons`` (``[(layer, index)]`` or a ``NeuronSet``), for plots.
-
-    ``positions="prompt"`` gives a tensor ``[n_examples, n_neurons, P]`` (a hard prompt: ``P=1``, the
-    prediction position); ``"all"`` a list of ``(tokens, [seq, n_neurons])`` per example, padding removed.
-    With ``out=PATH`` the values are streamed batch by batch into a safetensors file (keys
-    ``activations``; for ``"all"`` also ``token_ids`` and ``offsets``) and ``PATH`` is returned.
-
-    >>> from skill_lens.tiny import tiny_model, tiny_task
-    >>> model, task = tiny_model(), tiny_task()
-    >>> pm = prompted(model, task, SoftPrompt.init(model, 3))
-    >>> activations(pm, task.dev, [(1, 5), (0, 7)]).shape
-    torch.Size([32, 2, 3])
-    """
-    info = describe(pm.model)
-    names, decoder = _check_hooks(info, hook_names)
-    pairs = [tuple(map(int, p)) for p in (neurons.pairs() if hasattr(neurons, "pairs") else neurons)]
-    bad = [p for p in pairs if not (0 <= p[0] < len(names) and 0 <= p[1] < info.d_mlp)]
-    if bad or not pairs:
-        raise ProbeError(f"neurons {bad or pairs} are not in {len(names)} layers x {info.d_mlp}; pass (layer, index).")
-    if positions not in ("prompt", "all") or (positions == "all" and decoder):
-        raise ProbeError(f"positions must be 'prompt' or 'all' (not for decoder hooks), got {positions!r}")
-    if split is None or len(split) == 0:
-        raise ProbeError("the split is empty; pass a split with examples (e.g. task.dev).")
-    batches = [_encode(pm, split, s, batch_size) for s in range(0, len(split), batch_size)]
-
-    def run(batch) -> Tensor:  # [B, seq or P, n_neurons]
-        got, hard = {}, pm.prompt is None
-        grab = lambda l: lambda act, hook: got.__setitem__(  # noqa: E731
-            l, act if positions == "all" else _positions(act, batch, decoder, hard))
-        with torch.no_grad():
-            pm.label_logits(batch, fwd_hooks=[(names[l], grab(l)) for l in sorted({l for l, _ in pairs})])
-        return torch.stack([got[l][..., i].float() for l, i in pairs], dim=-1)
-
-    def rows(batch, acts):  # per example, padding removed
-        return [(batch.input_ids[b][m.bool()], acts[b][m.bool()]) for b, m in enumerate(batch.attention_mask)]
-
-    if out is None:
-        if positions == "prompt":
-            return torch.cat([run(b).transpose(1, 2) for b in progress(batches, desc="activations")])
-        tok = pm.model.tokenizer
-        return [(tok.convert_ids_to_tokens(ids.tolist()), a) for b in progress(batches, desc="activations")
-                for ids, a in rows(b, run(b))]
-    meta = {**info.as_meta(), "neurons": pairs, "positions": positions, "hook_names": names}
-    if positions == "prompt":
-        specs = {"activations": ([len(split), len(pairs), 1 if pm.prompt is None or decoder else pm.prompt_length],
-                                 "F32")}
-    else:
-        total = sum(int(b.attention_mask.sum()) for b in batches)
-        specs = {"activations": ([total, len(pairs)], "F32"), "token_ids": ([total], "I64"),
-                 "offsets": ([len(split) + 1], "I64")}
-    ids, offsets = [], [0]
-    with atomic_write(out, "wb") as f:
-        header = _write_header(f, specs, meta)
-        for b in progress(batches, desc="activations"):
-            acts = run(b)
-            if positions == "prompt":
-                f.write(acts.transpose(1, 2).contiguous().numpy().tobytes())
-            for row_ids, a in rows(b, acts) if positions == "all" else ():
-                f.write(a.contiguous().numpy().tobytes())
-                ids.append(row_ids), offsets.append(offsets[-1] + len(row_ids))
-        if positions == "all":
-            f.write(torch.cat(ids).long().numpy().tobytes() + torch.tensor(offsets).long().numpy().tobytes())
-    write_json(Path(str(out) + ".json"), header)
-    return Path(out)
-
-
-def _write_header(f, specs: dict, meta: dict) -> dict:
-    """Write a safetensors header for tensors whose data will follow in order (``specs``: name -> shape, dtype)."""
-    header, start = {}, 0
-    for name, (shape, dtype) in specs.items():
-        end = start + {"F32": 4, "I64": 8}[dtype] * int(torch.tensor(shape).prod())
-        header[name], start = {"dtype": dtype, "shape": list(shape), "data_offsets": [start, end]}, end
-    sidecar = {**meta, "library_version": library_version(),
-               "tensors": {k: {"shape": v[0], "dtype": v[1]} for k, v in specs.items()}}
-    text = json.dumps({"__metadata__": {"skill_lens_meta": json.dumps(sidecar)}, **header}).encode()
-    text += b" " * (-len(text) % 8)
-    f.write(struct.pack("<Q", len(text)) + text)
-    return sidecar
 
 
 def probe_random_prompt(model, task, P: int = 8, seed: int = 0, how: str = "normal", **kwargs) -> ProbeResult:

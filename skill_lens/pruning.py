@@ -50,6 +50,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.artifacts import ArtifactError, library_version, load_tensors, read_json, save_tensors, write_json
 from skill_lens.models import bridge_from_hf, describe
+from skill_lens.neurons import NeuronSet
 
 __all__ = ["PruningError", "PruningInfo", "prune", "pruning_info", "kept_neurons", "save_pruned", "load_pruned",
            "check_pruned_out", "parameter_count"]
@@ -326,12 +327,17 @@ class _FFN:
     conv1d: bool  # GPT-2 Conv1D: weight [in, out], i.e. transposed
 
 
-def as_mask(keep) -> Bool[Tensor, "layer d_mlp"]:
-    """A ``NeuronSet``'s mask, or a bool tensor ``[n_layers, d_mlp]`` as is (anything else: an error)."""
-    mask = getattr(keep, "mask", keep)
-    if not isinstance(mask, Tensor) or mask.dim() != 2:
-        raise PruningError(f"keep must be a NeuronSet or a bool tensor [n_layers, d_mlp], got {type(keep).__name__}.")
-    return mask.bool()
+def as_mask(keep, n_layers: int | None = None, d_mlp: int | None = None) -> Bool[Tensor, "layer d_mlp"]:
+    """The bool mask ``[n_layers, d_mlp]`` of ``keep``: anything :meth:`NeuronSet.coerce` accepts (a
+    ``NeuronSet``, a bool mask; pairs and labels with ``n_layers`` and ``d_mlp``), else a :class:`PruningError`.
+
+    >>> as_mask(["L1.N0"], 2, 3).tolist()
+    [[False, False, False], [True, False, False]]
+    """
+    try:
+        return NeuronSet.coerce(keep, n_layers, d_mlp).mask
+    except ValueError as e:
+        raise PruningError(f"cannot prune to these neurons: {e}") from e
 
 
 def _widths(width, layers: Sequence[int]) -> dict[int, int]:

@@ -35,10 +35,12 @@ import torch
 from torch import Tensor
 
 from skill_lens.artifacts import atomic_write
+from skill_lens.capture import capture_neurons
 from skill_lens.models import describe
+from skill_lens.neurons import NeuronSet
 
 __all__ = ["View", "tokens_view", "neuron_activations_view", "top_examples_view", "neuron_picker",
-           "neuron_pairs", "neuron_label", "circuitsvis_script", "script_json", "POSITIONS"]
+           "neuron_label", "circuitsvis_script", "script_json", "POSITIONS"]
 
 POSITIONS = ("input+prompt", "all", "input", "prompt")
 
@@ -150,40 +152,11 @@ def neuron_label(layer: int, index: int) -> str:
     return f"L{layer}.N{index}"
 
 
-_LABEL = re.compile(r"^L(\d+)\.N(\d+)$")
-
-
-def neuron_pairs(neurons: Any, shape: tuple[int, int] | None = None) -> list[tuple[int, int]]:
-    """``[(layer, index)]`` from labels (``"L3.N12"``), pairs, a ``NeuronSet`` (``.pairs()``) or a mask ``[L, d_mlp]``.
-
-    With ``shape = (n_layers, d_mlp)`` every neuron is checked to exist.
-
-    >>> neuron_pairs(["L1.N5", (0, 2)]), neuron_pairs("L0.N7"), neuron_pairs(torch.eye(2, dtype=torch.bool))
-    ([(1, 5), (0, 2)], [(0, 7)], [(0, 0), (1, 1)])
-    """
-    if hasattr(neurons, "pairs") and callable(neurons.pairs):
-        neurons = neurons.pairs()
-    elif isinstance(neurons, Tensor) and neurons.dim() == 2 and neurons.dtype == torch.bool:
-        neurons = neurons.nonzero().tolist()
-    if isinstance(neurons, str) or (isinstance(neurons, tuple) and len(neurons) == 2 and
-                                    all(isinstance(x, int) for x in neurons)):
-        neurons = [neurons]
-    pairs = []
-    for n in neurons:
-        if isinstance(n, str):
-            m = _LABEL.match(n.strip())
-            if not m:
-                raise ValueError(f"neuron label {n!r} is not like 'L3.N12' (layer 3, neuron 12)")
-            pairs.append((int(m[1]), int(m[2])))
-        else:
-            layer, index = (int(x) for x in n)
-            pairs.append((layer, index))
+def _pairs(neurons: Any, shape: tuple[int, int]) -> list[tuple[int, int]]:
+    """``[(layer, index)]`` in the order given (:meth:`NeuronSet.pairs_of`), at least one."""
+    pairs = NeuronSet.pairs_of(neurons, *shape)
     if not pairs:
         raise ValueError("no neurons given; pass labels like 'L3.N12', (layer, index) pairs or a NeuronSet")
-    if shape is not None:
-        bad = [neuron_label(*p) for p in pairs if not (0 <= p[0] < shape[0] and 0 <= p[1] < shape[1])]
-        if bad:
-            raise ValueError(f"neurons {bad} do not exist in a model with {shape[0]} layers x {shape[1]} neurons")
     return pairs
 
 
@@ -205,6 +178,11 @@ def _keep_mask(batch, b: int, positions: str) -> Tensor:
             "input+prompt": (batch.input_mask[b] | prompt) & real}[positions]
 
 
+def _encoder_only(batch):
+    """A capture ``select`` keeping whole activations of the batch's own sequence (not a T5 decoder call)."""
+    return lambda act, name: act if act.shape[1] == batch.input_ids.shape[1] else None
+
+
 def _token_activations(pm, texts: Sequence[str], pairs, texts_b=None, positions: str = "input+prompt",
                        batch_size: int = 16) -> list[tuple[list[str], Tensor]]:
     """Per text: ``(token strings, activations [S, K])`` of ``pairs`` at the kept positions."""
@@ -212,24 +190,12 @@ def _token_activations(pm, texts: Sequence[str], pairs, texts_b=None, positions:
         raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
     if positions == "prompt" and pm.prompt is None:
         raise ValueError("positions='prompt' needs a soft prompt; this model runs a hard prompt")
-    info = describe(pm.model)
-    pairs = neuron_pairs(pairs, info.shape)
-    layers = sorted({l for l, _ in pairs})
+    pairs = _pairs(pairs, describe(pm.model).shape)
     tok, out = pm.model.tokenizer, []
     for start in range(0, len(texts), batch_size):
         tb = list(texts_b[start:start + batch_size]) if texts_b is not None else None
         batch = pm.encode(list(texts[start:start + batch_size]), tb)
-        got: dict[int, Tensor] = {}
-
-        def grab(layer):
-            def hook(act, hook):
-                if act.shape[1] == batch.input_ids.shape[1]:  # not a T5 decoder call
-                    got[layer] = act.detach()
-            return hook
-
-        with torch.no_grad():
-            pm.label_logits(batch, fwd_hooks=[(info.hook_names[l], grab(l)) for l in layers])
-        acts = torch.stack([got[l][..., i].float() for l, i in pairs], dim=-1)  # [B, seq, K]
+        acts = capture_neurons(pm, batch, pairs, _encoder_only(batch))  # [B, seq, K]
         for b in range(batch.size):
             keep = _keep_mask(batch, b, positions)
             ids = batch.input_ids[b].tolist()
@@ -289,7 +255,7 @@ def neuron_activations_view(pm, texts: Sequence[str] | str, neurons: Any, texts_
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise ValueError("no texts given; pass a few example strings")
-    pairs = neuron_pairs(neurons, describe(pm.model).shape)
+    pairs = _pairs(neurons, describe(pm.model).shape)
     rows = _token_activations(pm, texts, pairs, texts_b, positions)
     caps = list(captions) if captions is not None else [f"example {i}" for i in range(len(texts))]
     return tokens_view(rows, [neuron_label(*p) for p in pairs], caps, title)
@@ -297,17 +263,11 @@ def neuron_activations_view(pm, texts: Sequence[str] | str, neurons: Any, texts_
 
 def _scores(pm, split, pairs, score: str, batch_size: int) -> Tensor:
     """Per example and neuron, the activation reduced over positions: ``[n, K]``."""
-    info = describe(pm.model)
-    layers, out = sorted({l for l, _ in pairs}), []
+    out = []
     for start in range(0, len(split), batch_size):
         tb = split.texts_b[start:start + batch_size] if split.texts_b is not None else None
         batch = pm.encode(split.texts[start:start + batch_size], tb)
-        got: dict[int, Tensor] = {}
-        hooks = [(info.hook_names[l], lambda act, hook, l=l: got.__setitem__(l, act.detach())
-                  if act.shape[1] == batch.input_ids.shape[1] else None) for l in layers]
-        with torch.no_grad():
-            pm.label_logits(batch, fwd_hooks=hooks)
-        acts = torch.stack([got[l][..., i].float() for l, i in pairs], dim=-1)  # [B, seq, K]
+        acts = capture_neurons(pm, batch, pairs, _encoder_only(batch))  # [B, seq, K]
         if score == "prompt_mean" and pm.prompt is not None:
             out.append(acts[:, batch.prompt_slice].mean(1))
         elif score in ("prompt_mean", "predict"):
@@ -341,7 +301,7 @@ def top_examples_view(pm, split, neurons: Any, k: int = 5, score: str = "prompt_
         raise ValueError("the split is empty; pass one with examples (e.g. task.dev)")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    pairs = neuron_pairs(neurons, describe(pm.model).shape)
+    pairs = _pairs(neurons, describe(pm.model).shape)
     scores = _scores(pm, split, pairs, score, batch_size)  # [n, K]
     k = min(k, len(split))
     chosen = [[scores[:, j].topk(k, largest=largest).indices.tolist() for largest in (True, False)]
@@ -383,7 +343,7 @@ def neuron_picker(pm, texts: Sequence[str] | str, layers: Sequence[int] | None =
     idx = list(range(info.d_mlp)) if neuron_indices is None else [int(i) for i in neuron_indices]
     if not texts or not layers or not idx:
         raise ValueError("neuron_picker needs at least one text, one layer and one neuron index")
-    pairs = neuron_pairs([(l, i) for l in layers for i in idx], info.shape)
+    pairs = _pairs([(l, i) for l in layers for i in idx], info.shape)
     n_tokens = sum(len(pm.encode([t]).input_ids[0]) for t in texts)
     if n_tokens * len(pairs) > max_values:
         raise ValueError(f"this view would embed {n_tokens * len(pairs):,} values (> max_values={max_values:,}); "

@@ -13,7 +13,7 @@ from skill_lens.probe import activations
 from skill_lens.prompts import SoftPrompt
 from skill_lens.tiny import tiny_model, tiny_task
 from skill_lens.tuning import hard_prompt_model, prompted
-from skill_lens.viz import (View, neuron_activations_view, neuron_pairs, neuron_picker, script_json,
+from skill_lens.viz import (View, neuron_activations_view, neuron_picker, script_json,
                             tokens_view, top_examples_view)
 
 EVIL = ["<script>alert(1)</script>", "</script><img src=x onerror=alert(1)>"]
@@ -155,25 +155,14 @@ def test_hard_prompt_view_and_bad_arguments(setup):
     assert not any("P0" in t for t in neuron_activations_view(hard, ["good"], "L0.N0").panels[0].props["tokens"])
     with pytest.raises(ValueError, match="soft prompt"):
         neuron_activations_view(hard, ["good"], "L0.N0", positions="prompt")
-    with pytest.raises(ValueError, match="do not exist"):
+    with pytest.raises(ValueError, match="L2.N0 is not in a model with 2 layers x 64 neurons"):
         neuron_activations_view(pm, ["good"], "L2.N0")
-    with pytest.raises(ValueError, match="like 'L3.N12'"):
+    with pytest.raises(ValueError, match="'layer1-neuron5' is not a neuron label; write layer and index like"):
         neuron_activations_view(pm, ["good"], "layer1-neuron5")
+    with pytest.raises(ValueError, match="no neurons"):
+        neuron_activations_view(pm, ["good"], [])
     with pytest.raises(ValueError, match="positions"):
         neuron_activations_view(pm, ["good"], "L0.N0", positions="middle")
-
-
-def test_neuron_pairs_accepts_every_form():
-    class Set:
-        def pairs(self):
-            return [(0, 3), (1, 2)]
-    mask = torch.zeros(2, 4, dtype=torch.bool)
-    mask[1, 2] = True
-    assert neuron_pairs(Set()) == [(0, 3), (1, 2)]
-    assert neuron_pairs(mask) == [(1, 2)] and neuron_pairs((1, 2)) == [(1, 2)]
-    assert neuron_pairs(["L0.N3", (1, 2)], shape=(2, 4)) == [(0, 3), (1, 2)]
-    with pytest.raises(ValueError, match="no neurons"):
-        neuron_pairs([])
 
 
 def test_top_examples_are_the_most_and_least_active(setup):
