@@ -1,6 +1,6 @@
 """Sharded probing: throughput with 1 and 2 processes (torchrun, gloo, CPU) and time as the data grow.
 
-Each measurement is ``skill_lens.distributed.probe_distributed`` (train pass, all-reduce, dev pass)
+Each measurement is ``skill_lens.probe.probe`` under the process group (train pass, all-reduce, dev pass)
 with a 4-token random soft prompt, batch size 16, timed between barriers after a warm-up batch;
 each time is the minimum of ``REPEATS`` runs (the least disturbed by other load), one thread per process.
 The data are rotten_tomatoes: ``1x`` is N train + N/2 dev examples; 2x and 4x double them.
@@ -32,7 +32,8 @@ BATCH, REPEATS = 16, 3
 def worker(model_name: str, sizes: list[int]) -> None:
     import torch.distributed as dist
 
-    from skill_lens.distributed import init_from_env, probe_distributed
+    from skill_lens.distributed import init_from_env
+    from skill_lens.probe import probe
     from skill_lens.prompts import SoftPrompt
     from skill_lens.tasks import load_task
     from skill_lens.tuning import prompted
@@ -58,7 +59,7 @@ def worker(model_name: str, sizes: list[int]) -> None:
             if world > 1:
                 dist.barrier()
             start = time.perf_counter()
-            probe_distributed(pm, task, batch_size=BATCH, splits=("dev",))
+            probe(pm, task, batch_size=BATCH, splits=("dev",))
             if world > 1:
                 dist.barrier()
             seconds.append(time.perf_counter() - start)

@@ -36,7 +36,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from skill_lens.artifacts import read_json, write_json
+from skill_lens.checkpoint import Checkpoint
 from skill_lens.interventions import (InterventionError, Positions, gaussian_noise, mean_ablate, per_batch,
                                       random_like, zero_ablate)
 from skill_lens.kv_cache import InputCache
@@ -152,57 +152,47 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
     """Perturb the top ``fractions`` of neurons by ``scores`` and ``controls`` random sets of the same
     size; see the module docstring. ``task_or_split`` is a task (its ``split``) or a split.
 
-    With ``checkpoint`` (a JSON path), every finished row is saved atomically and a rerun with the
-    same arguments resumes after the last one (rows are seeded per set, so the curve is the same);
-    the file is removed when the curve is complete. A checkpoint of other arguments is an error.
+    With ``checkpoint`` (a file path, e.g. ``perturb_zero.checkpoint.safetensors``), every finished
+    row is saved atomically (:class:`skill_lens.checkpoint.Checkpoint`) and a rerun with the same
+    arguments resumes after the last one (rows are seeded per set, so the curve is the same); the
+    file is removed when the curve is complete. A checkpoint of other arguments is an error.
 
     ``method="gaussian"`` adds noise of ``std`` (``per`` token or example); ``"mean"`` needs
     ``baseline`` (``ProbeResult.baseline``, ``[L, P, d_mlp]`` or ``[L, d_mlp]``). Noise is seeded per
     (fraction, set) from ``seed``, so a curve is reproducible.
+
+    >>> import tempfile
+    >>> from skill_lens.prompts import SoftPrompt
+    >>> from skill_lens.tiny import tiny_model, tiny_task
+    >>> from skill_lens.tuning import prompted
+    >>> model, task = tiny_model(), tiny_task()
+    >>> ck = Path(tempfile.mkdtemp()) / "curve.checkpoint.safetensors"
+    >>> c = suppression_curve(prompted(model, task, SoftPrompt.init(model, 2)), task, torch.rand(2, 64), [0, 0.1],
+    ...                       "zero", 1, checkpoint=ck)
+    >>> len(c.rows), ck.exists()  # skill and random at each fraction; the checkpoint is gone when done
+    (4, False)
     """
     info = describe(pm.model)
     fractions = check_fractions(fractions)
-    if method not in METHODS:
-        raise InterventionError(f"unknown method {method!r}; use one of {METHODS}.")
-    scores = torch.as_tensor(scores)
-    if tuple(scores.shape) != info.shape:
-        raise InterventionError(f"scores are {list(scores.shape)} but {info.name} has {info.n_layers} layers x "
-                                f"{info.d_mlp} neurons; use scores probed on this model.")
-    if controls < 0:
-        raise InterventionError(f"controls must be >= 0, got {controls}")
-    if method == "mean" and baseline is None:
-        raise InterventionError("method 'mean' needs the probe's baseline (ProbeResult.baseline).")
+    scores = _check_curve(info, scores, method, controls, baseline)
     data = getattr(task_or_split, split) if hasattr(task_or_split, split) else task_or_split
     pos = Positions.of(positions)
-
-    def make(mask: Tensor, key: int) -> Callable[[Batch], list[Hook]]:
-        gen = torch.Generator().manual_seed(key)  # one stream across batches: fresh noise per batch
-        if method == "gaussian":
-            return lambda b: gaussian_noise(pm.model, mask, std, gen, per, pos, batch=b)
-        if method == "zero":
-            return lambda b: zero_ablate(pm.model, mask, pos, batch=b)
-        return lambda b: mean_ablate(pm.model, mask, baseline, positions=pos, batch=b)
-
-    fingerprint = _fingerprint(pm, data, scores, baseline, fractions=fractions, method=method, controls=controls,
-                               per_layer=per_layer, std=std, positions=[pos.role, list(pos.indices)], per=per,
-                               seed=seed, batch_size=batch_size)
-    done = _load_checkpoint(checkpoint, fingerprint)
+    make = _perturbation(pm, method, std, per, pos, baseline)
+    ckpt = None
+    if checkpoint is not None:
+        identity = _fingerprint(pm, data, scores, baseline, fractions=fractions, method=method, controls=controls,
+                                per_layer=per_layer, std=std, positions=[pos.role, list(pos.indices)], per=per,
+                                seed=seed, batch_size=batch_size)
+        ckpt = Checkpoint(checkpoint, identity, "suppression curve")
+    saved = ckpt.load() if ckpt is not None else None
+    done = {(r["fraction"], r["set"], r["draw"]): r for r in saved[1]["rows"]} if saved is not None else {}
     # Prompt-position hooks leave a causal input's keys/values alone: compute them once (label_logits
     # decides where a cache applies; other families run as before).
     cache = InputCache() if pos.role == "prompt" else None
     clean = None
     rows = []
     for i, f in enumerate(fractions):
-        skill = select_top(scores, f, per_layer=per_layer) if f > 0 else torch.zeros(info.shape, dtype=torch.bool)
-        sets = [("skill", 0, skill)]
-        if controls:
-            if f == 0:
-                sets += [("random", d, skill) for d in range(controls)]
-            else:
-                disjoint = bool((2 * skill.sum(1) <= info.d_mlp).all())  # else a layer has too few others
-                draws = random_like(skill, seed + 1000 * i, controls, disjoint=disjoint)
-                sets += [("random", d, m) for d, m in enumerate(draws)]
-        for name, draw, mask in sets:
+        for name, draw, mask in _neuron_sets(scores, f, i, info, per_layer, controls, seed):
             if (f, name, draw) in done:
                 rows.append(done[f, name, draw])
                 continue
@@ -216,18 +206,62 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
                          "accuracy": res["accuracy"], "logit_diff": res["logit_diff"]})
             say(f"suppression {method} f={f:g} {name}{draw if name == 'random' else ''}: "
                 f"acc {res['accuracy']:.3f} ld {res['logit_diff']:.3f}")
-            if checkpoint is not None:
-                write_json(checkpoint, {"fingerprint": fingerprint, "rows": rows})
+            if ckpt is not None:
+                ckpt.save({}, {"rows": rows})
     meta = {"model": info.name, "n_examples": len(data), "controls": controls, "per_layer": per_layer,
             "positions": pos.role if pos.role != "indices" else list(pos.indices), "std": std, "per": per,
             "seed": seed}
-    if checkpoint is not None:
-        Path(checkpoint).unlink(missing_ok=True)
+    if ckpt is not None:
+        ckpt.remove()
     return SuppressionCurve(rows, fractions, method, meta)
 
 
+def _check_curve(info, scores, method: str, controls: int, baseline) -> Tensor:
+    """``scores`` as a tensor of the model's shape, once the method, controls and baseline are valid."""
+    if method not in METHODS:
+        raise InterventionError(f"unknown method {method!r}; use one of {METHODS}.")
+    scores = torch.as_tensor(scores)
+    if tuple(scores.shape) != info.shape:
+        raise InterventionError(f"scores are {list(scores.shape)} but {info.name} has {info.n_layers} layers x "
+                                f"{info.d_mlp} neurons; use scores probed on this model.")
+    if controls < 0:
+        raise InterventionError(f"controls must be >= 0, got {controls}")
+    if method == "mean" and baseline is None:
+        raise InterventionError("method 'mean' needs the probe's baseline (ProbeResult.baseline).")
+    return scores
+
+
+def _perturbation(pm, method: str, std: float, per: str, pos: Positions, baseline):
+    """``make(mask, key)``: the per-batch hook factory perturbing ``mask``'s neurons (noise seeded by ``key``)."""
+
+    def make(mask: Tensor, key: int) -> Callable[[Batch], list[Hook]]:
+        gen = torch.Generator().manual_seed(key)  # one stream across batches: fresh noise per batch
+        if method == "gaussian":
+            return lambda b: gaussian_noise(pm.model, mask, std, gen, per, pos, batch=b)
+        if method == "zero":
+            return lambda b: zero_ablate(pm.model, mask, pos, batch=b)
+        return lambda b: mean_ablate(pm.model, mask, baseline, positions=pos, batch=b)
+
+    return make
+
+
+def _neuron_sets(scores: Tensor, f: float, i: int, info, per_layer: bool, controls: int,
+                 seed: int) -> list[tuple[str, int, Tensor]]:
+    """``(set, draw, mask)`` of fraction ``f`` (the ``i``-th): the skill set, then ``controls`` random ones."""
+    skill = select_top(scores, f, per_layer=per_layer) if f > 0 else torch.zeros(info.shape, dtype=torch.bool)
+    sets = [("skill", 0, skill)]
+    if controls:
+        if f == 0:
+            sets += [("random", d, skill) for d in range(controls)]
+        else:
+            disjoint = bool((2 * skill.sum(1) <= info.d_mlp).all())  # else a layer has too few others
+            draws = random_like(skill, seed + 1000 * i, controls, disjoint=disjoint)
+            sets += [("random", d, m) for d, m in enumerate(draws)]
+    return sets
+
+
 def _fingerprint(pm, data, scores: Tensor, baseline: Tensor | None, **options) -> dict:
-    """What a curve checkpoint belongs to: model, prompt, examples, scores, baseline and options."""
+    """What a curve checkpoint belongs to (its identity): model, prompt, examples, scores, baseline, options."""
 
     def digest(x) -> str:
         if isinstance(x, Tensor):
@@ -239,15 +273,3 @@ def _fingerprint(pm, data, scores: Tensor, baseline: Tensor | None, **options) -
             "baseline": None if baseline is None else digest(torch.as_tensor(baseline)),
             "data": digest([list(data.texts), list(data.labels), list(data.texts_b or [])]),
             "options": json.loads(json.dumps(options))}
-
-
-def _load_checkpoint(path, fingerprint: dict) -> dict:
-    """Rows of a matching checkpoint by ``(fraction, set, draw)``; ``{}`` when there is none."""
-    if path is None or not Path(path).exists():
-        return {}
-    saved = read_json(path)
-    if saved.get("fingerprint") != fingerprint:
-        differs = sorted(k for k in fingerprint if saved.get("fingerprint", {}).get(k) != fingerprint[k])
-        raise InterventionError(f"{path} is a checkpoint of another curve (different {', '.join(differs)}); "
-                                "delete it to start over, or rerun with the arguments that made it.")
-    return {(r["fraction"], r["set"], r["draw"]): r for r in saved["rows"]}

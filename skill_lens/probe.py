@@ -12,22 +12,33 @@ counts to :mod:`skill_lens.predictivity` accumulators, so no dataset's activatio
 A hard prompt (``pm.prompt is None``) probes the prediction position; T5 decoder hooks the decoder's.
 ``pooling=True`` adds the paper's baselines: mean-/max-pooled activations over the input tokens,
 thresholded at their train means (shape ``[n_layers, 1, d_mlp]``). See :func:`probe`.
+
+The statistics are sums, so the same :func:`probe` shards the data over a ``torch.distributed``
+process group and all-reduces the sums (:mod:`skill_lens.distributed`), and checkpoints them
+(:class:`skill_lens.checkpoint.Checkpoint`, identity :func:`probe_fingerprint` plus the shard) to
+resume after a kill.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+import torch.distributed as dist
 from jaxtyping import Float
 from torch import Tensor
 
 from skill_lens.artifacts import (ArtifactError, atomic_write, check_meta, library_version, load_tensors, save_tensors,
                                   write_json)
+from skill_lens.checkpoint import Checkpoint
+from skill_lens.distributed import all_reduce_, rank_world, shard
 from skill_lens.models import describe
 from skill_lens.predictivity import AgreementAccumulator, MeanAccumulator, aggregate_positions, predictivity
 from skill_lens.progress import progress
@@ -35,7 +46,7 @@ from skill_lens.prompts import SoftPrompt
 from skill_lens.tuning import prompted
 from skill_lens.capture import activations  # noqa: F401  (re-exported: it moved to capture.py)
 
-__all__ = ["ProbeError", "ProbeResult", "probe", "activations", "probe_random_prompt"]
+__all__ = ["ProbeError", "ProbeResult", "probe", "probe_fingerprint", "activations", "probe_random_prompt"]
 
 class ProbeError(ValueError):
     """The task, split or hook names cannot be probed as asked."""
@@ -109,20 +120,86 @@ class ProbeResult:
 
 
 def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequence[str] = ("dev", "test"),
-          hook_names: Sequence[str] | None = None) -> ProbeResult:
+          hook_names: Sequence[str] | None = None, *, checkpoint: str | Path | None = None,
+          checkpoint_every: int = 20, on_result: Callable[[ProbeResult], None] | None = None) -> ProbeResult:
     """Probe every FFN neuron of ``pm.model`` on ``task`` (see the module docstring).
 
+    Under a ``torch.distributed`` process group (``torchrun``, see ``docs/cluster.md``) each rank
+    probes its :func:`~skill_lens.distributed.shard` of every split and the sums are added across
+    ranks: train first, so dev and test are thresholded at the global baseline. Every rank returns
+    the same result, equal to one process's.
+
+    With ``checkpoint`` (a directory, e.g. the run's), each rank saves its sums and position to
+    ``probe_checkpoint.RANKofWORLD.safetensors`` there every ``checkpoint_every`` batches, and the
+    same call resumes from it after a kill, to the uninterrupted result. ``on_result(result)`` runs
+    on rank 0 once every split is done, *before* the checkpoints are removed: save the result there.
+    ``probe`` itself writes no result file.
+
+    >>> import tempfile; from pathlib import Path
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> from skill_lens.tuning import hard_prompt_model
     >>> model, task = tiny_model("seq2seq"), tiny_task()
     >>> r = probe(hard_prompt_model(model, task), task, splits=("dev",), pooling=True)
     >>> r.dev_acc.shape, r.test_acc, r.max_pool_dev_acc.shape
     (torch.Size([2, 1, 64]), None, torch.Size([2, 64]))
+    >>> d = Path(tempfile.mkdtemp())
+    >>> save = lambda r: r.save(d / "p.safetensors")
+    >>> r = probe(hard_prompt_model(model, task), task, 16, checkpoint=d, on_result=save)
+    >>> sorted(p.name for p in d.iterdir())  # the checkpoint is gone once on_result has run
+    ['p.safetensors', 'p.safetensors.json']
     """
     info = describe(pm.model)
+    names, decoder, splits = _check_probe(info, task, batch_size, pooling, splits, hook_names, checkpoint_every)
+    rank, world = rank_world()
+    kinds = ["prompt", *(("mean_pool", "max_pool") if pooling else ())]
+    P = 1 if decoder or pm.prompt is None else pm.prompt_length
+    sums = _Sums(["train", *splits], {k: (1, P if k == "prompt" else 1, info.d_mlp) for k in kinds}, len(names))
+    ckpt = None
+    if checkpoint is not None:
+        identity = {**probe_fingerprint(pm, task, batch_size, names, pooling, splits), "shard": f"{rank}/{world}"}
+        ckpt = Checkpoint(Path(checkpoint) / f"probe_checkpoint.{rank}of{world}.safetensors", identity, "probe")
+    stream = functools.partial(_stream, pm, batch_size=batch_size, names=names, decoder=decoder, kinds=kinds)
+    out = _probe_passes(task, sums, stream, batch_size, ckpt, checkpoint_every)
+    result = _result(pm, task, info, out, names, sums.passes, world)
+    if rank == 0 and on_result is not None:
+        on_result(result)
+    if world > 1:
+        dist.barrier()  # rank 0 has handled the result before any rank forgets its progress
+    if ckpt is not None:
+        ckpt.remove()
+    return result
+
+
+def probe_fingerprint(pm, task, batch_size: int = 32, hook_names: Sequence[str] | None = None,
+                      pooling: bool = False, splits: Sequence[str] = ("dev", "test")) -> dict:
+    """What a probe checkpoint belongs to: model, task, prompt tensor hash, batch size, hooks, options.
+
+    :func:`probe` adds the shard (``"rank/world"``) to it as the identity of each rank's checkpoint.
+
+    >>> from skill_lens.tiny import tiny_model, tiny_task
+    >>> from skill_lens.tuning import hard_prompt_model
+    >>> fp = probe_fingerprint(hard_prompt_model(tiny_model(), tiny_task()), tiny_task(), 8)
+    >>> fp["model"], fp["batch_size"], fp["prompt"][:5]
+    ('tiny-causal', 8, 'hard:')
+    """
+    info = describe(pm.model)
+    names, _ = _check_hooks(info, hook_names)
+    if pm.prompt is None:
+        prompt = "hard:" + hashlib.sha256(pm.template.encode()).hexdigest()
+    else:
+        data = pm.prompt.embedding.detach().float().cpu().contiguous().numpy().tobytes()
+        prompt = hashlib.sha256(data).hexdigest()
+    return {"model": info.name, "task": task.fingerprint(), "prompt": prompt, "batch_size": batch_size,
+            "hook_names": list(names), "pooling": pooling, "splits": list(splits), "max_length": pm.max_length}
+
+
+def _check_probe(info, task, batch_size, pooling, splits, hook_names, checkpoint_every) -> tuple[list, bool, list]:
+    """Hook names, whether they are the decoder's, and the splits to probe (an empty test is skipped)."""
     names, decoder = _check_hooks(info, hook_names)
     if batch_size < 1:
         raise ProbeError(f"batch size must be at least 1, got {batch_size}")
+    if checkpoint_every < 1:
+        raise ProbeError(f"checkpoint_every must be at least 1 batch, got {checkpoint_every}")
     if pooling and decoder:
         raise ProbeError("pooling averages over input tokens, which decoder hooks do not see; probe encoder hooks.")
     if set(splits) - {"dev", "test"}:
@@ -131,23 +208,7 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
     splits = [s for s in splits if s == "dev" or len(getattr(task, s)) > 0]
     for s in splits:
         _check_binary(getattr(task, s), s, need_both=(s == "dev"))
-    kinds = ["prompt", *(("mean_pool", "max_pool") if pooling else ())]
-    means = {k: [MeanAccumulator() for _ in names] for k in kinds}
-    _stream(pm, task.train, batch_size, names, decoder, kinds, lambda k, i, a, y: means[k][i].add(a), "baseline")
-    base = {k: torch.cat([m.mean() for m in means[k]]) for k in kinds}  # float64 [L, P, N]
-    out = {"baseline": base["prompt"].float()}
-    for s in splits:
-        agree = {k: [AgreementAccumulator() for _ in names] for k in kinds}
-        _stream(pm, getattr(task, s), batch_size, names, decoder, kinds,
-                lambda k, i, a, y: agree[k][i].add(a, y, base[k][i : i + 1]), s)
-        out[f"{s}_acc"] = torch.cat([a.accuracy() for a in agree["prompt"]]).float()
-        for k in kinds[1:]:
-            out[f"{k}_{s}_acc"] = torch.cat([a.accuracy() for a in agree[k]])[:, 0].float()
-    sizes = {s: len(getattr(task, s)) for s in ("train", *splits)}
-    prompt = pm.prompt.meta if pm.prompt is not None else {"prompt": "hard", "template": pm.template}
-    meta = {**info.as_meta(), "task": task.name, "task_fingerprint": task.fingerprint(),
-            "prompt_length": pm.prompt_length, "prompt_source": {k: v for k, v in prompt.items() if k != "model"}}
-    return ProbeResult(**{"dev_acc": None, **out}, sizes=sizes, hook_names=tuple(names), meta=meta)
+    return names, decoder, splits
 
 
 def _check_hooks(info, hook_names) -> tuple[list[str], bool]:
@@ -173,28 +234,130 @@ def _check_binary(split, name: str, need_both: bool) -> None:
                          f"Choose a larger --{name}-size.")
 
 
-def _stream(pm, split, batch_size, names, decoder, kinds, feed, desc) -> None:
-    """Run ``split`` batch by batch; hooks call ``feed(kind, layer, acts [B 1 P N], labels)`` and keep nothing."""
-    hard, all_labels = pm.prompt is None, torch.as_tensor(split.labels)
-    for start in progress(range(0, len(split), batch_size), desc=f"probe {desc}"):
-        batch, labels = _encode(pm, split, start, batch_size), all_labels[start : start + batch_size]
+class _Sums:
+    """This rank's running sums, ``local[pass][kind][layer]``: float64 means on train, agreement counts after.
 
-        def capture(act: Tensor, hook, i: int) -> None:
-            sel = _positions(act, batch, decoder, hard)
-            if not torch.isfinite(sel).all():
-                # names[i], not hook.name: the bridge reports an alias (blocks.0.mlp.out.hook_in)
-                raise ProbeError(f"non-finite activations at {names[i]}; check the model's dtype and the prompt.")
-            feed("prompt", i, sel.unsqueeze(1), labels)
-            if len(kinds) > 1:
-                mask = batch.input_mask.unsqueeze(-1)
-                pooled = {"mean_pool": (act * mask).sum(1) / mask.sum(1).clamp(min=1),
-                          "max_pool": act.masked_fill(~mask, float("-inf")).amax(1).clamp(min=-3.4e38)}
-                for k in kinds[1:]:
-                    feed(k, i, pooled[k][:, None, None], labels)
+    ``shapes[kind]`` is one layer's ``[1, P, d_mlp]``. An accumulator stays empty until its first batch
+    (so sums are added in the same order with or without a checkpoint, bit for bit); an empty shard's
+    sums count as zeros when reduced across ranks.
+    """
 
+    def __init__(self, passes: list[str], shapes: dict[str, tuple[int, int, int]], n_layers: int):
+        self.passes, self.shapes = passes, shapes
+        self.local = {p: {k: [MeanAccumulator() if p == "train" else AgreementAccumulator() for _ in range(n_layers)]
+                          for k in shapes} for p in passes}
+
+    def save(self, ckpt: Checkpoint, position: dict) -> None:
+        """Every non-empty accumulator's state (tensors) and ``position`` (the pass and batches done)."""
+        ckpt.save({f"{p}.{k}.{i}.{key}": t for p, by_kind in self.local.items() for k, accs in by_kind.items()
+                   for i, a in enumerate(accs) if _count(a) for key, t in a.state_dict().items()}, position)
+
+    def resume(self, ckpt: Checkpoint | None) -> dict:
+        """Restore the sums of ``ckpt`` (when it exists) and return its position; else the start."""
+        saved = ckpt.load() if ckpt is not None else None
+        if saved is None:
+            return {"pass": self.passes[0], "batch": 0}
+        tensors, position = saved
+        for p, by_kind in self.local.items():
+            for k, accs in by_kind.items():
+                for i, a in enumerate(accs):
+                    prefix = f"{p}.{k}.{i}."
+                    state = {key[len(prefix):]: t for key, t in tensors.items() if key.startswith(prefix)}
+                    if state:
+                        accs[i] = type(a).from_state_dict(state)
+        return position
+
+    def total(self, p: str, k: str) -> list:
+        """Pass ``p``'s accumulators of ``k`` summed over all ranks (this rank's own with no process group)."""
+        accs = self.local[p][k]
+        if rank_world()[1] == 1:
+            return accs
+        return [all_reduce_(type(a).from_state_dict(a.state_dict() if _count(a) else _zero_state(a, self.shapes[k])))
+                for a in accs]
+
+
+def _count(acc) -> int:
+    return acc.count if isinstance(acc, MeanAccumulator) else acc.n
+
+
+def _zero_state(acc, shape) -> dict[str, Tensor]:
+    if isinstance(acc, MeanAccumulator):
+        return {"sum": torch.zeros(shape, dtype=torch.float64), "count": torch.tensor(0)}
+    return {"agree": torch.zeros(shape, dtype=torch.int64), "n": torch.tensor(0)}
+
+
+def _probe_passes(task, sums: _Sums, stream, batch_size: int, ckpt: Checkpoint | None, every: int) -> dict:
+    """Run (or resume) each pass on this rank's shard, reduce it, and return the result's tensors."""
+    rank, world = rank_world()
+    position = sums.resume(ckpt)
+    resumed_at = sums.passes.index(position["pass"])
+    base, out = {}, {}
+    for n, p in enumerate(sums.passes):
+        part, accs = shard(getattr(task, p), rank, world, batch_size), sums.local[p]
+        n_batches = math.ceil(len(part) / batch_size)
+        start = n_batches if n < resumed_at else position["batch"] if n == resumed_at else 0
+        if p == "train":
+            feed = lambda k, i, a, y: accs[k][i].add(a)  # noqa: E731
+        else:
+            feed = lambda k, i, a, y: accs[k][i].add(a, y, base[k][i : i + 1])  # noqa: E731
+
+        def done(b: int) -> None:  # batches [0, b) of this pass are in the sums
+            if ckpt is not None and ((b - start) % every == 0 or b == n_batches):
+                sums.save(ckpt, {"pass": p, "batch": b})
+
+        stream(part, feed=feed, desc="baseline" if p == "train" else p, start=start, done=done)
+        total = {k: sums.total(p, k) for k in sums.shapes}
+        if p == "train":
+            base = {k: torch.cat([m.mean() for m in total[k]]) for k in sums.shapes}  # float64 [L, P, N]
+            out["baseline"] = base["prompt"].float()
+        else:
+            out[f"{p}_acc"] = torch.cat([a.accuracy() for a in total["prompt"]]).float()
+            for k in list(sums.shapes)[1:]:
+                out[f"{k}_{p}_acc"] = torch.cat([a.accuracy() for a in total[k]])[:, 0].float()
+    return out
+
+
+def _result(pm, task, info, out: dict, names: list[str], passes: list[str], world: int) -> ProbeResult:
+    sizes = {s: len(getattr(task, s)) for s in passes}
+    prompt = pm.prompt.meta if pm.prompt is not None else {"prompt": "hard", "template": pm.template}
+    meta = {**info.as_meta(), "task": task.name, "task_fingerprint": task.fingerprint(),
+            "prompt_length": pm.prompt_length, "prompt_source": {k: v for k, v in prompt.items() if k != "model"},
+            "world_size": world}
+    return ProbeResult(**{"dev_acc": None, **out}, sizes=sizes, hook_names=tuple(names), meta=meta)
+
+
+def _stream(pm, split, batch_size, names, decoder, kinds, feed, desc, start: int = 0, done=None) -> None:
+    """Run ``split`` batch by batch from batch ``start``; hooks call ``feed(kind, layer, acts [B 1 P N], labels)``
+    and keep nothing; ``done(b)`` runs once batches ``[0, b)`` are fed."""
+    n_batches = math.ceil(len(split) / batch_size)
+    all_labels = torch.as_tensor(split.labels)
+    for b in progress(range(start, n_batches), desc=f"probe {desc}", initial=start, total=n_batches):
+        batch = _encode(pm, split, b * batch_size, batch_size)
+        labels = all_labels[b * batch_size : (b + 1) * batch_size]
         with torch.no_grad():
-            pm.label_logits(batch, fwd_hooks=[(h, lambda a, hook, i=i: capture(a, hook, i))
-                                              for i, h in enumerate(names)])
+            pm.label_logits(batch, fwd_hooks=_capture_hooks(pm, batch, labels, names, decoder, kinds, feed))
+        if done is not None:
+            done(b + 1)
+
+
+def _capture_hooks(pm, batch, labels, names, decoder, kinds, feed) -> list:
+    """One forward hook per name, feeding the probed positions (and pooled values) of its activations."""
+    hard = pm.prompt is None
+
+    def capture(act: Tensor, hook, i: int) -> None:
+        sel = _positions(act, batch, decoder, hard)
+        if not torch.isfinite(sel).all():
+            # names[i], not hook.name: the bridge reports an alias (blocks.0.mlp.out.hook_in)
+            raise ProbeError(f"non-finite activations at {names[i]}; check the model's dtype and the prompt.")
+        feed("prompt", i, sel.unsqueeze(1), labels)
+        if len(kinds) > 1:
+            mask = batch.input_mask.unsqueeze(-1)
+            pooled = {"mean_pool": (act * mask).sum(1) / mask.sum(1).clamp(min=1),
+                      "max_pool": act.masked_fill(~mask, float("-inf")).amax(1).clamp(min=-3.4e38)}
+            for k in kinds[1:]:
+                feed(k, i, pooled[k][:, None, None], labels)
+
+    return [(h, lambda a, hook, i=i: capture(a, hook, i)) for i, h in enumerate(names)]
 
 
 def _encode(pm, split, start: int, size: int):

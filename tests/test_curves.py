@@ -5,6 +5,8 @@ import json
 import pytest
 import torch
 
+from skill_lens.artifacts import ArtifactError, load_tensors
+from skill_lens.checkpoint import Checkpoint
 from skill_lens.curves import SuppressionCurve, check_fractions, evaluate_with, suppression_curve
 from skill_lens.interventions import InterventionError, gaussian_noise, mean_ablate, per_batch, scale, zero_ablate
 from skill_lens.kv_cache import InputCache
@@ -207,7 +209,7 @@ def test_perturb_cli_needs_a_probe(tmp_path, capsys):
 def test_a_checkpointed_curve_resumes_where_it_stopped(pm, task, tmp_path, monkeypatch):
     import skill_lens.curves as curves
 
-    ckpt = tmp_path / "curve.checkpoint.json"
+    ckpt = tmp_path / "curve.checkpoint.safetensors"
     kwargs = dict(fractions=[0, 0.05, 0.2], method="gaussian", controls=2, seed=3, checkpoint=ckpt)
     full = suppression_curve(pm, task, _scores(), **kwargs)
     assert not ckpt.exists()  # removed once complete
@@ -223,7 +225,7 @@ def test_a_checkpointed_curve_resumes_where_it_stopped(pm, task, tmp_path, monke
     monkeypatch.setattr(curves, "evaluate_with", dies_after_three)
     with pytest.raises(KeyboardInterrupt):
         suppression_curve(pm, task, _scores(), **kwargs)
-    saved = json.loads(ckpt.read_text())["rows"]
+    saved = load_tensors(ckpt)[1]["state"]["rows"]
     assert 0 < len(saved) < len(full.rows)
     calls.clear()
     monkeypatch.setattr(curves, "evaluate_with", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
@@ -234,8 +236,29 @@ def test_a_checkpointed_curve_resumes_where_it_stopped(pm, task, tmp_path, monke
 
 
 def test_a_checkpoint_of_another_curve_is_refused(pm, task, tmp_path):
-    ckpt = tmp_path / "curve.checkpoint.json"
-    ckpt.write_text(json.dumps({"fingerprint": {"model": "other"}, "rows": []}))
-    with pytest.raises(InterventionError, match="another curve"):
+    import skill_lens.curves as curves
+
+    ckpt = tmp_path / "curve.checkpoint.safetensors"
+    Checkpoint(ckpt, {"model": "other"}, "suppression curve").save({}, {"rows": []})
+    before = ckpt.read_bytes()
+    with pytest.raises(ArtifactError, match=r"suppression curve checkpoint of other settings \(model: 'other' in the "
+                                            r"checkpoint, 'tiny-causal' now; prompt: None in the checkpoint"):
         suppression_curve(pm, task, _scores(), fractions=[0, 0.1], method="zero", controls=1, checkpoint=ckpt)
-    assert json.loads(ckpt.read_text())["fingerprint"] == {"model": "other"}  # left as it was
+    assert ckpt.read_bytes() == before  # left as it was
+    # a checkpoint of the same curve with other options is refused too, naming them
+    kwargs = dict(fractions=[0, 0.1], method="zero", controls=1, checkpoint=tmp_path / "c.safetensors")
+    real = curves.evaluate_with
+    calls = []
+
+    def dies_after_one(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(curves, "evaluate_with", dies_after_one)
+        with pytest.raises(KeyboardInterrupt):
+            suppression_curve(pm, task, _scores(), **kwargs)
+    with pytest.raises(ArtifactError, match=r"options: .* in the checkpoint"):
+        suppression_curve(pm, task, _scores(), **{**kwargs, "controls": 2})

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from skill_lens.distributed import DistributedError, all_reduce_, evaluate_distributed, probe_distributed, shard
+from skill_lens.distributed import DistributedError, all_reduce_, evaluate_distributed, shard
 from skill_lens.predictivity import MeanAccumulator
 from skill_lens.probe import ProbeError, ProbeResult, probe
 from skill_lens.prompts import SoftPrompt
@@ -27,7 +27,8 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 WORKER = """
 import json, os, sys
 os.environ["SKILL_LENS_QUIET"] = "1"
-from skill_lens.distributed import init_from_env, probe_distributed, evaluate_distributed
+from skill_lens.distributed import init_from_env, evaluate_distributed
+from skill_lens.probe import probe
 from skill_lens.prompts import SoftPrompt
 from skill_lens.tiny import tiny_model, tiny_task
 from skill_lens.tuning import prompted, hard_prompt_model
@@ -36,10 +37,17 @@ out = sys.argv[1]
 task = tiny_task()
 m = tiny_model("causal")
 pm = prompted(m, task, SoftPrompt.init(m, 3, seed=0))
-probe_distributed(pm, task, batch_size=6, pooling=True, run_dir=os.path.join(out, "causal"), checkpoint_every=2)
+causal = os.path.join(out, "causal")
+
+def on_result(r):  # rank 0 only, while every rank's checkpoint is still there
+    r.save(os.path.join(causal, "predictivity.safetensors"))
+    with open(os.path.join(out, f"on_result.{rank}.json"), "w") as f:
+        json.dump(sorted(os.listdir(causal)), f)
+
+probe(pm, task, batch_size=6, pooling=True, checkpoint=causal, checkpoint_every=2, on_result=on_result)
 t5 = tiny_model("seq2seq")
 hard = hard_prompt_model(t5, task)
-r = probe_distributed(hard, task, batch_size=6, hook_names=["decoder_blocks.0.mlp.hook_post"])
+r = probe(hard, task, batch_size=6, hook_names=["decoder_blocks.0.mlp.hook_post"])
 ev = evaluate_distributed(pm, task.dev, batch_size=6)
 if rank == 0:
     r.save(os.path.join(out, "t5.safetensors"))
@@ -84,6 +92,9 @@ def test_two_processes_equal_one(tmp_path):
     torch.testing.assert_close(got.baseline, ref.baseline, rtol=1e-6, atol=1e-7)  # float64 sums, other order
     assert sorted(p.name for p in (tmp_path / "causal").iterdir()) == [  # checkpoints removed when done
         "predictivity.safetensors", "predictivity.safetensors.json"]
+    assert sorted(p.name for p in tmp_path.glob("on_result.*")) == ["on_result.0.json"]  # on rank 0 only
+    listed = json.loads((tmp_path / "on_result.0.json").read_text())
+    assert {"probe_checkpoint.0of2.safetensors", "probe_checkpoint.1of2.safetensors"} <= set(listed)
 
     t5 = tiny_model("seq2seq")
     ref5 = single_threaded(lambda: probe(hard_prompt_model(t5, task), task, batch_size=6,
@@ -111,10 +122,10 @@ def test_shards_partition_the_split_in_whole_batches():
         shard(s, 0, 2, batch_size=0)
 
 
-def test_single_process_distributed_probe_is_the_probe():
+def test_single_process_checkpointed_probe_is_the_probe(tmp_path):
     task, m = tiny_task(n_train=20, n_dev=10, n_test=6), tiny_model("mlm")
     pm = prompted(m, task, SoftPrompt.init(m, 2, seed=1))
-    a, b = probe(pm, task, batch_size=4), probe_distributed(pm, task, batch_size=4)
+    a, b = probe(pm, task, batch_size=4), probe(pm, task, batch_size=4, checkpoint=tmp_path, checkpoint_every=1)
     assert torch.equal(a.baseline, b.baseline) and torch.equal(a.dev_acc, b.dev_acc)
     assert torch.equal(a.test_acc, b.test_acc) and a.sizes == b.sizes and a.hook_names == b.hook_names
 
@@ -131,8 +142,10 @@ def test_distributed_probe_errors_are_clear():
     task, model = tiny_task(), tiny_model()
     pm = hard_prompt_model(model, task)
     with pytest.raises(ProbeError, match="batch size"):
-        probe_distributed(pm, task, batch_size=0)
+        probe(pm, task, batch_size=0)
+    with pytest.raises(ProbeError, match="checkpoint_every"):
+        probe(pm, task, checkpoint_every=0)
     with pytest.raises(ProbeError, match="unknown split"):
-        probe_distributed(pm, task, splits=("train",))
+        probe(pm, task, splits=("train",))
     with pytest.raises(DistributedError, match="empty"):
         evaluate_distributed(pm, Split([], []))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import re
+import tempfile
 import tokenize
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import skill_lens
-from skill_lens.distributed import evaluate_distributed, probe_distributed
+from skill_lens.distributed import evaluate_distributed
 from skill_lens.models import describe
 from skill_lens.predictivity import AgreementAccumulator, MeanAccumulator
 from skill_lens.probe import ProbeError, _positions, probe
@@ -28,6 +29,11 @@ from skill_lens.tiny import tiny_model, tiny_task
 from skill_lens.tuning import evaluate, prompted
 
 FEW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def checkpointed(pm, task, **kw):
+    """The probe's checkpointing path (a save after every batch) in a fresh directory."""
+    return probe(pm, task, checkpoint=tempfile.mkdtemp(), checkpoint_every=1, **kw)
 
 
 @functools.lru_cache(maxsize=None)
@@ -160,8 +166,8 @@ def test_max_length_too_small_for_the_prompt_is_a_prompt_error(family):
 
 @FEW
 @given(value=st.sampled_from([float("nan"), float("inf"), float("-inf")]), layer=st.integers(0, 1),
-       call=st.integers(1, 4), distributed=st.booleans())
-def test_non_finite_activations_while_probing_are_a_clear_error(value, layer, call, distributed):
+       call=st.integers(1, 4), checkpoint=st.booleans())
+def test_non_finite_activations_while_probing_are_a_clear_error(value, layer, call, checkpoint):
     pm, task, calls = soft(), small_task(), []
 
     def inject(act, hook):
@@ -171,7 +177,7 @@ def test_non_finite_activations_while_probing_are_a_clear_error(value, layer, ca
             act[0, -1, 3] = value
         return act
 
-    run = probe_distributed if distributed else probe
+    run = checkpointed if checkpoint else probe
     with pm.model.hooks(fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", inject)]):
         with pytest.raises(ProbeError, match="non-finite activations"):
             run(pm, task, batch_size=2)
@@ -204,7 +210,7 @@ def test_evaluate_on_labels_outside_the_verbalizer_is_a_clear_error(label):
 
 
 @pytest.mark.parametrize("empty", ["train", "dev"])
-@pytest.mark.parametrize("run", [probe, probe_distributed])
+@pytest.mark.parametrize("run", [probe, checkpointed])
 def test_empty_train_or_dev_is_a_probe_error(empty, run):
     task = small_task()
     setattr(task, empty, Split([], []))
@@ -212,7 +218,7 @@ def test_empty_train_or_dev_is_a_probe_error(empty, run):
         run(soft(), task)
 
 
-@pytest.mark.parametrize("run", [probe, probe_distributed])
+@pytest.mark.parametrize("run", [probe, checkpointed])
 def test_empty_test_is_skipped_and_empty_evaluation_is_an_error(run):
     assert run(soft(), small_task(n_test=0)).test_acc is None
     with pytest.raises(PromptError, match="empty"):

@@ -10,38 +10,39 @@ import sys
 import pytest
 import torch
 
-import skill_lens.distributed as D
 from skill_lens.artifacts import ArtifactError, load_tensors
-from skill_lens.probe import ProbeResult
+from skill_lens.checkpoint import Checkpoint
+from skill_lens.probe import ProbeResult, probe
 from skill_lens.prompts import SoftPrompt
 from skill_lens.tiny import tiny_model, tiny_task
 from skill_lens.tuning import TuneConfig, prompted
 
-# argv: mode ("kill:N" = SIGKILL right after the N-th checkpoint of this process, "plain" = skill_lens.probe.probe)
+# argv: mode ("kill:N" = SIGKILL right after the N-th checkpoint of this process, "plain" = no checkpoint)
 SCRIPT = """
 import os, sys, signal
 os.environ["SKILL_LENS_QUIET"] = "1"
-import skill_lens.distributed as D
+from skill_lens.checkpoint import Checkpoint
 from skill_lens.probe import probe
 from skill_lens.prompts import SoftPrompt
 from skill_lens.tiny import tiny_model, tiny_task
 from skill_lens.tuning import prompted
 mode, out = sys.argv[1], sys.argv[2]
 if mode.startswith("kill:"):
-    orig, calls = D._save_checkpoint, []
-    def save_then_die(*a):
-        orig(*a)
-        calls.append(a[3])
+    orig, calls = Checkpoint.save, []
+    def save_then_die(self, tensors, state):
+        orig(self, tensors, state)
+        calls.append(state)
         if len(calls) == int(mode[5:]):
-            print(a[3], flush=True)
+            print(state, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
-    D._save_checkpoint = save_then_die
+    Checkpoint.save = save_then_die
 task, m = tiny_task(n_train=40, n_dev=24, n_test=16), tiny_model("mlm")
 pm = prompted(m, task, SoftPrompt.init(m, 3, seed=2))
 if mode == "plain":
     probe(pm, task, batch_size=4, pooling=True).save(os.path.join(out, "predictivity.safetensors"))
 else:
-    D.probe_distributed(pm, task, batch_size=4, pooling=True, run_dir=out, checkpoint_every=2)
+    probe(pm, task, batch_size=4, pooling=True, checkpoint=out, checkpoint_every=2,
+          on_result=lambda r: r.save(os.path.join(out, "predictivity.safetensors")))
 """
 
 
@@ -77,15 +78,20 @@ class Crash(Exception):
 
 
 def crash_after(n: int, monkeypatch) -> None:
-    orig, calls = D._save_checkpoint, []
+    orig, calls = Checkpoint.save, []
 
-    def save_then_crash(*a):
-        orig(*a)
+    def save_then_crash(self, tensors, state):
+        orig(self, tensors, state)
         calls.append(1)
         if len(calls) == n:
             raise Crash
 
-    monkeypatch.setattr(D, "_save_checkpoint", save_then_crash)
+    monkeypatch.setattr(Checkpoint, "save", save_then_crash)
+
+
+def checkpointed(pm, task, d, **kw):
+    """The probe as the run code calls it: checkpoints in ``d``, the result saved there by ``on_result``."""
+    return probe(pm, task, checkpoint=d, on_result=lambda r: r.save(d / "predictivity.safetensors"), **kw)
 
 
 def test_checkpoint_of_a_different_probe_is_refused(tmp_path, monkeypatch):
@@ -93,27 +99,29 @@ def test_checkpoint_of_a_different_probe_is_refused(tmp_path, monkeypatch):
     pm = prompted(m, task, SoftPrompt.init(m, 2, seed=0))
     crash_after(1, monkeypatch)
     with pytest.raises(Crash):
-        D.probe_distributed(pm, task, batch_size=4, run_dir=tmp_path, checkpoint_every=1)
+        checkpointed(pm, task, tmp_path, batch_size=4, checkpoint_every=1)
     monkeypatch.undo()
     ckpt = tmp_path / "probe_checkpoint.0of1.safetensors"
     _, meta = load_tensors(ckpt)
-    assert meta["position"] == {"pass": "train", "batch": 1} and meta["fingerprint"]["batch_size"] == 4
-    with pytest.raises(ArtifactError, match=r"different probe \(batch_size: 4 in the checkpoint, 8 now\)"):
-        D.probe_distributed(pm, task, batch_size=8, run_dir=tmp_path)
+    assert meta["state"] == {"pass": "train", "batch": 1} and meta["identity"]["batch_size"] == 4
+    assert meta["identity"]["shard"] == "0/1"
+    other = r"probe checkpoint of other settings \(batch_size: 4 in the checkpoint, 8 now"
+    with pytest.raises(ArtifactError, match=other):
+        checkpointed(pm, task, tmp_path, batch_size=8)
     other_prompt = prompted(m, task, SoftPrompt.init(m, 2, seed=1))
     with pytest.raises(ArtifactError, match="prompt:"):
-        D.probe_distributed(other_prompt, task, batch_size=4, run_dir=tmp_path)
+        checkpointed(other_prompt, task, tmp_path, batch_size=4)
     with pytest.raises(ArtifactError, match="task:"):
-        D.probe_distributed(pm, tiny_task(n_train=16, n_dev=8, n_test=0, seed=3), batch_size=4, run_dir=tmp_path)
+        checkpointed(pm, tiny_task(n_train=16, n_dev=8, n_test=0, seed=3), tmp_path, batch_size=4)
     with pytest.raises(ArtifactError, match="hook_names:"):
-        D.probe_distributed(pm, task, batch_size=4, run_dir=tmp_path, hook_names=["blocks.0.mlp.hook_post"])
+        checkpointed(pm, task, tmp_path, batch_size=4, hook_names=["blocks.0.mlp.hook_post"])
     with pytest.raises(ArtifactError, match="model:"):
         gpt2 = tiny_model("gpt2")
-        D.probe_distributed(prompted(gpt2, task, pm.prompt), task, batch_size=4, run_dir=tmp_path)
+        checkpointed(prompted(gpt2, task, pm.prompt), task, tmp_path, batch_size=4)
     assert not (tmp_path / "predictivity.safetensors").exists()
     # the same probe resumes and finishes; the result equals a probe without checkpoints
-    resumed = D.probe_distributed(pm, task, batch_size=4, run_dir=tmp_path, checkpoint_every=1)
-    plain = D.probe_distributed(pm, task, batch_size=4)
+    resumed = checkpointed(pm, task, tmp_path, batch_size=4, checkpoint_every=1)
+    plain = probe(pm, task, batch_size=4)
     assert torch.equal(resumed.dev_acc, plain.dev_acc) and torch.equal(resumed.baseline, plain.baseline)
     assert not ckpt.exists() and (tmp_path / "predictivity.safetensors").exists()
 
@@ -129,8 +137,25 @@ def test_nan_during_a_checkpointed_probe_writes_no_result(tmp_path):
 
     with m.hooks(fwd_hooks=[("blocks.0.mlp.hook_post", nan_later)]):
         with pytest.raises(ValueError, match="non-finite activations"):
-            D.probe_distributed(pm, task, batch_size=4, run_dir=tmp_path, checkpoint_every=1)
+            checkpointed(pm, task, tmp_path, batch_size=4, checkpoint_every=1)
     assert not (tmp_path / "predictivity.safetensors").exists()
+
+
+def test_on_result_runs_once_before_the_checkpoint_is_removed_and_probe_writes_no_result(tmp_path):
+    task, m = tiny_task(n_train=16, n_dev=8, n_test=0), tiny_model("causal")
+    pm = prompted(m, task, SoftPrompt.init(m, 2, seed=0))
+    seen = []
+
+    def on_result(r):
+        _, meta = load_tensors(tmp_path / "probe_checkpoint.0of1.safetensors")  # still there, every split done
+        seen.append((r, meta["state"]))
+
+    result = probe(pm, task, batch_size=4, checkpoint=tmp_path, checkpoint_every=3, on_result=on_result)
+    assert len(seen) == 1 and seen[0][0] is result and seen[0][1] == {"pass": "dev", "batch": 2}
+    assert list(tmp_path.iterdir()) == []  # the checkpoint is removed; saving the result is on_result's job
+    assert torch.equal(result.dev_acc, probe(pm, task, batch_size=4).dev_acc)
+    with pytest.raises(ValueError, match="checkpoint_every must be at least 1 batch, got 0"):
+        probe(pm, task, checkpoint=tmp_path, checkpoint_every=0)
 
 
 def test_run_create_refuses_a_leftover_tuning_checkpoint_of_another_task(tmp_path):
