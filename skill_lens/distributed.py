@@ -42,10 +42,9 @@ from skill_lens.models import describe
 from skill_lens.predictivity import AgreementAccumulator, MeanAccumulator
 from skill_lens.probe import ProbeError, ProbeResult, _check_binary, _check_hooks, _stream
 from skill_lens.tasks import Split
-from skill_lens.tuning import check_labels, predict, score_logits
 
 __all__ = ["DistributedError", "init_from_env", "rank_world", "shard", "all_reduce_", "probe_fingerprint",
-           "probe_distributed", "evaluate_distributed", "PREDICTIVITY_FILE"]
+           "probe_distributed", "PREDICTIVITY_FILE"]
 
 PREDICTIVITY_FILE = "predictivity.safetensors"
 
@@ -264,37 +263,3 @@ def _load_checkpoint(path: Path, fingerprint: dict, local: dict) -> dict:
                 state = {key[len(prefix):]: t for key, t in tensors.items() if key.startswith(prefix)}
                 vars(a).update(vars(type(a).from_state_dict(state)))
     return meta["position"]
-
-
-# ------------------------------------------------------------------ evaluation
-
-
-def evaluate_distributed(pm, split: Split, fwd_hooks=(), batch_size: int = 32) -> dict:
-    """:func:`skill_lens.tuning.evaluate` over the process group: correct counts and logit-diff sums are summed.
-
-    Accuracy equals the single-process value exactly; ``logit_diff`` up to float rounding. For
-    suppression curves pass ``interventions.per_batch(pm, make_hooks)`` as ``pm``.
-
-    >>> from skill_lens.tiny import tiny_model, tiny_task
-    >>> from skill_lens.tuning import hard_prompt_model
-    >>> model, task = tiny_model(), tiny_task()
-    >>> evaluate_distributed(hard_prompt_model(model, task), task.dev)["n"]
-    32
-    """
-    if split is None or len(split) == 0:
-        raise DistributedError("the evaluation split is empty; pass a split with examples (e.g. task.dev).")
-    rank, world = rank_world()
-    part = shard(split, rank, world, batch_size)
-    stats = torch.zeros(3, dtype=torch.float64)  # correct, sum of logit differences, n
-    check_labels(pm, split)
-    if len(part):
-        correct, diff = score_logits(predict(pm, part, batch_size, fwd_hooks), part.labels)
-        stats += torch.stack([correct.sum().double(), diff.double().sum(),
-                              torch.tensor(float(len(part)), dtype=torch.float64)])
-    if world > 1:
-        s = stats.to(_reduce_device())
-        dist.all_reduce(s, op=dist.ReduceOp.SUM)
-        stats = s.cpu()
-    correct, diff, n = stats.tolist()
-    return {"accuracy": (torch.tensor(correct, dtype=torch.float32) / int(n)).item(), "logit_diff": diff / n,
-            "n": int(n)}

@@ -28,11 +28,11 @@ from torch import Tensor
 
 from skill_lens.artifacts import (ArtifactError, atomic_write, check_meta, library_version, load_tensors, save_tensors,
                                   write_json)
+from skill_lens.evaluation import prompted
 from skill_lens.models import describe
 from skill_lens.predictivity import AgreementAccumulator, MeanAccumulator, aggregate_positions, predictivity
 from skill_lens.progress import progress
 from skill_lens.prompts import SoftPrompt
-from skill_lens.tuning import prompted
 
 __all__ = ["ProbeError", "ProbeResult", "probe", "activations", "probe_random_prompt"]
 
