@@ -254,11 +254,23 @@ def tuning_checkpoint(path, model, task, config: TuneConfig, **identity) -> Chec
     config = dataclasses.asdict(config)
     identity = {"model": describe(model).name, "task": task.fingerprint(), "config": config, **identity}
     if Path(path).exists():
+        _upgrade_legacy(path)
         old = load_tensors(path)[1].get("identity")
         old = old.get("config") if isinstance(old, dict) else None
         if isinstance(old, dict) and old != config and with_defaults(old) == config:
             identity["config"] = old  # recorded before a field existed: it ran with that field's default
     return Checkpoint(path, identity, "tuning")
+
+
+def _upgrade_legacy(path) -> None:
+    """Rewrite a prompt-tuning checkpoint of the format before :class:`Checkpoint` (same content) in its format."""
+    tensors, meta = load_tensors(path)
+    if "identity" in meta or not {"model", "task", "config", "state"} <= meta.keys() or "prompt" not in tensors:
+        return
+    names = {"prompt": "param.0", "best": "best.0", "exp_avg": "exp_avg.0", "exp_avg_sq": "exp_avg_sq.0",
+             "opt_step": "opt_step.0"}
+    identity = {key: meta[key] for key in ("model", "task", "config")}
+    Checkpoint(path, identity, "tuning").save({names[k]: v for k, v in tensors.items() if k in names}, meta["state"])
 
 
 def check_texts_fit(pm, task) -> None:

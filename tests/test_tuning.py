@@ -317,3 +317,21 @@ def test_the_shared_loop_orders_batches_by_seed_and_step_only():
     assert sorted(sum(epoch, [])) == list(range(10)) and [len(b) for b in epoch] == [4, 4, 2]
     assert batch_indices(4, 3, 10, 4) != epoch[0] and batch_indices(5, 0, 10, 4) != epoch[0]
     assert batch_indices(4, 1, 10, 4) == epoch[1]
+
+
+def test_a_checkpoint_in_the_format_before_checkpoint_py_still_resumes(tmp_path):
+    """tune wrote ``{prompt, best, exp_avg, exp_avg_sq, opt_step}`` with model/task/config/state at the top."""
+    from skill_lens.artifacts import load_tensors, save_tensors
+
+    model, task = tiny_model("causal"), tiny_task()
+    whole = tune(model, task, FAST)
+    interrupted_at_20(model, task, tmp_path, lambda config: config.pop("schedule"))
+    path = tmp_path / "checkpoint.safetensors"
+    tensors, meta = load_tensors(path)
+    old = {k.removesuffix(".0").replace("param", "prompt"): v for k, v in tensors.items()}
+    assert sorted(old) == ["best", "exp_avg", "exp_avg_sq", "opt_step", "prompt"]
+    save_tensors(path, old, {**meta["identity"], "state": meta["state"]})
+    resumed = tune(model, task, FAST, checkpoint=path)
+    assert torch.equal(whole.prompt.embedding, resumed.prompt.embedding) and whole.history == resumed.history
+    with pytest.raises(ValueError, match="other settings"):
+        tune(model, tiny_task(seed=1), FAST, checkpoint=path)
