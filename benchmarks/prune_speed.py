@@ -113,7 +113,7 @@ def tuned_run(path: Path, model, task, config):
     from skill_lens.runs import Run
     from skill_lens.tuning import tune
 
-    result = tune(model, task, config, run_dir=path)
+    result = tune(model, task, config, checkpoint=path / "checkpoint.safetensors")
     info = describe(model)
     meta = {**info.as_meta(), "task": {**task.describe(), "fingerprint": task.fingerprint(), "args": SIZES},
             "config": dataclasses.asdict(config), "accuracy": {"dev": result.dev_accuracy},

@@ -35,13 +35,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 from skill_lens.capture import capture_hooks
+from skill_lens.evaluation import evaluate, hard_prompt_model, prompted
 from skill_lens.interventions import neuron_mask
 from skill_lens.models import describe, random_init_copy
 from skill_lens.predictivity import spearman
 from skill_lens.probe import probe
 from skill_lens.progress import progress
 from skill_lens.prompts import PromptedModel, PromptError, SoftPrompt
-from skill_lens.tuning import TuneConfig, evaluate, hard_prompt_model, prompted, tune
+from skill_lens.tuning import TuneConfig, tune
 
 __all__ = ["Matrix", "SpearmanMatrix", "TransferMatrix", "OverlapMatrix", "Overlap", "Table", "TokenTable",
            "specificity_matrix", "cross_task_suppression", "transferability", "activation_overlap",

@@ -37,6 +37,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from skill_lens.checkpoint import Checkpoint
+from skill_lens.evaluation import evaluate
 from skill_lens.interventions import (InterventionError, Positions, gaussian_noise, mean_ablate, per_batch,
                                       random_like, zero_ablate)
 from skill_lens.kv_cache import InputCache
@@ -44,7 +45,6 @@ from skill_lens.models import describe
 from skill_lens.predictivity import select_top
 from skill_lens.progress import say
 from skill_lens.prompts import Batch, Hook
-from skill_lens.tuning import evaluate
 
 __all__ = ["SuppressionCurve", "suppression_curve", "evaluate_with", "check_fractions", "METHODS"]
 

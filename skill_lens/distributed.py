@@ -1,4 +1,4 @@
-"""Beyond one machine: the process group, shards of whole batches, all-reduced sums (and evaluation).
+"""Beyond one machine: the process group, shards of whole batches, all-reduced sums.
 
 The probe's statistics are sums (float64 activation sums, int64 agreement counts, example counts),
 so each rank of a ``torch.distributed`` job probes its :func:`shard` of every split and the sums are
@@ -28,9 +28,8 @@ import torch
 import torch.distributed as dist
 
 from skill_lens.tasks import Split
-from skill_lens.tuning import check_labels, predict, score_logits
 
-__all__ = ["DistributedError", "init_from_env", "rank_world", "shard", "all_reduce_", "evaluate_distributed"]
+__all__ = ["DistributedError", "init_from_env", "rank_world", "shard", "all_reduce_", "sum_across_ranks"]
 
 
 class DistributedError(ValueError):
@@ -71,11 +70,18 @@ def rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _reduce_device() -> torch.device:
-    """NCCL reduces CUDA tensors only; gloo CPU ones."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+def sum_across_ranks(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over every rank of the process group (a new CPU tensor); ``t`` itself without one.
+
+    >>> sum_across_ranks(torch.ones(2)).tolist()
+    [1.0, 1.0]
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    nccl = dist.get_backend() == "nccl"  # NCCL reduces CUDA tensors only; gloo CPU ones
+    s = t.to(torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"), copy=True)
+    dist.all_reduce(s, op=dist.ReduceOp.SUM)
+    return s.cpu()
 
 
 def shard(split: Split, rank: int, world: int, batch_size: int = 1) -> Split:
@@ -109,44 +115,6 @@ def all_reduce_(acc):
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return acc
-    device, summed = _reduce_device(), {}
-    for key, t in acc.state_dict().items():
-        t = t.to(device, copy=True)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        summed[key] = t.cpu()
+    summed = {key: sum_across_ranks(t) for key, t in acc.state_dict().items()}
     vars(acc).update(vars(type(acc).from_state_dict(summed)))
     return acc
-
-
-# ------------------------------------------------------------------ evaluation
-
-
-def evaluate_distributed(pm, split: Split, fwd_hooks=(), batch_size: int = 32) -> dict:
-    """:func:`skill_lens.tuning.evaluate` over the process group: correct counts and logit-diff sums are summed.
-
-    Accuracy equals the single-process value exactly; ``logit_diff`` up to float rounding. For
-    suppression curves pass ``interventions.per_batch(pm, make_hooks)`` as ``pm``.
-
-    >>> from skill_lens.tiny import tiny_model, tiny_task
-    >>> from skill_lens.tuning import hard_prompt_model
-    >>> model, task = tiny_model(), tiny_task()
-    >>> evaluate_distributed(hard_prompt_model(model, task), task.dev)["n"]
-    32
-    """
-    if split is None or len(split) == 0:
-        raise DistributedError("the evaluation split is empty; pass a split with examples (e.g. task.dev).")
-    rank, world = rank_world()
-    part = shard(split, rank, world, batch_size)
-    stats = torch.zeros(3, dtype=torch.float64)  # correct, sum of logit differences, n
-    check_labels(pm, split)
-    if len(part):
-        correct, diff = score_logits(predict(pm, part, batch_size, fwd_hooks), part.labels)
-        stats += torch.stack([correct.sum().double(), diff.double().sum(),
-                              torch.tensor(float(len(part)), dtype=torch.float64)])
-    if world > 1:
-        s = stats.to(_reduce_device())
-        dist.all_reduce(s, op=dist.ReduceOp.SUM)
-        stats = s.cpu()
-    correct, diff, n = stats.tolist()
-    return {"accuracy": (torch.tensor(correct, dtype=torch.float32) / int(n)).item(), "logit_diff": diff / n,
-            "n": int(n)}

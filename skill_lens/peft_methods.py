@@ -12,9 +12,10 @@ tuning's (``probe(peft_prompted(model, task, module), task)``).
 * :class:`Adapter` -- a bottleneck adapter (Houlsby et al. 2019) after every FFN:
   ``x + up(relu(down(x)))`` on ``mlp.hook_out``, ``up`` zero-initialised.
 
-:func:`tune_hooks` mirrors :func:`skill_lens.tuning.tune` (seeded batches, AdamW with warmup,
-clipping on the trainable parameters only, best dev accuracy kept); the model's weights never change
-and every hook is removed when a forward pass ends.
+:func:`tune_hooks` runs prompt tuning's own loop (:func:`skill_lens.tuning.train`: seeded batches,
+AdamW with warmup and the config's schedule, clipping on the trainable parameters only, best dev
+accuracy kept, optional checkpoint); the model's weights never change and every hook is removed when
+a forward pass ends.
 
 >>> from skill_lens.tiny import tiny_model, tiny_task
 >>> from skill_lens.tuning import TuneConfig
@@ -26,17 +27,17 @@ and every hook is removed when a forward pass ends.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from skill_lens.evaluation import check_labels, check_split, evaluate
 from skill_lens.models import describe
-from skill_lens.progress import progress
 from skill_lens.prompts import Hook, PromptedModel, Verbalizer
-from skill_lens.tuning import TuneConfig, _check_split, evaluate
+from skill_lens.tuning import TuneConfig, check_texts_fit, train, tuning_checkpoint
 
 __all__ = ["BitFit", "Adapter", "HookTuneResult", "tune_hooks", "peft_prompted", "HookedPromptedModel"]
 
@@ -144,11 +145,14 @@ class HookTuneResult:
         return peft_prompted(model, task, self.module)
 
 
-def tune_hooks(model, task, module: nn.Module, config: TuneConfig | None = None) -> HookTuneResult:
+def tune_hooks(model, task, module: nn.Module, config: TuneConfig | None = None, *,
+               checkpoint: str | Path | None = None) -> HookTuneResult:
     """Train ``module``'s parameters (used through its ``hooks()``) on ``task``; keep the best dev state.
 
     ``config`` is a :class:`~skill_lens.tuning.TuneConfig` (``prompt_length``, ``init`` and
-    ``cache_input`` are unused). Batches depend only on ``(seed, step)``, as in prompt tuning.
+    ``cache_input`` are unused). The loop is prompt tuning's (:func:`skill_lens.tuning.train`):
+    batches depend only on ``(seed, step)``, the learning rate follows ``schedule``. With
+    ``checkpoint`` (a file path) progress is saved there and an interrupted run resumes.
 
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> r = tune_hooks(tiny_model(), tiny_task(), BitFit(tiny_model()), TuneConfig(steps=2, eval_every=2))
@@ -156,42 +160,31 @@ def tune_hooks(model, task, module: nn.Module, config: TuneConfig | None = None)
     (2, 2)
     """
     cfg = config or TuneConfig()
-    _check_split(task.train, "train", need_two_classes=True)
-    _check_split(task.dev, "dev")
+    check_split(task.train, "train", need_two_classes=True)
+    check_split(task.dev, "dev")
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{type(module).__name__} has no trainable parameters; nothing to tune.")
     pm = peft_prompted(model, task, module, cfg.max_length)
-    pm.encode(task.train.texts[:1], task.train.texts_b[:1] if task.train.texts_b else None)  # fail early
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n, labels = len(task.train), torch.as_tensor(task.train.labels)
-    per_epoch = math.ceil(n / cfg.batch_size)
-    best_dev, best_step, best_state, history, bad_evals = -1.0, -1, copy.deepcopy(module.state_dict()), [], 0
-    bar = progress(total=cfg.steps, desc=f"tune {type(module).__name__}")
-    for step in range(cfg.steps):
-        if cfg.patience is not None and bad_evals >= cfg.patience:
-            break
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + step // per_epoch))
-        idx = order[(step % per_epoch) * cfg.batch_size :][: cfg.batch_size].tolist()
+    for split in task.splits().values():
+        check_labels(pm, split)
+    check_texts_fit(pm, task)
+    ckpt = None
+    if checkpoint is not None:
+        shapes = {name: list(p.shape) for name, p in module.named_parameters() if p.requires_grad}
+        ckpt = tuning_checkpoint(checkpoint, model, task, cfg, module=type(module).__name__, parameters=shapes)
+    labels = torch.as_tensor(task.train.labels)
+
+    def step_loss(idx: list[int]) -> Tensor:
         texts_b = [task.train.texts_b[i] for i in idx] if task.train.texts_b is not None else None
         logits = pm.label_logits(pm.encode([task.train.texts[i] for i in idx], texts_b))
-        loss = nn.functional.cross_entropy(logits.float(), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        opt.step()
-        bar.update(1)
-        history.append({"step": step + 1, "loss": loss.item()})
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            dev = evaluate(pm, task.dev, cfg.eval_batch_size)["accuracy"]
-            history[-1]["dev_accuracy"] = dev
-            if dev > best_dev:
-                best_dev, best_step, bad_evals = dev, step + 1, 0
-                best_state = copy.deepcopy(module.state_dict())
-            else:
-                bad_evals += 1
-    bar.close()
-    module.load_state_dict(best_state)
-    return HookTuneResult(module, best_dev, best_step, history)
+        return nn.functional.cross_entropy(logits.float(), labels[idx])
+
+    def dev_accuracy() -> float:
+        return evaluate(pm, task.dev, cfg.eval_batch_size)["accuracy"]
+
+    state = train(params, step_loss, dev_accuracy, len(task.train), cfg, ckpt, desc=f"tune {type(module).__name__}")
+    with torch.no_grad():
+        for p, best in zip(params, state.best):
+            p.copy_(best)
+    return HookTuneResult(module, state.best_dev, state.best_step, state.history)

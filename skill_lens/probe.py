@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -35,15 +33,14 @@ import torch.distributed as dist
 from jaxtyping import Float
 from torch import Tensor
 
-from skill_lens.artifacts import (ArtifactError, atomic_write, check_meta, library_version, load_tensors, save_tensors,
-                                  write_json)
+from skill_lens.artifacts import (ArtifactError, check_meta, load_tensors, save_tensors)
 from skill_lens.checkpoint import Checkpoint
 from skill_lens.distributed import all_reduce_, rank_world, shard
+from skill_lens.evaluation import prompted
 from skill_lens.models import describe
 from skill_lens.predictivity import AgreementAccumulator, MeanAccumulator, aggregate_positions, predictivity
 from skill_lens.progress import progress
 from skill_lens.prompts import SoftPrompt
-from skill_lens.tuning import prompted
 from skill_lens.capture import activations  # noqa: F401  (re-exported: it moved to capture.py)
 
 __all__ = ["ProbeError", "ProbeResult", "probe", "probe_fingerprint", "activations", "probe_random_prompt"]

@@ -196,7 +196,7 @@ def clean_vs_adversarial(pm, clean_split: Split, adv_split: Split, batch_size: i
     >>> r["accuracy_drop"], r["consistency"]
     (0.0, 1.0)
     """
-    from skill_lens.tuning import predict
+    from skill_lens.evaluation import predict
 
     check_split(clean_split, None, "clean split")
     check_split(adv_split, None, "adversarial split")

@@ -19,6 +19,11 @@ Specs for :func:`load_task`:
 A missing dev or test split is carved from train, seeded and the same in every process (no
 ``hash()``): 10% each, or the requested size if larger. Size options then subsample each split,
 stratified by label, with the same seed. Binary subtasks are made before subsampling.
+
+Everything is checked before it is used: sizes are whole numbers of at least 1, and asking for more
+examples than a split has is an error naming what it has (``clamp=True`` takes them all instead and
+records it in :meth:`Task.describe`); a label column holds one type (names, or integer ids), and
+label names that differ only in case or spaces (``"positive"``, ``"Positive "``) are an error.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 import numbers
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -117,6 +123,8 @@ class Split:
         >>> sorted(s.take(3, seed=1).labels), s.take(3, seed=1) == s.take(3, seed=1), s.take(None, 0) is s
         ([0, 0, 1], True, True)
         """
+        if n is not None and (not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1):
+            raise TaskError(f"a sample size must be a whole number of at least 1 (or None: all), got {n!r}")
         if n is None or n >= len(self):
             return self
         rng = _rng(seed, "take")
@@ -159,6 +167,7 @@ class Task:
     test: Split
     hard_prompt: str = "{text}\nAnswer:"
     source: str = ""
+    clamped: dict = field(default_factory=dict)  # split -> {"requested": n, "available": m} (load_task(clamp=True))
 
     def __post_init__(self):
         for split, s in self.splits().items():
@@ -198,15 +207,17 @@ class Task:
         return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode()).hexdigest()
 
     def describe(self) -> dict:
-        """A JSON-able summary: name, source, labels, words, prompt, split sizes and label counts.
+        """A JSON-able summary: name, source, labels, words, prompt, split sizes and label counts
+        (and ``clamped``: the splits smaller than asked for, when :func:`load_task` clamped them).
 
         >>> _toy().describe()["splits"]["dev"]
         {'size': 2, 'label_counts': {'negative': 1, 'neutral': 0, 'positive': 1}}
         """
-        return {"name": self.name, "source": self.source, "label_names": self.label_names,
-                "label_words": self.label_words, "hard_prompt": self.hard_prompt,
-                "splits": {k: {"size": len(s), "label_counts": dict(zip(self.label_names, s.counts(self.n_labels)))}
-                           for k, s in self.splits().items()}}
+        out = {"name": self.name, "source": self.source, "label_names": self.label_names,
+               "label_words": self.label_words, "hard_prompt": self.hard_prompt,
+               "splits": {k: {"size": len(s), "label_counts": dict(zip(self.label_names, s.counts(self.n_labels)))}
+                          for k, s in self.splits().items()}}
+        return {**out, "clamped": self.clamped} if self.clamped else out
 
     def with_label_words(self, words: list[str]) -> "Task":
         """The same task with other verbalizer words.
@@ -399,6 +410,7 @@ def _from_frames(frames: dict, cols: dict, class_names=None, words=None, prompt=
         if class_names and (df[lc] < 0).all():  # a hub test split without labels: carve one instead
             del frames[split]
     values = {v for df in frames.values() for v in df[lc].tolist()}
+    _check_label_values(values, lc)
     if all(isinstance(v, (int, float)) and float(v).is_integer() for v in values):  # integer labels
         to_int = {v: int(v) for v in values}
         names = list(class_names or map(str, range(len(words) if words else max(to_int.values(), default=1) + 1)))
@@ -417,6 +429,64 @@ def _from_frames(frames: dict, cols: dict, class_names=None, words=None, prompt=
     return splits, names, words, prompt
 
 
+def _is_number(v) -> bool:
+    if isinstance(v, str):
+        try:
+            return math.isfinite(float(v.strip()))
+        except ValueError:
+            return False
+    return isinstance(v, numbers.Number)
+
+
+def _check_label_values(values: set, column: str) -> None:
+    """One type per label column (numbers, or names), and no two names equal up to case and spaces.
+
+    >>> _check_label_values({0, 1, "positive"}, "label")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    skill_lens.tasks.TaskError: the 'label' column mixes numbers [0, 1] and names ['positive']; give every ...
+    >>> _check_label_values({"positive", "Positive", "positive ", "negative"}, "label")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    skill_lens.tasks.TaskError: the 'label' column spells one label several ways (case or spaces): ['Positive', ...
+    """
+    numbers_, names = [v for v in values if _is_number(v)], [v for v in values if not _is_number(v)]
+    if numbers_ and names:
+        raise TaskError(f"the {column!r} column mixes numbers {sorted(numbers_, key=str)} and names "
+                        f"{sorted(names, key=str)}; give every label the same type: all names (e.g. 'negative', "
+                        "'positive') or all integer ids (0, 1, ...)")
+    spellings: dict[str, set] = {}
+    for v in values:
+        if isinstance(v, str):
+            spellings.setdefault(" ".join(v.split()).casefold(), set()).add(v)
+    same = [sorted(group) for group in spellings.values() if len(group) > 1]
+    if same:
+        shown = "; ".join(str(group) for group in sorted(same))
+        raise TaskError(f"the {column!r} column spells one label several ways (case or spaces): {shown}; "
+                        "write each label one way")
+
+
+def _check_sizes(sizes: dict) -> None:
+    for split, n in sizes.items():
+        if n is not None and (not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1):
+            raise TaskError(f"{split}_size (--{split}-size) must be a whole number of at least 1 "
+                            f"(or None: the whole split), got {n!r}")
+
+
+def _sample(task: Task, sizes: dict, seed: int, clamp: bool) -> Task:
+    """Each split subsampled to its requested size; more than it has is an error unless ``clamp``."""
+    clamped = {}
+    for split, s in task.splits().items():
+        n = sizes[split]
+        if n is not None and n > len(s):
+            if not clamp:
+                raise TaskError(f"{split}_size={n} asks for more {split} examples than {task.source or task.name} "
+                                f"has: {len(s)} available; ask for at most {len(s)} (--{split}-size {len(s)}), "
+                                "or pass clamp=True to take all of them")
+            clamped[split] = {"requested": n, "available": len(s)}
+    return replace(task, clamped=clamped, **{k: s.take(sizes[k], seed) for k, s in task.splits().items()})
+
+
 def list_tasks() -> list[str]:
     """The named tasks (other data load with ``csv:``/``jsonl:``/``json:``/``parquet:``/``hf:`` specs).
 
@@ -429,8 +499,11 @@ def list_tasks() -> list[str]:
 def load_task(spec: str, *, train_size: int | None = None, dev_size: int | None = None,
               test_size: int | None = None, seed: int = 0, text_column: str | None = None,
               text_b_column: str | None = None, label_column: str | None = None,
-              label_words: list[str] | None = None, binary: str | None = None) -> Task:
+              label_words: list[str] | None = None, binary: str | None = None, clamp: bool = False) -> Task:
     """Load a task from a spec (see the module docstring): carve missing splits, binarize, subsample.
+
+    A size larger than its split is an error naming what the split has; with ``clamp=True`` the
+    split is taken whole and ``task.describe()["clamped"]`` records what was asked and what there was.
 
     >>> import os, tempfile
     >>> p = os.path.join(tempfile.mkdtemp(), "toy_train.csv")
@@ -438,7 +511,11 @@ def load_task(spec: str, *, train_size: int | None = None, dev_size: int | None 
     >>> t = load_task("csv:" + p, dev_size=4, test_size=4, train_size=10)
     >>> t.name, t.label_names, [len(s) for s in t.splits().values()]
     ('toy', ['neg', 'pos'], [10, 4, 4])
+    >>> load_task("csv:" + p, train_size=100, clamp=True).describe()["clamped"]
+    {'train': {'requested': 100, 'available': 32}}
     """
+    sizes = {"train": train_size, "dev": dev_size, "test": test_size}
+    _check_sizes(sizes)
     cols = {"text": text_column, "text_b": text_b_column, "label": label_column}
     kind, _, rest = spec.partition(":")
     scheme, balance, words = None, False, None if binary else label_words  # words for the labels before binarizing
@@ -473,8 +550,7 @@ def load_task(spec: str, *, train_size: int | None = None, dev_size: int | None 
     task = replace(task.binarize(scheme, seed), name=spec) if scheme else task
     task = task.binarize(binary, seed) if binary else task
     task = task.with_label_words(label_words) if label_words else task
-    sizes = {"train": train_size, "dev": dev_size, "test": test_size}
-    task = replace(task, **{k: s.take(sizes[k], seed) for k, s in task.splits().items()})
+    task = _sample(task, sizes, seed, clamp)
     for split, s in task.splits().items():
         present = sorted(set(s.labels))
         if not present:

@@ -1,10 +1,15 @@
-"""Soft-prompt tuning on a frozen model, evaluation, and the hard-prompt reference.
+"""Soft-prompt tuning on a frozen model, and the one training loop every tuning method shares.
 
 Only the prompt is trained (AdamW with linear warmup, gradient clipping on the
 prompt alone); the model is in eval mode with ``requires_grad=False``, so its
-weights are bitwise unchanged. Batches are a pure function of ``(seed, step)``
-and every ``eval_every`` steps the full training state is checkpointed
-atomically, so a killed run resumes to the same result as one never interrupted.
+weights are bitwise unchanged. :func:`train` is the loop itself, for any trainable
+tensors (prompt tuning here, BitFit and adapters in :mod:`skill_lens.peft_methods`):
+batches are a pure function of ``(seed, step)`` (:func:`batch_indices`) and every
+``eval_every`` steps the full training state is checkpointed atomically
+(:class:`~skill_lens.checkpoint.Checkpoint`), so a killed run resumes to the same
+result as one never interrupted. Every setting is checked when a :class:`TuneConfig`
+is made (:class:`ConfigError`), and every text of every split against the model's
+context before the first step. Evaluation lives in :mod:`skill_lens.evaluation`.
 
 >>> from skill_lens.tiny import tiny_model, tiny_task
 >>> model, task = tiny_model("causal"), tiny_task()
@@ -17,30 +22,54 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
-from jaxtyping import Float
 from torch import Tensor
 
-from skill_lens.artifacts import ArtifactError, load_tensors, save_tensors
+from skill_lens.artifacts import load_tensors
+from skill_lens.checkpoint import Checkpoint
+from skill_lens.evaluation import (check_labels, check_lengths, check_split, evaluate, hard_prompt_model, predict,
+                                   prompted, score_logits)
 from skill_lens.kv_cache import InputCache
 from skill_lens.models import describe
 from skill_lens.progress import progress
-from skill_lens.prompts import Hook, PromptedModel, PromptError, SoftPrompt, Verbalizer
+from skill_lens.prompts import PromptError, SoftPrompt
 
-__all__ = ["TuneConfig", "TuneResult", "tune", "evaluate", "predict", "check_labels", "score_logits", "prompted",
-           "hard_prompt_model"]
+__all__ = ["TuneConfig", "TuneResult", "ConfigError", "TrainState", "tune", "train", "batch_indices",
+           "learning_rate", "with_defaults", "tuning_checkpoint", "check_texts_fit", "SCHEDULES",
+           # evaluation, re-exported from skill_lens.evaluation (where it lives) for older imports
+           "evaluate", "predict", "check_labels", "score_logits", "prompted", "hard_prompt_model"]
 
 
 SCHEDULES = ("constant", "linear")
+INITS = ("vocab", "normal")
+CHECKPOINT_FILE = "checkpoint.safetensors"  # in a run directory (``run_dir=``)
+FLAGS = {"prompt_length": "--prompt-length", "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr",
+         "eval_every": "--eval-every", "patience": "--patience", "max_length": "--max-length"}
+
+
+class ConfigError(PromptError):
+    """A tuning setting is out of range; the message names the field (and its CLI flag), the value and the fix.
+
+    A :class:`~skill_lens.prompts.PromptError` (hence a ``ValueError``), as the same problems were before
+    they were checked up front.
+    """
 
 
 @dataclass
 class TuneConfig:
-    """Hyper-parameters of prompt tuning (defaults sized for a 2-core CPU and SmolLM2)."""
+    """Hyper-parameters of prompt tuning (defaults sized for a 2-core CPU and SmolLM2), checked when made.
+
+    >>> TuneConfig(batch_size=0)
+    Traceback (most recent call last):
+    ...
+    skill_lens.tuning.ConfigError: batch_size (--batch-size) must be a whole number of at least 1, got 0.
+    """
 
     prompt_length: int = 8
     steps: int = 150
@@ -59,6 +88,44 @@ class TuneConfig:
     eval_batch_size: int = 32
     max_length: int | None = None  # truncate inputs to this many tokens (default: error if too long)
 
+    def __post_init__(self):
+        for name in ("prompt_length", "steps", "batch_size", "eval_every", "eval_batch_size"):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("patience", "max_length"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1, " (or None: no limit)")
+        _check_int("warmup_steps", self.warmup_steps, 0)
+        _check_int("seed", self.seed, None)
+        _check_number("lr", self.lr, lambda x: math.isfinite(x) and x > 0, "a finite number above 0")
+        _check_number("weight_decay", self.weight_decay, lambda x: math.isfinite(x) and x >= 0,
+                      "a finite number of at least 0")
+        _check_number("max_grad_norm", self.max_grad_norm, lambda x: x > 0, "a number above 0 (inf: no clipping)")
+        _check_number("input_cache_mb", self.input_cache_mb, lambda x: x >= 0, "a number of megabytes, at least 0 "
+                      "(0: no input cache)")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule {self.schedule!r} is not a learning-rate schedule; use one of "
+                              f"{', '.join(SCHEDULES)}.")
+        if self.init not in INITS:
+            raise ConfigError(f"init {self.init!r} is not a prompt initialisation; use one of {', '.join(INITS)}.")
+        if not isinstance(self.cache_input, bool):
+            raise ConfigError(f"cache_input must be True or False, got {self.cache_input!r}.")
+
+
+def _field(name: str) -> str:
+    return f"{name} ({FLAGS[name]})" if name in FLAGS else name
+
+
+def _check_int(name: str, value, low: int | None, extra: str = "") -> None:
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not whole or low is not None and value < low:
+        wanted = "a whole number" + (f" of at least {low}" if low is not None else "")
+        raise ConfigError(f"{_field(name)} must be {wanted}{extra}, got {value!r}.")
+
+
+def _check_number(name: str, value, ok: Callable[[float], bool], wanted: str) -> None:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not ok(float(value)):
+        raise ConfigError(f"{_field(name)} must be {wanted}, got {value!r}.")
+
 
 @dataclass
 class TuneResult:
@@ -68,138 +135,198 @@ class TuneResult:
     history: list[dict] = field(default_factory=list)
 
 
-def prompted(model, task, prompt: SoftPrompt | None, max_length: int | None = None) -> PromptedModel:
-    """A :class:`PromptedModel` for ``task`` (its label words as the verbalizer)."""
-    return PromptedModel(model, prompt, Verbalizer.from_words(model, task.label_words), max_length=max_length)
+@dataclass
+class TrainState:
+    """Where a :func:`train` run is: steps done, best dev accuracy and its step, the tensors then, history."""
+
+    step: int = 0
+    best_step: int = -1
+    best_dev: float = -1.0
+    bad_evals: int = 0  # evaluations since the last improvement
+    history: list[dict] = field(default_factory=list)
+    best: list[Tensor] = field(default_factory=list, repr=False)  # the trained tensors at the best evaluation
+
+    def as_json(self) -> dict:
+        return {"step": self.step, "best_step": self.best_step, "best_dev": self.best_dev,
+                "bad_evals": self.bad_evals, "history": self.history}
 
 
-def hard_prompt_model(model, task, max_length: int | None = None) -> PromptedModel:
-    """The zero-shot reference: the task's text template and the same verbalizer, no soft prompt."""
-    return PromptedModel(model, None, Verbalizer.from_words(model, task.label_words), template=task.hard_prompt,
-                         pair_template=task.hard_prompt, max_length=max_length)
+def batch_indices(seed: int, step: int, n: int, batch_size: int) -> list[int]:
+    """The training examples of step ``step`` (0-based): a seeded permutation per epoch, cut into batches.
+
+    A pure function of its arguments, so a resumed run sees the batches an uninterrupted one would.
+
+    >>> batch_indices(0, 0, 10, 4) == batch_indices(0, 0, 10, 4), len(batch_indices(0, 2, 10, 4))
+    (True, 2)
+    >>> sorted(batch_indices(3, 0, 6, 3) + batch_indices(3, 1, 6, 3))
+    [0, 1, 2, 3, 4, 5]
+    """
+    per_epoch = math.ceil(n / batch_size)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + step // per_epoch))
+    return order[(step % per_epoch) * batch_size :][:batch_size].tolist()
 
 
-@torch.no_grad()
-def predict(
-    pm: PromptedModel, split, batch_size: int = 32, fwd_hooks: Sequence[Hook] = (), desc: str = "eval",
-    input_cache: InputCache | None = None,
-) -> Float[Tensor, "n n_labels"]:
-    """Label logits for every example of ``split``, batch by batch (``input_cache``: see :mod:`skill_lens.kv_cache`)."""
-    _check_split(split, "evaluation")
-    out = []
-    for start in progress(range(0, len(split), batch_size), desc=desc):
-        idx = slice(start, start + batch_size)
-        texts_b = split.texts_b[idx] if split.texts_b is not None else None
-        batch = pm.encode(split.texts[idx], texts_b)
-        kept = {} if input_cache is None else {"cache_input": True, "input_cache": input_cache}
-        out.append(pm.label_logits(batch, fwd_hooks=fwd_hooks, **kept).float())
-    return torch.cat(out)
+def train(params: Sequence[Tensor], step_loss: Callable[[list[int]], Tensor], evaluate_dev: Callable[[], float],
+          n_train: int, config: TuneConfig, checkpoint: Checkpoint | None = None, desc: str = "tune") -> TrainState:
+    """Train ``params`` to minimise ``step_loss(batch_indices)``; keep the tensors with the best ``evaluate_dev()``.
+
+    The loop of every tuning method: batches of ``config.batch_size`` of ``n_train`` examples
+    (:func:`batch_indices`), AdamW, :func:`learning_rate` (warmup, then ``config.schedule``),
+    gradients clipped to ``config.max_grad_norm`` on ``params`` alone, a dev evaluation every
+    ``config.eval_every`` steps and at the end, early stop after ``config.patience`` evaluations
+    without improvement. With ``checkpoint`` the state is saved at every evaluation and a saved one is
+    resumed. ``params`` keep the last step's values; the best ones are ``state.best`` (same order).
+
+    >>> w = torch.zeros(1, requires_grad=True)
+    >>> cfg = TuneConfig(steps=20, batch_size=2, eval_every=5, lr=0.5, warmup_steps=0)
+    >>> s = train([w], lambda idx: (w - 3.0).pow(2).sum(), lambda: -abs(w.item() - 3.0), 4, cfg)
+    >>> s.step, [h["step"] for h in s.history if "dev_accuracy" in h], abs(s.best[0].item() - 3.0) < 0.5
+    (20, [5, 10, 15, 20], True)
+    """
+    params = list(params)
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    state = TrainState(best=[p.detach().clone() for p in params])
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        _restore(*saved, params, opt, state)
+    bar = progress(total=config.steps, initial=state.step, desc=desc)
+    while state.step < config.steps and not (config.patience is not None and state.bad_evals >= config.patience):
+        step = state.step
+        loss = step_loss(batch_indices(config.seed, step, n_train, config.batch_size))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(config, step)
+        opt.step()
+        state.step = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", dev=f"{state.best_dev:.3f}")
+        state.history.append({"step": step + 1, "loss": loss.item()})
+        if state.step % config.eval_every == 0 or state.step == config.steps:
+            dev = evaluate_dev()
+            state.history[-1]["dev_accuracy"] = dev
+            if dev > state.best_dev:
+                state.best_dev, state.best_step, state.bad_evals = dev, state.step, 0
+                state.best = [p.detach().clone() for p in params]
+            else:
+                state.bad_evals += 1
+            if checkpoint is not None:
+                checkpoint.save(_saved_tensors(params, opt, state), state.as_json())
+    bar.close()
+    return state
 
 
-def evaluate(pm: PromptedModel, split, batch_size: int = 32, fwd_hooks: Sequence[Hook] = (),
-             input_cache: InputCache | None = None) -> dict:
-    """Accuracy and mean gold-minus-best-other logit difference of ``pm`` on ``split``.
+def _saved_tensors(params: list[Tensor], opt, state: TrainState) -> dict[str, Tensor]:
+    tensors = {}
+    for i, (p, best) in enumerate(zip(params, state.best)):
+        tensors |= {f"param.{i}": p.data, f"best.{i}": best}
+        if opt.state[p]:
+            s = opt.state[p]
+            tensors |= {f"exp_avg.{i}": s["exp_avg"], f"exp_avg_sq.{i}": s["exp_avg_sq"],
+                        f"opt_step.{i}": torch.as_tensor(s["step"]).reshape(1).float()}
+    return tensors
+
+
+def _restore(tensors: dict[str, Tensor], saved: dict, params: list[Tensor], opt, state: TrainState) -> None:
+    for i, p in enumerate(params):
+        p.data.copy_(tensors[f"param.{i}"])
+        if f"exp_avg.{i}" in tensors:
+            opt.state[p] = {"step": tensors[f"opt_step.{i}"].reshape(()), "exp_avg": tensors[f"exp_avg.{i}"].clone(),
+                            "exp_avg_sq": tensors[f"exp_avg_sq.{i}"].clone()}
+    state.best = [tensors[f"best.{i}"].clone() for i in range(len(params))]
+    for key, value in saved.items():
+        setattr(state, key, value)
+
+
+def tuning_checkpoint(path, model, task, config: TuneConfig, **identity) -> Checkpoint:
+    """The :class:`~skill_lens.checkpoint.Checkpoint` of tuning on ``model`` and ``task`` with ``config``.
+
+    Its identity is the model's name, the task's fingerprint, the config and ``identity``. A checkpoint
+    whose config predates a field resumes when the field is at its default (:func:`with_defaults`).
+
+    >>> import tempfile
+    >>> from skill_lens.tiny import tiny_model, tiny_task
+    >>> ck = tuning_checkpoint(tempfile.mkdtemp() + "/c.safetensors", tiny_model(), tiny_task(), TuneConfig())
+    >>> sorted(ck.identity), ck.identity["config"]["steps"]
+    (['config', 'model', 'task'], 150)
+    """
+    config = dataclasses.asdict(config)
+    identity = {"model": describe(model).name, "task": task.fingerprint(), "config": config, **identity}
+    if Path(path).exists():
+        _upgrade_legacy(path)
+        old = load_tensors(path)[1].get("identity")
+        old = old.get("config") if isinstance(old, dict) else None
+        if isinstance(old, dict) and old != config and with_defaults(old) == config:
+            identity["config"] = old  # recorded before a field existed: it ran with that field's default
+    return Checkpoint(path, identity, "tuning")
+
+
+def _upgrade_legacy(path) -> None:
+    """Rewrite a prompt-tuning checkpoint of the format before :class:`Checkpoint` (same content) in its format."""
+    tensors, meta = load_tensors(path)
+    if "identity" in meta or not {"model", "task", "config", "state"} <= meta.keys() or "prompt" not in tensors:
+        return
+    names = {"prompt": "param.0", "best": "best.0", "exp_avg": "exp_avg.0", "exp_avg_sq": "exp_avg_sq.0",
+             "opt_step": "opt_step.0"}
+    identity = {key: meta[key] for key in ("model", "task", "config")}
+    Checkpoint(path, identity, "tuning").save({names[k]: v for k, v in tensors.items() if k in names}, meta["state"])
+
+
+def check_texts_fit(pm, task) -> None:
+    """Every text of every split of ``task`` fits ``pm``'s context (or ``pm.max_length`` truncates it).
+
+    Tokenizes only (:func:`skill_lens.evaluation.check_lengths`); called before any training step.
 
     >>> from skill_lens.tiny import tiny_model, tiny_task
-    >>> model, task = tiny_model(), tiny_task()
-    >>> sorted(evaluate(hard_prompt_model(model, task), task.dev))
-    ['accuracy', 'logit_diff', 'n']
+    >>> check_texts_fit(prompted(tiny_model(), tiny_task(), None), tiny_task())
     """
-    _check_split(split, "evaluation")
-    check_labels(pm, split)
-    correct, diff = score_logits(predict(pm, split, batch_size, fwd_hooks, input_cache=input_cache), split.labels)
-    return {"accuracy": correct.float().mean().item(), "logit_diff": diff.mean().item(), "n": len(correct)}
+    for name, split in task.splits().items():
+        check_lengths(pm, split, name)
 
 
-def check_labels(pm: PromptedModel, split) -> None:
-    """Every label of ``split`` must name one of ``pm``'s label words (before any model runs)."""
-    words = pm.verbalizer.words
-    bad = next(((i, y) for i, y in enumerate(split.labels) if not 0 <= y < len(words)), None)
-    if bad is not None:
-        raise PromptError(f"example {bad[0]} has label {bad[1]}, but the verbalizer has {len(words)} label words "
-                          f"{list(words)} (labels 0..{len(words) - 1}); check the split's labels and the task's "
-                          "label words.")
-
-
-def score_logits(logits: Float[Tensor, "batch n_labels"], labels) -> tuple[Tensor, Tensor]:
-    """Per example: correct or not, and the gold label's logit minus the best other one.
-
-    >>> score_logits(torch.tensor([[0.0, 2.0], [1.0, 0.5]]), [1, 1])
-    (tensor([ True, False]), tensor([ 2.0000, -0.5000]))
-    """
-    if not torch.isfinite(logits).all():
-        rows = (~torch.isfinite(logits).all(1)).nonzero()[:, 0].tolist()
-        raise PromptError(f"non-finite label logits (NaN or inf) for {len(rows)} of {len(logits)} examples, first "
-                          f"example {rows[0]}; no accuracy can be read from them. Likely a hook writing NaN/inf "
-                          "(check fwd_hooks and hooks left on the model), a NaN prompt or a float16 overflow.")
-    labels = torch.as_tensor(labels)
-    gold = logits.gather(1, labels[:, None])[:, 0]
-    other = logits.scatter(1, labels[:, None], float("-inf")).max(1).values
-    return logits.argmax(1) == labels, gold - other
-
-
-def tune(model, task, config: TuneConfig | None = None, run_dir: str | Path | None = None,
-         prompt: SoftPrompt | None = None) -> TuneResult:
+def tune(model, task, config: TuneConfig | None = None, *, checkpoint: str | Path | None = None,
+         prompt: SoftPrompt | None = None, run_dir: str | Path | None = None) -> TuneResult:
     """Train a soft prompt for ``task``; return the prompt with the best dev accuracy.
 
-    With ``run_dir``, progress is checkpointed to ``run_dir/checkpoint.safetensors`` and an
-    interrupted run with the same model, task and config resumes where it stopped.
-    ``prompt`` starts from a given prompt instead of a fresh one (e.g. re-tuning after pruning).
+    With ``checkpoint`` (a file path), progress is saved there at every dev evaluation and an
+    interrupted run with the same model, task and config resumes where it stopped; the caller
+    deletes it once the result is saved. ``run_dir`` (deprecated) means
+    ``checkpoint=run_dir/checkpoint.safetensors``. ``prompt`` starts from a given prompt instead of
+    a fresh one (e.g. re-tuning after pruning). Every split is checked before the first step.
     """
     cfg = config or TuneConfig()
-    if cfg.schedule not in SCHEDULES:
-        raise PromptError(f"unknown learning-rate schedule {cfg.schedule!r}; use one of {', '.join(SCHEDULES)}.")
-    _check_split(task.train, "train", need_two_classes=True)
-    _check_split(task.dev, "dev")
+    if run_dir is not None:
+        warnings.warn("tune(run_dir=D) is deprecated; pass checkpoint=D/checkpoint.safetensors",
+                      DeprecationWarning, stacklevel=2)
+        checkpoint = checkpoint or Path(run_dir) / CHECKPOINT_FILE
+    check_split(task.train, "train", need_two_classes=True)
+    check_split(task.dev, "dev")
     info = describe(model)
     prompt = prompt or SoftPrompt.init(model, cfg.prompt_length, seed=cfg.seed, how=cfg.init)
     pm = prompted(model, task, prompt, cfg.max_length)
-    pm.encode(task.train.texts[:1], task.train.texts_b[:1] if task.train.texts_b else None)  # fail early
-    opt = torch.optim.AdamW([prompt.embedding], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = {"step": 0, "best_step": -1, "best_dev": -1.0, "history": [], "bad_evals": 0}
-    best = prompt.embedding.detach().clone()
-    ckpt = Path(run_dir) / "checkpoint.safetensors" if run_dir is not None else None
-    identity = {"model": info.name, "task": task.fingerprint(), "config": dataclasses.asdict(cfg)}
-    if ckpt is not None and ckpt.exists():
-        best = _restore(ckpt, identity, prompt, opt, state)
+    for split in task.splits().values():
+        check_labels(pm, split)
+    check_texts_fit(pm, task)
+    ckpt = tuning_checkpoint(checkpoint, model, task, cfg) if checkpoint is not None else None
 
     causal_prompt = cfg.cache_input and info.family == "causal"
     cache = InputCache(cfg.input_cache_mb) if causal_prompt and cfg.input_cache_mb > 0 else None
-    n, labels = len(task.train), torch.as_tensor(task.train.labels)
-    per_epoch = math.ceil(n / cfg.batch_size)
-    bar = progress(total=cfg.steps, initial=state["step"], desc="tune")
-    while state["step"] < cfg.steps and not _stop_early(cfg, state):
-        step = state["step"]
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + step // per_epoch))
-        idx = order[(step % per_epoch) * cfg.batch_size :][: cfg.batch_size].tolist()
-        texts_b = [task.train.texts_b[i] for i in idx] if task.train.texts_b is not None else None
-        batch = pm.encode([task.train.texts[i] for i in idx], texts_b)
+    train_split, labels = task.train, torch.as_tensor(task.train.labels)
+
+    def step_loss(idx: list[int]) -> Tensor:
+        texts_b = [train_split.texts_b[i] for i in idx] if train_split.texts_b is not None else None
+        batch = pm.encode([train_split.texts[i] for i in idx], texts_b)
         logits = pm.label_logits(batch, cache_input=cfg.cache_input, input_cache=cache)
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([prompt.embedding], cfg.max_grad_norm)
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(cfg, step)
-        opt.step()
-        state["step"] = step + 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", dev=f"{state['best_dev']:.3f}")
-        state["history"].append({"step": step + 1, "loss": loss.item()})
-        if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
-            dev = evaluate(pm, task.dev, cfg.eval_batch_size, input_cache=cache)["accuracy"]
-            state["history"][-1]["dev_accuracy"] = dev
-            if dev > state["best_dev"]:
-                state.update(best_dev=dev, best_step=state["step"], bad_evals=0)
-                best = prompt.embedding.detach().clone()
-            else:
-                state["bad_evals"] += 1
-            if ckpt is not None:
-                _checkpoint(ckpt, identity, prompt, opt, state, best)
-    bar.close()
-    final = SoftPrompt(best, meta={**info.as_meta(), "task": task.name, "seed": cfg.seed,
-                                   "prompt_init": cfg.init, "best_step": state["best_step"]})
-    return TuneResult(final, state["best_dev"], state["best_step"], state["history"])
+        return torch.nn.functional.cross_entropy(logits.float(), labels[idx])
+
+    def dev_accuracy() -> float:
+        return evaluate(pm, task.dev, cfg.eval_batch_size, input_cache=cache)["accuracy"]
+
+    state = train([prompt.embedding], step_loss, dev_accuracy, len(train_split), cfg, ckpt)
+    final = SoftPrompt(state.best[0], meta={**info.as_meta(), "task": task.name, "seed": cfg.seed,
+                                            "prompt_init": cfg.init, "best_step": state.best_step})
+    return TuneResult(final, state.best_dev, state.best_step, state.history)
 
 
 def learning_rate(cfg: TuneConfig, step: int) -> float:
@@ -222,47 +349,3 @@ def with_defaults(config: dict) -> dict:
     ('constant', 5)
     """
     return {**dataclasses.asdict(TuneConfig()), **config}
-
-
-def _stop_early(cfg: TuneConfig, state: dict) -> bool:
-    return cfg.patience is not None and state["bad_evals"] >= cfg.patience
-
-
-def _checkpoint(path: Path, identity: dict, prompt: SoftPrompt, opt, state: dict, best: Tensor) -> None:
-    opt_state = opt.state[prompt.embedding]
-    tensors = {"prompt": prompt.embedding.data, "best": best}
-    if opt_state:
-        tensors |= {"exp_avg": opt_state["exp_avg"], "exp_avg_sq": opt_state["exp_avg_sq"],
-                    "opt_step": torch.as_tensor(opt_state["step"]).reshape(1).float()}
-    save_tensors(path, tensors, {**identity, "state": state})
-
-
-def _restore(path: Path, identity: dict, prompt: SoftPrompt, opt, state: dict) -> Tensor:
-    tensors, meta = load_tensors(path)
-    if isinstance(meta.get("config"), dict):
-        meta["config"] = with_defaults(meta["config"])
-    for key, value in identity.items():
-        if meta.get(key) != value:
-            raise ArtifactError(
-                f"{path} is a checkpoint of a different run ({key} differs); use a new run directory "
-                "or delete the checkpoint to start over."
-            )
-    prompt.embedding.data.copy_(tensors["prompt"])
-    if "exp_avg" in tensors:
-        opt.state[prompt.embedding] = {
-            "step": tensors["opt_step"].reshape(()),
-            "exp_avg": tensors["exp_avg"].clone(),
-            "exp_avg_sq": tensors["exp_avg_sq"].clone(),
-        }
-    state.update(meta["state"])
-    return tensors["best"].clone()
-
-
-def _check_split(split, name: str, need_two_classes: bool = False) -> None:
-    if split is None or len(split) == 0:
-        raise PromptError(f"the {name} split is empty; choose a larger --{name}-size or another task.")
-    if need_two_classes and len(set(split.labels)) < 2:
-        raise PromptError(
-            f"the {name} split has only one class ({sorted(set(split.labels))}); a classifier needs at least two. "
-            f"Choose a larger --{name}-size or check the labels."
-        )

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from skill_lens.distributed import DistributedError, all_reduce_, evaluate_distributed, shard
+from skill_lens.distributed import DistributedError, all_reduce_, shard
+from skill_lens.evaluation import evaluate_distributed
 from skill_lens.predictivity import MeanAccumulator
 from skill_lens.probe import ProbeError, ProbeResult, probe
 from skill_lens.prompts import SoftPrompt
@@ -27,7 +28,8 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 WORKER = """
 import json, os, sys
 os.environ["SKILL_LENS_QUIET"] = "1"
-from skill_lens.distributed import init_from_env, evaluate_distributed
+from skill_lens.distributed import init_from_env
+from skill_lens.evaluation import evaluate_distributed
 from skill_lens.probe import probe
 from skill_lens.prompts import SoftPrompt
 from skill_lens.tiny import tiny_model, tiny_task

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import skill_lens
-from skill_lens.distributed import evaluate_distributed
+from skill_lens.evaluation import evaluate_distributed
 from skill_lens.models import describe
 from skill_lens.predictivity import AgreementAccumulator, MeanAccumulator
 from skill_lens.probe import ProbeError, _positions, probe

@@ -84,3 +84,55 @@ def test_bad_inputs():
     frozen = BitFit(model).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         tune_hooks(model, task, frozen, TuneConfig(steps=1))
+
+
+def test_tune_hooks_follows_the_schedule_of_the_shared_loop(monkeypatch):
+    import skill_lens.tuning as T
+
+    seen = []
+    real = T.learning_rate
+    monkeypatch.setattr(T, "learning_rate", lambda cfg, step: seen.append(real(cfg, step)) or seen[-1])
+    model, task = tiny_model(), tiny_task()
+    cfg = TuneConfig(steps=6, eval_every=3, lr=0.1, warmup_steps=2, schedule="linear")
+    linear = tune_hooks(model, task, BitFit(model), cfg)
+    assert seen == pytest.approx([0.05, 0.1, 0.1, 0.075, 0.05, 0.025])  # warmup, then linear decay
+    constant = tune_hooks(model, task, BitFit(model), TuneConfig(steps=6, eval_every=3, lr=0.1, warmup_steps=2))
+    losses = lambda r: [h["loss"] for h in r.history]  # noqa: E731
+    assert losses(linear)[:4] == losses(constant)[:4] and losses(linear)[4:] != losses(constant)[4:]
+
+
+def test_tune_hooks_resumes_from_its_checkpoint_to_the_uninterrupted_result(tmp_path):
+    from skill_lens.artifacts import load_tensors, save_tensors
+
+    model, task = tiny_model(), tiny_task()
+    cfg = TuneConfig(steps=6, eval_every=2, lr=0.05)
+    whole = tune_hooks(model, task, Adapter(model, rank=2), cfg)
+    path = tmp_path / "adapter.checkpoint.safetensors"
+    tune_hooks(model, task, Adapter(model, rank=2), TuneConfig(steps=4, eval_every=2, lr=0.05), checkpoint=path)
+    tensors, meta = load_tensors(path)  # as if the 6-step run had been killed after step 4
+    meta["identity"]["config"]["steps"] = 6
+    save_tensors(path, tensors, meta)
+    resumed = tune_hooks(model, task, Adapter(model, rank=2, seed=7), cfg, checkpoint=path)
+    assert all(torch.equal(a, b) for a, b in zip(whole.module.parameters(), resumed.module.parameters()))
+    assert whole.history == resumed.history and whole.best_step == resumed.best_step
+    with pytest.raises(ValueError, match="other settings.*parameters"):  # another rank is another job
+        tune_hooks(model, task, Adapter(model, rank=3), cfg, checkpoint=path)
+
+
+def test_tune_hooks_checks_every_split_and_setting_before_training(monkeypatch):
+    from skill_lens.prompts import PromptError
+    from skill_lens.tasks import Split
+    from skill_lens.tuning import ConfigError
+
+    model = tiny_model()
+    with pytest.raises(ConfigError, match=r"batch_size \(--batch-size\) must be .*got 0"):
+        tune_hooks(model, tiny_task(), BitFit(model), TuneConfig(batch_size=0))
+    monkeypatch.setattr("skill_lens.peft_methods.train", lambda *a, **k: pytest.fail("trained on a bad task"))
+    task = tiny_task()
+    task.test = Split(task.test.texts[:3] + [" ".join(["good"] * 400)], [0, 1, 0, 1])
+    with pytest.raises(PromptError, match="example 3 of the test split has 40. tokens.*--max-length"):
+        tune_hooks(model, task, BitFit(model), TuneConfig(steps=2))
+    one_class = tiny_task()
+    one_class.train = Split(one_class.train.texts[:4], [1, 1, 1, 1])
+    with pytest.raises(PromptError, match="only one class"):
+        tune_hooks(model, one_class, BitFit(model), TuneConfig(steps=2))

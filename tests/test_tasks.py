@@ -267,3 +267,66 @@ def test_errors_name_the_problem(tmp_path):
         load_task(f"csv:training={path}")
     with pytest.raises(TaskError, match="valid schemes"):
         load_task(f"csv:{path}", binary="neutral-vs-rest")
+
+
+# ---------------------------------------------------------------- sizes and labels checked before use
+@pytest.mark.parametrize("option,value", [("train_size", -5), ("train_size", 0), ("dev_size", 0), ("test_size", -1),
+                                          ("dev_size", 2.5), ("train_size", True)])
+def test_sizes_must_be_positive_whole_numbers(tmp_path, option, value):
+    path = write(tmp_path / "t.csv", records(), "csv")
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(TaskError, match=rf"{option} \({flag}\) must be a whole number of at least 1 .*got {value!r}"):
+        load_task(f"csv:{path}", **{option: value})
+    with pytest.raises(TaskError, match=rf"{option} \({flag}\) must be"):  # before any data is read
+        load_task(f"csv:{tmp_path / 'missing.csv'}", **{option: value})
+
+
+def test_asking_for_more_examples_than_a_split_has_is_an_error_unless_clamped(tmp_path):
+    path = write(tmp_path / "t.csv", records(60), "csv")  # 6 test, 6 dev carved, 48 train
+    with pytest.raises(TaskError, match=r"train_size=100 asks for more train examples .*: 48 available.*"
+                                        r"--train-size 48.*clamp=True"):
+        load_task(f"csv:{path}", train_size=100)
+    with pytest.raises(TaskError, match=r"dev_size=100 .*54 available"):  # carving cannot make more either
+        load_task(f"csv:{path}", dev_size=100)
+    assert len(load_task(f"csv:{path}", train_size=48).train) == 48  # exactly what there is: fine
+    clamped = load_task(f"csv:{path}", train_size=100, test_size=5, clamp=True)
+    assert [len(s) for s in clamped.splits().values()] == [48, 6, 5]
+    assert clamped.describe()["clamped"] == {"train": {"requested": 100, "available": 48}}
+    assert "clamped" not in load_task(f"csv:{path}", train_size=10).describe()
+    assert clamped.fingerprint() == load_task(f"csv:{path}", test_size=5).fingerprint()
+
+
+def test_a_binary_subtask_smaller_than_asked_is_an_error_naming_what_it_has(tmp_path):
+    path = write(tmp_path / "three.csv", records(90, labels=("neg", "neu", "pos")), "csv")
+    with pytest.raises(TaskError, match=r"dev_size=12 asks for more dev examples than csv:.*three.csv has: 8 "
+                                        r"available"):  # 12 carved of three classes, 8 are neg or pos
+        load_task(f"csv:{path}", binary="pos-vs-neg", dev_size=12)
+    task = load_task(f"csv:{path}", binary="pos-vs-neg", dev_size=12, clamp=True)
+    assert len(task.dev) == 8 and task.describe()["clamped"] == {"dev": {"requested": 12, "available": 8}}
+
+
+@pytest.mark.parametrize("fmt,labels,shown", [
+    ("jsonl", (0, 1, "negative", "positive"), r"numbers \[0, 1\] and names \['negative', 'positive'\]"),
+    ("csv", (0, 1, "negative", "positive"), r"numbers \['0', '1'\] and names \['negative', 'positive'\]"),
+    ("jsonl", ("negative", "positive", "positive "), r"several ways .*\['positive', 'positive '\]"),
+    ("csv", ("negative", "positive", "Positive"), r"several ways .*\['Positive', 'positive'\]"),
+    ("jsonl", ("neg", "NEG", "pos", " pos"), r"several ways .*\[' pos', 'pos'\]; \['NEG', 'neg'\]"),
+])
+def test_label_columns_hold_one_type_and_one_spelling_per_label(tmp_path, fmt, labels, shown):
+    path = write(tmp_path / f"t.{fmt}", records(40, labels=labels), fmt)
+    with pytest.raises(TaskError, match=rf"the 'label' column .*{shown}"):
+        load_task(f"{fmt}:{path}")
+
+
+def test_labels_across_files_must_agree_in_type(tmp_path):
+    a = write(tmp_path / "a.jsonl", records(40), "jsonl")
+    b = write(tmp_path / "b.jsonl", [{"text": f"held {i}", "label": i % 2} for i in range(8)], "jsonl")
+    with pytest.raises(TaskError, match=r"mixes numbers \[0, 1\] and names \['neg', 'pos'\]"):
+        load_task(f"jsonl:train={a},test={b}")
+
+
+def test_split_take_refuses_sizes_below_one():
+    s = Split(["a", "b", "c"], [0, 1, 0])
+    for n in (0, -2):
+        with pytest.raises(TaskError, match=f"at least 1 .*got {n}"):
+            s.take(n, seed=0)

@@ -50,27 +50,43 @@ def interrupted_at_20(model, task, run_dir, edit_config=lambda config: None) -> 
     """Run the first 20 of FAST's 30 steps in ``run_dir``, as if the run had crashed there."""
     from skill_lens.artifacts import load_tensors, save_tensors
 
-    tune(model, task, TuneConfig(**{**FAST.__dict__, "steps": 20}), run_dir=run_dir)
-    tensors, meta = load_tensors(run_dir / "checkpoint.safetensors")
-    meta["config"]["steps"] = FAST.steps  # the interrupted run was asked for 30 steps
-    edit_config(meta["config"])
-    save_tensors(run_dir / "checkpoint.safetensors", tensors, meta)
+    path = run_dir / "checkpoint.safetensors"
+    tune(model, task, TuneConfig(**{**FAST.__dict__, "steps": 20}), checkpoint=path)
+    tensors, meta = load_tensors(path)
+    meta["identity"]["config"]["steps"] = FAST.steps  # the interrupted run was asked for 30 steps
+    edit_config(meta["identity"]["config"])
+    save_tensors(path, tensors, meta)
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     model, task = tiny_model("causal"), tiny_task()
-    whole = tune(model, task, FAST, run_dir=tmp_path / "whole")
+    whole = tune(model, task, FAST, checkpoint=tmp_path / "whole" / "checkpoint.safetensors")
     interrupted_at_20(model, task, tmp_path / "half")
-    resumed = tune(model, task, FAST, run_dir=tmp_path / "half")
+    resumed = tune(model, task, FAST, checkpoint=tmp_path / "half" / "checkpoint.safetensors")
     assert torch.equal(whole.prompt.embedding, resumed.prompt.embedding)
     assert whole.dev_accuracy == resumed.dev_accuracy and whole.best_step == resumed.best_step
+    assert whole.history == resumed.history
 
 
 def test_checkpoint_of_another_task_is_refused(tmp_path):
     model = tiny_model("causal")
-    tune(model, tiny_task(seed=0), FAST, run_dir=tmp_path)
-    with pytest.raises(ValueError, match="different run"):
-        tune(model, tiny_task(seed=1), FAST, run_dir=tmp_path)
+    tune(model, tiny_task(seed=0), FAST, checkpoint=tmp_path / "c.safetensors")
+    with pytest.raises(ValueError, match=r"c.safetensors is a tuning checkpoint of other settings \(task: "):
+        tune(model, tiny_task(seed=1), FAST, checkpoint=tmp_path / "c.safetensors")
+
+
+def test_checkpoint_is_a_file_kept_for_the_caller_and_run_dir_still_maps_to_one(tmp_path):
+    model, task = tiny_model("causal"), tiny_task()
+    cfg = TuneConfig(prompt_length=2, steps=4, batch_size=8, eval_every=2)
+    a = tune(model, task, cfg, checkpoint=tmp_path / "a" / "tuning.safetensors")
+    assert (tmp_path / "a" / "tuning.safetensors").exists()  # the caller removes it once the result is saved
+    with pytest.warns(DeprecationWarning, match="checkpoint="):
+        b = tune(model, task, cfg, run_dir=tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["checkpoint.safetensors",
+                                                                 "checkpoint.safetensors.json"]
+    assert torch.equal(a.prompt.embedding, b.prompt.embedding)
+    again = tune(model, task, cfg, checkpoint=tmp_path / "b" / "checkpoint.safetensors")  # finished: resumes at 4
+    assert torch.equal(again.prompt.embedding, a.prompt.embedding) and again.history == a.history
 
 
 def test_killed_tuning_resumes_to_the_same_prompt(tmp_path):
@@ -80,16 +96,16 @@ import os, sys, signal
 os.environ["SKILL_LENS_QUIET"] = "1"
 from skill_lens.tiny import tiny_model, tiny_task
 from skill_lens.tuning import TuneConfig, tune
-import skill_lens.tuning as T
+from skill_lens.checkpoint import Checkpoint
 cfg = TuneConfig(prompt_length=4, steps=30, batch_size=8, eval_every=10, lr=0.1, warmup_steps=2)
 if sys.argv[1] == "kill":
-    orig = T._checkpoint
-    def ckpt_then_die(path, *a):
-        orig(path, *a)
-        if a[3]["step"] == 20:
+    orig = Checkpoint.save
+    def ckpt_then_die(self, tensors, state):
+        orig(self, tensors, state)
+        if state["step"] == 20:
             os.kill(os.getpid(), signal.SIGKILL)
-    T._checkpoint = ckpt_then_die
-r = tune(tiny_model("causal"), tiny_task(), cfg, run_dir=sys.argv[2])
+    Checkpoint.save = ckpt_then_die
+r = tune(tiny_model("causal"), tiny_task(), cfg, checkpoint=os.path.join(sys.argv[2], "checkpoint.safetensors"))
 r.prompt.save(os.path.join(sys.argv[2], "out.safetensors"))
 """
     env = {**os.environ, "PYTHONHASHSEED": "1"}
@@ -191,7 +207,7 @@ def test_runs_and_checkpoints_recorded_before_a_config_field_existed_still_resum
     interrupted_at_20(model, task, tmp_path / "half", lambda config: config.pop("schedule"))  # before it existed
     resumed = tune(model, task, FAST, run_dir=tmp_path / "half")
     assert torch.equal(whole.prompt.embedding, resumed.prompt.embedding)
-    with pytest.raises(ValueError, match="different run"):  # but a real difference is still one
+    with pytest.raises(ValueError, match="other settings"):  # but a real difference is still one
         tune(model, task, TuneConfig(**{**FAST.__dict__, "schedule": "linear"}), run_dir=tmp_path / "half")
 
     cfg = TuneConfig(prompt_length=2, steps=2, batch_size=8, eval_every=2)
@@ -200,3 +216,122 @@ def test_runs_and_checkpoints_recorded_before_a_config_field_existed_still_resum
     del meta["config"]["schedule"]
     write_json(tmp_path / "run" / "run.json", meta)
     Run.create(tmp_path / "run", model, task, cfg)  # the same run: tuned again, not refused
+
+
+# ---------------------------------------------------------------- every setting checked before any work
+BAD_SETTINGS = [
+    ("prompt_length", 0, r"prompt_length \(--prompt-length\) must be a whole number of at least 1, got 0"),
+    ("steps", 0, r"steps \(--steps\) must be .* at least 1, got 0"),
+    ("steps", 2.5, r"steps \(--steps\) must be a whole number .*got 2.5"),
+    ("batch_size", 0, r"batch_size \(--batch-size\) must be .* at least 1, got 0"),
+    ("batch_size", -3, r"batch_size \(--batch-size\) .*got -3"),
+    ("eval_every", 0, r"eval_every \(--eval-every\) must be .* at least 1, got 0"),
+    ("eval_batch_size", 0, r"eval_batch_size must be .* at least 1, got 0"),
+    ("patience", 0, r"patience \(--patience\) must be .* at least 1 \(or None: no limit\), got 0"),
+    ("lr", 0.0, r"lr \(--lr\) must be a finite number above 0, got 0.0"),
+    ("lr", -0.1, r"lr \(--lr\) .*got -0.1"),
+    ("lr", float("nan"), r"lr \(--lr\) .*got nan"),
+    ("lr", float("inf"), r"lr \(--lr\) .*got inf"),
+    ("warmup_steps", -1, r"warmup_steps must be a whole number of at least 0, got -1"),
+    ("weight_decay", -0.5, r"weight_decay must be a finite number of at least 0, got -0.5"),
+    ("weight_decay", float("inf"), r"weight_decay .*got inf"),
+    ("max_grad_norm", 0.0, r"max_grad_norm must be a number above 0 .*got 0.0"),
+    ("max_grad_norm", float("nan"), r"max_grad_norm .*got nan"),
+    ("schedule", "cosine", r"schedule 'cosine' .*use one of constant, linear"),
+    ("init", "zeros", r"init 'zeros' .*use one of vocab, normal"),
+    ("input_cache_mb", -1.0, r"input_cache_mb must be .* at least 0 .*got -1.0"),
+    ("max_length", 0, r"max_length \(--max-length\) must be .* at least 1 \(or None: no limit\), got 0"),
+    ("seed", "0", r"seed must be a whole number, got '0'"),
+    ("cache_input", "yes", r"cache_input must be True or False, got 'yes'"),
+]
+
+
+@pytest.mark.parametrize("name,value,message", BAD_SETTINGS, ids=[f"{n}={v!r}" for n, v, _ in BAD_SETTINGS])
+def test_every_setting_is_checked_when_the_config_is_made(name, value, message):
+    import dataclasses
+
+    from skill_lens.tuning import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        TuneConfig(**{name: value})
+    with pytest.raises(ConfigError, match=message):  # replace() checks too (e.g. re-tuning overrides)
+        dataclasses.replace(TuneConfig(), **{name: value})
+    assert issubclass(ConfigError, PromptError) and issubclass(ConfigError, ValueError)
+
+
+def test_edge_settings_that_are_valid_stay_valid():
+    cfg = TuneConfig(patience=1, max_length=1, warmup_steps=0, weight_decay=0, input_cache_mb=0, lr=1,
+                     max_grad_norm=float("inf"), prompt_length=1, steps=1, batch_size=1, eval_every=1,
+                     eval_batch_size=1, schedule="linear", init="normal", seed=-3)
+    assert cfg.lr == 1 and cfg.max_grad_norm == float("inf")
+
+
+@pytest.mark.parametrize("split,index", [("dev", 5), ("test", 31), ("train", 63)])
+def test_a_too_long_text_in_any_split_is_refused_before_the_first_step(tmp_path, monkeypatch, split, index):
+    import skill_lens.tuning as T
+    from skill_lens.tasks import Split
+
+    task = tiny_task()
+    s = getattr(task, split)
+    texts = list(s.texts)
+    texts[index] = " ".join(["good"] * 400)  # the tiny models' context is 256 tokens
+    setattr(task, split, Split(texts, s.labels))
+    monkeypatch.setattr(T, "train", lambda *a, **k: pytest.fail("trained despite a too-long text"))
+    with pytest.raises(PromptError, match=rf"example {index} of the {split} split has 40\d tokens .*context "
+                                          r"\(256 tokens\).*--max-length N"):
+        tune(tiny_model("causal"), task, FAST, checkpoint=tmp_path / "c.safetensors")
+    assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_max_length_truncates_every_split_instead():
+    import dataclasses
+
+    from skill_lens.tasks import Split
+
+    task = tiny_task()
+    task.dev = Split([" ".join(["good"] * 400)] + task.dev.texts[1:], task.dev.labels)
+    result = tune(tiny_model("causal"), task, dataclasses.replace(FAST, steps=2, eval_every=2, max_length=32))
+    assert result.best_step == 2
+
+
+def test_a_prompt_longer_than_the_context_is_encodes_own_error():
+    with pytest.raises(PromptError, match="leaves no room for the text"):
+        tune(tiny_model("causal"), tiny_task(), TuneConfig(prompt_length=300, steps=1))
+
+
+def test_labels_outside_the_verbalizer_in_test_are_refused_before_tuning(monkeypatch):
+    import skill_lens.tuning as T
+    from skill_lens.tasks import Split
+
+    task = tiny_task()
+    task.test = Split(task.test.texts[:2], [0, 2])
+    monkeypatch.setattr(T, "train", lambda *a, **k: pytest.fail("trained despite a bad label"))
+    with pytest.raises(PromptError, match="example 1 has label 2, but the verbalizer has 2 label words"):
+        tune(tiny_model("causal"), task, FAST)
+
+
+def test_the_shared_loop_orders_batches_by_seed_and_step_only():
+    from skill_lens.tuning import batch_indices
+
+    epoch = [batch_indices(4, step, 10, 4) for step in range(3)]
+    assert sorted(sum(epoch, [])) == list(range(10)) and [len(b) for b in epoch] == [4, 4, 2]
+    assert batch_indices(4, 3, 10, 4) != epoch[0] and batch_indices(5, 0, 10, 4) != epoch[0]
+    assert batch_indices(4, 1, 10, 4) == epoch[1]
+
+
+def test_a_checkpoint_in_the_format_before_checkpoint_py_still_resumes(tmp_path):
+    """tune wrote ``{prompt, best, exp_avg, exp_avg_sq, opt_step}`` with model/task/config/state at the top."""
+    from skill_lens.artifacts import load_tensors, save_tensors
+
+    model, task = tiny_model("causal"), tiny_task()
+    whole = tune(model, task, FAST)
+    interrupted_at_20(model, task, tmp_path, lambda config: config.pop("schedule"))
+    path = tmp_path / "checkpoint.safetensors"
+    tensors, meta = load_tensors(path)
+    old = {k.removesuffix(".0").replace("param", "prompt"): v for k, v in tensors.items()}
+    assert sorted(old) == ["best", "exp_avg", "exp_avg_sq", "opt_step", "prompt"]
+    save_tensors(path, old, {**meta["identity"], "state": meta["state"]})
+    resumed = tune(model, task, FAST, checkpoint=path)
+    assert torch.equal(whole.prompt.embedding, resumed.prompt.embedding) and whole.history == resumed.history
+    with pytest.raises(ValueError, match="other settings"):
+        tune(model, tiny_task(seed=1), FAST, checkpoint=path)
