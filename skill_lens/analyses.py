@@ -319,8 +319,7 @@ def activation_overlap(pm_a: PromptedModel, pm_b: PromptedModel, split, neurons=
 
 
 def _states(pm, split, start, size, threshold) -> Tensor:
-    texts_b = split.texts_b[start : start + size] if split.texts_b is not None else None
-    batch = pm.encode(split.texts[start : start + size], texts_b)
+    batch = pm.encode_split(split, slice(start, start + size))
 
     def active(act: Tensor, name: str) -> Tensor:
         sel = act[torch.arange(len(act)), batch.predict_pos, None] if pm.prompt is None else act[:, batch.prompt_slice]
@@ -605,8 +604,7 @@ def top_activating_tokens(pm: PromptedModel, split, layer: int, neuron: int, k: 
     V = len(pm.model.tokenizer)
     sums, counts = torch.zeros(V, dtype=torch.float64), torch.zeros(V, dtype=torch.long)
     for start in progress(range(0, len(split), batch_size), desc="token activations"):
-        texts_b = split.texts_b[start : start + batch_size] if split.texts_b is not None else None
-        batch = pm.encode(split.texts[start : start + batch_size], texts_b)
+        batch = pm.encode_split(split, slice(start, start + batch_size))
 
         def hook(act, hook, batch=batch):
             ids, vals = batch.input_ids[batch.input_mask], act[..., neuron][batch.input_mask].double()

@@ -37,7 +37,12 @@ from skill_lens.neurons import NeuronSet
 from skill_lens.progress import progress
 from skill_lens.prompts import Hook
 
-__all__ = ["Select", "capture_hooks", "capture", "capture_neurons", "activations"]
+__all__ = ["Select", "ProbeError", "capture_hooks", "capture", "capture_neurons", "activations", "probe_hooks",
+           "probed_positions"]
+
+class ProbeError(ValueError):
+    """The task, split, hook names or neurons cannot be probed (or captured) as asked."""
+
 
 Select = Callable[[Tensor, str], Optional[Tensor]]
 """``select(act, hook_name)``: the part of ``act`` to keep, or ``None`` to keep nothing from this call."""
@@ -135,21 +140,21 @@ def activations(pm, split, neurons, positions: str = "prompt", batch_size: int =
     torch.Size([32, 2, 3])
     """
     info = describe(pm.model)
-    names, decoder = _probe_hooks(info, hook_names)
+    names, decoder = probe_hooks(info, hook_names)
     pairs = NeuronSet.pairs_of(neurons)
     bad = [p for p in pairs if not (0 <= p[0] < len(names) and 0 <= p[1] < info.d_mlp)]
     if bad or not pairs:
-        raise _probe_error(f"neurons {bad or pairs} are not in {len(names)} layers x {info.d_mlp}; "
+        raise ProbeError(f"neurons {bad or pairs} are not in {len(names)} layers x {info.d_mlp}; "
                            "pass (layer, index).")
     if positions not in ("prompt", "all") or (positions == "all" and decoder):
-        raise _probe_error(f"positions must be 'prompt' or 'all' (not for decoder hooks), got {positions!r}")
+        raise ProbeError(f"positions must be 'prompt' or 'all' (not for decoder hooks), got {positions!r}")
     if split is None or len(split) == 0:
-        raise _probe_error("the split is empty; pass a split with examples (e.g. task.dev).")
-    batches = [_encode(pm, split, s, batch_size) for s in range(0, len(split), batch_size)]
+        raise ProbeError("the split is empty; pass a split with examples (e.g. task.dev).")
+    batches = [pm.encode_split(split, slice(s, s + batch_size)) for s in range(0, len(split), batch_size)]
 
     def run(batch) -> Tensor:  # [B, seq or P, n_neurons]
         hard = pm.prompt is None
-        keep = None if positions == "all" else lambda act, name: _probed(act, batch, decoder, hard)
+        keep = None if positions == "all" else lambda act, name: probed_positions(act, batch, decoder, hard)
         return capture_neurons(pm, batch, pairs, keep, names)
 
     if out is None:
@@ -205,32 +210,29 @@ def _rows(batch, acts: Tensor) -> list[tuple[Tensor, Tensor]]:
     return [(batch.input_ids[b][m.bool()], acts[b][m.bool()]) for b, m in enumerate(batch.attention_mask)]
 
 
-def _probe_error(message: str) -> ValueError:
-    # imported here, not at the top: skill_lens.probe imports this module to re-export activations
-    from skill_lens.probe import ProbeError
+def probe_hooks(info, hook_names: Sequence[str] | None = None) -> tuple[list[str], bool]:
+    """The hooks a probe reads (default: the model's FFN hooks) and whether they are decoder hooks.
 
-    return ProbeError(message)
-
-
-def _probe_hooks(info, hook_names) -> tuple[list[str], bool]:
-    """The hook names to read (default: the FFN hooks) and whether they are decoder hooks (as the probe checks)."""
+    >>> from skill_lens.tiny import tiny_model
+    >>> probe_hooks(describe(tiny_model()))
+    (['blocks.0.mlp.hook_post', 'blocks.1.mlp.hook_post'], False)
+    """
     names = list(hook_names if hook_names is not None else info.hook_names)
     valid = (*info.hook_names, *info.decoder_hook_names)
     unknown = [h for h in names if h not in valid]
     if unknown or not names:
-        raise _probe_error(f"unknown hook name(s) {unknown or names} for {info.name}; valid: {', '.join(valid)}")
+        raise ProbeError(f"unknown hook name(s) {unknown or names} for {info.name}; valid: {', '.join(valid)}")
     decoder = {h in info.decoder_hook_names for h in names}
     if len(decoder) > 1:
-        raise _probe_error("encoder and decoder hooks have different positions; probe them in separate calls.")
+        raise ProbeError("encoder and decoder hooks have different positions; probe them in separate calls.")
     return names, decoder.pop()
 
 
-def _encode(pm, split, start: int, size: int):
-    b = split.texts_b[start : start + size] if split.texts_b is not None else None
-    return pm.encode(split.texts[start : start + size], b)
+def probed_positions(act: Float[Tensor, "batch seq d"], batch, decoder: bool, hard: bool) -> Tensor:
+    """The positions a probe reads of ``act``: the decoder's one, the prediction's (hard prompt), or the prompt's.
 
-
-def _probed(act: Tensor, batch, decoder: bool, hard: bool) -> Tensor:
-    """The probed positions of ``act [B, seq, N]``: the decoder's one, the prediction's, or the prompt's."""
+    >>> probed_positions(torch.zeros(2, 5, 3), None, decoder=True, hard=False).shape
+    torch.Size([2, 1, 3])
+    """
     return act[:, :1] if decoder else act[torch.arange(len(act)), batch.predict_pos, None] if hard \
         else act[:, batch.prompt_slice]

@@ -163,9 +163,7 @@ def predict(
     check_split(split, "evaluation")
     out = []
     for start in progress(range(0, len(split), batch_size), desc=desc):
-        idx = slice(start, start + batch_size)
-        texts_b = split.texts_b[idx] if split.texts_b is not None else None
-        batch = pm.encode(split.texts[idx], texts_b)
+        batch = pm.encode_split(split, slice(start, start + batch_size))
         kept = {} if input_cache is None else {"cache_input": True, "input_cache": input_cache}
         out.append(pm.label_logits(batch, fwd_hooks=fwd_hooks, **kept).float())
     return torch.cat(out)

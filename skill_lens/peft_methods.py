@@ -176,8 +176,7 @@ def tune_hooks(model, task, module: nn.Module, config: TuneConfig | None = None,
     labels = torch.as_tensor(task.train.labels)
 
     def step_loss(idx: list[int]) -> Tensor:
-        texts_b = [task.train.texts_b[i] for i in idx] if task.train.texts_b is not None else None
-        logits = pm.label_logits(pm.encode([task.train.texts[i] for i in idx], texts_b))
+        logits = pm.label_logits(pm.encode_split(task.train, idx))
         return nn.functional.cross_entropy(logits.float(), labels[idx])
 
     def dev_accuracy() -> float:

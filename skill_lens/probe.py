@@ -33,7 +33,8 @@ import torch.distributed as dist
 from jaxtyping import Float
 from torch import Tensor
 
-from skill_lens.artifacts import (ArtifactError, check_meta, load_tensors, save_tensors)
+from skill_lens.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
+from skill_lens.capture import ProbeError, activations, probe_hooks, probed_positions
 from skill_lens.checkpoint import Checkpoint
 from skill_lens.distributed import all_reduce_, rank_world, shard
 from skill_lens.evaluation import prompted
@@ -41,13 +42,8 @@ from skill_lens.models import describe
 from skill_lens.predictivity import AgreementAccumulator, MeanAccumulator, aggregate_positions, predictivity
 from skill_lens.progress import progress
 from skill_lens.prompts import SoftPrompt
-from skill_lens.capture import activations  # noqa: F401  (re-exported: it moved to capture.py)
 
 __all__ = ["ProbeError", "ProbeResult", "probe", "probe_fingerprint", "activations", "probe_random_prompt"]
-
-class ProbeError(ValueError):
-    """The task, split or hook names cannot be probed as asked."""
-
 
 @dataclass
 class ProbeResult:
@@ -180,7 +176,7 @@ def probe_fingerprint(pm, task, batch_size: int = 32, hook_names: Sequence[str] 
     ('tiny-causal', 8, 'hard:')
     """
     info = describe(pm.model)
-    names, _ = _check_hooks(info, hook_names)
+    names, _ = probe_hooks(info, hook_names)
     if pm.prompt is None:
         prompt = "hard:" + hashlib.sha256(pm.template.encode()).hexdigest()
     else:
@@ -192,7 +188,7 @@ def probe_fingerprint(pm, task, batch_size: int = 32, hook_names: Sequence[str] 
 
 def _check_probe(info, task, batch_size, pooling, splits, hook_names, checkpoint_every) -> tuple[list, bool, list]:
     """Hook names, whether they are the decoder's, and the splits to probe (an empty test is skipped)."""
-    names, decoder = _check_hooks(info, hook_names)
+    names, decoder = probe_hooks(info, hook_names)
     if batch_size < 1:
         raise ProbeError(f"batch size must be at least 1, got {batch_size}")
     if checkpoint_every < 1:
@@ -206,18 +202,6 @@ def _check_probe(info, task, batch_size, pooling, splits, hook_names, checkpoint
     for s in splits:
         _check_binary(getattr(task, s), s, need_both=(s == "dev"))
     return names, decoder, splits
-
-
-def _check_hooks(info, hook_names) -> tuple[list[str], bool]:
-    names = list(hook_names if hook_names is not None else info.hook_names)
-    valid = (*info.hook_names, *info.decoder_hook_names)
-    unknown = [h for h in names if h not in valid]
-    if unknown or not names:
-        raise ProbeError(f"unknown hook name(s) {unknown or names} for {info.name}; valid: {', '.join(valid)}")
-    decoder = {h in info.decoder_hook_names for h in names}
-    if len(decoder) > 1:
-        raise ProbeError("encoder and decoder hooks have different positions; probe them in separate calls.")
-    return names, decoder.pop()
 
 
 def _check_binary(split, name: str, need_both: bool) -> None:
@@ -329,7 +313,7 @@ def _stream(pm, split, batch_size, names, decoder, kinds, feed, desc, start: int
     n_batches = math.ceil(len(split) / batch_size)
     all_labels = torch.as_tensor(split.labels)
     for b in progress(range(start, n_batches), desc=f"probe {desc}", initial=start, total=n_batches):
-        batch = _encode(pm, split, b * batch_size, batch_size)
+        batch = pm.encode_split(split, slice(b * batch_size, (b + 1) * batch_size))
         labels = all_labels[b * batch_size : (b + 1) * batch_size]
         with torch.no_grad():
             pm.label_logits(batch, fwd_hooks=_capture_hooks(pm, batch, labels, names, decoder, kinds, feed))
@@ -342,7 +326,7 @@ def _capture_hooks(pm, batch, labels, names, decoder, kinds, feed) -> list:
     hard = pm.prompt is None
 
     def capture(act: Tensor, hook, i: int) -> None:
-        sel = _positions(act, batch, decoder, hard)
+        sel = probed_positions(act, batch, decoder, hard)
         if not torch.isfinite(sel).all():
             # names[i], not hook.name: the bridge reports an alias (blocks.0.mlp.out.hook_in)
             raise ProbeError(f"non-finite activations at {names[i]}; check the model's dtype and the prompt.")
@@ -355,17 +339,6 @@ def _capture_hooks(pm, batch, labels, names, decoder, kinds, feed) -> list:
                 feed(k, i, pooled[k][:, None, None], labels)
 
     return [(h, lambda a, hook, i=i: capture(a, hook, i)) for i, h in enumerate(names)]
-
-
-def _encode(pm, split, start: int, size: int):
-    b = split.texts_b[start : start + size] if split.texts_b is not None else None
-    return pm.encode(split.texts[start : start + size], b)
-
-
-def _positions(act: Tensor, batch, decoder: bool, hard: bool) -> Tensor:
-    """The probed positions of ``act [B, seq, N]``: the decoder's one, the prediction's, or the prompt's."""
-    return act[:, :1] if decoder else act[torch.arange(len(act)), batch.predict_pos, None] if hard \
-        else act[:, batch.prompt_slice]
 
 
 def probe_random_prompt(model, task, P: int = 8, seed: int = 0, how: str = "normal", **kwargs) -> ProbeResult:

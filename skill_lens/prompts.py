@@ -271,6 +271,18 @@ class PromptedModel:
         rows = [ph + b + [tok.eos_token_id] for b in bodies]  # seq2seq
         return self._pad_rows(rows, left=False, prompt_start=0, predict=0, body_start=P, bodies=bodies)
 
+    def encode_split(self, split, idx: slice | Sequence[int]) -> Batch:
+        """:meth:`encode` the examples ``idx`` (a slice or indices) of ``split`` (its texts and, for pairs, ``texts_b``).
+
+        >>> from skill_lens.tiny import tiny_model, tiny_task
+        >>> task = tiny_task()
+        >>> pm = PromptedModel(tiny_model(), SoftPrompt.init(tiny_model(), 2), Verbalizer.from_words(tiny_model(), ["bad", "good"]))
+        >>> pm.encode_split(task.dev, slice(0, 4)).size, pm.encode_split(task.dev, [5, 1]).size
+        (4, 2)
+        """
+        pick = (lambda xs: xs[idx]) if isinstance(idx, slice) else (lambda xs: [xs[i] for i in idx])
+        return self.encode(pick(split.texts), pick(split.texts_b) if split.texts_b is not None else None)
+
     def _default_prepend_bos(self) -> bool:
         """Follow the tokenizer's own convention, not the bridge's ``default_prepend_bos``.
 

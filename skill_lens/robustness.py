@@ -478,12 +478,10 @@ def patch_repair(pm, clean_split: Split, adv_split: Split, neurons, batch_size: 
     n_neurons = int(neuron_mask(pm.model, neurons).sum())
     logits = {"clean": [], "adversarial": [], "patched": []}
 
-    def sub(s: Split, i: int):
-        return s.texts[i : i + batch_size], s.texts_b[i : i + batch_size] if s.texts_b is not None else None
-
     with torch.no_grad():
         for i in range(0, len(adv_split), batch_size):
-            src, tgt = pm.encode(*sub(clean_split, i)), pm.encode(*sub(adv_split, i))
+            part = slice(i, i + batch_size)
+            src, tgt = pm.encode_split(clean_split, part), pm.encode_split(adv_split, part)
             hooks = patch_hooks(pm, src, tgt, neurons, positions) if n_neurons else []
             logits["clean"].append(pm.label_logits(src).float())
             logits["adversarial"].append(pm.label_logits(tgt).float())

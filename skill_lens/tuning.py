@@ -315,9 +315,7 @@ def tune(model, task, config: TuneConfig | None = None, *, checkpoint: str | Pat
     train_split, labels = task.train, torch.as_tensor(task.train.labels)
 
     def step_loss(idx: list[int]) -> Tensor:
-        texts_b = [train_split.texts_b[i] for i in idx] if train_split.texts_b is not None else None
-        batch = pm.encode([train_split.texts[i] for i in idx], texts_b)
-        logits = pm.label_logits(batch, cache_input=cfg.cache_input, input_cache=cache)
+        logits = pm.label_logits(pm.encode_split(train_split, idx), cache_input=cfg.cache_input, input_cache=cache)
         return torch.nn.functional.cross_entropy(logits.float(), labels[idx])
 
     def dev_accuracy() -> float:

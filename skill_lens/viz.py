@@ -265,8 +265,7 @@ def _scores(pm, split, pairs, score: str, batch_size: int) -> Tensor:
     """Per example and neuron, the activation reduced over positions: ``[n, K]``."""
     out = []
     for start in range(0, len(split), batch_size):
-        tb = split.texts_b[start:start + batch_size] if split.texts_b is not None else None
-        batch = pm.encode(split.texts[start:start + batch_size], tb)
+        batch = pm.encode_split(split, slice(start, start + batch_size))
         acts = capture_neurons(pm, batch, pairs, _encoder_only(batch))  # [B, seq, K]
         if score == "prompt_mean" and pm.prompt is not None:
             out.append(acts[:, batch.prompt_slice].mean(1))

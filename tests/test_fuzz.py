@@ -22,7 +22,8 @@ import skill_lens
 from skill_lens.evaluation import evaluate_distributed
 from skill_lens.models import describe
 from skill_lens.predictivity import AgreementAccumulator, MeanAccumulator
-from skill_lens.probe import ProbeError, _positions, probe
+from skill_lens.capture import probed_positions
+from skill_lens.probe import ProbeError, probe
 from skill_lens.prompts import PromptError, SoftPrompt
 from skill_lens.tasks import Split, Task, TaskError
 from skill_lens.tiny import tiny_model, tiny_task
@@ -240,7 +241,7 @@ def per_example_acts(pm, split) -> torch.Tensor:
     names, rows = describe(pm.model).hook_names, []
     for i in range(len(split)):
         batch, got = pm.encode(split.texts[i : i + 1]), {}
-        hooks = [(h, lambda a, hook, j=j: got.__setitem__(j, _positions(a, batch, False, False)[0]))
+        hooks = [(h, lambda a, hook, j=j: got.__setitem__(j, probed_positions(a, batch, False, False)[0]))
                  for j, h in enumerate(names)]
         with torch.no_grad():
             pm.label_logits(batch, fwd_hooks=hooks)
