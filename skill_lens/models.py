@@ -25,7 +25,7 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.packaged import cache_dir, packaged_file
-from skill_lens.progress import say
+from skill_lens.progress import quiet, say
 
 __all__ = ["ModelInfo", "describe", "fingerprint", "load_model", "model_class", "random_init_copy", "tokenizer_adds_bos",
            "Family", "OFFLINE_MODELS"]
@@ -124,13 +124,14 @@ def fingerprint(model: TransformerBridge) -> str:
     if cached is not None:
         return cached
     import hashlib
+    import itertools
     import json
 
     hf = model.original_model
     h = hashlib.sha256()
     config = {k: v for k, v in hf.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, t in hf.state_dict().items():
+    for name, t in itertools.chain(hf.named_parameters(), hf.named_buffers()):  # each tensor once
         t = t.detach().contiguous().cpu()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
@@ -175,6 +176,10 @@ def load_model(
             "Use 'smollm2-135m' offline, or a Hub name with internet access."
         ) from None
     cls = model_class(config)
+    if quiet():  # transformers' own "Loading weights" bar too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     t0 = time.perf_counter()
     if random_init:
         torch.manual_seed(seed)

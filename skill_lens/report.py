@@ -221,7 +221,13 @@ def _results(run, notes: list[str]) -> list[tuple[Path, dict]]:
     for p in results(run.path) + [p for d in pruned for p in results(d)]:
         kind = next((k for prefix, k in KINDS.items() if p.name.startswith(prefix)), None)
         kind = "pruned" if p.name == "prune_summary.json" else kind
-        out.append((p, run.read_result(kind, p) if kind else read_json(p)))
+        if kind is not None:
+            out.append((p, run.read_result(kind, p)))
+            continue
+        try:  # not ours (a user's matrix...): shown as it is, untraced
+            out.append((p, read_json(p)))
+        except ArtifactError as e:
+            notes.append(f"{p.relative_to(run.path)} could not be read ({e})")
     return out
 
 

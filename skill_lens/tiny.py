@@ -21,7 +21,7 @@ import torch
 
 from skill_lens.models import bridge_from_hf
 
-__all__ = ["tiny_model", "tiny_tokenizer", "tiny_task", "FAMILIES", "VOCAB"]
+__all__ = ["tiny_model", "tiny_hf", "tiny_tokenizer", "tiny_task", "FAMILIES", "VOCAB"]
 
 FAMILIES = ("causal", "gpt2", "mlm", "seq2seq")
 
@@ -59,6 +59,19 @@ def tiny_tokenizer():
 def tiny_model(family: str = "causal", seed: int = 0, n_layers: int = 2, d_model: int = 32, d_mlp: int = 64):
     """A random ``TransformerBridge`` of ``family`` in ``FAMILIES``: ``causal`` (Llama-style,
     gated MLP), ``gpt2`` (Conv1D layers), ``mlm`` (RoBERTa-style) or ``seq2seq`` (T5-style)."""
+    return bridge_from_hf(tiny_hf(family, seed, n_layers, d_model, d_mlp), tiny_tokenizer(), name=f"tiny-{family}")
+
+
+def tiny_hf(family: str = "causal", seed: int = 0, n_layers: int = 2, d_model: int = 32, d_mlp: int = 64):
+    """The Hugging Face model inside :func:`tiny_model` (not bridged): to save as a local model directory.
+
+    >>> import tempfile
+    >>> from skill_lens.models import describe, load_model
+    >>> d = tempfile.mkdtemp()
+    >>> tiny_hf("mlm").save_pretrained(d); tiny_tokenizer().save_pretrained(d) and None
+    >>> describe(load_model(d)).family
+    'mlm'
+    """
     import transformers as tf
 
     torch.manual_seed(seed)
@@ -80,7 +93,7 @@ def tiny_model(family: str = "causal", seed: int = 0, n_layers: int = 2, d_model
             **common))
     else:
         raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
-    return bridge_from_hf(hf, tiny_tokenizer(), name=f"tiny-{family}")
+    return hf
 
 
 def tiny_task(n_train: int = 64, n_dev: int = 32, n_test: int = 32, seed: int = 0):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from clitools import FAST_TUNE, cli
 
-from skill_lens.tiny import tiny_model, tiny_task, tiny_tokenizer
+from skill_lens.tiny import tiny_hf, tiny_task, tiny_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,7 @@ def model_dir(tmp_path_factory):
     @functools.cache
     def make(family: str = "causal", seed: int = 0) -> Path:
         d = tmp_path_factory.mktemp(f"model_{family}_{seed}")
-        tiny_model(family, seed=seed).original_model.save_pretrained(d)
+        tiny_hf(family, seed=seed).save_pretrained(d)
         tiny_tokenizer().save_pretrained(d)
         return d
 

@@ -149,63 +149,6 @@ def test_summary_of_hand_made_rows():
     assert s["random_accuracy_mean"] == 0.75 and s["random_accuracy_std"] == 0.0 and s["gap"] == 0.25
 
 
-# ---------------------------------------------------------------- CLI: skill-lens perturb
-
-@pytest.fixture(scope="module")
-def probed_run(tmp_path_factory):
-    import contextlib
-    import io
-
-    from skill_lens.cli.probe import probe_run
-    from skill_lens.runs import Run
-    from skill_lens.tuning import TuneConfig
-
-    r = Run.create(tmp_path_factory.mktemp("run"), tiny_model(), tiny_task(),
-                   TuneConfig(prompt_length=2, steps=4, eval_every=2))
-    with contextlib.redirect_stdout(io.StringIO()):
-        probe_run(r)
-    return r
-
-
-def _args(*argv):
-    from skill_lens.cli import build_parser
-
-    return build_parser().parse_args(["perturb", *argv])
-
-
-def test_perturb_cli_writes_json_and_csv(probed_run, capsys):
-    from skill_lens.artifacts import read_json
-    from skill_lens.cli import perturb
-
-    args = _args(str(probed_run.path), "--method", "zero", "--fractions", "0,0.1", "--controls", "2", "--per-layer")
-    assert perturb.run(args, run_obj=probed_run) == 0
-    out = capsys.readouterr().out
-    assert "skill acc" in out and "perturb_zero.json" in out
-    data = read_json(probed_run.path / "perturb_zero.json")
-    assert data["method"] == "zero" and len(data["rows"]) == 6 and data["meta"]["per_layer"] is True
-    csv = (probed_run.path / "perturb_zero.csv").read_text().splitlines()
-    assert csv[0].startswith("fraction,n_neurons,skill_accuracy") and len(csv) == 3
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["--fractions", "0,1.5"], "outside"), (["--fractions", "a"], "comma-separated"),
-    (["--controls", "-1"], "--controls"), (["--std", "-1"], "--std"), (["--positions", "middle"], "--positions"),
-])
-def test_perturb_cli_validates_before_opening_the_run(tmp_path, argv, message, capsys):
-    from skill_lens.cli import main
-
-    assert main(["perturb", str(tmp_path / "missing"), *argv]) == 2  # the run is never opened
-    assert message in capsys.readouterr().err
-
-
-def test_perturb_cli_needs_a_probe(tmp_path, capsys):
-    from skill_lens.cli import main
-
-    (tmp_path / "run.json").write_text('{"model": "tiny-causal"}')
-    assert main(["perturb", str(tmp_path)]) == 2
-    assert "skill-lens probe" in capsys.readouterr().err
-
-
 def test_a_checkpointed_curve_resumes_where_it_stopped(pm, task, tmp_path, monkeypatch):
     import skill_lens.curves as curves
 

@@ -34,7 +34,7 @@ def refused(argv, where, *needles):
     before = snapshot(where)
     rc, out, err = cli(*argv)
     assert rc == 2, (out, err)
-    assert "Traceback" not in err and err.startswith("skill-lens "), err
+    assert "Traceback" not in err and err.splitlines()[-1].startswith(f"skill-lens {argv[0]}: error: "), err
     for needle in needles:
         assert needle in err, err
     assert snapshot(where) == before, f"{argv[0]} changed {where} although it failed"

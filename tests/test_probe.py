@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import random
 
 import pytest
@@ -238,59 +237,3 @@ def test_random_prompt_and_random_model():
     model, task = tiny_model("causal"), ragged_task()
     r = probe_random_prompt(random_init_copy(model, seed=3), task, P=2, splits=("dev",))
     assert r.dev_acc.shape == (2, 2, 64) and r.test_acc is None
-
-
-# ------------------------------------------------------------------ CLI
-def _run(tmp_path):
-    from skill_lens.runs import Run
-    from skill_lens.tuning import TuneConfig
-
-    return Run.create(tmp_path / "run", tiny_model(), tiny_task(), TuneConfig(prompt_length=2, steps=4, eval_every=2))
-
-
-def test_cli_probe_and_neurons_end_to_end(tmp_path, capsys):
-    from skill_lens.cli import main
-    from skill_lens.cli import probe as probe_cli
-    from skill_lens.neurons import NeuronSet
-    from skill_lens.runs import Run
-
-    run = _run(tmp_path)
-    parser = argparse.Namespace(run=str(run.path), batch_size=5, pooling=True)
-    assert probe_cli.run(parser, run_obj=run) == 0
-    out = capsys.readouterr().out
-    assert "top 5 neurons" in out and "L" in out
-    result = ProbeResult.load(run.path / "predictivity.safetensors", run.model)
-    assert result.dev_acc.shape == (2, 2, 64) and result.max_pool_dev_acc is not None
-
-    assert main(["neurons", str(run.path), "--top", "0.05", "--per-layer"]) == 0
-    out = capsys.readouterr().out
-    ns = NeuronSet.load(run.path / "neurons.safetensors")
-    assert len(ns.pairs()) >= 4
-    best = result.scores().flatten().argmax().item()
-    assert f"L{best // 64}.N{best % 64}" in out
-
-    # reopening the run (as the CLI does) with injected model and task works the same
-    reopened = Run.open(run.path)
-    reopened.use_model(run.model)
-    reopened.use_task(run.task)
-    again = probe_cli.probe_run(reopened, batch_size=5)
-    assert torch.equal(again.baseline, result.baseline)
-
-
-def test_cli_bad_inputs_write_nothing(tmp_path, capsys):
-    from skill_lens.cli import main
-
-    missing = tmp_path / "nope"
-    assert main(["probe", str(missing)]) == 2
-    assert "tune" in capsys.readouterr().err and not missing.exists()
-    run = _run(tmp_path)
-    before = sorted(p.name for p in run.path.iterdir())
-    assert main(["probe", str(run.path), "--batch-size", "0"]) == 2
-    assert "--batch-size" in capsys.readouterr().err
-    assert main(["neurons", str(run.path)]) == 2
-    assert "skill-lens probe" in capsys.readouterr().err
-    (run.path / "predictivity.safetensors").write_bytes(b"")  # placeholder so --top is checked first
-    before.append("predictivity.safetensors")
-    assert main(["neurons", str(run.path), "--top", "0"]) == 2
-    assert main(["neurons", str(run.path), "--top", "1.5"]) == 2
-    assert sorted(p.name for p in run.path.iterdir()) == sorted(before)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
 
 import pytest
 import torch
@@ -219,125 +216,9 @@ def test_retuning_the_prompt_on_the_pruned_model(family, task):
     assert result.prompt.meta["model"] == describe(pruned).name
 
 
-# ----------------------------------------------------------------------------------------------- CLI
-@pytest.fixture(scope="module")
-def probed_run(tmp_path_factory):
-    from skill_lens.cli.probe import probe_run
-    from skill_lens.runs import Run
-
-    task = tiny_task(n_train=16, n_dev=8, n_test=8)
-    run = Run.create(tmp_path_factory.mktemp("run"), tiny_model("causal"), task,
-                     TuneConfig(prompt_length=2, steps=2, eval_every=2, batch_size=8))
-    with contextlib.redirect_stdout(io.StringIO()):
-        probe_run(run)
-    return run
-
-
-def cli_args(run, **kw):
-    """``skill-lens prune RUN --keep 0.25 --layers 1`` as parsed (every other option at its CLI default), then ``kw``."""
-    from skill_lens.cli import build_parser
-
-    args = build_parser().parse_args(["prune", str(run.path), "--keep", "0.25", "--layers", "1", "--batch-size", "8",
-                                      "--repeats", "1"])
-    return argparse.Namespace(**(vars(args) | kw))
-
-
-def test_cli_prunes_retunes_and_reports(probed_run, tmp_path, capsys):
-    from skill_lens.cli import prune as cli
-
-    out = tmp_path / "p"
-    assert cli.run(cli_args(probed_run, out=str(out), retune_steps=2), run_obj=probed_run) == 0
-    text = capsys.readouterr().out
-    for needle in ("parameters kept (total)", "parameters kept (ffn)", "dev accuracy (8): unpruned",
-                   "pruned + re-tuned prompt", "speedup", f"wrote {out}"):
-        assert needle in text, needle
-    loaded = load_pruned(out)
-    assert pruning_info(loaded).widths == {0: N, 1: N // 4}
-    assert (out / "prompt.safetensors").exists()
-    prompt = SoftPrompt.load(out / "prompt.safetensors", loaded)
-    assert prompt.length == 2
-
-
-@pytest.mark.parametrize("kw, match", [
-    (dict(keep=0.0), "--keep must be"), (dict(keep=2.5), "--keep must be"), (dict(layers="0-5"), "layers 0-1"),
-    (dict(layers="a"), "layer numbers and ranges"), (dict(retune_steps=-1), "--retune-steps"),
-    (dict(position="first"), "--position"), (dict(repeats=0), "--repeats"),
-    (dict(retune_schedule="cosine"), "--retune-schedule"), (dict(calibration_size=0), "--calibration-size"),
-    (dict(retune_train_size=0), "--retune-train-size"), (dict(protect_massive=-1), "--protect-massive"),
-    (dict(retune_lr=-0.1), "--retune-lr must be positive"),
-])
-def test_cli_validates_arguments(probed_run, kw, match, tmp_path):
-    from skill_lens.cli import prune as cli
-
-    with pytest.raises(ValueError, match=match):
-        cli.run(cli_args(probed_run, out=str(tmp_path / "never"), **kw), run_obj=probed_run)
-    assert not (tmp_path / "never").exists()
-
-
-def test_cli_needs_a_probe(tmp_path):
-    from skill_lens.artifacts import ArtifactError
-    from skill_lens.cli import prune as cli
-    from skill_lens.runs import Run
-
-    run = Run.create(tmp_path, tiny_model("causal"), tiny_task(n_train=16, n_dev=8, n_test=8),
-                     TuneConfig(prompt_length=2, steps=2, eval_every=2, batch_size=8))
-    with pytest.raises(ArtifactError, match="skill-lens probe"):
-        cli.run(cli_args(run), run_obj=run)
-
-
+# ------------------------------------------------------------------ CLI (the rest: tests/test_cli.py)
 def test_cli_is_registered():
     from skill_lens.cli import build_parser
 
     args = build_parser().parse_args(["prune", "RUN", "--keep", "0.02", "--layers", "10-29", "--retune-steps", "5"])
     assert (args.keep, args.layers, args.retune_steps, args.func.__module__) == (0.02, "10-29", 5, "skill_lens.cli.prune")
-
-
-@pytest.fixture(scope="module")
-def file_run(tmp_path_factory):
-    """A probed run on a task loaded from a file, so that it reloads with a larger training split."""
-    from skill_lens.cli.probe import probe_run
-    from skill_lens.runs import Run
-    from skill_lens.tasks import load_task
-
-    t = tiny_task(n_train=48)
-    d = tmp_path_factory.mktemp("file_run")
-    (d / "tiny_train.csv").write_text("text,label\n" + "".join(f"{x},{['negative', 'positive'][y]}\n"
-                                                               for x, y in zip(t.train.texts, t.train.labels)))
-    args = {"train_size": 16, "dev_size": 8, "test_size": 8}
-    task = load_task(f"csv:{d / 'tiny_train.csv'}", label_words=["bad", "good"], **args)
-    run = Run.create(d / "run", tiny_model("causal"), task, TuneConfig(prompt_length=2, steps=2, eval_every=2,
-                                                                       batch_size=8),
-                     task_args={**args, "label_words": ["bad", "good"]})
-    with contextlib.redirect_stdout(io.StringIO()):
-        probe_run(run)
-    return run
-
-
-def test_retuning_on_more_data_with_the_control(file_run, tmp_path):
-    from skill_lens.cli.prune import prune_run
-
-    with contextlib.redirect_stdout(io.StringIO()) as out:
-        s = prune_run(file_run, 0.25, [1], tmp_path / "p", retune={"steps": 3, "schedule": "linear"},
-                      retune_train_size=24, control=True, repeats=1)
-    assert set(s["accuracy"]) == {"pruned", "pruned_retuned", "unpruned", "unpruned_retuned"}
-    assert set(s["accuracy_test"]) == {"pruned_retuned", "unpruned", "unpruned_retuned"}
-    assert s["retune_train_size"] == 24 and s["retune"]["steps"] == 3 and s["retune"]["schedule"] == "linear"
-    assert [h["step"] for h in s["retune_history"]["unpruned"]] == [2, 3]
-    assert "unpruned + same re-tuning" in out.getvalue() and "on 24 training examples" in out.getvalue()
-    assert pruning_info(load_pruned(tmp_path / "p")).baseline_source.startswith("calibrated on 16 training")
-
-
-def test_a_larger_training_split_must_keep_dev_and_test(file_run):
-    from dataclasses import replace
-
-    from skill_lens.artifacts import ArtifactError
-    from skill_lens.runs import Run
-
-    bigger = file_run.task_with_train_size(30)
-    assert len(bigger.train) == 30 and bigger.dev == file_run.task.dev and bigger.test == file_run.task.test
-    other = Run(file_run.path, file_run.meta, file_run.model, replace(file_run.task, dev=file_run.task.test))
-    with pytest.raises(ArtifactError, match="another dev split with train_size=30"):
-        other.task_with_train_size(30)
-    with pytest.raises(ValueError, match="unknown re-tuning option"):
-        from skill_lens.cli.prune import prune_run
-        prune_run(file_run, 0.25, [1], retune={"steps": 2, "learning_rate": 0.1})

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from skill_lens.artifacts import save_tensors
 from skill_lens.cli import main
+from skill_lens.probe import ProbeResult
 from skill_lens.report import write_report
 from skill_lens.runs import Run
 from skill_lens.tasks import Task
@@ -30,29 +30,29 @@ def evil_task() -> Task:
                            dev=dev, test=(t.test.texts, t.test.labels), hard_prompt=t.hard_prompt)
 
 
-def write_artifacts(d: Path) -> None:
+def write_artifacts(run: Run) -> None:
+    """Each kind of result, written through the run (so with its lineage), plus a user's matrix and a pruned dir."""
+    d = run.path
     g = torch.Generator().manual_seed(0)
     dev = 0.5 + 0.2 * (torch.rand(2, 2, 64, generator=g) - 0.5)
     dev[TOP[0], 1, TOP[1]] = 0.05  # predictivity 0.95: the top neuron
-    save_tensors(d / "predictivity.safetensors", {"baseline": torch.zeros(2, 2, 64), "dev_acc": dev,
-                                                   "test_acc": dev.clone()}, {"model": "tiny-causal"})
+    run.save_predictivity(ProbeResult(torch.zeros(2, 2, 64), dev, dev.clone(), meta={"model": "tiny-causal"}))
     from skill_lens.curves import SuppressionCurve
     from skill_lens.robustness import RobustnessResult, overlaps
 
     rows = [{"fraction": f, "set": s, "draw": k, "n_neurons": 2, "accuracy": a, "logit_diff": 0.0}
             for f, skill in ((0.0, 0.9), (0.05, 0.6), (0.1, 0.5))
             for s, k, a in [("skill", 0, skill), ("random", 0, 0.9 - f / 2), ("random", 1, 0.88 - f / 2)]]
-    curve = SuppressionCurve(rows, [0.0, 0.05, 0.1], "zero")
-    (d / "perturb_zero.json").write_text(json.dumps(curve.to_dict()))
+    run.save_result("perturb", "perturb_zero", SuppressionCurve(rows, [0.0, 0.05, 0.1], "zero").to_dict())
     rob = RobustnessResult(torch.rand(2, 64, generator=g), torch.rand(2, 64, generator=g), {"clean": 0.9}, 0.5,
                            [0.4, 0.6], overlaps(torch.rand(2, 64, generator=g), torch.rand(2, 64, generator=g),
                                                 [0.05, 0.2, 0.5]))
-    (d / "robustness_typo.json").write_text(json.dumps(rob.to_dict()))
+    run.save_result("robustness", "robustness_typo", rob.to_dict())
     from skill_lens.neurons import NeuronSet
 
     mask = torch.zeros(2, 64, dtype=torch.bool)
     mask[1, 7] = mask[0, 3] = mask[0, 19] = True
-    NeuronSet.from_mask(mask, {"model": "tiny-causal"}).save(d / "neurons.safetensors")
+    run.save_neurons(NeuronSet.from_mask(mask, {"model": "tiny-causal"}))
     (d / "spearman.json").write_text(json.dumps({"matrix": [[1, 0.4], [0.4, 1]], "labels": ["a<i>", "b"]}))
     (d / "pruned").mkdir()
     (d / "pruned" / "pruning.json").write_text(json.dumps(
@@ -65,7 +65,7 @@ def write_artifacts(d: Path) -> None:
 def run(tmp_path_factory):
     d = tmp_path_factory.mktemp("run")
     r = Run.create(d, tiny_model(), evil_task(), TuneConfig(prompt_length=2, steps=2, eval_every=2))
-    write_artifacts(d)
+    write_artifacts(r)
     return r
 
 
@@ -104,25 +104,38 @@ def test_report_needs_no_network(report):
     assert not re.search(r"""from\s*["']https?:""", report) and "unpkg" not in report
 
 
-def test_report_without_model_or_optional_artifacts(tmp_path, run):
-    shutil.copy(run.path / "run.json", tmp_path / "run.json")
+def _copy(run, tmp_path, *names, model=None) -> Path:
+    for name in ("run.json", "prompt.safetensors", *names):
+        shutil.copy(run.path / name, tmp_path / name)
     meta = json.loads((tmp_path / "run.json").read_text())
-    meta["model"] = "no-such-model-anywhere"  # nothing may try to load it
+    meta["model"] = model or meta["model"]
     (tmp_path / "run.json").write_text(json.dumps(meta))
-    (tmp_path / "perturb_broken.json").write_text("{not json")
-    with pytest.warns(UserWarning, match="perturb_broken.json"):
+    return tmp_path
+
+
+def test_report_without_model_or_optional_artifacts(tmp_path, run):
+    _copy(run, tmp_path, model="no-such-model-anywhere")  # nothing may try to load it
+    (tmp_path / "notes.json").write_text("{not json")  # a user's file: a note, not an error
+    with pytest.warns(UserWarning, match="notes.json"):
         page = write_report(tmp_path, include_views=False).read_text()
     assert "skill-lens probe" in page and "Neuron views left out" in page
-    assert "perturb_broken.json could not be shown" in page
+    assert "notes.json could not be read" in page
     assert "CircuitsVis" not in page
 
 
+def test_a_corrupt_or_foreign_result_of_ours_stops_the_report(tmp_path, run):
+    _copy(run, tmp_path, "perturb_zero.json")
+    (tmp_path / "perturb_zero.json").write_text("{not json")
+    with pytest.raises(ValueError, match="perturb_zero.json is not valid JSON"):
+        write_report(tmp_path, include_views=False)
+    (tmp_path / "perturb_zero.json").write_text(json.dumps({"method": "zero", "fractions": []}))
+    with pytest.raises(ValueError, match="records no lineage"):
+        write_report(tmp_path, include_views=False)
+    assert not (tmp_path / "report.html").exists()
+
+
 def test_views_that_cannot_run_become_a_note(tmp_path, run):
-    shutil.copy(run.path / "run.json", tmp_path / "run.json")
-    shutil.copy(run.path / "predictivity.safetensors", tmp_path / "predictivity.safetensors")
-    meta = json.loads((tmp_path / "run.json").read_text())
-    meta["model"] = str(tmp_path / "no-such-model")
-    (tmp_path / "run.json").write_text(json.dumps(meta))
+    _copy(run, tmp_path, "predictivity.safetensors", "predictivity.safetensors.json", model=str(tmp_path / "nope"))
     with pytest.warns(UserWarning, match="neuron views"):
         page = write_report(tmp_path).read_text()
     assert "neuron views could not be shown" in page and "<h3>Top 20 neurons</h3>" in page
@@ -135,14 +148,9 @@ def test_report_refuses_a_directory_that_is_not_a_run(tmp_path):
 
 
 def test_cli(tmp_path, run, capsys):
-    from skill_lens.cli import build_parser
-    from skill_lens.cli.report import run as report_cmd
-
-    out = tmp_path / "r.html"
-    args = build_parser().parse_args(["report", str(run.path), "--out", str(out), "--neurons", "2"])
-    assert report_cmd(args, run_obj=run) == 0
-    assert "CircuitsVis.render" in out.read_text() and f"wrote {out}" in capsys.readouterr().out
-    assert main(["report", str(run.path), "--out", str(tmp_path / "n.html"), "--no-views"]) == 0
+    out = tmp_path / "n.html"
+    assert main(["report", str(run.path), "--out", str(out), "--no-views"]) == 0
+    assert "Neuron views left out" in out.read_text() and f"wrote {out}" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "not a finished run" in capsys.readouterr().err
 

@@ -166,7 +166,7 @@ def test_run_create_refuses_a_leftover_tuning_checkpoint_of_another_task(tmp_pat
     cfg = TuneConfig(prompt_length=2, steps=4, batch_size=8, eval_every=2)
     m = tiny_model("causal")
     tune(m, tiny_task(seed=0), cfg, run_dir=tmp_path)  # leaves checkpoint.safetensors (a "crashed" run)
-    with pytest.raises(ArtifactError, match="different run"):
+    with pytest.raises(ArtifactError, match="other settings"):
         Run.create(tmp_path, m, tiny_task(seed=1), cfg)
     assert not (tmp_path / "run.json").exists()
 
@@ -178,12 +178,15 @@ def test_run_create_refuses_a_finished_run_of_another_task(tmp_path):
     m = tiny_model("causal")
     Run.create(tmp_path, m, tiny_task(seed=0), cfg)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    with pytest.raises(ArtifactError, match=r"different run \(task: .* use a new --out directory, or delete"):
+    with pytest.raises(ArtifactError, match=r"already holds a tuned run \(task: .*Pass --overwrite .* new --out"):
         Run.create(tmp_path, m, tiny_task(seed=1), cfg)
-    with pytest.raises(ArtifactError, match="model: tiny-causal in run.json, tiny-gpt2 now"):
+    with pytest.raises(ArtifactError, match="model: tiny-causal weights .* in run.json, tiny-gpt2 weights .* now"):
         Run.create(tmp_path, tiny_model("gpt2"), tiny_task(seed=0), cfg)
     with pytest.raises(ArtifactError, match=r"config: prompt_length 2 -> 3"):
         Run.create(tmp_path, m, tiny_task(seed=0), TuneConfig(prompt_length=3, steps=2, batch_size=8, eval_every=2))
+    with pytest.raises(ArtifactError, match=r"the same model, task and settings"):
+        Run.create(tmp_path, m, tiny_task(seed=0), cfg)  # even the same run is not silently re-tuned
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written
-    Run.create(tmp_path, m, tiny_task(seed=0), cfg)  # the same run is accepted: tuned again, the same prompt
+    assert Run.create(tmp_path, m, tiny_task(seed=0), cfg, reuse=True).meta == Run.open(tmp_path).meta  # reused
+    Run.create(tmp_path, m, tiny_task(seed=0), cfg, overwrite=True)  # re-tuned: the same prompt again
     assert (tmp_path / "prompt.safetensors").read_bytes() == before["prompt.safetensors"]

@@ -1,4 +1,3 @@
-import argparse
 import json
 import math
 
@@ -205,31 +204,6 @@ def test_advglue_from_local_file(shared_data, pm, task):
 def test_advglue_missing_file(task, tmp_path):
     with pytest.raises(RobustnessError, match="not found"):
         adversarial_split(f"advglue:sst2:{tmp_path / 'nope.json'}", task)
-
-
-def test_cli_writes_json_and_csv(tmp_path, model, task, capsys):
-    from skill_lens.cli.robustness import register, run
-    from skill_lens.runs import Run
-    from skill_lens.tuning import TuneConfig
-
-    r = Run.create(tmp_path / "run", model, task, TuneConfig(prompt_length=2, steps=4, eval_every=2))
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(["robustness", str(r.path), "--adversarial", "typos:0.2", "--ks", "0.05,0.1",
-                              "--curve-fractions", "0,0.1", "--method", "zero", "--patch-top", "0.1"])
-    assert run(args, run_obj=r) == 0
-    out = json.loads((r.path / "robustness_typos_0.2.json").read_text())
-    assert out["overlap"]["ks"] == [0.05, 0.1] and set(out["curves"]) == {"clean_neurons", "adversarial_neurons"}
-    assert out["repair"]["n_neurons"] == 13 and out["accuracy"]["paired"]
-    csv = (r.path / "robustness_typos_0.2.csv").read_text().splitlines()
-    assert csv[0] == "k,overlap,chance,layer_0,layer_1" and len(csv) == 3
-    assert "Spearman" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="--ks"):
-        run(parser.parse_args(["robustness", str(r.path), "--adversarial", "typos:0.2", "--ks", "2"]), run_obj=r)
-    with pytest.raises(RobustnessError):
-        run(parser.parse_args(["robustness", str(r.path), "--adversarial", "nope:1"]), run_obj=r)
-    assert sorted(p.name for p in r.path.glob("robustness_*")) == ["robustness_typos_0.2.csv",
-                                                                   "robustness_typos_0.2.json"]
 
 
 def test_advglue_hub_failure_names_the_local_file_fix(task, monkeypatch):

@@ -91,7 +91,7 @@ def test_checkpoint_is_a_file_kept_for_the_caller_and_run_dir_still_maps_to_one(
 
 def test_killed_tuning_resumes_to_the_same_prompt(tmp_path):
     """SIGKILL a tuning process part-way; resuming gives the uninterrupted result."""
-    script = f"""
+    script = """
 import os, sys, signal
 os.environ["SKILL_LENS_QUIET"] = "1"
 from skill_lens.tiny import tiny_model, tiny_task
@@ -215,7 +215,7 @@ def test_runs_and_checkpoints_recorded_before_a_config_field_existed_still_resum
     meta = read_json(tmp_path / "run" / "run.json")
     del meta["config"]["schedule"]
     write_json(tmp_path / "run" / "run.json", meta)
-    Run.create(tmp_path / "run", model, task, cfg)  # the same run: tuned again, not refused
+    assert Run.create(tmp_path / "run", model, task, cfg, reuse=True).meta == meta  # still the same run: reused
 
 
 # ---------------------------------------------------------------- every setting checked before any work
