@@ -210,6 +210,16 @@ BAD_TUNE = {
 }
 
 
+def test_clamp_takes_a_smaller_split_and_records_it(model_dir, task_csv, tmp_path):
+    out = tmp_path / "run"
+    rc, _, err = cli("tune", "--model", model_dir("causal"), "--task", f"csv:{task_csv(0)}", "--out", out,
+                     *FAST_TUNE, "--train-size", "100000", "--clamp")
+    assert rc == 0, err
+    task = Run.open(out).meta["task"]
+    assert task["clamped"]["train"]["requested"] == 100000 and task["args"]["clamp"] is True
+    assert len(Run.open(out).task.train) == task["clamped"]["train"]["available"]
+
+
 @pytest.mark.parametrize("case", sorted(BAD_TUNE))
 def test_bad_tuning_settings_are_refused_before_any_work(model_dir, task_csv, case, tmp_path):
     extra, needle = BAD_TUNE[case]

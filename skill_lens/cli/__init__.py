@@ -48,6 +48,8 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-words", help="comma-separated verbalizer words, one per label")
     p.add_argument("--binary", help="binary subtask: positive-vs-negative, neutral-vs-rest, one-vs-rest:LABEL")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the split and subsampling")
+    p.add_argument("--clamp", action="store_true", help="take a whole split when it has fewer examples than asked "
+                                                        "for (recorded in run.json) instead of refusing")
 
 
 def task_from_args(args) -> tuple[object, dict]:
@@ -58,7 +60,7 @@ def task_from_args(args) -> tuple[object, dict]:
         "train_size": args.train_size, "dev_size": args.dev_size, "test_size": args.test_size,
         "seed": args.data_seed, "text_column": args.text_column, "text_b_column": args.text_b_column,
         "label_column": args.label_column, "binary": args.binary,
-        "label_words": args.label_words.split(",") if args.label_words else None,
+        "label_words": args.label_words.split(",") if args.label_words else None, "clamp": args.clamp or None,
     }
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return load_task(args.task, **kwargs), kwargs
