@@ -148,6 +148,9 @@ class Run:
             from skill_lens.tasks import load_task
 
             t = self.meta["task"]
+            if not t["source"]:
+                raise ArtifactError(f"run {self.path} was tuned on a task built in memory ({t.get('name')}, e.g. "
+                                    "Task.from_lists), which cannot be reloaded by name; pass it: run.use_task(task).")
             self.use_task(load_task(t["source"], **t.get("args", {})))
         return self._task
 
