@@ -57,6 +57,11 @@ table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid 
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: .8em 0; } figure img { max-width: 100%; } figcaption, .note { color: #666; font-size: .9em; }
 .caption { font-weight: 600; margin-top: .8em; } .example { white-space: pre-wrap; }
+.bars { max-width: 640px; font-size: .85em; } .bar { display: flex; align-items: center; height: 1.15em; }
+.bar .label { width: 3.5em; color: #555; } .bar .fill { background: #4c72b0; height: .8em; min-width: 1px; }
+.bar .value { margin-left: .4em; color: #333; font-variant-numeric: tabular-nums; }
+p.reading { background: #f6f8fa; border-left: 3px solid #4c72b0; padding: .4em .8em; }
+.cv-panel > div[style*="padding-bottom"] { padding-bottom: 1.5em !important; }  /* circuitsvis keeps 160px */
 """
 
 
@@ -142,9 +147,19 @@ def _predictivity_section(p: dict, meta: dict, top: int) -> str:
 
 
 def _neurons_section(ns) -> str:
-    rows = [[f"layer {l}", c] for l, c in enumerate(ns.counts_per_layer()) if c]
-    return f"<h2>Selected skill neurons</h2><p>{len(ns)} neurons in neurons.safetensors.</p>" + _table(
-        rows, ["layer", "neurons"])
+    counts = ns.counts_per_layer()
+    summary = (f"{len(ns)} of {ns.n_layers * ns.d_mlp} neurons selected"
+               + (f" ({ns.meta['top']} {'per layer' if ns.meta.get('per_layer') else 'of all'}, by "
+                  f"{ns.meta.get('scored_on', 'score')})" if "top" in ns.meta else "") + "; neurons per layer:")
+    return "<h2>Selected skill neurons</h2>" + f"<p>{_e(summary)}</p>" + _bars(
+        [(f"L{l}", c) for l, c in enumerate(counts)], max(counts) or 1)
+
+
+def _bars(items: list[tuple[str, float]], top: float) -> str:
+    """A compact horizontal bar chart in HTML: one row per ``(label, value)``."""
+    rows = "".join(f'<div class="bar"><span class="label">{_e(k)}</span><span class="fill" style="width:'
+                   f'{100 * v / top:.1f}%"></span><span class="value">{_e(_fmt(v))}</span></div>' for k, v in items)
+    return f'<div class="bars">{rows}</div>'
 
 
 def _scalars(data: dict, prefix: str = "") -> list[list[Any]]:
@@ -186,6 +201,67 @@ def _json_figure(path: Path, data, notes: list[str], name: str | None = None) ->
     return "".join(parts)
 
 
+def _perturb_section(name: str, data: dict, notes: list[str]) -> str:
+    """A suppression curve as a results paragraph: what was perturbed, the numbers per fraction, the figure."""
+    meta, rows = data.get("meta", {}), data.get("summary", [])
+    how = (f"{data.get('method')} perturbation at the {meta.get('positions', 'prompt')} positions of the top "
+           f"{'fraction of each layer' if meta.get('per_layer') else 'fraction of all neurons'} by "
+           f"{meta.get('selected_on', 'score')}, against {meta.get('controls', '?')} random sets with the same "
+           f"count per layer; accuracy on {meta.get('split', 'dev')} ({meta.get('n_examples', '?')} examples).")
+    table = _table([[f"{r['fraction']:.0%}", r["n_neurons"], r["skill_accuracy"],
+                     f"{r['random_accuracy_mean']:.3f} ± {r['random_accuracy_std']:.3f}", f"{100 * r['gap']:.1f}"]
+                    for r in rows], ["fraction", "neurons", "skill set accuracy", "random sets (mean ± std)",
+                                     "gap (points)"])
+    worst = max((r for r in rows if r["fraction"] > 0), key=lambda r: r["gap"], default=None)
+    reading = "" if worst is None else (
+        f'<p class="reading">Largest gap at {worst["fraction"]:.0%} of neurons: the skill set leaves '
+        f'{worst["skill_accuracy"]:.3f}, random sets {worst["random_accuracy_mean"]:.3f} '
+        f'({100 * worst["gap"]:.1f} points).</p>')
+    fig = _try(f"suppression curves {name}", lambda: _figure(plots.suppression_curves(data, title=name),
+               "Accuracy while perturbing skill neurons vs random neurons (band: spread over random sets)."), notes)
+    return f"<h3>Suppression curve ({_e(name)})</h3><p>{_e(how)}</p>" + reading + table + fig
+
+
+def _robustness_section(name: str, data: dict, notes: list[str]) -> str:
+    """Clean vs adversarial data: accuracy, rank agreement of predictivity, top-k overlaps, curves."""
+    a, o = data.get("accuracy", {}), data.get("overlap", {})
+    clean, adv = ({"accuracy": v} if isinstance(v, (int, float)) else v or {}
+                  for v in (a.get("clean"), a.get("adversarial")))
+    reading = (f'<p class="reading">Accuracy {clean.get("accuracy", float("nan")):.3f} clean vs '
+               f'{adv.get("accuracy", float("nan")):.3f} on {adv.get("n", "?")} adversarial examples of '
+               f'{_e(data.get("source", "?"))}; Spearman of clean and adversarial predictivity '
+               f'{_fmt(data.get("spearman"))}.</p>')
+    table = _table([[k, t, c] for k, t, c in zip(o.get("ks", []), o.get("total", []), o.get("chance", []))],
+                   ["top k (fraction)", "overlap clean ∩ adversarial", "chance"])
+    figs = _try(f"overlap curves {name}", lambda: _figure(plots.overlap_curves(data, title=name),
+                "Overlap of the top neurons found on clean vs adversarial data."), notes)
+    for key, curve in (data.get("curves") or {}).items():
+        figs += _try(f"curve {key} in {name}", lambda c=curve, k=key: _figure(
+            plots.suppression_curves(c, title=f"{name}: {k}"), f"Suppression on adversarial data, {k}."), notes)
+    if data.get("repair"):
+        r = data["repair"]
+        figs += _note(f"Patching repair with the top {r.get('top')} clean neurons: adversarial "
+                      f"{_fmt(r.get('adversarial_accuracy'))} -> patched {_fmt(r.get('patched_accuracy'))}.")
+    return f"<h3>Robustness ({_e(name)})</h3>" + reading + table + figs
+
+
+def _prune_section(name: str, data: dict, notes: list[str]) -> str:
+    """A pruned model's summary: what was kept, accuracy before and after, the speed-up."""
+    acc, test = data.get("accuracy", {}), data.get("accuracy_test", {})
+    (kept, total) = data.get("params", {}).get("ffn", (None, None))
+    n = len(data.get("layers", []))
+    reading = (f'<p class="reading">{n} layer{"s" * (n != 1)} pruned, '
+               + (f"{kept / total:.1%} of FFN parameters kept; " if kept and total else "")
+               + f'{data.get("speedup", float("nan")):.2f}x faster on dev.</p>')
+    table = _table([[k.replace("_", " "), acc.get(k), test.get(k)] for k in acc], ["model", "dev", "test"])
+    fig = _try(f"pruning {name}", lambda: _figure(plots.pruning_tradeoff(data), "Accuracy vs speed of the "
+               "pruned model."), notes)
+    return f"<h3>Pruned model ({_e(name)})</h3>" + reading + table + fig
+
+
+SECTIONS = {"perturb": _perturb_section, "robustness": _robustness_section, "pruned": _prune_section}
+
+
 HF_FILES = {"config.json", "generation_config.json", "special_tokens_map.json", "tokenizer.json",
             "tokenizer_config.json", "vocab.json", "added_tokens.json", "pruning.json"}
 
@@ -200,13 +276,13 @@ def _pruned_summary(d: Path) -> str:
             ["removed neurons fixed at", f"prompt position {info['position']} of the baseline"
              if info.get("position") is not None else "a constant per neuron"],
             ["constants from", info.get("baseline_source")]]
-    return f"<h3>pruned model {_e(d.name)}/</h3>" + _table([r for r in rows if r[1] is not None])
+    return f"<h4>pruned model {_e(d.name)}/</h4>" + _table([r for r in rows if r[1] is not None])
 
 
 KINDS = {"perturb_": "perturb", "robustness_": "robustness"}
 
 
-def _results(run, notes: list[str]) -> list[tuple[Path, dict]]:
+def _results(run, notes: list[str]) -> list[tuple[Path, str | None, dict]]:
     """Every result JSON of the run, read; ours (``perturb_*``, ``robustness_*``, pruned models' summaries)
     checked against the run's lineage first, so a stale one stops the report before anything is written."""
     from skill_lens.artifacts import read_json
@@ -222,26 +298,30 @@ def _results(run, notes: list[str]) -> list[tuple[Path, dict]]:
         kind = next((k for prefix, k in KINDS.items() if p.name.startswith(prefix)), None)
         kind = "pruned" if p.name == "prune_summary.json" else kind
         if kind is not None:
-            out.append((p, run.read_result(kind, p)))
+            out.append((p, kind, run.read_result(kind, p)))
             continue
         try:  # not ours (a user's matrix...): shown as it is, untraced
-            out.append((p, read_json(p)))
+            out.append((p, None, read_json(p)))
         except ArtifactError as e:
             notes.append(f"{p.relative_to(run.path)} could not be read ({e})")
     return out
 
 
-def _result_sections(run, results: list[tuple[Path, dict]], notes: list[str]) -> str:
+def _result_sections(run, results: list[tuple[Path, str | None, dict]], notes: list[str]) -> str:
     pruned = sorted(d for d in run.path.iterdir() if d.is_dir() and (d / "pruning.json").exists())
     out = ["<h2>Suppression, pruning, robustness, analyses</h2>"]
     if not results and not pruned:
         out.append(_note("No result files yet (perturb_*.json, pruned models, robustness, analyses); "
                          "run those steps to add them here."))
-    for d in pruned:
-        out.append(_try(f"pruned model {d.name}", lambda d=d: _pruned_summary(d), notes))
-    for p, data in results:
+    for d in pruned:  # a pruned model with its summary is shown with it below
+        if not (d / "prune_summary.json").exists():
+            out.append(_try(f"pruned model {d.name}", lambda d=d: _pruned_summary(d), notes))
+    for p, kind, data in results:
         name = str(p.relative_to(run.path))
-        out.append(_try(name, lambda p=p, data=data, name=name: _json_figure(p, data, notes, name), notes))
+        section = SECTIONS.get(kind, lambda name, data, notes, p=p: _json_figure(p, data, notes, name))
+        out.append(_try(name, lambda section=section, data=data, name=name: section(name, data, notes), notes))
+        if kind == "pruned" and (p.parent / "pruning.json").exists():
+            out.append(_try(f"pruned model {p.parent.name}", lambda d=p.parent: _pruned_summary(d), notes))
     return "".join(out)
 
 

@@ -80,11 +80,20 @@ def test_report_has_every_section(report, run):
         assert f"<h2>{heading}</h2>" in report
     assert report.count('src="data:image/png;base64,') == 4  # predictivity, suppression, overlap, heatmap
     assert "L1.N7" in report.split("<h3>Top")[1].split("</table>")[0].split("</tr>")[1]  # first row: the top neuron
-    assert "<h2>Selected skill neurons</h2><p>3 neurons" in report
+    assert "<h2>Selected skill neurons</h2><p>3 of 128 neurons selected" in report
+    assert report.count('<div class="bar">') == 2  # one bar per layer
     assert '"labels":["L1.N7","L0.N19","L0.N3"]' in report  # the views show the selected set, best first
     assert "pruned model pruned/" in report and "3 of 128" in report
     assert "config.json" not in report
     assert f"{run.meta['accuracy']['dev']:.3f}" in report
+
+
+def test_results_read_like_a_results_section(report):
+    """Each result of ours is a paragraph with its numbers, not a dump of its JSON fields."""
+    assert "<h3>Suppression curve (perturb_zero.json)</h3>" in report and "meta.model" not in report
+    assert "Largest gap at 10% of neurons: the skill set leaves 0.500, random sets 0.840 (34.0 points)" in report
+    assert "<th>gap (points)</th>" in report and "<td>0.840 ± 0.010</td>" in report
+    assert "<h3>Robustness (robustness_typo.json)</h3>" in report and "<th>top k (fraction)</th>" in report
 
 
 def test_dataset_text_is_escaped_everywhere(report):
