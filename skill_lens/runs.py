@@ -97,17 +97,19 @@ class Run:
         """Tune a prompt for ``task`` on ``model`` into ``path`` (``prompt.safetensors`` and ``run.json``).
 
         An interrupted tuning of the same run resumes from its checkpoint. A directory that already holds
-        a finished run is refused, unless ``overwrite=True`` (re-tune; every artifact derived from the old
-        prompt is removed first) or ``reuse=True`` and it is this very run (same weights, data, config),
-        which is then returned as it is. A directory holding anything else is refused untouched.
+        a finished run is refused, unless ``overwrite=True`` (re-tune; once the new prompt is tuned, every
+        artifact derived from the old one is removed before the new one is written) or ``reuse=True`` and
+        it is this very run (same weights, data, config), which is then returned as it is. A directory
+        holding anything else is refused untouched.
         """
         path = Path(path)
         existing = _claim(path, model, task, config, overwrite, reuse)
         if existing is not None:
             return existing
         ckpt = path / FILES["checkpoint"]
-        result = tune(model, task, config, checkpoint=ckpt)
+        result = tune(model, task, config, checkpoint=ckpt)  # the old run stays whole until this succeeds
         meta = _run_meta(model, task, config, task_args, result)
+        _remove_derived(path)
         prompt_file = path / FILES["prompt"]
         result.prompt.save(prompt_file, task=task.name, lineage={"model_fingerprint": meta["model_fingerprint"],
                                                                  "task_fingerprint": meta["task"]["fingerprint"]})
@@ -342,7 +344,6 @@ def _claim(path: Path, model, task, config: TuneConfig, overwrite: bool, reuse: 
         raise ArtifactError(f"{path} already holds a tuned run{differs}. Pass --overwrite to re-tune it (this removes "
                             "its predictivity, neurons, curves and other results made from the old prompt), or "
                             "choose a new --out directory.")
-    _remove_derived(path)
     return None
 
 
@@ -367,7 +368,8 @@ def _differences(old: dict, model, task, config: TuneConfig) -> list[str]:
 
 
 def _remove_derived(path: Path) -> None:
-    """Remove what skill_lens derived from a run's prompt (known names only; a pruned dir only if ours)."""
+    """Remove a run's prompt, run.json and what skill_lens derived from them (known names only; a pruned
+    directory only if it is ours). Nothing to remove in a new directory."""
     for pattern in DERIVED_GLOBS:
         for p in path.glob(pattern):
             if p.is_file():
