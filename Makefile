@@ -1,4 +1,5 @@
-# Two commands: `make demo` (the main job) and `make test` (the suite).
+# Two commands: `make demo` (the main job) and `make test` (the suite); `make docs` builds the
+# API reference site into site/ (offline; any warning fails the build).
 # Each builds .venv from pinned versions (constraints.txt) the first time.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,4 +18,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
-.PHONY: install demo test
+# The notebooks are committed without outputs: the build runs them on a tiny model (tqdm's
+# "IProgress not found" would show in the pages: there are no ipywidgets in a static page).
+docs: $(VENV)/.installed
+	SKILL_LENS_NOTEBOOK_FAST=1 SKILL_LENS_QUIET=1 NO_MKDOCS_2_WARNING=1 PYTHONWARNINGS="ignore:IProgress not found" \
+		$(VENV)/bin/mkdocs build --strict
+	$(PY) docs/check_site.py site
+
+.PHONY: install demo test docs
