@@ -18,11 +18,9 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
-# The notebooks are committed without outputs: the build runs them on a tiny model (tqdm's
-# "IProgress not found" would show in the pages: there are no ipywidgets in a static page).
+# The notebooks are committed without outputs: the build runs them on a tiny model.
 docs: $(VENV)/.installed
-	SKILL_LENS_NOTEBOOK_FAST=1 SKILL_LENS_QUIET=1 NO_MKDOCS_2_WARNING=1 PYTHONWARNINGS="ignore:IProgress not found" \
-		$(VENV)/bin/mkdocs build --strict
+	SKILL_LENS_NOTEBOOK_FAST=1 SKILL_LENS_QUIET=1 NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 	$(PY) docs/check_site.py site
 
 .PHONY: install demo test docs

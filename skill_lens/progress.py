@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Iterable, TypeVar
 
-from tqdm.auto import tqdm
+if importlib.util.find_spec("ipywidgets") is not None:  # notebook widgets where they can be drawn
+    from tqdm.auto import tqdm
+else:  # tqdm.auto would warn "IProgress not found" in every notebook; text bars work everywhere
+    from tqdm.std import tqdm
 
 T = TypeVar("T")
 
