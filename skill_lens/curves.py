@@ -237,9 +237,9 @@ def _perturbation(pm, method: str, std: float, per: str, pos: Positions, baselin
     def make(mask: Tensor, key: int) -> Callable[[Batch], list[Hook]]:
         gen = torch.Generator().manual_seed(key)  # one stream across batches: fresh noise per batch
         if method == "gaussian":
-            return lambda b: gaussian_noise(pm.model, mask, std, gen, per, pos, batch=b)
+            return lambda b: gaussian_noise(pm.model, mask, std, seed=gen, per=per, positions=pos, batch=b)
         if method == "zero":
-            return lambda b: zero_ablate(pm.model, mask, pos, batch=b)
+            return lambda b: zero_ablate(pm.model, mask, positions=pos, batch=b)
         return lambda b: mean_ablate(pm.model, mask, baseline, positions=pos, batch=b)
 
     return make

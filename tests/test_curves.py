@@ -40,7 +40,7 @@ def test_fraction_zero_is_the_clean_model_and_one_zeroes_everything(pm, task):
         assert rows[key]["logit_diff"] == pytest.approx(clean["logit_diff"], abs=1e-5)
         assert rows[key]["n_neurons"] == 0
     everything = torch.ones(2, 64, dtype=torch.bool)
-    full = evaluate_with(pm, task.dev, lambda b: zero_ablate(pm.model, everything, "prompt", batch=b))
+    full = evaluate_with(pm, task.dev, lambda b: zero_ablate(pm.model, everything, positions="prompt", batch=b))
     assert rows[(1.0, "skill", 0)]["logit_diff"] == pytest.approx(full["logit_diff"], abs=1e-5)
     assert rows[(1.0, "skill", 0)]["n_neurons"] == 128
     assert c.summary()[0]["gap"] == 0.0
@@ -54,9 +54,10 @@ def test_prompt_hooks_on_cached_inputs_give_the_same_numbers(pm, task, method):
 
     def make(b, gen):
         if method.startswith("gaussian"):
-            return gaussian_noise(pm.model, mask, 2.0, gen, method.split("-")[1], "prompt", batch=b)
+            return gaussian_noise(pm.model, mask, 2.0, seed=gen, per=method.split("-")[1], positions="prompt",
+                                  batch=b)
         if method == "zero":
-            return zero_ablate(pm.model, mask, "prompt", batch=b)
+            return zero_ablate(pm.model, mask, positions="prompt", batch=b)
         return mean_ablate(pm.model, mask, base, positions="prompt", batch=b)
 
     plain_gen, cached_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
@@ -74,9 +75,9 @@ def test_prompt_hooks_on_cached_inputs_give_the_same_numbers(pm, task, method):
 def test_a_model_wrapped_with_input_hooks_keeps_them_under_the_curve(pm, task):
     """A user's per_batch wrapper that changes input positions is not bypassed by the curve's input cache."""
     everything = torch.ones(2, 64, dtype=torch.bool)
-    wrapped = per_batch(pm, lambda b: scale(pm.model, everything, 3.0, "input", batch=b))
+    wrapped = per_batch(pm, lambda b: scale(pm.model, everything, 3.0, positions="input", batch=b))
     c = suppression_curve(wrapped, task, _scores(), fractions=[0, 1.0], method="zero", controls=0)
-    zeroed = evaluate_with(wrapped, task.dev, lambda b: zero_ablate(pm.model, everything, "prompt", batch=b))
+    zeroed = evaluate_with(wrapped, task.dev, lambda b: zero_ablate(pm.model, everything, positions="prompt", batch=b))
     assert c.rows[0]["logit_diff"] == pytest.approx(evaluate(wrapped, task.dev)["logit_diff"], abs=1e-5)
     assert c.rows[1]["logit_diff"] == pytest.approx(zeroed["logit_diff"], abs=1e-5)
     assert c.rows[0]["logit_diff"] != pytest.approx(evaluate(pm, task.dev)["logit_diff"], abs=1e-3)
