@@ -1,7 +1,7 @@
 """Skill-neuron pruning of SmolLM2-135M on rotten_tomatoes: parameters, dev accuracy and inference time.
 
 Tune an 8-token prompt (400 train / 200 dev / 1000 test, TuneConfig defaults) -- or reuse a tuned run
-(``--run``; ``/tmp/rt_run`` when it exists) -- probe it, keep the top 2% of FFN neurons (per layer, by
+(``--run DIR``, copied into the work directory first) -- probe it, keep the top 2% of FFN neurons (per layer, by
 dev predictivity) in layers 10-29 of 30 (the top two thirds, as the paper did), fix every other neuron
 at a constant folded into the output bias (``--fold calibrated``: its mean under the pruned layers
 below, ``calibration.calibrate``; ``--fold baseline``: the probe's prompt-position train mean), re-tune the
@@ -13,7 +13,10 @@ examples, linear decay): the pruned model starts at chance and needs it. So that
 does not credit pruning with that extra budget, the unpruned prompt is re-tuned the same way too
 (the control), and the drop is taken against the better of the two unpruned prompts.
 
-    .venv/bin/python benchmarks/prune_speed.py [--run DIR] [--retune-steps 1500] [--retune-train-size 4000]
+    .venv/bin/python benchmarks/prune_speed.py [--run DIR] [--work DIR] [--retune-steps 1500] [--retune-train-size 4000]
+
+``--work`` (default: a new temporary directory) holds the run copy, its probe and the pruned model;
+pass the same ``--work`` again to reuse the tuned and probed run there.
 
 Ends with ``RESULT speedup=X acc_drop=Y ...`` (Y in dev accuracy points: the best unpruned prompt minus
 the pruned, re-tuned one; ``test_drop`` the same on test, which picks nothing). Targets: speedup >= 1.4,
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,8 +39,8 @@ SIZES = {"train_size": 400, "dev_size": 200, "test_size": 1000, "seed": 0}
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", help="a tuned SmolLM2 rotten_tomatoes run to start from (default: /tmp/rt_run if present)")
-    ap.add_argument("--work", default="/tmp/skill_lens_prune_bench", help="working directory (run copy, pruned model)")
+    ap.add_argument("--run", help="a tuned SmolLM2 rotten_tomatoes run to start from (default: tune one)")
+    ap.add_argument("--work", help="working directory: run copy, probe, pruned model (default: a new temp directory)")
     ap.add_argument("--keep", type=float, default=0.02)
     ap.add_argument("--layers", default="10-29")
     ap.add_argument("--tune-steps", type=int, default=150, help="steps of the initial tuning (TuneConfig default)")
@@ -59,10 +63,11 @@ def main() -> None:
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    work = Path(args.work)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="skill_lens_prune_bench_"))
+    print(f"working in {work}")
     run_dir = work / "run"
     task = load_task("rotten_tomatoes", **SIZES)
-    source = args.run or ("/tmp/rt_run" if (Path("/tmp/rt_run") / "run.json").exists() else None)
+    source = args.run
     if source and not (run_dir / "run.json").exists():  # work on a copy: never write into someone else's run
         if read_json(Path(source) / "run.json")["task"]["fingerprint"] != task.fingerprint():
             print(f"{source} was tuned on other splits than {SIZES}; tuning anew")

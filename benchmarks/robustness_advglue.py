@@ -5,7 +5,7 @@ Spearman's correlation of clean vs adversarial neuron predictivity (baseline fro
 prompt positions, all 30 x 1536 neurons) and the top-k overlaps. ``--perturb typos:0.1`` adds a paired
 perturbation of the dev split with the patching repair of the top 2% clean skill neurons.
 
-    python benchmarks/robustness_advglue.py [--run /tmp/rt_run] [--advglue PATH] [--wait 1800]
+    python benchmarks/robustness_advglue.py [--run RUN] [--advglue PATH] [--wait 1800]
 
 With ``--run``, waits (up to ``--wait`` seconds) for ``RUN/run.json`` and reuses that run; without it,
 tunes a prompt (400 train / 200 dev, prompt length 8, ``TuneConfig`` defaults) into ``--out``.
@@ -45,7 +45,7 @@ def get_run(args):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", help="a finished rotten_tomatoes run directory (e.g. /tmp/rt_run)")
+    ap.add_argument("--run", help="a finished rotten_tomatoes run directory (e.g. runs/rt)")
     ap.add_argument("--wait", type=float, default=1800, help="seconds to wait for RUN/run.json")
     ap.add_argument("--out", help="where to tune when there is no --run (default: a temp dir)")
     ap.add_argument("--no-tune", action="store_true", help="exit instead of tuning when --run does not appear")

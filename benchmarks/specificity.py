@@ -5,10 +5,11 @@ and prints the Spearman correlation of the neuron predictivities between tasks (
 Fig. 5: within-type correlations exceed cross-type ones). Small sizes, so it runs in about
 15-20 minutes on 2 CPU cores.
 
-    python benchmarks/specificity.py [--data-dir /work/shared/data] [--steps 70] [--seeds 0]
+    python benchmarks/specificity.py [--data-dir ../shared/data] [--steps 70] [--seeds 0]
 
 The ethics tasks (ETHICS justice and deontology, ``label,scenario[,excuse]`` CSVs) are read from
-``--data-dir``; when the files are absent they are skipped with a message.
+``--data-dir`` (default: ``shared/data`` beside the repository, ``../shared/data`` from its root);
+when the files are absent they are skipped with a message.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository; the shared data sit beside it
 
 from skill_lens.analyses import specificity_matrix
 from skill_lens.models import load_model
@@ -42,7 +45,8 @@ def tasks(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default="/work/shared/data")
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"),
+                    help="folder of ethics_{justice,deontology}_train.csv (default: ../shared/data from the repository)")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--train-size", type=int, default=200)
     ap.add_argument("--dev-size", type=int, default=100)

@@ -425,11 +425,26 @@ def _summary(scores: Tensor, top_fraction: float) -> tuple[float, float]:
     return float(flat.max()), float(flat.topk(k).values.mean())
 
 
-def origin_table(model, task, prompt_length: int, tuned_prompt: SoftPrompt, seeds: Sequence[int] = (0,),
+def _prompt_of(tuned_prompt, old: tuple) -> SoftPrompt:
+    """The tuned prompt of ``origin_table(model, task, prompt)``, or of the older ``(model, task, length, prompt)``."""
+    if isinstance(tuned_prompt, int) and len(old) == 1 and isinstance(old[0], SoftPrompt):
+        if old[0].length != tuned_prompt:
+            raise PromptError(f"the tuned prompt has length {old[0].length} but random prompts would have "
+                              f"{tuned_prompt}; compare prompts of the same length: origin_table(model, task, "
+                              "tuned_prompt) takes the length from the prompt.")
+        return old[0]
+    if old or not isinstance(tuned_prompt, SoftPrompt):
+        raise AnalysisError(f"origin_table(model, task, tuned_prompt, *, seeds=..., top_fraction=..., batch_size=...) "
+                            f"takes one SoftPrompt (its length is the random prompts'); got "
+                            f"{type(tuned_prompt).__name__} and {len(old)} more positional arguments.")
+    return tuned_prompt
+
+
+def origin_table(model, task, tuned_prompt: SoftPrompt, *old, seeds: Sequence[int] = (0,),
                  top_fraction: float = 0.01, batch_size: int = 32) -> Table:
     """Where skill neurons come from: top-1 and top-``top_fraction`` mean predictivity (dev) found with
 
-    * ``tuned prompt`` -- ``tuned_prompt``;
+    * ``tuned prompt`` -- ``tuned_prompt`` (its length ``P`` is the random prompts' too);
     * ``random prompt`` -- untuned ``SoftPrompt.init(model, P, seed, how="normal")``, per seed;
     * ``hard prompt`` -- the task's text template, probed at the prediction position;
     * ``random model`` -- a random prompt on a randomly initialised copy of the architecture, per seed.
@@ -439,13 +454,14 @@ def origin_table(model, task, prompt_length: int, tuned_prompt: SoftPrompt, seed
 
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> model, task = tiny_model(), tiny_task()
-    >>> t = origin_table(model, task, 2, SoftPrompt.init(model, 2), seeds=[0])
+    >>> t = origin_table(model, task, SoftPrompt.init(model, 2), seeds=[0])
     >>> [r["condition"] for r in t.rows]
     ['tuned prompt', 'random prompt', 'hard prompt', 'random model']
+
+    The older call ``origin_table(model, task, P, tuned_prompt)`` still works when ``P`` is the prompt's length.
     """
-    if tuned_prompt.length != prompt_length:
-        raise PromptError(f"the tuned prompt has length {tuned_prompt.length} but random prompts would have "
-                          f"{prompt_length}; compare prompts of the same length.")
+    tuned_prompt = _prompt_of(tuned_prompt, old)
+    prompt_length = tuned_prompt.length
     if not seeds:
         raise AnalysisError("origin_table needs at least one seed for the random conditions")
     run = lambda pm: probe(pm, task, batch_size=batch_size, splits=("dev",)).scores()  # noqa: E731

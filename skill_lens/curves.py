@@ -42,6 +42,7 @@ from skill_lens.interventions import (InterventionError, Positions, gaussian_noi
                                       random_like, zero_ablate)
 from skill_lens.kv_cache import InputCache
 from skill_lens.models import describe
+from skill_lens.neurons import NeuronSet
 from skill_lens.predictivity import select_top
 from skill_lens.progress import say
 from skill_lens.prompts import Batch, Hook
@@ -144,13 +145,21 @@ class SuppressionCurve:
         return "\n".join(lines)
 
 
-def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
-                      fractions: Sequence[float] = DEFAULT_FRACTIONS, method: str = "gaussian", controls: int = 3,
-                      per_layer: bool = False, baseline: Tensor | None = None, std: float = 1.0,
-                      positions="prompt", per: str = "token", seed: int = 0, batch_size: int = 32,
-                      split: str = "dev", checkpoint: str | Path | None = None) -> SuppressionCurve:
+def suppression_curve(pm, task_or_split, scores, fractions: Sequence[float] | None = None, *,
+                      method: str = "gaussian", controls: int = 3, per_layer: bool = False,
+                      baseline: Tensor | None = None, std: float = 1.0, positions="prompt", per: str = "token",
+                      seed: int = 0, batch_size: int = 32, split: str = "dev",
+                      checkpoint: str | Path | None = None) -> SuppressionCurve:
     """Perturb the top ``fractions`` of neurons by ``scores`` and ``controls`` random sets of the same
-    size; see the module docstring. ``task_or_split`` is a task (its ``split``) or a split.
+    size; see the module docstring. ``task_or_split`` is a task (its ``split``) or a split. Everything
+    after ``fractions`` is keyword-only.
+
+    ``scores`` is either per-neuron scores ``[L, d_mlp]`` (``ProbeResult.scores("dev")``; ``fractions``
+    default to 0, 1%, 2%, 5% and 10%, of all neurons or with ``per_layer`` of each layer), or a fixed
+    neuron set: a :class:`~skill_lens.neurons.NeuronSet`, a bool mask or labels (a multi-class task's
+    merged subtask neurons, a hand-picked set). A set is perturbed whole against ``controls`` random
+    sets with its count per layer: the curve has two points, ``0`` (unperturbed) and the set's share of
+    all neurons ``len(set) / (L * d_mlp)``, so leave ``fractions`` unset.
 
     With ``checkpoint`` (a file path, e.g. ``perturb_zero.checkpoint.safetensors``), every finished
     row is saved atomically (:class:`skill_lens.checkpoint.Checkpoint`) and a rerun with the same
@@ -162,27 +171,31 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
     (fraction, set) from ``seed``, so a curve is reproducible.
 
     >>> import tempfile
+    >>> from skill_lens.neurons import NeuronSet
     >>> from skill_lens.prompts import SoftPrompt
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> from skill_lens.tuning import prompted
     >>> model, task = tiny_model(), tiny_task()
+    >>> pm = prompted(model, task, SoftPrompt.init(model, 2))
     >>> ck = Path(tempfile.mkdtemp()) / "curve.checkpoint.safetensors"
-    >>> c = suppression_curve(prompted(model, task, SoftPrompt.init(model, 2)), task, torch.rand(2, 64), [0, 0.1],
-    ...                       "zero", 1, checkpoint=ck)
+    >>> c = suppression_curve(pm, task, torch.rand(2, 64), [0, 0.1], method="zero", controls=1, checkpoint=ck)
     >>> len(c.rows), ck.exists()  # skill and random at each fraction; the checkpoint is gone when done
     (4, False)
+    >>> chosen = NeuronSet.from_pairs(["L0.N3", "L1.N7", "L1.N9"], 2, 64)
+    >>> suppression_curve(pm, task, chosen, method="zero", controls=2).fractions  # 0 and 3 of 128 neurons
+    [0.0, 0.0234375]
     """
     info = describe(pm.model)
-    fractions = check_fractions(fractions)
-    scores = _check_curve(info, scores, method, controls, baseline)
+    scores, fixed = _check_curve(info, scores, method, controls, baseline)
+    fractions = _curve_fractions(fractions, fixed, per_layer, info)
     data = getattr(task_or_split, split) if hasattr(task_or_split, split) else task_or_split
     pos = Positions.of(positions)
     make = _perturbation(pm, method, std, per, pos, baseline)
     ckpt = None
     if checkpoint is not None:
-        identity = _fingerprint(pm, data, scores, baseline, fractions=fractions, method=method, controls=controls,
-                                per_layer=per_layer, std=std, positions=[pos.role, list(pos.indices)], per=per,
-                                seed=seed, batch_size=batch_size)
+        identity = _fingerprint(pm, data, scores if fixed is None else fixed.float(), baseline, fractions=fractions,
+                                method=method, controls=controls, per_layer=per_layer, std=std,
+                                positions=[pos.role, list(pos.indices)], per=per, seed=seed, batch_size=batch_size)
         ckpt = Checkpoint(checkpoint, identity, "suppression curve")
     saved = ckpt.load() if ckpt is not None else None
     done = {(r["fraction"], r["set"], r["draw"]): r for r in saved[1]["rows"]} if saved is not None else {}
@@ -192,7 +205,7 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
     clean = None
     rows = []
     for i, f in enumerate(fractions):
-        for name, draw, mask in _neuron_sets(scores, f, i, info, per_layer, controls, seed):
+        for name, draw, mask in _neuron_sets(scores, fixed, f, i, info, per_layer, controls, seed):
             if (f, name, draw) in done:
                 rows.append(done[f, name, draw])
                 continue
@@ -210,25 +223,59 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"],
                 ckpt.save({}, {"rows": rows})
     meta = {"model": info.name, "n_examples": len(data), "controls": controls, "per_layer": per_layer,
             "positions": pos.role if pos.role != "indices" else list(pos.indices), "std": std, "per": per,
-            "seed": seed}
+            "seed": seed, "selection": "top by scores" if fixed is None else "a given neuron set"}
     if ckpt is not None:
         ckpt.remove()
     return SuppressionCurve(rows, fractions, method, meta)
 
 
-def _check_curve(info, scores, method: str, controls: int, baseline) -> Tensor:
-    """``scores`` as a tensor of the model's shape, once the method, controls and baseline are valid."""
+def _check_curve(info, scores, method: str, controls: int, baseline) -> tuple[Tensor | None, Tensor | None]:
+    """``(scores, None)`` for per-neuron scores, ``(None, mask)`` for a neuron set, once the method,
+    controls and baseline are valid and the shape is the model's."""
     if method not in METHODS:
         raise InterventionError(f"unknown method {method!r}; use one of {METHODS}.")
-    scores = torch.as_tensor(scores)
-    if tuple(scores.shape) != info.shape:
-        raise InterventionError(f"scores are {list(scores.shape)} but {info.name} has {info.n_layers} layers x "
-                                f"{info.d_mlp} neurons; use scores probed on this model.")
     if controls < 0:
         raise InterventionError(f"controls must be >= 0, got {controls}")
     if method == "mean" and baseline is None:
         raise InterventionError("method 'mean' needs the probe's baseline (ProbeResult.baseline).")
-    return scores
+    if callable(getattr(scores, "scores", None)) and hasattr(scores, "baseline"):
+        raise InterventionError("suppression_curve takes per-neuron scores or a neuron set, not a probe result; "
+                                "pass result.scores('dev') (or a NeuronSet).")
+    if isinstance(scores, NeuronSet) or (isinstance(scores, Tensor) and scores.dtype == torch.bool) or \
+            isinstance(scores, str) or (isinstance(scores, (list, tuple)) and not _numbers(scores)):
+        try:
+            return None, NeuronSet.coerce(scores, *info.shape).mask
+        except ValueError as e:
+            raise InterventionError(f"neurons for a suppression curve: {e}") from None
+    try:
+        scores = torch.as_tensor(scores)
+    except (TypeError, ValueError, RuntimeError):
+        raise InterventionError(f"suppression_curve takes per-neuron scores [{info.n_layers}, {info.d_mlp}] "
+                                f"(ProbeResult.scores('dev')) or a NeuronSet, not a {type(scores).__name__}.") from None
+    if tuple(scores.shape) != info.shape:
+        raise InterventionError(f"scores are {list(scores.shape)} but {info.name} has {info.n_layers} layers x "
+                                f"{info.d_mlp} neurons; use scores probed on this model.")
+    if not scores.is_floating_point():
+        raise InterventionError(f"scores are a {scores.dtype} tensor; pass float scores (ProbeResult.scores('dev')) "
+                                "or a NeuronSet / bool mask to perturb a fixed set.")
+    return scores, None
+
+
+def _numbers(xs) -> bool:
+    """Whether a list holds rows of numbers (scores) rather than neuron labels or pairs."""
+    first = xs[0] if len(xs) else None
+    return isinstance(first, (list, tuple)) and len(first) != 2 or isinstance(first, float)
+
+
+def _curve_fractions(fractions, fixed: Tensor | None, per_layer: bool, info) -> list[float]:
+    """The curve's points: the fractions asked for (default :data:`DEFAULT_FRACTIONS`), or for a fixed set 0
+    and its share of all neurons."""
+    if fixed is None:
+        return check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions)
+    if fractions is not None or per_layer:
+        raise InterventionError("a neuron set is perturbed whole (the curve's points are 0 and its share of all "
+                                "neurons): leave fractions and per_layer unset, or pass scores to select top fractions.")
+    return [0.0, int(fixed.sum()) / (info.n_layers * info.d_mlp)]
 
 
 def _perturbation(pm, method: str, std: float, per: str, pos: Positions, baseline):
@@ -237,18 +284,22 @@ def _perturbation(pm, method: str, std: float, per: str, pos: Positions, baselin
     def make(mask: Tensor, key: int) -> Callable[[Batch], list[Hook]]:
         gen = torch.Generator().manual_seed(key)  # one stream across batches: fresh noise per batch
         if method == "gaussian":
-            return lambda b: gaussian_noise(pm.model, mask, std, gen, per, pos, batch=b)
+            return lambda b: gaussian_noise(pm.model, mask, std, seed=gen, per=per, positions=pos, batch=b)
         if method == "zero":
-            return lambda b: zero_ablate(pm.model, mask, pos, batch=b)
+            return lambda b: zero_ablate(pm.model, mask, positions=pos, batch=b)
         return lambda b: mean_ablate(pm.model, mask, baseline, positions=pos, batch=b)
 
     return make
 
 
-def _neuron_sets(scores: Tensor, f: float, i: int, info, per_layer: bool, controls: int,
-                 seed: int) -> list[tuple[str, int, Tensor]]:
-    """``(set, draw, mask)`` of fraction ``f`` (the ``i``-th): the skill set, then ``controls`` random ones."""
-    skill = select_top(scores, f, per_layer=per_layer) if f > 0 else torch.zeros(info.shape, dtype=torch.bool)
+def _neuron_sets(scores: Tensor | None, fixed: Tensor | None, f: float, i: int, info, per_layer: bool,
+                 controls: int, seed: int) -> list[tuple[str, int, Tensor]]:
+    """``(set, draw, mask)`` of fraction ``f`` (the ``i``-th): the skill set (the top ``f`` by ``scores``, or the
+    ``fixed`` set), then ``controls`` random ones."""
+    if f == 0:
+        skill = torch.zeros(info.shape, dtype=torch.bool)
+    else:
+        skill = fixed if fixed is not None else select_top(scores, f, per_layer=per_layer)
     sets = [("skill", 0, skill)]
     if controls:
         if f == 0:

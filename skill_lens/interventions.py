@@ -11,6 +11,9 @@ Where along the sequence a hook acts is a :class:`Positions`: ``"all"``, explici
 read from a :class:`~skill_lens.prompts.Batch` (``"prompt"``, ``"input"``, ``"predict"``). Role
 positions differ per batch, so their hooks are built per batch: pass ``batch=...`` to a factory, or
 wrap a ``make_hooks(batch)`` function with :func:`per_batch` (``curves.evaluate_with`` does this).
+Every factory defaults to ``positions="all"`` (no batch needed); ``positions``, ``batch`` and
+``layers`` (and ``gaussian_noise``'s ``seed`` and ``per``, ``mean_ablate``'s ``per_position``) are
+keyword-only, so a call reads the same whichever factory it is.
 
 >>> import torch
 >>> from skill_lens.tiny import tiny_model
@@ -164,7 +167,7 @@ def _per_layer(mask: Tensor) -> list[Tensor]:
     return [row.nonzero()[:, 0] for row in mask]
 
 
-def zero_ablate(model, neurons, positions: PositionsLike = "all", batch: Batch | None = None,
+def zero_ablate(model, neurons, *, positions: PositionsLike = "all", batch: Batch | None = None,
                 layers=None) -> list[Hook]:
     """Set the chosen neurons to 0 at ``positions``.
 
@@ -176,7 +179,7 @@ def zero_ablate(model, neurons, positions: PositionsLike = "all", batch: Batch |
     return _hooks(model, neurons, positions, batch, layers, lambda l, idx, old, where: torch.zeros_like(old))
 
 
-def constant(model, neurons, value: float, positions: PositionsLike = "all", batch: Batch | None = None,
+def constant(model, neurons, value: float, *, positions: PositionsLike = "all", batch: Batch | None = None,
              layers=None) -> list[Hook]:
     """Set the chosen neurons to ``value`` at ``positions``.
 
@@ -187,7 +190,7 @@ def constant(model, neurons, value: float, positions: PositionsLike = "all", bat
     return _hooks(model, neurons, positions, batch, layers, lambda l, idx, old, where: torch.full_like(old, value))
 
 
-def scale(model, neurons, factor: float, positions: PositionsLike = "all", batch: Batch | None = None,
+def scale(model, neurons, factor: float, *, positions: PositionsLike = "all", batch: Batch | None = None,
           layers=None) -> list[Hook]:
     """Multiply the chosen neurons by ``factor`` at ``positions`` (``factor=0`` is zero ablation).
 
@@ -199,13 +202,14 @@ def scale(model, neurons, factor: float, positions: PositionsLike = "all", batch
 
 
 def mean_ablate(model, neurons, baseline: Float[Tensor, "layer pos d_mlp"] | Float[Tensor, "layer d_mlp"],
-                per_position: bool = True, positions: PositionsLike = "prompt", batch: Batch | None = None,
+                *, per_position: bool = True, positions: PositionsLike = "all", batch: Batch | None = None,
                 layers=None) -> list[Hook]:
     """Set the chosen neurons to their ``baseline`` (a probe's train means, ``ProbeResult.baseline``).
 
     A ``[L, P, d_mlp]`` baseline with ``per_position=True`` writes position ``p`` of the prompt with
-    ``baseline[:, p]`` (positions must be ``"prompt"``, or anything when ``P == 1``); with
-    ``per_position=False`` (or a ``[L, d_mlp]`` baseline) the mean over positions is written everywhere.
+    ``baseline[:, p]`` (pass ``positions="prompt"`` and the ``batch``; any positions when ``P == 1``); with
+    ``per_position=False`` (or a ``[L, d_mlp]`` baseline) the mean over positions is written at
+    ``positions`` (``"all"`` by default, as for every factory).
 
     >>> from skill_lens.tiny import tiny_model
     >>> model = tiny_model(); base = torch.zeros(2, 3, 64)
@@ -222,7 +226,8 @@ def mean_ablate(model, neurons, baseline: Float[Tensor, "layer pos d_mlp"] | Flo
     pos = Positions.of(positions)
     if base.dim() == 3 and pos.role != "prompt":
         raise InterventionError(f"a per-position baseline ({base.shape[1]} positions) fits positions 'prompt' only, "
-                                f"not {pos.role!r}; pass per_position=False to write the mean over positions.")
+                                f"not {pos.role!r}; pass positions='prompt' (and batch=...) to write each prompt "
+                                "position's mean, or per_position=False to write the mean over positions.")
     if base.dim() == 3 and batch is not None and batch.prompt_slice.stop - batch.prompt_slice.start != base.shape[1]:
         raise InterventionError(f"the baseline has {base.shape[1]} prompt positions but the batch's prompt has "
                                 f"{batch.prompt_slice.stop - batch.prompt_slice.start}; use the probe of this prompt.")
@@ -241,7 +246,7 @@ def mean_ablate(model, neurons, baseline: Float[Tensor, "layer pos d_mlp"] | Flo
     return _hooks(model, neurons, pos, batch, layers, to_baseline)
 
 
-def gaussian_noise(model, neurons, std: float = 1.0, seed: int | torch.Generator = 0, per: str = "token",
+def gaussian_noise(model, neurons, std: float = 1.0, *, seed: int | torch.Generator = 0, per: str = "token",
                    positions: PositionsLike = "all", batch: Batch | None = None, layers=None) -> list[Hook]:
     """Add ``N(0, std^2)`` noise to the chosen neurons at ``positions``.
 

@@ -135,12 +135,19 @@ class NeuronSet:
         return pairs
 
     @classmethod
-    def from_scores(cls, scores: Float[Tensor, "layer d_mlp"], top: float | int, per_layer: bool = False,
+    def from_scores(cls, scores: Float[Tensor, "layer d_mlp"], top: float | int, *, per_layer: bool = False,
                     meta: dict | None = None) -> "NeuronSet":
         """The best neurons by ``scores`` (see :func:`skill_lens.predictivity.select_top`); keeps the scores.
 
-        >>> NeuronSet.from_scores(torch.tensor([[0.6, 0.9], [0.8, 0.7]]), 2)
-        NeuronSet(2 neurons of 2x2: L0.N1, L1.N0)
+        One rule across skill_lens: ``top`` (a fraction in (0, 1] or a count) is of **all** neurons,
+        ranked globally, unless ``per_layer=True`` takes it of every layer. The same default holds for
+        ``select_top``, ``suppression_curve``, ``prune``'s selections and ``skill-lens neurons/perturb/patch``.
+
+        >>> s = torch.tensor([[0.9, 0.8], [0.1, 0.7]])
+        >>> NeuronSet.from_scores(s, 2)                  # the best 2 of all 4
+        NeuronSet(2 neurons of 2x2: L0.N0, L0.N1)
+        >>> NeuronSet.from_scores(s, 1, per_layer=True)  # the best 1 of each layer
+        NeuronSet(2 neurons of 2x2: L0.N0, L1.N1)
         """
         scores = scores.detach().float().cpu()
         meta = {**(meta or {}), "top": top, "per_layer": per_layer}

@@ -1,8 +1,9 @@
 """Matplotlib figures of skill-neuron results, built from plain tensors, dicts and DataFrames.
 
-Every function returns a :class:`matplotlib.figure.Figure` made without ``pyplot``: no global
-figure state, no ``plt.show()``, no display needed (it renders with Agg). In Jupyter a returned
-figure displays inline; elsewhere save it (``fig.savefig(...)``) or embed it in HTML with
+Every function returns an :class:`InlineFigure` (a :class:`matplotlib.figure.Figure`) made without
+``pyplot``: no global figure state, no ``plt.show()``, no display needed (it renders with Agg). In
+Jupyter a returned figure displays inline as a PNG, in a fresh kernel without ``%matplotlib``
+(its ``_repr_png_``); elsewhere save it (``fig.savefig(...)``) or embed it in HTML with
 :func:`figure_to_png_base64`. Inputs are duck-typed: a result object, its ``.to_dict()``, or a
 ``pandas.DataFrame`` (``.to_pandas()``) all work, so these plots do not depend on the classes
 of :mod:`skill_lens.curves`, :mod:`skill_lens.robustness` or :mod:`skill_lens.pruning`.
@@ -22,10 +23,29 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["predictivity_by_layer", "suppression_curves", "heatmap", "overlap_curves", "pruning_tradeoff",
-           "figure_to_png_base64"]
+__all__ = ["InlineFigure", "predictivity_by_layer", "suppression_curves", "heatmap", "overlap_curves",
+           "pruning_tradeoff", "figure_to_png_base64"]
 
 SKILL_COLOR, RANDOM_COLOR, PROMPT_COLOR = "#c0392b", "#7f8c8d", "#2471a3"
+
+
+class InlineFigure(Figure):
+    """A matplotlib ``Figure`` that Jupyter (IPython's display) shows as a PNG with no backend set up.
+
+    A ``Figure`` made without ``pyplot`` has no display of its own: as a cell's last expression it
+    shows only ``<Figure size ... with 1 Axes>`` unless ``%matplotlib inline`` ran first. This one
+    gives IPython ``_repr_png_`` (the same bytes as ``savefig(..., format="png")``); ``savefig`` and
+    :func:`figure_to_png_base64` work as on any figure.
+
+    >>> fig = InlineFigure(figsize=(1, 1)); _ = fig.add_subplot().plot([0, 1])
+    >>> fig._repr_png_()[:4]
+    b'\\x89PNG'
+    """
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
 
 
 def _np(x: Any) -> np.ndarray:
@@ -43,7 +63,7 @@ def _as_mapping(obj: Any) -> Any:
 
 
 def predictivity_by_layer(pred: Any, prompt_accuracy: float | None = None, title: str | None = None,
-                          aggregate: str = "max") -> Figure:
+                          aggregate: str = "max") -> InlineFigure:
     """Box plot of neuron predictivity per layer, with a line at the prompt's accuracy (Wang et al., fig. 2).
 
     ``pred`` is predictivity ``[L, P, d_mlp]`` (aggregated over positions with ``aggregate``),
@@ -56,14 +76,14 @@ def predictivity_by_layer(pred: Any, prompt_accuracy: float | None = None, title
     (4, 'tiny')
     """
     if hasattr(pred, "scores") and callable(pred.scores):
-        pred = pred.scores(aggregate)
+        pred = pred.scores(aggregate=aggregate)
     scores = _np(pred)
     if scores.ndim == 3:
         scores = scores.max(1) if aggregate == "max" else scores.mean(1)
     if scores.ndim != 2:
         raise ValueError(f"predictivity must be [layers, positions, d_mlp] or [layers, d_mlp], got shape {scores.shape}")
     L = scores.shape[0]
-    fig = Figure(figsize=(max(5.0, 0.35 * L + 2), 3.6), layout="constrained")
+    fig = InlineFigure(figsize=(max(5.0, 0.35 * L + 2), 3.6), layout="constrained")
     ax = fig.add_subplot()
     ax.boxplot(list(scores), positions=range(L), widths=0.6, showfliers=True,
                flierprops={"markersize": 2, "alpha": 0.4}, medianprops={"color": "black"})
@@ -152,7 +172,7 @@ def _curve_series(curve: Any) -> tuple[np.ndarray, dict[str, tuple]]:
     return fr, out
 
 
-def suppression_curves(curve: Any, title: str | None = None, baseline: float | None = None) -> Figure:
+def suppression_curves(curve: Any, title: str | None = None, baseline: float | None = None) -> InlineFigure:
     """Accuracy as more neurons are suppressed: skill neurons vs random draws (mean line, spread band).
 
     ``curve`` is a :class:`~skill_lens.curves.SuppressionCurve`, its ``.to_dict()`` (long ``rows`` with
@@ -171,7 +191,7 @@ def suppression_curves(curve: Any, title: str | None = None, baseline: float | N
     if baseline is None and isinstance(m, Mapping):
         baseline = next((float(m[k]) for k in ("baseline", "clean_accuracy", "unperturbed") if
                          isinstance(m.get(k), (int, float))), None)
-    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    fig = InlineFigure(figsize=(5.5, 3.6), layout="constrained")
     ax = fig.add_subplot()
     for i, (name, (mean, lo, hi, n)) in enumerate(series.items()):
         color = SKILL_COLOR if "skill" in name.lower() else RANDOM_COLOR if "random" in name.lower() else f"C{i}"
@@ -190,7 +210,7 @@ def suppression_curves(curve: Any, title: str | None = None, baseline: float | N
 
 def heatmap(matrix: Any, labels: Sequence[str] | None = None, title: str | None = None,
             col_labels: Sequence[str] | None = None, vmin: float | None = None, vmax: float | None = None,
-            cmap: str = "viridis", annotate: bool | None = None) -> Figure:
+            cmap: str = "viridis", annotate: bool | None = None) -> InlineFigure:
     """A labelled matrix (Spearman correlations, transferability) with a colour bar.
 
     ``matrix`` is a 2-d array, a :mod:`skill_lens.analyses` matrix (or its ``.to_dict()`` /
@@ -222,7 +242,7 @@ def heatmap(matrix: Any, labels: Sequence[str] | None = None, title: str | None 
     if len(rows) != m.shape[0] or len(cols) != m.shape[1]:
         raise ValueError(f"{len(rows)} row / {len(cols)} column labels for a {m.shape[0]}x{m.shape[1]} matrix")
     size = 1.2 + 0.55 * max(m.shape)
-    fig = Figure(figsize=(size + 1.5, size), layout="constrained")
+    fig = InlineFigure(figsize=(size + 1.5, size), layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(m.shape[1]), cols, rotation=45, ha="right")
@@ -238,7 +258,7 @@ def heatmap(matrix: Any, labels: Sequence[str] | None = None, title: str | None 
 
 
 def overlap_curves(ks: Any, overlaps: Any = None, title: str | None = None, chance: Any = None,
-                   layer_labels: Sequence[str] | None = None) -> Figure:
+                   layer_labels: Sequence[str] | None = None) -> InlineFigure:
     """Overlap of the top-k neurons on clean vs adversarial data, as k grows.
 
     ``overlaps`` is one curve ``[K]`` (total), per-layer curves ``[L, K]``, or ``{name: [K]}`` (a
@@ -284,7 +304,7 @@ def overlap_curves(ks: Any, overlaps: Any = None, title: str | None = None, chan
     bad = {k: v.shape for k, v in curves.items() if v.shape != ks.shape}
     if bad:
         raise ValueError(f"each overlap curve needs {len(ks)} values (one per k); got shapes {bad}")
-    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    fig = InlineFigure(figsize=(5.5, 3.6), layout="constrained")
     ax = fig.add_subplot()
     layers = [k for k in curves if k.startswith("layer ")]
     many = len(layers) > 10
@@ -306,7 +326,7 @@ def overlap_curves(ks: Any, overlaps: Any = None, title: str | None = None, chan
 SPEED_KEYS = ("speedup", "speed", "throughput", "examples_per_s", "tokens_per_s", "relative_speed")
 
 
-def pruning_tradeoff(points: Any, title: str | None = None) -> Figure:
+def pruning_tradeoff(points: Any, title: str | None = None) -> InlineFigure:
     """Accuracy against speed for pruned models (one labelled point each).
 
     ``points`` is a list of dicts (or a DataFrame) with ``accuracy``, a speed column
@@ -340,7 +360,7 @@ def pruning_tradeoff(points: Any, title: str | None = None) -> Figure:
         raise ValueError(f"each point needs 'accuracy' and one of {SPEED_KEYS}; got keys {sorted(points[0])}")
     x = np.array([float(p[speed]) for p in points])
     y = np.array([float(p["accuracy"]) for p in points])
-    fig = Figure(figsize=(5, 3.6), layout="constrained")
+    fig = InlineFigure(figsize=(5, 3.6), layout="constrained")
     ax = fig.add_subplot()
     ax.scatter(x, y, color=SKILL_COLOR, zorder=3)
     for i, p in enumerate(points):

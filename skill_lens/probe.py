@@ -45,6 +45,10 @@ from skill_lens.prompts import SoftPrompt
 
 __all__ = ["ProbeError", "ProbeResult", "probe", "probe_fingerprint", "activations", "probe_random_prompt"]
 
+SPLITS = ("dev", "test", "mean_pool_dev", "max_pool_dev", "mean_pool_test", "max_pool_test")
+AGGREGATES = ("max", "mean")
+
+
 @dataclass
 class ProbeResult:
     """Baselines ``[L, P, N]`` and per-split agreement accuracies (float32) of a probe.
@@ -74,12 +78,28 @@ class ProbeResult:
                              + (" and pooling=True (--pooling)." if "pool" in split else "."))
         return predictivity(acc)
 
-    def scores(self, aggregate: str = "max", split: str = "dev") -> Float[Tensor, "layer d_mlp"]:
-        """Per-neuron score: predictivity aggregated over positions (``"max"`` or ``"mean"``).
+    def scores(self, split: str | None = None, aggregate: str | None = None) -> Float[Tensor, "layer d_mlp"]:
+        """Per-neuron score on ``split`` (default ``"dev"``): predictivity aggregated over prompt positions
+        by ``aggregate`` (``"max"``, the paper and the default, or ``"mean"``). Split first, as in
+        :meth:`predictivity`; both also work as keywords. The older order ``scores(aggregate, split)``
+        (``scores("max")``, ``scores("max", "test")``) still reads right, since the names differ.
 
-        >>> ProbeResult(torch.zeros(1, 2, 1), torch.tensor([[[0.875], [0.5]]])).scores("mean").tolist()
-        [[0.6875]]
+        >>> r = ProbeResult(torch.zeros(1, 2, 1), torch.tensor([[[0.875], [0.5]]]), torch.tensor([[[0.5], [0.5]]]))
+        >>> r.scores().tolist(), r.scores("test").tolist(), r.scores("dev", "mean").tolist()
+        ([[0.875]], [[0.5]], [[0.6875]])
+        >>> r.scores("mean").tolist() == r.scores(aggregate="mean").tolist() == r.scores("mean", "dev").tolist()
+        True
+        >>> r.scores("train")
+        Traceback (most recent call last):
+        ...
+        skill_lens.capture.ProbeError: scores(split, aggregate): split is one of 'dev', 'test', 'mean_pool_dev', 'max_pool_dev', 'mean_pool_test', 'max_pool_test' and aggregate 'max' or 'mean'; got split='train', aggregate='max'
         """
+        if split in AGGREGATES and (aggregate is None or aggregate in SPLITS):  # scores(aggregate, split)
+            split, aggregate = aggregate, split
+        split, aggregate = split or "dev", aggregate or "max"
+        if split not in SPLITS or aggregate not in AGGREGATES:
+            raise ProbeError(f"scores(split, aggregate): split is one of {', '.join(map(repr, SPLITS))} and aggregate "
+                             f"'max' or 'mean'; got split={split!r}, aggregate={aggregate!r}")
         pred = self.predictivity(split)
         return pred if pred.dim() == 2 else aggregate_positions(pred, aggregate)
 

@@ -219,7 +219,9 @@ def save_pruned(model: TransformerBridge, path, prompt=None) -> Path:
     """Write a pruned model to directory ``path`` (atomically): weights, HF config, tokenizer, ``pruning.json``.
 
     ``prompt`` (a :class:`~skill_lens.prompts.SoftPrompt` for the pruned model) is saved beside it as
-    ``prompt.safetensors``.
+    ``prompt.safetensors``; ``load_pruned(path, with_prompt=True)`` returns both. The directory loads
+    only through :func:`load_pruned`: its layers have their own FFN widths, which no ``transformers``
+    config describes (``from_pretrained`` would refuse the weights).
 
     >>> import tempfile
     >>> from skill_lens.tiny import tiny_model
@@ -287,22 +289,44 @@ def check_pruned_out(path) -> Path:
     return path
 
 
-def load_pruned(path, device: str = "cpu") -> TransformerBridge:
+def load_pruned(path, device: str = "cpu", *, with_prompt: bool = False):
     """Rebuild a model saved by :func:`save_pruned`, without the original weights or run.
 
+    Returns the :class:`TransformerBridge`; with ``with_prompt=True`` the pair ``(model, prompt)``, the
+    :class:`~skill_lens.prompts.SoftPrompt` saved with it (``save_pruned(model, path, prompt=...)``),
+    checked against the model. Only skill_lens reads the directory: each pruned layer has its own FFN
+    width, which ``transformers.AutoModel.from_pretrained`` cannot build.
+
     >>> import tempfile
+    >>> from skill_lens.prompts import SoftPrompt
     >>> from skill_lens.tiny import tiny_model
-    >>> keep = torch.zeros(2, 64, dtype=torch.bool); keep[:, :8] = True
-    >>> d = save_pruned(prune(tiny_model("seq2seq"), keep, torch.zeros(2, 64)), tempfile.mkdtemp() + "/p")
+    >>> model = tiny_model("seq2seq"); keep = torch.zeros(2, 64, dtype=torch.bool); keep[:, :8] = True
+    >>> d = save_pruned(prune(model, keep, torch.zeros(2, 64)), tempfile.mkdtemp() + "/p",
+    ...                 prompt=SoftPrompt.init(model, 4))
     >>> pruning_info(load_pruned(d)).widths
     {0: 8, 1: 8}
+    >>> small, prompt = load_pruned(d, with_prompt=True)
+    >>> prompt.length, pruning_info(small).widths
+    (4, {0: 8, 1: 8})
     """
-    import transformers
-    from transformers import AutoConfig, AutoTokenizer
-
     path = Path(path)
     if not (path / INFO_FILE).exists():
         raise ArtifactError(f"{path} is not a pruned model (no {INFO_FILE}); write one with save_pruned.")
+    if with_prompt and not (path / PROMPT_FILE).exists():
+        raise ArtifactError(f"{path} holds no {PROMPT_FILE}: the model was saved without a prompt; save it with "
+                            "save_pruned(model, path, prompt=...) or load it with with_prompt=False.")
+    model = _load_model(path, device)
+    if not with_prompt:
+        return model
+    from skill_lens.prompts import SoftPrompt
+
+    return model, SoftPrompt.load(path / PROMPT_FILE, model)
+
+
+def _load_model(path: Path, device: str) -> TransformerBridge:
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
+
     d = read_json(path / INFO_FILE)
     name = d.pop("name")
     record = PruningInfo.from_json(d)

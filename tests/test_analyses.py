@@ -142,6 +142,10 @@ def test_bad_inputs_give_clear_errors(model, task):
         activation_overlap(pm, longer, task.dev)
     with pytest.raises(PromptError, match="same length"):
         origin_table(model, task, 4, SoftPrompt.init(model, 2))
+    with pytest.raises(AnalysisError, match="takes one SoftPrompt"):
+        origin_table(model, task, 2)
+    with pytest.raises(AnalysisError, match="takes one SoftPrompt"):
+        origin_table(model, task, SoftPrompt.init(model, 2), [0, 1])
     with pytest.raises(AnalysisError, match="metric"):
         activation_overlap(pm, pm, task.dev, metric="dice")
     with pytest.raises(AnalysisError, match="different models"):
@@ -176,13 +180,15 @@ def _zero_prompt(pm, task):
 
 
 def test_origin_table_shape(model, task):
-    t = origin_table(model, task, 2, SoftPrompt.init(model, 2, seed=3), seeds=[0, 1])
+    t = origin_table(model, task, SoftPrompt.init(model, 2, seed=3), seeds=[0, 1])
     df = t.to_pandas()
     assert list(df["condition"]) == ["tuned prompt", "random prompt", "hard prompt", "random model"]
     assert list(df.columns) == ["condition", "top1", "top1%", "top1_std", "top1%_std", "n"]
     assert list(df["n"]) == [1, 2, 1, 2]
     assert ((df["top1"] >= df["top1%"]) & (df["top1%"] >= 0.5) & (df["top1"] <= 1.0)).all()
     json.dumps(t.to_dict())
+    old_call = origin_table(model, task, 2, SoftPrompt.init(model, 2, seed=3), seeds=[0, 1])  # (.., P, prompt)
+    assert old_call.rows == t.rows
 
 
 def test_label_word_independence(model, task):

@@ -1,16 +1,20 @@
 """capture.py: recordings equal a hand-written hook, positions are selected, nothing leaks, user hooks compose."""
 
+import importlib
+
 import pytest
 import torch
 
-import skill_lens.probe
-from skill_lens import capture as capture_module
 from skill_lens.capture import activations, capture, capture_hooks, capture_neurons
 from skill_lens.interventions import zero_ablate
 from skill_lens.models import describe
 from skill_lens.prompts import SoftPrompt
 from skill_lens.tiny import FAMILIES, tiny_model, tiny_task
 from skill_lens.tuning import prompted
+
+# skill_lens.probe and skill_lens.capture are the functions (README, "One import"); these are the modules.
+probe_module = importlib.import_module("skill_lens.probe")
+capture_module = importlib.import_module("skill_lens.capture")
 
 TEXTS = ["the movie was good", "a dull film", "bad"]
 
@@ -142,7 +146,7 @@ def test_capture_neurons_in_the_order_given(pm):
 
 
 def test_activations_moved_and_still_importable_from_probe(task):
-    assert skill_lens.probe.activations is activations is capture_module.activations
+    assert probe_module.activations is activations is capture_module.activations
     model = tiny_model()
     pm = prompted(model, task, SoftPrompt.init(model, 3))
     batch = pm.encode(task.dev.texts[:4])
@@ -151,5 +155,5 @@ def test_activations_moved_and_still_importable_from_probe(task):
     names = describe(model).hook_names
     assert torch.equal(acts[:4, 0], want[names[1]][:, batch.prompt_slice, 5])
     assert torch.equal(acts[:4, 1], want[names[0]][:, batch.prompt_slice, 7])
-    with pytest.raises(skill_lens.probe.ProbeError, match="unknown hook name"):
+    with pytest.raises(probe_module.ProbeError, match="unknown hook name"):
         activations(pm, task.dev, [(0, 1)], hook_names=["blocks.9.mlp.hook_post"])

@@ -40,7 +40,7 @@ def test_fraction_zero_is_the_clean_model_and_one_zeroes_everything(pm, task):
         assert rows[key]["logit_diff"] == pytest.approx(clean["logit_diff"], abs=1e-5)
         assert rows[key]["n_neurons"] == 0
     everything = torch.ones(2, 64, dtype=torch.bool)
-    full = evaluate_with(pm, task.dev, lambda b: zero_ablate(pm.model, everything, "prompt", batch=b))
+    full = evaluate_with(pm, task.dev, lambda b: zero_ablate(pm.model, everything, positions="prompt", batch=b))
     assert rows[(1.0, "skill", 0)]["logit_diff"] == pytest.approx(full["logit_diff"], abs=1e-5)
     assert rows[(1.0, "skill", 0)]["n_neurons"] == 128
     assert c.summary()[0]["gap"] == 0.0
@@ -54,9 +54,10 @@ def test_prompt_hooks_on_cached_inputs_give_the_same_numbers(pm, task, method):
 
     def make(b, gen):
         if method.startswith("gaussian"):
-            return gaussian_noise(pm.model, mask, 2.0, gen, method.split("-")[1], "prompt", batch=b)
+            return gaussian_noise(pm.model, mask, 2.0, seed=gen, per=method.split("-")[1], positions="prompt",
+                                  batch=b)
         if method == "zero":
-            return zero_ablate(pm.model, mask, "prompt", batch=b)
+            return zero_ablate(pm.model, mask, positions="prompt", batch=b)
         return mean_ablate(pm.model, mask, base, positions="prompt", batch=b)
 
     plain_gen, cached_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
@@ -74,9 +75,9 @@ def test_prompt_hooks_on_cached_inputs_give_the_same_numbers(pm, task, method):
 def test_a_model_wrapped_with_input_hooks_keeps_them_under_the_curve(pm, task):
     """A user's per_batch wrapper that changes input positions is not bypassed by the curve's input cache."""
     everything = torch.ones(2, 64, dtype=torch.bool)
-    wrapped = per_batch(pm, lambda b: scale(pm.model, everything, 3.0, "input", batch=b))
+    wrapped = per_batch(pm, lambda b: scale(pm.model, everything, 3.0, positions="input", batch=b))
     c = suppression_curve(wrapped, task, _scores(), fractions=[0, 1.0], method="zero", controls=0)
-    zeroed = evaluate_with(wrapped, task.dev, lambda b: zero_ablate(pm.model, everything, "prompt", batch=b))
+    zeroed = evaluate_with(wrapped, task.dev, lambda b: zero_ablate(pm.model, everything, positions="prompt", batch=b))
     assert c.rows[0]["logit_diff"] == pytest.approx(evaluate(wrapped, task.dev)["logit_diff"], abs=1e-5)
     assert c.rows[1]["logit_diff"] == pytest.approx(zeroed["logit_diff"], abs=1e-5)
     assert c.rows[0]["logit_diff"] != pytest.approx(evaluate(pm, task.dev)["logit_diff"], abs=1e-3)
@@ -205,3 +206,37 @@ def test_a_checkpoint_of_another_curve_is_refused(pm, task, tmp_path):
             suppression_curve(pm, task, _scores(), **kwargs)
     with pytest.raises(ArtifactError, match=r"options: .* in the checkpoint"):
         suppression_curve(pm, task, _scores(), **{**kwargs, "controls": 2})
+
+
+def test_a_neuron_set_is_perturbed_whole_against_random_sets_of_its_count_per_layer(pm, task):
+    from skill_lens.neurons import NeuronSet
+    from skill_lens.probe import ProbeResult
+
+    chosen = NeuronSet.from_pairs(["L0.N3", "L1.N7", "L1.N9", "L1.N11"], 2, 64)
+    c = suppression_curve(pm, task, chosen, method="zero", controls=2)
+    assert c.fractions == [0.0, 4 / 128] and c.meta["selection"] == "a given neuron set"
+    point = [r for r in c.rows if r["fraction"] > 0]
+    assert [(r["set"], r["n_neurons"]) for r in point] == [("skill", 4), ("random", 4), ("random", 4)]
+    # the same as the hooks of that set by hand, and the same for its mask or its labels
+    by_hand = evaluate_with(pm, task.dev, lambda b: zero_ablate(pm.model, chosen, positions="prompt", batch=b))
+    assert point[0]["accuracy"] == by_hand["accuracy"]  # (the curve keeps the inputs' keys/values: float noise)
+    assert point[0]["logit_diff"] == pytest.approx(by_hand["logit_diff"], abs=1e-5)
+    for same in (chosen.mask, [NeuronSet.label(*p) for p in chosen.pairs()]):
+        assert suppression_curve(pm, task, same, method="zero", controls=2).rows == c.rows
+    # the merged neurons of two subtasks, e.g. one-vs-rest of a three-class task
+    merged = NeuronSet.from_scores(_scores(1), 3) | NeuronSet.from_scores(_scores(2), 3)
+    assert suppression_curve(pm, task, merged, method="zero", controls=0).rows[-1]["n_neurons"] == len(merged)
+    with pytest.raises(InterventionError, match="perturbed whole"):
+        suppression_curve(pm, task, chosen, [0, 0.1], method="zero")
+    with pytest.raises(InterventionError, match="perturbed whole"):
+        suppression_curve(pm, task, chosen, method="zero", per_layer=True)
+    with pytest.raises(InterventionError, match="not a probe result; pass result.scores"):
+        suppression_curve(pm, task, ProbeResult(torch.zeros(2, 1, 64), torch.rand(2, 1, 64)))
+    with pytest.raises(InterventionError, match="not in a model with 2 layers"):
+        suppression_curve(pm, task, ["L5.N0"])
+    with pytest.raises(InterventionError, match="not a dict"):
+        suppression_curve(pm, task, {"a": 1})
+    with pytest.raises(InterventionError, match="int64 tensor"):
+        suppression_curve(pm, task, torch.ones(2, 64, dtype=torch.long))
+    with pytest.raises(TypeError):
+        suppression_curve(pm, task, _scores(), [0, 0.1], "zero")  # the method is named

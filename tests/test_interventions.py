@@ -136,7 +136,28 @@ def test_mean_ablation_errors(causal_pm):
     with pytest.raises(InterventionError, match="fits positions 'prompt' only"):
         mean_ablate(pm.model, _mask(pm, 0), torch.zeros(2, 3, 64), positions="input")
     with pytest.raises(InterventionError, match="prompt positions"):
-        mean_ablate(pm.model, _mask(pm, 0), torch.zeros(2, 5, 64), batch=batch)
+        mean_ablate(pm.model, _mask(pm, 0), torch.zeros(2, 5, 64), positions="prompt", batch=batch)
+    with pytest.raises(InterventionError, match="pass positions='prompt' .* or per_position=False"):
+        mean_ablate(pm.model, _mask(pm, 0), torch.zeros(2, 3, 64))  # the default positions are "all"
+
+
+def test_every_factory_defaults_to_all_positions_with_keyword_only_options(causal_pm):
+    import inspect
+
+    from skill_lens.interventions import scale
+    for factory in (zero_ablate, mean_ablate, gaussian_noise, constant, scale):
+        params = inspect.signature(factory).parameters
+        assert params["positions"].default == "all", factory.__name__
+        for name in ("positions", "batch", "layers", "seed", "per", "per_position"):
+            assert name not in params or params[name].kind is inspect.Parameter.KEYWORD_ONLY, (factory, name)
+    pm, batch, mask = causal_pm, causal_pm.encode(TEXTS), _mask(causal_pm, 0)
+    base = torch.rand(2, 64)
+    for explicit, default in ((zero_ablate(pm.model, mask, positions="all"), zero_ablate(pm.model, mask)),
+                              (mean_ablate(pm.model, mask, base, positions="all"), mean_ablate(pm.model, mask, base)),
+                              (gaussian_noise(pm.model, mask, positions="all"), gaussian_noise(pm.model, mask))):
+        assert torch.equal(pm.label_logits(batch, fwd_hooks=explicit), pm.label_logits(batch, fwd_hooks=default))
+    with pytest.raises(TypeError):
+        zero_ablate(pm.model, mask, "prompt")  # noqa: the positions are named
 
 
 @pytest.mark.parametrize("family", ["causal", "seq2seq"])
@@ -188,7 +209,7 @@ def test_noise_per_token_and_per_example(causal_pm):
 
 def test_noise_is_seeded(causal_pm):
     pm, batch, mask = causal_pm, causal_pm.encode(TEXTS), _mask(causal_pm, n=30)
-    run = lambda seed: pm.label_logits(batch, fwd_hooks=gaussian_noise(pm.model, mask, 1.0, seed))  # noqa: E731
+    run = lambda seed: pm.label_logits(batch, fwd_hooks=gaussian_noise(pm.model, mask, 1.0, seed=seed))  # noqa: E731
     assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
 
 

@@ -49,6 +49,17 @@ def test_from_scores_uses_select_top_and_keeps_scores():
     assert per.counts_per_layer() == [2, 2, 2]
 
 
+def test_from_scores_is_global_unless_per_layer_is_named():
+    import inspect
+
+    scores = torch.tensor([[0.9, 0.8, 0.7], [0.1, 0.2, 0.3]])
+    assert NeuronSet.from_scores(scores, 2).pairs() == [(0, 0), (0, 1)]
+    assert NeuronSet.from_scores(scores, 1, per_layer=True).pairs() == [(0, 0), (1, 2)]
+    assert inspect.signature(NeuronSet.from_scores).parameters["per_layer"].kind is inspect.Parameter.KEYWORD_ONLY
+    with pytest.raises(TypeError):
+        NeuronSet.from_scores(scores, 1, True)
+
+
 def test_labels_and_parse():
     assert NeuronSet.label(29, 692) == "L29.N692" and NeuronSet.parse("L29.N692") == (29, 692)
     assert NeuronSet.parse(" L0.N0 ") == (0, 0)

@@ -237,3 +237,20 @@ def test_random_prompt_and_random_model():
     model, task = tiny_model("causal"), ragged_task()
     r = probe_random_prompt(random_init_copy(model, seed=3), task, P=2, splits=("dev",))
     assert r.dev_acc.shape == (2, 2, 64) and r.test_acc is None
+
+
+def test_scores_take_the_split_first_and_still_read_the_old_order():
+    dev, test = torch.rand(2, 3, 5), torch.rand(2, 3, 5)
+    r = ProbeResult(torch.zeros(2, 3, 5), dev, test)
+    pd, pt = torch.maximum(dev, 1 - dev), torch.maximum(test, 1 - test)
+    assert torch.equal(r.scores(), pd.amax(1)) and torch.equal(r.scores("test"), pt.amax(1))
+    assert torch.equal(r.scores("test", "mean"), pt.mean(1))
+    assert torch.equal(r.scores(split="test", aggregate="mean"), pt.mean(1))
+    assert torch.equal(r.scores(aggregate="mean"), pd.mean(1))
+    assert torch.equal(r.scores("mean"), pd.mean(1))          # old: scores(aggregate)
+    assert torch.equal(r.scores("max", "test"), pt.amax(1))   # old: scores(aggregate, split)
+    for bad in (("train",), ("dev", "median"), ("max", "max"), ("median", "test")):
+        with pytest.raises(ProbeError, match="split is one of 'dev', 'test'.* aggregate 'max' or 'mean'"):
+            r.scores(*bad)
+    with pytest.raises(ProbeError, match="no 'mean_pool_dev' accuracies"):
+        r.scores("mean_pool_dev")

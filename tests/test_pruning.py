@@ -137,6 +137,10 @@ def test_save_load_round_trip(family, task, tmp_path):
     assert describe(loaded).name == describe(pruned).name
     assert torch.equal(label_logits(loaded, task, prompt), label_logits(pruned, task, prompt))
     assert loaded.tokenizer.encode("good movie") == pruned.tokenizer.encode("good movie")
+    save_pruned(pruned, path, prompt=prompt)
+    again, saved = load_pruned(path, with_prompt=True)
+    assert torch.equal(saved.embedding, prompt.embedding) and pruning_info(again) == pruning_info(pruned)
+    assert torch.equal(label_logits(again, task, saved), label_logits(pruned, task, prompt))
 
 
 def test_load_errors(tmp_path):
@@ -146,6 +150,10 @@ def test_load_errors(tmp_path):
         load_pruned(tmp_path)
     with pytest.raises(PruningError, match="prune it"):
         save_pruned(tiny_model(), tmp_path / "x")
+    keep = torch.ones(2, 64, dtype=torch.bool)
+    bare = save_pruned(prune(tiny_model(), keep, torch.zeros(2, 64)), tmp_path / "bare")
+    with pytest.raises(ArtifactError, match="saved without a prompt"):
+        load_pruned(bare, with_prompt=True)
 
 
 def test_width_padding_adds_the_next_best_neurons():
