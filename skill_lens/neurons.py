@@ -151,7 +151,7 @@ class NeuronSet:
         """
         scores = scores.detach().float().cpu()
         meta = {**(meta or {}), "top": top, "per_layer": per_layer}
-        return cls(select_top(scores, top, per_layer), meta, scores.clone())
+        return cls(select_top(scores, top, per_layer=per_layer), meta, scores.clone())
 
     @classmethod
     def empty(cls, n_layers: int, d_mlp: int, meta: dict | None = None) -> "NeuronSet":

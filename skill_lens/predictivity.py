@@ -222,7 +222,7 @@ def rank(scores: Float[Tensor, "layer d_mlp"]) -> Int[Tensor, "k 2"]:
     return torch.stack([order // scores.shape[1], order % scores.shape[1]], 1)
 
 
-def select_top(scores: Float[Tensor, "layer d_mlp"], top: float | int,
+def select_top(scores: Float[Tensor, "layer d_mlp"], top: float | int, *,
                per_layer: bool = False) -> Bool[Tensor, "layer d_mlp"]:
     """Mask of the best neurons. ``top``: a fraction in (0, 1] (rounded, at least 1) or an int count,
     of all neurons, or with ``per_layer`` of each layer. Ties as in :func:`rank`.
@@ -355,5 +355,5 @@ def top_k_overlap(a: Float[Tensor, "layer d_mlp"], b: Float[Tensor, "layer d_mlp
     if a.shape != b.shape:
         raise ValueError(f"cannot compare scores of shapes {tuple(a.shape)} and {tuple(b.shape)}; "
                          "compare scores of the same model and hooks")
-    ma, mb = select_top(a, k_frac, per_layer), select_top(b, k_frac, per_layer)
+    ma, mb = select_top(a, k_frac, per_layer=per_layer), select_top(b, k_frac, per_layer=per_layer)
     return (ma & mb).sum().item() / ma.sum().item()

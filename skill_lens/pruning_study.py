@@ -173,7 +173,7 @@ def _pruned_model(run, pm, result, opt: PruneOptions):
     from skill_lens.predictivity import select_top
     from skill_lens.pruning import prune
 
-    scores = result.scores(opt.aggregate)
+    scores = result.scores("dev", aggregate=opt.aggregate)
     mask = select_top(scores, opt.keep, per_layer=True)
     train = run.task.train
     texts = train.texts[: opt.calibration_size]

@@ -124,7 +124,7 @@ def _scores_of(result) -> dict:
     dev = result.predictivity("dev")
     dev = dev if dev.dim() == 3 else dev[:, None]
     score, pos = dev.max(1)
-    test = result.scores("max", "test") if result.test_acc is not None else None
+    test = result.scores("test") if result.test_acc is not None else None
     return {"pred": dev, "dev": score, "pos": pos, "test": test, "baseline": result.baseline}
 
 

@@ -389,7 +389,7 @@ def neuron_robustness(pm, task: Task, adv_split: Split, ks: Sequence[float | int
         raise RobustnessError("the adversarial split has only one label; predictivity needs both classes")
     clean = check_split(getattr(task, split), task, f"clean {split} split")
     res = probe(pm, replace(task, dev=clean, test=adv_split), batch_size=batch_size, splits=("dev", "test"))
-    cs, as_ = res.scores(aggregate, "dev"), res.scores(aggregate, "test")
+    cs, as_ = res.scores("dev", aggregate=aggregate), res.scores("test", aggregate=aggregate)
     over = overlaps(cs, as_, ks)
     adv_self = None
     if adv_baseline:
@@ -399,7 +399,7 @@ def neuron_robustness(pm, task: Task, adv_split: Split, ks: Sequence[float | int
                                    "labels (lower min_half or use more data)"}
         else:
             self_task = replace(task, train=a, dev=b, test=Split([], [], [] if b.texts_b is not None else None))
-            ss = probe(pm, self_task, batch_size=batch_size, splits=("dev",)).scores(aggregate, "dev")
+            ss = probe(pm, self_task, batch_size=batch_size, splits=("dev",)).scores("dev", aggregate=aggregate)
             adv_self = {"n_baseline": len(a), "n_eval": len(b), "spearman": _spearman(cs, ss),
                         "spearman_vs_adv": _spearman(as_, ss), "overlap": overlaps(cs, ss, ks)["total"]}
     curves = {}

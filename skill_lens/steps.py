@@ -79,22 +79,23 @@ def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float
     >>> top_neurons(ProbeResult(torch.zeros(1, 1, 3), torch.tensor([[[0.5, 0.125, 0.75]]])), 1)
     [('L0.N1', 0.875, None)]
     """
-    dev = result.scores(aggregate, "dev")
-    test = result.scores(aggregate, "test") if result.test_acc is not None else None
+    dev = result.scores("dev", aggregate=aggregate)
+    test = result.scores("test", aggregate=aggregate) if result.test_acc is not None else None
     top = dev.flatten().topk(min(k, dev.numel())).indices
     N = dev.shape[1]
     return [(f"L{int(i) // N}.N{int(i) % N}", dev.flatten()[i].item(),
              None if test is None else test.flatten()[i].item()) for i in top]
 
 
-def neurons(run: Run, top: float = 0.02, per_layer: bool = True, aggregate: str = "max"):
+def neurons(run: Run, top: float = 0.02, *, per_layer: bool = False, aggregate: str = "max"):
     """Select the skill neurons by dev predictivity into ``RUN/neurons.safetensors``; return the
-    :class:`~skill_lens.neurons.NeuronSet` (its ``scores`` are the dev scores)."""
+    :class:`~skill_lens.neurons.NeuronSet` (its ``scores`` are the dev scores). ``top`` is of all
+    neurons unless ``per_layer=True`` (of each layer), as everywhere in the library."""
     from skill_lens.neurons import NeuronSet
 
     top = check_top(top)
     result = run.predictivity()
-    scores = result.scores(aggregate)
+    scores = result.scores("dev", aggregate=aggregate)
     meta = {**{k: result.meta[k] for k in ("model", "family", "n_layers", "d_mlp", "d_model", "task",
                                            "prompt_length") if k in result.meta},
             "hook_names": list(result.hook_names), "aggregate": aggregate, "per_layer": per_layer, "top": top,
@@ -121,7 +122,7 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
         raise ValueError(f"--controls and --std must be >= 0, got {controls} and {std}")
     result, task = run.predictivity(), run.task
     name = f"perturb_{method}"
-    curve = suppression_curve(run.prompted(), getattr(task, split), result.scores(aggregate, "dev"),
+    curve = suppression_curve(run.prompted(), getattr(task, split), result.scores("dev", aggregate=aggregate),
                               fractions=fractions, method=method, controls=controls, per_layer=per_layer,
                               baseline=result.baseline, std=std, positions=positions, per=per, seed=seed,
                               batch_size=batch_size, checkpoint=run.path / f"{name}.checkpoint.safetensors")
@@ -143,7 +144,7 @@ def patch(run: Run, source_text: str, target_text: str, top: float | None = None
         if not str(text).strip():
             raise ValueError(f"{flag} is empty; pass a text to run.")
     if top is not None or not run.file("neurons").exists():
-        chosen = NeuronSet.from_scores(run.predictivity().scores(), top=check_top(0.02 if top is None else top),
+        chosen = NeuronSet.from_scores(run.predictivity().scores("dev"), top=check_top(0.02 if top is None else top),
                                        per_layer=per_layer)
     else:
         chosen = run.neurons()

@@ -9,8 +9,8 @@ def register(sub) -> None:
     p.add_argument("--top", type=float, default=0.02,
                    help="fraction of neurons (0 < top < 1), or a whole number of neurons (>= 1)")
     scope = p.add_mutually_exclusive_group()
-    scope.add_argument("--per-layer", dest="per_layer", action="store_true", default=True,
-                       help="the top fraction of every layer (default)")
+    scope.add_argument("--per-layer", dest="per_layer", action="store_true", default=False,
+                       help="the top fraction of every layer (default: of all neurons, as everywhere)")
     scope.add_argument("--global", dest="per_layer", action="store_false", help="the top fraction of all neurons")
     p.add_argument("--aggregate", choices=("max", "mean"), default="max", help="over prompt positions")
     p.add_argument("--show", type=int, default=10, help="how many neurons to print")
@@ -23,7 +23,7 @@ def run(args) -> int:
 
     steps.check_top(args.top)
     run_ = Run.open(args.run)
-    ns = steps.neurons(run_, args.top, args.per_layer, args.aggregate)
+    ns = steps.neurons(run_, args.top, per_layer=args.per_layer, aggregate=args.aggregate)
     L, N = ns.shape
     print(f"selected {len(ns)} of {L * N} neurons ({'per layer' if args.per_layer else 'global'}, "
           f"top {args.top}, {args.aggregate} over positions) by dev predictivity:")
