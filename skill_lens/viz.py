@@ -8,7 +8,8 @@ internet and falls back to unpkg). ``view.save(path)`` writes a standalone page.
 In a notebook the bundle (about 1.3 MB) is embedded once per kernel session: the first view
 displayed carries it and defines ``window.CircuitsVis`` for the page, later views carry only their
 panels (:meth:`View.fragment`) and use it. After clearing the output that carried it (or to save a
-cell's output on its own), call :func:`reset_notebook_bundle` and display the view again.
+cell's output on its own), call :func:`reset_notebook_bundle` and display the view again. Google
+Colab shows every output in its own frame, so there every view carries the bundle.
 
 * :func:`neuron_activations_view` -- chosen neurons over the tokens of a few texts, one panel per
   text with a neuron selector (prompt tokens are shown as ``<P0>``, ``<P1>`` ...);
@@ -31,6 +32,7 @@ import functools
 import html as htmllib
 import json
 import re
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +79,11 @@ def circuitsvis_script() -> str:
 
 # Whether this kernel session has displayed a view carrying the bundle (see the module docstring).
 _NOTEBOOK = {"bundle_shown": False}
+
+
+def _outputs_in_own_frames() -> bool:
+    """Whether each notebook output is a separate page (Google Colab), which cannot share the library."""
+    return "google.colab" in sys.modules
 
 
 def reset_notebook_bundle() -> None:
@@ -154,7 +161,7 @@ class View:
 
     def _repr_html_(self) -> str:
         """In a notebook: :meth:`html` for the session's first view, :meth:`fragment` after it."""
-        if _NOTEBOOK["bundle_shown"]:
+        if _NOTEBOOK["bundle_shown"] and not _outputs_in_own_frames():
             return self.fragment()
         _NOTEBOOK["bundle_shown"] = True
         return self.html()

@@ -5,6 +5,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import types
 
 import numpy as np
 import pandas as pd
@@ -235,6 +237,14 @@ def test_the_first_view_in_a_session_carries_the_bundle_later_ones_reuse_it():
     assert str(b) == b.html() and "\n" + b.fragment() in b.html()
     reset_notebook_bundle()
     assert b._repr_html_() == b.html()  # after a reset the next view carries it again
+    reset_notebook_bundle()
+
+
+def test_on_colab_every_view_carries_the_bundle(monkeypatch):
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))  # outputs in own iframes
+    v = tokens_view([(["a"], [[1.0]])], ["L0.N0"])
+    reset_notebook_bundle()
+    assert v._repr_html_() == v._repr_html_() == v.html()
     reset_notebook_bundle()
 
 
