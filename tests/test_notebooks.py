@@ -6,6 +6,9 @@ output, the others using it).
 """
 
 import os
+import re
+import shutil
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,14 +33,12 @@ def _execute(path: Path):
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory):
-    os.environ["SKILL_LENS_NOTEBOOK_FAST"] = "1"  # inherited by the kernels
-    os.environ["SKILL_LENS_QUIET"] = "1"
-    try:
+def executed():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SKILL_LENS_NOTEBOOK_FAST", "1")  # inherited by the kernels
+        mp.setenv("SKILL_LENS_QUIET", "1")
         with ThreadPoolExecutor(max_workers=KERNELS) as pool:
             return dict(zip(NOTEBOOKS, pool.map(_execute, NOTEBOOKS)))
-    finally:
-        del os.environ["SKILL_LENS_NOTEBOOK_FAST"], os.environ["SKILL_LENS_QUIET"]
 
 
 def _html_outputs(nb) -> list[str]:
@@ -82,6 +83,32 @@ def test_some_notebook_shows_several_views(executed):
     counts = {p.name: sum('class="skill-lens-view"' in o for o in _html_outputs(nb))
               for p, nb in executed.items() if not isinstance(nb, Exception)}
     assert max(counts.values()) >= 3, counts
+
+
+def _chromium() -> str | None:
+    for c in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if c and os.path.exists(c):
+            return c
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install -y chromium); "
+                    "the browser rendering test needs it")
+def test_every_view_renders_from_the_notebooks_outputs(executed, tmp_path):
+    """All HTML outputs of the notebook with the most views, in order on one page (as Jupyter shows them):
+    every circuitsvis panel is drawn, the later views with the library the first one defined."""
+    outputs = max((_html_outputs(nb) for nb in executed.values() if not isinstance(nb, Exception)),
+                  key=lambda outs: sum('class="skill-lens-view"' in o for o in outs))
+    page = tmp_path / "outputs.html"
+    page.write_text('<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>'
+                    + "".join(f'<div class="output">{o}</div>' for o in outputs) + "</body></html>")
+    flags = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
+    dom = subprocess.run(flags, capture_output=True, text=True, timeout=180).stdout
+    panels = re.findall(r'<div id="(slv-[0-9a-f]+-\d+)" class="cv-panel"[^>]*>(.{0,200})', dom)
+    assert len(panels) >= 3 and all(inner.startswith("<") and not inner.startswith("</div>") for _, inner in panels), panels
+    assert ">(circuitsvis did not load)<" not in dom
 
 
 def test_notebooks_are_committed_without_outputs():
