@@ -5,6 +5,12 @@ Each function returns a :class:`View`: it renders in Jupyter (``_repr_html_``), 
 from the installed package (no CDN, no network; circuitsvis' own ``RenderedHTML`` probes the
 internet and falls back to unpkg). ``view.save(path)`` writes a standalone page.
 
+In a notebook the bundle (about 1.3 MB) is embedded once per kernel session: the first view
+displayed carries it and defines ``window.CircuitsVis`` for the page, later views carry only their
+panels (:meth:`View.fragment`) and use it. After clearing the output that carried it (or to save a
+cell's output on its own), call :func:`reset_notebook_bundle` and display the view again. Google
+Colab shows every output in its own frame, so there every view carries the bundle.
+
 * :func:`neuron_activations_view` -- chosen neurons over the tokens of a few texts, one panel per
   text with a neuron selector (prompt tokens are shown as ``<P0>``, ``<P1>`` ...);
 * :func:`top_examples_view` -- the examples of a split where each neuron is most and least active;
@@ -26,6 +32,7 @@ import functools
 import html as htmllib
 import json
 import re
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +47,7 @@ from skill_lens.models import describe
 from skill_lens.neurons import NeuronSet
 
 __all__ = ["View", "tokens_view", "neuron_activations_view", "top_examples_view", "neuron_picker",
-           "neuron_label", "circuitsvis_script", "script_json", "POSITIONS"]
+           "neuron_label", "circuitsvis_script", "script_json", "reset_notebook_bundle", "POSITIONS"]
 
 POSITIONS = ("input+prompt", "all", "input", "prompt")
 
@@ -70,6 +77,29 @@ def circuitsvis_script() -> str:
     return f"<script>{_circuitsvis_js()}</script>"
 
 
+# Whether this kernel session has displayed a view carrying the bundle (see the module docstring).
+_NOTEBOOK = {"bundle_shown": False}
+
+
+def _outputs_in_own_frames() -> bool:
+    """Whether each notebook output is a separate page (Google Colab), which cannot share the library."""
+    return "google.colab" in sys.modules
+
+
+def reset_notebook_bundle() -> None:
+    """Make the next view displayed in a notebook carry the circuitsvis bundle again.
+
+    The first view displayed in a kernel session embeds the bundle; later ones reuse it from the
+    page. Call this after clearing that first output (or when a cell's output must stand alone).
+
+    >>> v = tokens_view([(["a"], [[1.0]])], ["L0.N0"])
+    >>> reset_notebook_bundle()
+    >>> "var CircuitsVis" in v._repr_html_(), "var CircuitsVis" in v._repr_html_()
+    (True, False)
+    """
+    _NOTEBOOK["bundle_shown"] = False
+
+
 def script_json(obj: Any) -> str:
     """JSON safe to place inside ``<script>``: ``<``, ``>``, ``&`` and line separators are ``\\u`` escapes.
 
@@ -80,6 +110,10 @@ def script_json(obj: Any) -> str:
     for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(ch, esc)
     return text
+
+
+_NO_BUNDLE_HINT = ("the circuitsvis library is defined by the first view displayed in this notebook; "
+                   "if that output is gone, call skill_lens.viz.reset_notebook_bundle() and display this view again")
 
 
 @dataclass
@@ -110,11 +144,14 @@ class View:
             if p.caption:
                 parts.append(f'<div class="caption">{htmllib.escape(p.caption)}</div>')
             parts.append(
-                f'<div id="{div}" class="cv-panel"></div>\n<script>(function () {{\n'
+                f'<div id="{div}" class="cv-panel"></div>\n<script>(function go(tries) {{\n'
                 f'  var el = document.getElementById("{div}");\n'
-                f'  if (!window.CircuitsVis) {{ el.textContent = "(circuitsvis did not load)"; return; }}\n'
+                f'  if (!window.CircuitsVis) {{\n'
+                f'    if (tries > 0) {{ setTimeout(function () {{ go(tries - 1); }}, 250); return; }}\n'
+                f'    el.textContent = "(circuitsvis did not load)"; el.title = "{_NO_BUNDLE_HINT}"; return;\n'
+                f'  }}\n'
                 f'  CircuitsVis.render("{div}", CircuitsVis.{p.component}, {script_json(p.props)});\n'
-                f"}})();</script>")
+                f"}})(20);</script>")
         parts.append("</div>")
         return "\n".join(parts)
 
@@ -123,6 +160,10 @@ class View:
         return circuitsvis_script() + "\n" + self.fragment()
 
     def _repr_html_(self) -> str:
+        """In a notebook: :meth:`html` for the session's first view, :meth:`fragment` after it."""
+        if _NOTEBOOK["bundle_shown"] and not _outputs_in_own_frames():
+            return self.fragment()
+        _NOTEBOOK["bundle_shown"] = True
         return self.html()
 
     def __repr__(self) -> str:

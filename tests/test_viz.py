@@ -1,7 +1,12 @@
 """Figures (skill_lens.plots) and circuitsvis views (skill_lens.viz) on tiny models and synthetic data."""
 
 import base64
+import os
 import re
+import shutil
+import subprocess
+import sys
+import types
 
 import numpy as np
 import pandas as pd
@@ -13,8 +18,8 @@ from skill_lens.probe import activations
 from skill_lens.prompts import SoftPrompt
 from skill_lens.tiny import tiny_model, tiny_task
 from skill_lens.tuning import hard_prompt_model, prompted
-from skill_lens.viz import (View, neuron_activations_view, neuron_picker, script_json,
-                            tokens_view, top_examples_view)
+from skill_lens.viz import (View, circuitsvis_script, neuron_activations_view, neuron_picker,
+                            reset_notebook_bundle, script_json, tokens_view, top_examples_view)
 
 EVIL = ["<script>alert(1)</script>", "</script><img src=x onerror=alert(1)>"]
 
@@ -135,7 +140,7 @@ def test_neuron_view_values_match_the_probe(setup):
         assert "".join(toks[:-3]).split() == texts[i].split()
         torch.testing.assert_close(vals[-3:].T, ref[i], rtol=1e-4, atol=1e-5)
     _assert_offline(v.html())
-    assert v._repr_html_() == str(v) == v.html()
+    assert str(v) == v.html()
 
 
 @pytest.mark.parametrize("family", ["mlm", "seq2seq", "gpt2"])
@@ -210,3 +215,67 @@ def test_view_save_writes_a_standalone_page(tmp_path):
     page = path.read_text()
     assert page.startswith("<!DOCTYPE html>") and "t &lt;b&gt;" in page and "CircuitsVis.render" in page
     assert isinstance(View([], "x").fragment(), str)
+
+
+# ------------------------------------------------------------------ the bundle once per notebook
+def _bundle_marker() -> str:
+    """A distinctive piece of circuitsvis' bundle (from its middle), to count copies of it."""
+    js = circuitsvis_script()
+    return js[len(js) // 2:len(js) // 2 + 64]
+
+
+def test_the_first_view_in_a_session_carries_the_bundle_later_ones_reuse_it():
+    marker = _bundle_marker()
+    a = tokens_view([(["a"], [[1.0]])], ["L0.N0"], title="a")
+    b = tokens_view([(["b"], [[2.0]])], ["L0.N0"], title="b")
+    reset_notebook_bundle()
+    first, second, again = a._repr_html_(), b._repr_html_(), a._repr_html_()
+    assert first == a.html() and first.count(marker) == 1 and first.index(marker) < first.index("CircuitsVis.render")
+    assert second == b.fragment() and again == a.fragment() and marker not in second + again
+    assert "CircuitsVis.render" in second and "slv-" in second
+    assert a.html().count(marker) == b.html().count(marker) == 1  # html(), str() and save() stay self-contained
+    assert str(b) == b.html() and "\n" + b.fragment() in b.html()
+    reset_notebook_bundle()
+    assert b._repr_html_() == b.html()  # after a reset the next view carries it again
+    reset_notebook_bundle()
+
+
+def test_on_colab_every_view_carries_the_bundle(monkeypatch):
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))  # outputs in own iframes
+    v = tokens_view([(["a"], [[1.0]])], ["L0.N0"])
+    reset_notebook_bundle()
+    assert v._repr_html_() == v._repr_html_() == v.html()
+    reset_notebook_bundle()
+
+
+def _chromium() -> str | None:
+    for c in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if c and os.path.exists(c):
+            return c
+    return None
+
+
+def _dom(page: str, tmp_path) -> str:
+    path = tmp_path / "page.html"
+    path.write_text(f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>{page}</body></html>')
+    flags = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", path.as_uri()]
+    return subprocess.run(flags, capture_output=True, text=True, timeout=180).stdout
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install -y chromium); "
+                    "the browser rendering test needs it")
+def test_notebook_outputs_render_in_chromium_with_one_bundle(tmp_path):
+    views = [tokens_view([([f"t{i}", " x"], [[1.0, 0.0], [0.0, 2.0]])], [f"L0.N{i}", "L1.N9"]) for i in range(3)]
+    reset_notebook_bundle()
+    outputs = [v._repr_html_() for v in views]  # as three cells of one notebook display them
+    reset_notebook_bundle()
+    assert sum(o.count(_bundle_marker()) for o in outputs) == 1
+    dom = _dom("".join(f'<div class="output">{o}</div>' for o in outputs), tmp_path)
+    assert dom.count('class="colored-tokens"') == 3  # every view rendered, the later ones with the first's library
+    for i in range(3):
+        assert f"L0.N{i}" in dom.split(f"slv-{views[i]._id}", 1)[1]
+    assert ">(circuitsvis did not load)<" not in dom
+    alone = _dom(f'<div class="output">{outputs[1]}</div>', tmp_path)  # a later output without the first
+    assert 'class="colored-tokens"' not in alone and ">(circuitsvis did not load)<" in alone
