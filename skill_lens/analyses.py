@@ -379,14 +379,23 @@ def indicator_correlation(overlaps, transfers) -> float:
     the off-diagonal (source != target) pairs. Each argument is a :class:`Matrix`, a square tensor
     or a ``{(source, target): value}`` dict (Wang et al.: 0.53 for all neurons, 0.71 for skill neurons).
 
+    A :class:`Matrix` beside a plain tensor is read in the Matrix's task order.
+
     >>> t = torch.tensor([[1.0, 0.9, 0.2], [0.8, 1.0, 0.4], [0.3, 0.5, 1.0]])
     >>> indicator_correlation(t, t), indicator_correlation(t, -t)
     (1.0, -1.0)
+    >>> indicator_correlation(Matrix(["a", "b", "c"], ["a", "b", "c"], t), t)
+    1.0
     """
     a, b = _pairs(overlaps), _pairs(transfers)
+    named = next((m for m in (overlaps, transfers) if isinstance(m, Matrix)), None)
+    if named is not None:  # index keys (a tensor) -> the named tasks, in the Matrix's order
+        a, b = ({(named.rows[k[0]], named.cols[k[1]]) if isinstance(k[0], int) else k: v for k, v in d.items()}
+                for d in (a, b))
     if set(a) != set(b):
-        raise AnalysisError(f"overlaps and transfers cover different pairs ({sorted(set(a) ^ set(b))[:4]}...); "
-                            "compute both for the same tasks.")
+        differ = sorted(map(str, set(a) ^ set(b)))[:4]
+        raise AnalysisError(f"overlaps and transfers cover different pairs ({differ}...); compute both for the "
+                            "same tasks.")
     keys = [k for k in a if math.isfinite(a[k]) and math.isfinite(b[k])]
     if len(keys) < 3:
         raise AnalysisError(f"indicator_correlation needs at least 3 (source, target) pairs, got {len(keys)}; "
