@@ -78,6 +78,25 @@ def test_circuitsvis_bundle_at_most_once_per_notebook(path, executed):
         assert all(o.count("CircuitsVis.render(") >= 1 and 'class="cv-panel"' in o for o in views)
 
 
+PLOTS = re.compile(r"\b(predictivity_by_layer|suppression_curves|heatmap|overlap_curves|pruning_tradeoff)\(")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_figure_cells_show_their_figure(path, executed):
+    """A cell that draws a skill_lens.plots figure displays it as a picture (not '<Figure size ...>')."""
+    nb = executed[path]
+    assert not isinstance(nb, Exception), f"{path.name} did not finish: {nb!r}"
+    cells = [c for c in nb.cells if c.cell_type == "code" and PLOTS.search(c.source)]
+    for cell in cells:
+        assert any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])), (path.name, cell.source)
+
+
+def test_the_notebooks_draw_figures():
+    """So that the check above is not empty: 01 and 03 draw figures, as every other notebook may."""
+    drawn = {p.name for p in NOTEBOOKS if PLOTS.search(p.read_text())}
+    assert {"01_quickstart.ipynb", "03_robustness.ipynb"} <= drawn
+
+
 def test_some_notebook_shows_several_views(executed):
     """So that the bundle check above covers later views reusing the first one's library."""
     counts = {p.name: sum('class="skill-lens-view"' in o for o in _html_outputs(nb))
