@@ -145,7 +145,8 @@ class SuppressionCurve:
         return "\n".join(lines)
 
 
-def suppression_curve(pm, task_or_split, scores, fractions: Sequence[float] | None = None, *,
+def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | NeuronSet,
+                      fractions: Sequence[float] | None = None, *,
                       method: str = "gaussian", controls: int = 3, per_layer: bool = False,
                       baseline: Tensor | None = None, std: float = 1.0, positions="prompt", per: str = "token",
                       seed: int = 0, batch_size: int = 32, split: str = "dev",

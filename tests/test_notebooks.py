@@ -7,8 +7,6 @@ output, the others using it).
 
 import os
 import re
-import shutil
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from browser import dump_dom, needs_chromium
 from skill_lens.viz import circuitsvis_script
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
@@ -104,27 +103,13 @@ def test_some_notebook_shows_several_views(executed):
     assert max(counts.values()) >= 3, counts
 
 
-def _chromium() -> str | None:
-    for c in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
-        if c and os.path.exists(c):
-            return c
-    return None
-
-
-@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install -y chromium); "
-                    "the browser rendering test needs it")
+@needs_chromium
 def test_every_view_renders_from_the_notebooks_outputs(executed, tmp_path):
     """All HTML outputs of the notebook with the most views, in order on one page (as Jupyter shows them):
     every circuitsvis panel is drawn, the later views with the library the first one defined."""
     outputs = max((_html_outputs(nb) for nb in executed.values() if not isinstance(nb, Exception)),
                   key=lambda outs: sum('class="skill-lens-view"' in o for o in outs))
-    page = tmp_path / "outputs.html"
-    page.write_text('<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>'
-                    + "".join(f'<div class="output">{o}</div>' for o in outputs) + "</body></html>")
-    flags = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
-    dom = subprocess.run(flags, capture_output=True, text=True, timeout=180).stdout
+    dom = dump_dom("".join(f'<div class="output">{o}</div>' for o in outputs), tmp_path)
     panels = re.findall(r'<div id="(slv-[0-9a-f]+-\d+)" class="cv-panel"[^>]*>(.{0,200})', dom)
     assert len(panels) >= 3 and all(inner.startswith("<") and not inner.startswith("</div>") for _, inner in panels), panels
     assert ">(circuitsvis did not load)<" not in dom

@@ -4,13 +4,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from browser import browse, needs_chromium
 from skill_lens.cli import main
 from skill_lens.probe import ProbeResult
 from skill_lens.report import write_report
@@ -164,27 +164,16 @@ def test_cli(tmp_path, run, capsys):
     assert "not a finished run" in capsys.readouterr().err
 
 
-def _chromium() -> str | None:
-    for c in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
-        if c and os.path.exists(c):
-            return c
-    return None
-
-
-@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install -y chromium); "
-                    "the browser rendering test needs it")
+@needs_chromium
 def test_report_renders_in_headless_chromium(run, report, tmp_path):
     page = run.path / "report.html"
-    flags = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-             "--virtual-time-budget=5000", "--window-size=1200,4000"]
+    flags = ["--enable-logging=stderr", "--v=0", "--window-size=1200,4000"]
     shot = tmp_path / "shot.png"
-    r = subprocess.run(flags + [f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=180)
+    r = browse(page.as_uri(), tmp_path, *flags, f"--screenshot={shot}", budget_ms=5000)
     console = [l for l in r.stderr.splitlines() if "CONSOLE" in l]
     errors = [l for l in console if re.search(r"Uncaught|Error|Refused|Content Security Policy|Failed to load", l)]
     assert not errors, "\n".join(errors)
-    dom = subprocess.run(flags + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180).stdout
+    dom = browse(page.as_uri(), tmp_path, *flags, "--dump-dom", budget_ms=5000).stdout
     assert dom.count('class="colored-tokens"') >= 2  # React rendered the token panels
     assert "Positive Bound" in dom and "L1.N7" in dom.split("cv-panel", 1)[1]  # the neuron selector
     assert ">(circuitsvis did not load)<" not in dom

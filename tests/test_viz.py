@@ -1,10 +1,7 @@
 """Figures (skill_lens.plots) and circuitsvis views (skill_lens.viz) on tiny models and synthetic data."""
 
 import base64
-import os
 import re
-import shutil
-import subprocess
 import sys
 import types
 
@@ -13,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from browser import dump_dom, needs_chromium
 from skill_lens import plots
 from skill_lens.probe import activations
 from skill_lens.prompts import SoftPrompt
@@ -248,34 +246,17 @@ def test_on_colab_every_view_carries_the_bundle(monkeypatch):
     reset_notebook_bundle()
 
 
-def _chromium() -> str | None:
-    for c in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
-        if c and os.path.exists(c):
-            return c
-    return None
-
-
-def _dom(page: str, tmp_path) -> str:
-    path = tmp_path / "page.html"
-    path.write_text(f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>{page}</body></html>')
-    flags = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", path.as_uri()]
-    return subprocess.run(flags, capture_output=True, text=True, timeout=180).stdout
-
-
-@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install -y chromium); "
-                    "the browser rendering test needs it")
+@needs_chromium
 def test_notebook_outputs_render_in_chromium_with_one_bundle(tmp_path):
     views = [tokens_view([([f"t{i}", " x"], [[1.0, 0.0], [0.0, 2.0]])], [f"L0.N{i}", "L1.N9"]) for i in range(3)]
     reset_notebook_bundle()
     outputs = [v._repr_html_() for v in views]  # as three cells of one notebook display them
     reset_notebook_bundle()
     assert sum(o.count(_bundle_marker()) for o in outputs) == 1
-    dom = _dom("".join(f'<div class="output">{o}</div>' for o in outputs), tmp_path)
+    dom = dump_dom("".join(f'<div class="output">{o}</div>' for o in outputs), tmp_path)
     assert dom.count('class="colored-tokens"') == 3  # every view rendered, the later ones with the first's library
     for i in range(3):
         assert f"L0.N{i}" in dom.split(f"slv-{views[i]._id}", 1)[1]
     assert ">(circuitsvis did not load)<" not in dom
-    alone = _dom(f'<div class="output">{outputs[1]}</div>', tmp_path)  # a later output without the first
+    alone = dump_dom(f'<div class="output">{outputs[1]}</div>', tmp_path)  # a later output without the first
     assert 'class="colored-tokens"' not in alone and ">(circuitsvis did not load)<" in alone
