@@ -437,7 +437,8 @@ class NullAccumulator:
         return cls(state["agree"].to(torch.int32).clone(), int(state["n"]))
 
 
-def null_maxima(agree: Int[Tensor, "k layer pos d_mlp"], n: int) -> tuple[Float[Tensor, " k"], Float[Tensor, "k layer"]]:
+def null_maxima(agree: Int[Tensor, "k layer pos d_mlp"],
+                n: int) -> tuple[Float[Tensor, " k"], Float[Tensor, "k layer"]]:
     """Per permutation, the max predictivity over all neurons and positions, and per layer (float32).
 
     Computed as the real scores are (float64 accuracy rounded to float32, then ``max(acc, 1 - acc)``),
@@ -494,7 +495,8 @@ def significant(scores: Float[Tensor, "layer d_mlp"], maxima: Float[Tensor, "k *
     return scores > (t[:, None] if t.dim() == 1 else t)
 
 
-def adjusted_p_values(scores: Float[Tensor, "layer d_mlp"], maxima: Float[Tensor, "k *layer"]) -> Float[Tensor, "layer d_mlp"]:
+def adjusted_p_values(scores: Float[Tensor, "layer d_mlp"],
+                      maxima: Float[Tensor, "k *layer"]) -> Float[Tensor, "layer d_mlp"]:
     """Family-wise adjusted p-values ``(1 + #{k: max_k >= s}) / (1 + K)`` (float64): the max-statistic
     (Westfall–Young single-step) adjustment, valid over all neurons at once (of the layer, for
     maxima ``[k layer]``). ``p <= alpha`` exactly when :func:`significant` says so.

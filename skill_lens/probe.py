@@ -116,12 +116,13 @@ class ProbeResult:
     def null_maxima(self, split: str = "dev", per_layer: bool = False) -> Float[Tensor, "k *layer"]:
         """The permutation maxima of ``split``: ``[K]`` over all neurons, or ``[K, L]`` with ``per_layer``.
 
-        >>> ProbeResult(torch.zeros(1, 1, 1), None).null_maxima()
+        >>> ProbeResult(torch.zeros(1, 1, 1), None).null_maxima()  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        skill_lens.capture.ProbeError: this probe has no permutation null on 'dev'; rerun probe with permutations=200 (and that split).
+        skill_lens.capture.ProbeError: this probe has no permutation null on 'dev'; rerun probe with ...
         """
-        m = getattr(self, f"null_{'layer_' if per_layer else ''}max_{split}", None) if split in ("dev", "test") else None
+        name = f"null_{'layer_' if per_layer else ''}max_{split}"
+        m = getattr(self, name, None) if split in ("dev", "test") else None
         if m is None:
             raise ProbeError(f"this probe has no permutation null on {split!r}; rerun probe with permutations=200 "
                              "(and that split).")
@@ -163,7 +164,8 @@ class ProbeResult:
 
     def _null_scores(self, split: str, aggregate: str) -> Tensor:
         if aggregate != "max":
-            raise ProbeError(f"the permutation null is of the max over positions; use aggregate='max', not {aggregate!r}")
+            raise ProbeError("the permutation null is of the max over positions; "
+                             f"use aggregate='max', not {aggregate!r}")
         return self.scores(split, "max")
 
     def null_summary(self, alpha: float = 0.05) -> dict:
@@ -172,8 +174,8 @@ class ProbeResult:
 
         >>> r = ProbeResult(torch.zeros(1, 1, 2), torch.tensor([[[0.25, 0.5]]]), null_max_dev=torch.full((19,), 0.625),
         ...                 null_layer_max_dev=torch.full((19, 1), 0.625))
-        >>> r.null_summary()
-        {'permutations': 19, 'alpha': 0.05, 'dev': {'fwer_threshold': 0.625, 'significant': 1, 'significant_per_layer': [1]}}
+        >>> s = r.null_summary(); s["permutations"], s["dev"]
+        (19, {'fwer_threshold': 0.625, 'significant': 1, 'significant_per_layer': [1]})
         """
         out: dict = {"permutations": 0 if self.null_max_dev is None else len(self.null_max_dev), "alpha": alpha}
         for split in ("dev", "test"):

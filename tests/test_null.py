@@ -8,6 +8,11 @@ of pure noise is about alpha), then the probe (batch size, kill-and-resume, shar
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,3 +231,44 @@ def test_null_results_save_load_and_summarise(setup, tmp_path):
     assert back.adjusted_p_values("test").shape == (2, 64)
     with pytest.raises(ProbeError, match="aggregate='max'"):
         back.significant(aggregate="mean")
+
+
+WORKER = """
+import os, sys
+os.environ["SKILL_LENS_QUIET"] = "1"
+from skill_lens.distributed import init_from_env
+from skill_lens.probe import probe
+from skill_lens.prompts import SoftPrompt
+from skill_lens.tiny import tiny_model, tiny_task
+from skill_lens.tuning import prompted
+rank, world = init_from_env()
+task, m = tiny_task(n_train=40, n_dev=24, n_test=16), tiny_model("causal")
+pm = prompted(m, task, SoftPrompt.init(m, 3, seed=2))
+probe(pm, task, batch_size=5, permutations=20, checkpoint=sys.argv[1], checkpoint_every=2,
+      on_result=lambda r: r.save(os.path.join(sys.argv[1], "p.safetensors")))
+"""
+
+
+def test_two_processes_give_the_single_process_null(setup, tmp_path):
+    # dev: 5 batches of 5 -> shards of 2 and 3 batches, the last one ragged: each rank must index
+    # the permuted labels of its own rows
+    task, pm = setup
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SKILL_LENS_QUIET": "1"}
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+           str(script), str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = ProbeResult.load(tmp_path / "p.safetensors")
+    assert got.meta["world_size"] == 2
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count (kernels may differ per count)
+    try:
+        same(got, probe(pm, task, batch_size=5, permutations=20))
+    finally:
+        torch.set_num_threads(n)
