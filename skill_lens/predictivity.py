@@ -385,11 +385,13 @@ def permuted_labels(labels: Int[Tensor, " n"], permutations: int, seed: int) -> 
 
 @dataclass
 class NullAccumulator:
-    """Per-permutation agreement counts ``[k layer pos d_mlp]`` (int32): :class:`AgreementAccumulator`
-    for ``K`` permuted label vectors at once, from one comparison with the baseline and one matmul.
+    """Per-permutation agreement counts ``[k layer pos d_mlp]``: :class:`AgreementAccumulator` for ``K``
+    permuted label vectors at once, from one comparison with the baseline and one in-place matmul.
 
-    The counts are exact: ``agree = B - sum(above) - sum(y) + 2 * y^T @ above`` in float32 holds
-    integers up to ``3B`` (exact below 2^24), then int32 (the split has fewer than 2^31 examples).
+    With ``±1`` codes ``u = 2 * above - 1`` and ``v = 2 * y - 1``, ``v^T @ u`` is agreements minus
+    disagreements, so each batch is one ``addmm_`` into ``diff`` (float32, ``[k layer pos d_mlp]``:
+    exact, since every partial sum is an integer of size at most ``n < 2^24``). ``agree`` is
+    ``(n + diff) / 2`` as int32; checkpoints and all-reduces use it.
 
     >>> acts = torch.tensor([0.0, 1.0, 1.0, 2.0]).view(4, 1, 1, 1)
     >>> y = torch.tensor([[0, 1], [0, 1], [1, 0], [1, 0]]).bool()     # two "permutations"
@@ -398,43 +400,49 @@ class NullAccumulator:
     ([3, 1], 4)
     """
 
-    agree: Int[Tensor, "k layer pos d_mlp"] | None = None  # int32
+    diff: Float[Tensor, "k layer pos d_mlp"] | None = None  # float32: agreements - disagreements
     n: int = 0
+
+    @property
+    def agree(self) -> Int[Tensor, "k layer pos d_mlp"] | None:
+        """Agreement counts (int32)."""
+        return None if self.diff is None else ((self.diff + self.n) / 2).round().to(torch.int32)
 
     def add(self, acts: Float[Tensor, "batch layer pos d_mlp"], labels: Bool[Tensor, "batch k"],
             baseline: Float[Tensor, "layer pos d_mlp"]) -> "NullAccumulator":
-        _check_acts(acts, None if self.agree is None else self.agree[0])
+        _check_acts(acts, None if self.diff is None else self.diff[0])
         B = acts.shape[0]
         if labels.dim() != 2 or labels.shape[0] != B:
             raise ValueError(f"permuted labels must be [batch k] with batch={B}, got {tuple(labels.shape)}; "
                              "slice the rows of permuted_labels(...) for this batch")
-        if B >= 2**23:
-            raise ValueError(f"a batch of {B} examples is too large for exact float32 counts; use smaller batches")
-        above = (acts.double() > baseline.to(acts.device, torch.float64)).flatten(1).float()  # [B, LPN]
-        y = labels.to(acts.device).float()  # [B, K]
-        counts = B - above.sum(0)[None] - y.sum(0)[:, None] + 2 * (y.T @ above)
-        batch_agree = counts.round().to(torch.int32).view(labels.shape[1], *acts.shape[1:])
-        self.agree = batch_agree if self.agree is None else self.agree + batch_agree
+        if self.n + B >= 2**24:
+            raise ValueError(f"{self.n + B} examples are too many for exact float32 counts; probe fewer (< 2^24)")
+        u = (acts.double() > baseline.to(acts.device, torch.float64)).flatten(1).float() * 2 - 1  # [B, LPN]
+        v = labels.to(acts.device).float() * 2 - 1  # [B, K]
+        if self.diff is None:
+            self.diff = torch.zeros(labels.shape[1], *acts.shape[1:], dtype=torch.float32, device=acts.device)
+        self.diff.view(labels.shape[1], -1).addmm_(v.T, u)
         self.n += B
         return self
 
     def merge(self, other: "NullAccumulator") -> "NullAccumulator":
         """Add ``other``'s counts to this one (in place)."""
-        if other.agree is not None:
-            _check_same(self.agree, other.agree, "merge")
-            self.agree = other.agree.clone() if self.agree is None else self.agree + other.agree
+        if other.diff is not None:
+            _check_same(self.diff, other.diff, "merge")
+            self.diff = other.diff.clone() if self.diff is None else self.diff + other.diff
         self.n += other.n
         return self
 
     def state_dict(self) -> dict[str, Tensor]:
         """``{"agree": int32 [k layer pos d_mlp], "n": int64 scalar}``: checkpoints, or all-reduce sums."""
-        if self.agree is None:
+        if self.diff is None:
             raise ValueError("an empty accumulator has no shape yet; add a batch before saving or all-reducing")
         return {"agree": self.agree, "n": torch.tensor(self.n, dtype=torch.int64)}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Tensor]) -> "NullAccumulator":
-        return cls(state["agree"].to(torch.int32).clone(), int(state["n"]))
+        n = int(state["n"])
+        return cls(state["agree"].to(torch.float32) * 2 - n, n)
 
 
 def null_maxima(agree: Int[Tensor, "k layer pos d_mlp"],

@@ -204,6 +204,8 @@ def test_no_permutations_leaves_the_probe_as_it_was(setup, tmp_path):
     plain, zero, with_null = probe(pm, task, 4), probe(pm, task, 4, permutations=0), probe(pm, task, 4, permutations=20)
     same(plain, zero, ("baseline", "dev_acc", "test_acc"))
     same(plain, with_null, ("baseline", "dev_acc", "test_acc"))  # the null never changes the real accuracies
+    pooled = ("dev_acc", "mean_pool_dev_acc", "max_pool_test_acc")
+    same(probe(pm, task, 4, pooling=True), probe(pm, task, 4, pooling=True, permutations=5), pooled)
     assert all(getattr(zero, f) is None for f in NULL_FIELDS) and "permutations" not in zero.meta
     assert probe_fingerprint(pm, task, 4) == probe_fingerprint(pm, task, 4, permutations=0, permutation_seed=9)
     assert probe_fingerprint(pm, task, 4, permutations=20) != probe_fingerprint(pm, task, 4, permutations=20,
