@@ -235,8 +235,9 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
     ``K`` fixed permutations of its labels (:func:`permutation_labels`; the same whatever the batch
     size, sharding or resume), from the same activations, and the result keeps each permutation's
     best predictivity (``null_max_dev [K]``, per layer ``null_layer_max_dev [K, L]``; test likewise).
-    See :meth:`ProbeResult.fwer_threshold`. The counts are int32 ``[K, 1, P, d_mlp]`` per layer
-    (``4 K L P d_mlp`` bytes per split, ~300 MB for K=200 on SmolLM2), checkpointed with the rest.
+    See :meth:`ProbeResult.fwer_threshold`. The counts are ``[K, 1, P, d_mlp]`` per layer, float32 on
+    the activations' device and int32 in checkpoints (``4 K L P d_mlp`` bytes per split: ~300 MB for
+    K=200, 30 layers, P=8, d_mlp=1536), kept (and checkpointed) until the probe ends.
 
     >>> import tempfile; from pathlib import Path
     >>> from skill_lens.tiny import tiny_model, tiny_task
