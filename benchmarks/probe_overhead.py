@@ -5,7 +5,10 @@ whole ``probe(...)`` call (train pass + dev pass: encoding, forward with the cap
 30 FFN layers, float64 accumulation); one "bare" repeat encodes and runs the same batches through
 ``pm.label_logits`` with the prompt hook only. Repeats alternate; medians are compared.
 
-    python benchmarks/probe_overhead.py        -> last line: RESULT overhead=X (target <= 1.15)
+A third repeat, "null", is the same probe with ``permutations=200`` (the permutation null):
+``null_overhead`` is its time over the plain probe's.
+
+    python benchmarks/probe_overhead.py        -> last line: RESULT overhead=X (target <= 1.15) ... null_overhead=Y
 """
 
 from __future__ import annotations
@@ -39,16 +42,20 @@ def main() -> None:
     task = load_task("rotten_tomatoes", train_size=N, dev_size=N, test_size=8, seed=0)
     pm = prompted(model, task, SoftPrompt.init(model, 8))
     bare(pm, task)  # warm-up
-    times = {"bare": [], "probe": []}
+    times = {"bare": [], "probe": [], "null": []}
     for r in range(REPEATS):
-        for name in (("bare", "probe") if r % 2 == 0 else ("probe", "bare")):
+        for name in (("bare", "probe", "null") if r % 2 == 0 else ("null", "probe", "bare")):
             t0 = time.perf_counter()
-            bare(pm, task) if name == "bare" else probe(pm, task, batch_size=BATCH, splits=("dev",))
+            if name == "bare":
+                bare(pm, task)
+            else:
+                probe(pm, task, batch_size=BATCH, splits=("dev",), permutations=200 if name == "null" else 0)
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in times.items():
         print(f"{k}: median {med[k]:.2f} s over {REPEATS} repeats ({', '.join(f'{t:.2f}' for t in v)})")
-    print(f"RESULT overhead={med['probe'] / med['bare']:.3f} probe_s={med['probe']:.2f} bare_s={med['bare']:.2f}")
+    print(f"RESULT overhead={med['probe'] / med['bare']:.3f} probe_s={med['probe']:.2f} bare_s={med['bare']:.2f} "
+          f"null_overhead={med['null'] / med['probe']:.3f}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ the train split; on dev/test, ``acc`` is the fraction of examples where ``1[a > 
   time, mergeable; ``state_dict()`` holds tensors only, so an all-reduce sum merges workers);
 * scores ``[layer, d_mlp]``: :func:`predictivity`, :func:`aggregate_positions`, :func:`aggregate_runs`;
 * neurons: :func:`rank`, :func:`select_top`, :func:`merge_subtasks` (multi-class tasks);
-* comparisons: :func:`spearman`, :func:`top_k_overlap`.
+* comparisons: :func:`spearman`, :func:`top_k_overlap`;
+* a family-wise permutation null: :func:`permuted_labels`, :class:`NullAccumulator`, :func:`null_maxima`,
+  :func:`fwer_threshold`, :func:`significant`, :func:`adjusted_p_values` (max-statistic, Westfall–Young).
 
 >>> acts = torch.tensor([1.0, 3.0, 0.0, 4.0]).view(4, 1, 1, 1)  # [batch layer pos d_mlp]
 >>> base = MeanAccumulator().add(acts).mean()                    # 2.0
@@ -29,7 +31,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 __all__ = ["MeanAccumulator", "AgreementAccumulator", "predictivity", "aggregate_positions", "aggregate_runs",
-           "rank", "select_top", "merge_subtasks", "spearman", "top_k_overlap"]
+           "rank", "select_top", "merge_subtasks", "spearman", "top_k_overlap",
+           "permuted_labels", "NullAccumulator", "null_maxima", "fwer_threshold", "significant", "adjusted_p_values"]
 
 
 # ------------------------------------------------------------------ streaming statistics
@@ -357,3 +360,161 @@ def top_k_overlap(a: Float[Tensor, "layer d_mlp"], b: Float[Tensor, "layer d_mlp
                          "compare scores of the same model and hooks")
     ma, mb = select_top(a, k_frac, per_layer=per_layer), select_top(b, k_frac, per_layer=per_layer)
     return (ma & mb).sum().item() / ma.sum().item()
+
+
+# ------------------------------------------------------------------ permutation null (family-wise)
+
+
+def permuted_labels(labels: Int[Tensor, " n"], permutations: int, seed: int) -> Bool[Tensor, "n k"]:
+    """``K`` fixed permutations of a whole split's 0/1 labels: column ``k`` is ``labels[perm_k]``.
+
+    A pure function of ``(labels, permutations, seed)``: ``perm_k`` is the ``k``-th ``torch.randperm(n)``
+    of a CPU generator seeded with ``seed``, so rows can be sliced by batch or shard freely.
+
+    >>> y = permuted_labels(torch.tensor([0, 0, 1, 1, 1]), 3, seed=0)
+    >>> y.shape, y.sum(0).tolist(), torch.equal(y, permuted_labels(torch.tensor([0, 0, 1, 1, 1]), 3, seed=0))
+    (torch.Size([5, 3]), [3, 3, 3], True)
+    """
+    labels = _check_labels(labels, len(labels))
+    if permutations < 0:
+        raise ValueError(f"permutations must be >= 0, got {permutations}")
+    g = torch.Generator().manual_seed(int(seed))
+    cols = [labels[torch.randperm(len(labels), generator=g)] for _ in range(permutations)]
+    return torch.stack(cols, 1) if cols else torch.zeros(len(labels), 0, dtype=torch.bool)
+
+
+@dataclass
+class NullAccumulator:
+    """Per-permutation agreement counts ``[k layer pos d_mlp]``: :class:`AgreementAccumulator` for ``K``
+    permuted label vectors at once, from one comparison with the baseline and one in-place matmul.
+
+    With ``±1`` codes ``u = 2 * above - 1`` and ``v = 2 * y - 1``, ``v^T @ u`` is agreements minus
+    disagreements, so each batch is one ``addmm_`` into ``diff`` (float32, ``[k layer pos d_mlp]``:
+    exact, since every partial sum is an integer of size at most ``n < 2^24``). ``agree`` is
+    ``(n + diff) / 2`` as int32; checkpoints and all-reduces use it.
+
+    >>> acts = torch.tensor([0.0, 1.0, 1.0, 2.0]).view(4, 1, 1, 1)
+    >>> y = torch.tensor([[0, 1], [0, 1], [1, 0], [1, 0]]).bool()     # two "permutations"
+    >>> a = NullAccumulator().add(acts, y, torch.ones(1, 1, 1))
+    >>> a.agree.flatten().tolist(), a.n                                # as AgreementAccumulator, per column
+    ([3, 1], 4)
+    """
+
+    diff: Float[Tensor, "k layer pos d_mlp"] | None = None  # float32: agreements - disagreements
+    n: int = 0
+
+    @property
+    def agree(self) -> Int[Tensor, "k layer pos d_mlp"] | None:
+        """Agreement counts (int32)."""
+        return None if self.diff is None else ((self.diff + self.n) / 2).round().to(torch.int32)
+
+    def add(self, acts: Float[Tensor, "batch layer pos d_mlp"], labels: Bool[Tensor, "batch k"],
+            baseline: Float[Tensor, "layer pos d_mlp"]) -> "NullAccumulator":
+        _check_acts(acts, None if self.diff is None else self.diff[0])
+        B = acts.shape[0]
+        if labels.dim() != 2 or labels.shape[0] != B:
+            raise ValueError(f"permuted labels must be [batch k] with batch={B}, got {tuple(labels.shape)}; "
+                             "slice the rows of permuted_labels(...) for this batch")
+        if self.n + B >= 2**24:
+            raise ValueError(f"{self.n + B} examples are too many for exact float32 counts; probe fewer (< 2^24)")
+        u = (acts.double() > baseline.to(acts.device, torch.float64)).flatten(1).float() * 2 - 1  # [B, LPN]
+        v = labels.to(acts.device).float() * 2 - 1  # [B, K]
+        if self.diff is None:
+            self.diff = torch.zeros(labels.shape[1], *acts.shape[1:], dtype=torch.float32, device=acts.device)
+        self.diff.view(labels.shape[1], -1).addmm_(v.T, u)
+        self.n += B
+        return self
+
+    def merge(self, other: "NullAccumulator") -> "NullAccumulator":
+        """Add ``other``'s counts to this one (in place)."""
+        if other.diff is not None:
+            _check_same(self.diff, other.diff, "merge")
+            self.diff = other.diff.clone() if self.diff is None else self.diff + other.diff
+        self.n += other.n
+        return self
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """``{"agree": int32 [k layer pos d_mlp], "n": int64 scalar}``: checkpoints, or all-reduce sums."""
+        if self.diff is None:
+            raise ValueError("an empty accumulator has no shape yet; add a batch before saving or all-reducing")
+        return {"agree": self.agree, "n": torch.tensor(self.n, dtype=torch.int64)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Tensor]) -> "NullAccumulator":
+        n = int(state["n"])
+        return cls(state["agree"].to(torch.float32) * 2 - n, n)
+
+
+def null_maxima(agree: Int[Tensor, "k layer pos d_mlp"],
+                n: int) -> tuple[Float[Tensor, " k"], Float[Tensor, "k layer"]]:
+    """Per permutation, the max predictivity over all neurons and positions, and per layer (float32).
+
+    Computed as the real scores are (float64 accuracy rounded to float32, then ``max(acc, 1 - acc)``),
+    so a neuron with the same count as a permutation's best gets the bit-identical score.
+
+    >>> best, per_layer = null_maxima(torch.tensor([[[[1, 3]], [[2, 2]]]]), 4)   # k=1, 2 layers, P=1, N=2
+    >>> best.tolist(), per_layer.tolist()
+    ([0.75], [[0.75, 0.5]])
+    """
+    if agree.dim() != 4:
+        raise ValueError(f"permutation counts must be [k layer pos d_mlp], got shape {tuple(agree.shape)}")
+    if n < 1:
+        raise ValueError("no examples were counted, so there is no null; is the evaluation split empty?")
+    layer_max = predictivity((agree.double() / n).float()).amax((2, 3))
+    return layer_max.amax(1), layer_max
+
+
+def _n_exceed(alpha: float, k: int) -> int:
+    """``floor(alpha (K + 1))``: how many permutation maxima may reach a significant score, plus one."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    return math.floor(alpha * (k + 1) + 1e-9)
+
+
+def fwer_threshold(maxima: Float[Tensor, "k *layer"], alpha: float = 0.05) -> Float[Tensor, "*layer"]:
+    """The family-wise ``(1 - alpha)`` critical value: the ``r``-th largest of the ``K`` permutation
+    maxima, ``r = floor(alpha (K + 1))`` (``inf`` when ``r = 0``: too few permutations for ``alpha``).
+
+    A score strictly above it is significant at level ``alpha`` over all neurons (of the layer, for
+    per-layer maxima ``[k layer]``); exactly when its :func:`adjusted_p_values` is ``<= alpha``.
+
+    >>> m = torch.arange(1.0, 20.0) / 32              # K = 19 maxima 1/32 .. 19/32
+    >>> fwer_threshold(m, 0.05).item(), fwer_threshold(m, 0.1).item(), fwer_threshold(m, 0.01).item()
+    (0.59375, 0.5625, inf)
+    """
+    if maxima.dim() not in (1, 2) or maxima.shape[0] == 0:
+        raise ValueError(f"permutation maxima must be [k] or [k layer] with k >= 1, got {tuple(maxima.shape)}; "
+                         "probe with permutations > 0")
+    r = _n_exceed(alpha, maxima.shape[0])
+    if r == 0:
+        return torch.full(maxima.shape[1:], math.inf, dtype=maxima.dtype)
+    return torch.sort(maxima, dim=0, descending=True).values[r - 1]
+
+
+def significant(scores: Float[Tensor, "layer d_mlp"], maxima: Float[Tensor, "k *layer"],
+                alpha: float = 0.05) -> Bool[Tensor, "layer d_mlp"]:
+    """Neurons whose score is strictly above :func:`fwer_threshold` (per layer for maxima ``[k layer]``).
+
+    >>> significant(torch.tensor([[0.9, 0.6], [0.7, 0.95]]), torch.full((19,), 0.8)).tolist()
+    [[True, False], [False, True]]
+    """
+    _check_scores(scores)
+    t = fwer_threshold(maxima, alpha).to(scores.device)
+    return scores > (t[:, None] if t.dim() == 1 else t)
+
+
+def adjusted_p_values(scores: Float[Tensor, "layer d_mlp"],
+                      maxima: Float[Tensor, "k *layer"]) -> Float[Tensor, "layer d_mlp"]:
+    """Family-wise adjusted p-values ``(1 + #{k: max_k >= s}) / (1 + K)`` (float64): the max-statistic
+    (Westfall–Young single-step) adjustment, valid over all neurons at once (of the layer, for
+    maxima ``[k layer]``). ``p <= alpha`` exactly when :func:`significant` says so.
+
+    >>> adjusted_p_values(torch.tensor([[0.9, 0.6]]), torch.tensor([0.5, 0.7, 0.8])).tolist()
+    [[0.25, 0.75]]
+    """
+    _check_scores(scores)
+    if maxima.dim() not in (1, 2) or maxima.shape[0] == 0:
+        raise ValueError(f"permutation maxima must be [k] or [k layer] with k >= 1, got {tuple(maxima.shape)}")
+    m = maxima.to(scores.device)
+    m = m[:, :, None] if m.dim() == 2 else m[:, None, None]
+    return (1 + (m >= scores[None]).sum(0, dtype=torch.float64)) / (1 + maxima.shape[0])

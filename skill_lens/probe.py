@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.distributed as dist
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from skill_lens.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
@@ -39,11 +39,14 @@ from skill_lens.checkpoint import Checkpoint
 from skill_lens.distributed import all_reduce_, rank_world, shard
 from skill_lens.evaluation import prompted
 from skill_lens.models import describe
-from skill_lens.predictivity import AgreementAccumulator, MeanAccumulator, aggregate_positions, predictivity
+from skill_lens.predictivity import (AgreementAccumulator, MeanAccumulator, NullAccumulator, adjusted_p_values,
+                                     aggregate_positions, fwer_threshold, null_maxima, permuted_labels, predictivity,
+                                     significant)
 from skill_lens.progress import progress
 from skill_lens.prompts import SoftPrompt
 
-__all__ = ["ProbeError", "ProbeResult", "probe", "probe_fingerprint", "activations", "probe_random_prompt"]
+__all__ = ["ProbeError", "ProbeResult", "probe", "probe_fingerprint", "permutation_labels", "activations",
+           "probe_random_prompt"]
 
 SPLITS = ("dev", "test", "mean_pool_dev", "max_pool_dev", "mean_pool_test", "max_pool_test")
 AGGREGATES = ("max", "mean")
@@ -54,6 +57,9 @@ class ProbeResult:
     """Baselines ``[L, P, N]`` and per-split agreement accuracies (float32) of a probe.
 
     ``P`` is the prompt length (1 for a hard prompt or decoder hooks). Pooling fields are ``[L, N]``.
+    With ``probe(..., permutations=K)``, ``null_max_dev [K]`` holds each label permutation's best
+    predictivity over all neurons and positions and ``null_layer_max_dev [K, L]`` its best per layer
+    (``..._test`` likewise): see :meth:`fwer_threshold`, :meth:`significant`, :meth:`adjusted_p_values`.
     """
 
     baseline: Float[Tensor, "layer pos d_mlp"]
@@ -63,6 +69,10 @@ class ProbeResult:
     max_pool_dev_acc: Float[Tensor, "layer d_mlp"] | None = None
     mean_pool_test_acc: Float[Tensor, "layer d_mlp"] | None = None
     max_pool_test_acc: Float[Tensor, "layer d_mlp"] | None = None
+    null_max_dev: Float[Tensor, " k"] | None = None
+    null_layer_max_dev: Float[Tensor, "k layer"] | None = None
+    null_max_test: Float[Tensor, " k"] | None = None
+    null_layer_max_test: Float[Tensor, "k layer"] | None = None
     sizes: dict = field(default_factory=dict)
     hook_names: tuple[str, ...] = ()
     meta: dict = field(default_factory=dict)
@@ -103,6 +113,78 @@ class ProbeResult:
         pred = self.predictivity(split)
         return pred if pred.dim() == 2 else aggregate_positions(pred, aggregate)
 
+    def null_maxima(self, split: str = "dev", per_layer: bool = False) -> Float[Tensor, "k *layer"]:
+        """The permutation maxima of ``split``: ``[K]`` over all neurons, or ``[K, L]`` with ``per_layer``.
+
+        >>> ProbeResult(torch.zeros(1, 1, 1), None).null_maxima()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        skill_lens.capture.ProbeError: this probe has no permutation null on 'dev'; rerun probe with ...
+        """
+        name = f"null_{'layer_' if per_layer else ''}max_{split}"
+        m = getattr(self, name, None) if split in ("dev", "test") else None
+        if m is None:
+            raise ProbeError(f"this probe has no permutation null on {split!r}; rerun probe with permutations=200 "
+                             "(and that split).")
+        return m
+
+    def fwer_threshold(self, split: str = "dev", alpha: float = 0.05, per_layer: bool = False) -> float | Tensor:
+        """The family-wise critical predictivity at level ``alpha``: the ``(1 - alpha)`` quantile of the
+        permutation maxima (the ``floor(alpha (K + 1))``-th largest, see
+        :func:`skill_lens.predictivity.fwer_threshold`); a float, or ``[L]`` thresholds with ``per_layer``.
+
+        >>> r = ProbeResult(torch.zeros(1, 1, 2), torch.tensor([[[0.25, 0.5]]]), null_max_dev=torch.full((19,), 0.625))
+        >>> r.fwer_threshold(), r.significant().tolist(), r.adjusted_p_values().tolist()
+        (0.625, [[True, False]], [[0.05, 1.0]])
+        """
+        t = fwer_threshold(self.null_maxima(split, per_layer), alpha)
+        return t if per_layer else float(t)
+
+    def significant(self, split: str = "dev", alpha: float = 0.05, aggregate: str = "max",
+                    per_layer: bool = False) -> Bool[Tensor, "layer d_mlp"]:
+        """Neurons whose :meth:`scores` (max over positions, as the null's) exceed :meth:`fwer_threshold`:
+        significant at ``alpha`` family-wise over all neurons (over the layer's with ``per_layer``).
+
+        >>> r = ProbeResult(torch.zeros(1, 1, 2), torch.tensor([[[0.25, 0.5]]]), null_max_dev=torch.full((19,), 0.625))
+        >>> r.significant(alpha=0.01).tolist()   # K = 19 permutations cannot reach 0.01
+        [[False, False]]
+        """
+        return significant(self._null_scores(split, aggregate), self.null_maxima(split, per_layer), alpha)
+
+    def adjusted_p_values(self, split: str = "dev", aggregate: str = "max",
+                          per_layer: bool = False) -> Float[Tensor, "layer d_mlp"]:
+        """Per-neuron family-wise adjusted p-values ``(1 + #{k: max_k >= score}) / (1 + K)``: the
+        max-statistic (Westfall–Young single-step) adjustment; ``p <= alpha`` iff :meth:`significant`.
+
+        >>> r = ProbeResult(torch.zeros(1, 1, 2), torch.tensor([[[0.25, 0.5]]]), null_max_dev=torch.full((3,), 0.625))
+        >>> r.adjusted_p_values().tolist()
+        [[0.25, 1.0]]
+        """
+        return adjusted_p_values(self._null_scores(split, aggregate), self.null_maxima(split, per_layer))
+
+    def _null_scores(self, split: str, aggregate: str) -> Tensor:
+        if aggregate != "max":
+            raise ProbeError("the permutation null is of the max over positions; "
+                             f"use aggregate='max', not {aggregate!r}")
+        return self.scores(split, "max")
+
+    def null_summary(self, alpha: float = 0.05) -> dict:
+        """JSON-able summary per split with a null: its threshold and significant neurons (``{"permutations": 0}``
+        without a null).
+
+        >>> r = ProbeResult(torch.zeros(1, 1, 2), torch.tensor([[[0.25, 0.5]]]), null_max_dev=torch.full((19,), 0.625),
+        ...                 null_layer_max_dev=torch.full((19, 1), 0.625))
+        >>> s = r.null_summary(); s["permutations"], s["dev"]
+        (19, {'fwer_threshold': 0.625, 'significant': 1, 'significant_per_layer': [1]})
+        """
+        out: dict = {"permutations": 0 if self.null_max_dev is None else len(self.null_max_dev), "alpha": alpha}
+        for split in ("dev", "test"):
+            if getattr(self, f"null_max_{split}") is not None and getattr(self, f"{split}_acc") is not None:
+                mask = self.significant(split, alpha)
+                out[split] = {"fwer_threshold": self.fwer_threshold(split, alpha), "significant": int(mask.sum()),
+                              "significant_per_layer": mask.sum(1).tolist()}
+        return out if out["permutations"] else {"permutations": 0}
+
     def save(self, path) -> None:
         """Write ``baseline``, ``dev_acc``, ``test_acc`` (and pooling keys) with a JSON sidecar."""
         tensors = {k: v for k, v in vars(self).items() if isinstance(v, Tensor)}
@@ -127,14 +209,15 @@ class ProbeResult:
             missing = [h for h in meta.get("hook_names", ()) if h not in model.hook_dict]
             if missing or tensors["baseline"].shape[-1] != info.d_mlp:
                 raise ArtifactError(f"{path} was probed at hooks/widths {info.name} lacks ({missing}); reprobe.")
-        fields = {k: tensors.get(k) for k in cls.__dataclass_fields__ if k.endswith("acc")}
+        fields = {k: tensors.get(k) for k in cls.__dataclass_fields__ if k.endswith("acc") or k.startswith("null_")}
         return cls(tensors["baseline"], **fields, sizes=meta.pop("sizes", {}),
                    hook_names=tuple(meta.pop("hook_names", ())), meta=meta)
 
 
 def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequence[str] = ("dev", "test"),
           hook_names: Sequence[str] | None = None, *, checkpoint: str | Path | None = None,
-          checkpoint_every: int = 20, on_result: Callable[[ProbeResult], None] | None = None) -> ProbeResult:
+          checkpoint_every: int = 20, on_result: Callable[[ProbeResult], None] | None = None,
+          permutations: int = 0, permutation_seed: int = 0) -> ProbeResult:
     """Probe every FFN neuron of ``pm.model`` on ``task`` (see the module docstring).
 
     Under a ``torch.distributed`` process group (``torchrun``, see ``docs/cluster.md``) each rank
@@ -147,6 +230,14 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
     same call resumes from it after a kill, to the uninterrupted result. ``on_result(result)`` runs
     on rank 0 once every split is done, *before* the checkpoints are removed: save the result there.
     ``probe`` itself writes no result file.
+
+    ``permutations=K > 0`` adds a family-wise null: each evaluation split is also scored against
+    ``K`` fixed permutations of its labels (:func:`permutation_labels`; the same whatever the batch
+    size, sharding or resume), from the same activations, and the result keeps each permutation's
+    best predictivity (``null_max_dev [K]``, per layer ``null_layer_max_dev [K, L]``; test likewise).
+    See :meth:`ProbeResult.fwer_threshold`. The counts are ``[K, 1, P, d_mlp]`` per layer, float32 on
+    the activations' device and int32 in checkpoints (``4 K L P d_mlp`` bytes per split: ~300 MB for
+    K=200, 30 layers, P=8, d_mlp=1536), kept (and checkpointed) until the probe ends.
 
     >>> import tempfile; from pathlib import Path
     >>> from skill_lens.tiny import tiny_model, tiny_task
@@ -163,17 +254,22 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
     """
     info = describe(pm.model)
     names, decoder, splits = _check_probe(info, task, batch_size, pooling, splits, hook_names, checkpoint_every)
+    _check_permutations(permutations, permutation_seed)
     rank, world = rank_world()
     kinds = ["prompt", *(("mean_pool", "max_pool") if pooling else ())]
     P = 1 if decoder or pm.prompt is None else pm.prompt_length
-    sums = _Sums(["train", *splits], {k: (1, P if k == "prompt" else 1, info.d_mlp) for k in kinds}, len(names))
+    sums = _Sums(["train", *splits], {k: (1, P if k == "prompt" else 1, info.d_mlp) for k in kinds}, len(names),
+                 null=(permutations, 1, P, info.d_mlp) if permutations else None)
     ckpt = None
     if checkpoint is not None:
-        identity = {**probe_fingerprint(pm, task, batch_size, names, pooling, splits), "shard": f"{rank}/{world}"}
+        identity = {**probe_fingerprint(pm, task, batch_size, names, pooling, splits, permutations=permutations,
+                                        permutation_seed=permutation_seed), "shard": f"{rank}/{world}"}
         ckpt = Checkpoint(Path(checkpoint) / f"probe_checkpoint.{rank}of{world}.safetensors", identity, "probe")
     stream = functools.partial(_stream, pm, batch_size=batch_size, names=names, decoder=decoder, kinds=kinds)
-    out = _probe_passes(task, sums, stream, batch_size, ckpt, checkpoint_every)
+    out = _probe_passes(task, sums, stream, batch_size, ckpt, checkpoint_every, permutation_seed)
     result = _result(pm, task, info, out, names, sums.passes, world)
+    if permutations:
+        result.meta.update(permutations=permutations, permutation_seed=permutation_seed)
     if rank == 0 and on_result is not None:
         on_result(result)
     if world > 1:
@@ -184,8 +280,10 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
 
 
 def probe_fingerprint(pm, task, batch_size: int = 32, hook_names: Sequence[str] | None = None,
-                      pooling: bool = False, splits: Sequence[str] = ("dev", "test")) -> dict:
-    """What a probe checkpoint belongs to: model, task, prompt tensor hash, batch size, hooks, options.
+                      pooling: bool = False, splits: Sequence[str] = ("dev", "test"), *,
+                      permutations: int = 0, permutation_seed: int = 0) -> dict:
+    """What a probe checkpoint belongs to: model, task, prompt tensor hash, batch size, hooks, options
+    (``permutations`` and ``permutation_seed`` only when ``permutations > 0``, so older ones still match).
 
     :func:`probe` adds the shard (``"rank/world"``) to it as the identity of each rank's checkpoint.
 
@@ -202,8 +300,29 @@ def probe_fingerprint(pm, task, batch_size: int = 32, hook_names: Sequence[str] 
     else:
         data = pm.prompt.embedding.detach().float().cpu().contiguous().numpy().tobytes()
         prompt = hashlib.sha256(data).hexdigest()
-    return {"model": info.name, "task": task.fingerprint(), "prompt": prompt, "batch_size": batch_size,
-            "hook_names": list(names), "pooling": pooling, "splits": list(splits), "max_length": pm.max_length}
+    fp = {"model": info.name, "task": task.fingerprint(), "prompt": prompt, "batch_size": batch_size,
+          "hook_names": list(names), "pooling": pooling, "splits": list(splits), "max_length": pm.max_length}
+    return {**fp, "permutations": permutations, "permutation_seed": permutation_seed} if permutations else fp
+
+
+def permutation_labels(labels: Sequence[int], split: str, permutations: int, seed: int = 0) -> Tensor:
+    """The probe's ``K`` label permutations of a whole evaluation split ``split`` (its name), ``[n, K]`` bool.
+
+    Column ``k`` depends only on ``(seed, split, k)`` and the labels, never on batching or sharding.
+
+    >>> y = permutation_labels([0, 1, 1, 0], "dev", 2, seed=3)
+    >>> y.shape, torch.equal(y, permutation_labels([0, 1, 1, 0], "dev", 2, seed=3))
+    (torch.Size([4, 2]), True)
+    """
+    digest = hashlib.sha256(f"{seed}:{split}".encode()).digest()
+    return permuted_labels(torch.as_tensor(list(labels)), permutations, int.from_bytes(digest[:7], "little"))
+
+
+def _check_permutations(permutations, seed) -> None:
+    if isinstance(permutations, bool) or not isinstance(permutations, int) or permutations < 0:
+        raise ProbeError(f"permutations must be an int >= 0 (0: no null), got {permutations!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ProbeError(f"permutation_seed must be an int, got {seed!r}")
 
 
 def _check_probe(info, task, batch_size, pooling, splits, hook_names, checkpoint_every) -> tuple[list, bool, list]:
@@ -243,10 +362,14 @@ class _Sums:
     sums count as zeros when reduced across ranks.
     """
 
-    def __init__(self, passes: list[str], shapes: dict[str, tuple[int, int, int]], n_layers: int):
-        self.passes, self.shapes = passes, shapes
+    def __init__(self, passes: list[str], shapes: dict[str, tuple[int, int, int]], n_layers: int,
+                 null: tuple[int, int, int, int] | None = None):
+        self.passes, self.shapes, self.null_shape = passes, shapes, null
         self.local = {p: {k: [MeanAccumulator() if p == "train" else AgreementAccumulator() for _ in range(n_layers)]
                           for k in shapes} for p in passes}
+        if null is not None:  # the permutation counts [K, 1, P, d_mlp] of each evaluation pass
+            for p in passes[1:]:
+                self.local[p]["null"] = [NullAccumulator() for _ in range(n_layers)]
 
     def save(self, ckpt: Checkpoint, position: dict) -> None:
         """Every non-empty accumulator's state (tensors) and ``position`` (the pass and batches done)."""
@@ -273,7 +396,8 @@ class _Sums:
         accs = self.local[p][k]
         if rank_world()[1] == 1:
             return accs
-        return [all_reduce_(type(a).from_state_dict(a.state_dict() if _count(a) else _zero_state(a, self.shapes[k])))
+        shape = self.null_shape if k == "null" else self.shapes[k]
+        return [all_reduce_(type(a).from_state_dict(a.state_dict() if _count(a) else _zero_state(a, shape)))
                 for a in accs]
 
 
@@ -284,10 +408,13 @@ def _count(acc) -> int:
 def _zero_state(acc, shape) -> dict[str, Tensor]:
     if isinstance(acc, MeanAccumulator):
         return {"sum": torch.zeros(shape, dtype=torch.float64), "count": torch.tensor(0)}
+    if isinstance(acc, NullAccumulator):
+        return {"agree": torch.zeros(shape, dtype=torch.int32), "n": torch.tensor(0)}
     return {"agree": torch.zeros(shape, dtype=torch.int64), "n": torch.tensor(0)}
 
 
-def _probe_passes(task, sums: _Sums, stream, batch_size: int, ckpt: Checkpoint | None, every: int) -> dict:
+def _probe_passes(task, sums: _Sums, stream, batch_size: int, ckpt: Checkpoint | None, every: int,
+                  permutation_seed: int = 0) -> dict:
     """Run (or resume) each pass on this rank's shard, reduce it, and return the result's tensors."""
     rank, world = rank_world()
     position = sums.resume(ckpt)
@@ -297,24 +424,59 @@ def _probe_passes(task, sums: _Sums, stream, batch_size: int, ckpt: Checkpoint |
         part, accs = shard(getattr(task, p), rank, world, batch_size), sums.local[p]
         n_batches = math.ceil(len(part) / batch_size)
         start = n_batches if n < resumed_at else position["batch"] if n == resumed_at else 0
+        labels = None
         if p == "train":
             feed = lambda k, i, a, y: accs[k][i].add(a)  # noqa: E731
         else:
-            feed = lambda k, i, a, y: accs[k][i].add(a, y, base[k][i : i + 1])  # noqa: E731
+            feed = functools.partial(_feed_eval, accs, base)
+            if sums.null_shape is not None:
+                labels = _pass_labels(getattr(task, p), p, sums.null_shape[0], permutation_seed,
+                                      (rank, world, batch_size), len(part))
 
         def done(b: int) -> None:  # batches [0, b) of this pass are in the sums
             if ckpt is not None and ((b - start) % every == 0 or b == n_batches):
                 sums.save(ckpt, {"pass": p, "batch": b})
 
-        stream(part, feed=feed, desc="baseline" if p == "train" else p, start=start, done=done)
-        total = {k: sums.total(p, k) for k in sums.shapes}
+        stream(part, feed=feed, desc="baseline" if p == "train" else p, start=start, done=done, labels=labels)
+        total = {k: sums.total(p, k) for k in sums.local[p]}
         if p == "train":
             base = {k: torch.cat([m.mean() for m in total[k]]) for k in sums.shapes}  # float64 [L, P, N]
             out["baseline"] = base["prompt"].float()
         else:
-            out[f"{p}_acc"] = torch.cat([a.accuracy() for a in total["prompt"]]).float()
-            for k in list(sums.shapes)[1:]:
-                out[f"{k}_{p}_acc"] = torch.cat([a.accuracy() for a in total[k]])[:, 0].float()
+            out.update(_eval_out(p, total, list(sums.shapes)[1:]))
+    return out
+
+
+def _feed_eval(accs: dict, base: dict, k: str, i: int, a: Tensor, y: Tensor) -> None:
+    """Add a batch of layer ``i``: ``y`` is ``[B]`` labels, or ``[B, 1 + K]`` real then permuted labels."""
+    if y.dim() == 2:
+        if k == "prompt":
+            accs["null"][i].add(a, y[:, 1:], base[k][i : i + 1])
+        y = y[:, 0]
+    accs[k][i].add(a, y, base[k][i : i + 1])
+
+
+def _pass_labels(split, name: str, permutations: int, seed: int, sharding: tuple[int, int, int], n: int) -> Tensor:
+    """This shard's rows of ``[real label, K permuted labels]`` (bool ``[n, 1 + K]``) of the whole split."""
+    rank, world, batch_size = sharding
+    full = torch.cat([torch.as_tensor(split.labels).bool()[:, None],
+                      permutation_labels(split.labels, name, permutations, seed)], 1)
+    n_batches = math.ceil(len(split) / batch_size)
+    lo = rank * n_batches // world * batch_size  # shards are contiguous runs of whole batches
+    rows = full[lo : lo + n]
+    if len(rows) != n:
+        raise ProbeError(f"shard of {n} {name} examples at row {lo} does not fit the split of {len(split)}")
+    return rows
+
+
+def _eval_out(p: str, total: dict, pool_kinds: list[str]) -> dict:
+    """An evaluation pass's accuracies (float32) and, with a null, its permutation maxima."""
+    out = {f"{p}_acc": torch.cat([a.accuracy() for a in total["prompt"]]).float()}
+    for k in pool_kinds:
+        out[f"{k}_{p}_acc"] = torch.cat([a.accuracy() for a in total[k]])[:, 0].float()
+    if "null" in total:
+        layer_max = torch.cat([null_maxima(a.agree, a.n)[1] for a in total["null"]], 1).cpu()  # [K, L]
+        out[f"null_layer_max_{p}"], out[f"null_max_{p}"] = layer_max, layer_max.amax(1)
     return out
 
 
@@ -327,11 +489,13 @@ def _result(pm, task, info, out: dict, names: list[str], passes: list[str], worl
     return ProbeResult(**{"dev_acc": None, **out}, sizes=sizes, hook_names=tuple(names), meta=meta)
 
 
-def _stream(pm, split, batch_size, names, decoder, kinds, feed, desc, start: int = 0, done=None) -> None:
+def _stream(pm, split, batch_size, names, decoder, kinds, feed, desc, start: int = 0, done=None,
+            labels: Tensor | None = None) -> None:
     """Run ``split`` batch by batch from batch ``start``; hooks call ``feed(kind, layer, acts [B 1 P N], labels)``
-    and keep nothing; ``done(b)`` runs once batches ``[0, b)`` are fed."""
+    and keep nothing; ``done(b)`` runs once batches ``[0, b)`` are fed. ``labels`` (one row per example)
+    replaces ``split.labels``."""
     n_batches = math.ceil(len(split) / batch_size)
-    all_labels = torch.as_tensor(split.labels)
+    all_labels = torch.as_tensor(split.labels) if labels is None else labels
     for b in progress(range(start, n_batches), desc=f"probe {desc}", initial=start, total=n_batches):
         batch = pm.encode_split(split, slice(b * batch_size, (b + 1) * batch_size))
         labels = all_labels[b * batch_size : (b + 1) * batch_size]
