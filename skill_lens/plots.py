@@ -63,17 +63,19 @@ def _as_mapping(obj: Any) -> Any:
 
 
 def predictivity_by_layer(pred: Any, prompt_accuracy: float | None = None, title: str | None = None,
-                          aggregate: str = "max") -> InlineFigure:
-    """Box plot of neuron predictivity per layer, with a line at the prompt's accuracy (Wang et al., fig. 2).
+                          aggregate: str = "max", threshold: float | None = None) -> InlineFigure:
+    """Box plot of neuron predictivity per layer, with a line at the prompt's accuracy (Wang et al., fig. 2)
+    and, given ``threshold`` (``ProbeResult.fwer_threshold()``), one at the permutation null's family-wise
+    threshold: neurons above it beat what the best of as many noise neurons reaches.
 
     ``pred`` is predictivity ``[L, P, d_mlp]`` (aggregated over positions with ``aggregate``),
     per-neuron scores ``[L, d_mlp]``, or an object with ``.scores()`` (a ``ProbeResult``).
 
     >>> import torch
-    >>> fig = predictivity_by_layer(torch.rand(4, 8), prompt_accuracy=0.9, title="tiny")
+    >>> fig = predictivity_by_layer(torch.rand(4, 8), prompt_accuracy=0.9, title="tiny", threshold=0.8)
     >>> ax = fig.axes[0]
-    >>> len(ax.get_xticks()), ax.get_title()
-    (4, 'tiny')
+    >>> len(ax.get_xticks()), ax.get_title(), len(ax.get_lines()) > 4
+    (4, 'tiny', True)
     """
     if hasattr(pred, "scores") and callable(pred.scores):
         pred = pred.scores(aggregate=aggregate)
@@ -91,6 +93,9 @@ def predictivity_by_layer(pred: Any, prompt_accuracy: float | None = None, title
         ax.set_xticks(range(L), [str(l) if l % max(1, L // 10) == 0 else "" for l in range(L)])
     if prompt_accuracy is not None:
         ax.axhline(prompt_accuracy, color=PROMPT_COLOR, linestyle="--", label=f"prompt accuracy {prompt_accuracy:.3f}")
+    if threshold is not None and np.isfinite(threshold):
+        ax.axhline(threshold, color="black", linestyle=":", label=f"family-wise 5% null {threshold:.3f}")
+    if prompt_accuracy is not None or threshold is not None:
         ax.legend(loc="lower right", fontsize="small")
     ax.set_xlabel("layer")
     ax.set_ylabel("predictivity")

@@ -125,13 +125,20 @@ def _scores_of(result) -> dict:
     dev = dev if dev.dim() == 3 else dev[:, None]
     score, pos = dev.max(1)
     test = result.scores("test") if result.test_acc is not None else None
-    return {"pred": dev, "dev": score, "pos": pos, "test": test, "baseline": result.baseline}
+    null = result.null_summary() if result.null_max_dev is not None else None
+    return {"pred": dev, "dev": score, "pos": pos, "test": test, "baseline": result.baseline, "null": null}
 
 
 def _predictivity_section(p: dict, meta: dict, top: int) -> str:
     L, N = p["dev"].shape
+    null = (p["null"] or {}).get("dev")
     fig = plots.predictivity_by_layer(p["pred"], prompt_accuracy=meta.get("accuracy", {}).get("dev"),
-                                      title=f"{L} layers x {N} neurons (dev)")
+                                      title=f"{L} layers x {N} neurons (dev)",
+                                      threshold=null["fwer_threshold"] if null else None)
+    reading = "" if not null else (
+        f'<p class="reading">{null["significant"]} of {L * N} neurons beat the family-wise 5% threshold of '
+        f'{null["fwer_threshold"]:.3f}: the predictivity the best of {L * N} neurons reaches with shuffled labels '
+        f'in 95% of {p["null"]["permutations"]} permutations.</p>')
     order = p["dev"].flatten().argsort(descending=True)[:top].tolist()
     rows = []
     for flat in order:
@@ -141,8 +148,9 @@ def _predictivity_section(p: dict, meta: dict, top: int) -> str:
                      int(p["pos"][l, n]), None if base is None else base.reshape(L, -1, N)[l, int(p["pos"][l, n]), n].item()])
     table = _table(rows, ["neuron", "layer", "index", "dev predictivity", "test predictivity", "best prompt position",
                           "baseline there"])
-    return ("<h2>Skill neuron predictivity</h2>" + _figure(fig, "Predictivity (max over prompt positions) of every "
-            "neuron per layer; the dashed line is the tuned prompt's dev accuracy (Wang et al. 2022, fig. 2).") +
+    return ("<h2>Skill neuron predictivity</h2>" + reading + _figure(fig, "Predictivity (max over prompt positions) "
+            "of every neuron per layer; the dashed line is the tuned prompt's dev accuracy (Wang et al. 2022, fig. 2)"
+            + ("; the dotted one the permutation null's family-wise 5% threshold." if null else ".")) +
             f"<h3>Top {len(rows)} neurons</h3>" + table)
 
 

@@ -61,14 +61,27 @@ def tune(out, model, task, config, task_args: dict | None = None, *, overwrite: 
     return Run.create(out, model, task, config, task_args, overwrite=overwrite, reuse=reuse)
 
 
-def probe(run: Run, batch_size: int = 32, pooling: bool = False):
+def probe(run: Run, batch_size: int = 32, pooling: bool = False, *, permutations: int = 0,
+          permutation_seed: int = 0):
     """Probe every FFN neuron of ``run`` (``RUN/predictivity.safetensors``); resumes after a kill, shards
-    under ``torchrun``. Returns the :class:`~skill_lens.probe.ProbeResult`."""
+    under ``torchrun``. With ``permutations=K`` also the permutation null (K label permutations per
+    split), summarised in the sidecar under ``null`` (:meth:`~skill_lens.probe.ProbeResult.null_summary`:
+    family-wise 5% threshold, significant neurons overall and per layer). Returns the
+    :class:`~skill_lens.probe.ProbeResult`."""
     from skill_lens.probe import probe as probe_
 
     check_positive(batch_size=batch_size)
+    if permutations < 0:
+        raise ValueError(f"--permutations must be 0 (no null) or a number of label permutations, got {permutations}")
     pm, task = run.prompted(), run.task
-    return probe_(pm, task, batch_size, pooling, checkpoint=run.path, on_result=run.save_predictivity)
+
+    def save(result) -> None:
+        if permutations:
+            result.meta["null"] = result.null_summary()
+        run.save_predictivity(result)
+
+    return probe_(pm, task, batch_size, pooling, checkpoint=run.path, on_result=save, permutations=permutations,
+                  permutation_seed=permutation_seed)
 
 
 def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float, float | None]]:

@@ -46,6 +46,24 @@ def test_probe_and_neurons_end_to_end(run):
     assert len(ns) >= 4 and f"L{best // 64}.N{best % 64}" in out
 
 
+def test_probe_with_a_permutation_null_prints_records_and_reports_it(run, tmp_path):
+    rc, out, err = cli("probe", run, "--permutations", "19")
+    assert rc == 0, err
+    r = Run.open(run)
+    result = r.predictivity()
+    null = json.loads((run / "predictivity.safetensors.json").read_text())["null"]
+    assert null == json.loads(json.dumps(result.null_summary())) and null["permutations"] == 19
+    threshold = result.fwer_threshold("dev")
+    assert f"dev: family-wise 5% threshold {threshold:.3f} (19 label permutations)" in out
+    assert f"{int(result.significant('dev').sum())} neurons above it" in out
+    rc, _, err = cli("report", run, "--out", tmp_path / "r.html", "--no-views")
+    assert rc == 2 and "neurons.safetensors was derived from another" in err  # re-probed: select again
+    assert cli("neurons", run)[0] == 0 and cli("report", run, "--out", tmp_path / "r.html", "--no-views")[0] == 0
+    page = (tmp_path / "r.html").read_text()
+    assert f"beat the family-wise 5% threshold of {threshold:.3f}" in page
+    assert cli("probe", run, "--permutations", "-1")[0] == 2
+
+
 def test_a_reprobe_of_the_same_run_gives_the_same_numbers(run):
     before = Run.open(run).predictivity()
     assert cli("probe", run, "--batch-size", "32")[0] == 0

@@ -10,6 +10,9 @@ def register(sub) -> None:
     p.add_argument("run", help="run directory made by `skill-lens tune`")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--pooling", action="store_true", help="also the mean-/max-pooling baselines of the paper")
+    p.add_argument("--permutations", type=int, default=0, metavar="K",
+                   help="also a permutation null: K label permutations per split give a family-wise 5%% threshold")
+    p.add_argument("--permutation-seed", type=int, default=0)
     p.add_argument("--show", type=int, default=5, help="how many top neurons to print")
     p.set_defaults(func=run)
 
@@ -22,7 +25,8 @@ def run(args) -> int:
     steps.check_positive(batch_size=args.batch_size)
     run_ = Run.open(args.run)
     init_from_env()  # under torchrun, each process probes a shard (docs/cluster.md)
-    result = steps.probe(run_, args.batch_size, args.pooling)
+    result = steps.probe(run_, args.batch_size, args.pooling, permutations=args.permutations,
+                         permutation_seed=args.permutation_seed)
     if rank_world()[0] != 0:
         return 0
     print(f"probed {len(result.hook_names)} layers x {result.baseline.shape[-1]} neurons at "
@@ -30,5 +34,10 @@ def run(args) -> int:
     print(f"top {args.show} neurons by dev predictivity (test in brackets):")
     for name, dev, test in steps.top_neurons(result, args.show):
         print(f"  {name}  {dev:.3f}" + (f"  ({test:.3f})" if test is not None else ""))
+    for split, null in result.null_summary().items() if args.permutations else ():
+        if isinstance(null, dict):
+            print(f"{split}: family-wise 5% threshold {null['fwer_threshold']:.3f} ({args.permutations} label "
+                  f"permutations); {null['significant']} neurons above it (per layer: "
+                  f"{', '.join(map(str, null['significant_per_layer']))})")
     print(f"wrote {run_.file('predictivity')}")
     return 0
