@@ -184,7 +184,11 @@ class Run:
 
     # ------------------------------------------------------------------ artifacts
     def file(self, artifact: str) -> Path:
-        """Where ``artifact`` (a key of :data:`FILES`) lives in this run."""
+        """Where ``artifact`` (a key of :data:`FILES`) lives in this run.
+
+        >>> Run(Path("runs/rt"), {}).file("predictivity").as_posix()
+        'runs/rt/predictivity.safetensors'
+        """
         return self.path / FILES[artifact]
 
     def prompt(self) -> SoftPrompt:
@@ -214,7 +218,13 @@ class Run:
         return prompted(self.model, self.task, self.prompt(), self.meta["config"].get("max_length"))
 
     def lineage(self, parent: str | None = None) -> dict:
-        """What an artifact made now from this run is made from (recorded in its metadata)."""
+        """What an artifact made now from this run is made from (recorded in its metadata): the run's model,
+        task and prompt fingerprints and, with ``parent``, that artifact's file fingerprint.
+
+        >>> meta = {"model_fingerprint": "m", "task": {"fingerprint": "t"}, "prompt_fingerprint": "p"}
+        >>> sorted(Run(Path("runs/rt"), meta).lineage())
+        ['model_fingerprint', 'prompt_fingerprint', 'run', 'task_fingerprint']
+        """
         out = {"run": str(self.path), "model_fingerprint": self.meta["model_fingerprint"],
                "task_fingerprint": self.meta["task"]["fingerprint"], "prompt_fingerprint": self.meta["prompt_fingerprint"]}
         if parent is not None:
@@ -222,7 +232,9 @@ class Run:
         return out
 
     def check(self, meta: dict, artifact: str, where) -> None:
-        """Refuse an artifact whose recorded lineage does not match this run and its current files."""
+        """Refuse an artifact whose recorded lineage (``meta["lineage"]``) does not match this run and its
+        current files, naming what differs and the command that makes it again. The readers below call it;
+        see the module docstring for an example."""
         redo = REDO[artifact].format(run=self.path)
         self._checked_prompt_file()
         lineage = meta.get("lineage") if isinstance(meta, dict) else None
@@ -261,6 +273,8 @@ class Run:
         return result
 
     def save_predictivity(self, result) -> Path:
+        """Write a :class:`~skill_lens.probe.ProbeResult` as ``RUN/predictivity.safetensors`` with its lineage
+        (made from the run's prompt): what :func:`skill_lens.steps.probe` does."""
         result.meta.update(lineage=self.lineage("prompt"))
         result.save(self.file("predictivity"))
         return self.file("predictivity")
@@ -276,6 +290,8 @@ class Run:
         return ns
 
     def save_neurons(self, ns) -> Path:
+        """Write a :class:`~skill_lens.neurons.NeuronSet` as ``RUN/neurons.safetensors`` with its lineage (made
+        from the run's current predictivity): what :func:`skill_lens.steps.neurons` does."""
         ns.meta.update(lineage=self.lineage("predictivity"))
         ns.save(self.file("neurons"))
         return self.file("neurons")
