@@ -69,6 +69,8 @@ def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batc
     >>> model, task = tiny_model(), tiny_task()
     >>> evaluate_with(hard_prompt_model(model, task), task.dev, lambda batch: [])["n"]
     32
+    >>> evaluate_with(hard_prompt_model(model, task), task.dev, lambda batch: [], per_example=True)["correct"].shape
+    torch.Size([32])
     """
     hooked = per_batch(pm, make_hooks, prompt_only=input_cache is not None)
     if not per_example:
