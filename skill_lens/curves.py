@@ -37,7 +37,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from skill_lens.checkpoint import Checkpoint
-from skill_lens.evaluation import evaluate
+from skill_lens.evaluation import check_labels, check_split, evaluate, predict, score_logits
 from skill_lens.interventions import (InterventionError, Positions, gaussian_noise, mean_ablate, per_batch,
                                       random_like, zero_ablate)
 from skill_lens.kv_cache import InputCache
@@ -45,6 +45,7 @@ from skill_lens.models import describe
 from skill_lens.neurons import NeuronSet
 from skill_lens.predictivity import select_top
 from skill_lens.progress import say
+from skill_lens.stats import paired_bootstrap_gap
 from skill_lens.prompts import Batch, Hook
 
 __all__ = ["SuppressionCurve", "suppression_curve", "evaluate_with", "check_fractions", "METHODS"]
@@ -54,8 +55,11 @@ DEFAULT_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1)
 
 
 def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batch_size: int = 32,
-                  input_cache: InputCache | None = None) -> dict:
+                  input_cache: InputCache | None = None, per_example: bool = False) -> dict:
     """:func:`skill_lens.tuning.evaluate` with hooks built per batch by ``make_hooks(batch)``.
+
+    With ``per_example`` the result also holds ``correct``: each example's correctness (a bool
+    tensor ``[n]``), as the bootstrap intervals of :meth:`SuppressionCurve.summary` need.
 
     With an ``input_cache`` (causal models), the hooks must act on prompt positions only: they are
     built for the prompt part of each batch, and inputs seen before run only their prompt positions.
@@ -65,9 +69,17 @@ def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batc
     >>> model, task = tiny_model(), tiny_task()
     >>> evaluate_with(hard_prompt_model(model, task), task.dev, lambda batch: [])["n"]
     32
+    >>> evaluate_with(hard_prompt_model(model, task), task.dev, lambda batch: [], per_example=True)["correct"].shape
+    torch.Size([32])
     """
     hooked = per_batch(pm, make_hooks, prompt_only=input_cache is not None)
-    return evaluate(hooked, split, batch_size, input_cache=input_cache)
+    if not per_example:
+        return evaluate(hooked, split, batch_size, input_cache=input_cache)
+    check_split(split, "evaluation")
+    check_labels(hooked, split)
+    correct, diff = score_logits(predict(hooked, split, batch_size, input_cache=input_cache), split.labels)
+    return {"accuracy": correct.float().mean().item(), "logit_diff": diff.mean().item(), "n": len(correct),
+            "correct": correct}
 
 
 def check_fractions(fractions: Sequence[float]) -> list[float]:
@@ -90,8 +102,11 @@ def check_fractions(fractions: Sequence[float]) -> list[float]:
 
 @dataclass
 class SuppressionCurve:
-    """Per-fraction results: ``rows`` has one dict per (fraction, neuron set) with ``fraction``,
-    ``set`` (``"skill"`` or ``"random"``), ``draw``, ``n_neurons``, ``accuracy`` and ``logit_diff``."""
+    """Per-fraction results: ``rows`` has one dict per (fraction, neuron set, noise draw) with ``fraction``,
+    ``set`` (``"skill"`` or ``"random"``), ``draw`` (the random control's index; 0 for the skill set),
+    ``noise_draw`` (the noise draw's index, 0 unless ``draws > 1``), ``n_neurons``, ``accuracy``,
+    ``logit_diff`` and ``correct`` (each example's correctness as a string of ``0``/``1``, for the
+    bootstrap interval of the gap). ``meta`` may hold ``bootstrap`` and ``ci_seed`` for that interval."""
 
     rows: list[dict]
     fractions: list[float]
@@ -99,28 +114,45 @@ class SuppressionCurve:
     meta: dict = field(default_factory=dict)
 
     def summary(self) -> list[dict]:
-        """One row per fraction: the skill set's numbers, the random draws' mean and std, and the
-        accuracy drop of the skill set beyond the random sets' (``gap`` = random mean - skill).
+        """One row per fraction: the skill set's numbers (mean over noise draws), the random sets' mean
+        and std (over controls and noise draws), the accuracy drop of the skill set beyond the random
+        sets' (``gap`` = random mean - skill) and its paired bootstrap 95% interval over examples
+        (``gap_ci_low``, ``gap_ci_high``; :func:`skill_lens.stats.paired_bootstrap_gap`, NaN without
+        random sets or rows without ``correct``).
 
         >>> c = SuppressionCurve([{"fraction": 0.1, "set": "skill", "draw": 0, "n_neurons": 2, "accuracy": 0.5,
-        ...     "logit_diff": 0.0}, {"fraction": 0.1, "set": "random", "draw": 0, "n_neurons": 2,
-        ...     "accuracy": 0.75, "logit_diff": 1.0}], [0.1], "zero")
-        >>> c.summary()[0]["gap"]
-        0.25
+        ...     "logit_diff": 0.0, "correct": "1100"}, {"fraction": 0.1, "set": "random", "draw": 0,
+        ...     "n_neurons": 2, "accuracy": 0.75, "logit_diff": 1.0, "correct": "1110"}], [0.1], "zero")
+        >>> s = c.summary()[0]
+        >>> s["gap"], s["gap_ci_low"] <= s["gap"] <= s["gap_ci_high"]
+        (0.25, True)
         """
         out = []
         for f in self.fractions:
-            skill = next(r for r in self.rows if r["fraction"] == f and r["set"] == "skill")
+            skill = [r for r in self.rows if r["fraction"] == f and r["set"] == "skill"]
             rand = [r for r in self.rows if r["fraction"] == f and r["set"] == "random"]
-            row = {"fraction": f, "n_neurons": skill["n_neurons"], "skill_accuracy": skill["accuracy"],
-                   "skill_logit_diff": skill["logit_diff"]}
+            row = {"fraction": f, "n_neurons": skill[0]["n_neurons"],
+                   "skill_accuracy": statistics.fmean(r["accuracy"] for r in skill),
+                   "skill_logit_diff": statistics.fmean(r["logit_diff"] for r in skill)}
             for key in ("accuracy", "logit_diff"):
                 vals = [r[key] for r in rand]
                 row[f"random_{key}_mean"] = statistics.fmean(vals) if vals else math.nan
                 row[f"random_{key}_std"] = statistics.pstdev(vals) if len(vals) > 1 else (0.0 if vals else math.nan)
             row["gap"] = row["random_accuracy_mean"] - row["skill_accuracy"]
+            row["gap_ci_low"], row["gap_ci_high"] = self._gap_interval(skill, rand)
             out.append(row)
         return out
+
+    def _gap_interval(self, skill: list[dict], rand: list[dict]) -> tuple[float, float]:
+        if not rand or not all("correct" in r for r in skill + rand):
+            return math.nan, math.nan
+
+        def bits(rows):
+            return torch.tensor([[c == "1" for c in r["correct"]] for r in rows], dtype=torch.bool)
+
+        _, low, high = paired_bootstrap_gap(bits(skill), bits(rand), int(self.meta.get("bootstrap", 1000)),
+                                            int(self.meta.get("ci_seed", 0)))
+        return low, high
 
     def to_dict(self) -> dict:
         """Plain data (JSON-ready): method, fractions, meta, per-set rows and the per-fraction summary."""
@@ -134,12 +166,15 @@ class SuppressionCurve:
         return pd.DataFrame(self.summary())
 
     def table(self) -> str:
-        """The summary as a fixed-width text table (accuracy and logit difference; random: mean +- std)."""
-        lines = [f"{'fraction':>8} {'neurons':>7} {'skill acc':>9} {'random acc':>15} {'gap':>6} "
+        """The summary as a fixed-width text table (accuracy and logit difference; random: mean +- std;
+        the gap with its 95% bootstrap interval)."""
+        lines = [f"{'fraction':>8} {'neurons':>7} {'skill acc':>9} {'random acc':>15} {'gap':>6} {'gap 95% CI':>16} "
                  f"{'skill ld':>8} {'random ld':>15}"]
         for r in self.summary():
+            ci = f"[{r['gap_ci_low']:.3f}, {r['gap_ci_high']:.3f}]"
             lines.append(f"{r['fraction']:>8.3f} {r['n_neurons']:>7d} {r['skill_accuracy']:>9.3f} "
                          f"{r['random_accuracy_mean']:>7.3f} +-{r['random_accuracy_std']:<5.3f} {r['gap']:>6.3f} "
+                         f"{ci:>16} "
                          f"{r['skill_logit_diff']:>8.3f} {r['random_logit_diff_mean']:>7.3f} "
                          f"+-{r['random_logit_diff_std']:<5.3f}")
         return "\n".join(lines)
@@ -150,7 +185,8 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
                       method: str = "gaussian", controls: int = 3, per_layer: bool = False,
                       baseline: Tensor | None = None, std: float = 1.0, positions="prompt", per: str = "token",
                       seed: int = 0, batch_size: int = 32, split: str = "dev",
-                      checkpoint: str | Path | None = None) -> SuppressionCurve:
+                      checkpoint: str | Path | None = None, draws: int = 1, bootstrap: int = 1000,
+                      ci_seed: int = 0) -> SuppressionCurve:
     """Perturb the top ``fractions`` of neurons by ``scores`` and ``controls`` random sets of the same
     size; see the module docstring. ``task_or_split`` is a task (its ``split``) or a split. Everything
     after ``fractions`` is keyword-only.
@@ -171,6 +207,13 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
     ``baseline`` (``ProbeResult.baseline``, ``[L, P, d_mlp]`` or ``[L, d_mlp]``). Noise is seeded per
     (fraction, set) from ``seed``, so a curve is reproducible.
 
+    ``draws``: with ``method="gaussian"``, each neuron set (the skill set and every control) is evaluated
+    with ``draws`` independent noise draws (rows with ``noise_draw`` 0..draws-1; draw 0 is the noise of
+    ``draws=1``, so its rows are unchanged). ``"zero"`` and ``"mean"`` are deterministic: ``draws > 1``
+    is an error there. The summary's ``gap`` (random mean - skill mean, over controls and draws) gets
+    a paired bootstrap 95% interval over examples (``gap_ci_low``, ``gap_ci_high``) from ``bootstrap``
+    resamples seeded by ``ci_seed``.
+
     >>> import tempfile
     >>> from skill_lens.neurons import NeuronSet
     >>> from skill_lens.prompts import SoftPrompt
@@ -185,9 +228,13 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
     >>> chosen = NeuronSet.from_pairs(["L0.N3", "L1.N7", "L1.N9"], 2, 64)
     >>> suppression_curve(pm, task, chosen, method="zero", controls=2).fractions  # 0 and 3 of 128 neurons
     [0.0, 0.0234375]
+    >>> c = suppression_curve(pm, task, torch.rand(2, 64), [0.1], controls=1, std=3.0, draws=2, bootstrap=200)
+    >>> [(r["set"], r["noise_draw"]) for r in c.rows]
+    [('skill', 0), ('skill', 1), ('random', 0), ('random', 1)]
     """
     info = describe(pm.model)
     scores, fixed = _check_curve(info, scores, method, controls, baseline)
+    _check_draws(method, draws, bootstrap)
     fractions = _curve_fractions(fractions, fixed, per_layer, info)
     data = getattr(task_or_split, split) if hasattr(task_or_split, split) else task_or_split
     pos = Positions.of(positions)
@@ -196,38 +243,69 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
     if checkpoint is not None:
         identity = _fingerprint(pm, data, scores if fixed is None else fixed.float(), baseline, fractions=fractions,
                                 method=method, controls=controls, per_layer=per_layer, std=std,
-                                positions=[pos.role, list(pos.indices)], per=per, seed=seed, batch_size=batch_size)
+                                positions=[pos.role, list(pos.indices)], per=per, seed=seed, batch_size=batch_size,
+                                draws=draws)
         ckpt = Checkpoint(checkpoint, identity, "suppression curve")
-    saved = ckpt.load() if ckpt is not None else None
-    done = {(r["fraction"], r["set"], r["draw"]): r for r in saved[1]["rows"]} if saved is not None else {}
-    # Prompt-position hooks leave a causal input's keys/values alone: compute them once (label_logits
-    # decides where a cache applies; other families run as before).
-    cache = InputCache() if pos.role == "prompt" else None
-    clean = None
-    rows = []
-    for i, f in enumerate(fractions):
-        for name, draw, mask in _neuron_sets(scores, fixed, f, i, info, per_layer, controls, seed):
-            if (f, name, draw) in done:
-                rows.append(done[f, name, draw])
-                continue
-            if not mask.any():  # empty set: the clean model, evaluated once
-                clean = clean or evaluate_with(pm, data, lambda b: [], batch_size, cache)
-                res = clean
-            else:
-                res = evaluate_with(pm, data, make(mask, seed * 7919 + 100 * i + draw + (name == "random")),
-                                    batch_size, cache)
-            rows.append({"fraction": f, "set": name, "draw": draw, "n_neurons": int(mask.sum()),
-                         "accuracy": res["accuracy"], "logit_diff": res["logit_diff"]})
-            say(f"suppression {method} f={f:g} {name}{draw if name == 'random' else ''}: "
-                f"acc {res['accuracy']:.3f} ld {res['logit_diff']:.3f}")
-            if ckpt is not None:
-                ckpt.save({}, {"rows": rows})
+    sets = [(f, *s) for i, f in enumerate(fractions)
+            for s in _neuron_sets(scores, fixed, f, i, info, per_layer, controls, seed)]
+    rows = _curve_rows(pm, data, sets, make, method, draws, seed, batch_size, ckpt,
+                       {f: i for i, f in enumerate(fractions)}, pos.role)
     meta = {"model": info.name, "n_examples": len(data), "controls": controls, "per_layer": per_layer,
             "positions": pos.role if pos.role != "indices" else list(pos.indices), "std": std, "per": per,
-            "seed": seed, "selection": "top by scores" if fixed is None else "a given neuron set"}
+            "seed": seed, "selection": "top by scores" if fixed is None else "a given neuron set",
+            "draws": draws, "bootstrap": bootstrap, "ci_seed": ci_seed}
     if ckpt is not None:
         ckpt.remove()
     return SuppressionCurve(rows, fractions, method, meta)
+
+
+def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_size: int, ckpt,
+                index: dict, role: str) -> list[dict]:
+    """The curve's rows: each ``(fraction, set, draw, mask)`` of ``sets`` evaluated ``draws`` times (noise
+    draw ``k`` seeded apart from draw 0's key), resuming from and saving to ``ckpt`` if given."""
+    saved = ckpt.load() if ckpt is not None else None
+    done = {_row_key(r): r for r in saved[1]["rows"]} if saved is not None else {}
+    # Prompt-position hooks leave a causal input's keys/values alone: compute them once (label_logits
+    # decides where a cache applies; other families run as before).
+    cache = InputCache() if role == "prompt" else None
+    clean = None
+    rows = []
+    for f, name, draw, mask in sets:
+        for k in range(draws):
+            if (f, name, draw, k) in done:
+                rows.append(done[f, name, draw, k])
+                continue
+            if not mask.any():  # empty set: the clean model, evaluated once
+                clean = clean or evaluate_with(pm, data, lambda b: [], batch_size, cache, per_example=True)
+                res = clean
+            else:
+                key = seed * 7919 + 100 * index[f] + draw + (name == "random") + _NOISE_DRAW_STRIDE * k
+                res = evaluate_with(pm, data, make(mask, key), batch_size, cache, per_example=True)
+            rows.append({"fraction": f, "set": name, "draw": draw, "noise_draw": k, "n_neurons": int(mask.sum()),
+                         "accuracy": res["accuracy"], "logit_diff": res["logit_diff"],
+                         "correct": "".join("1" if c else "0" for c in res["correct"].tolist())})
+            say(f"suppression {method} f={f:g} {name}{draw if name == 'random' else ''}"
+                f"{f' noise{k}' if draws > 1 else ''}: acc {res['accuracy']:.3f} ld {res['logit_diff']:.3f}")
+            if ckpt is not None:
+                ckpt.save({}, {"rows": rows})
+    return rows
+
+
+_NOISE_DRAW_STRIDE = 104729  # a prime well above any (fraction, control) key offset
+
+
+def _row_key(row: dict) -> tuple:
+    return row["fraction"], row["set"], row["draw"], row.get("noise_draw", 0)
+
+
+def _check_draws(method: str, draws: int, bootstrap: int) -> None:
+    """``draws`` >= 1 (and 1 unless the method draws noise) and ``bootstrap`` >= 1, else an InterventionError."""
+    if draws < 1 or (draws > 1 and method != "gaussian"):
+        raise InterventionError(f"draws={draws} with method {method!r}: draws counts noise draws, >= 1, and "
+                                "only method 'gaussian' draws noise (zero and mean ablation are deterministic); "
+                                "pass draws=1 or method='gaussian'.")
+    if bootstrap < 1:
+        raise InterventionError(f"bootstrap must be >= 1 resamples, got {bootstrap}; pass e.g. 1000.")
 
 
 def _check_curve(info, scores, method: str, controls: int, baseline) -> tuple[Tensor | None, Tensor | None]:

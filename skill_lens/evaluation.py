@@ -25,6 +25,7 @@ from torch import Tensor
 from skill_lens.kv_cache import InputCache
 from skill_lens.progress import progress
 from skill_lens.prompts import Hook, PromptedModel, PromptError, SoftPrompt, Verbalizer
+from skill_lens.stats import wilson_interval
 
 __all__ = ["predict", "evaluate", "evaluate_distributed", "check_split", "check_labels", "check_lengths",
            "score_logits", "prompted", "hard_prompt_model"]
@@ -176,12 +177,17 @@ def evaluate(pm: PromptedModel, split, batch_size: int = 32, fwd_hooks: Sequence
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> model, task = tiny_model(), tiny_task()
     >>> sorted(evaluate(hard_prompt_model(model, task), task.dev))
-    ['accuracy', 'logit_diff', 'n']
+    ['accuracy', 'accuracy_ci_high', 'accuracy_ci_low', 'logit_diff', 'n']
+
+    ``accuracy_ci_low`` / ``accuracy_ci_high``: the accuracy's Wilson 95% interval
+    (:func:`skill_lens.stats.wilson_interval`).
     """
     check_split(split, "evaluation")
     check_labels(pm, split)
     correct, diff = score_logits(predict(pm, split, batch_size, fwd_hooks, input_cache=input_cache), split.labels)
-    return {"accuracy": correct.float().mean().item(), "logit_diff": diff.mean().item(), "n": len(correct)}
+    low, high = wilson_interval(int(correct.sum()), len(correct))
+    return {"accuracy": correct.float().mean().item(), "logit_diff": diff.mean().item(), "n": len(correct),
+            "accuracy_ci_low": low, "accuracy_ci_high": high}
 
 
 def evaluate_distributed(pm, split, fwd_hooks: Sequence[Hook] = (), batch_size: int = 32) -> dict:

@@ -91,7 +91,7 @@ def time_models(pms: dict, split, batch_size: int = 32, repeats: int = 3) -> tup
     >>> task = tiny_task()
     >>> times, evals = time_models({"a": hard_prompt_model(tiny_model(), task)}, task.dev, repeats=1)
     >>> sorted(times), sorted(evals["a"])
-    (['a'], ['accuracy', 'logit_diff', 'n'])
+    (['a'], ['accuracy', 'accuracy_ci_high', 'accuracy_ci_low', 'logit_diff', 'n'])
     """
     from skill_lens.tuning import evaluate
 

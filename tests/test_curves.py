@@ -240,3 +240,93 @@ def test_a_neuron_set_is_perturbed_whole_against_random_sets_of_its_count_per_la
         suppression_curve(pm, task, torch.ones(2, 64, dtype=torch.long))
     with pytest.raises(TypeError):
         suppression_curve(pm, task, _scores(), [0, 0.1], "zero")  # the method is named
+
+
+# accuracies and logit differences of main's suppression_curve before noise draws existed (commit 150310c)
+_BEFORE_ACC = [0.5, 0.5, 0.5, 0.3125, 0.625, 0.1875, 0.5, 0.625, 0.5]
+_BEFORE_LD = [-0.013233, -0.013233, -0.013233, -0.001421, 0.045589, -0.060381, 0.014032, 0.008617, 0.003533]
+
+
+def test_one_noise_draw_keeps_the_rows_of_before(pm, task):
+    c = suppression_curve(pm, task, _scores(), fractions=[0, 0.1, 0.3], method="gaussian", controls=2, std=3.0, seed=4)
+    assert [r["accuracy"] for r in c.rows] == _BEFORE_ACC
+    assert [r["logit_diff"] for r in c.rows] == pytest.approx(_BEFORE_LD, abs=1e-6)
+    assert all(r["noise_draw"] == 0 and len(r["correct"]) == 16 for r in c.rows)
+    assert all(r["correct"].count("1") / 16 == r["accuracy"] for r in c.rows)
+    s = c.summary()[1]
+    assert s["skill_accuracy"] == 0.3125 and s["gap"] == (0.625 + 0.1875) / 2 - 0.3125
+    assert s["gap_ci_low"] <= s["gap"] <= s["gap_ci_high"] and s["gap_ci_low"] < s["gap_ci_high"]
+
+
+def test_noise_draws_are_evaluated_per_set_and_the_gap_gets_an_interval(pm, task, tmp_path):
+    kw = dict(fractions=[0, 0.1, 0.3], method="gaussian", controls=2, std=3.0, seed=4, draws=3, bootstrap=500)
+    c = suppression_curve(pm, task, _scores(), **kw)
+    assert len(c.rows) == 3 * 3 * 3
+    first = [r for r in c.rows if r["noise_draw"] == 0]
+    assert [r["accuracy"] for r in first] == _BEFORE_ACC  # draw 0 is the noise of draws=1
+    skill = [r for r in c.rows if r["fraction"] == 0.3 and r["set"] == "skill"]
+    assert [r["noise_draw"] for r in skill] == [0, 1, 2] and len({r["correct"] for r in skill}) > 1  # fresh noise
+    for s, f in zip(c.summary(), c.fractions):
+        rows = [r for r in c.rows if r["fraction"] == f]
+        assert s["skill_accuracy"] == pytest.approx(sum(r["accuracy"] for r in rows if r["set"] == "skill") / 3)
+        assert s["random_accuracy_mean"] == pytest.approx(sum(r["accuracy"] for r in rows if r["set"] == "random") / 6)
+        assert s["gap_ci_low"] <= s["gap"] <= s["gap_ci_high"]
+    assert c.summary()[0]["gap"] == 0 == c.summary()[0]["gap_ci_low"] == c.summary()[0]["gap_ci_high"]  # clean
+    assert c.summary() == suppression_curve(pm, task, _scores(), **kw).summary()  # seeded
+    assert {"gap_ci_low", "gap_ci_high"} <= set(c.to_pandas().columns) and "gap 95% CI" in c.table()
+    assert c.meta["draws"] == 3 and c.meta["bootstrap"] == 500
+    # a checkpoint of draws=1 is not resumed with draws=3
+    import skill_lens.curves as curves
+
+    with pytest.raises(ArtifactError, match="options"):
+        _one_row_then_resume(curves, pm, task, tmp_path / "c.safetensors", curves.evaluate_with)
+
+
+def _one_row_then_resume(curves, pm, task, ck, real):
+    calls = []
+
+    def dies_after_one(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    kw = dict(fractions=[0, 0.1], method="gaussian", controls=1, checkpoint=ck)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(curves, "evaluate_with", dies_after_one)
+        with pytest.raises(KeyboardInterrupt):
+            suppression_curve(pm, task, _scores(), **kw)
+    suppression_curve(pm, task, _scores(), **kw, draws=3)
+
+
+def test_noise_draws_resume_from_a_checkpoint(pm, task, tmp_path, monkeypatch):
+    import skill_lens.curves as curves
+
+    ck = tmp_path / "curve.checkpoint.safetensors"
+    kw = dict(fractions=[0.1], method="gaussian", controls=1, std=3.0, draws=2, checkpoint=ck)
+    full = suppression_curve(pm, task, _scores(), **kw)
+    real, calls = curves.evaluate_with, []
+
+    def dies_after_two(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(curves, "evaluate_with", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        suppression_curve(pm, task, _scores(), **kw)
+    monkeypatch.setattr(curves, "evaluate_with", real)
+    assert suppression_curve(pm, task, _scores(), **kw).rows == full.rows
+
+
+def test_noise_draws_need_gaussian_noise(pm, task):
+    with pytest.raises(InterventionError, match="only method 'gaussian' draws noise"):
+        suppression_curve(pm, task, _scores(), method="zero", draws=2)
+    with pytest.raises(InterventionError, match="draws=0"):
+        suppression_curve(pm, task, _scores(), draws=0)
+    with pytest.raises(InterventionError, match="bootstrap"):
+        suppression_curve(pm, task, _scores(), bootstrap=0)
+    without = SuppressionCurve([{"fraction": 0.1, "set": "skill", "draw": 0, "n_neurons": 4, "accuracy": 0.5,
+                                 "logit_diff": 0.0, "correct": "10"}], [0.1], "zero").summary()[0]
+    assert without["gap"] != without["gap"] and without["gap_ci_low"] != without["gap_ci_low"]  # NaN: no controls
