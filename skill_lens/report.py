@@ -217,17 +217,24 @@ def _perturb_section(name: str, data: dict, notes: list[str]) -> str:
            f"{meta.get('selected_on', 'score')}, against {meta.get('controls', '?')} random sets with the same "
            f"count per layer; accuracy on {meta.get('split', 'dev')} ({meta.get('n_examples', '?')} examples).")
     table = _table([[f"{r['fraction']:.0%}", r["n_neurons"], r["skill_accuracy"],
-                     f"{r['random_accuracy_mean']:.3f} ± {r['random_accuracy_std']:.3f}", f"{100 * r['gap']:.1f}"]
-                    for r in rows], ["fraction", "neurons", "skill set accuracy", "random sets (mean ± std)",
-                                     "gap (points)"])
+                     f"{r['random_accuracy_mean']:.3f} ± {r['random_accuracy_std']:.3f}", f"{100 * r['gap']:.1f}",
+                     _ci(r)] for r in rows], ["fraction", "neurons", "skill set accuracy",
+                                               "random sets (mean ± std)", "gap (points)", "gap 95% CI"])
     worst = max((r for r in rows if r["fraction"] > 0), key=lambda r: r["gap"], default=None)
     reading = "" if worst is None else (
         f'<p class="reading">Largest gap at {worst["fraction"]:.0%} of neurons: the skill set leaves '
         f'{worst["skill_accuracy"]:.3f}, random sets {worst["random_accuracy_mean"]:.3f} '
-        f'({100 * worst["gap"]:.1f} points).</p>')
+        f'({100 * worst["gap"]:.1f} points, 95% CI {_ci(worst)}).</p>')
     fig = _try(f"suppression curves {name}", lambda: _figure(plots.suppression_curves(data, title=name),
                "Accuracy while perturbing skill neurons vs random neurons (band: spread over random sets)."), notes)
     return f"<h3>Suppression curve ({_e(name)})</h3><p>{_e(how)}</p>" + reading + table + fig
+
+
+def _ci(row: dict) -> str:
+    """A row's gap interval in points, or "n/a" (no random controls, or a curve made before intervals)."""
+    low, high = row.get("gap_ci_low"), row.get("gap_ci_high")
+    ok = isinstance(low, (int, float)) and low == low and isinstance(high, (int, float))
+    return f"{100 * low:.1f} to {100 * high:.1f}" if ok else "n/a"
 
 
 def _robustness_section(name: str, data: dict, notes: list[str]) -> str:

@@ -120,9 +120,12 @@ def neurons(run: Run, top: float = 0.02, *, per_layer: bool = False, aggregate: 
 
 def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.0, 0.01, 0.02, 0.05, 0.1),
             controls: int = 3, per_layer: bool = False, std: float = 1.0, split: str = "dev", positions="prompt",
-            per: str = "token", aggregate: str = "max", seed: int = 0, batch_size: int = 32):
+            per: str = "token", aggregate: str = "max", seed: int = 0, batch_size: int = 32, *, draws: int = 1,
+            bootstrap: int = 1000):
     """Suppression curve of ``run``'s top neurons (by dev predictivity) against random neurons, written to
-    ``RUN/perturb_<method>.json`` and ``.csv``; resumes after a kill. Returns the
+    ``RUN/perturb_<method>.json`` and ``.csv``; resumes after a kill. ``draws`` Gaussian noise draws per
+    neuron set; the gap (random minus skill accuracy) comes with a paired bootstrap 95% interval over
+    examples, draws and controls (``gap_ci_low``, ``gap_ci_high``). Returns the
     :class:`~skill_lens.curves.SuppressionCurve`."""
     from skill_lens.curves import METHODS, check_fractions, suppression_curve
 
@@ -138,7 +141,8 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
     curve = suppression_curve(run.prompted(), getattr(task, split), result.scores("dev", aggregate=aggregate),
                               fractions=fractions, method=method, controls=controls, per_layer=per_layer,
                               baseline=result.baseline, std=std, positions=positions, per=per, seed=seed,
-                              batch_size=batch_size, checkpoint=run.path / f"{name}.checkpoint.safetensors")
+                              batch_size=batch_size, checkpoint=run.path / f"{name}.checkpoint.safetensors",
+                              draws=draws, bootstrap=bootstrap)
     curve.meta.update(run=str(run.path), task=task.name, split=split, aggregate=aggregate,
                       selected_on="dev predictivity")
     run.save_result("perturb", name, curve.to_dict(), curve.to_pandas())
@@ -237,6 +241,13 @@ def demo(model, task, out, config, controls: int = 3, top: float = 0.02, task_ar
     return done
 
 
+def _gap_text(row: dict) -> str:
+    """``"12.2 points at 10% (95% CI 5.0 to 19.5)"``: a gap is stated with its interval."""
+    ci = "" if row.get("gap_ci_low") is None or row["gap_ci_low"] != row["gap_ci_low"] else \
+        f" (95% CI {100 * row['gap_ci_low']:.1f} to {100 * row['gap_ci_high']:.1f})"
+    return f"{100 * row['gap']:.1f} points at {row['fraction']:.0%}{ci}"
+
+
 def demo_summary(done: dict) -> str:
     """The demo's closing lines: accuracies, top neurons, suppression gaps, the report, where the time went."""
     run, curve, acc = done["run"], done["perturb"], done["run"].meta["accuracy"]
@@ -250,7 +261,7 @@ def demo_summary(done: dict) -> str:
              "  suppression      " + ", ".join(f"{r['fraction']:.0%}: {r['skill_accuracy']:.3f} vs "
                                                f"{r['random_accuracy_mean']:.3f}" for r in rows)
              + "  (dev accuracy, skill vs random)",
-             f"  largest gap      {max(r['gap'] for r in curve.summary()) * 100:.1f} points",
+             "  largest gap      " + _gap_text(max(curve.summary(), key=lambda r: r["gap"])),
              f"  report           {done['report']}",
              f"  run directory    {run.path}  ({sum(done['seconds'].values()) / 60:.1f} min: "
              + ", ".join(f"{k} {v:.0f}s" for k, v in done["seconds"].items()) + ")"]

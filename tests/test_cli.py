@@ -79,6 +79,19 @@ def test_perturb_writes_json_and_csv_with_lineage(run):
     assert data["lineage"]["parent"]["artifact"] == "predictivity"
     csv = (run / "perturb_zero.csv").read_text().splitlines()
     assert csv[0].startswith("fraction,n_neurons,skill_accuracy") and len(csv) == 3
+    assert "gap_ci_low,gap_ci_high" in csv[0]
+
+
+def test_perturb_draws_give_the_gap_an_interval_in_the_files_the_report_and_the_demo(run, tmp_path):
+    rc, out, err = cli("perturb", run, "--fractions", "0,0.1", "--controls", "2", "--draws", "3")
+    assert rc == 0, err
+    row = read_json(run / "perturb_gaussian.json")["summary"][1]
+    assert row["gap_ci_low"] <= row["gap"] <= row["gap_ci_high"]
+    assert cli("report", run, "--out", tmp_path / "r.html", "--no-views")[0] == 0
+    page = (tmp_path / "r.html").read_text()
+    assert f"{100 * row['gap_ci_low']:.1f} to {100 * row['gap_ci_high']:.1f}" in page
+    assert steps._gap_text(row).endswith(f"(95% CI {100 * row['gap_ci_low']:.1f} to {100 * row['gap_ci_high']:.1f})")
+    assert cli("perturb", run, "--method", "zero", "--draws", "2")[0] == 2  # deterministic: one draw
     assert not list(run.glob("*checkpoint*"))
 
 

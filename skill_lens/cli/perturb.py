@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--positions", default="prompt", help="prompt, input, predict, all, or indices like 0,1,-1")
     p.add_argument("--aggregate", choices=("max", "mean"), default="max", help="neuron score over prompt positions")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--draws", type=int, default=1, help="Gaussian noise draws per neuron set (the gap's interval "
+                                                        "covers examples, draws and controls)")
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=run)
 
@@ -33,7 +35,7 @@ def run(args) -> int:
     fractions, positions = parse_fractions(args.fractions), parse_positions(args.positions)
     run_ = Run.open(args.run)
     curve = steps.perturb(run_, args.method, fractions, args.controls, args.per_layer, args.std, args.split,
-                          positions, args.per, args.aggregate, args.seed, args.batch_size)
+                          positions, args.per, args.aggregate, args.seed, args.batch_size, draws=args.draws)
     n = len(getattr(run_.task, args.split))
     print(f"suppression curve on {run_.meta['model']} / {run_.task.name} {args.split} ({n} examples), method "
           f"{args.method}" + (f" std {args.std} per {args.per}" if args.method == "gaussian" else "")
