@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from skill_lens.batching import in_order, length_batches
 from skill_lens.kv_cache import InputCache
 from skill_lens.progress import progress
 from skill_lens.prompts import Hook, PromptedModel, PromptError, SoftPrompt, Verbalizer
@@ -154,7 +155,12 @@ def predict(
     pm: PromptedModel, split, batch_size: int = 32, fwd_hooks: Sequence[Hook] = (), desc: str = "eval",
     input_cache: InputCache | None = None,
 ) -> Float[Tensor, "n n_labels"]:
-    """Label logits for every example of ``split``, batch by batch (``input_cache``: see :mod:`skill_lens.kv_cache`).
+    """Label logits for every example of ``split``, in the split's order.
+
+    Examples run in length-sorted batches (:func:`skill_lens.batching.length_batches`), so a batch
+    pads little. With ``input_cache`` (see :mod:`skill_lens.kv_cache`) the split's inputs are first
+    computed into it (:meth:`~skill_lens.kv_cache.InputCache.fill`) and each batch runs only the
+    prompt positions.
 
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> task = tiny_task()
@@ -162,12 +168,14 @@ def predict(
     torch.Size([32, 2])
     """
     check_split(split, "evaluation")
-    out = []
-    for start in progress(range(0, len(split), batch_size), desc=desc):
-        batch = pm.encode_split(split, slice(start, start + batch_size))
-        kept = {} if input_cache is None else {"cache_input": True, "input_cache": input_cache}
-        out.append(pm.label_logits(batch, fwd_hooks=fwd_hooks, **kept).float())
-    return torch.cat(out)
+    kept = {}
+    if input_cache is not None:
+        input_cache.fill(pm, split)
+        kept = {"cache_input": True, "input_cache": input_cache}
+    batches = length_batches(pm, split, batch_size)
+    out = [pm.label_logits(pm.encode_split(split, idx), fwd_hooks=fwd_hooks, **kept).float()
+           for idx in progress(batches, desc=desc)]
+    return in_order(out, batches)
 
 
 def evaluate(pm: PromptedModel, split, batch_size: int = 32, fwd_hooks: Sequence[Hook] = (),

@@ -32,6 +32,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from skill_lens.adversarial import METHODS, load_adv_glue, perturb, perturb_pairs
+from skill_lens.batching import in_order, length_batches
 from skill_lens.predictivity import spearman, top_k_overlap
 from skill_lens.tasks import Split, Task
 
@@ -478,18 +479,19 @@ def patch_repair(pm, clean_split: Split, adv_split: Split, neurons, batch_size: 
     n_neurons = int(neuron_mask(pm.model, neurons).sum())
     logits = {"clean": [], "adversarial": [], "patched": []}
 
+    batches = length_batches(pm, adv_split, batch_size)  # pairs batched by the adversarial text's length
     with torch.no_grad():
-        for i in range(0, len(adv_split), batch_size):
-            part = slice(i, i + batch_size)
+        for part in batches:
             src, tgt = pm.encode_split(clean_split, part), pm.encode_split(adv_split, part)
             hooks = patch_hooks(pm, src, tgt, neurons, positions) if n_neurons else []
             logits["clean"].append(pm.label_logits(src).float())
             logits["adversarial"].append(pm.label_logits(tgt).float())
             patched = pm.label_logits(tgt, fwd_hooks=hooks).float() if hooks else logits["adversarial"][-1]
             logits["patched"].append(patched)
+    logits = {k: in_order(v, batches) for k, v in logits.items()}
     y = torch.as_tensor(adv_split.labels)
-    m = {k: _metrics(torch.cat(v), y) for k, v in logits.items()}
-    right = {k: torch.cat(v).argmax(1) == y for k, v in logits.items()}
+    m = {k: _metrics(v, y) for k, v in logits.items()}
+    right = {k: v.argmax(1) == y for k, v in logits.items()}
     gap = m["clean"]["accuracy"] - m["adversarial"]["accuracy"]
     recovered = (m["patched"]["accuracy"] - m["adversarial"]["accuracy"]) / gap if abs(gap) > eps else math.nan
     return RepairResult(m["clean"]["accuracy"], m["adversarial"]["accuracy"], m["patched"]["accuracy"], recovered,

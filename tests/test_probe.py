@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from skill_lens.artifacts import ArtifactError, load_tensors
+from skill_lens.batching import in_order, length_batches
 from skill_lens.models import bridge_from_hf, describe
 from skill_lens.probe import ProbeError, ProbeResult, activations, probe, probe_random_prompt
 from skill_lens.prompts import PromptError, SoftPrompt
@@ -43,15 +44,16 @@ def relu_gpt2():
 
 
 def collect(pm, split, batch_size, hook_names, pick):
-    """All activations at the probed positions [n, L, P, N], batch by batch, as a test would by hand."""
-    rows = []
-    for s in range(0, len(split), batch_size):
-        batch, got = pm.encode(split.texts[s : s + batch_size]), {}
+    """All activations at the probed positions [n, L, P, N], in the split's order, as a test would by hand
+    (in the probe's length-sorted batches, so the floats are the same bit for bit)."""
+    rows, batches = [], length_batches(pm, split, batch_size)
+    for idx in batches:
+        batch, got = pm.encode([split.texts[i] for i in idx]), {}
         hooks = [(h, lambda act, hook, h=h: got.__setitem__(h, act.detach().clone())) for h in hook_names]
         with torch.no_grad():
             pm.label_logits(batch, fwd_hooks=hooks)
         rows.append(torch.stack([pick(got[h], batch) for h in hook_names], dim=1))
-    return torch.cat(rows)
+    return in_order(rows, batches)
 
 
 def brute(train, evals, labels):
@@ -215,7 +217,8 @@ def test_activations_match_the_probed_values(tmp_path):
     neurons = [(1, 5), (0, 7)]
     acts = activations(pm, task.dev, neurons, batch_size=4)
     full = collect(pm, task.dev, 4, describe(model).hook_names, prompt_pick)  # [n, L, P, N]
-    assert torch.equal(acts, torch.stack([full[:, 1, :, 5], full[:, 0, :, 7]], dim=1))
+    # activations streams rows in the split's order, the probe runs length-sorted batches: float rounding apart
+    assert torch.allclose(acts, torch.stack([full[:, 1, :, 5], full[:, 0, :, 7]], dim=1), atol=1e-6)
     path = activations(pm, task.dev, neurons, batch_size=4, out=tmp_path / "a.safetensors")
     tensors, meta = load_tensors(path)
     assert torch.equal(tensors["activations"], acts) and meta["neurons"] == [[1, 5], [0, 7]]
