@@ -186,7 +186,7 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
                       baseline: Tensor | None = None, std: float = 1.0, positions="prompt", per: str = "token",
                       seed: int = 0, batch_size: int = 32, split: str = "dev",
                       checkpoint: str | Path | None = None, draws: int = 1, bootstrap: int = 1000,
-                      ci_seed: int = 0) -> SuppressionCurve:
+                      ci_seed: int = 0, input_cache: InputCache | None = None) -> SuppressionCurve:
     """Perturb the top ``fractions`` of neurons by ``scores`` and ``controls`` random sets of the same
     size; see the module docstring. ``task_or_split`` is a task (its ``split``) or a split. Everything
     after ``fractions`` is keyword-only.
@@ -202,6 +202,10 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
     row is saved atomically (:class:`skill_lens.checkpoint.Checkpoint`) and a rerun with the same
     arguments resumes after the last one (rows are seeded per set, so the curve is the same); the
     file is removed when the curve is complete. A checkpoint of other arguments is an error.
+
+    With ``positions="prompt"`` on a causal model the split's inputs are computed once
+    (:mod:`skill_lens.kv_cache`) and every row runs only the prompt positions; pass ``input_cache``
+    (e.g. ``run.input_cache``) to reuse inputs an earlier pass already computed.
 
     ``method="gaussian"`` adds noise of ``std`` (``per`` token or example); ``"mean"`` needs
     ``baseline`` (``ProbeResult.baseline``, ``[L, P, d_mlp]`` or ``[L, d_mlp]``). Noise is seeded per
@@ -248,7 +252,7 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
         ckpt = Checkpoint(checkpoint, identity, "suppression curve")
     sets = [(f, *s) for i, f in enumerate(fractions)
             for s in _neuron_sets(scores, fixed, f, i, info, per_layer, controls, seed)]
-    rows = _curve_rows(pm, data, sets, make, method, draws, seed, batch_size, ckpt,
+    rows = _curve_rows(pm, data, sets, make, method, draws, seed, batch_size, ckpt, input_cache,
                        {f: i for i, f in enumerate(fractions)}, pos.role)
     meta = {"model": info.name, "n_examples": len(data), "controls": controls, "per_layer": per_layer,
             "positions": pos.role if pos.role != "indices" else list(pos.indices), "std": std, "per": per,
@@ -259,7 +263,7 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
     return SuppressionCurve(rows, fractions, method, meta)
 
 
-def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_size: int, ckpt,
+def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_size: int, ckpt, input_cache,
                 index: dict, role: str) -> list[dict]:
     """The curve's rows: each ``(fraction, set, draw, mask)`` of ``sets`` evaluated ``draws`` times (noise
     draw ``k`` seeded apart from draw 0's key), resuming from and saving to ``ckpt`` if given."""
@@ -267,7 +271,7 @@ def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_
     done = {_row_key(r): r for r in saved[1]["rows"]} if saved is not None else {}
     # Prompt-position hooks leave a causal input's keys/values alone: compute them once (label_logits
     # decides where a cache applies; other families run as before).
-    cache = InputCache() if role == "prompt" else None
+    cache = (input_cache if input_cache is not None else InputCache()) if role == "prompt" else None
     clean = None
     rows = []
     for f, name, draw, mask in sets:

@@ -1,46 +1,66 @@
-"""Keys and values of causal inputs, kept across tuning steps.
+"""Keys and values of causal inputs, computed once in batches and kept across passes.
 
 The model is frozen and a causal model's prompt comes *after* the input, so an input's keys and
-values never change while the prompt trains. :class:`InputCache` keeps them per example, keyed by
-the input's token ids: after the first epoch a tuning step (and a dev evaluation) runs only the
-prompt positions, against keys and values it looks up.
+values never change while the prompt trains, nor between the passes over a split (dev evaluations,
+the probe, suppression curves). :class:`InputCache` keeps them per example, keyed by the input's
+token ids: a tuning step or an evaluation of a stored input runs only the prompt positions.
 
-Each input is computed alone, without padding, so its keys and values do not depend on which
-examples share its batch: a resumed run equals an uninterrupted one. Past ``max_mb`` the cache
-stops growing and further inputs are computed every time (correct, only slower). Hooks on the
-input positions are not re-run for cached inputs, so :meth:`PromptedModel.label_logits` uses the
-cache only when it is given no ``fwd_hooks``; hooks on the prompt positions go in as ``prompt_hooks``
-(suppression curves do this, :func:`skill_lens.interventions.per_batch` with ``prompt_only=True``).
+:meth:`InputCache.fill` computes a split's inputs in fixed length-sorted batches of ``batch_size``
+(:func:`skill_lens.batching.length_batches`): which inputs share a batch depends only on the split,
+never on a step's order, so a resumed tuning equals an uninterrupted one bit for bit, and batches
+of similar length waste little on padding. Kept keys/values differ from an input computed alone
+only by float rounding (about 1e-6). They are stored in the model's dtype: float32 on CPU is what
+the rest of the forward computes in, and bfloat16 storage would move the label logits by about
+1e-2, enough to flip borderline examples. Past ``max_mb`` the cache stops growing; an input it
+does not hold is computed alone each time it comes (correct and deterministic, only slower).
 
->>> from skill_lens.tiny import tiny_model
+Hooks on the input positions are not re-run for stored inputs, so
+:meth:`PromptedModel.label_logits` uses the cache only when it is given no ``fwd_hooks``; hooks on
+the prompt positions go in as ``prompt_hooks`` (suppression curves and the probe do this). A cache
+belongs to one model: using it with another raises.
+
+>>> from skill_lens.tiny import tiny_model, tiny_task
 >>> from skill_lens.prompts import PromptedModel, SoftPrompt, Verbalizer
->>> model = tiny_model("causal")
+>>> model, dev = tiny_model("causal"), tiny_task().dev
 >>> pm = PromptedModel(model, SoftPrompt.init(model, 2, seed=0), Verbalizer.from_words(model, ["bad", "good"]))
->>> cache, batch = InputCache(), pm.encode(["the movie was good", "bad"])
->>> plain = pm.label_logits(batch)
->>> for _ in range(2):
-...     cached = pm.label_logits(batch, cache_input=True, input_cache=cache)
->>> torch.allclose(cached, plain, atol=1e-5), len(cache), (cache.hits, cache.misses)
-(True, 2, (2, 2))
+>>> cache = InputCache()
+>>> cache.fill(pm, dev)
+>>> batch = pm.encode_split(dev, slice(0, 4))
+>>> cached = pm.label_logits(batch, cache_input=True, input_cache=cache)
+>>> torch.allclose(cached, pm.label_logits(batch), atol=1e-5), len(cache), (cache.hits, cache.misses)
+(True, 32, (4, 0))
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 from transformers import DynamicCache
 
+from skill_lens.batching import length_batches
+
 __all__ = ["InputCache"]
+
+KV = list[tuple[Tensor, Tensor]]  # one input's (keys, values) per layer, each [kv_heads, length, head_dim]
 
 
 class InputCache:
-    """Per-example input keys/values of a frozen causal model, bounded by ``max_mb``."""
+    """Per-example input keys/values of one frozen causal model, bounded by ``max_mb``.
 
-    def __init__(self, max_mb: float = 2048.0):
-        self.max_bytes = int(max_mb * 2**20)
+    ``batch_size`` is the size of :meth:`fill`'s length-sorted batches (part of what the kept numbers
+    are, so keep it fixed across a job and its resumption).
+    """
+
+    def __init__(self, max_mb: float = 4096.0, batch_size: int = 32):
+        if not max_mb >= 0 or batch_size < 1:
+            raise ValueError(f"InputCache needs max_mb >= 0 and batch_size >= 1, got {max_mb!r} and {batch_size!r}")
+        self.max_bytes, self.batch_size = int(max_mb * 2**20), batch_size
         self.bytes = self.hits = self.misses = 0
-        self._store: dict[tuple[int, ...], list[tuple[Tensor, Tensor]]] = {}
+        self._store: dict[tuple[int, ...], KV] = {}
+        self._model = None
 
     def __len__(self) -> int:
         return len(self._store)
@@ -48,6 +68,30 @@ class InputCache:
     def __repr__(self) -> str:
         return (f"InputCache({len(self)} inputs, {self.bytes / 2**20:.0f} of {self.max_bytes / 2**20:.0f} MB, "
                 f"{self.hits} hits, {self.misses} misses)")
+
+    @torch.no_grad()
+    def fill(self, pm, split) -> None:
+        """Compute and keep the inputs of ``split`` under ``pm`` not kept yet, in :meth:`__init__`'s fixed
+        length-sorted batches; a no-op for non-causal models and hard prompts (nothing would use them)."""
+        if pm.info.family != "causal" or pm.prompt is None or len(split) == 0:
+            return
+        hf, P = self._bind(pm.model.original_model), pm.prompt_length
+        for idx in length_batches(pm, split, self.batch_size):
+            if self.bytes >= self.max_bytes:
+                return
+            batch = pm.encode_split(split, idx)
+            n = batch.input_ids.shape[1] - P
+            ids, mask = batch.input_ids[:, :n], batch.attention_mask[:, :n]
+            keys = [tuple(ids[i, m].tolist()) for i, m in enumerate(mask.bool())]
+            if all(k in self._store or not k for k in keys):
+                continue
+            out = hf.base_model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                use_cache=True).past_key_values
+            layers = [(k, v) for k, v, *_ in out]
+            for i, key in enumerate(keys):
+                if key and key not in self._store:
+                    self._keep(key, [(k[i, :, n - len(key):].clone(), v[i, :, n - len(key):].clone())
+                                     for k, v in layers])
 
     @torch.no_grad()
     def past(self, hf: torch.nn.Module, ids: Int[Tensor, "batch n"], mask: Bool[Tensor, "batch n"],
@@ -58,6 +102,7 @@ class InputCache:
         """
         if not mask.bool().any(1).all():
             return None
+        self._bind(hf)
         rows = [self._one(hf, ids[i, m], positions[i, m]) for i, m in enumerate(mask.bool())]
         layers = []
         for layer in range(len(rows[0])):
@@ -66,12 +111,17 @@ class InputCache:
             values = torch.zeros_like(keys)
             for i, row in enumerate(rows):
                 length = row[layer][0].shape[1]
-                if length:
-                    keys[i, :, -length:], values[i, :, -length:] = row[layer]
+                keys[i, :, -length:], values[i, :, -length:] = row[layer]
             layers.append((keys, values))
         return DynamicCache(ddp_cache_data=layers)
 
-    def _one(self, hf, ids: Tensor, positions: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def clear(self) -> None:
+        """Forget every kept input (frees the memory; the counters stay)."""
+        self._store.clear()
+        self.bytes = 0
+
+    def _one(self, hf, ids: Tensor, positions: Tensor) -> KV:
+        """A kept input, or one computed alone (kept while there is room)."""
         key = tuple(ids.tolist())
         kv = self._store.get(key)
         if kv is not None:
@@ -80,8 +130,22 @@ class InputCache:
         self.misses += 1
         out = hf.base_model(input_ids=ids[None], position_ids=positions[None], use_cache=True).past_key_values
         kv = [(k[0].clone(), v[0].clone()) for k, v, *_ in out]
+        self._keep(key, kv)
+        return kv
+
+    def _keep(self, key: tuple[int, ...], kv: KV) -> None:
         size = sum(2 * k.numel() * k.element_size() for k, _ in kv)
         if self.bytes + size <= self.max_bytes:
             self._store[key] = kv
             self.bytes += size
-        return kv
+
+    def _bind(self, hf):
+        """The model this cache belongs to: the first one it sees; another one raises."""
+        owner = self._model() if self._model is not None else None
+        if owner is None:  # new, or its model is gone (and what it kept with it)
+            self.clear()
+            self._model = weakref.ref(hf)
+        elif owner is not hf:
+            raise ValueError("this InputCache holds the keys/values of another model; use one InputCache per model "
+                             "(a pruned or reloaded model needs a new one).")
+        return hf

@@ -34,10 +34,12 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from skill_lens.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
+from skill_lens.batching import length_batches
 from skill_lens.capture import ProbeError, activations, probe_hooks, probed_positions
 from skill_lens.checkpoint import Checkpoint
 from skill_lens.distributed import all_reduce_, rank_world, shard
 from skill_lens.evaluation import prompted
+from skill_lens.kv_cache import InputCache
 from skill_lens.models import describe
 from skill_lens.predictivity import (AgreementAccumulator, MeanAccumulator, NullAccumulator, adjusted_p_values,
                                      aggregate_positions, fwer_threshold, null_maxima, permuted_labels, predictivity,
@@ -217,8 +219,15 @@ class ProbeResult:
 def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequence[str] = ("dev", "test"),
           hook_names: Sequence[str] | None = None, *, checkpoint: str | Path | None = None,
           checkpoint_every: int = 20, on_result: Callable[[ProbeResult], None] | None = None,
-          permutations: int = 0, permutation_seed: int = 0) -> ProbeResult:
+          permutations: int = 0, permutation_seed: int = 0, input_cache: InputCache | None = None) -> ProbeResult:
     """Probe every FFN neuron of ``pm.model`` on ``task`` (see the module docstring).
+
+    Each split runs in length-sorted batches (:func:`~skill_lens.batching.length_batches`). With an
+    ``input_cache`` (:mod:`skill_lens.kv_cache`) on a causal model with a soft prompt, the inputs'
+    keys/values come from it (computed into it first if it lacks them) and only the prompt positions
+    run: pass the cache tuning filled and the probe computes no input again (activations agree with a
+    full forward to float rounding, about 1e-6). Pooling needs the input positions, so it runs
+    without the cache.
 
     Under a ``torch.distributed`` process group (``torchrun``, see ``docs/cluster.md``) each rank
     probes its :func:`~skill_lens.distributed.shard` of every split and the sums are added across
@@ -265,7 +274,9 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
         identity = {**probe_fingerprint(pm, task, batch_size, names, pooling, splits, permutations=permutations,
                                         permutation_seed=permutation_seed), "shard": f"{rank}/{world}"}
         ckpt = Checkpoint(Path(checkpoint) / f"probe_checkpoint.{rank}of{world}.safetensors", identity, "probe")
-    stream = functools.partial(_stream, pm, batch_size=batch_size, names=names, decoder=decoder, kinds=kinds)
+    usable = input_cache is not None and info.family == "causal" and pm.prompt is not None and kinds == ["prompt"]
+    stream = functools.partial(_stream, pm, batch_size=batch_size, names=names, decoder=decoder, kinds=kinds,
+                               input_cache=input_cache if usable else None)
     out = _probe_passes(task, sums, stream, batch_size, ckpt, checkpoint_every, permutation_seed)
     result = _result(pm, task, info, out, names, sums.passes, world)
     if permutations:
@@ -301,7 +312,8 @@ def probe_fingerprint(pm, task, batch_size: int = 32, hook_names: Sequence[str] 
         data = pm.prompt.embedding.detach().float().cpu().contiguous().numpy().tobytes()
         prompt = hashlib.sha256(data).hexdigest()
     fp = {"model": info.name, "task": task.fingerprint(), "prompt": prompt, "batch_size": batch_size,
-          "hook_names": list(names), "pooling": pooling, "splits": list(splits), "max_length": pm.max_length}
+          "batching": "length-sorted", "hook_names": list(names), "pooling": pooling, "splits": list(splits),
+          "max_length": pm.max_length}
     return {**fp, "permutations": permutations, "permutation_seed": permutation_seed} if permutations else fp
 
 
@@ -490,17 +502,23 @@ def _result(pm, task, info, out: dict, names: list[str], passes: list[str], worl
 
 
 def _stream(pm, split, batch_size, names, decoder, kinds, feed, desc, start: int = 0, done=None,
-            labels: Tensor | None = None) -> None:
-    """Run ``split`` batch by batch from batch ``start``; hooks call ``feed(kind, layer, acts [B 1 P N], labels)``
-    and keep nothing; ``done(b)`` runs once batches ``[0, b)`` are fed. ``labels`` (one row per example)
-    replaces ``split.labels``."""
-    n_batches = math.ceil(len(split) / batch_size)
+            labels: Tensor | None = None, input_cache: InputCache | None = None) -> None:
+    """Run ``split`` in its length-sorted batches (:func:`~skill_lens.batching.length_batches`) from batch
+    ``start``; hooks call ``feed(kind, layer, acts [B 1 P N], labels)`` and keep nothing; ``done(b)`` runs
+    once batches ``[0, b)`` are fed. ``labels`` (one row per example) replaces ``split.labels``. With
+    ``input_cache`` the inputs come from it and only the prompt positions run (hooks see only those)."""
+    batches = length_batches(pm, split, batch_size)
     all_labels = torch.as_tensor(split.labels) if labels is None else labels
-    for b in progress(range(start, n_batches), desc=f"probe {desc}", initial=start, total=n_batches):
-        batch = pm.encode_split(split, slice(b * batch_size, (b + 1) * batch_size))
-        labels = all_labels[b * batch_size : (b + 1) * batch_size]
+    if input_cache is not None and start < len(batches):
+        input_cache.fill(pm, split)
+    for b in progress(range(start, len(batches)), desc=f"probe {desc}", initial=start, total=len(batches)):
+        batch, y = pm.encode_split(split, batches[b]), all_labels[batches[b]]
         with torch.no_grad():
-            pm.label_logits(batch, fwd_hooks=_capture_hooks(pm, batch, labels, names, decoder, kinds, feed))
+            if input_cache is None:
+                pm.label_logits(batch, fwd_hooks=_capture_hooks(pm, batch, y, names, decoder, kinds, feed))
+            else:  # the prompt part's hooks, built for the prompt part's batch
+                pm.label_logits(batch, cache_input=True, input_cache=input_cache,
+                                prompt_hooks=lambda part: _capture_hooks(pm, part, y, names, decoder, kinds, feed))
         if done is not None:
             done(b + 1)
 

@@ -41,9 +41,11 @@ from pathlib import Path
 
 from skill_lens.artifacts import ArtifactError, library_version, load_tensors, read_json, write_json
 from skill_lens.checkpoint import Checkpoint
+from skill_lens.kv_cache import InputCache
 from skill_lens.models import describe, fingerprint, load_model
 from skill_lens.prompts import SoftPrompt
-from skill_lens.tuning import TuneConfig, evaluate, hard_prompt_model, prompted, tune, with_defaults
+from skill_lens.tuning import (RESOURCE_FIELDS, TuneConfig, evaluate, hard_prompt_model, prompted, tune,
+                               with_defaults)
 
 __all__ = ["Run", "FILES", "PARENTS", "file_fingerprint"]
 
@@ -89,6 +91,7 @@ class Run:
     meta: dict
     _model: object = field(default=None, repr=False)
     _task: object = field(default=None, repr=False)
+    _input_cache: InputCache | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ making and opening
     @classmethod
@@ -106,9 +109,9 @@ class Run:
         existing = _claim(path, model, task, config, overwrite, reuse)
         if existing is not None:
             return existing
-        ckpt = path / FILES["checkpoint"]
-        result = tune(model, task, config, checkpoint=ckpt)  # the old run stays whole until this succeeds
-        meta = _run_meta(model, task, config, task_args, result)
+        ckpt, cache = path / FILES["checkpoint"], InputCache(config.input_cache_mb)
+        result = tune(model, task, config, checkpoint=ckpt, input_cache=cache)  # the old run stays whole until now
+        meta = _run_meta(model, task, config, task_args, result, cache)
         _remove_derived(path)
         prompt_file = path / FILES["prompt"]
         result.prompt.save(prompt_file, task=task.name, lineage={"model_fingerprint": meta["model_fingerprint"],
@@ -116,7 +119,7 @@ class Run:
         meta["prompt_fingerprint"] = file_fingerprint(prompt_file)
         write_json(path / FILES["run"], meta)
         Checkpoint(ckpt, {}).remove()
-        return cls(path, meta, model, task)
+        return cls(path, meta, model, task, cache)
 
     @classmethod
     def open(cls, path) -> "Run":
@@ -142,7 +145,8 @@ class Run:
                 f"but this model ({info.name}, {info.n_layers}x{info.d_mlp}) has weights {fp}: its weights or "
                 f"architecture differ. Load the run's own model, or re-tune: "
                 f"{REDO['prompt'].format(run=self.path)}.")
-        self._model = model
+        if model is not self._model:
+            self._model, self._input_cache = model, None  # a cache belongs to one model object
 
     @property
     def task(self):
@@ -212,6 +216,15 @@ class Run:
                                 "run.json's prompt_fingerprint): it was replaced or copied from another run. Restore "
                                 f"it, or re-tune: {REDO['prompt'].format(run=self.path)}.")
         return path
+
+    @property
+    def input_cache(self) -> InputCache:
+        """The keys/values of the run's inputs under its model (:mod:`skill_lens.kv_cache`), shared by the steps
+        on this ``Run`` object: the probe and suppression curves after :meth:`create` compute no input that
+        tuning computed. Bounded by the run's ``input_cache_mb``; ``run.input_cache.clear()`` frees it."""
+        if self._input_cache is None:
+            self._input_cache = InputCache(with_defaults(self.meta["config"])["input_cache_mb"])
+        return self._input_cache
 
     def prompted(self):
         """The run's :class:`~skill_lens.prompts.PromptedModel` (model, checked prompt and verbalizer)."""
@@ -320,14 +333,14 @@ class Run:
 
 
 # ------------------------------------------------------------------ helpers
-def _run_meta(model, task, config: TuneConfig, task_args: dict | None, result) -> dict:
+def _run_meta(model, task, config: TuneConfig, task_args: dict | None, result, cache: InputCache | None = None) -> dict:
     """``run.json``: what made the run and what it scored (dev/test accuracy of the prompt and the hard prompt)."""
     info = describe(model)
     pm = prompted(model, task, result.prompt, config.max_length)
     hard = hard_prompt_model(model, task, config.max_length)
     bs, has_test = config.eval_batch_size, len(task.test) > 0
-    acc = {"dev": evaluate(pm, task.dev, bs)["accuracy"],
-           "test": evaluate(pm, task.test, bs)["accuracy"] if has_test else None,
+    acc = {"dev": evaluate(pm, task.dev, bs, input_cache=cache)["accuracy"],
+           "test": evaluate(pm, task.test, bs, input_cache=cache)["accuracy"] if has_test else None,
            "hard_prompt_dev": evaluate(hard, task.dev, bs)["accuracy"],
            "hard_prompt_test": evaluate(hard, task.test, bs)["accuracy"] if has_test else None}
     return {"library_version": library_version(), "model": info.name, "model_fingerprint": fingerprint(model),
@@ -377,7 +390,8 @@ def _differences(old: dict, model, task, config: TuneConfig) -> list[str]:
         differs.append(f"task: {old['task'].get('name')} (data {str(old['task'].get('fingerprint'))[:12]}) in "
                        f"run.json, {task.name} (data {task.fingerprint()[:12]}) now")
     new, was = dataclasses.asdict(config), with_defaults(old["config"])
-    changed = [f"{k} {was.get(k)!r} -> {new.get(k)!r}" for k in {**was, **new} if was.get(k) != new.get(k)]
+    changed = [f"{k} {was.get(k)!r} -> {new.get(k)!r}" for k in {**was, **new}
+               if was.get(k) != new.get(k) and k not in RESOURCE_FIELDS]
     if changed:
         differs.append(f"config: {', '.join(changed)}")
     return differs

@@ -81,7 +81,7 @@ def probe(run: Run, batch_size: int = 32, pooling: bool = False, *, permutations
         run.save_predictivity(result)
 
     return probe_(pm, task, batch_size, pooling, checkpoint=run.path, on_result=save, permutations=permutations,
-                  permutation_seed=permutation_seed)
+                  permutation_seed=permutation_seed, input_cache=run.input_cache)
 
 
 def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float, float | None]]:
@@ -142,7 +142,7 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
                               fractions=fractions, method=method, controls=controls, per_layer=per_layer,
                               baseline=result.baseline, std=std, positions=positions, per=per, seed=seed,
                               batch_size=batch_size, checkpoint=run.path / f"{name}.checkpoint.safetensors",
-                              draws=draws, bootstrap=bootstrap)
+                              draws=draws, bootstrap=bootstrap, input_cache=run.input_cache)
     curve.meta.update(run=str(run.path), task=task.name, split=split, aggregate=aggregate,
                       selected_on="dev predictivity")
     run.save_result("perturb", name, curve.to_dict(), curve.to_pandas())

@@ -40,7 +40,7 @@ from skill_lens.models import describe
 from skill_lens.progress import progress
 from skill_lens.prompts import PromptError, SoftPrompt
 
-__all__ = ["TuneConfig", "TuneResult", "ConfigError", "TrainState", "tune", "train", "batch_indices",
+__all__ = ["RESOURCE_FIELDS", "TuneConfig", "TuneResult", "ConfigError", "TrainState", "tune", "train", "batch_indices",
            "learning_rate", "with_defaults", "tuning_checkpoint", "check_texts_fit", "SCHEDULES",
            # evaluation, re-exported from skill_lens.evaluation (where it lives) for older imports
            "evaluate", "predict", "check_labels", "score_logits", "prompted", "hard_prompt_model"]
@@ -49,6 +49,7 @@ __all__ = ["TuneConfig", "TuneResult", "ConfigError", "TrainState", "tune", "tra
 SCHEDULES = ("constant", "linear")
 INITS = ("vocab", "normal")
 CHECKPOINT_FILE = "checkpoint.safetensors"  # in a run directory (``run_dir=``)
+RESOURCE_FIELDS = ("input_cache_mb",)  # how much memory a run may use, not what it computes
 FLAGS = {"prompt_length": "--prompt-length", "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr",
          "eval_every": "--eval-every", "patience": "--patience", "max_length": "--max-length"}
 
@@ -84,7 +85,7 @@ class TuneConfig:
     seed: int = 0
     init: str = "vocab"
     cache_input: bool = True  # causal models: input keys/values without autograd
-    input_cache_mb: float = 2048.0  # ... and kept per input across steps and dev evaluations (0: off)
+    input_cache_mb: float = 4096.0  # ... and kept per input across steps and dev evaluations (0: off)
     eval_batch_size: int = 32
     max_length: int | None = None  # truncate inputs to this many tokens (default: error if too long)
 
@@ -286,7 +287,8 @@ def check_texts_fit(pm, task) -> None:
 
 
 def tune(model, task, config: TuneConfig | None = None, *, checkpoint: str | Path | None = None,
-         prompt: SoftPrompt | None = None, run_dir: str | Path | None = None) -> TuneResult:
+         prompt: SoftPrompt | None = None, run_dir: str | Path | None = None,
+         input_cache: InputCache | None = None) -> TuneResult:
     """Train a soft prompt for ``task``; return the prompt with the best dev accuracy.
 
     With ``checkpoint`` (a file path), progress is saved there at every dev evaluation and an
@@ -294,6 +296,11 @@ def tune(model, task, config: TuneConfig | None = None, *, checkpoint: str | Pat
     deletes it once the result is saved. ``run_dir`` (deprecated) means
     ``checkpoint=run_dir/checkpoint.safetensors``. ``prompt`` starts from a given prompt instead of
     a fresh one (e.g. re-tuning after pruning). Every split is checked before the first step.
+
+    A causal model's inputs are computed once, in length-sorted batches, before the first step
+    (:meth:`InputCache.fill <skill_lens.kv_cache.InputCache.fill>`); pass your own ``input_cache`` to
+    keep them for later passes over the same splits (the probe, suppression curves), as
+    :func:`skill_lens.steps.demo` does. Without one, a cache of ``config.input_cache_mb`` is made.
     """
     cfg = config or TuneConfig()
     if run_dir is not None:
@@ -310,8 +317,11 @@ def tune(model, task, config: TuneConfig | None = None, *, checkpoint: str | Pat
     check_texts_fit(pm, task)
     ckpt = tuning_checkpoint(checkpoint, model, task, cfg) if checkpoint is not None else None
 
-    causal_prompt = cfg.cache_input and info.family == "causal"
-    cache = InputCache(cfg.input_cache_mb) if causal_prompt and cfg.input_cache_mb > 0 else None
+    cache = None
+    if cfg.cache_input and info.family == "causal":
+        cache = input_cache if input_cache is not None else InputCache(cfg.input_cache_mb) if cfg.input_cache_mb else None
+    if cache is not None:
+        cache.fill(pm, task.train)
     train_split, labels = task.train, torch.as_tensor(task.train.labels)
 
     def step_loss(idx: list[int]) -> Tensor:

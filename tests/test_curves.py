@@ -63,12 +63,12 @@ def test_prompt_hooks_on_cached_inputs_give_the_same_numbers(pm, task, method):
     plain_gen, cached_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     plain = evaluate_with(pm, task.dev, lambda b: make(b, plain_gen), batch_size=5)
     cache = InputCache()
-    for _ in range(2):  # the second pass takes every input from the cache
+    for _ in range(2):  # each pass takes every input from the cache (the first one fills it, in batches)
         cached_gen.manual_seed(5)
         cached = evaluate_with(pm, task.dev, lambda b: make(b, cached_gen), batch_size=5, input_cache=cache)
         assert cached["accuracy"] == plain["accuracy"]
         assert cached["logit_diff"] == pytest.approx(plain["logit_diff"], abs=1e-5)
-    assert cache.hits == len(task.dev) and cache.misses == len(task.dev)
+    assert cache.hits == 2 * len(task.dev) and cache.misses == 0 and len(cache) == len(task.dev)
     assert cached["logit_diff"] != pytest.approx(evaluate(pm, task.dev)["logit_diff"], abs=1e-3)  # hooks did act
 
 

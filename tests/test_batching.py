@@ -1,0 +1,107 @@
+"""Length-sorted batches and the batched input pass: same numbers as one example at a time, in order."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skill_lens import steps
+from skill_lens.batching import length_batches, pad_fraction, token_lengths
+from skill_lens.evaluation import predict, prompted
+from skill_lens.kv_cache import InputCache
+from skill_lens.probe import probe
+from skill_lens.prompts import SoftPrompt
+from skill_lens.tasks import Task
+from skill_lens.tiny import tiny_model, tiny_task
+from skill_lens.tuning import TuneConfig
+
+
+def ragged():
+    """Texts of 1 to 12 words: batches in the split's order pad a lot."""
+    base = tiny_task(48, 40, 24, seed=3)
+
+    def cut(split):
+        return [" ".join((t.split() * 3)[: 1 + (7 * i) % 12]) for i, t in enumerate(split.texts)], list(split.labels)
+
+    return Task.from_lists("ragged", ["negative", "positive"], ["bad", "good"], train=cut(base.train),
+                           dev=cut(base.dev), test=cut(base.test), hard_prompt="review : {text} \n sentiment :")
+
+
+def distinct(task) -> int:
+    """Inputs a cache of every split holds (the same text in two splits is one input)."""
+    return len({t for s in task.splits().values() for t in s.texts})
+
+
+@pytest.fixture(scope="module")
+def pm():
+    model = tiny_model("causal")
+    return prompted(model, ragged(), SoftPrompt.init(model, 3, seed=1))
+
+
+def test_batched_input_pass_agrees_with_one_input_at_a_time(pm):
+    dev = ragged().dev
+    filled, alone = InputCache(), InputCache()
+    filled.fill(pm, dev)  # length-sorted batches of 32, left-padded
+    for idx in length_batches(pm, dev, 7):
+        batch = pm.encode_split(dev, idx)
+        a = pm.label_logits(batch, cache_input=True, input_cache=filled)
+        b = pm.label_logits(batch, cache_input=True, input_cache=alone)  # misses: each input computed alone
+        assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a, pm.label_logits(batch), atol=1e-5)
+    assert filled.misses == 0 and alone.misses == len(dev) and len(filled) == len(alone) == len(dev)
+
+
+def test_fill_is_a_function_of_the_split_alone(pm):
+    """Whatever a cache held before, an input's keys/values are those of its fixed batch: bit for bit."""
+    data = ragged()
+    fresh, used = InputCache(), InputCache()
+    used.fill(pm, data.train)  # another split first: the dev batches are still the dev split's own
+    fresh.fill(pm, data.dev), used.fill(pm, data.dev)
+    batch = pm.encode_split(data.dev, list(range(len(data.dev))))
+    assert torch.equal(pm.label_logits(batch, cache_input=True, input_cache=fresh),
+                       pm.label_logits(batch, cache_input=True, input_cache=used))
+
+
+def test_predict_restores_the_split_order(pm):
+    dev = ragged().dev
+    got = predict(pm, dev, batch_size=5)
+    one_by_one = torch.cat([pm.label_logits(pm.encode_split(dev, [i])) for i in range(len(dev))])
+    assert torch.allclose(got, one_by_one, atol=1e-5)
+    cached = predict(pm, dev, batch_size=5, input_cache=InputCache())
+    assert torch.allclose(cached, one_by_one, atol=1e-5)
+
+
+def test_length_batches_cut_padding(pm):
+    dev = ragged().dev
+    lengths, batches = token_lengths(pm, dev), length_batches(pm, dev, 8)
+    assert sorted(i for b in batches for i in b) == list(range(len(dev)))
+    assert pad_fraction(lengths, batches) < 0.5 * pad_fraction(lengths, None, 8)
+
+
+def test_probe_through_the_cache_equals_the_full_forward(pm):
+    task = ragged()
+    plain = probe(pm, task, batch_size=6)
+    cache = InputCache()
+    cache.fill(pm, task.dev)  # what tuning left; the probe fills train and test itself
+    cached = probe(pm, task, batch_size=6, input_cache=cache)
+    assert torch.allclose(plain.baseline, cached.baseline, atol=1e-5)
+    assert torch.equal(plain.dev_acc, cached.dev_acc) and torch.equal(plain.test_acc, cached.test_acc)
+    assert cache.misses == 0 and len(cache) == distinct(task)
+
+
+def test_a_cache_belongs_to_one_model(pm):
+    cache = InputCache()
+    cache.fill(pm, ragged().dev)
+    other = prompted(tiny_model("causal", seed=1), ragged(), SoftPrompt.init(tiny_model("causal", seed=1), 3))
+    with pytest.raises(ValueError, match="another model"):
+        cache.fill(other, ragged().dev)
+
+
+def test_a_run_reuses_the_inputs_tuning_computed(tmp_path):
+    model, task = tiny_model("causal"), ragged()
+    run = steps.tune(tmp_path / "run", model, task, TuneConfig(prompt_length=2, steps=4, batch_size=8, eval_every=2))
+    cache = run.input_cache
+    assert len(cache) == distinct(task)  # tuning, dev and test evaluation
+    misses = cache.misses
+    steps.probe(run)
+    steps.perturb(run, fractions=(0.0, 0.1), controls=1)
+    assert cache.misses == misses, "the probe and the curve computed an input again"
