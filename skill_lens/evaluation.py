@@ -143,7 +143,7 @@ def score_logits(logits: Float[Tensor, "batch n_labels"], labels) -> tuple[Bool[
         raise PromptError(f"non-finite label logits (NaN or inf) for {len(rows)} of {len(logits)} examples, first "
                           f"example {rows[0]}; no accuracy can be read from them. Likely a hook writing NaN/inf "
                           "(check fwd_hooks and hooks left on the model), a NaN prompt or a float16 overflow.")
-    labels = torch.as_tensor(labels)
+    labels = torch.as_tensor(labels, device=logits.device)
     gold = logits.gather(1, labels[:, None])[:, 0]
     other = logits.scatter(1, labels[:, None], float("-inf")).max(1).values
     return logits.argmax(1) == labels, gold - other
@@ -166,7 +166,7 @@ def predict(
     for start in progress(range(0, len(split), batch_size), desc=desc):
         batch = pm.encode_split(split, slice(start, start + batch_size))
         kept = {} if input_cache is None else {"cache_input": True, "input_cache": input_cache}
-        out.append(pm.label_logits(batch, fwd_hooks=fwd_hooks, **kept).float())
+        out.append(pm.label_logits(batch, fwd_hooks=fwd_hooks, **kept).to("cpu", torch.float32))  # results on the CPU
     return torch.cat(out)
 
 

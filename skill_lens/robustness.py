@@ -483,9 +483,9 @@ def patch_repair(pm, clean_split: Split, adv_split: Split, neurons, batch_size: 
             part = slice(i, i + batch_size)
             src, tgt = pm.encode_split(clean_split, part), pm.encode_split(adv_split, part)
             hooks = patch_hooks(pm, src, tgt, neurons, positions) if n_neurons else []
-            logits["clean"].append(pm.label_logits(src).float())
-            logits["adversarial"].append(pm.label_logits(tgt).float())
-            patched = pm.label_logits(tgt, fwd_hooks=hooks).float() if hooks else logits["adversarial"][-1]
+            logits["clean"].append(pm.label_logits(src).float().cpu())  # collected on the CPU
+            logits["adversarial"].append(pm.label_logits(tgt).float().cpu())
+            patched = pm.label_logits(tgt, fwd_hooks=hooks).float().cpu() if hooks else logits["adversarial"][-1]
             logits["patched"].append(patched)
     y = torch.as_tensor(adv_split.labels)
     m = {k: _metrics(torch.cat(v), y) for k, v in logits.items()}
