@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from clitools import FAST_TUNE, cli
+from clitools import FAST_TUNE, cli, copy_run, snapshot
 
 from skill_lens import steps
 from skill_lens.models import bridge_from_hf, fingerprint, load_model, model_device, model_dtype, parse_device
@@ -121,6 +121,15 @@ def test_a_step_in_another_dtype_than_the_run_is_refused_naming_dtype(model_dir,
     assert rc == 2 and "Traceback" not in err
     assert "tuned on" in err and "in bfloat16" in err and "--dtype bfloat16" in err
     assert not (out / "predictivity.safetensors").exists()
+
+
+def test_a_float32_run_probed_in_bfloat16_is_refused_untouched(made_run, tmp_path):
+    run = copy_run(made_run("causal"), tmp_path / "run")  # tuned in float32 (the default)
+    before = snapshot(run)
+    rc, _, err = cli("perturb", run, "--dtype", "bfloat16", "--method", "zero", "--fractions", "0,0.1")
+    assert rc == 2 and "Traceback" not in err
+    assert "in float32, but this model is in bfloat16" in err and "--dtype float32" in err
+    assert snapshot(run) == before
 
 
 @pytest.mark.parametrize("step", ["tune", "probe", "perturb", "patch", "robustness", "report", "prune", "demo"])
