@@ -34,7 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from skill_lens.capture import capture_hooks
+from skill_lens.capture import capture_hooks, probed_positions
 from skill_lens.evaluation import evaluate, hard_prompt_model, prompted
 from skill_lens.interventions import neuron_mask
 from skill_lens.models import describe, random_init_copy
@@ -322,7 +322,7 @@ def _states(pm, split, start, size, threshold) -> Tensor:
     batch = pm.encode_split(split, slice(start, start + size))
 
     def active(act: Tensor, name: str) -> Tensor:
-        sel = act[torch.arange(len(act)), batch.predict_pos, None] if pm.prompt is None else act[:, batch.prompt_slice]
+        sel = probed_positions(act, batch, decoder=False, hard=pm.prompt is None)
         return sel > threshold
 
     names = describe(pm.model).hook_names
@@ -632,7 +632,8 @@ def top_activating_tokens(pm: PromptedModel, split, layer: int, neuron: int, k: 
         batch = pm.encode_split(split, slice(start, start + batch_size))
 
         def hook(act, hook, batch=batch):
-            ids, vals = batch.input_ids[batch.input_mask], act[..., neuron][batch.input_mask].double()
+            ids = batch.input_ids[batch.input_mask].cpu()  # float64 sums on the CPU
+            vals = act[..., neuron][batch.input_mask].to("cpu", torch.float64)
             sums.index_add_(0, ids, vals)
             counts.index_add_(0, ids, torch.ones_like(ids))
 

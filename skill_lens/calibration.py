@@ -81,14 +81,14 @@ def calibrate(pm, keep, layers: Sequence[int] | None = None, texts: Sequence[str
     out = torch.zeros(info.shape, dtype=torch.float64)
 
     def fix(layer: int):
-        removed = ~mask[layer]
+        removed = (~mask[layer]).to(real.device)
 
         def hook(act: Tensor, hook) -> Tensor | None:
-            out[layer] = act[real].double().mean(0)
+            out[layer] = act[real].double().mean(0).cpu()  # the constants: float64 on the CPU
             if layer not in layers:
                 return None
             act = act.clone()
-            act[..., removed] = out[layer, removed].to(act.dtype)
+            act[..., removed] = out[layer][removed.cpu()].to(act.device, act.dtype)
             return act
         return hook
 

@@ -155,7 +155,7 @@ def activations(pm, split, neurons, positions: str = "prompt", batch_size: int =
     def run(batch) -> Tensor:  # [B, seq or P, n_neurons]
         hard = pm.prompt is None
         keep = None if positions == "all" else lambda act, name: probed_positions(act, batch, decoder, hard)
-        return capture_neurons(pm, batch, pairs, keep, names)
+        return capture_neurons(pm, batch, pairs, keep, names).cpu()  # collected for plots and files on the CPU
 
     if out is None:
         if positions == "prompt":
@@ -207,7 +207,8 @@ def _write_header(f, specs: dict, meta: dict) -> dict:
 
 def _rows(batch, acts: Tensor) -> list[tuple[Tensor, Tensor]]:
     """Per example, ``(token ids, activations)`` with padding removed."""
-    return [(batch.input_ids[b][m.bool()], acts[b][m.bool()]) for b, m in enumerate(batch.attention_mask)]
+    ids, mask = batch.input_ids.to(acts.device), batch.attention_mask.to(acts.device)
+    return [(ids[b][m.bool()], acts[b][m.bool()]) for b, m in enumerate(mask)]
 
 
 def probe_hooks(info, hook_names: Sequence[str] | None = None) -> tuple[list[str], bool]:
@@ -234,5 +235,5 @@ def probed_positions(act: Float[Tensor, "batch seq d"], batch, decoder: bool, ha
     >>> probed_positions(torch.zeros(2, 5, 3), None, decoder=True, hard=False).shape
     torch.Size([2, 1, 3])
     """
-    return act[:, :1] if decoder else act[torch.arange(len(act)), batch.predict_pos, None] if hard \
+    return act[:, :1] if decoder else act[torch.arange(len(act), device=act.device), batch.predict_pos, None] if hard \
         else act[:, batch.prompt_slice]

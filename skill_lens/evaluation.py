@@ -144,7 +144,7 @@ def score_logits(logits: Float[Tensor, "batch n_labels"], labels) -> tuple[Bool[
         raise PromptError(f"non-finite label logits (NaN or inf) for {len(rows)} of {len(logits)} examples, first "
                           f"example {rows[0]}; no accuracy can be read from them. Likely a hook writing NaN/inf "
                           "(check fwd_hooks and hooks left on the model), a NaN prompt or a float16 overflow.")
-    labels = torch.as_tensor(labels)
+    labels = torch.as_tensor(labels, device=logits.device)
     gold = logits.gather(1, labels[:, None])[:, 0]
     other = logits.scatter(1, labels[:, None], float("-inf")).max(1).values
     return logits.argmax(1) == labels, gold - other
@@ -173,8 +173,8 @@ def predict(
         input_cache.fill(pm, split)
         kept = {"cache_input": True, "input_cache": input_cache}
     batches = length_batches(pm, split, batch_size)
-    out = [pm.label_logits(pm.encode_split(split, idx), fwd_hooks=fwd_hooks, **kept).float()
-           for idx in progress(batches, desc=desc)]
+    out = [pm.label_logits(pm.encode_split(split, idx), fwd_hooks=fwd_hooks, **kept).to("cpu", torch.float32)
+           for idx in progress(batches, desc=desc)]  # results on the CPU
     return in_order(out, batches)
 
 

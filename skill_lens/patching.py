@@ -48,7 +48,7 @@ from torch import Tensor
 
 from skill_lens.capture import capture_hooks
 from skill_lens.interventions import InterventionError, Positions, neuron_mask
-from skill_lens.models import describe
+from skill_lens.models import describe, model_device
 from skill_lens.prompts import Batch, Hook
 
 __all__ = ["PatchResult", "patch", "patch_hooks", "capture"]
@@ -112,7 +112,7 @@ def capture(pm, batch: Batch, neurons, positions="prompt") -> dict[int, list[Ten
     mask, pos = neuron_mask(pm.model, neurons), Positions.of(positions)
     names = describe(pm.model).hook_names
     rows = _index(batch, pos, batch.input_ids.shape[1])
-    idx = {names[l]: row.nonzero()[:, 0] for l, row in enumerate(mask) if row.any()}
+    idx = {names[l]: row.nonzero()[:, 0].to(model_device(pm.model)) for l, row in enumerate(mask) if row.any()}
     hooks, got = capture_hooks(list(idx), select=lambda act, name: act[..., idx[name]])
     with torch.no_grad():
         pm.label_logits(batch, fwd_hooks=hooks)
@@ -157,7 +157,8 @@ def patch_hooks(pm, source: Batch, target: Batch, neurons, positions="prompt") -
             return act
         return hook
 
-    return [(names[l], write(l, row.nonzero()[:, 0])) for l, row in enumerate(mask) if row.any()]
+    device = model_device(pm.model)
+    return [(names[l], write(l, row.nonzero()[:, 0].to(device))) for l, row in enumerate(mask) if row.any()]
 
 
 def patch(pm, source_text: str | Sequence[str], target_text: str | Sequence[str], neurons, positions="prompt",
@@ -176,9 +177,9 @@ def patch(pm, source_text: str | Sequence[str], target_text: str | Sequence[str]
                                 f"{pm.prompt_length}; 'prompt' positions align only for equal lengths.")
     hooks = patch_hooks(src_pm, source, target, neurons, positions)  # captures with the source's prompt
     with torch.no_grad():
-        src_logits = src_pm.label_logits(source).float()
-        tgt_logits = pm.label_logits(target).float()
-        patched = pm.label_logits(target, fwd_hooks=hooks).float()
+        src_logits = src_pm.label_logits(source).float().cpu()  # results on the CPU
+        tgt_logits = pm.label_logits(target).float().cpu()
+        patched = pm.label_logits(target, fwd_hooks=hooks).float().cpu()
     pairs, restored = [], []
     for s, t, p in zip(src_logits, tgt_logits, patched):
         a = int(s.argmax())

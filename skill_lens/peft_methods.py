@@ -1,6 +1,7 @@
 """Other parameter-efficient tuning on a frozen model, by hooks: BitFit-style biases and adapters.
 
-Both predict through the task's verbalizer with the hard-prompt template (no soft prompt), so the
+Their parameters are float32 master copies on the model's device, cast to its dtype in the hooks (as
+a :class:`~skill_lens.prompts.SoftPrompt` is). Both predict through the task's verbalizer with the hard-prompt template (no soft prompt), so the
 skill neurons they induce can be probed at the prediction position and compared with prompt
 tuning's (``probe(peft_prompted(model, task, module), task)``).
 
@@ -35,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from skill_lens.evaluation import check_labels, check_split, evaluate
-from skill_lens.models import describe
+from skill_lens.models import describe, model_device
 from skill_lens.prompts import Hook, PromptedModel, Verbalizer
 from skill_lens.tuning import TuneConfig, check_texts_fit, train, tuning_checkpoint
 
@@ -60,8 +61,8 @@ class BitFit(nn.Module):
         super().__init__()
         info = describe(model)
         self.prefixes = _block_prefixes(model)
-        self.bias_in = nn.Parameter(torch.zeros(info.n_layers, info.d_model))
-        self.bias_out = nn.Parameter(torch.zeros(info.n_layers, info.d_model))
+        self.bias_in = nn.Parameter(torch.zeros(info.n_layers, info.d_model, device=model_device(model)))
+        self.bias_out = nn.Parameter(torch.zeros(info.n_layers, info.d_model, device=model_device(model)))
 
     def hooks(self) -> list[Hook]:
         """``(hook_name, fn)`` pairs adding the biases (pass to ``model.hooks`` or ``fwd_hooks``)."""
@@ -93,9 +94,10 @@ class Adapter(nn.Module):
             raise ValueError(f"adapter rank must be at least 1, got {rank}")
         info = describe(model)
         self.prefixes = _block_prefixes(model)
-        g = torch.Generator().manual_seed(seed)
-        self.down = nn.Parameter(torch.randn(info.n_layers, info.d_model, rank, generator=g) / math.sqrt(info.d_model))
-        self.up = nn.Parameter(torch.zeros(info.n_layers, rank, info.d_model))
+        g, device = torch.Generator().manual_seed(seed), model_device(model)  # drawn on the CPU: same on every device
+        down = torch.randn(info.n_layers, info.d_model, rank, generator=g) / math.sqrt(info.d_model)
+        self.down = nn.Parameter(down.to(device))
+        self.up = nn.Parameter(torch.zeros(info.n_layers, rank, info.d_model, device=device))
 
     def hooks(self) -> list[Hook]:
         """``(hook_name, fn)`` pairs applying the adapters on each ``mlp.hook_out``."""
@@ -114,7 +116,7 @@ class HookedPromptedModel(PromptedModel):
 
     def __init__(self, model, module: nn.Module, verbalizer: Verbalizer, template: str = "{text}", **kwargs):
         super().__init__(model, None, verbalizer, template=template, **kwargs)
-        self.module = module
+        self.module = module.to(model_device(model))  # in place: its float32 parameters train beside the model
 
     def hooks(self, batch) -> list[Hook]:
         return [*super().hooks(batch), *self.module.hooks()]
@@ -177,7 +179,7 @@ def tune_hooks(model, task, module: nn.Module, config: TuneConfig | None = None,
 
     def step_loss(idx: list[int]) -> Tensor:
         logits = pm.label_logits(pm.encode_split(task.train, idx))
-        return nn.functional.cross_entropy(logits.float(), labels[idx])
+        return nn.functional.cross_entropy(logits.float(), labels[idx].to(logits.device))
 
     def dev_accuracy() -> float:
         return evaluate(pm, task.dev, cfg.eval_batch_size)["accuracy"]

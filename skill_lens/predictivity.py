@@ -56,7 +56,7 @@ class MeanAccumulator:
     def add(self, acts: Float[Tensor, "batch layer pos d_mlp"]) -> "MeanAccumulator":
         _check_acts(acts, self.sum)
         batch_sum = acts.sum(0, dtype=torch.float64)
-        self.sum = batch_sum if self.sum is None else self.sum + batch_sum
+        self.sum = batch_sum if self.sum is None else self.sum.to(batch_sum.device) + batch_sum  # resumed: CPU
         self.count += acts.shape[0]
         return self
 
@@ -108,7 +108,7 @@ class AgreementAccumulator:
         labels = _check_labels(labels, acts.shape[0])
         above = acts.double() > baseline.to(acts.device, torch.float64)
         batch_agree = (above == labels.to(acts.device).view(-1, 1, 1, 1)).sum(0)
-        self.agree = batch_agree if self.agree is None else self.agree + batch_agree
+        self.agree = batch_agree if self.agree is None else self.agree.to(batch_agree.device) + batch_agree
         self.n += acts.shape[0]
         return self
 
@@ -421,6 +421,7 @@ class NullAccumulator:
         v = labels.to(acts.device).float() * 2 - 1  # [B, K]
         if self.diff is None:
             self.diff = torch.zeros(labels.shape[1], *acts.shape[1:], dtype=torch.float32, device=acts.device)
+        self.diff = self.diff.to(acts.device)  # a resumed checkpoint's counts come from the CPU
         self.diff.view(labels.shape[1], -1).addmm_(v.T, u)
         self.n += B
         return self

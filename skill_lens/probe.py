@@ -278,7 +278,7 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
     stream = functools.partial(_stream, pm, batch_size=batch_size, names=names, decoder=decoder, kinds=kinds,
                                input_cache=input_cache if usable else None)
     out = _probe_passes(task, sums, stream, batch_size, ckpt, checkpoint_every, permutation_seed)
-    result = _result(pm, task, info, out, names, sums.passes, world)
+    result = _result(pm, task, info, {k: v.cpu() for k, v in out.items()}, names, sums.passes, world)  # on the CPU
     if permutations:
         result.meta.update(permutations=permutations, permutation_seed=permutation_seed)
     if rank == 0 and on_result is not None:

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
-from skill_lens.models import describe
+from skill_lens.models import describe, model_device
 
 __all__ = ["SoftPrompt", "Verbalizer", "Batch", "PromptedModel", "PromptError", "EMBED_HOOK"]
 
@@ -56,6 +56,12 @@ class PromptError(ValueError):
 
 class SoftPrompt(nn.Module):
     """Trainable prompt embeddings ``[P, d_model]``.
+
+    The embedding is a float32 master copy, whatever the model's dtype: a bfloat16 model gets it cast
+    in the hook (``write_prompt``), so gradients and AdamW updates accumulate in float32 (bfloat16 keeps
+    only 8 bits of mantissa, too few for small learning-rate steps). It lives on the model's device:
+    :meth:`init` makes it there and :class:`PromptedModel` moves a loaded one there; ``save`` writes it
+    from the CPU.
 
     >>> p = SoftPrompt(torch.zeros(3, 8))
     >>> p.length, p.d_model
@@ -83,12 +89,13 @@ class SoftPrompt(nn.Module):
         if length < 1:
             raise PromptError(f"prompt length must be at least 1, got {length}")
         W_E = _embedding_matrix(model)
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)  # on the CPU: the same prompt for a seed on every device
         if how == "vocab":
             ids = torch.randint(0, W_E.shape[0], (length,), generator=g)
-            emb = W_E[ids]
+            emb = W_E[ids.to(W_E.device)].float()
         elif how == "normal":
-            emb = torch.randn(length, W_E.shape[1], generator=g) * W_E.std() + W_E.mean()
+            W = W_E.float()
+            emb = torch.randn(length, W_E.shape[1], generator=g).to(W.device) * W.std() + W.mean()
         else:
             raise PromptError(f"unknown prompt initialisation {how!r}; use 'vocab' or 'normal'")
         return cls(emb, meta={**describe(model).as_meta(), "prompt_init": how, "seed": seed})
@@ -104,7 +111,7 @@ class SoftPrompt(nn.Module):
             if act.shape[1] != seq_len:
                 return act
             before, after = act[:, : prompt_slice.start], act[:, prompt_slice.stop :]
-            prompt = self.embedding.to(act.dtype).unsqueeze(0).expand(act.shape[0], -1, -1)
+            prompt = self.embedding.to(act.device, act.dtype).unsqueeze(0).expand(act.shape[0], -1, -1)
             return torch.cat([before, prompt, after], dim=1)
 
         return (EMBED_HOOK, write_prompt)
@@ -183,6 +190,17 @@ class Batch:
     def size(self) -> int:
         return self.input_ids.shape[0]
 
+    def to(self, device) -> "Batch":
+        """The same batch with its tensors on ``device`` (:meth:`PromptedModel.encode` puts it on the model's).
+
+        >>> b = Batch(torch.ones(1, 2, dtype=torch.long), torch.ones(1, 2), slice(1, 2), torch.tensor([1]),
+        ...           torch.ones(1, 2, dtype=torch.bool))
+        >>> b.to("cpu").input_ids.device
+        device(type='cpu')
+        """
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.prompt_slice,
+                     self.predict_pos.to(device), self.input_mask.to(device))
+
 
 class PromptedModel:
     """A frozen model, a soft prompt and a verbalizer: encode texts, get label logits, add hooks.
@@ -204,6 +222,8 @@ class PromptedModel:
     ):
         self.model, self.prompt, self.verbalizer = model, prompt, verbalizer
         self.info = describe(model)
+        if prompt is not None:
+            prompt.to(model_device(model))  # in place: a tuned or loaded prompt trains and runs beside the model
         self.template, self.pair_template = template, pair_template
         if prompt is not None and prompt.d_model != self.info.d_model:
             raise PromptError(
@@ -313,7 +333,7 @@ class PromptedModel:
         start = n + prompt_start if prompt_start < 0 else prompt_start
         if isinstance(predict, int):
             predict = [predict if predict >= 0 else n + predict] * len(rows)
-        return Batch(ids, mask, slice(start, start + P), torch.tensor(predict), input_mask)
+        return Batch(ids, mask, slice(start, start + P), torch.tensor(predict), input_mask).to(model_device(self.model))
 
     # ---------------------------------------------------------------- running
     def hooks(self, batch: Batch) -> list[Hook]:
@@ -349,14 +369,15 @@ class PromptedModel:
         """Final hidden state at the prediction position (seq2seq: the first decoder logits)."""
         hf, fam = self.model.original_model, self.info.family
         if fam == "seq2seq":  # one decoder step; its full logits are cheap
-            dec = torch.full((batch.size, 1), hf.config.decoder_start_token_id, dtype=torch.long)
+            dec = torch.full((batch.size, 1), hf.config.decoder_start_token_id, dtype=torch.long,
+                             device=batch.input_ids.device)
             out = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=dec)
             return out.logits[:, 0]
         kwargs = {}
         if fam == "causal":
             kwargs["position_ids"] = _positions(batch.attention_mask)
         out = hf.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
-        return out.last_hidden_state[torch.arange(batch.size), batch.predict_pos]
+        return out.last_hidden_state[torch.arange(batch.size, device=batch.predict_pos.device), batch.predict_pos]
 
     def _label_logits_cached(self, batch: Batch, fwd_hooks: Sequence[Hook], input_cache=None,
                              prompt_hooks: Callable[[Batch], Sequence[Hook]] | None = None) -> Tensor:
@@ -373,7 +394,7 @@ class PromptedModel:
                     position_ids=pos[:, : n - P], use_cache=True,
                 ).past_key_values
         prompt_batch = Batch(batch.input_ids[:, n - P :], batch.attention_mask, slice(0, P),
-                             torch.full((batch.size,), P - 1), batch.input_mask[:, n - P :])
+                             torch.full((batch.size,), P - 1, device=pos.device), batch.input_mask[:, n - P :])
         extra = prompt_hooks(prompt_batch) if prompt_hooks is not None else ()
         with self.model.hooks(fwd_hooks=[*self.hooks(prompt_batch), *fwd_hooks, *extra]):
             out = hf.base_model(

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.artifacts import ArtifactError, library_version, load_tensors, read_json, save_tensors, write_json
-from skill_lens.models import bridge_from_hf, describe
+from skill_lens.models import bridge_from_hf, describe, model_device, parse_device
 from skill_lens.neurons import NeuronSet
 
 __all__ = ["PruningError", "PruningInfo", "prune", "pruning_info", "kept_neurons", "save_pruned", "load_pruned",
@@ -195,7 +195,7 @@ def prune(
     record = PruningInfo(info.name, info.d_mlp, kept, widths, position, baseline_source,
                          meta={"hf_class": type(hf).__name__, "library_version": library_version(),
                                "tokenizer_adds_bos": model.__dict__.get("_skill_lens_tokenizer_adds_bos")})
-    return _assemble(type(hf), config, state, record, model.tokenizer, info.name + "+pruned")
+    return _assemble(type(hf), config, state, record, model.tokenizer, info.name + "+pruned", model_device(model))
 
 
 def parameter_count(model: TransformerBridge, ffn_only: bool = False) -> int:
@@ -289,13 +289,15 @@ def check_pruned_out(path) -> Path:
     return path
 
 
-def load_pruned(path, device: str = "cpu", *, with_prompt: bool = False):
+def load_pruned(path, device: str | None = None, *, with_prompt: bool = False):
     """Rebuild a model saved by :func:`save_pruned`, without the original weights or run.
 
     Returns the :class:`TransformerBridge`; with ``with_prompt=True`` the pair ``(model, prompt)``, the
     :class:`~skill_lens.prompts.SoftPrompt` saved with it (``save_pruned(model, path, prompt=...)``),
     checked against the model. Only skill_lens reads the directory: each pruned layer has its own FFN
-    width, which ``transformers.AutoModel.from_pretrained`` cannot build.
+    width, which ``transformers.AutoModel.from_pretrained`` cannot build. ``device`` as for
+    :func:`~skill_lens.models.load_model` (default: CUDA when available, else the CPU); the dtype is the
+    saved weights'.
 
     >>> import tempfile
     >>> from skill_lens.prompts import SoftPrompt
@@ -315,7 +317,7 @@ def load_pruned(path, device: str = "cpu", *, with_prompt: bool = False):
     if with_prompt and not (path / PROMPT_FILE).exists():
         raise ArtifactError(f"{path} holds no {PROMPT_FILE}: the model was saved without a prompt; save it with "
                             "save_pruned(model, path, prompt=...) or load it with with_prompt=False.")
-    model = _load_model(path, device)
+    model = _load_model(path, parse_device(device))
     if not with_prompt:
         return model
     from skill_lens.prompts import SoftPrompt
@@ -444,10 +446,11 @@ def _prune_state(state: dict, ffn: _FFN, idx: Tensor, base: Tensor) -> None:
         if name + ".bias" in state:
             state[name + ".bias"] = state[name + ".bias"][idx]
     w = state[ffn.out + ".weight"]
-    removed = torch.ones(w.shape[0] if ffn.conv1d else w.shape[1], dtype=torch.bool)
+    idx = idx.to(w.device)
+    removed = torch.ones(w.shape[0] if ffn.conv1d else w.shape[1], dtype=torch.bool, device=w.device)
     removed[idx] = False
     w_rm = w.double()[removed] if ffn.conv1d else w.double()[:, removed].T  # [n_removed, d_model]
-    folded = base[removed] @ w_rm
+    folded = base.to(w.device)[removed] @ w_rm  # folded in float64 on the weights' device
     bias = state.get(ffn.out + ".bias")
     bias = folded if bias is None else bias.double() + folded
     state[ffn.out + ".weight"] = w[idx] if ffn.conv1d else w[:, idx]
@@ -459,7 +462,8 @@ def _build(cls, config, widths: Mapping[int, int], dtype) -> nn.Module:
     from transformers.initialization import no_init_weights
 
     with no_init_weights():  # every tensor is loaded afterwards
-        hf = cls(config).to(dtype)
+        build = getattr(cls, "_from_config", None) or cls.from_config  # a concrete class, or an Auto class
+        hf = build(config, dtype=dtype)  # float32 buffers (rotary inv_freq) stay float32
         for layer, ffn in _ffn_paths(hf).items():
             if layer not in widths:
                 continue

@@ -484,9 +484,9 @@ def patch_repair(pm, clean_split: Split, adv_split: Split, neurons, batch_size: 
         for part in batches:
             src, tgt = pm.encode_split(clean_split, part), pm.encode_split(adv_split, part)
             hooks = patch_hooks(pm, src, tgt, neurons, positions) if n_neurons else []
-            logits["clean"].append(pm.label_logits(src).float())
-            logits["adversarial"].append(pm.label_logits(tgt).float())
-            patched = pm.label_logits(tgt, fwd_hooks=hooks).float() if hooks else logits["adversarial"][-1]
+            logits["clean"].append(pm.label_logits(src).float().cpu())  # collected on the CPU
+            logits["adversarial"].append(pm.label_logits(tgt).float().cpu())
+            patched = pm.label_logits(tgt, fwd_hooks=hooks).float().cpu() if hooks else logits["adversarial"][-1]
             logits["patched"].append(patched)
     logits = {k: in_order(v, batches) for k, v in logits.items()}
     y = torch.as_tensor(adv_split.labels)

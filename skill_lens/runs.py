@@ -42,7 +42,8 @@ from pathlib import Path
 from skill_lens.artifacts import ArtifactError, library_version, load_tensors, read_json, write_json
 from skill_lens.checkpoint import Checkpoint
 from skill_lens.kv_cache import InputCache
-from skill_lens.models import describe, fingerprint, load_model
+from skill_lens.models import (DTYPES, describe, dtype_name, fingerprint, load_model, model_dtype, parse_device,
+                               parse_dtype)
 from skill_lens.prompts import SoftPrompt
 from skill_lens.tuning import (RESOURCE_FIELDS, TuneConfig, evaluate, hard_prompt_model, prompted, tune,
                                with_defaults)
@@ -85,12 +86,16 @@ def file_fingerprint(path) -> str:
 
 @dataclass
 class Run:
-    """A run directory and its ``run.json``; model and task are loaded lazily, checked, and cached."""
+    """A run directory and its ``run.json``; model and task are loaded lazily, checked, and cached.
+
+    ``load`` holds how to load the run's model (``device``, ``dtype``; see :meth:`open`).
+    """
 
     path: Path
     meta: dict
     _model: object = field(default=None, repr=False)
     _task: object = field(default=None, repr=False)
+    load: dict = field(default_factory=dict, repr=False)
     _input_cache: InputCache | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ making and opening
@@ -119,26 +124,50 @@ class Run:
         meta["prompt_fingerprint"] = file_fingerprint(prompt_file)
         write_json(path / FILES["run"], meta)
         Checkpoint(ckpt, {}).remove()
-        return cls(path, meta, model, task, cache)
+        return cls(path, meta, model, task, _input_cache=cache)
 
     @classmethod
-    def open(cls, path) -> "Run":
-        """Open a finished run; ``run.json`` is validated field by field."""
+    def open(cls, path, *, device=None, dtype=None) -> "Run":
+        """Open a finished run; ``run.json`` is validated field by field.
+
+        Its model loads (when first needed) on ``device`` (default: CUDA when available, else the CPU) in
+        ``dtype`` (default: the dtype the run was tuned in, :attr:`dtype`); both are checked here, before
+        any work. Another dtype than the run's gives other weights, which :meth:`use_model` refuses.
+        """
         path = Path(path)
+        load = {"device": parse_device(device), "dtype": None if dtype is None else parse_dtype(dtype)}
         if not (path / FILES["run"]).exists():
             raise ArtifactError(f"{path} is not a finished run (no run.json); run `skill-lens tune --out {path}` first.")
-        return cls(path, _validated(read_json(path / FILES["run"]), path))
+        return cls(path, _validated(read_json(path / FILES["run"]), path), load=load)
 
     # ------------------------------------------------------------------ model and task
     @property
+    def dtype(self) -> str:
+        """The dtype the run's model was tuned in (``run.json``'s ``dtype``; runs made before it: float32).
+
+        >>> Run(Path("runs/rt"), {}).dtype
+        'float32'
+        """
+        return self.meta.get("dtype", "float32")
+
+    @property
     def model(self):
         if self._model is None:
-            self.use_model(load_model(self.meta["model"]))
+            self.use_model(load_model(self.meta["model"], device=self.load.get("device"),
+                                      dtype=self.load.get("dtype") or self.dtype))
         return self._model
 
     def use_model(self, model) -> None:
-        """Use an already loaded model, checked against the run's weights fingerprint."""
+        """Use an already loaded model, checked against the run's weights fingerprint (which depends on
+        the dtype, :func:`~skill_lens.models.fingerprint`: a model in another dtype is refused, naming it)."""
         info, fp = describe(model), fingerprint(model)
+        now = dtype_name(model_dtype(model))
+        if fp != self.meta["model_fingerprint"] and now != self.dtype:
+            raise ArtifactError(
+                f"run {self.path} was tuned on {self.meta['model']} in {self.dtype}, but this model is in {now}, "
+                f"so its weights differ (fingerprint {fp}, not {self.meta['model_fingerprint']}) and the run's "
+                f"artifacts would not apply. Use --dtype {self.dtype} (or leave --dtype out: a run's steps load "
+                f"its own dtype), or tune a new run in {now}: skill-lens tune --dtype {now} --out NEW_DIR.")
         if fp != self.meta["model_fingerprint"]:
             raise ArtifactError(
                 f"run {self.path} was tuned on {self.meta['model']} with weights {self.meta['model_fingerprint']}, "
@@ -344,7 +373,7 @@ def _run_meta(model, task, config: TuneConfig, task_args: dict | None, result, c
            "hard_prompt_dev": evaluate(hard, task.dev, bs)["accuracy"],
            "hard_prompt_test": evaluate(hard, task.test, bs)["accuracy"] if has_test else None}
     return {"library_version": library_version(), "model": info.name, "model_fingerprint": fingerprint(model),
-            "family": info.family, "n_layers": info.n_layers, "d_mlp": info.d_mlp, "d_model": info.d_model,
+            "dtype": dtype_name(model_dtype(model)), "family": info.family, "n_layers": info.n_layers, "d_mlp": info.d_mlp, "d_model": info.d_model,
             "hook_names": list(info.hook_names),
             "task": {**task.describe(), "fingerprint": task.fingerprint(), "args": task_args or {}},
             "placement": PLACEMENT[info.family], "template": pm.template, "hard_prompt": task.hard_prompt,
@@ -428,6 +457,9 @@ def _validated(meta, path: Path) -> dict:
         if not isinstance(meta["task"].get(key), str):
             raise ArtifactError(f"{where}: field 'task.{key}' is missing or not a string; the file is corrupt. "
                                 f"Re-tune: {REDO['prompt'].format(run=path)}.")
+    if meta.get("dtype", "float32") not in DTYPES:
+        raise ArtifactError(f"{where}: field 'dtype' should be one of {', '.join(DTYPES)}, got {meta['dtype']!r}; the "
+                            f"file is corrupt. Re-tune: {REDO['prompt'].format(run=path)}.")
     if not isinstance(meta["task"].get("args", {}), dict):
         raise ArtifactError(f"{where}: field 'task.args' should be an object; the file is corrupt.")
     return meta

@@ -232,10 +232,10 @@ def _saved_tensors(params: list[Tensor], opt, state: TrainState) -> dict[str, Te
 def _restore(tensors: dict[str, Tensor], saved: dict, params: list[Tensor], opt, state: TrainState) -> None:
     for i, p in enumerate(params):
         p.data.copy_(tensors[f"param.{i}"])
-        if f"exp_avg.{i}" in tensors:
-            opt.state[p] = {"step": tensors[f"opt_step.{i}"].reshape(()), "exp_avg": tensors[f"exp_avg.{i}"].clone(),
-                            "exp_avg_sq": tensors[f"exp_avg_sq.{i}"].clone()}
-    state.best = [tensors[f"best.{i}"].clone() for i in range(len(params))]
+        if f"exp_avg.{i}" in tensors:  # moments beside their parameter; AdamW keeps a non-capturable step on the CPU
+            opt.state[p] = {"step": tensors[f"opt_step.{i}"].reshape(()), "exp_avg": tensors[f"exp_avg.{i}"].to(p),
+                            "exp_avg_sq": tensors[f"exp_avg_sq.{i}"].to(p)}
+    state.best = [tensors[f"best.{i}"].to(p, copy=True) for i, p in enumerate(params)]
     for key, value in saved.items():
         setattr(state, key, value)
 
@@ -326,7 +326,7 @@ def tune(model, task, config: TuneConfig | None = None, *, checkpoint: str | Pat
 
     def step_loss(idx: list[int]) -> Tensor:
         logits = pm.label_logits(pm.encode_split(train_split, idx), cache_input=cfg.cache_input, input_cache=cache)
-        return torch.nn.functional.cross_entropy(logits.float(), labels[idx])
+        return torch.nn.functional.cross_entropy(logits.float(), labels[idx].to(logits.device))
 
     def dev_accuracy() -> float:
         return evaluate(pm, task.dev, cfg.eval_batch_size, input_cache=cache)["accuracy"]

@@ -212,7 +212,7 @@ def _token_strings(tok, ids: list[int]) -> list[str]:
 
 def _keep_mask(batch, b: int, positions: str) -> Tensor:
     n = batch.input_ids.shape[1]
-    prompt = torch.zeros(n, dtype=torch.bool)
+    prompt = torch.zeros(n, dtype=torch.bool, device=batch.input_ids.device)
     prompt[batch.prompt_slice] = True
     real = batch.attention_mask[b].bool()
     return {"all": real, "input": batch.input_mask[b], "prompt": prompt & real,
@@ -311,11 +311,11 @@ def _scores(pm, split, pairs, score: str, batch_size: int) -> Tensor:
         if score == "prompt_mean" and pm.prompt is not None:
             out.append(acts[:, batch.prompt_slice].mean(1))
         elif score in ("prompt_mean", "predict"):
-            out.append(acts[torch.arange(batch.size), batch.predict_pos])
+            out.append(acts[torch.arange(batch.size, device=acts.device), batch.predict_pos])
         else:  # max over input and prompt tokens
             keep = torch.stack([_keep_mask(batch, b, "input+prompt") for b in range(batch.size)])
             out.append(acts.masked_fill(~keep[..., None], float("-inf")).amax(1))
-    return torch.cat(out)
+    return torch.cat(out).cpu()  # collected on the CPU
 
 
 def top_examples_view(pm, split, neurons: Any, k: int = 5, score: str = "prompt_mean", batch_size: int = 32,

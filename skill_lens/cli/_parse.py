@@ -1,4 +1,4 @@
-"""Parsers of the option strings several subcommands share (lists of numbers, layers, positions)."""
+"""Parsers of the option strings several subcommands share (lists of numbers, layers, positions, device, dtype)."""
 
 from __future__ import annotations
 
@@ -54,3 +54,24 @@ def parse_layers(spec: str | None) -> list[int] | None:
             raise ValueError(f"--layers {spec!r}: ranges go low-high, e.g. '10-29'")
         layers.update(range(lo, hi + 1))
     return sorted(layers)
+
+
+def add_model_args(p, run: bool = True) -> None:
+    """``--device`` and ``--dtype`` of every step that runs a model (``run``: a step on a run, whose dtype
+    defaults to the one it was tuned in); :func:`model_args` checks them."""
+    p.add_argument("--device", help="auto (default: CUDA when available, else cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: " + (
+        "the run's, as tuned)" if run else "float32, also on CUDA; bfloat16 halves memory)"))
+
+
+def model_args(args) -> dict:
+    """The checked ``device`` and ``dtype`` for :func:`~skill_lens.models.load_model` or ``Run.open``.
+
+    >>> from skill_lens.cli import build_parser
+    >>> load = model_args(build_parser().parse_args(["probe", "RUN", "--device", "cpu", "--dtype", "bf16"]))
+    >>> load["device"].type, load["dtype"].itemsize
+    ('cpu', 2)
+    """
+    from skill_lens.models import parse_device, parse_dtype
+
+    return {"device": parse_device(args.device), "dtype": None if args.dtype is None else parse_dtype(args.dtype)}

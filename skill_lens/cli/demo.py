@@ -7,6 +7,8 @@ tuning of the same settings is reused, an interrupted step resumes.
 
 from __future__ import annotations
 
+from skill_lens.cli._parse import add_model_args, model_args
+
 SIZES = {"train_size": 400, "dev_size": 200, "test_size": 200, "seed": 0}
 
 
@@ -18,6 +20,7 @@ def register(sub) -> None:
     p.add_argument("--task", default="rotten_tomatoes")
     p.add_argument("--steps", type=int, default=150, help="prompt-tuning steps (batch 16)")
     p.add_argument("--controls", type=int, default=3, help="random neuron sets per fraction")
+    add_model_args(p, run=False)
     p.set_defaults(func=run)
 
 
@@ -27,9 +30,9 @@ def run(args) -> int:
     from skill_lens.tasks import load_task
     from skill_lens.tuning import TuneConfig
 
-    config = TuneConfig(steps=args.steps)
+    config, load = TuneConfig(steps=args.steps), model_args(args)
     if args.controls < 0:
         raise ValueError(f"--controls must be >= 0, got {args.controls}")
     task = load_task(args.task, **SIZES)
-    steps.demo(load_model(args.model), task, args.out, config, controls=args.controls, task_args=SIZES)
+    steps.demo(load_model(args.model, **load), task, args.out, config, controls=args.controls, task_args=SIZES)
     return 0

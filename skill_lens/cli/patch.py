@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from skill_lens.cli._parse import add_model_args, model_args
+
 
 def register(sub) -> None:
     p = sub.add_parser("patch", help="patch skill neurons from a source text into a target text, print the effect")
@@ -13,6 +15,7 @@ def register(sub) -> None:
                                              "(default: RUN/neurons.safetensors if present, else 0.02)")
     p.add_argument("--per-layer", action="store_true", help="with --top: the top fraction of every layer")
     p.add_argument("--positions", choices=("prompt", "predict"), default="prompt")
+    add_model_args(p)
     p.set_defaults(func=run)
 
 
@@ -25,7 +28,7 @@ def run(args) -> int:
     for flag, text in (("--source-text", args.source_text), ("--target-text", args.target_text)):
         if not text.strip():
             raise ValueError(f"{flag} is empty; pass a text to run.")
-    run_ = Run.open(args.run)
+    run_ = Run.open(args.run, **model_args(args))
     result = steps.patch(run_, args.source_text, args.target_text, args.top, args.per_layer, args.positions)
     print(f"patching {result.n_neurons} skill neurons at {args.positions} positions of {run_.meta['model']}")
     print(f"  source: {args.source_text!r}\n  target: {args.target_text!r}")

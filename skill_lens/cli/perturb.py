@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from skill_lens.cli._parse import parse_fractions, parse_positions
+from skill_lens.cli._parse import add_model_args, model_args, parse_fractions, parse_positions
 
 
 def register(sub) -> None:
@@ -25,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--draws", type=int, default=1, help="Gaussian noise draws per neuron set (the gap's interval "
                                                         "covers examples, draws and controls)")
     p.add_argument("--batch-size", type=int, default=32)
+    add_model_args(p)
     p.set_defaults(func=run)
 
 
@@ -33,7 +34,7 @@ def run(args) -> int:
     from skill_lens.runs import Run
 
     fractions, positions = parse_fractions(args.fractions), parse_positions(args.positions)
-    run_ = Run.open(args.run)
+    run_ = Run.open(args.run, **model_args(args))
     curve = steps.perturb(run_, args.method, fractions, args.controls, args.per_layer, args.std, args.split,
                           positions, args.per, args.aggregate, args.seed, args.batch_size, draws=args.draws)
     n = len(getattr(run_.task, args.split))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from skill_lens.cli._parse import add_model_args, model_args
+
 
 def register(sub) -> None:
     p = sub.add_parser("probe", help="baselines and predictivity of every FFN neuron "
@@ -14,6 +16,7 @@ def register(sub) -> None:
                    help="also a permutation null: K label permutations per split give a family-wise 5%% threshold")
     p.add_argument("--permutation-seed", type=int, default=0)
     p.add_argument("--show", type=int, default=5, help="how many top neurons to print")
+    add_model_args(p)
     p.set_defaults(func=run)
 
 
@@ -23,7 +26,7 @@ def run(args) -> int:
     from skill_lens.runs import Run
 
     steps.check_positive(batch_size=args.batch_size)
-    run_ = Run.open(args.run)
+    run_ = Run.open(args.run, **model_args(args))
     init_from_env()  # under torchrun, each process probes a shard (docs/cluster.md)
     result = steps.probe(run_, args.batch_size, args.pooling, permutations=args.permutations,
                          permutation_seed=args.permutation_seed)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from skill_lens.cli._parse import parse_layers
+from skill_lens.cli._parse import add_model_args, model_args, parse_layers
 from skill_lens.pruning_study import FOLDS
 
 
@@ -39,6 +39,7 @@ def register(sub) -> None:
                         "accuracy drop when re-tuning gets more steps or data than the run's own tuning")
     p.add_argument("--batch-size", type=int, default=32, help="evaluation batch size")
     p.add_argument("--repeats", type=int, default=3, help="timing repeats (median), models alternating")
+    add_model_args(p)
     p.set_defaults(func=run)
 
 
@@ -70,5 +71,5 @@ def run(args) -> int:
     from skill_lens.runs import Run
 
     opts = options(args)
-    print(summary_text(prune_run(Run.open(args.run), opts, args.out)))
+    print(summary_text(prune_run(Run.open(args.run, **model_args(args)), opts, args.out)))
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from skill_lens.cli._parse import add_model_args, model_args
+
 
 def register(sub) -> None:
     p = sub.add_parser("report", help="a self-contained HTML report of a run (writes RUN/report.html)")
@@ -11,6 +13,7 @@ def register(sub) -> None:
                    help="leave out the circuitsvis neuron views (they load and run the model)")
     p.add_argument("--neurons", type=int, default=8, help="how many top neurons the views show")
     p.add_argument("--examples", type=int, default=3, help="how many dev examples the views show")
+    add_model_args(p)
     p.set_defaults(func=run)
 
 
@@ -19,7 +22,7 @@ def run(args) -> int:
     from skill_lens.runs import Run
 
     steps.check_positive(neurons=args.neurons, examples=args.examples)
-    path = steps.report(Run.open(args.run), out=args.out, views=args.views, n_neurons=args.neurons,
+    path = steps.report(Run.open(args.run, **model_args(args)), out=args.out, views=args.views, n_neurons=args.neurons,
                         n_examples=args.examples)
     print(f"wrote {path}")
     return 0

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from skill_lens.cli._parse import parse_fractions
+from skill_lens.cli._parse import add_model_args, model_args, parse_fractions
 
 
 def register(sub) -> None:
@@ -23,6 +23,7 @@ def register(sub) -> None:
     p.add_argument("--patch-top", type=float, default=0.02,
                    help="fraction of neurons (top clean predictivity) patched for the repair; 0 to skip")
     p.add_argument("--batch-size", type=int, default=32)
+    add_model_args(p)
     p.set_defaults(func=run)
 
 
@@ -31,7 +32,7 @@ def run(args) -> int:
     from skill_lens.runs import Run
 
     ks, fractions = parse_fractions(args.ks), parse_fractions(args.curve_fractions)
-    run_ = Run.open(args.run)
+    run_ = Run.open(args.run, **model_args(args))
     out = steps.robustness(run_, args.adversarial, ks, seed=args.seed, adv_baseline=args.adv_baseline,
                            curve_fractions=fractions, method=args.method, controls=args.controls,
                            patch_top=args.patch_top, batch_size=args.batch_size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from skill_lens.cli import add_task_args, task_from_args
+from skill_lens.cli._parse import add_model_args, model_args
 
 
 def register(sub) -> None:
@@ -12,6 +13,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="re-tune a finished run in --out, removing everything derived from its old prompt")
     add_task_args(p)
+    add_model_args(p, run=False)
     p.add_argument("--prompt-length", type=int, default=8)
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--batch-size", type=int, default=16)
@@ -31,8 +33,9 @@ def run(args) -> int:
     config = TuneConfig(prompt_length=args.prompt_length, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         eval_every=args.eval_every, patience=args.patience, seed=args.seed,
                         max_length=args.max_length)  # validates before the slow parts
+    load = model_args(args)
     task, task_args = task_from_args(args)
-    run_ = steps.tune(args.out, load_model(args.model), task, config, task_args, overwrite=args.overwrite)
+    run_ = steps.tune(args.out, load_model(args.model, **load), task, config, task_args, overwrite=args.overwrite)
     acc, fmt = run_.meta["accuracy"], lambda x: "n/a" if x is None else f"{x:.3f}"
     print(f"tuned {run_.meta['prompt_length']}-token prompt on {run_.meta['model']} for {task.name} "
           f"({len(task.train)} train / {len(task.dev)} dev / {len(task.test)} test)")
