@@ -321,15 +321,17 @@ class Run:
 
 # ------------------------------------------------------------------ helpers
 def _run_meta(model, task, config: TuneConfig, task_args: dict | None, result) -> dict:
-    """``run.json``: what made the run and what it scored (dev/test accuracy of the prompt and the hard prompt)."""
+    """``run.json``: what made the run and what it scored (dev/test accuracy of the prompt and the hard prompt,
+    ``accuracy``, with their Wilson 95% intervals ``[low, high]`` in ``accuracy_ci``; ``None`` without a test split)."""
     info = describe(model)
     pm = prompted(model, task, result.prompt, config.max_length)
     hard = hard_prompt_model(model, task, config.max_length)
-    bs, has_test = config.eval_batch_size, len(task.test) > 0
-    acc = {"dev": evaluate(pm, task.dev, bs)["accuracy"],
-           "test": evaluate(pm, task.test, bs)["accuracy"] if has_test else None,
-           "hard_prompt_dev": evaluate(hard, task.dev, bs)["accuracy"],
-           "hard_prompt_test": evaluate(hard, task.test, bs)["accuracy"] if has_test else None}
+    bs = config.eval_batch_size
+    evals = {key: evaluate(m, split, bs) if len(split) else None for key, m, split in (
+        ("dev", pm, task.dev), ("test", pm, task.test), ("hard_prompt_dev", hard, task.dev),
+        ("hard_prompt_test", hard, task.test))}
+    acc = {k: None if e is None else e["accuracy"] for k, e in evals.items()}
+    ci = {k: None if e is None else [e["accuracy_ci_low"], e["accuracy_ci_high"]] for k, e in evals.items()}
     return {"library_version": library_version(), "model": info.name, "model_fingerprint": fingerprint(model),
             "family": info.family, "n_layers": info.n_layers, "d_mlp": info.d_mlp, "d_model": info.d_model,
             "hook_names": list(info.hook_names),
@@ -337,7 +339,8 @@ def _run_meta(model, task, config: TuneConfig, task_args: dict | None, result) -
             "placement": PLACEMENT[info.family], "template": pm.template, "hard_prompt": task.hard_prompt,
             "label_words": list(pm.verbalizer.words), "label_token_ids": list(pm.verbalizer.token_ids),
             "prompt_length": result.prompt.length, "seed": config.seed, "config": dataclasses.asdict(config),
-            "best_step": result.best_step, "accuracy": acc, "history": result.history}
+            "best_step": result.best_step, "accuracy": acc, "accuracy_ci": ci,
+            "history": result.history}
 
 
 def _claim(path: Path, model, task, config: TuneConfig, overwrite: bool, reuse: bool) -> Run | None:
@@ -416,4 +419,6 @@ def _validated(meta, path: Path) -> dict:
                                 f"Re-tune: {REDO['prompt'].format(run=path)}.")
     if not isinstance(meta["task"].get("args", {}), dict):
         raise ArtifactError(f"{where}: field 'task.args' should be an object; the file is corrupt.")
+    if not isinstance(meta.get("accuracy_ci", {}), dict):  # absent in runs made before intervals
+        raise ArtifactError(f"{where}: field 'accuracy_ci' should be an object; the file is corrupt.")
     return meta
