@@ -13,7 +13,11 @@ neurons                    ``neurons.safetensors``          predictivity (``skil
 perturb                    ``perturb_<method>.json/.csv``   predictivity (``skill-lens perturb``)
 robustness                 ``robustness_<name>.json/.csv``  prompt (``skill-lens robustness``)
 pruned                     ``pruned/`` (or ``--out``)       predictivity, calibration (``skill-lens prune``)
+seeds                      ``DIR/seeds.safetensors``        several runs' predictivity (``skill-lens seeds``)
 =========================  ===============================  =======================================
+
+A ``seeds`` aggregate lives in a directory of its own beside (or above) its runs; it records every run's
+lineage and is read through :class:`skill_lens.seeds.SeedGroup`, which checks each with :meth:`Run.check`.
 
 Each artifact records a ``lineage``: the content fingerprints of the model's weights
 (:func:`skill_lens.models.fingerprint`), the task's data, the prompt, and of the artifact it was
@@ -49,12 +53,13 @@ __all__ = ["Run", "FILES", "PARENTS", "file_fingerprint"]
 
 FILES = {"run": "run.json", "prompt": "prompt.safetensors", "predictivity": "predictivity.safetensors",
          "neurons": "neurons.safetensors", "checkpoint": "checkpoint.safetensors", "pruned": "pruned",
-         "report": "report.html"}
+         "report": "report.html", "seeds": "seeds.safetensors"}
 PARENTS = {"prompt": None, "predictivity": "prompt", "neurons": "predictivity", "perturb": "predictivity",
-           "robustness": "prompt", "pruned": "predictivity"}
+           "robustness": "prompt", "pruned": "predictivity", "seeds": "predictivity"}
 REDO = {"prompt": "skill-lens tune --out {run} --overwrite", "predictivity": "skill-lens probe {run}",
         "neurons": "skill-lens neurons {run}", "perturb": "skill-lens perturb {run}",
-        "robustness": "skill-lens robustness {run} --adversarial ...", "pruned": "skill-lens prune {run}"}
+        "robustness": "skill-lens robustness {run} --adversarial ...", "pruned": "skill-lens prune {run}",
+        "seeds": "skill-lens seeds DIR (DIR: the seeds directory aggregating {run})"}
 DERIVED_GLOBS = ("predictivity.safetensors*", "neurons.safetensors*", "perturb_*.json", "perturb_*.csv",
                  "perturb_*.checkpoint*", "robustness_*.json", "robustness_*.csv", "probe_checkpoint.*",
                  "report.html")
