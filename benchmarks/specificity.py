@@ -19,8 +19,11 @@ replicability as well as the cross-task matrix:
   variability on the same data). Cross-task correlations are then computed like for like: between halves
   (default), or between seeds' full-set scores (``--seeds``);
 * the same three numbers restricted to the upper half of the layers (``upper_*``) and to the union of the
-  tasks' top 1% neurons (``top1_*``; the top neurons are picked on the same data, which inflates
-  ``top1_same`` a little); ``type_p`` is the exact permutation p-value of ``within - cross`` over
+  tasks' top 1% neurons (``top1_*``). The top neurons are picked on the same data, and that selection alone
+  moves these correlations even for pure noise: a task's own top neurons are high in both its halves
+  (``top1_same`` is inflated), while for two tasks each one's top neurons are high in it and ordinary in the
+  other (``top1_within`` and ``top1_cross`` are pushed below zero alike). Read ``top1_within - top1_cross``,
+  not their levels or ``top1_same``. ``type_p`` is the exact permutation p-value of ``within - cross`` over
   reassignments of the type labels to the tasks (with 5 tasks of types 2+2+1 its smallest value is 1/15,
   so five tasks cannot reach p < 0.05 by themselves: more tasks per type would be needed for that).
 
