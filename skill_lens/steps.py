@@ -281,10 +281,12 @@ def _gap_text(row: dict) -> str:
 def demo_summary(done: dict) -> str:
     """The demo's closing lines: accuracies, top neurons, suppression gaps, the report, where the time went."""
     run, curve, acc = done["run"], done["perturb"], done["run"].meta["accuracy"]
+    ci = run.meta.get("accuracy_ci") or {}
+    a = lambda k: f"{acc[k]:.3f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if ci.get(k) else "")  # noqa: E731
     rows = [r for r in curve.summary() if r["fraction"] > 0]
     lines = [f"\nskill_lens demo: {run.meta['model']} on {run.task.name}",
-             f"  soft prompt      dev {acc['dev']:.3f}  test {acc['test']:.3f}",
-             f"  hard prompt      dev {acc['hard_prompt_dev']:.3f}  test {acc['hard_prompt_test']:.3f}",
+             f"  soft prompt      dev {a('dev')}  test {a('test')}" + ("  (95% Wilson intervals)" if ci else ""),
+             f"  hard prompt      dev {a('hard_prompt_dev')}  test {a('hard_prompt_test')}",
              "  top neurons      " + ", ".join(f"{n} {d:.3f}" + ("" if t is None else f" ({t:.3f})")
                                             for n, d, t in top_neurons(done["probe"], 3)) + "  (dev predictivity; test)",
              f"  skill neurons    {len(done['neurons'])} selected (per layer)",
