@@ -177,27 +177,60 @@ def _curve_series(curve: Any) -> tuple[np.ndarray, dict[str, tuple]]:
     return fr, out
 
 
+def _gap_series(curve: Any) -> np.ndarray | None:
+    """``[F, 4]`` rows ``(fraction, gap, gap_ci_low, gap_ci_high)`` of a curve's per-fraction summary (its
+    ``.to_dict()["summary"]`` or ``.to_pandas()``), or ``None`` when it has no finite gap interval.
+
+    >>> _gap_series({"summary": [{"fraction": 0.1, "gap": 0.2, "gap_ci_low": 0.1, "gap_ci_high": 0.3}]}).tolist()
+    [[0.1, 0.2, 0.1, 0.3]]
+    >>> _gap_series({"fractions": [0.1], "skill": [0.5]}) is None
+    True
+    """
+    keys = ("fraction", "gap", "gap_ci_low", "gap_ci_high")
+    if hasattr(curve, "columns"):
+        rows = curve.to_dict("records")
+    else:
+        m = _as_mapping(curve)
+        rows = m.get("summary") if isinstance(m, Mapping) else None
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, Mapping) and all(k in r for k in keys)
+                                                          for r in rows):
+        return None
+    out = np.array([[np.nan if r[k] is None else float(r[k]) for k in keys] for r in rows], dtype=np.float64)
+    return out if np.isfinite(out[:, 2:]).any() else None
+
+
 def suppression_curves(curve: Any, title: str | None = None, baseline: float | None = None) -> InlineFigure:
     """Accuracy as more neurons are suppressed: skill neurons vs random draws (mean line, spread band).
 
     ``curve`` is a :class:`~skill_lens.curves.SuppressionCurve`, its ``.to_dict()`` (long ``rows`` with
     ``fraction``, ``set``, ``accuracy``: the band is min-max over random draws) or ``.to_pandas()``
     (band: mean +- std), a long DataFrame, or ``{"fractions": [F], "skill": [F], "random": [F, draws]}``.
-    ``baseline``: the unperturbed accuracy (a horizontal line).
+    ``baseline``: the unperturbed accuracy (a horizontal line). When the curve's summary carries the
+    gap's interval (``gap``, ``gap_ci_low``, ``gap_ci_high``: a ``SuppressionCurve``, its ``.to_dict()``
+    or ``.to_pandas()``), a second panel below shows the gap (random minus skill accuracy, in points)
+    with its paired bootstrap 95% interval as a shaded band and error bars, and a line at zero.
 
     >>> fig = suppression_curves({"fractions": [0, .01, .05], "skill": [.9, .7, .5],
     ...                           "random": [[.9, .9], [.88, .9], [.85, .87]]}, baseline=0.9)
     >>> ax = fig.axes[0]
-    >>> len(ax.get_lines()), len(ax.collections)   # skill, random mean, baseline; one band
-    (3, 1)
+    >>> len(fig.axes), len(ax.get_lines()), len(ax.collections)   # skill, random mean, baseline; one band
+    (1, 3, 1)
+    >>> rows = [{"fraction": f, "gap": g, "gap_ci_low": g - .05, "gap_ci_high": g + .05} for f, g in ((0, 0), (.05, .3))]
+    >>> fig = suppression_curves({"fractions": [0, .05], "skill": [.9, .5], "random": [[.9], [.8]], "summary": rows})
+    >>> len(fig.axes), fig.axes[1].get_ylabel()
+    (2, 'gap (points)')
     """
     fractions, series = _curve_series(curve)
     m = _as_mapping(curve)
     if baseline is None and isinstance(m, Mapping):
         baseline = next((float(m[k]) for k in ("baseline", "clean_accuracy", "unperturbed") if
                          isinstance(m.get(k), (int, float))), None)
-    fig = InlineFigure(figsize=(5.5, 3.6), layout="constrained")
-    ax = fig.add_subplot()
+    gaps = _gap_series(m)
+    fig = InlineFigure(figsize=(5.5, 3.6 if gaps is None else 5.4), layout="constrained")
+    if gaps is None:
+        ax = fig.add_subplot()
+    else:
+        ax = fig.add_gridspec(2, 1, height_ratios=(2, 1)).subplots(sharex=True)[0]
     for i, (name, (mean, lo, hi, n)) in enumerate(series.items()):
         color = SKILL_COLOR if "skill" in name.lower() else RANDOM_COLOR if "random" in name.lower() else f"C{i}"
         ax.plot(fractions, mean, color=color, marker="o", ms=3, label=f"{name} (mean of {n})" if n > 1 else name)
@@ -206,11 +239,26 @@ def suppression_curves(curve: Any, title: str | None = None, baseline: float | N
     if baseline is not None:
         ax.axhline(baseline, color="black", lw=0.8, linestyle=":", label=f"unperturbed {baseline:.3f}")
     method = m.get("method") if isinstance(m, Mapping) else None
-    ax.set_xlabel("fraction of neurons suppressed" + (f" ({method})" if isinstance(method, str) else ""))
+    xlabel = "fraction of neurons suppressed" + (f" ({method})" if isinstance(method, str) else "")
+    ax.set_xlabel(xlabel if gaps is None else "")
     ax.set_ylabel("accuracy")
     ax.set_title(title or "suppression: skill vs random neurons")
     ax.legend(fontsize="small")
+    if gaps is not None:
+        _gap_panel(fig.axes[1], gaps, xlabel)
     return fig
+
+
+def _gap_panel(ax, gaps: np.ndarray, xlabel: str) -> None:
+    """The gap (points) with its 95% interval: shaded band and error bars, a line at zero."""
+    f, gap, low, high = (100 * gaps[:, i] if i else gaps[:, i] for i in range(4))
+    ax.axhline(0, color="black", lw=0.8)
+    ax.fill_between(f, low, high, color=SKILL_COLOR, alpha=0.2, lw=0, label="95% CI (paired bootstrap)")
+    ax.errorbar(f, gap, yerr=np.abs(np.stack([gap - low, high - gap])), color=SKILL_COLOR, marker="o", ms=3,
+                capsize=3, label="gap: random - skill")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("gap (points)")
+    ax.legend(fontsize="small")
 
 
 def heatmap(matrix: Any, labels: Sequence[str] | None = None, title: str | None = None,

@@ -112,11 +112,24 @@ def _run_section(meta: dict) -> str:
             ["prompt length", meta.get("prompt_length")], ["placement", meta.get("placement")],
             ["hard prompt", meta.get("hard_prompt")], ["seed", meta.get("seed")], ["best step", meta.get("best_step")],
             ["library version", meta.get("library_version")]]
-    acc = meta.get("accuracy", {})
-    acc_rows = [["soft prompt (tuned)", acc.get("dev"), acc.get("test")],
-                ["hard prompt (zero-shot)", acc.get("hard_prompt_dev"), acc.get("hard_prompt_test")]]
+    acc, ci = meta.get("accuracy", {}), meta.get("accuracy_ci") or {}
+    cell = lambda k: _with_interval(acc.get(k), ci.get(k))  # noqa: E731
+    acc_rows = [["soft prompt (tuned)", cell("dev"), cell("test")],
+                ["hard prompt (zero-shot)", cell("hard_prompt_dev"), cell("hard_prompt_test")]]
+    note = _note("Accuracy with its Wilson 95% interval in brackets.") if ci else ""
     return ("<h2>Run</h2>" + _table([r for r in rows if r[1] not in (None, "")]) +
-            "<h2>Accuracy</h2>" + _table(acc_rows, ["prompt", "dev", "test"]))
+            "<h2>Accuracy</h2>" + _table(acc_rows, ["prompt", "dev", "test"]) + note)
+
+
+def _with_interval(value, interval) -> Any:
+    """``0.812 [0.750, 0.862]``: an accuracy with its 95% interval (the value alone for runs made before intervals).
+
+    >>> _with_interval(0.8125, [0.75, 0.8625]), _with_interval(0.8125, None), _with_interval(None, None)
+    ('0.812 [0.750, 0.863]', 0.8125, None)
+    """
+    ok = isinstance(value, (int, float)) and isinstance(interval, (list, tuple)) and len(interval) == 2 \
+        and all(isinstance(x, (int, float)) for x in interval)
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if ok else value
 
 
 def _scores_of(result) -> dict:
@@ -226,7 +239,9 @@ def _perturb_section(name: str, data: dict, notes: list[str]) -> str:
         f'{worst["skill_accuracy"]:.3f}, random sets {worst["random_accuracy_mean"]:.3f} '
         f'({100 * worst["gap"]:.1f} points, 95% CI {_ci(worst)}).</p>')
     fig = _try(f"suppression curves {name}", lambda: _figure(plots.suppression_curves(data, title=name),
-               "Accuracy while perturbing skill neurons vs random neurons (band: spread over random sets)."), notes)
+               "Accuracy while perturbing skill neurons vs random neurons (band: spread over random sets); "
+               "below, when the curve has random controls, the gap (random minus skill, in points) with its "
+               "paired bootstrap 95% interval."), notes)
     return f"<h3>Suppression curve ({_e(name)})</h3><p>{_e(how)}</p>" + reading + table + fig
 
 

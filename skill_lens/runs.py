@@ -13,7 +13,11 @@ neurons                    ``neurons.safetensors``          predictivity (``skil
 perturb                    ``perturb_<method>.json/.csv``   predictivity (``skill-lens perturb``)
 robustness                 ``robustness_<name>.json/.csv``  prompt (``skill-lens robustness``)
 pruned                     ``pruned/`` (or ``--out``)       predictivity, calibration (``skill-lens prune``)
+seeds                      ``DIR/seeds.safetensors``        several runs' predictivity (``skill-lens seeds``)
 =========================  ===============================  =======================================
+
+A ``seeds`` aggregate lives in a directory of its own beside (or above) its runs; it records every run's
+lineage and is read through :class:`skill_lens.seeds.SeedGroup`, which checks each with :meth:`Run.check`.
 
 Each artifact records a ``lineage``: the content fingerprints of the model's weights
 (:func:`skill_lens.models.fingerprint`), the task's data, the prompt, and of the artifact it was
@@ -52,12 +56,13 @@ __all__ = ["Run", "FILES", "PARENTS", "file_fingerprint"]
 
 FILES = {"run": "run.json", "prompt": "prompt.safetensors", "predictivity": "predictivity.safetensors",
          "neurons": "neurons.safetensors", "checkpoint": "checkpoint.safetensors", "pruned": "pruned",
-         "report": "report.html"}
+         "report": "report.html", "seeds": "seeds.safetensors"}
 PARENTS = {"prompt": None, "predictivity": "prompt", "neurons": "predictivity", "perturb": "predictivity",
-           "robustness": "prompt", "pruned": "predictivity"}
+           "robustness": "prompt", "pruned": "predictivity", "seeds": "predictivity"}
 REDO = {"prompt": "skill-lens tune --out {run} --overwrite", "predictivity": "skill-lens probe {run}",
         "neurons": "skill-lens neurons {run}", "perturb": "skill-lens perturb {run}",
-        "robustness": "skill-lens robustness {run} --adversarial ...", "pruned": "skill-lens prune {run}"}
+        "robustness": "skill-lens robustness {run} --adversarial ...", "pruned": "skill-lens prune {run}",
+        "seeds": "skill-lens seeds DIR (DIR: the seeds directory aggregating {run})"}
 DERIVED_GLOBS = ("predictivity.safetensors*", "neurons.safetensors*", "perturb_*.json", "perturb_*.csv",
                  "perturb_*.checkpoint*", "robustness_*.json", "robustness_*.csv", "probe_checkpoint.*",
                  "report.html")
@@ -363,23 +368,27 @@ class Run:
 
 # ------------------------------------------------------------------ helpers
 def _run_meta(model, task, config: TuneConfig, task_args: dict | None, result, cache: InputCache | None = None) -> dict:
-    """``run.json``: what made the run and what it scored (dev/test accuracy of the prompt and the hard prompt)."""
+    """``run.json``: what made the run and what it scored (dev/test accuracy of the prompt and the hard prompt,
+    ``accuracy``, with their Wilson 95% intervals ``[low, high]`` in ``accuracy_ci``; ``None`` without a test split)."""
     info = describe(model)
     pm = prompted(model, task, result.prompt, config.max_length)
     hard = hard_prompt_model(model, task, config.max_length)
-    bs, has_test = config.eval_batch_size, len(task.test) > 0
-    acc = {"dev": evaluate(pm, task.dev, bs, input_cache=cache)["accuracy"],
-           "test": evaluate(pm, task.test, bs, input_cache=cache)["accuracy"] if has_test else None,
-           "hard_prompt_dev": evaluate(hard, task.dev, bs)["accuracy"],
-           "hard_prompt_test": evaluate(hard, task.test, bs)["accuracy"] if has_test else None}
+    bs = config.eval_batch_size
+    evals = {key: evaluate(m, split, bs, input_cache=cache) if len(split) else None for key, m, split in (
+        ("dev", pm, task.dev), ("test", pm, task.test), ("hard_prompt_dev", hard, task.dev),
+        ("hard_prompt_test", hard, task.test))}
+    acc = {k: None if e is None else e["accuracy"] for k, e in evals.items()}
+    ci = {k: None if e is None else [e["accuracy_ci_low"], e["accuracy_ci_high"]] for k, e in evals.items()}
     return {"library_version": library_version(), "model": info.name, "model_fingerprint": fingerprint(model),
-            "dtype": dtype_name(model_dtype(model)), "family": info.family, "n_layers": info.n_layers, "d_mlp": info.d_mlp, "d_model": info.d_model,
+            "dtype": dtype_name(model_dtype(model)), "family": info.family, "n_layers": info.n_layers,
+            "d_mlp": info.d_mlp, "d_model": info.d_model,
             "hook_names": list(info.hook_names),
             "task": {**task.describe(), "fingerprint": task.fingerprint(), "args": task_args or {}},
             "placement": PLACEMENT[info.family], "template": pm.template, "hard_prompt": task.hard_prompt,
             "label_words": list(pm.verbalizer.words), "label_token_ids": list(pm.verbalizer.token_ids),
             "prompt_length": result.prompt.length, "seed": config.seed, "config": dataclasses.asdict(config),
-            "best_step": result.best_step, "accuracy": acc, "history": result.history}
+            "best_step": result.best_step, "accuracy": acc, "accuracy_ci": ci,
+            "history": result.history}
 
 
 def _claim(path: Path, model, task, config: TuneConfig, overwrite: bool, reuse: bool) -> Run | None:
@@ -462,4 +471,6 @@ def _validated(meta, path: Path) -> dict:
                             f"file is corrupt. Re-tune: {REDO['prompt'].format(run=path)}.")
     if not isinstance(meta["task"].get("args", {}), dict):
         raise ArtifactError(f"{where}: field 'task.args' should be an object; the file is corrupt.")
+    if not isinstance(meta.get("accuracy_ci", {}), dict):  # absent in runs made before intervals
+        raise ArtifactError(f"{where}: field 'accuracy_ci' should be an object; the file is corrupt.")
     return meta

@@ -23,8 +23,8 @@ from typing import Sequence
 
 from skill_lens.runs import Run
 
-__all__ = ["tune", "probe", "neurons", "perturb", "patch", "robustness", "report", "demo", "demo_summary",
-           "top_neurons", "check_top", "check_positive"]
+__all__ = ["tune", "tune_seeds", "probe", "neurons", "seeds", "perturb", "patch", "robustness", "report", "demo",
+           "demo_summary", "top_neurons", "check_top", "check_positive"]
 
 
 def check_top(top: float, flag: str = "--top") -> float | int:
@@ -59,6 +59,35 @@ def tune(out, model, task, config, task_args: dict | None = None, *, overwrite: 
          reuse: bool = False) -> Run:
     """Tune a soft prompt into the run directory ``out``: :meth:`Run.create <skill_lens.runs.Run.create>`."""
     return Run.create(out, model, task, config, task_args, overwrite=overwrite, reuse=reuse)
+
+
+def tune_seeds(out, model, task, config, seeds: Sequence[int], task_args: dict | None = None, *,
+               overwrite: bool = False) -> list[Run]:
+    """One run per seed, ``OUT/seed-<s>`` (:func:`skill_lens.seeds.seed_dir`), tuned with ``config`` and that
+    seed; a finished run of the very same settings is reused, so an interrupted call resumes where it stopped.
+    Probe each run, then aggregate them with :func:`seeds` (``skill-lens seeds OUT``)."""
+    import dataclasses
+
+    from skill_lens.seeds import parse_seeds, seed_dir
+
+    seeds = parse_seeds(list(seeds))
+    if (Path(out) / "run.json").exists():
+        raise ValueError(f"{out} is a run; give --seeds a new --out directory (it will hold one run per seed).")
+    configs = [dataclasses.replace(config, seed=s) for s in seeds]  # validated before any tuning
+    return [Run.create(seed_dir(out, s), model, task, c, task_args, overwrite=overwrite, reuse=True)
+            for s, c in zip(seeds, configs)]
+
+
+def seeds(group, top: float = 0.01, aggregate: str = "max"):
+    """Aggregate the probed seed runs of ``group`` (a :class:`~skill_lens.seeds.SeedGroup`) into
+    ``DIR/seeds.safetensors``: each seed's scores, their mean (the paper's aggregate) and the ranking's
+    replicability (Spearman between seeds, top ``top`` overlap). Returns the
+    :class:`~skill_lens.seeds.SeedScores`."""
+    from skill_lens.seeds import aggregate as aggregate_
+
+    scores = aggregate_(group.runs, check_top(top), aggregate)
+    group.save_seeds(scores)
+    return scores
 
 
 def probe(run: Run, batch_size: int = 32, pooling: bool = False, *, permutations: int = 0,
@@ -103,7 +132,8 @@ def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float
 def neurons(run: Run, top: float = 0.02, *, per_layer: bool = False, aggregate: str = "max"):
     """Select the skill neurons by dev predictivity into ``RUN/neurons.safetensors``; return the
     :class:`~skill_lens.neurons.NeuronSet` (its ``scores`` are the dev scores). ``top`` is of all
-    neurons unless ``per_layer=True`` (of each layer), as everywhere in the library."""
+    neurons unless ``per_layer=True`` (of each layer), as everywhere in the library. ``run`` may also be
+    a :class:`~skill_lens.seeds.SeedGroup`: the neurons are then selected by the mean over its seeds."""
     from skill_lens.neurons import NeuronSet
 
     top = check_top(top)
@@ -112,7 +142,7 @@ def neurons(run: Run, top: float = 0.02, *, per_layer: bool = False, aggregate: 
     meta = {**{k: result.meta[k] for k in ("model", "family", "n_layers", "d_mlp", "d_model", "task",
                                            "prompt_length") if k in result.meta},
             "hook_names": list(result.hook_names), "aggregate": aggregate, "per_layer": per_layer, "top": top,
-            "scored_on": "dev predictivity"}
+            "scored_on": result.meta.get("scored_on", "dev predictivity")}
     ns = NeuronSet.from_scores(scores, top=top, per_layer=per_layer, meta=meta)
     run.save_neurons(ns)
     return ns
@@ -251,10 +281,12 @@ def _gap_text(row: dict) -> str:
 def demo_summary(done: dict) -> str:
     """The demo's closing lines: accuracies, top neurons, suppression gaps, the report, where the time went."""
     run, curve, acc = done["run"], done["perturb"], done["run"].meta["accuracy"]
+    ci = run.meta.get("accuracy_ci") or {}
+    a = lambda k: f"{acc[k]:.3f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if ci.get(k) else "")  # noqa: E731
     rows = [r for r in curve.summary() if r["fraction"] > 0]
     lines = [f"\nskill_lens demo: {run.meta['model']} on {run.task.name}",
-             f"  soft prompt      dev {acc['dev']:.3f}  test {acc['test']:.3f}",
-             f"  hard prompt      dev {acc['hard_prompt_dev']:.3f}  test {acc['hard_prompt_test']:.3f}",
+             f"  soft prompt      dev {a('dev')}  test {a('test')}" + ("  (95% Wilson intervals)" if ci else ""),
+             f"  hard prompt      dev {a('hard_prompt_dev')}  test {a('hard_prompt_test')}",
              "  top neurons      " + ", ".join(f"{n} {d:.3f}" + ("" if t is None else f" ({t:.3f})")
                                             for n, d, t in top_neurons(done["probe"], 3)) + "  (dev predictivity; test)",
              f"  skill neurons    {len(done['neurons'])} selected (per layer)",

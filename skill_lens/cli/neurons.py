@@ -5,7 +5,8 @@ from __future__ import annotations
 
 def register(sub) -> None:
     p = sub.add_parser("neurons", help="select the most predictive neurons (writes RUN/neurons.safetensors)")
-    p.add_argument("run", help="run directory with predictivity.safetensors (`skill-lens probe RUN`)")
+    p.add_argument("run", help="run directory with predictivity.safetensors (`skill-lens probe RUN`), or a "
+                               "directory of seeds aggregated by `skill-lens seeds DIR` (mean over seeds)")
     p.add_argument("--top", type=float, default=0.02,
                    help="fraction of neurons (0 < top < 1), or a whole number of neurons (>= 1)")
     scope = p.add_mutually_exclusive_group()
@@ -19,10 +20,10 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from skill_lens import steps
-    from skill_lens.runs import Run
+    from skill_lens.seeds import open_scored
 
     steps.check_top(args.top)
-    run_ = Run.open(args.run)
+    run_ = open_scored(args.run)  # a run, or a directory of aggregated seeds (mean over seeds)
     ns = steps.neurons(run_, args.top, per_layer=args.per_layer, aggregate=args.aggregate)
     L, N = ns.shape
     print(f"selected {len(ns)} of {L * N} neurons ({'per layer' if args.per_layer else 'global'}, "

@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--patience", type=int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: one run per seed in OUT/seed-S (reused when "
+                                   "finished); probe each, then `skill-lens seeds OUT`")
     p.add_argument("--max-length", type=int, help="truncate inputs to this many tokens")
     p.set_defaults(func=run)
 
@@ -28,18 +30,25 @@ def register(sub) -> None:
 def run(args) -> int:
     from skill_lens import steps
     from skill_lens.models import load_model
+    from skill_lens.seeds import parse_seeds
     from skill_lens.tuning import TuneConfig
 
     config = TuneConfig(prompt_length=args.prompt_length, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         eval_every=args.eval_every, patience=args.patience, seed=args.seed,
                         max_length=args.max_length)  # validates before the slow parts
-    load = model_args(args)
+    seeds, load = parse_seeds(args.seeds) if args.seeds is not None else None, model_args(args)
     task, task_args = task_from_args(args)
-    run_ = steps.tune(args.out, load_model(args.model, **load), task, config, task_args, overwrite=args.overwrite)
-    acc, fmt = run_.meta["accuracy"], lambda x: "n/a" if x is None else f"{x:.3f}"
-    print(f"tuned {run_.meta['prompt_length']}-token prompt on {run_.meta['model']} for {task.name} "
-          f"({len(task.train)} train / {len(task.dev)} dev / {len(task.test)} test)")
-    print(f"dev accuracy {acc['dev']:.3f} (hard prompt {acc['hard_prompt_dev']:.3f}); "
-          f"test accuracy {fmt(acc['test'])} (hard prompt {fmt(acc['hard_prompt_test'])})")
-    print(f"wrote {run_.file('prompt')} and {run_.file('run')}")
+    model = load_model(args.model, **load)
+    runs = [steps.tune(args.out, model, task, config, task_args, overwrite=args.overwrite)] if seeds is None else \
+        steps.tune_seeds(args.out, model, task, config, seeds, task_args, overwrite=args.overwrite)
+    print(f"tuned {config.prompt_length}-token prompt{'s' * (len(runs) > 1)} on {runs[0].meta['model']} for "
+          f"{task.name} ({len(task.train)} train / {len(task.dev)} dev / {len(task.test)} test)")
+    for run_ in runs:
+        acc, ci = run_.meta["accuracy"], run_.meta.get("accuracy_ci") or {}
+        fmt = lambda k: "n/a" if acc.get(k) is None else f"{acc[k]:.3f}" + (  # noqa: E731
+            f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if ci.get(k) else "")
+        print(("" if seeds is None else f"seed {run_.meta['seed']}: ") + f"dev accuracy {fmt('dev')} (hard prompt "
+              f"{fmt('hard_prompt_dev')}); test accuracy {fmt('test')} (hard prompt {fmt('hard_prompt_test')})")
+    print("[95% Wilson intervals]; wrote " + ", ".join(str(r.path) for r in runs)
+          + ("" if seeds is None else f"\nnext: `skill-lens probe` each run, then `skill-lens seeds {args.out}`"))
     return 0
