@@ -56,6 +56,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]  # the repository; the shared data sit beside it
 
 from skill_lens.analyses import half_scores, halves_task, specificity_with_ceiling
+from skill_lens.kv_cache import InputCache
 from skill_lens.models import load_model
 from skill_lens.predictivity import spearman
 from skill_lens.probe import probe
@@ -100,10 +101,11 @@ def measure(model, name: str, kwargs: dict, args, t0: float) -> list[tuple]:
     for seed in args.seeds:
         cfg = TuneConfig(prompt_length=args.prompt_length, steps=args.steps, eval_every=max(1, args.steps // 2),
                          seed=seed, max_length=args.max_length, batch_size=args.batch_size)
-        result = tune(model, task, cfg)
+        cache = InputCache()  # tuning's inputs are the probe's train pass; the probe set is evaluated twice
+        result = tune(model, task, cfg, input_cache=cache)
         pm = prompted(model, task, result.prompt, args.max_length)
-        out.append(half_scores(probe(pm, probe_task, args.batch_size, splits=("dev", "test"))))
-        acc = evaluate(pm, task.test, args.batch_size)
+        out.append(half_scores(probe(pm, probe_task, args.batch_size, splits=("dev", "test"), input_cache=cache)))
+        acc = evaluate(pm, task.test, args.batch_size, input_cache=cache)
         hard = evaluate(hard_prompt_model(model, task, args.max_length), task.test, args.batch_size)["accuracy"]
         print(f"{name} seed {seed}: probe-set accuracy {acc['accuracy']:.3f} [{acc['accuracy_ci_low']:.3f}, "
               f"{acc['accuracy_ci_high']:.3f}] (hard prompt {hard:.3f}); halves of {len(probe_task.dev)} + "

@@ -160,7 +160,7 @@ def predict(
     Examples run in length-sorted batches (:func:`skill_lens.batching.length_batches`), so a batch
     pads little. With ``input_cache`` (see :mod:`skill_lens.kv_cache`) the split's inputs are first
     computed into it (:meth:`~skill_lens.kv_cache.InputCache.fill`) and each batch runs only the
-    prompt positions.
+    prompt positions (unless the split does not fit in the cache: then each batch runs whole).
 
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> task = tiny_task()
@@ -169,8 +169,7 @@ def predict(
     """
     check_split(split, "evaluation")
     kept = {}
-    if input_cache is not None:
-        input_cache.fill(pm, split)
+    if input_cache is not None and input_cache.fill(pm, split):  # else the split does not fit: run it whole
         kept = {"cache_input": True, "input_cache": input_cache}
     batches = length_batches(pm, split, batch_size)
     out = [pm.label_logits(pm.encode_split(split, idx), fwd_hooks=fwd_hooks, **kept).to("cpu", torch.float32)

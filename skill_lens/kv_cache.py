@@ -12,7 +12,9 @@ of similar length waste little on padding. Kept keys/values differ from an input
 only by float rounding (about 1e-6). They are stored in the model's dtype: float32 on CPU is what
 the rest of the forward computes in, and bfloat16 storage would move the label logits by about
 1e-2, enough to flip borderline examples. Past ``max_mb`` the cache stops growing; an input it
-does not hold is computed alone each time it comes (correct and deterministic, only slower).
+does not hold is computed alone each time it comes (correct and deterministic, only slower), and
+a split that does not fit is not filled at all: :func:`~skill_lens.evaluation.predict` and the probe
+then run it the ordinary way.
 
 Hooks on the input positions are not re-run for stored inputs, so
 :meth:`PromptedModel.label_logits` uses the cache only when it is given no ``fwd_hooks``; hooks on
@@ -24,7 +26,8 @@ belongs to one model: using it with another raises.
 >>> model, dev = tiny_model("causal"), tiny_task().dev
 >>> pm = PromptedModel(model, SoftPrompt.init(model, 2, seed=0), Verbalizer.from_words(model, ["bad", "good"]))
 >>> cache = InputCache()
->>> cache.fill(pm, dev)
+>>> cache.fill(pm, dev)  # every dev input is now held
+True
 >>> batch = pm.encode_split(dev, slice(0, 4))
 >>> cached = pm.label_logits(batch, cache_input=True, input_cache=cache)
 >>> torch.allclose(cached, pm.label_logits(batch), atol=1e-5), len(cache), (cache.hits, cache.misses)
@@ -61,6 +64,7 @@ class InputCache:
         self.bytes = self.hits = self.misses = 0
         self._store: dict[tuple[int, ...], KV] = {}
         self._model = None
+        self._per_token = 0.0  # bytes of one token's keys/values, known once one input is computed
 
     def __len__(self) -> int:
         return len(self._store)
@@ -70,28 +74,38 @@ class InputCache:
                 f"{self.hits} hits, {self.misses} misses)")
 
     @torch.no_grad()
-    def fill(self, pm, split) -> None:
+    def fill(self, pm, split) -> bool:
         """Compute and keep the inputs of ``split`` under ``pm`` not kept yet, in :meth:`__init__`'s fixed
-        length-sorted batches; a no-op for non-causal models and hard prompts (nothing would use them)."""
+        length-sorted batches; ``True`` when the cache then holds every input of the split.
+
+        A split that would not fit in ``max_mb`` is not computed (beyond one batch, to learn the size of a
+        token's keys/values): callers then run it the ordinary way. A no-op (``False``) for non-causal
+        models and hard prompts, whose passes do not use the cache.
+        """
         if pm.info.family != "causal" or pm.prompt is None or len(split) == 0:
-            return
+            return False
         hf, P = self._bind(pm.model.original_model), pm.prompt_length
+        todo = []
         for idx in length_batches(pm, split, self.batch_size):
-            if self.bytes >= self.max_bytes:
-                return
             batch = pm.encode_split(split, idx)
             n = batch.input_ids.shape[1] - P
             ids, mask = batch.input_ids[:, :n], batch.attention_mask[:, :n]
             keys = [tuple(ids[i, m].tolist()) for i, m in enumerate(mask.bool())]
-            if all(k in self._store or not k for k in keys):
-                continue
+            if not all(k in self._store or not k for k in keys):
+                todo.append((ids, mask, keys))
+        need = sum(len(k) for *_, keys in todo for k in set(keys) if k and k not in self._store)
+        for ids, mask, keys in todo:
+            if self._per_token and self.bytes + need * self._per_token > self.max_bytes:
+                return False
             out = hf.base_model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                                 use_cache=True).past_key_values
-            layers = [(k, v) for k, v, *_ in out]
+            layers, n = [(k, v) for k, v, *_ in out], ids.shape[1]
             for i, key in enumerate(keys):
                 if key and key not in self._store:
+                    need -= len(key)
                     self._keep(key, [(k[i, :, n - len(key):].clone(), v[i, :, n - len(key):].clone())
                                      for k, v in layers])
+        return all(k in self._store for *_, keys in todo for k in keys if k)
 
     @torch.no_grad()
     def past(self, hf: torch.nn.Module, ids: Int[Tensor, "batch n"], mask: Bool[Tensor, "batch n"],
@@ -135,6 +149,7 @@ class InputCache:
 
     def _keep(self, key: tuple[int, ...], kv: KV) -> None:
         size = sum(2 * k.numel() * k.element_size() for k, _ in kv)
+        self._per_token = size / max(1, len(key))
         if self.bytes + size <= self.max_bytes:
             self._store[key] = kv
             self.bytes += size

@@ -509,8 +509,8 @@ def _stream(pm, split, batch_size, names, decoder, kinds, feed, desc, start: int
     ``input_cache`` the inputs come from it and only the prompt positions run (hooks see only those)."""
     batches = length_batches(pm, split, batch_size)
     all_labels = torch.as_tensor(split.labels) if labels is None else labels
-    if input_cache is not None and start < len(batches):
-        input_cache.fill(pm, split)
+    if input_cache is not None and start < len(batches) and not input_cache.fill(pm, split):
+        input_cache = None  # the split does not fit in the cache: full forwards
     for b in progress(range(start, len(batches)), desc=f"probe {desc}", initial=start, total=len(batches)):
         batch, y = pm.encode_split(split, batches[b]), all_labels[batches[b]]
         with torch.no_grad():

@@ -321,7 +321,7 @@ def tune(model, task, config: TuneConfig | None = None, *, checkpoint: str | Pat
     if cfg.cache_input and info.family == "causal":
         cache = input_cache if input_cache is not None else InputCache(cfg.input_cache_mb) if cfg.input_cache_mb else None
     if cache is not None:
-        cache.fill(pm, task.train)
+        cache.fill(pm, task.train)  # what does not fit is computed per step (correct, slower)
     train_split, labels = task.train, torch.as_tensor(task.train.labels)
 
     def step_loss(idx: list[int]) -> Tensor:

@@ -105,3 +105,14 @@ def test_a_run_reuses_the_inputs_tuning_computed(tmp_path):
     steps.probe(run)
     steps.perturb(run, fractions=(0.0, 0.1), controls=1)
     assert cache.misses == misses, "the probe and the curve computed an input again"
+
+
+def test_a_split_that_does_not_fit_runs_the_ordinary_way(pm):
+    task = ragged()
+    small = InputCache(max_mb=0.05)  # a few inputs of the tiny model
+    assert not small.fill(pm, task.dev)
+    assert len(small) < len(task.dev)
+    got = predict(pm, task.dev, batch_size=5, input_cache=small)
+    assert torch.allclose(got, predict(pm, task.dev, batch_size=5), atol=1e-5)
+    assert small.misses == 0, "a split that does not fit is not computed one input at a time"
+    assert torch.equal(probe(pm, task, batch_size=6, input_cache=small).dev_acc, probe(pm, task, batch_size=6).dev_acc)
