@@ -317,9 +317,10 @@ def tune(model, task, config: TuneConfig | None = None, *, checkpoint: str | Pat
     check_texts_fit(pm, task)
     ckpt = tuning_checkpoint(checkpoint, model, task, cfg) if checkpoint is not None else None
 
-    cache = None
+    cache = None  # a causal model's input keys/values (skill_lens.kv_cache)
     if cfg.cache_input and info.family == "causal":
-        cache = input_cache if input_cache is not None else InputCache(cfg.input_cache_mb) if cfg.input_cache_mb else None
+        cache = input_cache if input_cache is not None else \
+            InputCache(cfg.input_cache_mb) if cfg.input_cache_mb else None
     if cache is not None:
         cache.fill(pm, task.train)  # what does not fit is computed per step (correct, slower)
     train_split, labels = task.train, torch.as_tensor(task.train.labels)
