@@ -14,7 +14,7 @@ SIZES = {"train_size": 400, "dev_size": 200, "test_size": 200, "seed": 0}
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="the whole method on smollm2-135m and rotten_tomatoes: tune, probe, select, "
-                                    "perturb, report (about 10 min on 2 cores)")
+                                    "perturb, report (about 5 min on 2 cores)")
     p.add_argument("--out", default="runs/demo", help="run directory (resumes if it exists)")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--task", default="rotten_tomatoes")
