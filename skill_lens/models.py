@@ -30,6 +30,7 @@ from typing import Literal
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from skill_lens.attention import use_fast_attention
 from skill_lens.packaged import cache_dir, packaged_file
 from skill_lens.progress import quiet, say
 
@@ -324,7 +325,7 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str | torc
     bridge.eval()
     bridge.requires_grad_(False)
     _retie_encoder_decoder_embeddings(bridge.original_model)
-    _use_fast_attention(bridge.original_model)
+    use_fast_attention(bridge)
     bridge.__dict__["_skill_lens_name"] = name
     bridge.__dict__["_skill_lens_tokenizer_adds_bos"] = adds_bos
     for tok in {id(t): t for t in (tokenizer, bridge.tokenizer) if t is not None}.values():
@@ -354,15 +355,6 @@ def _retie_encoder_decoder_embeddings(hf: torch.nn.Module) -> None:
         sub = getattr(hf, stack, None)
         if shared is not None and sub is not None and hasattr(sub, "embed_tokens"):
             sub.embed_tokens = shared
-
-
-def _use_fast_attention(hf: torch.nn.Module) -> None:
-    # The bridge forces eager attention so that attention-pattern hooks fire. skill_lens
-    # hooks only MLP activations and embeddings, so SDPA is exact enough and much faster.
-    try:
-        hf.set_attn_implementation("sdpa")
-    except Exception:  # architectures without SDPA keep eager attention
-        pass
 
 
 def random_init_copy(model: TransformerBridge, seed: int = 0) -> TransformerBridge:

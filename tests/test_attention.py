@@ -1,0 +1,76 @@
+"""Fast attention (skill_lens.attention): same numbers as the bridge's re-implementation, hooks still honoured."""
+
+import pytest
+import torch
+
+from skill_lens.attention import reconstructing_layers
+from skill_lens.kv_cache import InputCache
+from skill_lens.prompts import PromptedModel, SoftPrompt, Verbalizer
+from skill_lens.tiny import tiny_model, tiny_task
+
+
+def _every_layer_hooked(model):
+    """A no-op pattern hook on every layer: the bridge then re-implements attention everywhere."""
+    return [(f"blocks.{l}.attn.hook_pattern", lambda act, hook: act) for l in range(model.cfg.n_layers)]
+
+
+@pytest.mark.parametrize("family", ["causal", "gpt2"])
+def test_fast_attention_equals_the_bridge_reimplementation_with_padding(family):
+    model = tiny_model(family)
+    ids = torch.randint(5, 30, (3, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[0, :4] = 0  # left padding, as causal batches are laid out
+    kw = dict(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+    fast = model.original_model(**kw).logits
+    with model.hooks(fwd_hooks=_every_layer_hooked(model)):
+        assert reconstructing_layers(model) == model.cfg.n_layers
+        slow = model.original_model(**kw).logits
+    assert torch.allclose(fast[mask.bool()], slow[mask.bool()], atol=1e-5)
+
+
+def test_a_cached_prompt_step_has_the_same_loss_and_gradient_either_way():
+    model, task = tiny_model("causal"), tiny_task()
+    pm = PromptedModel(model, SoftPrompt.init(model, 3, seed=0), Verbalizer.from_words(model, task.label_words))
+    cache = InputCache()
+    assert cache.fill(pm, task.train)
+    batch, labels = pm.encode_split(task.train, range(12)), torch.tensor(task.train.labels[:12])
+
+    def loss_and_grad(hooks):
+        pm.prompt.embedding.grad = None
+        logits = pm.label_logits(batch, cache_input=True, input_cache=cache, prompt_hooks=lambda b: hooks)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        loss.backward()
+        return loss.detach(), pm.prompt.embedding.grad.clone()
+
+    (fast_loss, fast_grad), (slow_loss, slow_grad) = loss_and_grad([]), loss_and_grad(_every_layer_hooked(model))
+    assert torch.allclose(fast_loss, slow_loss, atol=1e-6)
+    assert torch.allclose(fast_grad, slow_grad, atol=1e-6)
+    assert fast_grad.abs().sum() > 0
+
+
+def test_attention_hooks_still_fire_and_act():
+    model = tiny_model("causal")
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    seen = []
+
+    def uniform(pattern, hook):  # replace layer 0's attention pattern: the output must change
+        seen.append(hook.name)
+        causal = torch.ones_like(pattern).tril()
+        return causal / causal.sum(-1, keepdim=True)
+
+    plain = model.original_model(input_ids=ids).logits
+    with model.hooks(fwd_hooks=[("blocks.0.attn.hook_pattern", uniform)]):
+        patched = model.original_model(input_ids=ids).logits
+    assert seen == ["blocks.0.attn.hook_pattern"]
+    assert not torch.allclose(plain, patched, atol=1e-4)
+
+
+def test_mlp_hooks_keep_fast_attention_and_nothing_leaks_on_errors():
+    model = tiny_model("causal")
+    with model.hooks(fwd_hooks=[("blocks.0.mlp.hook_post", lambda act, hook: act)]):
+        assert reconstructing_layers(model) == 0
+    with pytest.raises(RuntimeError):
+        with model.hooks(fwd_hooks=[("blocks.1.attn.hook_pattern", lambda act, hook: act)]):
+            assert reconstructing_layers(model) == 1
+            raise RuntimeError("boom")
+    assert reconstructing_layers(model) == 0
