@@ -10,7 +10,8 @@ step on long inputs, and a quarter of a forward pass. :func:`use_fast_attention`
    carries a hook runs its original module (through the bridge's q/k/v/o projections, whose own hooks
    still fire). A layer with any hook on it (``run_with_cache``, a pattern hook of yours) runs the
    bridge's re-implementation as before, so every attention hook sees what it always saw. The choice is
-   made per layer and per call, so hooks added and removed with ``model.hooks(...)`` just work.
+   made per layer and per call, so hooks added and removed with ``model.hooks(...)`` just work. After
+   ``enable_compatibility_mode()`` (processed weights) every layer re-implements, as the bridge intends.
 2. **Grouped-query heads are not copied.** The Hugging Face modules call :func:`sdpa`, which hands
    torch's ``scaled_dot_product_attention`` the key/value heads as they are (``enable_gqa``).
    transformers' own ``"sdpa"`` copies every key/value head once per query head whenever there is a
@@ -91,16 +92,17 @@ def use_fast_attention(bridge) -> None:
 
 def _forward(reconstruct, points: list[HookPoint]):
     def forward(self, *args, **kwargs):
-        if any(_hooked(p) for p in points):
+        if _reconstructs(self, points):
             return reconstruct(self, *args, **kwargs)
         return self.original_component(*args, **kwargs)
 
     return forward
 
 
-def _hooked(point: HookPoint) -> bool:
-    return bool(point._forward_hooks or point._forward_pre_hooks or point._backward_hooks
-                or point._backward_pre_hooks)
+def _reconstructs(component, points: list[HookPoint]) -> bool:
+    """A hook on the layer needs the bridge's attention, and so do processed weights (compatibility mode)."""
+    return bool(getattr(component, "compatibility_mode", False)) or any(
+        p._forward_hooks or p._forward_pre_hooks or p._backward_hooks or p._backward_pre_hooks for p in points)
 
 
 def reconstructing_layers(bridge) -> int:
@@ -114,7 +116,5 @@ def reconstructing_layers(bridge) -> int:
     ...     reconstructing_layers(model)
     1
     """
-    return sum(
-        any(_hooked(m) for m in c.modules() if isinstance(m, HookPoint))
-        for c in bridge.original_model.modules() if type(c).__name__ in _RECONSTRUCTING
-    )
+    return sum(_reconstructs(c, [m for m in c.modules() if isinstance(m, HookPoint)])
+               for c in bridge.original_model.modules() if type(c).__name__ in _RECONSTRUCTING)

@@ -74,3 +74,16 @@ def test_mlp_hooks_keep_fast_attention_and_nothing_leaks_on_errors():
             assert reconstructing_layers(model) == 1
             raise RuntimeError("boom")
     assert reconstructing_layers(model) == 0
+
+
+def test_compatibility_mode_keeps_the_bridge_attention():
+    model = tiny_model("causal")
+    for component in model.original_model.modules():
+        if hasattr(component, "compatibility_mode"):
+            component.compatibility_mode = True  # what enable_compatibility_mode() sets on every component
+    try:
+        assert reconstructing_layers(model) == model.cfg.n_layers
+    finally:
+        for component in model.original_model.modules():
+            if hasattr(component, "compatibility_mode"):
+                component.compatibility_mode = False
