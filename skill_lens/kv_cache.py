@@ -36,16 +36,24 @@ True
 
 from __future__ import annotations
 
+import hashlib
+import os
 import weakref
+from pathlib import Path
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 from transformers import DynamicCache
 
+from skill_lens.artifacts import ArtifactError, load_tensors, save_tensors
 from skill_lens.batching import length_batches
 
-__all__ = ["InputCache"]
+__all__ = ["InputCache", "DISK_ENV", "DEFAULT_DISK_MB"]
+
+DISK_ENV = "SKILL_LENS_INPUT_DISK_MB"  # disk the persistent cache may use (0: none)
+DEFAULT_DISK_MB = 8192.0
+FORMAT = 1  # of the files in the persistent cache's directory
 
 KV = list[tuple[Tensor, Tensor]]  # one input's (keys, values) per layer, each [kv_heads, length, head_dim]
 
@@ -55,13 +63,24 @@ class InputCache:
 
     ``batch_size`` is the size of :meth:`fill`'s length-sorted batches (part of what the kept numbers
     are, so keep it fixed across a job and its resumption).
+
+    With a ``directory``, every split :meth:`fill` computes whole is also written there (one safetensors
+    file per model and split, named by the hash of everything its numbers depend on), and a later
+    :meth:`fill` of the same split on the same model, in this process or another, reads it instead of
+    computing it: ``skill-lens tune`` then ``skill-lens probe`` compute each input once. The directory is
+    kept under ``disk_mb`` by removing its least recently used files (only files this class names).
+    :meth:`persistent` makes the cache that runs use.
     """
 
-    def __init__(self, max_mb: float = 4096.0, batch_size: int = 32):
-        if not max_mb >= 0 or batch_size < 1:
-            raise ValueError(f"InputCache needs max_mb >= 0 and batch_size >= 1, got {max_mb!r} and {batch_size!r}")
+    def __init__(self, max_mb: float = 4096.0, batch_size: int = 32, directory: str | os.PathLike | None = None,
+                 disk_mb: float = DEFAULT_DISK_MB):
+        if not max_mb >= 0 or batch_size < 1 or not disk_mb >= 0:
+            raise ValueError(f"InputCache needs max_mb >= 0, batch_size >= 1 and disk_mb >= 0, got {max_mb!r}, "
+                             f"{batch_size!r} and {disk_mb!r}")
         self.max_bytes, self.batch_size = int(max_mb * 2**20), batch_size
-        self.bytes = self.hits = self.misses = 0
+        self.directory = Path(directory) if directory is not None and disk_mb > 0 else None
+        self.disk_bytes = int(disk_mb * 2**20)
+        self.bytes = self.hits = self.misses = self.loaded = 0
         self._store: dict[tuple[int, ...], KV] = {}
         self._model = None
         self._per_token = 0.0  # bytes of one token's keys/values, known once one input is computed
@@ -69,9 +88,29 @@ class InputCache:
     def __len__(self) -> int:
         return len(self._store)
 
+    @classmethod
+    def persistent(cls, max_mb: float = 4096.0) -> "InputCache":
+        """The cache a :class:`~skill_lens.runs.Run` uses: kept on disk in ``<cache>/inputs``
+        (:func:`skill_lens.packaged.cache_dir`), at most ``$SKILL_LENS_INPUT_DISK_MB`` megabytes (default 8192;
+        0 keeps nothing on disk).
+
+        >>> cache = InputCache.persistent()
+        >>> cache.directory is None or cache.directory.name == "inputs"
+        True
+        """
+        from skill_lens.packaged import cache_dir
+
+        raw = os.environ.get(DISK_ENV, "")
+        try:
+            disk_mb = float(raw) if raw.strip() else DEFAULT_DISK_MB
+        except ValueError:
+            raise ValueError(f"${DISK_ENV}={raw!r} is not a number of megabytes; set it to e.g. 8192, or 0 to keep "
+                             "no input keys/values on disk.") from None
+        return cls(max_mb, directory=cache_dir() / "inputs", disk_mb=max(disk_mb, 0.0))
+
     def __repr__(self) -> str:
         return (f"InputCache({len(self)} inputs, {self.bytes / 2**20:.0f} of {self.max_bytes / 2**20:.0f} MB, "
-                f"{self.hits} hits, {self.misses} misses)")
+                f"{self.hits} hits, {self.misses} misses, {self.loaded} read from disk)")
 
     @torch.no_grad()
     def fill(self, pm, split) -> bool:
@@ -85,14 +124,20 @@ class InputCache:
         if pm.info.family != "causal" or pm.prompt is None or len(split) == 0:
             return False
         hf, P = self._bind(pm.model.original_model), pm.prompt_length
-        todo = []
+        batches = []
         for idx in length_batches(pm, split, self.batch_size):
             batch = pm.encode_split(split, idx)
             n = batch.input_ids.shape[1] - P
             ids, mask = batch.input_ids[:, :n], batch.attention_mask[:, :n]
-            keys = [tuple(ids[i, m].tolist()) for i, m in enumerate(mask.bool())]
-            if not all(k in self._store or not k for k in keys):
-                todo.append((ids, mask, keys))
+            batches.append((ids, mask, [tuple(ids[i, m].tolist()) for i, m in enumerate(mask.bool())]))
+        held = lambda: all(k in self._store or not k for *_, keys in batches for k in keys)  # noqa: E731
+        if held():
+            return True
+        path = self._file(pm, batches) if self.directory is not None else None
+        readable = path is not None and path.exists() and self._read(path)
+        if readable and held():
+            return True
+        todo = [b for b in batches if not all(k in self._store or not k for k in b[2])]
         need = sum(len(k) for *_, keys in todo for k in set(keys) if k and k not in self._store)
         for ids, mask, keys in todo:
             if self._per_token and self.bytes + need * self._per_token > self.max_bytes:
@@ -105,7 +150,72 @@ class InputCache:
                     need -= len(key)
                     self._keep(key, [(k[i, :, n - len(key):].clone(), v[i, :, n - len(key):].clone())
                                      for k, v in layers])
-        return all(k in self._store for *_, keys in todo for k in keys if k)
+        if not held():
+            return False
+        if path is not None and not readable:  # absent, or damaged (a killed disk, another format): (re)write it
+            self._write(path, [k for *_, keys in batches for k in keys if k])
+        return True
+
+    # ------------------------------------------------------------ on disk
+    def _file(self, pm, batches) -> Path:
+        """The file of this split's inputs: named by a hash of everything their numbers depend on."""
+        from skill_lens.models import dtype_name, fingerprint, model_device
+
+        hf = pm.model.original_model
+        h = hashlib.sha256(repr((FORMAT, fingerprint(pm.model), dtype_name(next(hf.parameters()).dtype),
+                                 model_device(pm.model).type, torch.__version__,
+                                 hf.config._attn_implementation, self.batch_size)).encode())
+        for ids, mask, _ in batches:
+            h.update(repr(tuple(ids.shape)).encode())
+            h.update(ids.cpu().numpy().tobytes())
+            h.update(mask.cpu().numpy().tobytes())
+        return self.directory / f"inputs-{h.hexdigest()[:32]}.safetensors"
+
+    def _write(self, path: Path, keys: list[tuple[int, ...]]) -> None:
+        """Keep the split's inputs in ``path`` (one tensor per layer and kind, inputs end to end), then
+        trim the directory to ``disk_mb``."""
+        keys = list(dict.fromkeys(keys))
+        size = sum(len(k) for k in keys) * self._per_token
+        if size > self.disk_bytes:
+            return
+        rows = [self._store[k] for k in keys]
+        tensors = {"ids": torch.tensor([t for k in keys for t in k]), "lengths": torch.tensor([len(k) for k in keys])}
+        for layer in range(len(rows[0])):
+            tensors[f"k.{layer}"] = torch.cat([r[layer][0] for r in rows], dim=1)
+            tensors[f"v.{layer}"] = torch.cat([r[layer][1] for r in rows], dim=1)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        save_tensors(path, tensors, {"kind": "input keys/values", "format": FORMAT})
+        self._trim(keep=path)
+
+    def _read(self, path: Path) -> bool:
+        """Keep the inputs stored in ``path`` (views of its tensors) while they fit; ``False`` if unreadable."""
+        try:
+            tensors, meta = load_tensors(path)
+        except ArtifactError:
+            return False
+        if meta.get("format") != FORMAT or "lengths" not in tensors:
+            return False
+        lengths = tensors["lengths"].tolist()
+        ids = tensors["ids"].split(lengths)
+        layers = sum(1 for name in tensors if name.startswith("k."))
+        ks = [tensors[f"k.{i}"].split(lengths, dim=1) for i in range(layers)]
+        vs = [tensors[f"v.{i}"].split(lengths, dim=1) for i in range(layers)]
+        for j, key in enumerate(ids):
+            key = tuple(key.tolist())
+            if key not in self._store:
+                self._keep(key, [(ks[i][j], vs[i][j]) for i in range(layers)])
+                self.loaded += 1
+        os.utime(path)  # recently used: trimmed last
+        return True
+
+    def _trim(self, keep: Path) -> None:
+        files = sorted(self.directory.glob("inputs-*.safetensors"), key=lambda f: f.stat().st_mtime, reverse=True)
+        total = 0
+        for f in files:
+            total += f.stat().st_size
+            if total > self.disk_bytes and f != keep:
+                for old in (f, f.with_suffix(f.suffix + ".json")):
+                    old.unlink(missing_ok=True)
 
     @torch.no_grad()
     def past(self, hf: torch.nn.Module, ids: Int[Tensor, "batch n"], mask: Bool[Tensor, "batch n"],

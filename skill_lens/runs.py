@@ -119,7 +119,7 @@ class Run:
         existing = _claim(path, model, task, config, overwrite, reuse)
         if existing is not None:
             return existing
-        ckpt, cache = path / FILES["checkpoint"], InputCache(config.input_cache_mb)
+        ckpt, cache = path / FILES["checkpoint"], InputCache.persistent(config.input_cache_mb)
         result = tune(model, task, config, checkpoint=ckpt, input_cache=cache)  # the old run stays whole until now
         meta = _run_meta(model, task, config, task_args, result, cache)
         _remove_derived(path)
@@ -255,9 +255,12 @@ class Run:
     def input_cache(self) -> InputCache:
         """The keys/values of the run's inputs under its model (:mod:`skill_lens.kv_cache`), shared by the steps
         on this ``Run`` object: the probe and suppression curves after :meth:`create` compute no input that
-        tuning computed. Bounded by the run's ``input_cache_mb``; ``run.input_cache.clear()`` frees it."""
+        tuning computed. Bounded by the run's ``input_cache_mb``; ``run.input_cache.clear()`` frees it. Every
+        split it computes whole is also kept on disk (:meth:`InputCache.persistent
+        <skill_lens.kv_cache.InputCache.persistent>`), so a ``Run`` opened in another process, e.g. by
+        ``skill-lens probe`` after ``skill-lens tune``, reads its inputs instead of computing them again."""
         if self._input_cache is None:
-            self._input_cache = InputCache(with_defaults(self.meta["config"])["input_cache_mb"])
+            self._input_cache = InputCache.persistent(with_defaults(self.meta["config"])["input_cache_mb"])
         return self._input_cache
 
     def prompted(self):

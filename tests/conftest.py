@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import pytest
 from clitools import FAST_TUNE, cli
 
 from skill_lens.tiny import tiny_hf, tiny_task, tiny_tokenizer
+
+# Runs keep their inputs' keys/values on disk in the user cache; tests keep nothing there (the tests of that
+# feature give it a directory of their own).
+os.environ.setdefault("SKILL_LENS_INPUT_DISK_MB", "0")
 
 
 @pytest.fixture(scope="session")

@@ -116,3 +116,77 @@ def test_a_split_that_does_not_fit_runs_the_ordinary_way(pm):
     assert torch.allclose(got, predict(pm, task.dev, batch_size=5), atol=1e-5)
     assert small.misses == 0, "a split that does not fit is not computed one input at a time"
     assert torch.equal(probe(pm, task, batch_size=6, input_cache=small).dev_acc, probe(pm, task, batch_size=6).dev_acc)
+
+
+# ------------------------------------------------------------------ kept on disk across processes
+def _computed_inputs(model):
+    """Counts the input passes a cache runs (each fill batch is one forward of the base model)."""
+    calls = []
+    handle = model.original_model.base_model.register_forward_hook(lambda *_: calls.append(1))
+    return calls, handle
+
+
+def test_a_split_kept_on_disk_is_read_back_bit_for_bit(pm, tmp_path):
+    dev = ragged().dev
+    first = InputCache(directory=tmp_path)
+    assert first.fill(pm, dev)
+    files = sorted(p.name for p in tmp_path.glob("inputs-*.safetensors"))
+    assert len(files) == 1
+    calls, handle = _computed_inputs(pm.model)
+    try:
+        second = InputCache(directory=tmp_path)  # as another process would
+        assert second.fill(pm, dev)
+    finally:
+        handle.remove()
+    assert calls == [] and second.loaded == len(second) == len(first)
+    assert torch.equal(predict(pm, dev, batch_size=5, input_cache=second),
+                       predict(pm, dev, batch_size=5, input_cache=first))
+
+
+def test_another_model_or_batching_gets_its_own_file(pm, tmp_path):
+    dev = ragged().dev
+    assert InputCache(directory=tmp_path).fill(pm, dev)
+    other = prompted(tiny_model("causal", seed=1), ragged(), SoftPrompt.init(tiny_model("causal", seed=1), 3, seed=0))
+    for cache, p in ((InputCache(directory=tmp_path), other), (InputCache(directory=tmp_path, batch_size=7), pm)):
+        assert cache.fill(p, dev) and cache.loaded == 0
+    assert len(list(tmp_path.glob("inputs-*.safetensors"))) == 3
+
+
+def test_the_directory_stays_under_its_budget_and_keeps_what_it_did_not_write(pm, tmp_path):
+    task = ragged()
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "other.safetensors").write_bytes(b"not ours")
+    one = InputCache(directory=tmp_path)
+    one.fill(pm, task.dev)
+    size = next(tmp_path.glob("inputs-*.safetensors")).stat().st_size
+    small = InputCache(directory=tmp_path, disk_mb=1.5 * size / 2**20)  # room for one split's file
+    assert small.fill(pm, task.test)
+    kept = list(tmp_path.glob("inputs-*.safetensors"))
+    assert len(kept) == 1 and InputCache(directory=tmp_path).fill(pm, task.test)
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "other.safetensors").exists()
+
+
+def test_a_damaged_file_is_computed_and_rewritten(pm, tmp_path):
+    dev = ragged().dev
+    InputCache(directory=tmp_path).fill(pm, dev)
+    path = next(tmp_path.glob("inputs-*.safetensors"))
+    path.write_bytes(b"truncated")
+    cache = InputCache(directory=tmp_path)
+    assert cache.fill(pm, dev) and cache.loaded == 0
+    again = InputCache(directory=tmp_path)
+    assert again.fill(pm, dev) and again.loaded == len(again)
+
+
+def test_a_run_opened_in_another_process_reads_its_inputs_from_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKILL_LENS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SKILL_LENS_INPUT_DISK_MB", "64")
+    model, task = tiny_model("causal"), ragged()
+    steps.tune(tmp_path / "run", model, task, TuneConfig(prompt_length=2, steps=4, batch_size=8, eval_every=2))
+    assert len(list((tmp_path / "cache" / "inputs").glob("inputs-*.safetensors"))) == 3  # train, dev, test
+    from skill_lens.runs import Run
+
+    run = Run.open(tmp_path / "run")  # a new Run and a new cache, as `skill-lens probe` has
+    run.use_model(model)
+    run.use_task(task)
+    steps.probe(run)
+    assert run.input_cache.loaded == distinct(task) and run.input_cache.misses == 0  # every input read, none computed
