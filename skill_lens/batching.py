@@ -46,12 +46,13 @@ def token_lengths(pm, split) -> Int[Tensor, " n"]:
                       for s in range(0, len(split), _CHUNK)])
 
 
-def length_batches(pm, split, batch_size: int) -> list[list[int]]:
+def length_batches(pm, split, batch_size: int, lengths: Int[Tensor, " n"] | None = None) -> list[list[int]]:
     """The split's indices sorted by encoded length (stable: ties keep their order), cut into batches of at
     most ``batch_size`` examples and at most ``batch_size`` times the median length in padded positions.
 
     The token cap splits the long tail (a few texts ten times the median) into small batches of
     similar length, which keeps both the padding and a batch's memory near those of a typical one.
+    ``lengths`` replaces the encoded lengths (e.g. those of the input part alone).
 
     >>> from skill_lens.tiny import tiny_model, tiny_task
     >>> from skill_lens.evaluation import hard_prompt_model
@@ -65,7 +66,7 @@ def length_batches(pm, split, batch_size: int) -> list[list[int]]:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if len(split) == 0:
         return []
-    lengths = token_lengths(pm, split)
+    lengths = token_lengths(pm, split) if lengths is None else lengths
     budget = batch_size * int(lengths.median())
     batches: list[list[int]] = []
     ordered = torch.sort(lengths, stable=True)

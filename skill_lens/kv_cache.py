@@ -6,15 +6,19 @@ the probe, suppression curves). :class:`InputCache` keeps them per example, keye
 token ids: a tuning step or an evaluation of a stored input runs only the prompt positions.
 
 :meth:`InputCache.fill` computes a split's inputs in fixed length-sorted batches of ``batch_size``
-(:func:`skill_lens.batching.length_batches`): which inputs share a batch depends only on the split,
-never on a step's order, so a resumed tuning equals an uninterrupted one bit for bit, and batches
-of similar length waste little on padding. Kept keys/values differ from an input computed alone
+(:func:`skill_lens.batching.length_batches` of the inputs' lengths): which inputs share a batch depends
+only on the split, never on a step's order or the prompt's length, so a resumed tuning equals an
+uninterrupted one bit for bit, and batches of similar length waste little on padding. Kept keys/values differ from an input computed alone
 only by float rounding (about 1e-6). They are stored in the model's dtype: float32 on CPU is what
 the rest of the forward computes in, and bfloat16 storage would move the label logits by about
 1e-2, enough to flip borderline examples. Past ``max_mb`` the cache stops growing; an input it
 does not hold is computed alone each time it comes (correct and deterministic, only slower), and
 a split that does not fit is not filled at all: :func:`~skill_lens.evaluation.predict` and the probe
 then run it the ordinary way.
+
+With a ``directory`` (:meth:`InputCache.persistent`, which every :class:`~skill_lens.runs.Run` uses), a
+split computed whole is also written to disk, and read back bit for bit by the next process that fills
+the same split on the same model: ``skill-lens tune`` then ``skill-lens probe`` compute each input once.
 
 Hooks on the input positions are not re-run for stored inputs, so
 :meth:`PromptedModel.label_logits` uses the cache only when it is given no ``fwd_hooks``; hooks on
@@ -47,7 +51,7 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from skill_lens.artifacts import ArtifactError, load_tensors, save_tensors
-from skill_lens.batching import length_batches
+from skill_lens.batching import length_batches, token_lengths
 
 __all__ = ["InputCache", "DISK_ENV", "DEFAULT_DISK_MB"]
 
@@ -125,7 +129,8 @@ class InputCache:
             return False
         hf, P = self._bind(pm.model.original_model), pm.prompt_length
         batches = []
-        for idx in length_batches(pm, split, self.batch_size):
+        inputs = token_lengths(pm, split) - P  # batches of the inputs alone: the same for every prompt length
+        for idx in length_batches(pm, split, self.batch_size, lengths=inputs):
             batch = pm.encode_split(split, idx)
             n = batch.input_ids.shape[1] - P
             ids, mask = batch.input_ids[:, :n], batch.attention_mask[:, :n]

@@ -190,3 +190,5 @@ def test_a_run_opened_in_another_process_reads_its_inputs_from_disk(tmp_path, mo
     run.use_task(task)
     steps.probe(run)
     assert run.input_cache.loaded == distinct(task) and run.input_cache.misses == 0  # every input read, none computed
+    seed1 = steps.tune(tmp_path / "seed1", model, task, TuneConfig(prompt_length=3, steps=2, batch_size=8, seed=1))
+    assert seed1.input_cache.loaded == distinct(task), "another seed and prompt length computed the inputs again"
