@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 import weakref
 from pathlib import Path
 
@@ -158,7 +159,11 @@ class InputCache:
         if not held():
             return False
         if path is not None and not readable:  # absent, or damaged (a killed disk, another format): (re)write it
-            self._write(path, [k for *_, keys in batches for k in keys if k])
+            try:
+                self._write(path, [k for *_, keys in batches for k in keys if k])
+            except (OSError, ArtifactError) as e:  # a full or read-only disk costs speed, never the job
+                warnings.warn(f"could not keep the input keys/values in {self.directory} ({e}); they will be "
+                              f"computed again next time. Free disk space, or set ${DISK_ENV}=0.", stacklevel=2)
         return True
 
     # ------------------------------------------------------------ on disk
@@ -193,7 +198,10 @@ class InputCache:
         self._trim(keep=path)
 
     def _read(self, path: Path) -> bool:
-        """Keep the inputs stored in ``path`` (views of its tensors) while they fit; ``False`` if unreadable."""
+        """Keep the inputs stored in ``path`` (views of its tensors); ``False`` if unreadable or too big for
+        ``max_mb`` (then computing them would not fit either)."""
+        if self.bytes + path.stat().st_size > self.max_bytes:
+            return False
         try:
             tensors, meta = load_tensors(path)
         except ArtifactError:
@@ -207,17 +215,22 @@ class InputCache:
         vs = [tensors[f"v.{i}"].split(lengths, dim=1) for i in range(layers)]
         for j, key in enumerate(ids):
             key = tuple(key.tolist())
-            if key not in self._store:
-                self._keep(key, [(ks[i][j], vs[i][j]) for i in range(layers)])
+            if key not in self._store and self._keep(key, [(ks[i][j], vs[i][j]) for i in range(layers)]):
                 self.loaded += 1
         os.utime(path)  # recently used: trimmed last
         return True
 
     def _trim(self, keep: Path) -> None:
-        files = sorted(self.directory.glob("inputs-*.safetensors"), key=lambda f: f.stat().st_mtime, reverse=True)
+        """Remove the least recently used files this class wrote until the directory fits ``disk_mb``."""
+        files = []
+        for f in self.directory.glob("inputs-*.safetensors"):
+            try:
+                files.append((f.stat().st_mtime, f.stat().st_size, f))
+            except FileNotFoundError:  # another process trimmed it meanwhile
+                continue
         total = 0
-        for f in files:
-            total += f.stat().st_size
+        for _, size, f in sorted(files, reverse=True):
+            total += size
             if total > self.disk_bytes and f != keep:
                 for old in (f, f.with_suffix(f.suffix + ".json")):
                     old.unlink(missing_ok=True)
@@ -262,12 +275,14 @@ class InputCache:
         self._keep(key, kv)
         return kv
 
-    def _keep(self, key: tuple[int, ...], kv: KV) -> None:
+    def _keep(self, key: tuple[int, ...], kv: KV) -> bool:
         size = sum(2 * k.numel() * k.element_size() for k, _ in kv)
         self._per_token = size / max(1, len(key))
-        if self.bytes + size <= self.max_bytes:
-            self._store[key] = kv
-            self.bytes += size
+        if self.bytes + size > self.max_bytes:
+            return False
+        self._store[key] = kv
+        self.bytes += size
+        return True
 
     def _bind(self, hf):
         """The model this cache belongs to: the first one it sees; another one raises."""

@@ -192,3 +192,12 @@ def test_a_run_opened_in_another_process_reads_its_inputs_from_disk(tmp_path, mo
     assert run.input_cache.loaded == distinct(task) and run.input_cache.misses == 0  # every input read, none computed
     seed1 = steps.tune(tmp_path / "seed1", model, task, TuneConfig(prompt_length=3, steps=2, batch_size=8, seed=1))
     assert seed1.input_cache.loaded == distinct(task), "another seed and prompt length computed the inputs again"
+
+
+def test_a_disk_that_cannot_be_written_costs_speed_not_the_job(pm, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    cache = InputCache(directory=blocked / "inputs")
+    with pytest.warns(UserWarning, match="could not keep the input keys/values"):
+        assert cache.fill(pm, ragged().dev)
+    assert len(cache) == len(set(ragged().dev.texts))
