@@ -8,8 +8,8 @@ token ids: a tuning step or an evaluation of a stored input runs only the prompt
 :meth:`InputCache.fill` computes a split's inputs in fixed length-sorted batches of ``batch_size``
 (:func:`skill_lens.batching.length_batches` of the inputs' lengths): which inputs share a batch depends
 only on the split, never on a step's order or the prompt's length, so a resumed tuning equals an
-uninterrupted one bit for bit, and batches of similar length waste little on padding. Kept keys/values differ from an input computed alone
-only by float rounding (about 1e-6). They are stored in the model's dtype: float32 on CPU is what
+uninterrupted one bit for bit, and batches of similar length waste little on padding. Kept
+keys/values differ from an input computed alone only by float rounding (about 1e-6). They are stored in the model's dtype: float32 on CPU is what
 the rest of the forward computes in, and bfloat16 storage would move the label logits by about
 1e-2, enough to flip borderline examples. Past ``max_mb`` the cache stops growing; an input it
 does not hold is computed alone each time it comes (correct and deterministic, only slower), and
@@ -136,14 +136,14 @@ class InputCache:
             n = batch.input_ids.shape[1] - P
             ids, mask = batch.input_ids[:, :n], batch.attention_mask[:, :n]
             batches.append((ids, mask, [tuple(ids[i, m].tolist()) for i, m in enumerate(mask.bool())]))
-        held = lambda: all(k in self._store or not k for *_, keys in batches for k in keys)  # noqa: E731
+        held = lambda: all(self._holds(b[2]) for b in batches)  # noqa: E731
         if held():
             return True
-        path = self._file(pm, batches) if self.directory is not None else None
-        readable = path is not None and path.exists() and self._read(path)
+        path, identity = self._file(pm, batches) if self.directory is not None else (None, None)
+        readable = path is not None and path.exists() and self._read(path, identity)
         if readable and held():
             return True
-        todo = [b for b in batches if not all(k in self._store or not k for k in b[2])]
+        todo = [b for b in batches if not self._holds(b[2])]
         need = sum(len(k) for *_, keys in todo for k in set(keys) if k and k not in self._store)
         for ids, mask, keys in todo:
             if self._per_token and self.bytes + need * self._per_token > self.max_bytes:
@@ -160,28 +160,35 @@ class InputCache:
             return False
         if path is not None and not readable:  # absent, or damaged (a killed disk, another format): (re)write it
             try:
-                self._write(path, [k for *_, keys in batches for k in keys if k])
+                self._write(path, identity, [k for *_, keys in batches for k in keys if k])
             except (OSError, ArtifactError) as e:  # a full or read-only disk costs speed, never the job
                 warnings.warn(f"could not keep the input keys/values in {self.directory} ({e}); they will be "
                               f"computed again next time. Free disk space, or set ${DISK_ENV}=0.", stacklevel=2)
         return True
 
+    def _holds(self, keys: list[tuple[int, ...]]) -> bool:
+        return all(k in self._store or not k for k in keys)
+
     # ------------------------------------------------------------ on disk
-    def _file(self, pm, batches) -> Path:
-        """The file of this split's inputs: named by a hash of everything their numbers depend on."""
+    def _file(self, pm, batches) -> tuple[Path, dict]:
+        """The file of this split's inputs, named by a hash of everything their numbers depend on, and what
+        it records of that (checked when it is read)."""
         from skill_lens.models import dtype_name, fingerprint, model_device
 
         hf = pm.model.original_model
-        h = hashlib.sha256(repr((FORMAT, fingerprint(pm.model), dtype_name(next(hf.parameters()).dtype),
-                                 model_device(pm.model).type, torch.__version__,
-                                 hf.config._attn_implementation, self.batch_size)).encode())
+        identity = {"format": FORMAT, "model_fingerprint": fingerprint(pm.model),
+                    "dtype": dtype_name(next(hf.parameters()).dtype), "device": model_device(pm.model).type,
+                    "torch": torch.__version__, "attention": hf.config._attn_implementation,
+                    "batch_size": self.batch_size}
+        h = hashlib.sha256(repr(sorted(identity.items())).encode())
         for ids, mask, _ in batches:
             h.update(repr(tuple(ids.shape)).encode())
             h.update(ids.cpu().numpy().tobytes())
             h.update(mask.cpu().numpy().tobytes())
-        return self.directory / f"inputs-{h.hexdigest()[:32]}.safetensors"
+        identity["batches"] = h.hexdigest()  # ... and the exact batches
+        return self.directory / f"inputs-{h.hexdigest()[:32]}.safetensors", identity
 
-    def _write(self, path: Path, keys: list[tuple[int, ...]]) -> None:
+    def _write(self, path: Path, identity: dict, keys: list[tuple[int, ...]]) -> None:
         """Keep the split's inputs in ``path`` (one tensor per layer and kind, inputs end to end), then
         trim the directory to ``disk_mb``."""
         keys = list(dict.fromkeys(keys))
@@ -194,19 +201,19 @@ class InputCache:
             tensors[f"k.{layer}"] = torch.cat([r[layer][0] for r in rows], dim=1)
             tensors[f"v.{layer}"] = torch.cat([r[layer][1] for r in rows], dim=1)
         self.directory.mkdir(parents=True, exist_ok=True)
-        save_tensors(path, tensors, {"kind": "input keys/values", "format": FORMAT})
+        save_tensors(path, tensors, {"kind": "input keys/values", **identity})
         self._trim(keep=path)
 
-    def _read(self, path: Path) -> bool:
-        """Keep the inputs stored in ``path`` (views of its tensors); ``False`` if unreadable or too big for
-        ``max_mb`` (then computing them would not fit either)."""
+    def _read(self, path: Path, identity: dict) -> bool:
+        """Keep the inputs stored in ``path`` (views of its tensors); ``False`` if unreadable, made from
+        anything but ``identity``, or too big for ``max_mb`` (then computing them would not fit either)."""
         if self.bytes + path.stat().st_size > self.max_bytes:
             return False
         try:
             tensors, meta = load_tensors(path)
         except ArtifactError:
             return False
-        if meta.get("format") != FORMAT or "lengths" not in tensors:
+        if any(meta.get(k) != v for k, v in identity.items()) or "lengths" not in tensors:
             return False
         lengths = tensors["lengths"].tolist()
         ids = tensors["ids"].split(lengths)

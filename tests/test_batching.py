@@ -201,3 +201,15 @@ def test_a_disk_that_cannot_be_written_costs_speed_not_the_job(pm, tmp_path):
     with pytest.warns(UserWarning, match="could not keep the input keys/values"):
         assert cache.fill(pm, ragged().dev)
     assert len(cache) == len(set(ragged().dev.texts))
+
+
+def test_a_file_made_from_something_else_is_not_read(pm, tmp_path):
+    from skill_lens.artifacts import load_tensors, save_tensors
+
+    dev = ragged().dev
+    InputCache(directory=tmp_path).fill(pm, dev)
+    path = next(tmp_path.glob("inputs-*.safetensors"))
+    tensors, meta = load_tensors(path)
+    save_tensors(path, tensors, {**meta, "model_fingerprint": "another model"})  # same name, other lineage
+    cache = InputCache(directory=tmp_path)
+    assert cache.fill(pm, dev) and cache.loaded == 0
