@@ -47,7 +47,7 @@ import weakref
 from pathlib import Path
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformers import DynamicCache
 
@@ -58,9 +58,9 @@ __all__ = ["InputCache", "DISK_ENV", "DEFAULT_DISK_MB"]
 
 DISK_ENV = "SKILL_LENS_INPUT_DISK_MB"  # disk the persistent cache may use (0: none)
 DEFAULT_DISK_MB = 8192.0
-FORMAT = 1  # of the files in the persistent cache's directory
+FORMAT = 2  # of the files in the persistent cache's directory
 
-KV = list[tuple[Tensor, Tensor]]  # one input's (keys, values) per layer, each [kv_heads, length, head_dim]
+KV = Float[Tensor, "layers 2 kv_heads length head_dim"]  # one input's keys (0) and values (1), every layer
 
 
 class InputCache:
@@ -150,12 +150,11 @@ class InputCache:
                 return False
             out = hf.base_model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                                 use_cache=True).past_key_values
-            layers, n = [(k, v) for k, v, *_ in out], ids.shape[1]
+            kv, n = _stacked(out), ids.shape[1]
             for i, key in enumerate(keys):
                 if key and key not in self._store:
                     need -= len(key)
-                    self._keep(key, [(k[i, :, n - len(key):].clone(), v[i, :, n - len(key):].clone())
-                                     for k, v in layers])
+                    self._keep(key, kv[:, :, i, :, n - len(key):].clone())
         if not held():
             return False
         if path is not None and not readable:  # absent, or damaged (a killed disk, another format): (re)write it
@@ -189,17 +188,14 @@ class InputCache:
         return self.directory / f"inputs-{h.hexdigest()[:32]}.safetensors", identity
 
     def _write(self, path: Path, identity: dict, keys: list[tuple[int, ...]]) -> None:
-        """Keep the split's inputs in ``path`` (one tensor per layer and kind, inputs end to end), then
-        trim the directory to ``disk_mb``."""
+        """Keep the split's inputs in ``path`` (one tensor, inputs end to end along the length), then trim
+        the directory to ``disk_mb``."""
         keys = list(dict.fromkeys(keys))
         size = sum(len(k) for k in keys) * self._per_token
         if size > self.disk_bytes:
             return
-        rows = [self._store[k] for k in keys]
-        tensors = {"ids": torch.tensor([t for k in keys for t in k]), "lengths": torch.tensor([len(k) for k in keys])}
-        for layer in range(len(rows[0])):
-            tensors[f"k.{layer}"] = torch.cat([r[layer][0] for r in rows], dim=1)
-            tensors[f"v.{layer}"] = torch.cat([r[layer][1] for r in rows], dim=1)
+        tensors = {"ids": torch.tensor([t for k in keys for t in k]), "lengths": torch.tensor([len(k) for k in keys]),
+                   "kv": torch.cat([self._store[k] for k in keys], dim=3)}
         self.directory.mkdir(parents=True, exist_ok=True)
         save_tensors(path, tensors, {"kind": "input keys/values", **identity})
         self._trim(keep=path)
@@ -213,16 +209,12 @@ class InputCache:
             tensors, meta = load_tensors(path)
         except ArtifactError:
             return False
-        if any(meta.get(k) != v for k, v in identity.items()) or "lengths" not in tensors:
+        if any(meta.get(k) != v for k, v in identity.items()) or not {"ids", "lengths", "kv"} <= tensors.keys():
             return False
         lengths = tensors["lengths"].tolist()
-        ids = tensors["ids"].split(lengths)
-        layers = sum(1 for name in tensors if name.startswith("k."))
-        ks = [tensors[f"k.{i}"].split(lengths, dim=1) for i in range(layers)]
-        vs = [tensors[f"v.{i}"].split(lengths, dim=1) for i in range(layers)]
-        for j, key in enumerate(ids):
+        for key, kv in zip(tensors["ids"].split(lengths), tensors["kv"].split(lengths, dim=3)):
             key = tuple(key.tolist())
-            if key not in self._store and self._keep(key, [(ks[i][j], vs[i][j]) for i in range(layers)]):
+            if key not in self._store and self._keep(key, kv):
                 self.loaded += 1
         os.utime(path)  # recently used: trimmed last
         return True
@@ -253,16 +245,12 @@ class InputCache:
             return None
         self._bind(hf)
         rows = [self._one(hf, ids[i, m], positions[i, m]) for i, m in enumerate(mask.bool())]
-        layers = []
-        for layer in range(len(rows[0])):
-            k0 = rows[0][layer][0]
-            keys = k0.new_zeros(len(rows), k0.shape[0], ids.shape[1], k0.shape[2])
-            values = torch.zeros_like(keys)
-            for i, row in enumerate(rows):
-                length = row[layer][0].shape[1]
-                keys[i, :, -length:], values[i, :, -length:] = row[layer]
-            layers.append((keys, values))
-        return DynamicCache(ddp_cache_data=layers)
+        n = ids.shape[1]
+        kv = rows[0].new_empty(rows[0].shape[0], 2, len(rows), rows[0].shape[2], n, rows[0].shape[4])
+        for i, row in enumerate(rows):  # one copy per row, every layer at once; padding (masked) is zeros
+            kv[:, :, i, :, n - row.shape[3]:] = row
+            kv[:, :, i, :, : n - row.shape[3]] = 0
+        return DynamicCache(ddp_cache_data=[(k, v) for k, v in kv])
 
     def clear(self) -> None:
         """Forget every kept input (frees the memory; the counters stay)."""
@@ -278,12 +266,12 @@ class InputCache:
             return kv
         self.misses += 1
         out = hf.base_model(input_ids=ids[None], position_ids=positions[None], use_cache=True).past_key_values
-        kv = [(k[0].clone(), v[0].clone()) for k, v, *_ in out]
+        kv = _stacked(out)[:, :, 0]
         self._keep(key, kv)
         return kv
 
     def _keep(self, key: tuple[int, ...], kv: KV) -> bool:
-        size = sum(2 * k.numel() * k.element_size() for k, _ in kv)
+        size = kv.numel() * kv.element_size()
         self._per_token = size / max(1, len(key))
         if self.bytes + size > self.max_bytes:
             return False
@@ -301,3 +289,8 @@ class InputCache:
             raise ValueError("this InputCache holds the keys/values of another model; use one InputCache per model "
                              "(a pruned or reloaded model needs a new one).")
         return hf
+
+
+def _stacked(past) -> Float[Tensor, "layers 2 batch kv_heads n head_dim"]:
+    """A forward's ``past_key_values`` as one tensor (a copy)."""
+    return torch.stack([torch.stack((k, v)) for k, v, *_ in past])
