@@ -18,16 +18,20 @@ per-step speed-up in the first epoch, ``warm`` after it.
 
 The floor is the prompt-only step: forward and backward of 8 positions per example through all 30
 layers, attending to the stored keys/values. Backward needs no weight gradients (the model is
-frozen), so the step is about two prompt-length forwards. Measured alone on 2 CPU cores (Dec 2026):
-``RESULT speedup=4.46 first=2.36 warm=5.44`` (PEFT 3.92 s per step, warm 0.72 s, fill 0.94 s per 16
-inputs). A warm step spends about 65% of its time in the linear layers' matrix multiplies, at the
-~110 GFLOP/s these shapes get from float32 on this CPU, which is also the input pass's rate; the rest
-is element-wise work on [16, 8, 576] tensors. Attention is no longer a cost (it was, through the
-bridge's eager re-implementation, until :mod:`skill_lens.attention`), and bypassing every other bridge
-wrapper as well gains about 2% (measured, not done). So the 150-step run sits within a few percent of
-what float32 allows here: its input pass is 18% of it, and a second tuning on the same task (another
-seed or learning rate, through a :class:`~skill_lens.runs.Run`) reads those inputs from disk and runs
-at the ``warm`` speed-up throughout.
+frozen), so the step is about two prompt-length forwards; PEFT's step is the same work for the 8
+prompt positions plus every input position. A warm step spends about two thirds of its time in the
+linear layers' matrix multiplies, at the ~110 GFLOP/s these [128, 576] shapes get from float32 on
+this CPU (the input pass gets the same rate); the rest is the element-wise work of eager PyTorch
+(normalization, rotary embedding, SiLU) on [16, 8, 576] tensors, which PEFT's eager step pays too.
+What skill_lens added on top of that is gone: attention runs at SDPA speed with grouped heads
+folded, not copied, and unhooked normalization and projection wrappers run their Hugging Face module
+(:mod:`skill_lens.fast_path`), and a step assembles its stored inputs with one copy per example.
+Measured alone on 2 CPU cores (Dec 2026), six runs of this script: ``speedup`` 4.35 to 4.82 (median
+about 4.45), ``first`` 2.15 to 2.55, ``warm`` 5.34 to 5.88, with PEFT at 3.6 to 4.3 s per step; the
+spread is this machine's run-to-run noise, which the alternating measurement does not fully cancel.
+What remains above the floor is eager PyTorch's element-wise work, which only fused kernels (a
+compiler) would remove. A second tuning on the same task (another seed or learning rate, through a
+:class:`~skill_lens.runs.Run`) reads its inputs from disk and runs at the ``warm`` speed-up throughout.
 
     python benchmarks/tune_vs_peft.py [--rounds 4] [--steps 3]
 """

@@ -1,22 +1,26 @@
-"""Attention at SDPA speed on a ``TransformerBridge``, in every layer nothing hooks.
+"""A ``TransformerBridge`` that pays for hooks only where there are hooks, and attention at SDPA speed.
 
-TransformerBridge re-implements a decoder's attention step by step (scores, mask, softmax, pattern,
-in float32) so that ``hook_attn_scores`` and ``hook_pattern`` fire, whatever attention the Hugging
-Face model was set to. skill_lens hooks MLP activations and embeddings, so for it that
-re-implementation is pure cost: on SmolLM2 it made attention the larger half of a prompt-tuning
-step on long inputs, and a quarter of a forward pass. :func:`use_fast_attention` changes two things:
+TransformerBridge wraps every Hugging Face module so that its hook points fire, and re-implements some
+of them step by step: attention (scores, mask, softmax, pattern, in float32) so that ``hook_attn_scores``
+and ``hook_pattern`` fire whatever attention the model was set to, and normalization so that
+``hook_scale`` and ``hook_normalized`` do. skill_lens hooks MLP activations and embeddings, so for it
+that is mostly cost: on SmolLM2 the attention re-implementation was the larger half of a prompt-tuning
+step on long inputs, and the normalization and projection wrappers another 4-5% of every step.
+:func:`use_fast_path` changes two things:
 
-1. **Unhooked layers run the Hugging Face module.** An attention layer none of whose hook points
-   carries a hook runs its original module (through the bridge's q/k/v/o projections, whose own hooks
-   still fire). A layer with any hook on it (``run_with_cache``, a pattern hook of yours) runs the
-   bridge's re-implementation as before, so every attention hook sees what it always saw. The choice is
-   made per layer and per call, so hooks added and removed with ``model.hooks(...)`` just work. After
-   ``enable_compatibility_mode()`` (processed weights) every layer re-implements, as the bridge intends.
-2. **Grouped-query heads are not copied.** The Hugging Face modules call :func:`sdpa`, which hands
-   torch's ``scaled_dot_product_attention`` the key/value heads as they are (``enable_gqa``).
-   transformers' own ``"sdpa"`` copies every key/value head once per query head whenever there is a
-   padding mask (on CPU there always is one here) and sums the copies again in backward; for a prompt
-   step attending to a 400-token stored input that is about 3x the attention's time.
+1. **A component nothing hooks runs its Hugging Face module.** An attention, RMS normalization or
+   linear component none of whose hook points carries a hook runs its original module (an attention
+   layer through the bridge's q/k/v/o projections, which decide the same way). A component with any
+   hook on it runs the bridge's forward as before, so every hook sees what it always saw. The choice
+   is made per component and per call, so hooks added and removed with ``model.hooks(...)`` just
+   work. After ``enable_compatibility_mode()`` (processed weights) every component takes the bridge's
+   path, as the bridge intends.
+2. **Grouped-query heads are not copied.** The Hugging Face modules call :func:`sdpa`, which folds
+   each group of query heads into the query rows of its key/value head and hands that to torch's
+   ``scaled_dot_product_attention``. transformers' own ``"sdpa"`` copies every key/value head once per
+   query head whenever there is a padding mask (on CPU there always is one here) and sums the copies
+   again in backward; for a prompt step attending to a 400-token stored input that is about 3x the
+   attention's time.
 
 Both change only float rounding (about 1e-6 against the bridge's float32 eager attention).
 
@@ -41,7 +45,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-__all__ = ["NAME", "sdpa", "use_fast_attention", "reconstructing_layers"]
+__all__ = ["NAME", "sdpa", "use_fast_path", "reconstructing_layers"]
 
 NAME = "skill_lens_sdpa"  # the attention implementation registered with transformers
 
@@ -49,7 +53,9 @@ NAME = "skill_lens_sdpa"  # the attention implementation registered with transfo
 def sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
          attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
          is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
-    """transformers' ``sdpa`` attention, with grouped key/value heads passed to torch uncopied.
+    """transformers' ``sdpa`` attention, with grouped key/value heads passed to torch uncopied: under a
+    padding mask each group's query heads become query rows of one key/value head (the same numbers bit
+    for bit), otherwise torch's ``enable_gqa``.
 
     Anything beyond plain grouped-query attention (a position bias, a paged cache, soft-capping) and
     every model without grouped heads goes to transformers' own ``sdpa_attention_forward``.
@@ -59,8 +65,15 @@ def sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value:
     if groups == 1 or not plain or kwargs.get("output_attentions"):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
+    batch, heads, n, head_dim = query.shape
+    if attention_mask is not None and attention_mask.shape[1] == 1:  # fold each group's heads into the query rows
+        query = query.reshape(batch, heads // groups, groups * n, head_dim)
+        attention_mask = attention_mask.repeat(1, 1, groups, 1)
+        out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                                               dropout_p=dropout, scale=scaling)
+        return out.reshape(batch, heads, n, head_dim).transpose(1, 2).contiguous(), None
     is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    is_causal = bool(query.shape[2] > 1 and attention_mask is None and is_causal and key.shape[2] == query.shape[2])
+    is_causal = bool(n > 1 and attention_mask is None and is_causal and key.shape[2] == n)
     out = torch.nn.functional.scaled_dot_product_attention(
         query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, is_causal=is_causal,
         enable_gqa=True,
@@ -71,30 +84,36 @@ def sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value:
 AttentionInterface.register(NAME, sdpa)
 AttentionMaskInterface.register(NAME, sdpa_mask)
 
-# Bridge components that re-implement attention (the others call their Hugging Face module anyway).
-_RECONSTRUCTING = ("PositionEmbeddingsAttentionBridge", "JointQKVAttentionBridge")
+# Bridge components whose forward is hooks around, or a re-implementation of, their Hugging Face module.
+_ATTENTION = ("PositionEmbeddingsAttentionBridge", "JointQKVAttentionBridge")
+_BYPASSED = (*_ATTENTION, "RMSNormalizationBridge", "LinearBridge")
 
 
-def use_fast_attention(bridge) -> None:
-    """Make ``bridge`` run attention as described in the module docstring (idempotent; in place)."""
+def use_fast_path(bridge) -> None:
+    """Make ``bridge`` run as described in the module docstring (idempotent; in place)."""
     hf = bridge.original_model
     try:
         hf.set_attn_implementation(NAME)
     except Exception:  # an architecture without SDPA keeps its attention
-        return
+        pass
     for component in hf.modules():
-        if type(component).__name__ in _RECONSTRUCTING and "forward" not in component.__dict__:
+        kind = type(component).__name__
+        if kind in _BYPASSED and "forward" not in component.__dict__:
             points = [m for m in component.modules() if isinstance(m, HookPoint)]
             # object.__setattr__: the bridge forwards attribute writes to the wrapped module.
-            object.__setattr__(component, "forward", types.MethodType(_forward(type(component).forward, points),
-                                                                      component))
+            object.__setattr__(component, "forward", types.MethodType(
+                _forward(type(component).forward, points, projection=kind == "LinearBridge"), component))
 
 
-def _forward(reconstruct, points: list[HookPoint]):
+def _forward(bridged, points: list[HookPoint], projection: bool):
     def forward(self, *args, **kwargs):
         if _reconstructs(self, points):
-            return reconstruct(self, *args, **kwargs)
-        return self.original_component(*args, **kwargs)
+            return bridged(self, *args, **kwargs)
+        out = self.original_component(*args, **kwargs)
+        if projection:  # the bridge's protocol with the MLP around a projection: as if its hooks had run
+            object.__setattr__(self, "_suppress_next_hook_in", False)
+            object.__setattr__(self, "_fired_hook_out", True)
+        return out
 
     return forward
 
@@ -117,4 +136,4 @@ def reconstructing_layers(bridge) -> int:
     1
     """
     return sum(_reconstructs(c, [m for m in c.modules() if isinstance(m, HookPoint)])
-               for c in bridge.original_model.modules() if type(c).__name__ in _RECONSTRUCTING)
+               for c in bridge.original_model.modules() if type(c).__name__ in _ATTENTION)

@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from skill_lens.attention import use_fast_attention
+from skill_lens.fast_path import use_fast_path
 from skill_lens.packaged import cache_dir, packaged_file
 from skill_lens.progress import quiet, say
 
@@ -325,7 +325,7 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str | torc
     bridge.eval()
     bridge.requires_grad_(False)
     _retie_encoder_decoder_embeddings(bridge.original_model)
-    use_fast_attention(bridge)
+    use_fast_path(bridge)
     bridge.__dict__["_skill_lens_name"] = name
     bridge.__dict__["_skill_lens_tokenizer_adds_bos"] = adds_bos
     for tok in {id(t): t for t in (tokenizer, bridge.tokenizer) if t is not None}.values():

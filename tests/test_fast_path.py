@@ -1,9 +1,9 @@
-"""Fast attention (skill_lens.attention): same numbers as the bridge's re-implementation, hooks still honoured."""
+"""The fast path (skill_lens.fast_path): same numbers as the bridge's own forward, hooks still honoured."""
 
 import pytest
 import torch
 
-from skill_lens.attention import reconstructing_layers
+from skill_lens.fast_path import reconstructing_layers
 from skill_lens.kv_cache import InputCache
 from skill_lens.prompts import PromptedModel, SoftPrompt, Verbalizer
 from skill_lens.tiny import tiny_model, tiny_task
@@ -87,3 +87,47 @@ def test_compatibility_mode_keeps_the_bridge_attention():
         for component in model.original_model.modules():
             if hasattr(component, "compatibility_mode"):
                 component.compatibility_mode = False
+
+
+@pytest.mark.parametrize("family", ["causal", "gpt2"])
+def test_every_hook_point_fires_alone_as_often_as_when_everything_is_hooked(family):
+    """A hook on one point makes its component take the bridge's path: it fires as it would with every
+    point hooked (where no component takes the fast path), and an identity hook changes nothing."""
+    model = tiny_model(family)
+    ids = torch.tensor([[5, 6, 7, 8, 9], [0, 0, 7, 8, 9]])
+    kw = dict(input_ids=ids, attention_mask=(ids > 0).long())
+    names = [n for n in model.hook_dict if (n.startswith("blocks.0.") or not n.startswith("blocks.")) and _hookable(model, n)]
+
+    def run(hooked):
+        fired = []
+        record = lambda act, hook: fired.append(hook.name)  # noqa: E731
+        with model.hooks(fwd_hooks=[(n, record) for n in hooked]):
+            return model.original_model(**kw).logits, fired
+
+    plain, _ = run([])
+    _, everything = run(list({id(model.hook_dict[n]): n for n in names}.values()))  # each point once (aliases)
+    assert len(set(everything)) > 20
+    for name in names:
+        logits, fired = run([name])
+        assert len(fired) == everything.count(model.hook_dict[name].name), name
+        real = kw["attention_mask"].bool()  # padded positions' outputs are not defined
+        assert torch.allclose(logits[real], plain[real], atol=1e-5), name
+
+
+@pytest.mark.filterwarnings("ignore:A forward hook edited")  # the bridge's note that an edited norm recomputes
+def test_normalization_and_projection_hooks_act():
+    model = tiny_model("causal")
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    plain = model.original_model(input_ids=ids).logits
+    for name in ("blocks.0.ln1.hook_normalized", "blocks.0.mlp.hook_post", "blocks.1.attn.q.hook_out"):
+        with model.hooks(fwd_hooks=[(name, lambda act, hook: 0 * act)]):
+            assert not torch.allclose(model.original_model(input_ids=ids).logits, plain, atol=1e-4), name
+
+
+def _hookable(model, name):
+    """Some hook points need a switch first (``set_use_hook_mlp_in``); those are not this test's business."""
+    try:
+        with model.hooks(fwd_hooks=[(name, lambda act, hook: act)]):
+            return True
+    except ValueError:
+        return False
