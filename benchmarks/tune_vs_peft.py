@@ -26,9 +26,10 @@ this CPU (the input pass gets the same rate); the rest is the element-wise work 
 What skill_lens added on top of that is gone: attention runs at SDPA speed with grouped heads
 folded, not copied, and unhooked normalization and projection wrappers run their Hugging Face module
 (:mod:`skill_lens.fast_path`), and a step assembles its stored inputs with one copy per example.
-Measured alone on 2 CPU cores (Dec 2026), six runs of this script: ``speedup`` 4.35 to 4.82 (median
-about 4.45), ``first`` 2.15 to 2.55, ``warm`` 5.34 to 5.88, with PEFT at 3.6 to 4.3 s per step; the
-spread is this machine's run-to-run noise, which the alternating measurement does not fully cancel.
+Measured alone on 2 CPU cores (Dec 2026), five runs of this script: ``speedup`` 4.39, 4.46, 4.58,
+4.71, 4.79 (it was 4.14 to 4.47 before the fast path and the one-copy past), ``first`` 2.32 to 2.55,
+``warm`` 5.34 to 5.82, with PEFT at 3.1 to 4.3 s per step; the spread is this machine's run-to-run
+noise, which the alternating measurement does not fully cancel.
 What remains above the floor is eager PyTorch's element-wise work, which only fused kernels (a
 compiler) would remove. A second tuning on the same task (another seed or learning rate, through a
 :class:`~skill_lens.runs.Run`) reads its inputs from disk and runs at the ``warm`` speed-up throughout.
