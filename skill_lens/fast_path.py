@@ -119,7 +119,7 @@ def _forward(bridged, points: list[HookPoint], projection: bool):
 
 
 def _reconstructs(component, points: list[HookPoint]) -> bool:
-    """A hook on the layer needs the bridge's attention, and so do processed weights (compatibility mode)."""
+    """A hook on the component needs the bridge's forward, and so do processed weights (compatibility mode)."""
     return bool(getattr(component, "compatibility_mode", False)) or any(
         p._forward_hooks or p._forward_pre_hooks or p._backward_hooks or p._backward_pre_hooks for p in points)
 
