@@ -9,8 +9,8 @@ token ids: a tuning step or an evaluation of a stored input runs only the prompt
 (:func:`skill_lens.batching.length_batches` of the inputs' lengths): which inputs share a batch depends
 only on the split, never on a step's order or the prompt's length, so a resumed tuning equals an
 uninterrupted one bit for bit, and batches of similar length waste little on padding. Kept
-keys/values differ from an input computed alone only by float rounding (about 1e-6). They are stored in the model's dtype: float32 on CPU is what
-the rest of the forward computes in, and bfloat16 storage would move the label logits by about
+keys/values differ from an input computed alone only by float rounding (about 1e-6). They are
+stored in the model's dtype: float32 on CPU is what the rest of the forward computes in, and bfloat16 storage would move the label logits by about
 1e-2, enough to flip borderline examples. Past ``max_mb`` the cache stops growing; an input it
 does not hold is computed alone each time it comes (correct and deterministic, only slower), and
 a split that does not fit is not filled at all: :func:`~skill_lens.evaluation.predict` and the probe
@@ -150,11 +150,11 @@ class InputCache:
                 return False
             out = hf.base_model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                                 use_cache=True).past_key_values
-            kv, n = _stacked(out), ids.shape[1]
+            n = ids.shape[1]
             for i, key in enumerate(keys):
                 if key and key not in self._store:
                     need -= len(key)
-                    self._keep(key, kv[:, :, i, :, n - len(key):].clone())
+                    self._keep(key, _row(out, i, n - len(key)))
         if not held():
             return False
         if path is not None and not readable:  # absent, or damaged (a killed disk, another format): (re)write it
@@ -266,7 +266,7 @@ class InputCache:
             return kv
         self.misses += 1
         out = hf.base_model(input_ids=ids[None], position_ids=positions[None], use_cache=True).past_key_values
-        kv = _stacked(out)[:, :, 0]
+        kv = _row(out, 0, 0)
         self._keep(key, kv)
         return kv
 
@@ -291,6 +291,6 @@ class InputCache:
         return hf
 
 
-def _stacked(past) -> Float[Tensor, "layers 2 batch kv_heads n head_dim"]:
-    """A forward's ``past_key_values`` as one tensor (a copy)."""
-    return torch.stack([torch.stack((k, v)) for k, v, *_ in past])
+def _row(past, i: int, start: int) -> KV:
+    """Row ``i`` of a forward's ``past_key_values`` from position ``start`` on, as one tensor (one copy)."""
+    return torch.stack([t[i, :, start:] for k, v, *_ in past for t in (k, v)]).unflatten(0, (-1, 2))
