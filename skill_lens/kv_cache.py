@@ -53,6 +53,7 @@ from transformers import DynamicCache
 
 from skill_lens.artifacts import ArtifactError, load_tensors, save_tensors
 from skill_lens.batching import length_batches, token_lengths
+from skill_lens.fast_path import plain_model
 
 __all__ = ["InputCache", "DISK_ENV", "DEFAULT_DISK_MB"]
 
@@ -128,7 +129,8 @@ class InputCache:
         """
         if pm.info.family != "causal" or pm.prompt is None or len(split) == 0:
             return False
-        hf, P = self._bind(pm.model.original_model), pm.prompt_length
+        P = pm.prompt_length
+        run = self._runner(pm.model)
         batches = []
         inputs = token_lengths(pm, split) - P  # batches of the inputs alone: the same for every prompt length
         for idx in length_batches(pm, split, self.batch_size, lengths=inputs):
@@ -148,8 +150,8 @@ class InputCache:
         for ids, mask, keys in todo:
             if self._per_token and self.bytes + need * self._per_token > self.max_bytes:
                 return False
-            out = hf.base_model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                                use_cache=True).past_key_values
+            out = run(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                      use_cache=True).past_key_values
             n = ids.shape[1]
             for i, key in enumerate(keys):
                 if key and key not in self._store:
@@ -235,16 +237,17 @@ class InputCache:
                     old.unlink(missing_ok=True)
 
     @torch.no_grad()
-    def past(self, hf: torch.nn.Module, ids: Int[Tensor, "batch n"], mask: Bool[Tensor, "batch n"],
+    def past(self, model, ids: Int[Tensor, "batch n"], mask: Bool[Tensor, "batch n"],
              positions: Int[Tensor, "batch n"]) -> DynamicCache | None:
-        """A left-padded ``DynamicCache`` for the input part of a batch (``mask`` marks real tokens).
+        """A left-padded ``DynamicCache`` for the input part of a batch (``mask`` marks real tokens) of ``model``
+        (the bridge).
 
         ``None`` when a row has no input token (nothing to cache; the caller runs the batch as usual).
         """
         if not mask.bool().any(1).all():
             return None
-        self._bind(hf)
-        rows = [self._one(hf, ids[i, m], positions[i, m]) for i, m in enumerate(mask.bool())]
+        run = self._runner(model)
+        rows = [self._one(run, ids[i, m], positions[i, m]) for i, m in enumerate(mask.bool())]
         n = ids.shape[1]
         kv = rows[0].new_empty(rows[0].shape[0], 2, len(rows), rows[0].shape[2], n, rows[0].shape[4])
         for i, row in enumerate(rows):  # one copy per row, every layer at once; padding (masked) is zeros
@@ -257,7 +260,7 @@ class InputCache:
         self._store.clear()
         self.bytes = 0
 
-    def _one(self, hf, ids: Tensor, positions: Tensor) -> KV:
+    def _one(self, run, ids: Tensor, positions: Tensor) -> KV:
         """A kept input, or one computed alone (kept while there is room)."""
         key = tuple(ids.tolist())
         kv = self._store.get(key)
@@ -265,7 +268,7 @@ class InputCache:
             self.hits += 1
             return kv
         self.misses += 1
-        out = hf.base_model(input_ids=ids[None], position_ids=positions[None], use_cache=True).past_key_values
+        out = run(input_ids=ids[None], position_ids=positions[None], use_cache=True).past_key_values
         kv = _row(out, 0, 0)
         self._keep(key, kv)
         return kv
@@ -278,6 +281,12 @@ class InputCache:
         self._store[key] = kv
         self.bytes += size
         return True
+
+    def _runner(self, model):
+        """What computes inputs for this cache: ``model``'s base model, plain while nothing is hooked
+        (:func:`~skill_lens.fast_path.plain_model`)."""
+        self._bind(model.original_model)
+        return (plain_model(model) or model.original_model).base_model
 
     def _bind(self, hf):
         """The model this cache belongs to: the first one it sees; another one raises."""

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
+from skill_lens.fast_path import plain_model
 from skill_lens.models import describe, model_device
 
 __all__ = ["SoftPrompt", "Verbalizer", "Batch", "PromptedModel", "PromptError", "EMBED_HOOK"]
@@ -108,13 +109,15 @@ class SoftPrompt(nn.Module):
         """
 
         def write_prompt(act: Tensor, hook) -> Tensor:
-            if act.shape[1] != seq_len:
-                return act
-            before, after = act[:, : prompt_slice.start], act[:, prompt_slice.stop :]
-            prompt = self.embedding.to(act.device, act.dtype).unsqueeze(0).expand(act.shape[0], -1, -1)
-            return torch.cat([before, prompt, after], dim=1)
+            return act if act.shape[1] != seq_len else self.write(act, prompt_slice)
 
         return (EMBED_HOOK, write_prompt)
+
+    def write(self, embeds: Float[Tensor, "batch seq d"], prompt_slice: slice) -> Float[Tensor, "batch seq d"]:
+        """``embeds`` with the prompt over ``prompt_slice`` (what :meth:`hook` does to ``embed.hook_out``)."""
+        before, after = embeds[:, : prompt_slice.start], embeds[:, prompt_slice.stop :]
+        prompt = self.embedding.to(embeds.device, embeds.dtype).unsqueeze(0).expand(embeds.shape[0], -1, -1)
+        return torch.cat([before, prompt, after], dim=1)
 
     def save(self, path, **meta) -> None:
         """Save as safetensors (key ``prompt``) with a JSON sidecar of ``self.meta | meta``."""
@@ -361,46 +364,58 @@ class PromptedModel:
         if cache_input and self.info.family == "causal" and self.prompt is not None:
             return self._label_logits_cached(batch, fwd_hooks, None if fwd_hooks else input_cache, prompt_hooks)
         extra = prompt_hooks(batch) if prompt_hooks is not None else ()
-        with self.model.hooks(fwd_hooks=[*self.hooks(batch), *fwd_hooks, *extra]):
-            hidden = self._hidden(batch)
-        return self._head(hidden)
+        return self._head(self._hidden(batch, [*fwd_hooks, *extra]))
 
-    def _hidden(self, batch: Batch) -> Tensor:
+    def _hidden(self, batch: Batch, hooks: Sequence[Hook]) -> Tensor:
         """Final hidden state at the prediction position (seq2seq: the first decoder logits)."""
         hf, fam = self.model.original_model, self.info.family
         if fam == "seq2seq":  # one decoder step; its full logits are cheap
             dec = torch.full((batch.size, 1), hf.config.decoder_start_token_id, dtype=torch.long,
                              device=batch.input_ids.device)
-            out = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=dec)
+            with self.model.hooks(fwd_hooks=[*self.hooks(batch), *hooks]):
+                out = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=dec)
             return out.logits[:, 0]
         kwargs = {}
         if fam == "causal":
             kwargs["position_ids"] = _positions(batch.attention_mask)
-        out = hf.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+        out = self._run(batch.input_ids, batch.prompt_slice, hooks, attention_mask=batch.attention_mask, **kwargs)
         return out.last_hidden_state[torch.arange(batch.size, device=batch.predict_pos.device), batch.predict_pos]
+
+    def _run(self, input_ids: Tensor, prompt_slice: slice | None, hooks: Sequence[Hook], **kwargs):
+        """The base model (no LM head) on ``input_ids``, the prompt over ``prompt_slice`` (``None``: no prompt),
+        with ``hooks``. When nothing hooks it runs the plain Hugging Face model
+        (:func:`~skill_lens.fast_path.plain_model`), the prompt written into the input embeddings: the
+        same numbers without the bridge's overhead."""
+        plain = None if hooks else plain_model(self.model)
+        if plain is None:
+            prompt = [] if self.prompt is None or prompt_slice is None else [self.prompt.hook(input_ids.shape[1],
+                                                                                             prompt_slice)]
+            with self.model.hooks(fwd_hooks=[*prompt, *hooks]):
+                return self.model.original_model.base_model(input_ids=input_ids, **kwargs)
+        if self.prompt is None or prompt_slice is None:
+            return plain.base_model(input_ids=input_ids, **kwargs)
+        embeds = self.prompt.write(plain.get_input_embeddings()(input_ids), prompt_slice)
+        return plain.base_model(inputs_embeds=embeds, **kwargs)
 
     def _label_logits_cached(self, batch: Batch, fwd_hooks: Sequence[Hook], input_cache=None,
                              prompt_hooks: Callable[[Batch], Sequence[Hook]] | None = None) -> Tensor:
-        hf = self.model.original_model
         P, n = self.prompt_length, batch.input_ids.shape[1]
         pos = _positions(batch.attention_mask)
         past = None
         if input_cache is not None:
-            past = input_cache.past(hf, batch.input_ids[:, : n - P], batch.attention_mask[:, : n - P], pos[:, : n - P])
+            past = input_cache.past(self.model, batch.input_ids[:, : n - P], batch.attention_mask[:, : n - P],
+                                    pos[:, : n - P])
         if past is None:
-            with self.model.hooks(fwd_hooks=list(fwd_hooks)), torch.no_grad():
-                past = hf.base_model(
-                    input_ids=batch.input_ids[:, : n - P], attention_mask=batch.attention_mask[:, : n - P],
-                    position_ids=pos[:, : n - P], use_cache=True,
-                ).past_key_values
+            with torch.no_grad():
+                past = self._run(batch.input_ids[:, : n - P], None, fwd_hooks, use_cache=True,
+                                 attention_mask=batch.attention_mask[:, : n - P], position_ids=pos[:, : n - P],
+                                 ).past_key_values
         prompt_batch = Batch(batch.input_ids[:, n - P :], batch.attention_mask, slice(0, P),
                              torch.full((batch.size,), P - 1, device=pos.device), batch.input_mask[:, n - P :])
         extra = prompt_hooks(prompt_batch) if prompt_hooks is not None else ()
-        with self.model.hooks(fwd_hooks=[*self.hooks(prompt_batch), *fwd_hooks, *extra]):
-            out = hf.base_model(
-                input_ids=prompt_batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos[:, n - P :],
-                past_key_values=past, use_cache=True,
-            )
+        out = self._run(prompt_batch.input_ids, prompt_batch.prompt_slice, [*fwd_hooks, *extra],
+                        attention_mask=batch.attention_mask, position_ids=pos[:, n - P :], past_key_values=past,
+                        use_cache=True)
         return self._head(out.last_hidden_state[:, -1])
 
     def _head(self, hidden: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch n_labels"]:

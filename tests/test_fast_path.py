@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+from transformer_lens.hook_points import HookPoint
 
-from skill_lens.fast_path import reconstructing_layers
+from skill_lens import fast_path
+from skill_lens.fast_path import plain_model, reconstructing_layers
 from skill_lens.kv_cache import InputCache
 from skill_lens.prompts import PromptedModel, SoftPrompt, Verbalizer
 from skill_lens.tiny import tiny_model, tiny_task
@@ -122,6 +124,71 @@ def test_normalization_and_projection_hooks_act():
     for name in ("blocks.0.ln1.hook_normalized", "blocks.0.mlp.hook_post", "blocks.1.attn.q.hook_out"):
         with model.hooks(fwd_hooks=[(name, lambda act, hook: 0 * act)]):
             assert not torch.allclose(model.original_model(input_ids=ids).logits, plain, atol=1e-4), name
+
+
+@pytest.mark.parametrize("family", ["causal", "gpt2"])
+@pytest.mark.parametrize("cached", [False, True])
+def test_the_plain_model_gives_the_bridges_logits_and_gradients(family, cached, monkeypatch):
+    model, task = tiny_model(family), tiny_task()
+    pm = PromptedModel(model, SoftPrompt.init(model, 3, seed=0), Verbalizer.from_words(model, task.label_words))
+    cache = InputCache() if cached else None
+    batch, labels = pm.encode_split(task.train, range(12)), torch.tensor(task.train.labels[:12])
+
+    def loss_and_grad():
+        pm.prompt.embedding.grad = None
+        logits = pm.label_logits(batch, cache_input=cached, input_cache=cache)
+        torch.nn.functional.cross_entropy(logits, labels).backward()
+        return logits.detach(), pm.prompt.embedding.grad.clone()
+
+    assert plain_model(model) is not None
+    plain = loss_and_grad()
+    with monkeypatch.context() as m:  # the bridge, as when something is hooked
+        for module in (fast_path, __import__("skill_lens.prompts").prompts, __import__("skill_lens.kv_cache").kv_cache):
+            m.setattr(module, "plain_model", lambda model: None, raising=False)
+        if cached:
+            cache = InputCache()
+        bridged = loss_and_grad()
+    same = torch.equal if family == "causal" else lambda a, b: torch.allclose(a, b, atol=1e-6)  # see plain_model
+    assert same(plain[0], bridged[0]) and same(plain[1], bridged[1])
+    assert plain[1].abs().sum() > 0
+
+
+def test_the_plain_model_shares_the_weights_and_steps_aside_for_any_hook():
+    model = tiny_model("causal")
+    plain = plain_model(model)
+    assert {id(p) for p in plain.parameters()} == {id(p) for p in model.original_model.parameters()}
+    assert not any(isinstance(m, HookPoint) for m in plain.modules())
+    assert plain_model(model) is plain  # kept
+    with model.hooks(fwd_hooks=[("blocks.1.hook_out", lambda act, hook: act)]):
+        assert plain_model(model) is None
+    handle = model.blocks[0].mlp.register_forward_pre_hook(lambda module, args: None)  # a torch hook on a bridge
+    assert plain_model(model) is None
+    handle.remove()
+    model.blocks[0].attn.compatibility_mode = True
+    assert plain_model(model) is None
+    model.blocks[0].attn.compatibility_mode = False
+    assert plain_model(model) is plain
+    assert plain_model(tiny_model("mlm")) is None  # its bridge hooks its own MLP halves together: it must run
+
+
+def test_the_plain_model_follows_replaced_modules_and_train_mode():
+    model = tiny_model("causal")
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    plain = plain_model(model)
+    mlp = model.original_model.model.layers[0].mlp  # a bridge; its original's projection is replaced below
+    down = mlp.original_component.down_proj
+    new = torch.nn.Linear(down.in_features, down.out_features, bias=False)
+    torch.nn.init.zeros_(new.weight)
+    down.set_original_component(new)
+    try:
+        rebuilt = plain_model(model)
+        assert rebuilt is not plain
+        assert torch.equal(rebuilt(input_ids=ids).logits, model.original_model(input_ids=ids).logits)
+        model.train()
+        assert all(m.training for m in plain_model(model).modules())
+    finally:
+        model.eval()
+    assert not any(m.training for m in plain_model(model).modules())
 
 
 def _hookable(model, name):
