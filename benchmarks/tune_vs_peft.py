@@ -23,14 +23,14 @@ prompt positions plus every input position. A warm step spends about two thirds 
 linear layers' matrix multiplies, at the ~110 GFLOP/s these [128, 576] shapes get from float32 on
 this CPU (the input pass gets the same rate); the rest is the element-wise work of eager PyTorch
 (normalization, rotary embedding, SiLU) on [16, 8, 576] tensors, which PEFT's eager step pays too.
-What skill_lens added on top of that is gone: attention runs at SDPA speed with grouped heads
-folded, not copied, and unhooked normalization and projection wrappers run their Hugging Face module
-(:mod:`skill_lens.fast_path`), and a step assembles its stored inputs with one copy per example.
-Measured alone on 2 CPU cores (Dec 2026), seven runs of this script: ``speedup`` 4.39, 4.46, 4.58,
-4.71, 4.79 with 4 rounds, then 4.48 and 4.31 with the present 8 (median 4.48; it was 4.14 to 4.47
-before the fast path and the one-copy past), ``first`` 2.32 to 2.55, ``warm`` 5.18 to 5.82, with PEFT
-at 3.1 to 4.3 s per step. The spread is this machine's run-to-run noise, which the alternating
-measurement does not fully cancel; the issue's target of 4.5 sits in the middle of it.
+What skill_lens added on top of that is gone: a step has no hook on it, so it runs the plain Hugging
+Face model, the same modules as PEFT's, sharing the bridge's weights (:func:`skill_lens.fast_path.plain_model`;
+the bridge's wrappers around every component cost 5-7% of a step); attention runs at SDPA speed with
+grouped heads folded, not copied; and a step assembles its stored inputs with one copy per example.
+Measured alone on 2 CPU cores (Dec 2026), four runs of this script: ``speedup`` 4.62, 4.53, 4.68,
+4.68 (before the plain model, seven runs gave 4.31 to 4.79, median 4.48), ``first`` 2.37 to 2.46,
+``warm`` 5.54 to 5.72, with PEFT at 3.6 to 3.8 s per step. The alternating measurement does not
+cancel all of this machine's run-to-run noise (a few percent either way).
 What remains above the floor is eager PyTorch's element-wise work, which only fused kernels (a
 compiler) would remove. A second tuning on the same task (another seed or learning rate, through a
 :class:`~skill_lens.runs.Run`) reads its inputs from disk and runs at the ``warm`` speed-up throughout.

@@ -6,7 +6,7 @@ and ``hook_pattern`` fire whatever attention the model was set to, and normaliza
 ``hook_scale`` and ``hook_normalized`` do. skill_lens hooks MLP activations and embeddings, so for it
 that is mostly cost: on SmolLM2 the attention re-implementation was the larger half of a prompt-tuning
 step on long inputs, and the normalization and projection wrappers another 4-5% of every step.
-:func:`use_fast_path` changes two things:
+Three things change that; :func:`use_fast_path` does the first two, :func:`plain_model` the third:
 
 1. **A component nothing hooks runs its Hugging Face module.** An attention, RMS normalization or
    linear component none of whose hook points carries a hook runs its original module (an attention
@@ -21,17 +21,16 @@ step on long inputs, and the normalization and projection wrappers another 4-5% 
    query head whenever there is a padding mask (on CPU there always is one here) and sums the copies
    again in backward; for a prompt step attending to a 400-token stored input that is about 3x the
    attention's time.
-
 3. **Nothing hooked: no bridge at all.** :func:`plain_model` is the Hugging Face model as it was
    before the bridge wrapped it: shallow copies of its containers (model, layers, attention, MLP)
-   whose leaves are the bridge's own modules, so it shares every parameter and buffer. When no hook
-   point and no bridge component carries a hook it computes exactly what the bridge computes, without
-   the bridge's Python work around every component (5-7% of a prompt-tuning step on SmolLM2).
-   skill_lens calls it for every forward it runs without hooks (prompt tuning, the input pass,
-   evaluation), writing a soft prompt into the input embeddings instead of through ``hook_embed``.
+   whose leaves are the bridge's own modules, so it shares every parameter and buffer. While no hook
+   point and no bridge component carries a hook it computes what the bridge computes, without the
+   bridge's Python work around every component (5-7% of a prompt-tuning step on SmolLM2). skill_lens
+   runs every forward that has no hooks on it (prompt tuning, the input pass, evaluation), writing a
+   soft prompt into the input embeddings instead of through ``embed.hook_out``.
 
-The first two change only float rounding (about 1e-6 against the bridge's float32 eager attention);
-the third changes nothing.
+The first two change only float rounding (about 1e-6 against the bridge's float32 eager attention).
+The third changes nothing where the bridge runs the Hugging Face module; see :func:`plain_model`.
 
 >>> import torch
 >>> from skill_lens.tiny import tiny_model
@@ -143,9 +142,14 @@ def _has_hook(module: torch.nn.Module) -> bool:
 def plain_model(bridge) -> torch.nn.Module | None:
     """``bridge``'s Hugging Face model without the bridge's wrappers, or ``None`` while anything is hooked.
 
+    It shares every parameter, buffer and leaf module with the bridge, and torch hooks on Hugging Face
+    modules run in it as they do under the bridge. Its numbers are the bridge's bit for bit where the
+    bridge runs the Hugging Face module (attention, RMS normalization and projections, point 1 above),
+    and equal to float rounding where the bridge re-implements one (GPT-2's layer norm).
+
     ``None`` while a hook point or a bridge component carries a hook, or in compatibility mode: then
     only the bridge computes what the caller asked for. The plain model is kept with the bridge and
-    rebuilt when a module inside it was replaced or switched between train and eval mode.
+    rebuilt when a module inside it was replaced; its copies follow the bridge's train/eval mode.
 
     >>> import torch
     >>> from skill_lens.tiny import tiny_model

@@ -2,7 +2,9 @@
 
 A soft prompt is a trainable ``[P, d_model]`` tensor written over the word
 embeddings of ``P`` placeholder tokens by a hook on ``embed.hook_out``, so it
-composes with every other hook. Where the placeholders go depends on the family:
+composes with every other hook (when no other hook is on, it is written into the
+input embeddings of :func:`~skill_lens.fast_path.plain_model` instead: the same
+numbers without the bridge's overhead). Where the placeholders go depends on the family:
 
 =========  ==================================  ========================
 family     token layout                        label logits read at
