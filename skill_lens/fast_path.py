@@ -8,8 +8,8 @@ that is mostly cost: on SmolLM2 the attention re-implementation was the larger h
 step on long inputs, and the normalization and projection wrappers another 4-5% of every step.
 Three things change that; :func:`use_fast_path` does the first two, :func:`plain_model` the third:
 
-1. **A component nothing hooks runs its Hugging Face module.** An attention, RMS normalization or
-   linear component none of whose hook points carries a hook runs its original module (an attention
+1. **A component nothing hooks runs its Hugging Face module.** An attention, normalization (RMS or
+   layer norm) or linear component none of whose hook points carries a hook runs its original module (an attention
    layer through the bridge's q/k/v/o projections, which decide the same way). A component with any
    hook on it runs the bridge's forward as before, so every hook sees what it always saw. The choice
    is made per component and per call, so hooks added and removed with ``model.hooks(...)`` just
@@ -30,7 +30,7 @@ Three things change that; :func:`use_fast_path` does the first two, :func:`plain
    soft prompt into the input embeddings instead of through ``embed.hook_out``.
 
 The first two change only float rounding (about 1e-6 against the bridge's float32 eager attention).
-The third changes nothing where the bridge runs the Hugging Face module; see :func:`plain_model`.
+The third changes nothing (see :func:`plain_model`).
 
 >>> import torch
 >>> from skill_lens.tiny import tiny_model
@@ -97,7 +97,7 @@ AttentionMaskInterface.register(NAME, sdpa_mask)
 
 # Bridge components whose forward is hooks around, or a re-implementation of, their Hugging Face module.
 _ATTENTION = ("PositionEmbeddingsAttentionBridge", "JointQKVAttentionBridge")
-_BYPASSED = (*_ATTENTION, "RMSNormalizationBridge", "LinearBridge")
+_BYPASSED = (*_ATTENTION, "RMSNormalizationBridge", "NormalizationBridge", "LinearBridge")
 
 
 def use_fast_path(bridge) -> None:
@@ -143,9 +143,9 @@ def plain_model(bridge) -> torch.nn.Module | None:
     """``bridge``'s Hugging Face model without the bridge's wrappers, or ``None`` while anything is hooked.
 
     It shares every parameter, buffer and leaf module with the bridge, and torch hooks on Hugging Face
-    modules run in it as they do under the bridge. Its numbers are the bridge's bit for bit where the
-    bridge runs the Hugging Face module (attention, RMS normalization and projections, point 1 above),
-    and equal to float rounding where the bridge re-implements one (GPT-2's layer norm).
+    modules run in it as they do under the bridge. Its numbers are the bridge's bit for bit wherever the
+    bridge runs the Hugging Face module (attention, normalization and projections, point 1 above; blocks
+    and MLPs call theirs), which is every component of the Llama and GPT-2 families.
 
     ``None`` while a hook point or a bridge component carries a hook, or in compatibility mode: then
     only the bridge computes what the caller asked for. The plain model is kept with the bridge and

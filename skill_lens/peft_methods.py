@@ -118,8 +118,8 @@ class HookedPromptedModel(PromptedModel):
         super().__init__(model, None, verbalizer, template=template, **kwargs)
         self.module = module.to(model_device(model))  # in place: its float32 parameters train beside the model
 
-    def hooks(self, batch) -> list[Hook]:
-        return [*super().hooks(batch), *self.module.hooks()]
+    def model_hooks(self) -> list[Hook]:
+        return self.module.hooks()
 
 
 def peft_prompted(model, task, module: nn.Module, max_length: int | None = None) -> HookedPromptedModel:

@@ -342,10 +342,16 @@ class PromptedModel:
 
     # ---------------------------------------------------------------- running
     def hooks(self, batch: Batch) -> list[Hook]:
-        """The prompt's hook for ``batch`` (empty for a hard prompt)."""
-        if self.prompt is None:
-            return []
-        return [self.prompt.hook(batch.input_ids.shape[1], batch.prompt_slice)]
+        """Every hook a forward of ``batch`` runs: the prompt's (none for a hard prompt) and :meth:`model_hooks`."""
+        return [*self._prompt_hook(batch.input_ids.shape[1], batch.prompt_slice), *self.model_hooks()]
+
+    def model_hooks(self) -> list[Hook]:
+        """Hooks every forward of this model runs besides the prompt's: none here; a subclass's tuned
+        module (:class:`~skill_lens.peft_methods.HookedPromptedModel`)."""
+        return []
+
+    def _prompt_hook(self, seq_len: int, prompt_slice: slice | None) -> list[Hook]:
+        return [] if self.prompt is None or prompt_slice is None else [self.prompt.hook(seq_len, prompt_slice)]
 
     def label_logits(
         self, batch: Batch, fwd_hooks: Sequence[Hook] = (), cache_input: bool = False, input_cache=None,
@@ -364,7 +370,8 @@ class PromptedModel:
         and values untouched, so they do not stop ``input_cache`` from being used.
         """
         if cache_input and self.info.family == "causal" and self.prompt is not None:
-            return self._label_logits_cached(batch, fwd_hooks, None if fwd_hooks else input_cache, prompt_hooks)
+            held = None if fwd_hooks or self.model_hooks() else input_cache  # stored inputs ran without hooks
+            return self._label_logits_cached(batch, fwd_hooks, held, prompt_hooks)
         extra = prompt_hooks(batch) if prompt_hooks is not None else ()
         return self._head(self._hidden(batch, [*fwd_hooks, *extra]))
 
@@ -388,11 +395,10 @@ class PromptedModel:
         with ``hooks``. When nothing hooks it runs the plain Hugging Face model
         (:func:`~skill_lens.fast_path.plain_model`), the prompt written into the input embeddings: the
         same numbers without the bridge's overhead."""
+        hooks = [*self.model_hooks(), *hooks]
         plain = None if hooks else plain_model(self.model)
         if plain is None:
-            prompt = [] if self.prompt is None or prompt_slice is None else [self.prompt.hook(input_ids.shape[1],
-                                                                                             prompt_slice)]
-            with self.model.hooks(fwd_hooks=[*prompt, *hooks]):
+            with self.model.hooks(fwd_hooks=[*self._prompt_hook(input_ids.shape[1], prompt_slice), *hooks]):
                 return self.model.original_model.base_model(input_ids=input_ids, **kwargs)
         if self.prompt is None or prompt_slice is None:
             return plain.base_model(input_ids=input_ids, **kwargs)

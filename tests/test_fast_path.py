@@ -148,8 +148,7 @@ def test_the_plain_model_gives_the_bridges_logits_and_gradients(family, cached, 
         if cached:
             cache = InputCache()
         bridged = loss_and_grad()
-    same = torch.equal if family == "causal" else lambda a, b: torch.allclose(a, b, atol=1e-6)  # see plain_model
-    assert same(plain[0], bridged[0]) and same(plain[1], bridged[1])
+    assert torch.equal(plain[0], bridged[0]) and torch.equal(plain[1], bridged[1])
     assert plain[1].abs().sum() > 0
 
 
