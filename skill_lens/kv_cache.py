@@ -253,7 +253,12 @@ class InputCache:
         for i, row in enumerate(rows):  # one copy per row, every layer at once; padding (masked) is zeros
             kv[:, :, i, :, n - row.shape[3]:] = row
             kv[:, :, i, :, : n - row.shape[3]] = 0
-        return DynamicCache(ddp_cache_data=[(k, v) for k, v in kv])
+        # DynamicCache would copy data it is made from (it concatenates onto an empty tensor): make it empty,
+        # then hand each layer its keys and values.
+        cache = DynamicCache(ddp_cache_data=[(k[..., :0, :], v[..., :0, :]) for k, v in kv])
+        for layer, (k, v) in zip(cache.layers, kv):
+            layer.keys, layer.values = k, v
+        return cache
 
     def clear(self) -> None:
         """Forget every kept input (frees the memory; the counters stay)."""
