@@ -26,11 +26,12 @@ this CPU (the input pass gets the same rate); the rest is the element-wise work 
 What skill_lens added on top of that is gone: a step has no hook on it, so it runs the plain Hugging
 Face model, the same modules as PEFT's, sharing the bridge's weights (:func:`skill_lens.fast_path.plain_model`;
 the bridge's wrappers around every component cost 5-7% of a step); attention runs at SDPA speed with
-grouped heads folded, not copied; and a step assembles its stored inputs with one copy per example.
-Measured alone on 2 CPU cores (Dec 2026), four runs of this script: ``speedup`` 4.62, 4.53, 4.68,
-4.68 (before the plain model, seven runs gave 4.31 to 4.79, median 4.48), ``first`` 2.37 to 2.46,
-``warm`` 5.54 to 5.72, with PEFT at 3.6 to 3.8 s per step. The alternating measurement does not
-cancel all of this machine's run-to-run noise (a few percent either way).
+grouped heads folded, not copied; and a step assembles its stored inputs with one copy per example,
+handed to the cache as they are. Measured alone on 2 CPU cores (Dec 2026): ``speedup`` 4.66 and 4.67,
+``first`` 2.35 and 2.41, ``warm`` 5.79 and 5.75 (PEFT 4.7 to 5.1 s per step in that slow hour); with
+one more copy of the stored inputs per step, six runs gave 4.50 to 4.68, and seven before the plain
+model 4.31 to 4.79 (median 4.48). The alternating measurement does not cancel all of this machine's
+run-to-run noise (a few percent either way).
 What remains above the floor is eager PyTorch's element-wise work, which only fused kernels (a
 compiler) would remove. A second tuning on the same task (another seed or learning rate, through a
 :class:`~skill_lens.runs.Run`) reads its inputs from disk and runs at the ``warm`` speed-up throughout.
