@@ -9,8 +9,8 @@ step on long inputs, and the normalization and projection wrappers another 4-5% 
 Three things change that; :func:`use_fast_path` does the first two, :func:`plain_model` the third:
 
 1. **A component nothing hooks runs its Hugging Face module.** An attention, normalization (RMS or
-   layer norm) or linear component none of whose hook points carries a hook runs its original module (an attention
-   layer through the bridge's q/k/v/o projections, which decide the same way). A component with any
+   layer norm) or linear component none of whose hook points carries a hook runs its original module
+   (an attention layer through the bridge's q/k/v/o projections, which decide the same way). A component with any
    hook on it runs the bridge's forward as before, so every hook sees what it always saw. The choice
    is made per component and per call, so hooks added and removed with ``model.hooks(...)`` just
    work. After ``enable_compatibility_mode()`` (processed weights) every component takes the bridge's
@@ -134,7 +134,11 @@ def _reconstructs(component, points: list[HookPoint]) -> bool:
     return bool(getattr(component, "compatibility_mode", False)) or any(map(_has_hook, points))
 
 
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")  # a module's hook dicts
+
+
 def _has_hook(module: torch.nn.Module) -> bool:
+    # _HOOKS spelled out: this runs for every component of every hooked forward
     return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
                 or module._backward_pre_hooks)
 
@@ -178,17 +182,19 @@ class _Plain:
     def __init__(self, hf: torch.nn.Module):
         memo, self.bridges, self.copies = {}, [], []
 
-        def unwrap(module):
-            while isinstance(module, GeneralizedComponent):
+        def unwrap(module):  # each module once (memo), however many parents share it
+            if id(module) in memo:
+                return memo[id(module)]
+            if isinstance(module, GeneralizedComponent):
                 self.bridges.append(module)
-                module = module._modules["_original_component"]
-            if id(module) not in memo:
-                kids = {k: None if v is None else unwrap(v) for k, v in module._modules.items()}
-                memo[id(module)] = module  # no bridge below: the module itself
-                if any(kids[k] is not v for k, v in module._modules.items()):
-                    memo[id(module)] = copy.copy(module)
-                    memo[id(module)].__dict__["_modules"] = kids
-                    self.copies.append((module, memo[id(module)]))
+                memo[id(module)] = unwrap(module._modules["_original_component"])
+                return memo[id(module)]
+            kids = {k: None if v is None else unwrap(v) for k, v in module._modules.items()}
+            memo[id(module)] = module  # no bridge below: the module itself
+            if any(kids[k] is not v for k, v in module._modules.items()):
+                memo[id(module)] = copy.copy(module)
+                memo[id(module)].__dict__["_modules"] = kids
+                self.copies.append((module, memo[id(module)]))
             return memo[id(module)]
 
         self.model = unwrap(hf)
@@ -196,10 +202,10 @@ class _Plain:
         self.parents = [*self.bridges, *(original for original, _ in self.copies)]
         self.children = [dict(p._modules) for p in self.parents]
         points = {id(m): m for b in self.bridges for m in b.modules() if isinstance(m, HookPoint)}
-        self.hooks = [d for m in (*self.bridges, *points.values())
-                      for d in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks)]
+        self.hooks = [getattr(m, d) for m in (*self.bridges, *points.values()) for d in _HOOKS]
         # A block wires hooks of its own on its first forward, which only feed its hook points.
-        self.own = [b.__dict__["_capture_hook_handles"] for b in self.bridges if "_capture_hook_handles" in b.__dict__]
+        self.own = [b.__dict__["_capture_hook_handles"] for b in self.bridges
+                    if "_capture_hook_handles" in b.__dict__]
 
     def current(self) -> bool:
         """No module inside was replaced since; the copies now share their originals' train/eval mode."""

@@ -116,7 +116,12 @@ class SoftPrompt(nn.Module):
         return (EMBED_HOOK, write_prompt)
 
     def write(self, embeds: Float[Tensor, "batch seq d"], prompt_slice: slice) -> Float[Tensor, "batch seq d"]:
-        """``embeds`` with the prompt over ``prompt_slice`` (what :meth:`hook` does to ``embed.hook_out``)."""
+        """``embeds`` with the prompt over ``prompt_slice`` (what :meth:`hook` does to ``embed.hook_out``).
+
+        >>> p = SoftPrompt(torch.ones(2, 3))
+        >>> p.write(torch.zeros(1, 4, 3), slice(1, 3))[0, :, 0].tolist()
+        [0.0, 1.0, 1.0, 0.0]
+        """
         before, after = embeds[:, : prompt_slice.start], embeds[:, prompt_slice.stop :]
         prompt = self.embedding.to(embeds.device, embeds.dtype).unsqueeze(0).expand(embeds.shape[0], -1, -1)
         return torch.cat([before, prompt, after], dim=1)
@@ -347,7 +352,14 @@ class PromptedModel:
 
     def model_hooks(self) -> list[Hook]:
         """Hooks every forward of this model runs besides the prompt's: none here; a subclass's tuned
-        module (:class:`~skill_lens.peft_methods.HookedPromptedModel`)."""
+        module (:class:`~skill_lens.peft_methods.HookedPromptedModel`). While there are any, forwards run on
+        the bridge and stored input keys/values are not used.
+
+        >>> from skill_lens.tiny import tiny_model
+        >>> model = tiny_model()
+        >>> PromptedModel(model, SoftPrompt.init(model, 2), Verbalizer.from_words(model, ["bad", "good"])).model_hooks()
+        []
+        """
         return []
 
     def _prompt_hook(self, seq_len: int, prompt_slice: slice | None) -> list[Hook]:
