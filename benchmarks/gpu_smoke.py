@@ -30,9 +30,9 @@ os.environ.setdefault("SKILL_LENS_QUIET", "1")
 import torch  # noqa: E402
 
 from skill_lens import steps  # noqa: E402
-from skill_lens.models import load_model, model_device, parse_device  # noqa: E402
-from skill_lens.tasks import load_task  # noqa: E402
-from skill_lens.tuning import TuneConfig  # noqa: E402
+from skill_lens.model.loading import load_model, model_device, parse_device  # noqa: E402
+from skill_lens.data.tasks import load_task  # noqa: E402
+from skill_lens.prompting.tuning import TuneConfig  # noqa: E402
 
 SIZES = {"train_size": 64, "dev_size": 64, "test_size": 32, "seed": 0}
 CONFIG = TuneConfig(prompt_length=8, steps=20, batch_size=16, eval_every=20)

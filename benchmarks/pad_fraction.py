@@ -3,7 +3,7 @@
 A batch pads every row to its longest, so the fraction of positions that are padding is forward
 work thrown away. Every pass of the library over a split (evaluation with and without the soft
 prompt, the hard prompt, the probe, suppression curves, robustness, the input cache's fill) runs in
-:func:`skill_lens.batching.length_batches`; this reports, per pass of a tune + probe on
+:func:`skill_lens.data.batching.length_batches`; this reports, per pass of a tune + probe on
 ``rotten_tomatoes_subjectivity`` (400/200/200, texts of 360 characters on average and up to 3,000),
 the padded fraction both ways. Tokenization only: no model runs, so it takes seconds.
 
@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 
-from skill_lens.batching import length_batches, pad_fraction, token_lengths
-from skill_lens.evaluation import hard_prompt_model, prompted
-from skill_lens.models import load_model
-from skill_lens.prompts import SoftPrompt
-from skill_lens.tasks import load_task
+from skill_lens.data.batching import length_batches, pad_fraction, token_lengths
+from skill_lens.prompting.evaluation import hard_prompt_model, prompted
+from skill_lens.model.loading import load_model
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.data.tasks import load_task
 
 
 def main() -> None:

@@ -21,11 +21,11 @@ os.environ.setdefault("SKILL_LENS_QUIET", "1")
 
 import torch  # noqa: E402
 
-from skill_lens.models import load_model  # noqa: E402
-from skill_lens.probe import probe  # noqa: E402
-from skill_lens.prompts import SoftPrompt  # noqa: E402
-from skill_lens.tasks import load_task  # noqa: E402
-from skill_lens.tuning import prompted  # noqa: E402
+from skill_lens.model.loading import load_model  # noqa: E402
+from skill_lens.probing.probe import probe  # noqa: E402
+from skill_lens.prompting.prompts import SoftPrompt  # noqa: E402
+from skill_lens.data.tasks import load_task  # noqa: E402
+from skill_lens.prompting.tuning import prompted  # noqa: E402
 
 N, BATCH, REPEATS = 32, 16, 5  # N train + N dev examples per repeat
 

@@ -1,6 +1,6 @@
 """Sharded probing: throughput with 1 and 2 processes (torchrun, gloo, CPU) and time as the data grow.
 
-Each measurement is ``skill_lens.probe.probe`` under the process group (train pass, all-reduce, dev pass)
+Each measurement is ``skill_lens.probing.probe.probe`` under the process group (train pass, all-reduce, dev pass)
 with a 4-token random soft prompt, batch size 16, timed between barriers after a warm-up batch;
 each time is the minimum of ``REPEATS`` runs (the least disturbed by other load), one thread per process.
 The data are rotten_tomatoes: ``1x`` is N train + N/2 dev examples; 2x and 4x double them.
@@ -32,19 +32,19 @@ BATCH, REPEATS = 16, 3
 def worker(model_name: str, sizes: list[int]) -> None:
     import torch.distributed as dist
 
-    from skill_lens.distributed import init_from_env
-    from skill_lens.probe import probe
-    from skill_lens.prompts import SoftPrompt
-    from skill_lens.tasks import load_task
-    from skill_lens.tuning import prompted
+    from skill_lens.data.distributed import init_from_env
+    from skill_lens.probing.probe import probe
+    from skill_lens.prompting.prompts import SoftPrompt
+    from skill_lens.data.tasks import load_task
+    from skill_lens.prompting.tuning import prompted
 
     rank, world = init_from_env()
     if model_name == "tiny":
-        from skill_lens.tiny import tiny_model
+        from skill_lens.model.tiny import tiny_model
 
         model = tiny_model("causal", n_layers=4, d_model=128, d_mlp=512)
     else:
-        from skill_lens.models import load_model
+        from skill_lens.model.loading import load_model
 
         model = load_model(model_name)
     timings = []

@@ -53,13 +53,13 @@ def main() -> None:
 
     import torch
 
-    from skill_lens.artifacts import read_json
+    from skill_lens.store.artifacts import read_json
     from skill_lens.cli.prune import parse_layers, prune_run
-    from skill_lens.probe import probe
-    from skill_lens.models import load_model
-    from skill_lens.runs import Run
-    from skill_lens.tasks import load_task
-    from skill_lens.tuning import TuneConfig
+    from skill_lens.probing.probe import probe
+    from skill_lens.model.loading import load_model
+    from skill_lens.workflow.runs import Run
+    from skill_lens.data.tasks import load_task
+    from skill_lens.prompting.tuning import TuneConfig
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -113,10 +113,10 @@ def tuned_run(path: Path, model, task, config):
     """A minimal run directory (prompt + run.json): ``Run.create`` without its test and hard-prompt evaluations."""
     import dataclasses
 
-    from skill_lens.artifacts import write_json
-    from skill_lens.models import describe
-    from skill_lens.runs import Run
-    from skill_lens.tuning import tune
+    from skill_lens.store.artifacts import write_json
+    from skill_lens.model.loading import describe
+    from skill_lens.workflow.runs import Run
+    from skill_lens.prompting.tuning import tune
 
     result = tune(model, task, config, checkpoint=path / "checkpoint.safetensors")
     info = describe(model)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def get_run(args):
-    from skill_lens.runs import Run
+    from skill_lens.workflow.runs import Run
 
     if args.run:
         deadline = time.monotonic() + args.wait
@@ -33,9 +33,9 @@ def get_run(args):
         if args.no_tune:
             raise SystemExit(f"{args.run}/run.json did not appear within {args.wait} s (--no-tune: not tuning)")
         print(f"{args.run}/run.json did not appear within {args.wait} s; tuning a run of our own")
-    from skill_lens.models import load_model
-    from skill_lens.tasks import load_task
-    from skill_lens.tuning import TuneConfig
+    from skill_lens.model.loading import load_model
+    from skill_lens.data.tasks import load_task
+    from skill_lens.prompting.tuning import TuneConfig
 
     task_args = {"train_size": 400, "dev_size": 200, "test_size": 200}
     task = load_task("rotten_tomatoes", **task_args)
@@ -55,8 +55,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
 
-    from skill_lens.neurons import NeuronSet
-    from skill_lens.robustness import adversarial_split, neuron_robustness, patch_repair
+    from skill_lens.probing.neurons import NeuronSet
+    from skill_lens.studies.robustness import adversarial_split, neuron_robustness, patch_repair
 
     t0 = time.perf_counter()
     run = get_run(args)

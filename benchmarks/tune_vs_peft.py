@@ -4,7 +4,7 @@ Same Hugging Face weights, same batches (16 Rotten Tomatoes reviews), same 8-tok
 classification loss over the label words. PEFT puts the prompt before the input, so every step runs
 forward and backward through every position. skill_lens puts it after the input of a causal model:
 before the first step it computes the training inputs' keys/values once, without autograd, in
-length-sorted batches (:meth:`skill_lens.kv_cache.InputCache.fill`), and every step then runs only
+length-sorted batches (:meth:`skill_lens.model.input_cache.InputCache.fill`), and every step then runs only
 the prompt positions against them. Three things are timed alternately in one run:
 
 - ``peft``: a PEFT step;
@@ -24,7 +24,7 @@ linear layers' matrix multiplies, at the ~110 GFLOP/s these [128, 576] shapes ge
 this CPU (the input pass gets the same rate); the rest is the element-wise work of eager PyTorch
 (normalization, rotary embedding, SiLU) on [16, 8, 576] tensors, which PEFT's eager step pays too.
 What skill_lens added on top of that is gone: a step has no hook on it, so it runs the plain Hugging
-Face model, the same modules as PEFT's, sharing the bridge's weights (:func:`skill_lens.fast_path.plain_model`;
+Face model, the same modules as PEFT's, sharing the bridge's weights (:func:`skill_lens.model.fast_path.plain_model`;
 the bridge's wrappers around every component cost 5-7% of a step); attention runs at SDPA speed with
 grouped heads folded, not copied; and a step assembles its stored inputs with one copy per example,
 handed to the cache as they are. Measured alone on 2 CPU cores (Dec 2026): ``speedup`` 4.66 and 4.67,
@@ -34,7 +34,7 @@ model 4.31 to 4.79 (median 4.48). The alternating measurement does not cancel al
 run-to-run noise (a few percent either way).
 What remains above the floor is eager PyTorch's element-wise work, which only fused kernels (a
 compiler) would remove. A second tuning on the same task (another seed or learning rate, through a
-:class:`~skill_lens.runs.Run`) reads its inputs from disk and runs at the ``warm`` speed-up throughout.
+:class:`~skill_lens.workflow.runs.Run`) reads its inputs from disk and runs at the ``warm`` speed-up throughout.
 
     python benchmarks/tune_vs_peft.py [--rounds 8] [--steps 3]
 """
@@ -47,11 +47,11 @@ import time
 
 import torch
 
-from skill_lens.kv_cache import InputCache
-from skill_lens.models import load_model
-from skill_lens.prompts import SoftPrompt
-from skill_lens.tasks import load_task
-from skill_lens.tuning import prompted
+from skill_lens.model.input_cache import InputCache
+from skill_lens.model.loading import load_model
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.data.tasks import load_task
+from skill_lens.prompting.tuning import prompted
 
 
 def main() -> None:
@@ -77,7 +77,7 @@ def main() -> None:
     from peft import PromptTuningConfig, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from skill_lens.models import _offline_dir
+    from skill_lens.model.loading import _offline_dir
 
     hf = AutoModelForCausalLM.from_pretrained(_offline_dir("smollm2-135m"), dtype=torch.float32).eval()
     peft_model = get_peft_model(hf, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=P))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from clitools import FAST_TUNE, cli
 
-from skill_lens.tiny import tiny_hf, tiny_task, tiny_tokenizer
+from skill_lens.model.tiny import tiny_hf, tiny_task, tiny_tokenizer
 
 # Runs keep their inputs' keys/values on disk in the user cache; tests keep nothing there (the tests of that
 # feature give it a directory of their own).

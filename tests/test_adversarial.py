@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skill_lens import adversarial as adv
-from skill_lens.adversarial import (
+from skill_lens.data import adversarial as adv
+from skill_lens.data.adversarial import (
     METHODS,
     distractor,
     edit_fraction,
@@ -184,7 +184,7 @@ def test_edit_fraction():
 
 _SCRIPT = """
 import json
-from skill_lens.adversarial import METHODS, perturb
+from skill_lens.data.adversarial import METHODS, perturb
 texts = [{text!r}, "naïve café 東京 👍🏽", "one two three four five six"]
 print(json.dumps({{m: perturb(texts, m, 0.4, seed=11) for m in METHODS}}))
 """

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from skill_lens.analyses import (AnalysisError, activation_overlap, cross_task_suppression, indicator_correlation,
+from skill_lens.studies.analyses import (AnalysisError, activation_overlap, cross_task_suppression, indicator_correlation,
                                  label_word_independence, origin_table, overlap_matrix, specificity_matrix,
                                  top_activating_tokens, transferability, word_selectivity)
-from skill_lens.neurons import NeuronSet
-from skill_lens.prompts import PromptError, SoftPrompt
-from skill_lens.tasks import Task, TaskError
-from skill_lens.tiny import VOCAB, tiny_model, tiny_task
-from skill_lens.tuning import TuneConfig, evaluate, hard_prompt_model, prompted
+from skill_lens.probing.neurons import NeuronSet
+from skill_lens.prompting.prompts import PromptError, SoftPrompt
+from skill_lens.data.tasks import Task, TaskError
+from skill_lens.model.tiny import VOCAB, tiny_model, tiny_task
+from skill_lens.prompting.tuning import TuneConfig, evaluate, hard_prompt_model, prompted
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_within_type_exceeds_cross_type_and_seeds_on_the_diagonal():
     d = json.loads(json.dumps(m.to_dict()))
     assert d["rows"] == list(scores) and len(d["values"]) == 4 and d["within_type"] == pytest.approx(m.within_type)
     assert np.asarray(m).shape == (4, 4)
-    from skill_lens.plots import heatmap
+    from skill_lens.views.plots import heatmap
 
     assert len(heatmap(m, m.rows).axes) == 2
 
@@ -248,7 +248,7 @@ def test_word_selectivity_up_projection_and_errors(model):
 
 
 def test_top_activating_tokens_matches_direct_means(model, task):
-    from skill_lens.probe import activations
+    from skill_lens.probing.probe import activations
 
     pm = prompted(model, task, SoftPrompt.init(model, 2))
     split = task.dev

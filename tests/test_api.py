@@ -38,33 +38,25 @@ def test_the_readme_section_follows_the_method_in_a_few_calls():
 def test_every_name_resolves_and_is_the_modules_own(name):
     value = getattr(sl, name)
     if isinstance(value, types.ModuleType):
-        assert value is importlib.import_module(f"skill_lens.{name}")
+        assert value is importlib.import_module(f"skill_lens.{sl._MODULES[name]}")
     else:
         assert value is getattr(sys.modules[value.__module__], name)
         assert value.__doc__
 
 
-def test_probe_and_capture_are_the_functions_even_after_importing_their_modules():
-    import skill_lens.capture  # noqa: F401
-    import skill_lens.probe  # noqa: F401
-    from skill_lens.probe import ProbeResult, probe
+def test_probe_and_capture_are_the_functions_and_their_modules_live_in_probing():
+    import skill_lens.probing.capture  # noqa: F401
+    import skill_lens.probing.probe  # noqa: F401
+    from skill_lens.probing.probe import ProbeResult, probe
 
     assert sl.probe is probe and isinstance(sl.probe, types.FunctionType) and sl.ProbeResult is ProbeResult
-    assert sl.capture is sys.modules["skill_lens.capture"].capture
+    assert sl.capture is sys.modules["skill_lens.probing.capture"].capture
     from skill_lens import probe as again
     assert again is probe
 
 
-def test_a_fresh_interpreter_gets_the_function_after_importing_the_module_first():
-    code = ("import skill_lens.probe, skill_lens.capture, types, sys; import skill_lens as sl; "
-            "assert isinstance(sl.probe, types.FunctionType) and isinstance(sl.capture, types.FunctionType); "
-            "print('ok')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip() == "ok"
-
-
 def test_import_is_lazy():
-    code = "import sys, skill_lens; print('torch' in sys.modules, 'skill_lens.probe' in sys.modules)"
+    code = "import sys, skill_lens; print('torch' in sys.modules, 'skill_lens.probing.probe' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.split() == ["False", "False"]
 

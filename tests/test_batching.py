@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from skill_lens import steps
-from skill_lens.batching import length_batches, pad_fraction, token_lengths
-from skill_lens.evaluation import predict, prompted
-from skill_lens.kv_cache import InputCache
-from skill_lens.probe import probe
-from skill_lens.prompts import SoftPrompt
-from skill_lens.tasks import Task
-from skill_lens.tiny import tiny_model, tiny_task
-from skill_lens.tuning import TuneConfig
+from skill_lens.data.batching import length_batches, pad_fraction, token_lengths
+from skill_lens.prompting.evaluation import predict, prompted
+from skill_lens.model.input_cache import InputCache
+from skill_lens.probing.probe import probe
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.data.tasks import Task
+from skill_lens.model.tiny import tiny_model, tiny_task
+from skill_lens.prompting.tuning import TuneConfig
 
 
 def ragged():
@@ -183,7 +183,7 @@ def test_a_run_opened_in_another_process_reads_its_inputs_from_disk(tmp_path, mo
     model, task = tiny_model("causal"), ragged()
     steps.tune(tmp_path / "run", model, task, TuneConfig(prompt_length=2, steps=4, batch_size=8, eval_every=2))
     assert len(list((tmp_path / "cache" / "inputs").glob("inputs-*.safetensors"))) == 3  # train, dev, test
-    from skill_lens.runs import Run
+    from skill_lens.workflow.runs import Run
 
     run = Run.open(tmp_path / "run")  # a new Run and a new cache, as `skill-lens probe` has
     run.use_model(model)
@@ -204,7 +204,7 @@ def test_a_disk_that_cannot_be_written_costs_speed_not_the_job(pm, tmp_path):
 
 
 def test_a_file_made_from_something_else_is_not_read(pm, tmp_path):
-    from skill_lens.artifacts import load_tensors, save_tensors
+    from skill_lens.store.artifacts import load_tensors, save_tensors
 
     dev = ragged().dev
     InputCache(directory=tmp_path).fill(pm, dev)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skill_lens.calibration import calibrate, keep_also, massive_neurons
-from skill_lens.models import describe
-from skill_lens.prompts import SoftPrompt
-from skill_lens.pruning import PruningError
-from skill_lens.tiny import FAMILIES, tiny_model, tiny_task
-from skill_lens.tuning import prompted
+from skill_lens.intervening.calibration import calibrate, keep_also, massive_neurons
+from skill_lens.model.loading import describe
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.intervening.pruning import PruningError
+from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task
+from skill_lens.prompting.tuning import prompted
 from test_pruning import L, N, baseline_hooks, random_keep
 
 

@@ -5,16 +5,16 @@ import importlib
 import pytest
 import torch
 
-from skill_lens.capture import activations, capture, capture_hooks, capture_neurons
-from skill_lens.interventions import zero_ablate
-from skill_lens.models import describe
-from skill_lens.prompts import SoftPrompt
-from skill_lens.tiny import FAMILIES, tiny_model, tiny_task
-from skill_lens.tuning import prompted
+from skill_lens.probing.capture import activations, capture, capture_hooks, capture_neurons
+from skill_lens.intervening.interventions import zero_ablate
+from skill_lens.model.loading import describe
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task
+from skill_lens.prompting.tuning import prompted
 
-# skill_lens.probe and skill_lens.capture are the functions (README, "One import"); these are the modules.
-probe_module = importlib.import_module("skill_lens.probe")
-capture_module = importlib.import_module("skill_lens.capture")
+# skill_lens.probing.probe and skill_lens.probing.capture are the functions (README, "One import"); these are the modules.
+probe_module = importlib.import_module("skill_lens.probing.probe")
+capture_module = importlib.import_module("skill_lens.probing.capture")
 
 TEXTS = ["the movie was good", "a dull film", "bad"]
 

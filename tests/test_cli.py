@@ -1,5 +1,5 @@
 """``skill-lens`` subcommands end to end on tiny models saved as local directories (what a user types),
-and the library steps they call (:mod:`skill_lens.steps`)."""
+and the library steps they call (:mod:`skill_lens.workflow.steps`)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import torch
 from clitools import FAST_TUNE, cli, copy_run
 
 from skill_lens import steps
-from skill_lens.artifacts import ArtifactError, read_json
-from skill_lens.neurons import NeuronSet
-from skill_lens.pruning import load_pruned, pruning_info
-from skill_lens.runs import Run
-from skill_lens.tuning import TuneConfig
+from skill_lens.store.artifacts import ArtifactError, read_json
+from skill_lens.probing.neurons import NeuronSet
+from skill_lens.intervening.pruning import load_pruned, pruning_info
+from skill_lens.workflow.runs import Run
+from skill_lens.prompting.tuning import TuneConfig
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_prune_validates_its_options(run, tmp_path, argv, match):
 
 
 def test_retuning_on_more_data_with_the_control(run, tmp_path):
-    from skill_lens.pruning_study import PruneOptions, prune_run
+    from skill_lens.studies.pruning_study import PruneOptions, prune_run
 
     opts = PruneOptions(keep=0.25, layers=[1], retune={"steps": 3, "schedule": "linear"}, retune_train_size=56,
                         control=True, repeats=1)
@@ -193,8 +193,8 @@ def test_report_with_and_without_views(run, tmp_path):
 
 
 def test_demo_runs_every_step_and_reuses_a_finished_tuning(model_dir, task_csv, tmp_path):
-    from skill_lens.models import load_model
-    from skill_lens.tasks import load_task
+    from skill_lens.model.loading import load_model
+    from skill_lens.data.tasks import load_task
 
     model = load_model(str(model_dir("causal")))
     task = load_task(f"csv:{task_csv(0)}", train_size=48, dev_size=32, test_size=32)

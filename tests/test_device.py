@@ -16,11 +16,11 @@ import torch
 from clitools import FAST_TUNE, cli, copy_run, snapshot
 
 from skill_lens import steps
-from skill_lens.models import bridge_from_hf, fingerprint, load_model, model_device, model_dtype, parse_device
-from skill_lens.prompts import PromptedModel, SoftPrompt, Verbalizer
-from skill_lens.runs import Run
-from skill_lens.tiny import tiny_hf, tiny_task, tiny_tokenizer
-from skill_lens.tuning import TuneConfig
+from skill_lens.model.loading import bridge_from_hf, fingerprint, load_model, model_device, model_dtype, parse_device
+from skill_lens.prompting.prompts import PromptedModel, SoftPrompt, Verbalizer
+from skill_lens.workflow.runs import Run
+from skill_lens.model.tiny import tiny_hf, tiny_task, tiny_tokenizer
+from skill_lens.prompting.tuning import TuneConfig
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -35,7 +35,7 @@ def _watch(model) -> list[tuple[torch.dtype, torch.device]]:
 
 
 def _steps_pipeline(model, tmp_path):
-    """tune -> probe -> neurons -> perturb (gaussian and mean) on ``model`` through skill_lens.steps."""
+    """tune -> probe -> neurons -> perturb (gaussian and mean) on ``model`` through skill_lens.workflow.steps."""
     run = steps.tune(tmp_path / "run", model, tiny_task(), TuneConfig(prompt_length=2, steps=4, eval_every=2,
                                                                        batch_size=8))
     result = steps.probe(run, batch_size=16, permutations=3)

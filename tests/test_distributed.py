@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from skill_lens.distributed import DistributedError, all_reduce_, shard
-from skill_lens.evaluation import evaluate_distributed
-from skill_lens.predictivity import MeanAccumulator
-from skill_lens.probe import ProbeError, ProbeResult, probe
-from skill_lens.prompts import SoftPrompt
-from skill_lens.tasks import Split
-from skill_lens.tiny import tiny_model, tiny_task
-from skill_lens.tuning import evaluate, hard_prompt_model, prompted
+from skill_lens.data.distributed import DistributedError, all_reduce_, shard
+from skill_lens.prompting.evaluation import evaluate_distributed
+from skill_lens.probing.predictivity import MeanAccumulator
+from skill_lens.probing.probe import ProbeError, ProbeResult, probe
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.data.tasks import Split
+from skill_lens.model.tiny import tiny_model, tiny_task
+from skill_lens.prompting.tuning import evaluate, hard_prompt_model, prompted
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -28,12 +28,12 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 WORKER = """
 import json, os, sys
 os.environ["SKILL_LENS_QUIET"] = "1"
-from skill_lens.distributed import init_from_env
-from skill_lens.evaluation import evaluate_distributed
-from skill_lens.probe import probe
-from skill_lens.prompts import SoftPrompt
-from skill_lens.tiny import tiny_model, tiny_task
-from skill_lens.tuning import prompted, hard_prompt_model
+from skill_lens.data.distributed import init_from_env
+from skill_lens.prompting.evaluation import evaluate_distributed
+from skill_lens.probing.probe import probe
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.model.tiny import tiny_model, tiny_task
+from skill_lens.prompting.tuning import prompted, hard_prompt_model
 rank, world = init_from_env()
 out = sys.argv[1]
 task = tiny_task()

@@ -1,14 +1,15 @@
-"""The fast path (skill_lens.fast_path): same numbers as the bridge's own forward, hooks still honoured."""
+"""The fast path (skill_lens.model.fast_path): same numbers as the bridge's own forward, hooks still honoured."""
 
 import pytest
 import torch
 from transformer_lens.hook_points import HookPoint
 
-from skill_lens import kv_cache, prompts
-from skill_lens.fast_path import plain_model, reconstructing_layers
-from skill_lens.kv_cache import InputCache
-from skill_lens.prompts import PromptedModel, SoftPrompt, Verbalizer
-from skill_lens.tiny import tiny_model, tiny_task
+from skill_lens.model import input_cache as kv_cache
+from skill_lens.prompting import prompts
+from skill_lens.model.fast_path import plain_model, reconstructing_layers
+from skill_lens.model.input_cache import InputCache
+from skill_lens.prompting.prompts import PromptedModel, SoftPrompt, Verbalizer
+from skill_lens.model.tiny import tiny_model, tiny_task
 
 
 def _every_layer_hooked(model):

@@ -7,12 +7,12 @@ import json
 import torch
 
 from skill_lens import plots
-from skill_lens.curves import suppression_curve
-from skill_lens.prompts import SoftPrompt
-from skill_lens.report import write_report
-from skill_lens.runs import Run
-from skill_lens.tiny import tiny_model, tiny_task
-from skill_lens.tuning import TuneConfig, prompted
+from skill_lens.intervening.curves import suppression_curve
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.workflow.report import write_report
+from skill_lens.workflow.runs import Run
+from skill_lens.model.tiny import tiny_model, tiny_task
+from skill_lens.prompting.tuning import TuneConfig, prompted
 
 
 def test_run_json_has_wilson_intervals_and_old_runs_still_open(tmp_path):

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from skill_lens.interventions import (InterventionError, Positions, constant, gaussian_noise, intervene, mean_ablate,
+from skill_lens.intervening.interventions import (InterventionError, Positions, constant, gaussian_noise, intervene, mean_ablate,
                                       per_batch, random_like, scale, zero_ablate)
-from skill_lens.models import describe
-from skill_lens.prompts import SoftPrompt
-from skill_lens.tiny import FAMILIES, tiny_model, tiny_task
-from skill_lens.tuning import evaluate, prompted
+from skill_lens.model.loading import describe
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task
+from skill_lens.prompting.tuning import evaluate, prompted
 
 TEXTS = ["the movie was good", "a very boring and dull film", "bad"]
 
@@ -105,7 +105,7 @@ def test_role_positions_need_a_batch_and_per_batch_provides_it(causal_pm, task):
 
 
 def test_mean_ablation_to_the_probe_baseline_has_the_baseline_as_train_mean(causal_pm, task):
-    from skill_lens.probe import probe
+    from skill_lens.probing.probe import probe
 
     pm = causal_pm
     base = probe(pm, task, splits=("dev",)).baseline  # [L, P, N] train means at prompt positions
@@ -144,7 +144,7 @@ def test_mean_ablation_errors(causal_pm):
 def test_every_factory_defaults_to_all_positions_with_keyword_only_options(causal_pm):
     import inspect
 
-    from skill_lens.interventions import scale
+    from skill_lens.intervening.interventions import scale
     for factory in (zero_ablate, mean_ablate, gaussian_noise, constant, scale):
         params = inspect.signature(factory).parameters
         assert params["positions"].default == "all", factory.__name__
@@ -229,7 +229,7 @@ def test_random_controls_are_reproducible_and_disjoint():
 
 
 def test_random_controls_keep_the_neuron_set_type():
-    neurons = pytest.importorskip("skill_lens.neurons")
+    neurons = pytest.importorskip("skill_lens.probing.neurons")
     m = torch.zeros(2, 64, dtype=torch.bool)
     m[0, :3] = True
     ns = neurons.NeuronSet.from_scores(m.float(), top=3, per_layer=False)

@@ -1,5 +1,6 @@
-"""The package reads as its map says (CONTRIBUTING.md): no module reaches into another's private names, the
-CLI only parses and prints, and no function is too long to read in one sitting."""
+"""The package reads as its map says (CONTRIBUTING.md): one folder per stage of the method, none importing
+from a later one; no module reaches into another's private names, the CLI only parses and prints, and no
+function is too long to read in one sitting."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "skill_lens"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 MAX_FUNCTION_LINES = 60  # code lines of a function body, its docstring not counted
 MAX_CLI_LINES = 80  # a subcommand: its options (argparse help texts are most of it), one call, the printing
+# The folders along the method, bottom-up: a module imports only from its own folder or an earlier one.
+FOLDERS = ("base", "store", "data", "model", "prompting", "probing", "intervening", "studies", "views",
+           "workflow", "cli")
 
 
 def _module_name(path: Path) -> str:
@@ -32,6 +36,37 @@ def _private_imports(path: Path) -> list[str]:
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_module_imports_anothers_private_names(path):
     assert _private_imports(path) == []
+
+
+def _imported_modules(path: Path) -> list[tuple[int, str]]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("skill_lens."):
+            out.append((node.lineno, node.module))
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.startswith("skill_lens.")]
+    return out
+
+
+def _upward_imports(path: Path) -> list[str]:
+    """Imports (at module top or inside functions; docstrings do not count) of a later folder's module."""
+    parts = path.relative_to(PACKAGE).parts
+    if len(parts) == 1:  # the package's own __init__: the flat, lazy `import skill_lens as sl`
+        return []
+    own = FOLDERS.index(parts[0])
+    return [f"line {line}: {module}" for line, module in _imported_modules(path)
+            if module.split(".")[1] in FOLDERS and FOLDERS.index(module.split(".")[1]) > own]
+
+
+def test_every_module_lives_in_a_folder_of_the_method():
+    loose = [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
+    assert loose == [], "each module belongs in one of the folders " + ", ".join(FOLDERS)
+    assert sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(FOLDERS)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_from_a_later_folder(path):
+    assert _upward_imports(path) == []
 
 
 def _long_functions(path: Path) -> list[str]:
@@ -68,13 +103,14 @@ def test_library_modules_do_not_import_the_cli():
 
 
 def test_the_checks_can_fail(tmp_path):
-    bad = tmp_path / "skill_lens" / "bad.py"
-    bad.parent.mkdir()
-    bad.write_text("from skill_lens.probe import _stream\n\ndef f():\n" + "    x = 1\n" * 61)
+    bad = tmp_path / "skill_lens" / "data" / "bad.py"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("from skill_lens.probing.probe import _stream\n\ndef f():\n" + "    x = 1\n" * 61)
     global PACKAGE
     saved, PACKAGE = PACKAGE, tmp_path / "skill_lens"
     try:
-        assert _private_imports(bad) == ["skill_lens.probe._stream"]
+        assert _private_imports(bad) == ["skill_lens.probing.probe._stream"]
         assert _long_functions(bad) == ["f (61 lines)"]
+        assert _upward_imports(bad) == ["line 1: skill_lens.probing.probe"]
     finally:
         PACKAGE = saved

@@ -13,8 +13,8 @@ import pytest
 import torch
 from clitools import FAST_TUNE, cli, copy_run, snapshot
 
-from skill_lens.artifacts import load_tensors, save_tensors
-from skill_lens.runs import Run, file_fingerprint
+from skill_lens.store.artifacts import load_tensors, save_tensors
+from skill_lens.workflow.runs import Run, file_fingerprint
 
 FAMILIES = ("causal", "mlm", "seq2seq")
 # every step that reads the predictivity, with fast options

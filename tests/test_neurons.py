@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skill_lens.artifacts import ArtifactError, load_tensors, save_tensors
-from skill_lens.neurons import NeuronSet
+from skill_lens.store.artifacts import ArtifactError, load_tensors, save_tensors
+from skill_lens.probing.neurons import NeuronSet
 
 
 def random_set(seed, shape=(3, 10), p=0.3):

@@ -15,7 +15,7 @@ import pytest
 from nbclient import NotebookClient
 
 from browser import dump_dom, needs_chromium
-from skill_lens.viz import circuitsvis_script
+from skill_lens.views.viz import circuitsvis_script
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 KERNELS = int(os.environ.get("SKILL_LENS_NOTEBOOK_KERNELS", "3"))
@@ -82,7 +82,7 @@ PLOTS = re.compile(r"\b(predictivity_by_layer|suppression_curves|heatmap|overlap
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_figure_cells_show_their_figure(path, executed):
-    """A cell that draws a skill_lens.plots figure displays it as a picture (not '<Figure size ...>')."""
+    """A cell that draws a skill_lens.views.plots figure displays it as a picture (not '<Figure size ...>')."""
     nb = executed[path]
     assert not isinstance(nb, Exception), f"{path.name} did not finish: {nb!r}"
     cells = [c for c in nb.cells if c.cell_type == "code" and PLOTS.search(c.source)]

@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from skill_lens.interventions import InterventionError
-from skill_lens.models import describe
-from skill_lens.patching import capture, patch, patch_hooks
-from skill_lens.prompts import SoftPrompt
-from skill_lens.tiny import FAMILIES, tiny_model, tiny_task
-from skill_lens.tuning import hard_prompt_model, prompted
+from skill_lens.intervening.interventions import InterventionError
+from skill_lens.model.loading import describe
+from skill_lens.intervening.patching import capture, patch, patch_hooks
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task
+from skill_lens.prompting.tuning import hard_prompt_model, prompted
 
 
 @pytest.fixture(scope="module")

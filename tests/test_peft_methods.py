@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from skill_lens.peft_methods import Adapter, BitFit, peft_prompted, tune_hooks
-from skill_lens.tiny import tiny_model, tiny_task
-from skill_lens.tuning import TuneConfig, hard_prompt_model
+from skill_lens.prompting.peft_methods import Adapter, BitFit, peft_prompted, tune_hooks
+from skill_lens.model.tiny import tiny_model, tiny_task
+from skill_lens.prompting.tuning import TuneConfig, hard_prompt_model
 
 
 def _train_loss(pm, task):
@@ -65,7 +65,7 @@ def test_zero_init_is_the_frozen_model_and_tuned_module_changes_it():
 
 
 def test_probe_sees_the_tuned_module():
-    from skill_lens.probe import probe
+    from skill_lens.probing.probe import probe
 
     model, task = tiny_model(), tiny_task()
     module = BitFit(model)
@@ -87,7 +87,7 @@ def test_bad_inputs():
 
 
 def test_tune_hooks_follows_the_schedule_of_the_shared_loop(monkeypatch):
-    import skill_lens.tuning as T
+    import skill_lens.prompting.tuning as T
 
     seen = []
     real = T.learning_rate
@@ -102,7 +102,7 @@ def test_tune_hooks_follows_the_schedule_of_the_shared_loop(monkeypatch):
 
 
 def test_tune_hooks_resumes_from_its_checkpoint_to_the_uninterrupted_result(tmp_path):
-    from skill_lens.artifacts import load_tensors, save_tensors
+    from skill_lens.store.artifacts import load_tensors, save_tensors
 
     model, task = tiny_model(), tiny_task()
     cfg = TuneConfig(steps=6, eval_every=2, lr=0.05)
@@ -120,14 +120,14 @@ def test_tune_hooks_resumes_from_its_checkpoint_to_the_uninterrupted_result(tmp_
 
 
 def test_tune_hooks_checks_every_split_and_setting_before_training(monkeypatch):
-    from skill_lens.prompts import PromptError
-    from skill_lens.tasks import Split
-    from skill_lens.tuning import ConfigError
+    from skill_lens.prompting.prompts import PromptError
+    from skill_lens.data.tasks import Split
+    from skill_lens.prompting.tuning import ConfigError
 
     model = tiny_model()
     with pytest.raises(ConfigError, match=r"batch_size \(--batch-size\) must be .*got 0"):
         tune_hooks(model, tiny_task(), BitFit(model), TuneConfig(batch_size=0))
-    monkeypatch.setattr("skill_lens.peft_methods.train", lambda *a, **k: pytest.fail("trained on a bad task"))
+    monkeypatch.setattr("skill_lens.prompting.peft_methods.train", lambda *a, **k: pytest.fail("trained on a bad task"))
     task = tiny_task()
     task.test = Split(task.test.texts[:3] + [" ".join(["good"] * 400)], [0, 1, 0, 1])
     with pytest.raises(PromptError, match="example 3 of the test split has 40. tokens.*--max-length"):

@@ -1,4 +1,4 @@
-"""skill_lens.plots figures display inline in Jupyter, as Jupyter renders them: a fresh kernel, no %matplotlib."""
+"""skill_lens.views.plots figures display inline in Jupyter, as Jupyter renders them: a fresh kernel, no %matplotlib."""
 
 from pathlib import Path
 
@@ -11,10 +11,10 @@ CELLS = {
     "heatmap": 'import torch\nfrom skill_lens import plots\nplots.heatmap(torch.eye(2), ["a", "b"])',
     "predictivity_by_layer": "import torch\nimport skill_lens as sl\n"
                              "sl.plots.predictivity_by_layer(torch.rand(3, 8), prompt_accuracy=0.8)",
-    "suppression_curves": "from skill_lens.plots import suppression_curves\n"
+    "suppression_curves": "from skill_lens.views.plots import suppression_curves\n"
                           "suppression_curves({'fractions': [0, .1], 'skill': [.9, .5], 'random': [[.9, .9], [.8, .9]]})",
-    "overlap_curves": "from skill_lens.plots import overlap_curves\noverlap_curves([1, 5], {'total': [.2, .5]})",
-    "pruning_tradeoff": "from skill_lens.plots import pruning_tradeoff\n"
+    "overlap_curves": "from skill_lens.views.plots import overlap_curves\noverlap_curves([1, 5], {'total': [.2, .5]})",
+    "pruning_tradeoff": "from skill_lens.views.plots import pruning_tradeoff\n"
                         "pruning_tradeoff([{'label': 'full', 'accuracy': .9, 'speedup': 1.0}])",
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skill_lens.predictivity import (AgreementAccumulator, MeanAccumulator, aggregate_positions, aggregate_runs,
+from skill_lens.probing.predictivity import (AgreementAccumulator, MeanAccumulator, aggregate_positions, aggregate_runs,
                                      merge_subtasks, predictivity, rank, select_top, spearman, top_k_overlap)
 
 B_TRAIN, B_DEV, L, P, N = 13, 17, 2, 3, 5

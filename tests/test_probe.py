@@ -7,18 +7,18 @@ import random
 import pytest
 import torch
 
-from skill_lens.artifacts import ArtifactError, load_tensors
-from skill_lens.batching import in_order, length_batches
-from skill_lens.models import bridge_from_hf, describe
-from skill_lens.probe import ProbeError, ProbeResult, activations, probe, probe_random_prompt
-from skill_lens.prompts import PromptError, SoftPrompt
-from skill_lens.tiny import FAMILIES, tiny_model, tiny_task, tiny_tokenizer
-from skill_lens.tuning import hard_prompt_model, prompted
+from skill_lens.store.artifacts import ArtifactError, load_tensors
+from skill_lens.data.batching import in_order, length_batches
+from skill_lens.model.loading import bridge_from_hf, describe
+from skill_lens.probing.probe import ProbeError, ProbeResult, activations, probe, probe_random_prompt
+from skill_lens.prompting.prompts import PromptError, SoftPrompt
+from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task, tiny_tokenizer
+from skill_lens.prompting.tuning import hard_prompt_model, prompted
 
 
 def ragged_task(n_train=19, n_dev=11, n_test=7, seed=0, labels=None):
     """The tiny sentiment task with texts of different lengths (so batches are padded)."""
-    from skill_lens.tasks import Task
+    from skill_lens.data.tasks import Task
 
     base, rng = tiny_task(n_train, n_dev, n_test, seed), random.Random(seed)
 
@@ -109,7 +109,7 @@ def test_ties_at_the_threshold_count_as_not_above(batch_size):
 
 
 def test_accumulator_uses_strict_greater_than():
-    from skill_lens.predictivity import AgreementAccumulator
+    from skill_lens.probing.predictivity import AgreementAccumulator
 
     acc = AgreementAccumulator()
     acts = torch.zeros(4, 1, 1, 1)
@@ -235,7 +235,7 @@ def test_activations_match_the_probed_values(tmp_path):
 
 
 def test_random_prompt_and_random_model():
-    from skill_lens.models import random_init_copy
+    from skill_lens.model.loading import random_init_copy
 
     model, task = tiny_model("causal"), ragged_task()
     r = probe_random_prompt(random_init_copy(model, seed=3), task, P=2, splits=("dev",))

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from skill_lens.prompts import PromptedModel, PromptError, SoftPrompt, Verbalizer
-from skill_lens.tiny import FAMILIES, tiny_model
+from skill_lens.prompting.prompts import PromptedModel, PromptError, SoftPrompt, Verbalizer
+from skill_lens.model.tiny import FAMILIES, tiny_model
 
 TEXTS = ["the movie was good", "bad", "a very very dull plot and boring acting"]
 

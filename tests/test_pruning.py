@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skill_lens.models import describe
-from skill_lens.prompts import SoftPrompt
-from skill_lens.pruning import (PruningError, kept_neurons, load_pruned, parameter_count, prune, pruning_info,
+from skill_lens.model.loading import describe
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.intervening.pruning import (PruningError, kept_neurons, load_pruned, parameter_count, prune, pruning_info,
                                 save_pruned)
-from skill_lens.tiny import FAMILIES, tiny_model, tiny_task
-from skill_lens.tuning import TuneConfig, prompted, tune
+from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task
+from skill_lens.prompting.tuning import TuneConfig, prompted, tune
 
 L, N = 2, 64
 
@@ -115,7 +115,7 @@ def test_pruned_weights_are_smaller_and_hooks_have_the_kept_width(family, task):
 
 
 def test_neuronset_is_accepted(task):
-    from skill_lens.neurons import NeuronSet
+    from skill_lens.probing.neurons import NeuronSet
 
     model = tiny_model("causal")
     ns = NeuronSet.from_mask(random_keep(7))
@@ -144,7 +144,7 @@ def test_save_load_round_trip(family, task, tmp_path):
 
 
 def test_load_errors(tmp_path):
-    from skill_lens.artifacts import ArtifactError
+    from skill_lens.store.artifacts import ArtifactError
 
     with pytest.raises(ArtifactError, match="save_pruned"):
         load_pruned(tmp_path)

@@ -12,12 +12,12 @@ import torch
 
 from browser import browse, needs_chromium
 from skill_lens.cli import main
-from skill_lens.probe import ProbeResult
-from skill_lens.report import write_report
-from skill_lens.runs import Run
-from skill_lens.tasks import Task
-from skill_lens.tiny import tiny_model, tiny_task
-from skill_lens.tuning import TuneConfig
+from skill_lens.probing.probe import ProbeResult
+from skill_lens.workflow.report import write_report
+from skill_lens.workflow.runs import Run
+from skill_lens.data.tasks import Task
+from skill_lens.model.tiny import tiny_model, tiny_task
+from skill_lens.prompting.tuning import TuneConfig
 
 EVIL = ["<script>alert(1)</script> the movie was good", "</script><img src=x onerror=alert(1)> bad plot"]
 TOP = (1, 7)  # the neuron the synthetic predictivity makes best
@@ -37,8 +37,8 @@ def write_artifacts(run: Run) -> None:
     dev = 0.5 + 0.2 * (torch.rand(2, 2, 64, generator=g) - 0.5)
     dev[TOP[0], 1, TOP[1]] = 0.05  # predictivity 0.95: the top neuron
     run.save_predictivity(ProbeResult(torch.zeros(2, 2, 64), dev, dev.clone(), meta={"model": "tiny-causal"}))
-    from skill_lens.curves import SuppressionCurve
-    from skill_lens.robustness import RobustnessResult, overlaps
+    from skill_lens.intervening.curves import SuppressionCurve
+    from skill_lens.studies.robustness import RobustnessResult, overlaps
 
     rows = [{"fraction": f, "set": s, "draw": k, "n_neurons": 2, "accuracy": a, "logit_diff": 0.0}
             for f, skill in ((0.0, 0.9), (0.05, 0.6), (0.1, 0.5))
@@ -48,7 +48,7 @@ def write_artifacts(run: Run) -> None:
                            [0.4, 0.6], overlaps(torch.rand(2, 64, generator=g), torch.rand(2, 64, generator=g),
                                                 [0.05, 0.2, 0.5]))
     run.save_result("robustness", "robustness_typo", rob.to_dict())
-    from skill_lens.neurons import NeuronSet
+    from skill_lens.probing.neurons import NeuronSet
 
     mask = torch.zeros(2, 64, dtype=torch.bool)
     mask[1, 7] = mask[0, 3] = mask[0, 19] = True

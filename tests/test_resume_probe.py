@@ -10,22 +10,22 @@ import sys
 import pytest
 import torch
 
-from skill_lens.artifacts import ArtifactError, load_tensors
-from skill_lens.checkpoint import Checkpoint
-from skill_lens.probe import ProbeResult, probe
-from skill_lens.prompts import SoftPrompt
-from skill_lens.tiny import tiny_model, tiny_task
-from skill_lens.tuning import TuneConfig, prompted
+from skill_lens.store.artifacts import ArtifactError, load_tensors
+from skill_lens.store.checkpoint import Checkpoint
+from skill_lens.probing.probe import ProbeResult, probe
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.model.tiny import tiny_model, tiny_task
+from skill_lens.prompting.tuning import TuneConfig, prompted
 
 # argv: mode ("kill:N" = SIGKILL right after the N-th checkpoint of this process, "plain" = no checkpoint)
 SCRIPT = """
 import os, sys, signal
 os.environ["SKILL_LENS_QUIET"] = "1"
-from skill_lens.checkpoint import Checkpoint
-from skill_lens.probe import probe
-from skill_lens.prompts import SoftPrompt
-from skill_lens.tiny import tiny_model, tiny_task
-from skill_lens.tuning import prompted
+from skill_lens.store.checkpoint import Checkpoint
+from skill_lens.probing.probe import probe
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.model.tiny import tiny_model, tiny_task
+from skill_lens.prompting.tuning import prompted
 mode, out = sys.argv[1], sys.argv[2]
 if mode.startswith("kill:"):
     orig, calls = Checkpoint.save, []
@@ -160,8 +160,8 @@ def test_on_result_runs_once_before_the_checkpoint_is_removed_and_probe_writes_n
 
 def test_run_create_refuses_a_leftover_tuning_checkpoint_of_another_task(tmp_path):
     """What exists today: the tuning checkpoint's identity check (run.json itself is not checked, see below)."""
-    from skill_lens.runs import Run
-    from skill_lens.tuning import tune
+    from skill_lens.workflow.runs import Run
+    from skill_lens.prompting.tuning import tune
 
     cfg = TuneConfig(prompt_length=2, steps=4, batch_size=8, eval_every=2)
     m = tiny_model("causal")
@@ -172,7 +172,7 @@ def test_run_create_refuses_a_leftover_tuning_checkpoint_of_another_task(tmp_pat
 
 
 def test_run_create_refuses_a_finished_run_of_another_task(tmp_path):
-    from skill_lens.runs import Run
+    from skill_lens.workflow.runs import Run
 
     cfg = TuneConfig(prompt_length=2, steps=2, batch_size=8, eval_every=2)
     m = tiny_model("causal")

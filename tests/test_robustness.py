@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
-from skill_lens.prompts import SoftPrompt
-from skill_lens.robustness import (RobustnessError, adversarial_split, adversarial_task, clean_vs_adversarial,
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.studies.robustness import (RobustnessError, adversarial_split, adversarial_task, clean_vs_adversarial,
                                    neuron_robustness, overlaps, patch_repair, source_name)
-from skill_lens.tasks import Split, Task
-from skill_lens.tiny import tiny_model, tiny_task
-from skill_lens.tuning import prompted
+from skill_lens.data.tasks import Split, Task
+from skill_lens.model.tiny import tiny_model, tiny_task
+from skill_lens.prompting.tuning import prompted
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_patch_repair_moves_adversarial_logits(pm, task):
 
 
 def test_patch_repair_needs_pairs_and_a_soft_prompt(pm, model, task):
-    from skill_lens.tuning import hard_prompt_model
+    from skill_lens.prompting.tuning import hard_prompt_model
 
     with pytest.raises(RobustnessError, match="paired splits"):
         patch_repair(pm, task.dev, task.train, torch.ones(2, 64, dtype=torch.bool))
@@ -207,7 +207,7 @@ def test_advglue_missing_file(task, tmp_path):
 
 
 def test_advglue_hub_failure_names_the_local_file_fix(task, monkeypatch):
-    import skill_lens.robustness as rob
+    import skill_lens.studies.robustness as rob
 
     def offline(name, path):
         assert (name, path) == ("sst2", None)

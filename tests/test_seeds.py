@@ -10,9 +10,9 @@ import pytest
 import torch
 from clitools import FAST_TUNE, cli, snapshot
 
-from skill_lens.predictivity import select_top, spearman
-from skill_lens.runs import Run
-from skill_lens.seeds import SeedGroup, SeedScores, replicability
+from skill_lens.probing.predictivity import select_top, spearman
+from skill_lens.workflow.runs import Run
+from skill_lens.workflow.seeds import SeedGroup, SeedScores, replicability
 
 
 # ------------------------------------------------------------------ known answers
@@ -125,7 +125,7 @@ def test_unprobed_seeds_are_named_with_the_command_that_probes_them(tmp_path, mo
 
 def test_a_foreign_seeds_file_is_left_alone(seeds_dir, tmp_path):
     d = copy(seeds_dir, tmp_path)
-    from skill_lens.artifacts import save_tensors
+    from skill_lens.store.artifacts import save_tensors
 
     save_tensors(d / "seeds.safetensors", {"x": torch.ones(1)}, {"mine": True})
     before = snapshot(d)

@@ -7,10 +7,10 @@ later runs load the cached safetensors in seconds.
 import pytest
 import torch
 
-from skill_lens.models import describe, load_model
-from skill_lens.prompts import SoftPrompt
-from skill_lens.tasks import load_task
-from skill_lens.tuning import evaluate, hard_prompt_model, prompted
+from skill_lens.model.loading import describe, load_model
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.data.tasks import load_task
+from skill_lens.prompting.tuning import evaluate, hard_prompt_model, prompted
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def test_cached_input_path_is_exact_on_the_real_model(smol, rt):
 
 
 def test_probe_shapes_on_the_real_model(smol, rt):
-    from skill_lens.probe import probe
+    from skill_lens.probing.probe import probe
 
     pm = prompted(smol, rt, SoftPrompt.init(smol, 2, seed=0))
     r = probe(pm, rt, splits=("dev",))

@@ -1,11 +1,11 @@
-"""Known-answer tests of the confidence intervals in skill_lens.stats."""
+"""Known-answer tests of the confidence intervals in skill_lens.base.stats."""
 
 import math
 
 import pytest
 import torch
 
-from skill_lens.stats import StatsError, paired_bootstrap_gap, wilson_interval
+from skill_lens.base.stats import StatsError, paired_bootstrap_gap, wilson_interval
 
 
 def test_wilson_matches_published_values():

@@ -7,17 +7,17 @@ import sys
 import pytest
 import torch
 
-from skill_lens.prompts import PromptError
-from skill_lens.runs import Run
-from skill_lens.tiny import tiny_model, tiny_task
-from skill_lens.tuning import TuneConfig, evaluate, prompted, tune
+from skill_lens.prompting.prompts import PromptError
+from skill_lens.workflow.runs import Run
+from skill_lens.model.tiny import tiny_model, tiny_task
+from skill_lens.prompting.tuning import TuneConfig, evaluate, prompted, tune
 
 FAST = TuneConfig(prompt_length=4, steps=30, batch_size=8, eval_every=10, lr=0.1, warmup_steps=2)
 
 
 def _skewed_task():
     """Three positives for each negative: even a random tiny model can lower the loss by learning the prior."""
-    from skill_lens.tasks import Task
+    from skill_lens.data.tasks import Task
 
     t = tiny_task(n_train=96)
     keep = [i for i, y in enumerate(t.train.labels) if y == 1 or i % 6 == 0]
@@ -48,7 +48,7 @@ def test_tuning_beats_chance_on_the_tiny_task():
 
 def interrupted_at_20(model, task, run_dir, edit_config=lambda config: None) -> None:
     """Run the first 20 of FAST's 30 steps in ``run_dir``, as if the run had crashed there."""
-    from skill_lens.artifacts import load_tensors, save_tensors
+    from skill_lens.store.artifacts import load_tensors, save_tensors
 
     path = run_dir / "checkpoint.safetensors"
     tune(model, task, TuneConfig(**{**FAST.__dict__, "steps": 20}), checkpoint=path)
@@ -94,9 +94,9 @@ def test_killed_tuning_resumes_to_the_same_prompt(tmp_path):
     script = """
 import os, sys, signal
 os.environ["SKILL_LENS_QUIET"] = "1"
-from skill_lens.tiny import tiny_model, tiny_task
-from skill_lens.tuning import TuneConfig, tune
-from skill_lens.checkpoint import Checkpoint
+from skill_lens.model.tiny import tiny_model, tiny_task
+from skill_lens.prompting.tuning import TuneConfig, tune
+from skill_lens.store.checkpoint import Checkpoint
 cfg = TuneConfig(prompt_length=4, steps=30, batch_size=8, eval_every=10, lr=0.1, warmup_steps=2)
 if sys.argv[1] == "kill":
     orig = Checkpoint.save
@@ -114,7 +114,7 @@ r.prompt.save(os.path.join(sys.argv[2], "out.safetensors"))
     assert not (tmp_path / "a" / "out.safetensors").exists()
     subprocess.run([sys.executable, "-c", script, "resume", str(tmp_path / "a")], env=env, check=True)
     subprocess.run([sys.executable, "-c", script, "whole", str(tmp_path / "b")], env=env, check=True)
-    from skill_lens.prompts import SoftPrompt
+    from skill_lens.prompting.prompts import SoftPrompt
 
     a = SoftPrompt.load(tmp_path / "a" / "out.safetensors").embedding
     b = SoftPrompt.load(tmp_path / "b" / "out.safetensors").embedding
@@ -122,7 +122,7 @@ r.prompt.save(os.path.join(sys.argv[2], "out.safetensors"))
 
 
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path):
-    from skill_lens.tasks import Split
+    from skill_lens.data.tasks import Split
 
     model, task = tiny_model("causal"), tiny_task()
     one_class = tiny_task()
@@ -162,7 +162,7 @@ def test_kept_input_keys_values_give_the_same_tuning(family):
     """Reusing each input's keys/values across epochs changes the speed, not the result (to float noise)."""
     import dataclasses
 
-    from skill_lens.kv_cache import InputCache
+    from skill_lens.model.input_cache import InputCache
 
     model, task = tiny_model(family), _skewed_task()
     kept = tune(model, task, FAST)
@@ -183,7 +183,7 @@ def test_kept_input_keys_values_give_the_same_tuning(family):
 
 
 def test_linear_schedule_warms_up_then_decays():
-    from skill_lens.tuning import learning_rate
+    from skill_lens.prompting.tuning import learning_rate
 
     cfg = TuneConfig(lr=0.1, steps=20, warmup_steps=4, schedule="linear")
     lrs = [learning_rate(cfg, s) for s in range(cfg.steps)]
@@ -200,7 +200,7 @@ def test_unknown_schedule_is_refused_before_tuning(tmp_path):
 
 
 def test_runs_and_checkpoints_recorded_before_a_config_field_existed_still_resume(tmp_path):
-    from skill_lens.artifacts import read_json, write_json
+    from skill_lens.store.artifacts import read_json, write_json
 
     model, task = tiny_model("causal"), tiny_task()
     whole = tune(model, task, FAST, run_dir=tmp_path / "whole")
@@ -250,7 +250,7 @@ BAD_SETTINGS = [
 def test_every_setting_is_checked_when_the_config_is_made(name, value, message):
     import dataclasses
 
-    from skill_lens.tuning import ConfigError
+    from skill_lens.prompting.tuning import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         TuneConfig(**{name: value})
@@ -268,8 +268,8 @@ def test_edge_settings_that_are_valid_stay_valid():
 
 @pytest.mark.parametrize("split,index", [("dev", 5), ("test", 31), ("train", 63)])
 def test_a_too_long_text_in_any_split_is_refused_before_the_first_step(tmp_path, monkeypatch, split, index):
-    import skill_lens.tuning as T
-    from skill_lens.tasks import Split
+    import skill_lens.prompting.tuning as T
+    from skill_lens.data.tasks import Split
 
     task = tiny_task()
     s = getattr(task, split)
@@ -286,7 +286,7 @@ def test_a_too_long_text_in_any_split_is_refused_before_the_first_step(tmp_path,
 def test_max_length_truncates_every_split_instead():
     import dataclasses
 
-    from skill_lens.tasks import Split
+    from skill_lens.data.tasks import Split
 
     task = tiny_task()
     task.dev = Split([" ".join(["good"] * 400)] + task.dev.texts[1:], task.dev.labels)
@@ -300,8 +300,8 @@ def test_a_prompt_longer_than_the_context_is_encodes_own_error():
 
 
 def test_labels_outside_the_verbalizer_in_test_are_refused_before_tuning(monkeypatch):
-    import skill_lens.tuning as T
-    from skill_lens.tasks import Split
+    import skill_lens.prompting.tuning as T
+    from skill_lens.data.tasks import Split
 
     task = tiny_task()
     task.test = Split(task.test.texts[:2], [0, 2])
@@ -311,7 +311,7 @@ def test_labels_outside_the_verbalizer_in_test_are_refused_before_tuning(monkeyp
 
 
 def test_the_shared_loop_orders_batches_by_seed_and_step_only():
-    from skill_lens.tuning import batch_indices
+    from skill_lens.prompting.tuning import batch_indices
 
     epoch = [batch_indices(4, step, 10, 4) for step in range(3)]
     assert sorted(sum(epoch, [])) == list(range(10)) and [len(b) for b in epoch] == [4, 4, 2]
@@ -321,7 +321,7 @@ def test_the_shared_loop_orders_batches_by_seed_and_step_only():
 
 def test_a_checkpoint_in_the_format_before_checkpoint_py_still_resumes(tmp_path):
     """tune wrote ``{prompt, best, exp_avg, exp_avg_sq, opt_step}`` with model/task/config/state at the top."""
-    from skill_lens.artifacts import load_tensors, save_tensors
+    from skill_lens.store.artifacts import load_tensors, save_tensors
 
     model, task = tiny_model("causal"), tiny_task()
     whole = tune(model, task, FAST)

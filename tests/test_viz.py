@@ -1,4 +1,4 @@
-"""Figures (skill_lens.plots) and circuitsvis views (skill_lens.viz) on tiny models and synthetic data."""
+"""Figures (skill_lens.views.plots) and circuitsvis views (skill_lens.views.viz) on tiny models and synthetic data."""
 
 import base64
 import re
@@ -12,11 +12,11 @@ import torch
 
 from browser import dump_dom, needs_chromium
 from skill_lens import plots
-from skill_lens.probe import activations
-from skill_lens.prompts import SoftPrompt
-from skill_lens.tiny import tiny_model, tiny_task
-from skill_lens.tuning import hard_prompt_model, prompted
-from skill_lens.viz import (View, circuitsvis_script, neuron_activations_view, neuron_picker,
+from skill_lens.probing.probe import activations
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.model.tiny import tiny_model, tiny_task
+from skill_lens.prompting.tuning import hard_prompt_model, prompted
+from skill_lens.views.viz import (View, circuitsvis_script, neuron_activations_view, neuron_picker,
                             reset_notebook_bundle, script_json, tokens_view, top_examples_view)
 
 EVIL = ["<script>alert(1)</script>", "</script><img src=x onerror=alert(1)>"]

@@ -21,7 +21,7 @@ def parse_positions(text: str):
     >>> parse_positions("predict"), parse_positions("0,-1").indices
     (Positions(role='predict', indices=()), (0, -1))
     """
-    from skill_lens.interventions import InterventionError, Positions
+    from skill_lens.intervening.interventions import InterventionError, Positions
 
     if text.replace(",", "").replace("-", "").replace(" ", "").isdigit():
         return Positions.of([int(x) for x in text.split(",") if x.strip()])
@@ -65,13 +65,13 @@ def add_model_args(p, run: bool = True) -> None:
 
 
 def model_args(args) -> dict:
-    """The checked ``device`` and ``dtype`` for :func:`~skill_lens.models.load_model` or ``Run.open``.
+    """The checked ``device`` and ``dtype`` for :func:`~skill_lens.model.loading.load_model` or ``Run.open``.
 
     >>> from skill_lens.cli import build_parser
     >>> load = model_args(build_parser().parse_args(["probe", "RUN", "--device", "cpu", "--dtype", "bf16"]))
     >>> load["device"].type, load["dtype"].itemsize
     ('cpu', 2)
     """
-    from skill_lens.models import parse_device, parse_dtype
+    from skill_lens.model.loading import parse_device, parse_dtype
 
     return {"device": parse_device(args.device), "dtype": None if args.dtype is None else parse_dtype(args.dtype)}

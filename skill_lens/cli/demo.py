@@ -1,5 +1,5 @@
 """``skill-lens demo``: the main job, the whole method end to end on the default model and task
-(:func:`skill_lens.steps.demo`): tune, probe, select, perturb, report, then the key figures.
+(:func:`skill_lens.workflow.steps.demo`): tune, probe, select, perturb, report, then the key figures.
 
 Every step writes into one run directory; rerun the same command after an interruption: a finished
 tuning of the same settings is reused, an interrupted step resumes.
@@ -25,10 +25,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from skill_lens import steps
-    from skill_lens.models import load_model
-    from skill_lens.tasks import load_task
-    from skill_lens.tuning import TuneConfig
+    from skill_lens.workflow import steps
+    from skill_lens.model.loading import load_model
+    from skill_lens.data.tasks import load_task
+    from skill_lens.prompting.tuning import TuneConfig
 
     config, load = TuneConfig(steps=args.steps), model_args(args)
     if args.controls < 0:

@@ -1,4 +1,4 @@
-"""``skill-lens neurons RUN``: select skill neurons by dev predictivity (:func:`skill_lens.steps.neurons`)."""
+"""``skill-lens neurons RUN``: select skill neurons by dev predictivity (:func:`skill_lens.workflow.steps.neurons`)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from skill_lens import steps
-    from skill_lens.seeds import open_scored
+    from skill_lens.workflow import steps
+    from skill_lens.workflow.seeds import open_scored
 
     steps.check_top(args.top)
     run_ = open_scored(args.run)  # a run, or a directory of aggregated seeds (mean over seeds)

@@ -1,5 +1,5 @@
 """``skill-lens patch RUN``: patch the skill neurons' activations from a source text into a target text
-(:func:`skill_lens.steps.patch`)."""
+(:func:`skill_lens.workflow.steps.patch`)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from skill_lens import steps
-    from skill_lens.runs import Run
+    from skill_lens.workflow import steps
+    from skill_lens.workflow.runs import Run
 
     if args.top is not None:
         steps.check_top(args.top)

@@ -1,5 +1,5 @@
 """``skill-lens perturb RUN``: suppression curve of the top skill neurons against random neurons
-(:func:`skill_lens.steps.perturb`; writes ``RUN/perturb_<method>.json`` and ``.csv``)."""
+(:func:`skill_lens.workflow.steps.perturb`; writes ``RUN/perturb_<method>.json`` and ``.csv``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from skill_lens.cli._parse import add_model_args, model_args, parse_fractions, p
 
 
 def register(sub) -> None:
-    from skill_lens.curves import METHODS
+    from skill_lens.intervening.curves import METHODS
 
     p = sub.add_parser("perturb", help="suppression curve: perturb the top skill neurons vs random neurons "
                                        "(writes RUN/perturb_<method>.json/.csv; resumes after a kill)")
@@ -30,8 +30,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from skill_lens import steps
-    from skill_lens.runs import Run
+    from skill_lens.workflow import steps
+    from skill_lens.workflow.runs import Run
 
     fractions, positions = parse_fractions(args.fractions), parse_positions(args.positions)
     run_ = Run.open(args.run, **model_args(args))

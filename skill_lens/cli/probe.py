@@ -1,4 +1,4 @@
-"""``skill-lens probe RUN``: probe every FFN neuron of a tuned run (:func:`skill_lens.steps.probe`)."""
+"""``skill-lens probe RUN``: probe every FFN neuron of a tuned run (:func:`skill_lens.workflow.steps.probe`)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from skill_lens import steps
-    from skill_lens.distributed import init_from_env, rank_world
-    from skill_lens.runs import Run
+    from skill_lens.workflow import steps
+    from skill_lens.data.distributed import init_from_env, rank_world
+    from skill_lens.workflow.runs import Run
 
     steps.check_positive(batch_size=args.batch_size)
     run_ = Run.open(args.run, **model_args(args))

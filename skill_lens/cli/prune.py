@@ -1,10 +1,10 @@
 """``skill-lens prune RUN``: keep the skill neurons, fold the rest into biases, (re-tune,) time it
-(:func:`skill_lens.pruning_study.prune_run`; writes ``RUN/pruned`` with ``prune_summary.json``)."""
+(:func:`skill_lens.studies.pruning_study.prune_run`; writes ``RUN/pruned`` with ``prune_summary.json``)."""
 
 from __future__ import annotations
 
 from skill_lens.cli._parse import add_model_args, model_args, parse_layers
-from skill_lens.pruning_study import FOLDS
+from skill_lens.studies.pruning_study import FOLDS
 
 
 def register(sub) -> None:
@@ -44,13 +44,13 @@ def register(sub) -> None:
 
 
 def options(args):
-    """The parsed flags as a validated :class:`~skill_lens.pruning_study.PruneOptions`.
+    """The parsed flags as a validated :class:`~skill_lens.studies.pruning_study.PruneOptions`.
 
     >>> from skill_lens.cli import build_parser
     >>> options(build_parser().parse_args(["prune", "RUN", "--position", "1", "--retune-steps", "5"])).retune
     {'steps': 5, 'schedule': 'linear'}
     """
-    from skill_lens.pruning_study import PruneOptions
+    from skill_lens.studies.pruning_study import PruneOptions
 
     position = int(args.position) if args.position.lstrip("-").isdigit() else args.position
     retune = {"steps": args.retune_steps, "schedule": args.retune_schedule} if args.retune_steps else None
@@ -67,8 +67,8 @@ def options(args):
 
 
 def run(args) -> int:
-    from skill_lens.pruning_study import prune_run, summary_text
-    from skill_lens.runs import Run
+    from skill_lens.studies.pruning_study import prune_run, summary_text
+    from skill_lens.workflow.runs import Run
 
     opts = options(args)
     print(summary_text(prune_run(Run.open(args.run, **model_args(args)), opts, args.out)))

@@ -1,4 +1,4 @@
-"""``skill-lens report RUN``: one self-contained HTML report of a run (:func:`skill_lens.steps.report`)."""
+"""``skill-lens report RUN``: one self-contained HTML report of a run (:func:`skill_lens.workflow.steps.report`)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from skill_lens import steps
-    from skill_lens.runs import Run
+    from skill_lens.workflow import steps
+    from skill_lens.workflow.runs import Run
 
     steps.check_positive(neurons=args.neurons, examples=args.examples)
     path = steps.report(Run.open(args.run, **model_args(args)), out=args.out, views=args.views, n_neurons=args.neurons,

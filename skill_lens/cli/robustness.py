@@ -1,5 +1,5 @@
 """``skill-lens robustness RUN --adversarial SOURCE``: skill neurons on clean vs adversarial data
-(:func:`skill_lens.steps.robustness`; writes ``RUN/robustness_<name>.json`` and ``.csv``)."""
+(:func:`skill_lens.workflow.steps.robustness`; writes ``RUN/robustness_<name>.json`` and ``.csv``)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from skill_lens import steps
-    from skill_lens.runs import Run
+    from skill_lens.workflow import steps
+    from skill_lens.workflow.runs import Run
 
     ks, fractions = parse_fractions(args.ks), parse_fractions(args.curve_fractions)
     run_ = Run.open(args.run, **model_args(args))

@@ -1,5 +1,5 @@
 """``skill-lens seeds DIR`` (or ``RUN RUN ... --out DIR``): aggregate probed seed runs of one task, the
-predictivity's mean over seeds and the ranking's replicability (:func:`skill_lens.steps.seeds`)."""
+predictivity's mean over seeds and the ranking's replicability (:func:`skill_lens.workflow.steps.seeds`)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from skill_lens import steps
-    from skill_lens.seeds import SeedGroup, replicability_text
+    from skill_lens.workflow import steps
+    from skill_lens.workflow.seeds import SeedGroup, replicability_text
 
     steps.check_top(args.top)
     group = SeedGroup.of(args.runs, args.out)

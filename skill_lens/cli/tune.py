@@ -1,4 +1,4 @@
-"""``skill-lens tune``: tune a soft prompt and write a run directory (:func:`skill_lens.steps.tune`)."""
+"""``skill-lens tune``: tune a soft prompt and write a run directory (:func:`skill_lens.workflow.steps.tune`)."""
 
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from skill_lens import steps
-    from skill_lens.models import load_model
-    from skill_lens.seeds import parse_seeds
-    from skill_lens.tuning import TuneConfig
+    from skill_lens.workflow import steps
+    from skill_lens.model.loading import load_model
+    from skill_lens.workflow.seeds import parse_seeds
+    from skill_lens.prompting.tuning import TuneConfig
 
     config = TuneConfig(prompt_length=args.prompt_length, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         eval_every=args.eval_every, patience=args.patience, seed=args.seed,

@@ -1,0 +1,1 @@
+"""Utilities every stage uses: progress bars and confidence intervals."""

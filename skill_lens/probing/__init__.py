@@ -1,0 +1,1 @@
+"""Finding skill neurons: activation capture, the one streaming probe, predictivity and its permutation null, neuron sets."""

@@ -1,0 +1,552 @@
+"""Streaming predictivity probe: per-neuron baselines on train, agreement accuracies on dev/test.
+
+For each FFN neuron ``n`` of layer ``l`` at each soft-prompt position ``p`` (Wang et al. 2022):
+
+* ``baseline[l, p, n]`` is the neuron's mean activation over the **train** split;
+* ``acc[l, p, n]`` on dev (and test) is the fraction of examples where ``1[a > baseline] == label``
+  (strict ``>``; the comparison uses the exact float64 mean);
+* predictivity is ``max(acc, 1 - acc)`` and a neuron's score its maximum over positions.
+
+Two passes (train, then each evaluation split); forward hooks add each batch's float64 sums or
+counts to :mod:`skill_lens.probing.predictivity` accumulators, so no dataset's activations are ever held.
+A hard prompt (``pm.prompt is None``) probes the prediction position; T5 decoder hooks the decoder's.
+``pooling=True`` adds the paper's baselines: mean-/max-pooled activations over the input tokens,
+thresholded at their train means (shape ``[n_layers, 1, d_mlp]``). See :func:`probe`.
+
+The statistics are sums, so the same :func:`probe` shards the data over a ``torch.distributed``
+process group and all-reduces the sums (:mod:`skill_lens.data.distributed`), and checkpoints them
+(:class:`skill_lens.store.checkpoint.Checkpoint`, identity :func:`probe_fingerprint` plus the shard) to
+resume after a kill.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.distributed as dist
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from skill_lens.store.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
+from skill_lens.data.batching import length_batches
+from skill_lens.probing.capture import ProbeError, activations, probe_hooks, probed_positions
+from skill_lens.store.checkpoint import Checkpoint
+from skill_lens.data.distributed import all_reduce_, rank_world, shard
+from skill_lens.prompting.evaluation import prompted
+from skill_lens.model.input_cache import InputCache
+from skill_lens.model.loading import describe
+from skill_lens.probing.predictivity import (AgreementAccumulator, MeanAccumulator, NullAccumulator, adjusted_p_values,
+                                     aggregate_positions, fwer_threshold, null_maxima, permuted_labels, predictivity,
+                                     significant)
+from skill_lens.base.progress import progress
+from skill_lens.prompting.prompts import SoftPrompt
+
+__all__ = ["ProbeError", "ProbeResult", "probe", "probe_fingerprint", "permutation_labels", "activations",
+           "probe_random_prompt"]
+
+SPLITS = ("dev", "test", "mean_pool_dev", "max_pool_dev", "mean_pool_test", "max_pool_test")
+AGGREGATES = ("max", "mean")
+
+
+@dataclass
+class ProbeResult:
+    """Baselines ``[L, P, N]`` and per-split agreement accuracies (float32) of a probe.
+
+    ``P`` is the prompt length (1 for a hard prompt or decoder hooks). Pooling fields are ``[L, N]``.
+    With ``probe(..., permutations=K)``, ``null_max_dev [K]`` holds each label permutation's best
+    predictivity over all neurons and positions and ``null_layer_max_dev [K, L]`` its best per layer
+    (``..._test`` likewise): see :meth:`fwer_threshold`, :meth:`significant`, :meth:`adjusted_p_values`.
+    """
+
+    baseline: Float[Tensor, "layer pos d_mlp"]
+    dev_acc: Float[Tensor, "layer pos d_mlp"] | None
+    test_acc: Float[Tensor, "layer pos d_mlp"] | None = None
+    mean_pool_dev_acc: Float[Tensor, "layer d_mlp"] | None = None
+    max_pool_dev_acc: Float[Tensor, "layer d_mlp"] | None = None
+    mean_pool_test_acc: Float[Tensor, "layer d_mlp"] | None = None
+    max_pool_test_acc: Float[Tensor, "layer d_mlp"] | None = None
+    null_max_dev: Float[Tensor, " k"] | None = None
+    null_layer_max_dev: Float[Tensor, "k layer"] | None = None
+    null_max_test: Float[Tensor, " k"] | None = None
+    null_layer_max_test: Float[Tensor, "k layer"] | None = None
+    sizes: dict = field(default_factory=dict)
+    hook_names: tuple[str, ...] = ()
+    meta: dict = field(default_factory=dict)
+
+    def predictivity(self, split: str = "dev") -> Float[Tensor, "layer pos d_mlp"]:
+        """``max(acc, 1 - acc)`` on ``split`` (``"dev"``, ``"test"``, ``"mean_pool_dev"``...).
+
+        >>> ProbeResult(torch.zeros(1, 1, 2), torch.tensor([[[0.25, 0.625]]])).predictivity("dev").tolist()
+        [[[0.75, 0.625]]]
+        """
+        if (acc := getattr(self, f"{split}_acc", None)) is None:
+            raise ProbeError(f"this probe has no {split!r} accuracies; rerun probe with that split"
+                             + (" and pooling=True (--pooling)." if "pool" in split else "."))
+        return predictivity(acc)
+
+    def scores(self, split: str | None = None, aggregate: str | None = None) -> Float[Tensor, "layer d_mlp"]:
+        """Per-neuron score on ``split`` (default ``"dev"``): predictivity aggregated over prompt positions
+        by ``aggregate`` (``"max"``, the paper and the default, or ``"mean"``). Split first, as in
+        :meth:`predictivity`; both also work as keywords. The older order ``scores(aggregate, split)``
+        (``scores("max")``, ``scores("max", "test")``) still reads right, since the names differ.
+
+        >>> r = ProbeResult(torch.zeros(1, 2, 1), torch.tensor([[[0.875], [0.5]]]), torch.tensor([[[0.5], [0.5]]]))
+        >>> r.scores().tolist(), r.scores("test").tolist(), r.scores("dev", "mean").tolist()
+        ([[0.875]], [[0.5]], [[0.6875]])
+        >>> r.scores("mean").tolist() == r.scores(aggregate="mean").tolist() == r.scores("mean", "dev").tolist()
+        True
+        >>> r.scores("train")
+        Traceback (most recent call last):
+        ...
+        skill_lens.probing.capture.ProbeError: scores(split, aggregate): split is one of 'dev', 'test', 'mean_pool_dev', 'max_pool_dev', 'mean_pool_test', 'max_pool_test' and aggregate 'max' or 'mean'; got split='train', aggregate='max'
+        """
+        if split in AGGREGATES and (aggregate is None or aggregate in SPLITS):  # scores(aggregate, split)
+            split, aggregate = aggregate, split
+        split, aggregate = split or "dev", aggregate or "max"
+        if split not in SPLITS or aggregate not in AGGREGATES:
+            raise ProbeError(f"scores(split, aggregate): split is one of {', '.join(map(repr, SPLITS))} and aggregate "
+                             f"'max' or 'mean'; got split={split!r}, aggregate={aggregate!r}")
+        pred = self.predictivity(split)
+        return pred if pred.dim() == 2 else aggregate_positions(pred, aggregate)
+
+    def null_maxima(self, split: str = "dev", per_layer: bool = False) -> Float[Tensor, "k *layer"]:
+        """The permutation maxima of ``split``: ``[K]`` over all neurons, or ``[K, L]`` with ``per_layer``.
+
+        >>> ProbeResult(torch.zeros(1, 1, 1), None).null_maxima()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        skill_lens.probing.capture.ProbeError: this probe has no permutation null on 'dev'; rerun probe with ...
+        """
+        name = f"null_{'layer_' if per_layer else ''}max_{split}"
+        m = getattr(self, name, None) if split in ("dev", "test") else None
+        if m is None:
+            raise ProbeError(f"this probe has no permutation null on {split!r}; rerun probe with permutations=200 "
+                             "(and that split).")
+        return m
+
+    def fwer_threshold(self, split: str = "dev", alpha: float = 0.05, per_layer: bool = False) -> float | Tensor:
+        """The family-wise critical predictivity at level ``alpha``: the ``(1 - alpha)`` quantile of the
+        permutation maxima (the ``floor(alpha (K + 1))``-th largest, see
+        :func:`skill_lens.probing.predictivity.fwer_threshold`); a float, or ``[L]`` thresholds with ``per_layer``.
+
+        >>> r = ProbeResult(torch.zeros(1, 1, 2), torch.tensor([[[0.25, 0.5]]]), null_max_dev=torch.full((19,), 0.625))
+        >>> r.fwer_threshold(), r.significant().tolist(), r.adjusted_p_values().tolist()
+        (0.625, [[True, False]], [[0.05, 1.0]])
+        """
+        t = fwer_threshold(self.null_maxima(split, per_layer), alpha)
+        return t if per_layer else float(t)
+
+    def significant(self, split: str = "dev", alpha: float = 0.05, aggregate: str = "max",
+                    per_layer: bool = False) -> Bool[Tensor, "layer d_mlp"]:
+        """Neurons whose :meth:`scores` (max over positions, as the null's) exceed :meth:`fwer_threshold`:
+        significant at ``alpha`` family-wise over all neurons (over the layer's with ``per_layer``).
+
+        >>> r = ProbeResult(torch.zeros(1, 1, 2), torch.tensor([[[0.25, 0.5]]]), null_max_dev=torch.full((19,), 0.625))
+        >>> r.significant(alpha=0.01).tolist()   # K = 19 permutations cannot reach 0.01
+        [[False, False]]
+        """
+        return significant(self._null_scores(split, aggregate), self.null_maxima(split, per_layer), alpha)
+
+    def adjusted_p_values(self, split: str = "dev", aggregate: str = "max",
+                          per_layer: bool = False) -> Float[Tensor, "layer d_mlp"]:
+        """Per-neuron family-wise adjusted p-values ``(1 + #{k: max_k >= score}) / (1 + K)``: the
+        max-statistic (Westfall–Young single-step) adjustment; ``p <= alpha`` iff :meth:`significant`.
+
+        >>> r = ProbeResult(torch.zeros(1, 1, 2), torch.tensor([[[0.25, 0.5]]]), null_max_dev=torch.full((3,), 0.625))
+        >>> r.adjusted_p_values().tolist()
+        [[0.25, 1.0]]
+        """
+        return adjusted_p_values(self._null_scores(split, aggregate), self.null_maxima(split, per_layer))
+
+    def _null_scores(self, split: str, aggregate: str) -> Tensor:
+        if aggregate != "max":
+            raise ProbeError("the permutation null is of the max over positions; "
+                             f"use aggregate='max', not {aggregate!r}")
+        return self.scores(split, "max")
+
+    def null_summary(self, alpha: float = 0.05) -> dict:
+        """JSON-able summary per split with a null: its threshold and significant neurons (``{"permutations": 0}``
+        without a null).
+
+        >>> r = ProbeResult(torch.zeros(1, 1, 2), torch.tensor([[[0.25, 0.5]]]), null_max_dev=torch.full((19,), 0.625),
+        ...                 null_layer_max_dev=torch.full((19, 1), 0.625))
+        >>> s = r.null_summary(); s["permutations"], s["dev"]
+        (19, {'fwer_threshold': 0.625, 'significant': 1, 'significant_per_layer': [1]})
+        """
+        out: dict = {"permutations": 0 if self.null_max_dev is None else len(self.null_max_dev), "alpha": alpha}
+        for split in ("dev", "test"):
+            if getattr(self, f"null_max_{split}") is not None and getattr(self, f"{split}_acc") is not None:
+                mask = self.significant(split, alpha)
+                out[split] = {"fwer_threshold": self.fwer_threshold(split, alpha), "significant": int(mask.sum()),
+                              "significant_per_layer": mask.sum(1).tolist()}
+        return out if out["permutations"] else {"permutations": 0}
+
+    def save(self, path) -> None:
+        """Write ``baseline``, ``dev_acc``, ``test_acc`` (and pooling keys) with a JSON sidecar."""
+        tensors = {k: v for k, v in vars(self).items() if isinstance(v, Tensor)}
+        save_tensors(path, tensors, {**self.meta, "hook_names": list(self.hook_names), "sizes": self.sizes})
+
+    @classmethod
+    def load(cls, path, model=None) -> "ProbeResult":
+        """Read a saved probe; with ``model``, check it was made on that model (and its hooks).
+
+        >>> import tempfile, os; from skill_lens.model.tiny import tiny_model
+        >>> p = os.path.join(tempfile.mkdtemp(), "pred.safetensors")
+        >>> ProbeResult(torch.zeros(2, 1, 64), torch.ones(2, 1, 64), meta={"model": "tiny-causal"}).save(p)
+        >>> ProbeResult.load(p, tiny_model()).dev_acc.shape
+        torch.Size([2, 1, 64])
+        """
+        tensors, meta = load_tensors(path)
+        if "baseline" not in tensors:
+            raise ArtifactError(f"{path} holds no 'baseline' tensor; is it a predictivity file?")
+        if model is not None:
+            info = describe(model)
+            check_meta(meta, {"model": info.name}, "predictivity file")
+            missing = [h for h in meta.get("hook_names", ()) if h not in model.hook_dict]
+            if missing or tensors["baseline"].shape[-1] != info.d_mlp:
+                raise ArtifactError(f"{path} was probed at hooks/widths {info.name} lacks ({missing}); reprobe.")
+        fields = {k: tensors.get(k) for k in cls.__dataclass_fields__ if k.endswith("acc") or k.startswith("null_")}
+        return cls(tensors["baseline"], **fields, sizes=meta.pop("sizes", {}),
+                   hook_names=tuple(meta.pop("hook_names", ())), meta=meta)
+
+
+def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequence[str] = ("dev", "test"),
+          hook_names: Sequence[str] | None = None, *, checkpoint: str | Path | None = None,
+          checkpoint_every: int = 20, on_result: Callable[[ProbeResult], None] | None = None,
+          permutations: int = 0, permutation_seed: int = 0, input_cache: InputCache | None = None) -> ProbeResult:
+    """Probe every FFN neuron of ``pm.model`` on ``task`` (see the module docstring).
+
+    Each split runs in length-sorted batches (:func:`~skill_lens.data.batching.length_batches`). With an
+    ``input_cache`` (:mod:`skill_lens.model.input_cache`) on a causal model with a soft prompt, the inputs'
+    keys/values come from it (computed into it first if it lacks them) and only the prompt positions
+    run: pass the cache tuning filled and the probe computes no input again (activations agree with a
+    full forward to float rounding, about 1e-6). Pooling needs the input positions, so it runs
+    without the cache.
+
+    Under a ``torch.distributed`` process group (``torchrun``, see ``docs/cluster.md``) each rank
+    probes its :func:`~skill_lens.data.distributed.shard` of every split and the sums are added across
+    ranks: train first, so dev and test are thresholded at the global baseline. Every rank returns
+    the same result, equal to one process's.
+
+    With ``checkpoint`` (a directory, e.g. the run's), each rank saves its sums and position to
+    ``probe_checkpoint.RANKofWORLD.safetensors`` there every ``checkpoint_every`` batches, and the
+    same call resumes from it after a kill, to the uninterrupted result. ``on_result(result)`` runs
+    on rank 0 once every split is done, *before* the checkpoints are removed: save the result there.
+    ``probe`` itself writes no result file.
+
+    ``permutations=K > 0`` adds a family-wise null: each evaluation split is also scored against
+    ``K`` fixed permutations of its labels (:func:`permutation_labels`; the same whatever the batch
+    size, sharding or resume), from the same activations, and the result keeps each permutation's
+    best predictivity (``null_max_dev [K]``, per layer ``null_layer_max_dev [K, L]``; test likewise).
+    See :meth:`ProbeResult.fwer_threshold`. The counts are ``[K, 1, P, d_mlp]`` per layer, float32 on
+    the activations' device and int32 in checkpoints (``4 K L P d_mlp`` bytes per split: ~300 MB for
+    K=200, 30 layers, P=8, d_mlp=1536), kept (and checkpointed) until the probe ends.
+
+    >>> import tempfile; from pathlib import Path
+    >>> from skill_lens.model.tiny import tiny_model, tiny_task
+    >>> from skill_lens.prompting.tuning import hard_prompt_model
+    >>> model, task = tiny_model("seq2seq"), tiny_task()
+    >>> r = probe(hard_prompt_model(model, task), task, splits=("dev",), pooling=True)
+    >>> r.dev_acc.shape, r.test_acc, r.max_pool_dev_acc.shape
+    (torch.Size([2, 1, 64]), None, torch.Size([2, 64]))
+    >>> d = Path(tempfile.mkdtemp())
+    >>> save = lambda r: r.save(d / "p.safetensors")
+    >>> r = probe(hard_prompt_model(model, task), task, 16, checkpoint=d, on_result=save)
+    >>> sorted(p.name for p in d.iterdir())  # the checkpoint is gone once on_result has run
+    ['p.safetensors', 'p.safetensors.json']
+    """
+    info = describe(pm.model)
+    names, decoder, splits = _check_probe(info, task, batch_size, pooling, splits, hook_names, checkpoint_every)
+    _check_permutations(permutations, permutation_seed)
+    rank, world = rank_world()
+    kinds = ["prompt", *(("mean_pool", "max_pool") if pooling else ())]
+    P = 1 if decoder or pm.prompt is None else pm.prompt_length
+    sums = _Sums(["train", *splits], {k: (1, P if k == "prompt" else 1, info.d_mlp) for k in kinds}, len(names),
+                 null=(permutations, 1, P, info.d_mlp) if permutations else None)
+    ckpt = None
+    if checkpoint is not None:
+        identity = {**probe_fingerprint(pm, task, batch_size, names, pooling, splits, permutations=permutations,
+                                        permutation_seed=permutation_seed), "shard": f"{rank}/{world}"}
+        ckpt = Checkpoint(Path(checkpoint) / f"probe_checkpoint.{rank}of{world}.safetensors", identity, "probe")
+    usable = input_cache is not None and info.family == "causal" and pm.prompt is not None and kinds == ["prompt"]
+    stream = functools.partial(_stream, pm, batch_size=batch_size, names=names, decoder=decoder, kinds=kinds,
+                               input_cache=input_cache if usable else None)
+    out = _probe_passes(task, sums, stream, batch_size, ckpt, checkpoint_every, permutation_seed)
+    result = _result(pm, task, info, {k: v.cpu() for k, v in out.items()}, names, sums.passes, world)  # on the CPU
+    if permutations:
+        result.meta.update(permutations=permutations, permutation_seed=permutation_seed)
+    if rank == 0 and on_result is not None:
+        on_result(result)
+    if world > 1:
+        dist.barrier()  # rank 0 has handled the result before any rank forgets its progress
+    if ckpt is not None:
+        ckpt.remove()
+    return result
+
+
+def probe_fingerprint(pm, task, batch_size: int = 32, hook_names: Sequence[str] | None = None,
+                      pooling: bool = False, splits: Sequence[str] = ("dev", "test"), *,
+                      permutations: int = 0, permutation_seed: int = 0) -> dict:
+    """What a probe checkpoint belongs to: model, task, prompt tensor hash, batch size, hooks, options
+    (``permutations`` and ``permutation_seed`` only when ``permutations > 0``, so older ones still match).
+
+    :func:`probe` adds the shard (``"rank/world"``) to it as the identity of each rank's checkpoint.
+
+    >>> from skill_lens.model.tiny import tiny_model, tiny_task
+    >>> from skill_lens.prompting.tuning import hard_prompt_model
+    >>> fp = probe_fingerprint(hard_prompt_model(tiny_model(), tiny_task()), tiny_task(), 8)
+    >>> fp["model"], fp["batch_size"], fp["prompt"][:5]
+    ('tiny-causal', 8, 'hard:')
+    """
+    info = describe(pm.model)
+    names, _ = probe_hooks(info, hook_names)
+    if pm.prompt is None:
+        prompt = "hard:" + hashlib.sha256(pm.template.encode()).hexdigest()
+    else:
+        data = pm.prompt.embedding.detach().float().cpu().contiguous().numpy().tobytes()
+        prompt = hashlib.sha256(data).hexdigest()
+    fp = {"model": info.name, "task": task.fingerprint(), "prompt": prompt, "batch_size": batch_size,
+          "batching": "length-sorted", "hook_names": list(names), "pooling": pooling, "splits": list(splits),
+          "max_length": pm.max_length}
+    return {**fp, "permutations": permutations, "permutation_seed": permutation_seed} if permutations else fp
+
+
+def permutation_labels(labels: Sequence[int], split: str, permutations: int, seed: int = 0) -> Tensor:
+    """The probe's ``K`` label permutations of a whole evaluation split ``split`` (its name), ``[n, K]`` bool.
+
+    Column ``k`` depends only on ``(seed, split, k)`` and the labels, never on batching or sharding.
+
+    >>> y = permutation_labels([0, 1, 1, 0], "dev", 2, seed=3)
+    >>> y.shape, torch.equal(y, permutation_labels([0, 1, 1, 0], "dev", 2, seed=3))
+    (torch.Size([4, 2]), True)
+    """
+    digest = hashlib.sha256(f"{seed}:{split}".encode()).digest()
+    return permuted_labels(torch.as_tensor(list(labels)), permutations, int.from_bytes(digest[:7], "little"))
+
+
+def _check_permutations(permutations, seed) -> None:
+    if isinstance(permutations, bool) or not isinstance(permutations, int) or permutations < 0:
+        raise ProbeError(f"permutations must be an int >= 0 (0: no null), got {permutations!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ProbeError(f"permutation_seed must be an int, got {seed!r}")
+
+
+def _check_probe(info, task, batch_size, pooling, splits, hook_names, checkpoint_every) -> tuple[list, bool, list]:
+    """Hook names, whether they are the decoder's, and the splits to probe (an empty test is skipped)."""
+    names, decoder = probe_hooks(info, hook_names)
+    if batch_size < 1:
+        raise ProbeError(f"batch size must be at least 1, got {batch_size}")
+    if checkpoint_every < 1:
+        raise ProbeError(f"checkpoint_every must be at least 1 batch, got {checkpoint_every}")
+    if pooling and decoder:
+        raise ProbeError("pooling averages over input tokens, which decoder hooks do not see; probe encoder hooks.")
+    if set(splits) - {"dev", "test"}:
+        raise ProbeError(f"unknown split(s) in {list(splits)}; probe 'dev' and/or 'test' (train gives the baselines).")
+    _check_binary(task.train, "train", need_both=False)
+    splits = [s for s in splits if s == "dev" or len(getattr(task, s)) > 0]
+    for s in splits:
+        _check_binary(getattr(task, s), s, need_both=(s == "dev"))
+    return names, decoder, splits
+
+
+def _check_binary(split, name: str, need_both: bool) -> None:
+    if split is None or not (labels := set(split.labels)):
+        raise ProbeError(f"the {name} split is empty; choose a larger --{name}-size.")
+    if not labels <= {0, 1}:
+        raise ProbeError(f"the {name} split has labels {sorted(labels)}; skill neurons need a binary task. "
+                         "Make binary subtasks with task.binarize(...) (CLI: --binary).")
+    if need_both and len(labels) < 2:
+        raise ProbeError(f"the {name} split has only label {labels.pop()}; predictivity needs both classes. "
+                         f"Choose a larger --{name}-size.")
+
+
+class _Sums:
+    """This rank's running sums, ``local[pass][kind][layer]``: float64 means on train, agreement counts after.
+
+    ``shapes[kind]`` is one layer's ``[1, P, d_mlp]``. An accumulator stays empty until its first batch
+    (so sums are added in the same order with or without a checkpoint, bit for bit); an empty shard's
+    sums count as zeros when reduced across ranks.
+    """
+
+    def __init__(self, passes: list[str], shapes: dict[str, tuple[int, int, int]], n_layers: int,
+                 null: tuple[int, int, int, int] | None = None):
+        self.passes, self.shapes, self.null_shape = passes, shapes, null
+        self.local = {p: {k: [MeanAccumulator() if p == "train" else AgreementAccumulator() for _ in range(n_layers)]
+                          for k in shapes} for p in passes}
+        if null is not None:  # the permutation counts [K, 1, P, d_mlp] of each evaluation pass
+            for p in passes[1:]:
+                self.local[p]["null"] = [NullAccumulator() for _ in range(n_layers)]
+
+    def save(self, ckpt: Checkpoint, position: dict) -> None:
+        """Every non-empty accumulator's state (tensors) and ``position`` (the pass and batches done)."""
+        ckpt.save({f"{p}.{k}.{i}.{key}": t for p, by_kind in self.local.items() for k, accs in by_kind.items()
+                   for i, a in enumerate(accs) if _count(a) for key, t in a.state_dict().items()}, position)
+
+    def resume(self, ckpt: Checkpoint | None) -> dict:
+        """Restore the sums of ``ckpt`` (when it exists) and return its position; else the start."""
+        saved = ckpt.load() if ckpt is not None else None
+        if saved is None:
+            return {"pass": self.passes[0], "batch": 0}
+        tensors, position = saved
+        for p, by_kind in self.local.items():
+            for k, accs in by_kind.items():
+                for i, a in enumerate(accs):
+                    prefix = f"{p}.{k}.{i}."
+                    state = {key[len(prefix):]: t for key, t in tensors.items() if key.startswith(prefix)}
+                    if state:
+                        accs[i] = type(a).from_state_dict(state)
+        return position
+
+    def total(self, p: str, k: str) -> list:
+        """Pass ``p``'s accumulators of ``k`` summed over all ranks (this rank's own with no process group)."""
+        accs = self.local[p][k]
+        if rank_world()[1] == 1:
+            return accs
+        shape = self.null_shape if k == "null" else self.shapes[k]
+        return [all_reduce_(type(a).from_state_dict(a.state_dict() if _count(a) else _zero_state(a, shape)))
+                for a in accs]
+
+
+def _count(acc) -> int:
+    return acc.count if isinstance(acc, MeanAccumulator) else acc.n
+
+
+def _zero_state(acc, shape) -> dict[str, Tensor]:
+    if isinstance(acc, MeanAccumulator):
+        return {"sum": torch.zeros(shape, dtype=torch.float64), "count": torch.tensor(0)}
+    if isinstance(acc, NullAccumulator):
+        return {"agree": torch.zeros(shape, dtype=torch.int32), "n": torch.tensor(0)}
+    return {"agree": torch.zeros(shape, dtype=torch.int64), "n": torch.tensor(0)}
+
+
+def _probe_passes(task, sums: _Sums, stream, batch_size: int, ckpt: Checkpoint | None, every: int,
+                  permutation_seed: int = 0) -> dict:
+    """Run (or resume) each pass on this rank's shard, reduce it, and return the result's tensors."""
+    rank, world = rank_world()
+    position = sums.resume(ckpt)
+    resumed_at = sums.passes.index(position["pass"])
+    base, out = {}, {}
+    for n, p in enumerate(sums.passes):
+        part, accs = shard(getattr(task, p), rank, world, batch_size), sums.local[p]
+        n_batches = math.ceil(len(part) / batch_size)
+        start = n_batches if n < resumed_at else position["batch"] if n == resumed_at else 0
+        labels = None
+        if p == "train":
+            feed = lambda k, i, a, y: accs[k][i].add(a)  # noqa: E731
+        else:
+            feed = functools.partial(_feed_eval, accs, base)
+            if sums.null_shape is not None:
+                labels = _pass_labels(getattr(task, p), p, sums.null_shape[0], permutation_seed,
+                                      (rank, world, batch_size), len(part))
+
+        def done(b: int) -> None:  # batches [0, b) of this pass are in the sums
+            if ckpt is not None and ((b - start) % every == 0 or b == n_batches):
+                sums.save(ckpt, {"pass": p, "batch": b})
+
+        stream(part, feed=feed, desc="baseline" if p == "train" else p, start=start, done=done, labels=labels)
+        total = {k: sums.total(p, k) for k in sums.local[p]}
+        if p == "train":
+            base = {k: torch.cat([m.mean() for m in total[k]]) for k in sums.shapes}  # float64 [L, P, N]
+            out["baseline"] = base["prompt"].float()
+        else:
+            out.update(_eval_out(p, total, list(sums.shapes)[1:]))
+    return out
+
+
+def _feed_eval(accs: dict, base: dict, k: str, i: int, a: Tensor, y: Tensor) -> None:
+    """Add a batch of layer ``i``: ``y`` is ``[B]`` labels, or ``[B, 1 + K]`` real then permuted labels."""
+    if y.dim() == 2:
+        if k == "prompt":
+            accs["null"][i].add(a, y[:, 1:], base[k][i : i + 1])
+        y = y[:, 0]
+    accs[k][i].add(a, y, base[k][i : i + 1])
+
+
+def _pass_labels(split, name: str, permutations: int, seed: int, sharding: tuple[int, int, int], n: int) -> Tensor:
+    """This shard's rows of ``[real label, K permuted labels]`` (bool ``[n, 1 + K]``) of the whole split."""
+    rank, world, batch_size = sharding
+    full = torch.cat([torch.as_tensor(split.labels).bool()[:, None],
+                      permutation_labels(split.labels, name, permutations, seed)], 1)
+    n_batches = math.ceil(len(split) / batch_size)
+    lo = rank * n_batches // world * batch_size  # shards are contiguous runs of whole batches
+    rows = full[lo : lo + n]
+    if len(rows) != n:
+        raise ProbeError(f"shard of {n} {name} examples at row {lo} does not fit the split of {len(split)}")
+    return rows
+
+
+def _eval_out(p: str, total: dict, pool_kinds: list[str]) -> dict:
+    """An evaluation pass's accuracies (float32) and, with a null, its permutation maxima."""
+    out = {f"{p}_acc": torch.cat([a.accuracy() for a in total["prompt"]]).float()}
+    for k in pool_kinds:
+        out[f"{k}_{p}_acc"] = torch.cat([a.accuracy() for a in total[k]])[:, 0].float()
+    if "null" in total:
+        layer_max = torch.cat([null_maxima(a.agree, a.n)[1] for a in total["null"]], 1).cpu()  # [K, L]
+        out[f"null_layer_max_{p}"], out[f"null_max_{p}"] = layer_max, layer_max.amax(1)
+    return out
+
+
+def _result(pm, task, info, out: dict, names: list[str], passes: list[str], world: int) -> ProbeResult:
+    sizes = {s: len(getattr(task, s)) for s in passes}
+    prompt = pm.prompt.meta if pm.prompt is not None else {"prompt": "hard", "template": pm.template}
+    meta = {**info.as_meta(), "task": task.name, "task_fingerprint": task.fingerprint(),
+            "prompt_length": pm.prompt_length, "prompt_source": {k: v for k, v in prompt.items() if k != "model"},
+            "world_size": world}
+    return ProbeResult(**{"dev_acc": None, **out}, sizes=sizes, hook_names=tuple(names), meta=meta)
+
+
+def _stream(pm, split, batch_size, names, decoder, kinds, feed, desc, start: int = 0, done=None,
+            labels: Tensor | None = None, input_cache: InputCache | None = None) -> None:
+    """Run ``split`` in its length-sorted batches (:func:`~skill_lens.data.batching.length_batches`) from batch
+    ``start``; hooks call ``feed(kind, layer, acts [B 1 P N], labels)`` and keep nothing; ``done(b)`` runs
+    once batches ``[0, b)`` are fed. ``labels`` (one row per example) replaces ``split.labels``. With
+    ``input_cache`` the inputs come from it and only the prompt positions run (hooks see only those)."""
+    batches = length_batches(pm, split, batch_size)
+    all_labels = torch.as_tensor(split.labels) if labels is None else labels
+    if input_cache is not None and start < len(batches) and not input_cache.fill(pm, split):
+        input_cache = None  # the split does not fit in the cache: full forwards
+    for b in progress(range(start, len(batches)), desc=f"probe {desc}", initial=start, total=len(batches)):
+        batch, y = pm.encode_split(split, batches[b]), all_labels[batches[b]]
+        with torch.no_grad():
+            if input_cache is None:
+                pm.label_logits(batch, fwd_hooks=_capture_hooks(pm, batch, y, names, decoder, kinds, feed))
+            else:  # the prompt part's hooks, built for the prompt part's batch
+                pm.label_logits(batch, cache_input=True, input_cache=input_cache,
+                                prompt_hooks=lambda part: _capture_hooks(pm, part, y, names, decoder, kinds, feed))
+        if done is not None:
+            done(b + 1)
+
+
+def _capture_hooks(pm, batch, labels, names, decoder, kinds, feed) -> list:
+    """One forward hook per name, feeding the probed positions (and pooled values) of its activations."""
+    hard = pm.prompt is None
+
+    def capture(act: Tensor, hook, i: int) -> None:
+        sel = probed_positions(act, batch, decoder, hard)
+        if not torch.isfinite(sel).all():
+            # names[i], not hook.name: the bridge reports an alias (blocks.0.mlp.out.hook_in)
+            raise ProbeError(f"non-finite activations at {names[i]}; check the model's dtype and the prompt.")
+        feed("prompt", i, sel.unsqueeze(1), labels)
+        if len(kinds) > 1:
+            mask = batch.input_mask.unsqueeze(-1)
+            pooled = {"mean_pool": (act * mask).sum(1) / mask.sum(1).clamp(min=1),
+                      "max_pool": act.masked_fill(~mask, float("-inf")).amax(1).clamp(min=-3.4e38)}
+            for k in kinds[1:]:
+                feed(k, i, pooled[k][:, None, None], labels)
+
+    return [(h, lambda a, hook, i=i: capture(a, hook, i)) for i, h in enumerate(names)]
+
+
+def probe_random_prompt(model, task, P: int = 8, seed: int = 0, how: str = "normal", **kwargs) -> ProbeResult:
+    """Probe with an untuned random prompt (the "skill neurons come from pre-training" control).
+    >>> from skill_lens.model.tiny import tiny_model, tiny_task
+    >>> probe_random_prompt(tiny_model(), tiny_task(), P=2, splits=("dev",)).dev_acc.shape
+    torch.Size([2, 2, 64])
+    """
+    return probe(prompted(model, task, SoftPrompt.init(model, P, seed=seed, how=how)), task, **kwargs)

@@ -1,0 +1,1 @@
+"""The papers' evidence: specificity, transferability, origin, label words, word selectivity, robustness, the pruning study."""

@@ -1,0 +1,1 @@
+"""Looking at neurons: circuitsvis views and matplotlib figures."""

@@ -1,0 +1,438 @@
+"""Matplotlib figures of skill-neuron results, built from plain tensors, dicts and DataFrames.
+
+Every function returns an :class:`InlineFigure` (a :class:`matplotlib.figure.Figure`) made without
+``pyplot``: no global figure state, no ``plt.show()``, no display needed (it renders with Agg). In
+Jupyter a returned figure displays inline as a PNG, in a fresh kernel without ``%matplotlib``
+(its ``_repr_png_``); elsewhere save it (``fig.savefig(...)``) or embed it in HTML with
+:func:`figure_to_png_base64`. Inputs are duck-typed: a result object, its ``.to_dict()``, or a
+``pandas.DataFrame`` (``.to_pandas()``) all work, so these plots do not depend on the classes
+of :mod:`skill_lens.intervening.curves`, :mod:`skill_lens.studies.robustness` or :mod:`skill_lens.intervening.pruning`.
+
+>>> import torch
+>>> fig = predictivity_by_layer(torch.rand(3, 2, 16), prompt_accuracy=0.8)
+>>> len(fig.axes), fig.axes[0].get_xlabel()
+(1, 'layer')
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["InlineFigure", "predictivity_by_layer", "suppression_curves", "heatmap", "overlap_curves",
+           "pruning_tradeoff", "figure_to_png_base64"]
+
+SKILL_COLOR, RANDOM_COLOR, PROMPT_COLOR = "#c0392b", "#7f8c8d", "#2471a3"
+
+
+class InlineFigure(Figure):
+    """A matplotlib ``Figure`` that Jupyter (IPython's display) shows as a PNG with no backend set up.
+
+    A ``Figure`` made without ``pyplot`` has no display of its own: as a cell's last expression it
+    shows only ``<Figure size ... with 1 Axes>`` unless ``%matplotlib inline`` ran first. This one
+    gives IPython ``_repr_png_`` (the same bytes as ``savefig(..., format="png")``); ``savefig`` and
+    :func:`figure_to_png_base64` work as on any figure.
+
+    >>> fig = InlineFigure(figsize=(1, 1)); _ = fig.add_subplot().plot([0, 1])
+    >>> fig._repr_png_()[:4]
+    b'\\x89PNG'
+    """
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
+
+
+def _np(x: Any) -> np.ndarray:
+    """Tensor, array, list or scalar -> float64 numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _as_mapping(obj: Any) -> Any:
+    """A result object -> its ``to_dict()``; DataFrames and mappings pass through."""
+    if hasattr(obj, "to_dict") and not hasattr(obj, "columns") and not isinstance(obj, Mapping):
+        return obj.to_dict()
+    return obj
+
+
+def predictivity_by_layer(pred: Any, prompt_accuracy: float | None = None, title: str | None = None,
+                          aggregate: str = "max", threshold: float | None = None) -> InlineFigure:
+    """Box plot of neuron predictivity per layer, with a line at the prompt's accuracy (Wang et al., fig. 2)
+    and, given ``threshold`` (``ProbeResult.fwer_threshold()``), one at the permutation null's family-wise
+    threshold: neurons above it beat what the best of as many noise neurons reaches.
+
+    ``pred`` is predictivity ``[L, P, d_mlp]`` (aggregated over positions with ``aggregate``),
+    per-neuron scores ``[L, d_mlp]``, or an object with ``.scores()`` (a ``ProbeResult``).
+
+    >>> import torch
+    >>> fig = predictivity_by_layer(torch.rand(4, 8), prompt_accuracy=0.9, title="tiny", threshold=0.8)
+    >>> ax = fig.axes[0]
+    >>> len(ax.get_xticks()), ax.get_title(), len(ax.get_lines()) > 4
+    (4, 'tiny', True)
+    """
+    if hasattr(pred, "scores") and callable(pred.scores):
+        pred = pred.scores(aggregate=aggregate)
+    scores = _np(pred)
+    if scores.ndim == 3:
+        scores = scores.max(1) if aggregate == "max" else scores.mean(1)
+    if scores.ndim != 2:
+        raise ValueError(f"predictivity must be [layers, positions, d_mlp] or [layers, d_mlp], got shape {scores.shape}")
+    L = scores.shape[0]
+    fig = InlineFigure(figsize=(max(5.0, 0.35 * L + 2), 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.boxplot(list(scores), positions=range(L), widths=0.6, showfliers=True,
+               flierprops={"markersize": 2, "alpha": 0.4}, medianprops={"color": "black"})
+    if L > 12:
+        ax.set_xticks(range(L), [str(l) if l % max(1, L // 10) == 0 else "" for l in range(L)])
+    if prompt_accuracy is not None:
+        ax.axhline(prompt_accuracy, color=PROMPT_COLOR, linestyle="--", label=f"prompt accuracy {prompt_accuracy:.3f}")
+    if threshold is not None and np.isfinite(threshold):
+        ax.axhline(threshold, color="black", linestyle=":", label=f"family-wise 5% null {threshold:.3f}")
+    if prompt_accuracy is not None or threshold is not None:
+        ax.legend(loc="lower right", fontsize="small")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("predictivity")
+    ax.set_title(title or "neuron predictivity by layer")
+    return fig
+
+
+def _records_series(records: list[Mapping], fractions=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Long records (``fraction``, ``set``/``kind``, ``accuracy``) -> ``(fractions, {set: [F, draws]})``."""
+    if not records:
+        raise ValueError("the curve has no rows")
+    keys = set(records[0])
+    fkey = next((k for k in keys if "fraction" in str(k)), None)
+    ykey = next((k for k in ("accuracy", "acc", "value", "metric") if k in keys), None)
+    kkey = next((k for k in ("set", "kind", "selection", "neurons", "which", "method", "group") if k in keys), None)
+    if fkey is None or ykey is None or kkey is None:
+        raise ValueError(f"curve rows need fraction, set (or kind) and accuracy fields; got {sorted(map(str, keys))}")
+    fr = np.array(sorted({float(r[fkey]) for r in records}) if fractions is None else fractions, dtype=np.float64)
+    groups: dict[str, list[list[float]]] = {}
+    for r in records:
+        per = groups.setdefault(str(r[kkey]), [[] for _ in fr])
+        per[int(np.argmin(abs(fr - float(r[fkey]))))].append(np.nan if r[ykey] is None else float(r[ykey]))
+    series = {}
+    for name, per in groups.items():
+        width = max(1, max(len(p) for p in per))
+        series[name] = np.array([p + [np.nan] * (width - len(p)) for p in per])
+    return fr, series
+
+
+def _curve_series(curve: Any) -> tuple[np.ndarray, dict[str, tuple]]:
+    """``(fractions [F], {name: (mean [F], low [F] | None, high [F] | None, n_draws)})``.
+
+    Accepts long rows (``{"fractions", "rows": [{"fraction", "set", "accuracy"}...]}``, a
+    ``SuppressionCurve``), a long DataFrame, a summary DataFrame (``skill_accuracy``,
+    ``random_accuracy_mean``/``_std``), or ``{"fractions": [F], name: [F] or [F, draws]}``.
+    """
+    curve = _as_mapping(curve)
+    if hasattr(curve, "columns"):
+        cols = list(curve.columns)
+        if "skill_accuracy" in cols:  # the per-fraction summary of skill_lens.intervening.curves
+            fr = curve[next(c for c in cols if "fraction" in str(c))].to_numpy(dtype=np.float64)
+            out = {"skill": (curve["skill_accuracy"].to_numpy(dtype=np.float64), None, None, 1)}
+            if "random_accuracy_mean" in cols:
+                m = curve["random_accuracy_mean"].to_numpy(dtype=np.float64)
+                sd = curve["random_accuracy_std"].to_numpy(dtype=np.float64) if "random_accuracy_std" in cols else 0 * m
+                out["random"] = (m, m - sd, m + sd, 2)
+            return fr, out
+        fr, series = _records_series(curve.to_dict("records"))
+    elif isinstance(curve, Mapping):
+        fkey = next((k for k in ("fractions", "fraction", "x") if k in curve), None)
+        if isinstance(curve.get("rows"), list):
+            fr, series = _records_series(curve["rows"], curve.get(fkey))
+        elif fkey is None:
+            raise ValueError(f"a curve dict needs a 'fractions' key; got keys {sorted(curve)}")
+        else:
+            fr, series = _np(curve[fkey]), {}
+            for key, value in curve.items():
+                if key == fkey or value is None or isinstance(value, (str, bool, int, float)):
+                    continue
+                if isinstance(value, Mapping):  # {"accuracy": [[...]]} or {"mean": ...}
+                    value = next((value[k] for k in ("accuracy", "accuracies", "values", "draws", "mean")
+                                  if k in value), None)
+                try:
+                    arr = _np(value)
+                except (TypeError, ValueError):
+                    continue
+                if arr.ndim == 2 and arr.shape[0] != len(fr) and arr.shape[1] == len(fr):
+                    arr = arr.T  # [draws, F] -> [F, draws]
+                if arr.ndim in (1, 2) and arr.shape[0] == len(fr):
+                    series[str(key)] = arr.reshape(len(fr), -1)
+    else:
+        raise TypeError(f"expected a curve object, dict or DataFrame, got {type(curve).__name__}")
+    if not series:
+        raise ValueError(f"no accuracy series of length {len(fr)} found in the curve")
+    out = {}
+    for name, v in series.items():
+        many = v.shape[1] > 1
+        out[name] = (np.nanmean(v, 1), np.nanmin(v, 1) if many else None, np.nanmax(v, 1) if many else None, v.shape[1])
+    return fr, out
+
+
+def _gap_series(curve: Any) -> np.ndarray | None:
+    """``[F, 4]`` rows ``(fraction, gap, gap_ci_low, gap_ci_high)`` of a curve's per-fraction summary (its
+    ``.to_dict()["summary"]`` or ``.to_pandas()``), or ``None`` when it has no finite gap interval.
+
+    >>> _gap_series({"summary": [{"fraction": 0.1, "gap": 0.2, "gap_ci_low": 0.1, "gap_ci_high": 0.3}]}).tolist()
+    [[0.1, 0.2, 0.1, 0.3]]
+    >>> _gap_series({"fractions": [0.1], "skill": [0.5]}) is None
+    True
+    """
+    keys = ("fraction", "gap", "gap_ci_low", "gap_ci_high")
+    if hasattr(curve, "columns"):
+        rows = curve.to_dict("records")
+    else:
+        m = _as_mapping(curve)
+        rows = m.get("summary") if isinstance(m, Mapping) else None
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, Mapping) and all(k in r for k in keys)
+                                                          for r in rows):
+        return None
+    out = np.array([[np.nan if r[k] is None else float(r[k]) for k in keys] for r in rows], dtype=np.float64)
+    return out if np.isfinite(out[:, 2:]).any() else None
+
+
+def suppression_curves(curve: Any, title: str | None = None, baseline: float | None = None) -> InlineFigure:
+    """Accuracy as more neurons are suppressed: skill neurons vs random draws (mean line, spread band).
+
+    ``curve`` is a :class:`~skill_lens.intervening.curves.SuppressionCurve`, its ``.to_dict()`` (long ``rows`` with
+    ``fraction``, ``set``, ``accuracy``: the band is min-max over random draws) or ``.to_pandas()``
+    (band: mean +- std), a long DataFrame, or ``{"fractions": [F], "skill": [F], "random": [F, draws]}``.
+    ``baseline``: the unperturbed accuracy (a horizontal line). When the curve's summary carries the
+    gap's interval (``gap``, ``gap_ci_low``, ``gap_ci_high``: a ``SuppressionCurve``, its ``.to_dict()``
+    or ``.to_pandas()``), a second panel below shows the gap (random minus skill accuracy, in points)
+    with its paired bootstrap 95% interval as a shaded band and error bars, and a line at zero.
+
+    >>> fig = suppression_curves({"fractions": [0, .01, .05], "skill": [.9, .7, .5],
+    ...                           "random": [[.9, .9], [.88, .9], [.85, .87]]}, baseline=0.9)
+    >>> ax = fig.axes[0]
+    >>> len(fig.axes), len(ax.get_lines()), len(ax.collections)   # skill, random mean, baseline; one band
+    (1, 3, 1)
+    >>> rows = [{"fraction": f, "gap": g, "gap_ci_low": g - .05, "gap_ci_high": g + .05} for f, g in ((0, 0), (.05, .3))]
+    >>> fig = suppression_curves({"fractions": [0, .05], "skill": [.9, .5], "random": [[.9], [.8]], "summary": rows})
+    >>> len(fig.axes), fig.axes[1].get_ylabel()
+    (2, 'gap (points)')
+    """
+    fractions, series = _curve_series(curve)
+    m = _as_mapping(curve)
+    if baseline is None and isinstance(m, Mapping):
+        baseline = next((float(m[k]) for k in ("baseline", "clean_accuracy", "unperturbed") if
+                         isinstance(m.get(k), (int, float))), None)
+    gaps = _gap_series(m)
+    fig = InlineFigure(figsize=(5.5, 3.6 if gaps is None else 5.4), layout="constrained")
+    if gaps is None:
+        ax = fig.add_subplot()
+    else:
+        ax = fig.add_gridspec(2, 1, height_ratios=(2, 1)).subplots(sharex=True)[0]
+    for i, (name, (mean, lo, hi, n)) in enumerate(series.items()):
+        color = SKILL_COLOR if "skill" in name.lower() else RANDOM_COLOR if "random" in name.lower() else f"C{i}"
+        ax.plot(fractions, mean, color=color, marker="o", ms=3, label=f"{name} (mean of {n})" if n > 1 else name)
+        if lo is not None:
+            ax.fill_between(fractions, lo, hi, color=color, alpha=0.2, lw=0)
+    if baseline is not None:
+        ax.axhline(baseline, color="black", lw=0.8, linestyle=":", label=f"unperturbed {baseline:.3f}")
+    method = m.get("method") if isinstance(m, Mapping) else None
+    xlabel = "fraction of neurons suppressed" + (f" ({method})" if isinstance(method, str) else "")
+    ax.set_xlabel(xlabel if gaps is None else "")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or "suppression: skill vs random neurons")
+    ax.legend(fontsize="small")
+    if gaps is not None:
+        _gap_panel(fig.axes[1], gaps, xlabel)
+    return fig
+
+
+def _gap_panel(ax, gaps: np.ndarray, xlabel: str) -> None:
+    """The gap (points) with its 95% interval: shaded band and error bars, a line at zero."""
+    f, gap, low, high = (100 * gaps[:, i] if i else gaps[:, i] for i in range(4))
+    ax.axhline(0, color="black", lw=0.8)
+    ax.fill_between(f, low, high, color=SKILL_COLOR, alpha=0.2, lw=0, label="95% CI (paired bootstrap)")
+    ax.errorbar(f, gap, yerr=np.abs(np.stack([gap - low, high - gap])), color=SKILL_COLOR, marker="o", ms=3,
+                capsize=3, label="gap: random - skill")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("gap (points)")
+    ax.legend(fontsize="small")
+
+
+def heatmap(matrix: Any, labels: Sequence[str] | None = None, title: str | None = None,
+            col_labels: Sequence[str] | None = None, vmin: float | None = None, vmax: float | None = None,
+            cmap: str = "viridis", annotate: bool | None = None) -> InlineFigure:
+    """A labelled matrix (Spearman correlations, transferability) with a colour bar.
+
+    ``matrix`` is a 2-d array, a :mod:`skill_lens.studies.analyses` matrix (or its ``.to_dict()`` /
+    ``.to_pandas()``, whose labels are used). ``labels`` name the rows (and columns, unless
+    ``col_labels``); values are written in the cells when the matrix is at most 12 x 12 (``annotate``).
+
+    >>> fig = heatmap([[1.0, 0.3], [0.3, 1.0]], ["rt", "tweets"], "Spearman")
+    >>> len(fig.axes), len(fig.axes[0].texts)   # the matrix and its colour bar; four values
+    (2, 4)
+    """
+    if isinstance(matrix, Mapping) and "values" in matrix:  # Matrix.to_dict()
+        labels = labels if labels is not None else matrix.get("rows")
+        col_labels = col_labels if col_labels is not None else matrix.get("cols")
+        matrix = matrix["values"]
+    elif hasattr(matrix, "rows") and hasattr(matrix, "values") and not hasattr(matrix, "columns"):
+        labels = labels if labels is not None else list(matrix.rows)
+        col_labels = col_labels if col_labels is not None else list(matrix.cols)
+        matrix = matrix.values
+    elif hasattr(matrix, "columns") and hasattr(matrix, "index"):  # a labelled DataFrame
+        labels = labels if labels is not None else [str(x) for x in matrix.index]
+        col_labels = col_labels if col_labels is not None else [str(x) for x in matrix.columns]
+        matrix = matrix.to_numpy(dtype=np.float64)
+    m = _np(matrix)
+    if m.ndim != 2:
+        raise ValueError(f"heatmap needs a 2-d matrix, got shape {m.shape}")
+    rows = list(labels) if labels is not None else [str(i) for i in range(m.shape[0])]
+    cols = list(col_labels) if col_labels is not None else (rows if m.shape[0] == m.shape[1] else
+                                                             [str(i) for i in range(m.shape[1])])
+    if len(rows) != m.shape[0] or len(cols) != m.shape[1]:
+        raise ValueError(f"{len(rows)} row / {len(cols)} column labels for a {m.shape[0]}x{m.shape[1]} matrix")
+    size = 1.2 + 0.55 * max(m.shape)
+    fig = InlineFigure(figsize=(size + 1.5, size), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(m.shape[1]), cols, rotation=45, ha="right")
+    ax.set_yticks(range(m.shape[0]), rows)
+    if annotate if annotate is not None else max(m.shape) <= 12:
+        lo, hi = np.nanmin(m), np.nanmax(m)
+        for (i, j), v in np.ndenumerate(m):
+            dark = hi > lo and (v - lo) / (hi - lo) < 0.5
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    fig.colorbar(im, ax=ax)
+    ax.set_title(title or "")
+    return fig
+
+
+def overlap_curves(ks: Any, overlaps: Any = None, title: str | None = None, chance: Any = None,
+                   layer_labels: Sequence[str] | None = None) -> InlineFigure:
+    """Overlap of the top-k neurons on clean vs adversarial data, as k grows.
+
+    ``overlaps`` is one curve ``[K]`` (total), per-layer curves ``[L, K]``, or ``{name: [K]}`` (a
+    ``"total"`` entry is drawn thick, ``"per_layer"`` ``[L, K]`` as thin lines). Alone, ``ks`` may be a
+    :class:`~skill_lens.studies.robustness.RobustnessResult`, its ``.to_dict()`` / ``.to_pandas()``, or a dict
+    with ``"ks"`` (or ``"k"``) and overlap values. ``chance``: the overlap of random sets (``[K]`` or a number).
+
+    >>> fig = overlap_curves([1, 5, 10], {"total": [0.2, 0.5, 0.6]}, chance=[0.01, 0.05, 0.1])
+    >>> len(fig.axes[0].get_lines())
+    2
+    >>> len(overlap_curves({"ks": [1, 5], "total": [.2, .4], "per_layer": [[.1, .3], [.3, .5]]}).axes[0].get_lines())
+    3
+    """
+    if overlaps is None:
+        d = _as_mapping(ks)
+        if hasattr(d, "columns"):
+            d = {str(c): d[c].to_numpy() for c in d.columns}
+            layer_cols = sorted((c for c in d if c.startswith("layer_")), key=lambda c: int(c.split("_")[1]))
+            if layer_cols:
+                d["per_layer"] = [d.pop(c) for c in layer_cols]
+        if isinstance(d, Mapping) and "ks" not in d and isinstance(d.get("overlap"), Mapping):
+            d = d["overlap"]  # RobustnessResult.to_dict()
+        kkey = next((k for k in ("ks", "k") if isinstance(d, Mapping) and k in d), None)
+        if kkey is None:
+            raise ValueError("pass overlap_curves(ks, overlaps), or one dict/result with 'ks' and overlap values")
+        ks, chance = d[kkey], chance if chance is not None else d.get("chance")
+        overlaps = {k: v for k, v in d.items() if k not in (kkey, "chance") and not isinstance(v, (str, int, float))
+                    and v is not None and (k in ("total", "overlap", "per_layer") or not isinstance(v, Mapping))}
+    ks = _np(ks)
+    if isinstance(overlaps, Mapping):
+        curves = {}
+        for k, v in overlaps.items():
+            arr = _np(v)
+            if arr.ndim == 2:  # per layer
+                names = list(layer_labels) if layer_labels is not None else [f"layer {i}" for i in range(len(arr))]
+                curves.update(zip(names, arr))
+            else:
+                curves["total" if k == "overlap" else str(k)] = arr
+    else:
+        arr = _np(overlaps)
+        names = list(layer_labels) if layer_labels is not None else [f"layer {i}" for i in range(len(arr))]
+        curves = {"total": arr} if arr.ndim == 1 else dict(zip(names, arr))
+    bad = {k: v.shape for k, v in curves.items() if v.shape != ks.shape}
+    if bad:
+        raise ValueError(f"each overlap curve needs {len(ks)} values (one per k); got shapes {bad}")
+    fig = InlineFigure(figsize=(5.5, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    layers = [k for k in curves if k.startswith("layer ")]
+    many = len(layers) > 10
+    for i, name in enumerate(layers):
+        color = fig.colormaps["viridis"](i / max(1, len(layers) - 1)) if many else f"C{i}"
+        ax.plot(ks, curves[name], color=color, lw=1, alpha=0.8, label=None if many else name)
+    for name in (k for k in curves if k not in layers):
+        ax.plot(ks, curves[name], color="black" if name == "total" else None, lw=2.2, marker="o", ms=3, label=name)
+    if chance is not None:
+        ax.plot(ks, np.broadcast_to(_np(chance), ks.shape), color="black", linestyle=":", label="chance")
+    ax.set_xlabel("top k (neurons, or a fraction of them)")
+    ax.set_ylabel("overlap clean vs adversarial")
+    ax.set_title(title or "skill-neuron overlap: clean vs adversarial")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", ncol=2 if len(curves) > 5 else 1)
+    return fig
+
+
+SPEED_KEYS = ("speedup", "speed", "throughput", "examples_per_s", "tokens_per_s", "relative_speed")
+
+
+def pruning_tradeoff(points: Any, title: str | None = None) -> InlineFigure:
+    """Accuracy against speed for pruned models (one labelled point each).
+
+    ``points`` is a list of dicts (or a DataFrame) with ``accuracy``, a speed column
+    (one of ``speedup``, ``speed``, ``throughput``, ``examples_per_s``, ``tokens_per_s``,
+    ``relative_speed``) and optionally ``label``/``name``; or the summary of ``skill-lens prune``
+    (``{"accuracy": {"unpruned": a, "pruned": b}, "seconds": {"unpruned": t, "pruned": u}}``: speed-up
+    relative to the unpruned model).
+
+    >>> fig = pruning_tradeoff([{"label": "full", "accuracy": 0.9, "speedup": 1.0},
+    ...                         {"label": "pruned", "accuracy": 0.88, "speedup": 1.4}])
+    >>> len(fig.axes[0].collections), len(fig.axes[0].texts)
+    (1, 2)
+    """
+    points = _as_mapping(points)
+    if hasattr(points, "columns"):
+        points = points.to_dict("records")
+    if isinstance(points, Mapping) and isinstance(points.get("accuracy"), Mapping) and \
+            isinstance(points.get("seconds"), Mapping):  # the summary of `skill-lens prune`
+        sec, acc = points["seconds"], points["accuracy"]
+        ref = sec.get("unpruned") or max(sec.values())
+        model_of = lambda k: k if k in sec else k.split("_")[0]  # noqa: E731  "pruned_retuned" ran on "pruned"
+        points = [{"label": k, "accuracy": a, "speedup": ref / sec[model_of(k)]}
+                  for k, a in acc.items() if model_of(k) in sec and a is not None]
+    elif isinstance(points, Mapping):
+        points = points.get("points", [points])
+    points = [dict(_as_mapping(p)) for p in points]
+    if not points:
+        raise ValueError("pruning_tradeoff needs at least one point")
+    speed = next((k for k in SPEED_KEYS if all(k in p for p in points)), None)
+    if speed is None or not all("accuracy" in p for p in points):
+        raise ValueError(f"each point needs 'accuracy' and one of {SPEED_KEYS}; got keys {sorted(points[0])}")
+    x = np.array([float(p[speed]) for p in points])
+    y = np.array([float(p["accuracy"]) for p in points])
+    fig = InlineFigure(figsize=(5, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(x, y, color=SKILL_COLOR, zorder=3)
+    for i, p in enumerate(points):
+        ax.annotate(str(p.get("label", p.get("name", i))), (x[i], y[i]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set_xlabel(speed.replace("_", " "))
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or "pruning: accuracy vs speed")
+    ax.margins(0.15)
+    return fig
+
+
+def figure_to_png_base64(fig: Figure, dpi: int = 100) -> str:
+    """The figure as a base64 PNG string, for ``<img src="data:image/png;base64,...">``.
+
+    >>> s = figure_to_png_base64(heatmap([[1.0]], ["a"]))
+    >>> base64.b64decode(s)[:4]
+    b'\\x89PNG'
+    """
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
