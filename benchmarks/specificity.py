@@ -69,7 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository; the shared data si
 from skill_lens.studies.analyses import half_scores, halves_task, specificity_with_ceiling
 from skill_lens.model.input_cache import InputCache
 from skill_lens.model.loading import load_model
-from skill_lens.probing.predictivity import spearman
+from skill_lens.probing.scores import spearman
 from skill_lens.probing.probe import probe
 from skill_lens.data.tasks import load_task
 from skill_lens.prompting.tuning import TuneConfig, evaluate, hard_prompt_model, prompted, tune

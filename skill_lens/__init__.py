@@ -30,7 +30,7 @@ _API = {
     "evaluate": "prompting.evaluation", "prompted": "prompting.evaluation", "hard_prompt_model": "prompting.evaluation",
     "SoftPrompt": "prompting.prompts",
     "probe": "probing.probe", "ProbeResult": "probing.probe", "capture": "probing.capture",
-    "NeuronSet": "probing.neurons", "select_top": "probing.predictivity", "spearman": "probing.predictivity",
+    "NeuronSet": "probing.neurons", "select_top": "probing.scores", "spearman": "probing.scores",
     "zero_ablate": "intervening.interventions", "mean_ablate": "intervening.interventions",
     "gaussian_noise": "intervening.interventions", "intervene": "intervening.interventions",
     "random_like": "intervening.interventions",

@@ -10,7 +10,7 @@ from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.intervening.curves import SuppressionCurve, check_fractions, evaluate_with, suppression_curve
 from skill_lens.intervening.interventions import InterventionError, gaussian_noise, mean_ablate, per_batch, scale, zero_ablate
 from skill_lens.model.input_cache import InputCache
-from skill_lens.probing.predictivity import select_top
+from skill_lens.probing.scores import select_top
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task
 from skill_lens.prompting.tuning import evaluate, prompted

@@ -14,7 +14,7 @@ import torch
 
 from skill_lens.data.distributed import DistributedError, all_reduce_, shard
 from skill_lens.prompting.evaluation import evaluate_distributed
-from skill_lens.probing.predictivity import MeanAccumulator
+from skill_lens.probing.statistics import MeanAccumulator
 from skill_lens.probing.probe import ProbeError, ProbeResult, probe
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.data.tasks import Split

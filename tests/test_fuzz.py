@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import skill_lens
 from skill_lens.prompting.evaluation import evaluate_distributed
 from skill_lens.model.loading import describe
-from skill_lens.probing.predictivity import AgreementAccumulator, MeanAccumulator
+from skill_lens.probing.statistics import AgreementAccumulator, MeanAccumulator
 from skill_lens.probing.capture import probed_positions
 from skill_lens.probing.probe import ProbeError, probe
 from skill_lens.prompting.prompts import PromptError, SoftPrompt

@@ -20,9 +20,9 @@ import torch
 from skill_lens.store.artifacts import ArtifactError, load_tensors
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.data.distributed import shard
-from skill_lens.probing.predictivity import (AgreementAccumulator, MeanAccumulator, NullAccumulator, adjusted_p_values,
-                                     aggregate_positions, fwer_threshold, null_maxima, permuted_labels, predictivity,
-                                     significant)
+from skill_lens.probing.null import adjusted_p_values, fwer_threshold, null_maxima, significant
+from skill_lens.probing.scores import aggregate_positions, predictivity
+from skill_lens.probing.statistics import AgreementAccumulator, MeanAccumulator, NullAccumulator, permuted_labels
 from skill_lens.probing.probe import ProbeError, ProbeResult, permutation_labels, probe, probe_fingerprint
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.data.tasks import Split

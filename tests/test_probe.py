@@ -109,7 +109,7 @@ def test_ties_at_the_threshold_count_as_not_above(batch_size):
 
 
 def test_accumulator_uses_strict_greater_than():
-    from skill_lens.probing.predictivity import AgreementAccumulator
+    from skill_lens.probing.statistics import AgreementAccumulator
 
     acc = AgreementAccumulator()
     acts = torch.zeros(4, 1, 1, 1)

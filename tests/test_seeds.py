@@ -10,7 +10,7 @@ import pytest
 import torch
 from clitools import FAST_TUNE, cli, snapshot
 
-from skill_lens.probing.predictivity import select_top, spearman
+from skill_lens.probing.scores import select_top, spearman
 from skill_lens.workflow.runs import Run
 from skill_lens.workflow.seeds import SeedGroup, SeedScores, replicability
 

@@ -1,7 +1,7 @@
 """Suppression curves: accuracy as the top skill neurons are perturbed, against random neurons.
 
 For each fraction ``f`` the top ``f`` of neurons by score (all neurons, or of each layer with
-``per_layer=True``; :func:`skill_lens.probing.predictivity.select_top`) are perturbed at ``positions`` by
+``per_layer=True``; :func:`skill_lens.probing.scores.select_top`) are perturbed at ``positions`` by
 ``method`` (``"gaussian"`` noise, ``"zero"`` or ``"mean"`` ablation to the probe's baseline), and so
 are ``controls`` random sets with the same count per layer, disjoint from the skill set
 (:func:`skill_lens.intervening.interventions.random_like`; overlapping only where the skill set holds more than
@@ -43,7 +43,7 @@ from skill_lens.intervening.interventions import (InterventionError, Positions, 
 from skill_lens.model.input_cache import InputCache
 from skill_lens.model.loading import describe
 from skill_lens.probing.neurons import NeuronSet
-from skill_lens.probing.predictivity import select_top
+from skill_lens.probing.scores import select_top
 from skill_lens.base.progress import say
 from skill_lens.base.stats import paired_bootstrap_gap
 from skill_lens.prompting.prompts import Batch, Hook

@@ -8,7 +8,7 @@ For each FFN neuron ``n`` of layer ``l`` at each soft-prompt position ``p`` (Wan
 * predictivity is ``max(acc, 1 - acc)`` and a neuron's score its maximum over positions.
 
 Two passes (train, then each evaluation split); forward hooks add each batch's float64 sums or
-counts to :mod:`skill_lens.probing.predictivity` accumulators, so no dataset's activations are ever held.
+counts to :mod:`skill_lens.probing.statistics` accumulators, so no dataset's activations are ever held.
 A hard prompt (``pm.prompt is None``) probes the prediction position; T5 decoder hooks the decoder's.
 ``pooling=True`` adds the paper's baselines: mean-/max-pooled activations over the input tokens,
 thresholded at their train means (shape ``[n_layers, 1, d_mlp]``). See :func:`probe`.
@@ -41,9 +41,9 @@ from skill_lens.data.distributed import all_reduce_, rank_world, shard
 from skill_lens.prompting.evaluation import prompted
 from skill_lens.model.input_cache import InputCache
 from skill_lens.model.loading import describe
-from skill_lens.probing.predictivity import (AgreementAccumulator, MeanAccumulator, NullAccumulator, adjusted_p_values,
-                                     aggregate_positions, fwer_threshold, null_maxima, permuted_labels, predictivity,
-                                     significant)
+from skill_lens.probing.null import adjusted_p_values, fwer_threshold, null_maxima, significant
+from skill_lens.probing.scores import aggregate_positions, predictivity
+from skill_lens.probing.statistics import AgreementAccumulator, MeanAccumulator, NullAccumulator, permuted_labels
 from skill_lens.base.progress import progress
 from skill_lens.prompting.prompts import SoftPrompt
 
@@ -133,7 +133,7 @@ class ProbeResult:
     def fwer_threshold(self, split: str = "dev", alpha: float = 0.05, per_layer: bool = False) -> float | Tensor:
         """The family-wise critical predictivity at level ``alpha``: the ``(1 - alpha)`` quantile of the
         permutation maxima (the ``floor(alpha (K + 1))``-th largest, see
-        :func:`skill_lens.probing.predictivity.fwer_threshold`); a float, or ``[L]`` thresholds with ``per_layer``.
+        :func:`skill_lens.probing.null.fwer_threshold`); a float, or ``[L]`` thresholds with ``per_layer``.
 
         >>> r = ProbeResult(torch.zeros(1, 1, 2), torch.tensor([[[0.25, 0.5]]]), null_max_dev=torch.full((19,), 0.625))
         >>> r.fwer_threshold(), r.significant().tolist(), r.adjusted_p_values().tolist()

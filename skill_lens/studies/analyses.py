@@ -40,7 +40,7 @@ from skill_lens.probing.capture import capture_hooks, probed_positions
 from skill_lens.prompting.evaluation import evaluate, hard_prompt_model, prompted
 from skill_lens.intervening.interventions import neuron_mask
 from skill_lens.model.loading import describe, random_init_copy
-from skill_lens.probing.predictivity import spearman
+from skill_lens.probing.scores import spearman
 from skill_lens.probing.probe import probe
 from skill_lens.base.progress import progress
 from skill_lens.prompting.prompts import PromptedModel, PromptError, SoftPrompt
@@ -219,7 +219,7 @@ def half_scores(result, aggregate: str = "max") -> tuple[Tensor, Tensor, Tensor]
     >>> [s.tolist() for s in half_scores(r)]
     [[[0.75, 0.5]], [[0.75, 1.0]], [[0.5, 0.75]]]
     """
-    from skill_lens.probing.predictivity import aggregate_positions, predictivity
+    from skill_lens.probing.scores import aggregate_positions, predictivity
 
     if result.dev_acc is None or result.test_acc is None or not {"dev", "test"} <= set(result.sizes):
         raise AnalysisError("half_scores needs a probe of both halves: probe(pm, halves_task(task), "
@@ -258,7 +258,7 @@ def top_union(scores: Mapping[str, Tensor | Sequence[Tensor]], top: float | int 
     >>> top_union({"a": torch.tensor([[0.9, 0.1, 0.2]]), "b": [torch.tensor([[0.1, 0.2, 0.9]])] * 2}, 1).tolist()
     [[True, False, True]]
     """
-    from skill_lens.probing.predictivity import select_top
+    from skill_lens.probing.scores import select_top
 
     masks = [select_top(torch.stack([torch.as_tensor(s).double() for s in (v if isinstance(v, (list, tuple))
                                                                             else [v])]).mean(0), top)

@@ -170,7 +170,7 @@ def prune_run(run, options: PruneOptions | None = None, out=None) -> dict:
 def _pruned_model(run, pm, result, opt: PruneOptions):
     """The pruned model, the massive neurons kept, and where the removed neurons' constants came from."""
     from skill_lens.intervening.calibration import calibrate, keep_also, massive_neurons
-    from skill_lens.probing.predictivity import select_top
+    from skill_lens.probing.scores import select_top
     from skill_lens.intervening.pruning import prune
 
     scores = result.scores("dev", aggregate=opt.aggregate)

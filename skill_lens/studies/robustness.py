@@ -33,7 +33,7 @@ from torch import Tensor
 
 from skill_lens.data.adversarial import METHODS, load_adv_glue, perturb, perturb_pairs
 from skill_lens.data.batching import in_order, length_batches
-from skill_lens.probing.predictivity import spearman, top_k_overlap
+from skill_lens.probing.scores import spearman, top_k_overlap
 from skill_lens.data.tasks import Split, Task
 
 __all__ = ["RobustnessError", "RobustnessResult", "RepairResult", "adversarial_split", "adversarial_task",

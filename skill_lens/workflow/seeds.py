@@ -44,7 +44,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from skill_lens.store.artifacts import ArtifactError, load_tensors, save_tensors
-from skill_lens.probing.predictivity import select_top, spearman, top_k_overlap
+from skill_lens.probing.scores import select_top, spearman, top_k_overlap
 from skill_lens.workflow.runs import FILES, REDO, Run, file_fingerprint
 
 __all__ = ["SeedScores", "SeedGroup", "replicability", "replicability_text", "aggregate", "parse_seeds",
