@@ -1,1 +1,1 @@
-"""Utilities every stage uses: progress bars and confidence intervals."""
+"""Utilities every stage uses: progress bars, confidence intervals and notebook displays."""

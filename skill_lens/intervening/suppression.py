@@ -44,6 +44,7 @@ from skill_lens.model.input_cache import InputCache
 from skill_lens.model.loading import describe
 from skill_lens.probing.neurons import NeuronSet
 from skill_lens.probing.scores import select_top
+from skill_lens.base.display import card, table
 from skill_lens.base.progress import say
 from skill_lens.base.stats import paired_bootstrap_gap
 from skill_lens.prompting.prompts import Batch, Hook
@@ -165,19 +166,79 @@ class SuppressionCurve:
 
         return pd.DataFrame(self.summary())
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "SuppressionCurve":
+        """The curve back from :meth:`to_dict` (e.g. a ``perturb_*.json``; a run reads it with
+        :meth:`Run.curve <skill_lens.workflow.runs.Run.curve>`, checked).
+
+        >>> c = SuppressionCurve([{"fraction": 0.0, "set": "skill", "draw": 0, "n_neurons": 0, "accuracy": 0.9,
+        ...                        "logit_diff": 1.0}], [0.0], "zero", {"n_examples": 8})
+        >>> again = SuppressionCurve.from_dict(c.to_dict())
+        >>> (again.rows, again.fractions, again.method, again.meta) == (c.rows, c.fractions, c.method, c.meta)
+        True
+        """
+        missing = [k for k in ("rows", "fractions", "method") if k not in data]
+        if missing:
+            raise ValueError(f"not a suppression curve: no {', '.join(missing)} (write one with suppression_curve "
+                             "or skill-lens perturb)")
+        return cls(list(data["rows"]), [float(f) for f in data["fractions"]], str(data["method"]),
+                   dict(data.get("meta") or {}))
+
+    def _largest_gap(self) -> str:
+        """``"12.2 points at 10% (95% CI 5.0 to 19.5)"``: the largest gap, stated with its interval."""
+        rows = [r for r in self.summary() if r["fraction"] > 0 and r["gap"] == r["gap"]]
+        if not rows:
+            return "no random controls" if self.summary() and not self.meta.get("controls", 1) else "n/a"
+        r = max(rows, key=lambda r: r["gap"])
+        ci = "" if r["gap_ci_low"] != r["gap_ci_low"] else \
+            f" (95% CI {100 * r['gap_ci_low']:.1f} to {100 * r['gap_ci_high']:.1f})"
+        return f"{100 * r['gap']:.1f} points at {r['fraction']:.0%}{ci}"
+
+    def _fields(self) -> list[tuple[str, str]]:
+        m = self.meta
+        draws = f" x {m['draws']} noise draws" if m.get("draws", 1) > 1 else ""
+        return [("perturbation", f"{self.method} at the {m.get('positions', 'prompt')} positions of the top "
+                 f"{', '.join(f'{f:.0%}' for f in self.fractions)} of "
+                 f"{'each layer' if m.get('per_layer') else 'all neurons'}"),
+                ("controls", f"{m.get('controls', '?')} random sets of the same size per layer{draws}"),
+                ("examples", str(m.get("n_examples", "?"))), ("largest gap", self._largest_gap())]
+
+    def __repr__(self) -> str:
+        """The perturbation, its controls and the largest gap with its interval (no rows).
+
+        >>> SuppressionCurve([{"fraction": 0.0, "set": "skill", "draw": 0, "n_neurons": 0, "accuracy": 0.9,
+        ...                    "logit_diff": 1.0}], [0.0], "zero", {"n_examples": 8, "controls": 0})
+        SuppressionCurve(perturbation: zero at the prompt positions of the top 0% of all neurons; controls: 0 random sets of the same size per layer; examples: 8; largest gap: no random controls)
+        """
+        return "SuppressionCurve(" + "; ".join(f"{k}: {v}" for k, v in self._fields()) + ")"
+
+    def _repr_html_(self) -> str:
+        """In a notebook: what was perturbed, and the summary as a table that fits (gap in points)."""
+        rows = [[f"{r['fraction']:.0%}", r["n_neurons"], r["skill_accuracy"],
+                 f"{r['random_accuracy_mean']:.3f} ± {r['random_accuracy_std']:.3f}", _points(r["gap"]),
+                 _interval(r)] for r in self.summary()]
+        return card("SuppressionCurve", self._fields(), table(rows, [
+            "fraction", "neurons", "skill set acc", "random sets acc", "gap (points)", "gap 95% CI"]))
+
     def table(self) -> str:
-        """The summary as a fixed-width text table (accuracy and logit difference; random: mean +- std;
-        the gap with its 95% bootstrap interval)."""
-        lines = [f"{'fraction':>8} {'neurons':>7} {'skill acc':>9} {'random acc':>15} {'gap':>6} {'gap 95% CI':>16} "
-                 f"{'skill ld':>8} {'random ld':>15}"]
+        """The summary as a fixed-width text table under 80 characters: accuracy of the skill set and of
+        the random sets (mean ± std), the gap in points with its 95% bootstrap interval (logit differences:
+        :meth:`to_pandas`)."""
+        lines = [f"{'fraction':>8} {'neurons':>7} {'skill acc':>9} {'random acc':>15} {'gap (pts)':>9} {'gap 95% CI':>14}"]
         for r in self.summary():
-            ci = f"[{r['gap_ci_low']:.3f}, {r['gap_ci_high']:.3f}]"
-            lines.append(f"{r['fraction']:>8.3f} {r['n_neurons']:>7d} {r['skill_accuracy']:>9.3f} "
-                         f"{r['random_accuracy_mean']:>7.3f} +-{r['random_accuracy_std']:<5.3f} {r['gap']:>6.3f} "
-                         f"{ci:>16} "
-                         f"{r['skill_logit_diff']:>8.3f} {r['random_logit_diff_mean']:>7.3f} "
-                         f"+-{r['random_logit_diff_std']:<5.3f}")
+            lines.append(f"{r['fraction']:>8.1%} {r['n_neurons']:>7d} {r['skill_accuracy']:>9.3f} "
+                         f"{r['random_accuracy_mean']:>7.3f} ± {r['random_accuracy_std']:<5.3f} "
+                         f"{_points(r['gap']):>9} {_interval(r):>14}")
         return "\n".join(lines)
+
+
+def _points(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f}"
+
+
+def _interval(row: dict) -> str:
+    return "n/a" if row["gap_ci_low"] != row["gap_ci_low"] else \
+        f"[{100 * row['gap_ci_low']:.1f}, {100 * row['gap_ci_high']:.1f}]"
 
 
 def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | NeuronSet,

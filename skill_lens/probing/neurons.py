@@ -2,6 +2,7 @@
 
 Neurons are named ``L{layer}.N{index}`` (``"L29.N692"``). Sets combine with ``| & - ^ ~``, save
 to safetensors with a JSON sidecar, and refuse to load for (or to be used with) another shape or model.
+A set selected by scores keeps them: :meth:`NeuronSet.top` lists its best neurons in rank order.
 
 >>> ns = NeuronSet.from_pairs([(0, 1), (1, 3), (1, 7)], n_layers=2, d_mlp=8)
 >>> ns
@@ -20,6 +21,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from skill_lens.base.display import card, table
 from skill_lens.store.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
 from skill_lens.probing.scores import select_top
 
@@ -27,6 +29,7 @@ __all__ = ["NeuronSet"]
 
 _LABEL = re.compile(r"L(\d+)\.N(\d+)")
 _SHOWN = 10  # neurons named in a repr
+_SHOWN_RANKED = 5  # best neurons named in the repr of a set with scores
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,9 +148,9 @@ class NeuronSet:
 
         >>> s = torch.tensor([[0.9, 0.8], [0.1, 0.7]])
         >>> NeuronSet.from_scores(s, 2)                  # the best 2 of all 4
-        NeuronSet(2 neurons of 2x2: L0.N0, L0.N1)
+        NeuronSet(2 neurons of 2x2, best first: L0.N0 0.900, L0.N1 0.800)
         >>> NeuronSet.from_scores(s, 1, per_layer=True)  # the best 1 of each layer
-        NeuronSet(2 neurons of 2x2: L0.N0, L1.N1)
+        NeuronSet(2 neurons of 2x2, best first: L0.N0 0.900, L1.N1 0.700)
         """
         scores = scores.detach().float().cpu()
         meta = {**(meta or {}), "top": top, "per_layer": per_layer}
@@ -246,6 +249,31 @@ class NeuronSet:
         """The layers holding at least one neuron."""
         return list(self.per_layer())
 
+    def top(self, k: int = 10) -> list[tuple[str, float]]:
+        """The ``k`` best neurons of the set by its ``scores``, best first: ``[(label, score)]``.
+
+        Ties keep layer order. A set made from a mask, pairs or labels has no scores: select it with
+        :meth:`from_scores` (or ``skill-lens neurons``). Every function taking neurons accepts the list
+        as it is (the labels are read, the scores ignored), so ``neuron_activations_view(pm, texts,
+        skill.top(4))`` shows the four best in this order.
+
+        >>> s = NeuronSet.from_scores(torch.tensor([[0.6, 0.9], [0.8, 0.7]]), top=3)
+        >>> s.top(2), s.pairs()            # rank order vs layer order
+        ([('L0.N1', 0.9), ('L1.N0', 0.8)], [(0, 1), (1, 0), (1, 1)])
+        >>> NeuronSet.pairs_of(s.top(2))
+        [(0, 1), (1, 0)]
+        """
+        if self.scores is None:
+            raise ValueError("this neuron set has no scores to rank by (it was made from a mask, pairs or labels); "
+                             "select it with NeuronSet.from_scores(result.scores('dev'), top=...) or read it from "
+                             "a run (run.neurons())")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        flat = self.mask.flatten().nonzero()[:, 0]
+        values = self.scores.flatten()[flat].double()
+        order = torch.argsort(values, descending=True, stable=True)[:k]
+        return [(self.label(*divmod(int(flat[i]), self.d_mlp)), round(float(values[i]), 6)) for i in order]
+
     def restrict_layers(self, layers: Iterable[int]) -> "NeuronSet":
         """The same set with only the neurons of ``layers`` (a range or list; same shape).
 
@@ -287,12 +315,35 @@ class NeuronSet:
     __hash__ = None  # mutable-looking tensor inside: compare, don't hash
 
     def __repr__(self) -> str:
-        pairs, n = self.pairs(), len(self)
+        """The size and the first neurons: the best ones with their scores when the set has scores,
+        else the first in layer order.
+
+        >>> NeuronSet.from_scores(torch.tensor([[0.6, 0.9], [0.8, 0.7]]), top=3)
+        NeuronSet(3 neurons of 2x2, best first: L0.N1 0.900, L1.N0 0.800, L1.N1 0.700)
+        """
+        n = len(self)
         head = f"{n} neuron{'' if n == 1 else 's'} of {self.n_layers}x{self.d_mlp}"
-        if not pairs:
+        if not n:
             return f"NeuronSet({head})"
-        names = ", ".join(self.label(*p) for p in pairs[:_SHOWN]) + (", ..." if n > _SHOWN else "")
+        if self.scores is not None:
+            names = ", ".join(f"{label} {score:.3f}" for label, score in self.top(_SHOWN_RANKED))
+            return f"NeuronSet({head}, best first: {names}{', ...' if n > _SHOWN_RANKED else ''})"
+        names = ", ".join(self.label(*p) for p in self.pairs()[:_SHOWN]) + (", ..." if n > _SHOWN else "")
         return f"NeuronSet({head}: {names})"
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the size, how it was selected, neurons per layer and the best ones with their scores."""
+        n, total = len(self), self.n_layers * self.d_mlp
+        fields = [("neurons", f"{n:,} of {total:,} ({self.n_layers} layers x {self.d_mlp}; {n / total:.1%})")]
+        if "top" in self.meta:
+            of = "of each layer" if self.meta.get("per_layer") else "of all neurons"
+            fields.append(("selected", f"top {self.meta['top']} {of} by {self.meta.get('scored_on', 'score')}"))
+        counts = self.counts_per_layer()
+        busy = sorted(range(self.n_layers), key=lambda l: (-counts[l], l))[:3]
+        fields.append(("most per layer", ", ".join(f"L{l}: {counts[l]}" for l in busy if counts[l]) or "none"))
+        best = table([[i + 1, label, score] for i, (label, score) in enumerate(self.top(_SHOWN_RANKED))],
+                     ["rank", "neuron", "score"]) if self.scores is not None and n else ""
+        return card("NeuronSet", fields, best)
 
     # ------------------------------------------------------------------ compatibility and files
 
@@ -381,6 +432,8 @@ def _iterate(items, neurons, n_layers, d_mlp):
 def _pair(p, neurons, n_layers, d_mlp) -> tuple[int, int]:
     if isinstance(p, str):
         return NeuronSet.parse(p)
+    if isinstance(p, tuple) and len(p) in (2, 3) and isinstance(p[0], str):  # (label, score, ...) from a .top(k)
+        return NeuronSet.parse(p[0])
     if isinstance(p, Tensor):
         p = p.tolist()
     ok = isinstance(p, (tuple, list)) and len(p) == 2 and not any(isinstance(x, bool) for x in p)

@@ -15,6 +15,7 @@ import torch  # noqa: F401  (the doctests use it)
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from skill_lens.base.display import card, table
 from skill_lens.model.loading import describe
 from skill_lens.probing.null import adjusted_p_values, fwer_threshold, significant
 from skill_lens.probing.scores import aggregate_positions, predictivity
@@ -156,6 +157,55 @@ class ProbeResult:
                 out[split] = {"fwer_threshold": self.fwer_threshold(split, alpha), "significant": int(mask.sum()),
                               "significant_per_layer": mask.sum(1).tolist()}
         return out if out["permutations"] else {"permutations": 0}
+
+    def top(self, k: int = 5, split: str = "dev", aggregate: str = "max") -> list[tuple[str, float, float | None]]:
+        """The ``k`` best neurons of all by their :meth:`scores` on ``split``, best first (ties in layer order):
+        ``[(label, score, held-out score or None)]``, the held-out score on test (on dev when ranking by
+        test) showing whether the ranking generalises. As :meth:`NeuronSet.top
+        <skill_lens.probing.neurons.NeuronSet.top>` for a selected set; any function taking neurons accepts it.
+
+        >>> ProbeResult(torch.zeros(1, 1, 3), torch.tensor([[[0.5, 0.125, 0.75]]])).top(1)
+        [('L0.N1', 0.875, None)]
+        """
+        dev = self.scores(split, aggregate)
+        other = "test" if split != "test" else "dev"
+        held = self.scores(other, aggregate) if getattr(self, f"{other}_acc") is not None else None
+        top = dev.flatten().double().argsort(descending=True, stable=True)[:k].tolist()
+        N = dev.shape[1]
+        return [(f"L{i // N}.N{i % N}", round(float(dev.flatten()[i]), 6),
+                 None if held is None else round(float(held.flatten()[i]), 6)) for i in top]
+
+    def _summary(self) -> list[tuple[str, str]]:
+        """What the probe is, in a few fields (the repr and the notebook card)."""
+        L, P, N = self.baseline.shape if self.baseline.dim() == 3 else (self.baseline.shape[0], 1,
+                                                                          self.baseline.shape[-1])
+        fields = [("neurons", f"{L} layers x {N:,} = {L * N:,}, at {P} prompt position{'s' * (P != 1)}")]
+        if self.sizes:
+            fields.append(("examples", ", ".join(f"{k} {v}" for k, v in self.sizes.items())))
+        if self.dev_acc is not None:
+            label, score, test = self.top(1)[0]
+            fields.append(("best neuron", f"{label} {score:.3f} dev" + ("" if test is None else f", {test:.3f} test")))
+        if self.null_max_dev is not None and self.dev_acc is not None:
+            t, n = self.fwer_threshold(), int(self.significant().sum())
+            fields.append(("chance (null)", f"{n:,} neurons above the family-wise 5% threshold {t:.3f} "
+                                            f"({len(self.null_max_dev)} permutations)"))
+        else:
+            fields.append(("chance (null)", "not computed: probe(..., permutations=100)"))
+        return fields
+
+    def __repr__(self) -> str:
+        """One line per key number, no tensors.
+
+        >>> ProbeResult(torch.zeros(2, 1, 3), torch.tensor([[[0.5, 0.125, 0.75]]] * 2), sizes={"dev": 8})
+        ProbeResult(neurons: 2 layers x 3 = 6, at 1 prompt position; examples: dev 8; best neuron: L0.N1 0.875 dev; chance (null): not computed: probe(..., permutations=100))
+        """
+        return "ProbeResult(" + "; ".join(f"{k}: {v}" for k, v in self._summary()) + ")"
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the sizes, the best neurons with dev and test scores, the null's threshold."""
+        best = table([[i + 1, label, d, t] for i, (label, d, t) in enumerate(self.top(5))],
+                     ["rank", "neuron", "dev", "test"]) if self.dev_acc is not None else ""
+        return card("ProbeResult", self._summary(), best)
 
     def save(self, path) -> None:
         """Write ``baseline``, ``dev_acc``, ``test_acc`` (and pooling keys) with a JSON sidecar."""

@@ -43,6 +43,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
+from skill_lens.base.display import card
 from skill_lens.store.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
 from skill_lens.model.fast_path import plain_model
 from skill_lens.model.loading import describe, model_device
@@ -454,6 +455,63 @@ class PromptedModel:
         """Context manager that installs the prompt for ``batch`` on the bridge (for ``run_with_cache`` etc.)."""
         with self.model.hooks(fwd_hooks=self.hooks(batch)):
             yield
+
+    # ---------------------------------------------------------------- for TransformerLens users and notebooks
+    def run_with_cache(self, texts: Sequence[str] | str | Batch, texts_b: Sequence[str] | None = None,
+                       names_filter=None) -> tuple[Float[Tensor, "batch n_labels"], "ActivationCache"]:
+        """TransformerLens's ``run_with_cache`` on the prompted model: ``(label_logits, cache)``.
+
+        ``texts`` (strings, or a :class:`Batch` from :meth:`encode`) run as everywhere in skill_lens: the
+        family's layout with the soft prompt in place, left padding for causal models, the label logits
+        read at the prediction position (``[batch, n_labels]``, the verbalizer's words in order). The
+        cache is TransformerLens's ``ActivationCache`` of every hook point, or of those ``names_filter``
+        picks (a name, a list of names or a predicate, as in TransformerLens), over the whole sequence
+        (not the unembedding's: only the label words' rows of it run). Encode the texts first to index it by role: ``batch.prompt_slice``, ``batch.predict_pos``,
+        ``batch.input_mask``. Runs without autograd.
+
+        >>> from skill_lens.model.tiny import tiny_model
+        >>> model = tiny_model()
+        >>> pm = PromptedModel(model, SoftPrompt.init(model, 2), Verbalizer.from_words(model, ["bad", "good"]))
+        >>> batch = pm.encode(["the film was good", "bad"])
+        >>> logits, cache = pm.run_with_cache(batch, names_filter=lambda name: name.endswith("mlp.hook_post"))
+        >>> logits.shape, cache["blocks.1.mlp.hook_post"][:, batch.prompt_slice].shape
+        (torch.Size([2, 2]), torch.Size([2, 2, 64]))
+        >>> torch.allclose(logits, pm.label_logits(batch), atol=1e-5)
+        True
+        """
+        from transformer_lens.ActivationCache import ActivationCache
+
+        texts = [texts] if isinstance(texts, str) else texts
+        batch = texts if isinstance(texts, Batch) else self.encode(list(texts), texts_b)
+        store, fwd_hooks, _ = self.model.get_caching_hooks(names_filter)
+        with torch.no_grad():
+            logits = self.label_logits(batch, fwd_hooks=fwd_hooks)
+        if names_filter is None:  # every name the bridge answers to, as its own run_with_cache keys them
+            store.update({name: store[point.name] for name, point in self.model.hook_dict.items()
+                          if name not in store and point.name in store})
+        return logits, ActivationCache(store, self.model)
+
+    def _fields(self) -> list[tuple[str, str]]:
+        info = self.info
+        where = {"causal": "after the input", "mlm": "after <mask>, before the input", "seq2seq": "before the input"}
+        prompt = ("none: the text template alone (a hard prompt)" if self.prompt is None else
+                  f"{self.prompt.length}-token soft prompt {where.get(info.family, '')}".strip())
+        return [("model", f"{info.name} ({info.family}, {info.n_layers} layers x {info.d_mlp} FFN neurons)"),
+                ("prompt", prompt), ("template", repr(self.template)),
+                ("label words", ", ".join(repr(w) for w in self.verbalizer.words))]
+
+    def __repr__(self) -> str:
+        """The model, where the prompt sits, the template and the label words.
+
+        >>> from skill_lens.model.tiny import tiny_model
+        >>> model = tiny_model()
+        >>> PromptedModel(model, SoftPrompt.init(model, 2), Verbalizer.from_words(model, ["bad", "good"]))
+        PromptedModel(model: tiny-causal (causal, 2 layers x 64 FFN neurons); prompt: 2-token soft prompt after the input; template: '{text}'; label words: 'bad', 'good')
+        """
+        return f"{type(self).__name__}(" + "; ".join(f"{k}: {v}" for k, v in self._fields()) + ")"
+
+    def _repr_html_(self) -> str:
+        return card(type(self).__name__, self._fields())
 
 
 def _positions(attention_mask: Tensor) -> Tensor:

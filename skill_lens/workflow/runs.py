@@ -43,6 +43,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skill_lens.base.display import card
 from skill_lens.store.artifacts import ArtifactError, library_version, load_tensors, read_json, write_json
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.model.input_cache import InputCache
@@ -363,6 +364,65 @@ class Run:
         data = read_json(path)
         self.check(data, artifact, path)
         return data
+
+    def results(self) -> dict[str, Path]:
+        """What the run holds now, by name: its artifacts (``prompt``, ``predictivity``, ``neurons``, ``report``,
+        ``pruned``...) and every result file (``perturb_gaussian``, ``robustness_typos``...), each read with
+        its own method (:meth:`probe_result`, :meth:`neurons`, :meth:`curve`, :meth:`read_result`).
+
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()); _ = (d / "perturb_zero.json").write_text("{}")
+        >>> sorted(Run(d, {}).results())
+        ['perturb_zero']
+        """
+        found = {name: self.path / f for name, f in FILES.items() if name not in ("run", "checkpoint")
+                 and (self.path / f).exists()}
+        for prefix in ("perturb_", "robustness_"):
+            found.update({p.stem: p for p in sorted(self.path.glob(f"{prefix}*.json"))
+                          if not p.name.endswith(".checkpoint.json")})
+        return found
+
+    def curve(self, method: str = "gaussian"):
+        """The suppression curve ``skill-lens perturb --method METHOD`` wrote (``RUN/perturb_<method>.json``),
+        checked against the run's predictivity, as a :class:`~skill_lens.intervening.suppression.SuppressionCurve`."""
+        from skill_lens.intervening.suppression import SuppressionCurve
+
+        path = self.path / f"perturb_{method}.json"
+        if not path.exists():
+            made = sorted(p.stem.removeprefix("perturb_") for p in self.path.glob("perturb_*.json")
+                          if not p.name.endswith(".checkpoint.json"))
+            raise ArtifactError(f"{self.path} has no {path.name}" + (f" (it has curves for {', '.join(made)})"
+                                if made else "") + f"; run `skill-lens perturb {self.path} --method {method}`.")
+        return SuppressionCurve.from_dict(self.read_result("perturb", path))
+
+    def _fields(self) -> list[tuple[str, str]]:
+        m, t = self.meta, self.meta.get("task", {})
+        sizes = "/".join(str(v.get("size")) for v in t.get("splits", {}).values() if isinstance(v, dict))
+        acc, ci = m.get("accuracy", {}), m.get("accuracy_ci") or {}
+
+        def a(key: str) -> str:
+            v, c = acc.get(key), ci.get(key)
+            return "n/a" if v is None else f"{v:.3f}" + (f" [{c[0]:.3f}, {c[1]:.3f}]" if c else "")
+
+        return [("directory", str(self.path)),
+                ("model", f"{m.get('model')} ({m.get('n_layers')} layers x {m.get('d_mlp')} FFN neurons)"),
+                ("task", f"{t.get('name')} ({sizes} train/dev/test)" if sizes else str(t.get("name"))),
+                ("prompt", f"{m.get('prompt_length')} tokens, seed {m.get('seed')}"),
+                ("soft prompt", f"dev {a('dev')}, test {a('test')}"),
+                ("hard prompt", f"dev {a('hard_prompt_dev')}, test {a('hard_prompt_test')}"),
+                ("results", ", ".join(self.results()) or "none yet")]
+
+    def __repr__(self) -> str:
+        """The directory, model, task, accuracies (95% Wilson intervals) and what the run holds.
+
+        >>> Run(Path("runs/rt"), {"model": "m", "n_layers": 2, "d_mlp": 4, "task": {"name": "t"}, "prompt_length": 8,
+        ...     "seed": 0, "accuracy": {"dev": 0.845}})  # doctest: +ELLIPSIS
+        Run(directory: runs/rt; model: m (2 layers x 4 FFN neurons); task: t; prompt: 8 tokens, seed 0; soft prompt: dev 0.845, test n/a; ...)
+        """
+        return "Run(" + "; ".join(f"{k}: {v}" for k, v in self._fields()) + ")"
+
+    def _repr_html_(self) -> str:
+        return card("Run", self._fields())
 
     def _require(self, path: Path, artifact: str) -> None:
         if not path.exists():

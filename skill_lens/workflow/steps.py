@@ -114,19 +114,15 @@ def probe(run: Run, batch_size: int = 32, pooling: bool = False, *, permutations
 
 
 def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float, float | None]]:
-    """``[("L1.N5", dev score, test score or None)]`` of the ``k`` best neurons by dev score.
+    """``[("L1.N5", dev score, test score or None)]`` of the ``k`` best neurons by dev score:
+    :meth:`ProbeResult.top <skill_lens.probing.result.ProbeResult.top>`.
 
     >>> import torch
     >>> from skill_lens.probing.result import ProbeResult
     >>> top_neurons(ProbeResult(torch.zeros(1, 1, 3), torch.tensor([[[0.5, 0.125, 0.75]]])), 1)
     [('L0.N1', 0.875, None)]
     """
-    dev = result.scores("dev", aggregate=aggregate)
-    test = result.scores("test", aggregate=aggregate) if result.test_acc is not None else None
-    top = dev.flatten().topk(min(k, dev.numel())).indices
-    N = dev.shape[1]
-    return [(f"L{int(i) // N}.N{int(i) % N}", dev.flatten()[i].item(),
-             None if test is None else test.flatten()[i].item()) for i in top]
+    return result.top(k, "dev", aggregate)
 
 
 def neurons(run: Run, top: float = 0.02, *, per_layer: bool = False, aggregate: str = "max"):
