@@ -19,6 +19,12 @@ name also lives in its module, one folder per stage of the method, read bottom-u
 """
 
 import importlib
+import warnings
+
+# Without ipywidgets, importing tqdm.auto in Jupyter (transformers does) warns "IProgress not found" into
+# every notebook; skill_lens draws its bars without widgets (skill_lens.base.progress) and turns
+# transformers' own off while it loads, so the warning says nothing a reader can act on.
+warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
 
 __version__ = "0.1.0"
 

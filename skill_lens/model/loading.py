@@ -32,7 +32,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.model.fast_path import use_fast_path
 from skill_lens.store.packaged import cache_dir, packaged_file
-from skill_lens.base.progress import quiet, say
+from skill_lens.base.progress import library_bars_off, say
 
 __all__ = ["ModelInfo", "describe", "fingerprint", "load_model", "model_class", "random_init_copy", "tokenizer_adds_bos",
            "Family", "OFFLINE_MODELS", "DTYPES", "parse_device", "parse_dtype", "dtype_name", "model_device",
@@ -281,17 +281,14 @@ def load_model(
             "Use 'smollm2-135m' offline, or a Hub name with internet access."
         ) from None
     cls = model_class(config)
-    if quiet():  # transformers' own "Loading weights" bar too
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
     t0 = time.perf_counter()
-    if random_init:
-        torch.manual_seed(seed)
-        hf = cls.from_config(config, dtype=dtype)
-    else:
-        hf = cls.from_pretrained(path, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    with library_bars_off():  # transformers' "Loading weights" bar: seconds, and stderr in a notebook
+        if random_init:
+            torch.manual_seed(seed)
+            hf = cls.from_config(config, dtype=dtype)
+        else:
+            hf = cls.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     bridge = bridge_from_hf(hf, tokenizer, name=name + ("+random" if random_init else ""), device=device)
     say(f"skill_lens: loaded {name} ({describe(bridge).n_layers} layers) in {time.perf_counter() - t0:.1f}s")
     return bridge
