@@ -1,4 +1,5 @@
-"""Figures (skill_lens.views.plots) and circuitsvis views (skill_lens.views.viz) on tiny models and synthetic data."""
+"""Figures (skill_lens.views.plots) and views (skill_lens.views.viz: static HTML, circuitsvis for the picker) on tiny
+models and synthetic data."""
 
 import base64
 import re
@@ -125,20 +126,68 @@ def _assert_offline(html: str) -> None:
     assert html.count("<script>") >= 2 and "var CircuitsVis" in html
 
 
+def _alphas(html: str) -> list[float]:
+    """The colour strength of every token span, in order."""
+    return [float(a) for a in re.findall(r"background: rgba\(\d+,\d+,\d+,([\d.]+)\)", html)]
+
+
 def test_neuron_view_values_match_the_probe(setup):
     pm, task = setup
     pairs = [(1, 5), (0, 7), (1, 60)]
     texts = task.dev.texts[:4]
     v = neuron_activations_view(pm, texts, ["L1.N5", "L0.N7", "L1.N60"])
-    assert len(v.panels) == 4 and v.panels[0].props["labels"] == ["L1.N5", "L0.N7", "L1.N60"]
+    assert v.data["labels"] == ["L1.N5", "L0.N7", "L1.N60"] and len(v.data["examples"]) == 4
     ref = activations(pm, task.dev, pairs)[:4]  # [n, K, P] at the prompt positions
-    for i, panel in enumerate(v.panels):
-        toks, vals = panel.props["tokens"], torch.tensor(panel.props["values"])
-        assert toks[-3:] == ["&lt;P0&gt;", "&lt;P1&gt;", "&lt;P2&gt;"]
+    for i, (toks, vals) in enumerate(v.data["examples"]):
+        assert toks[-3:] == ["<P0>", "<P1>", "<P2>"]
         assert "".join(toks[:-3]).split() == texts[i].split()
         torch.testing.assert_close(vals[-3:].T, ref[i], rtol=1e-4, atol=1e-5)
-    _assert_offline(v.html())
-    assert str(v) == v.html()
+    html = v.html()
+    assert "<script" not in html and "&lt;P0&gt;" in html and html.count('class="slv-legend"') == 3
+    assert str(v) == html
+
+
+def test_one_colour_scale_per_neuron_across_examples():
+    v = tokens_view([(["a", "b"], [[0.1], [0.2]]), (["c", "d"], [[1.0], [2.0]])], ["L0.N0"])
+    assert _alphas(v.html()) == [0.05, 0.1, 0.5, 1.0]  # not each example stretched to its own maximum
+    assert v.data["scales"] == [2.0] and "-2<span" in v.html() and "</span>2 " in v.html()  # the legend's ends
+
+
+def test_the_baseline_is_white_and_the_probed_position_outlined(setup):
+    pm, task = setup
+    from skill_lens.probing.probe import probe
+
+    result = probe(pm, task)
+    per = result.per_position("dev")
+    v = neuron_activations_view(pm, task.dev.texts[:2], ["L1.N5"], result=result)
+    best = int(per[1, :, 5].argmax())
+    assert v.data["centers"] == [pytest.approx(float(result.baseline[1, best, 5]))]
+    assert f'class="slv-p slv-mark" title=' in v.html() and f">&lt;P{best}&gt;</span>" in v.html()
+    marked = re.findall(r'class="slv-p slv-mark"[^>]*>([^<]*)<', v.html())
+    assert marked == [f"&lt;P{best}&gt;"] * 2  # once per example
+    assert f"L1.N5 {float(per[1, best, 5]):.3f}" in v.html() and "train baseline" in v.html()
+
+
+def test_captions_give_the_label_and_the_models_prediction(setup):
+    pm, task = setup
+    texts, labels = task.dev.texts[:4], task.dev.labels[:4]
+    predicted = pm.label_logits(pm.encode(texts)).argmax(-1).tolist()
+    v = neuron_activations_view(pm, texts, "L0.N1", labels=labels, label_names=task.label_names)
+    assert v.data["captions"] == [f"example {i} · label {task.label_names[y]} · predicted {task.label_names[p]}"
+                                  for i, (y, p) in enumerate(zip(labels, predicted))]
+
+
+def test_neurons_are_shown_in_rank_order(setup):
+    pm, task = setup
+    from skill_lens.probing.neurons import NeuronSet
+
+    scores = torch.rand(2, 64, generator=torch.Generator().manual_seed(3))
+    skill = NeuronSet.from_scores(scores, top=4)
+    ranked = [label for label, _ in skill.top(4)]
+    assert ranked != [NeuronSet.label(*p) for p in skill.pairs()]  # the test means something
+    assert neuron_activations_view(pm, ["good"], skill).data["labels"] == ranked
+    assert neuron_activations_view(pm, ["good"], skill.top(2)).data["labels"] == ranked[:2]
+    assert top_examples_view(pm, task.dev, skill, k=1).data["labels"] == ranked
 
 
 @pytest.mark.parametrize("family", ["mlm", "seq2seq", "gpt2"])
@@ -146,16 +195,16 @@ def test_neuron_view_other_families(family):
     model, task = tiny_model(family), tiny_task()
     pm = prompted(model, task, SoftPrompt.init(model, 2))
     v = neuron_activations_view(pm, task.dev.texts[:2], [(0, 1)], positions="prompt")
-    assert [p.props["tokens"] for p in v.panels] == [["&lt;P0&gt;", "&lt;P1&gt;"]] * 2
+    assert [toks for toks, _ in v.data["examples"]] == [["<P0>", "<P1>"]] * 2
     allv = neuron_activations_view(pm, task.dev.texts[:1], [(0, 1)], positions="all")
     n_special = 0 if family == "gpt2" else 1  # GPT-2 adds no BOS; the MLM and T5 add <s>, <mask>, </s>
-    assert len(allv.panels[0].props["tokens"]) >= len(task.dev.texts[0].split()) + 2 + n_special
+    assert len(allv.data["examples"][0][0]) >= len(task.dev.texts[0].split()) + 2 + n_special
 
 
 def test_hard_prompt_view_and_bad_arguments(setup):
     pm, task = setup
     hard = hard_prompt_model(pm.model, task)
-    assert not any("P0" in t for t in neuron_activations_view(hard, ["good"], "L0.N0").panels[0].props["tokens"])
+    assert not any("P0" in t for t in neuron_activations_view(hard, ["good"], "L0.N0").data["examples"][0][0])
     with pytest.raises(ValueError, match="soft prompt"):
         neuron_activations_view(hard, ["good"], "L0.N0", positions="prompt")
     with pytest.raises(ValueError, match="L2.N0 is not in a model with 2 layers x 64 neurons"):
@@ -171,22 +220,32 @@ def test_hard_prompt_view_and_bad_arguments(setup):
 def test_top_examples_are_the_most_and_least_active(setup):
     pm, task = setup
     v = top_examples_view(pm, task.dev, ["L1.N5", "L0.N9"], k=3, label_names=task.label_names)
-    p = v.panels[0].props
-    assert p["zerothDimensionLabels"] == ["L1.N5", "L0.N9"] and len(p["tokens"]) == 2
+    assert v.data["labels"] == ["L1.N5", "L0.N9"] and len(v.data["chosen"]) == 2
     mean = activations(pm, task.dev, [(1, 5), (0, 9)]).mean(-1)  # [n, K]: mean over the prompt
     for j in range(2):
-        top, bottom = p["activations"][j]
-        want_top = mean[:, j].topk(3).values
-        got_top = torch.tensor([np.mean(a[-3:]) for a in top], dtype=torch.float32)  # the last 3 tokens are the prompt
-        torch.testing.assert_close(got_top, want_top, rtol=1e-4, atol=1e-5)
-        got_bottom = torch.tensor([np.mean(a[-3:]) for a in bottom], dtype=torch.float32)
-        torch.testing.assert_close(got_bottom, mean[:, j].topk(3, largest=False).values, rtol=1e-4, atol=1e-5)
-        assert all(toks[0] in ("[negative] ", "[positive] ") for toks in p["tokens"][j][0])
-    _assert_offline(v.html())
+        top, bottom = v.data["chosen"][j]
+        got = lambda idx: torch.stack([v.data["examples"][i][1][-3:, j].mean() for i in idx])  # noqa: E731
+        torch.testing.assert_close(got(top), mean[:, j].topk(3).values, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got(bottom), mean[:, j].topk(3, largest=False).values, rtol=1e-4, atol=1e-5)
+    html = v.html()
+    assert "<script" not in html and html.count("most active (mean over the prompt)") == 2
+    assert len(re.findall(r"example \d+ · label (negative|positive) · predicted (negative|positive) · ", html)) == 12
     with pytest.raises(ValueError, match="score"):
         top_examples_view(pm, task.dev, "L0.N0", score="median")
 
 
+@needs_chromium
+def test_the_static_views_tabs_switch_without_any_script_of_ours(setup, tmp_path):
+    """Only CSS: the first neuron's tab shows, a click on the second neuron's label shows that one instead."""
+    v = tokens_view([(["a", "b"], [[1.0, 0.0], [0.0, 1.0]])], ["L0.N0", "L1.N1"])
+    tid = re.search(r'id="(slt[0-9a-f]+)"', v.html()).group(1)
+    probe_js = (f"<script>var t0 = document.getElementById('{tid}-t0'), t1 = document.getElementById('{tid}-t1');"
+                "var s = [getComputedStyle(t0).display, getComputedStyle(t1).display];"
+                f"document.querySelector('label[for={tid}-r1]').click();"
+                "s.push(getComputedStyle(t0).display, getComputedStyle(t1).display);"
+                "document.body.setAttribute('data-shown', s.join(','));</script>")
+    dom = dump_dom(v.html() + probe_js, tmp_path)
+    assert 'data-shown="block,none,none,block"' in dom
 def test_neuron_picker_shapes_and_size_guard(setup):
     pm, task = setup
     p = neuron_picker(pm, task.dev.texts[:2]).panels[0].props
@@ -197,25 +256,45 @@ def test_neuron_picker_shapes_and_size_guard(setup):
 
 
 def test_views_escape_malicious_tokens_and_json():
-    v = tokens_view([(EVIL + ["ok"], [[1.0], [2.0], [3.0]])], ["L0.N0"], captions=EVIL)
+    v = tokens_view([(EVIL + ["ok"], [[1.0], [2.0], [3.0]])], [EVIL[0]], captions=EVIL + ["x"])
     html = v.html()
     for evil in EVIL:
         assert evil not in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # the captions, escaped
-    assert "\\u0026lt;/script\\u0026gt;\\u0026lt;img" in html  # the tokens: escaped, then JSON-escaped
-    assert html.lower().count("</script") == 1 + len(v.panels)  # the library and one per panel: none early
-    assert "<!--" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # tokens, captions and tab names, escaped
+    assert "<script" not in html.lower() and "<img" not in html
+    cv = _cv([EVIL[1]])
+    assert "\\u003c/script\\u003e\\u003cimg" in cv.html()  # data inside <script>: JSON with < and > escaped
+    assert cv.html().lower().count("</script") == 2  # the library and the panel: none early
+    assert "<!--" not in cv.html()
     assert "<" not in script_json({"a": EVIL}) and ">" not in script_json(EVIL)
 
 
 def test_view_save_writes_a_standalone_page(tmp_path):
-    path = tokens_view([(["a"], [[1.0]])], ["L0.N0"], title="t <b>").save(tmp_path / "v.html")
+    path = _cv(["a"], title="t <b>").save(tmp_path / "v.html")
     page = path.read_text()
     assert page.startswith("<!DOCTYPE html>") and "t &lt;b&gt;" in page and "CircuitsVis.render" in page
+    static = tokens_view([(["a"], [[1.0]])], ["L0.N0"], title="s").save(tmp_path / "s.html").read_text()
+    assert "slv-legend" in static and "CircuitsVis" not in static  # a static view needs no library
     assert isinstance(View([], "x").fragment(), str)
 
 
 # ------------------------------------------------------------------ the bundle once per notebook
+def _cv(tokens, values=None, labels=("L0.N0",), title=""):
+    """A circuitsvis view (as neuron_picker makes), cheap: one ColoredTokensMulti panel."""
+    from skill_lens.views.viz import _Panel
+
+    values = values or [[1.0] * len(labels) for _ in tokens]
+    return View([_Panel("ColoredTokensMulti", {"tokens": list(tokens), "values": values, "labels": list(labels)})],
+                title)
+
+
+def test_static_views_never_carry_the_bundle():
+    v = tokens_view([(["a"], [[1.0]])], ["L0.N0"])
+    reset_notebook_bundle()
+    assert v._repr_html_() == v.fragment() == v.html() and _cv(["b"])._repr_html_().count("var CircuitsVis") == 1
+    reset_notebook_bundle()
+
+
 def _bundle_marker() -> str:
     """A distinctive piece of circuitsvis' bundle (from its middle), to count copies of it."""
     js = circuitsvis_script()
@@ -224,8 +303,8 @@ def _bundle_marker() -> str:
 
 def test_the_first_view_in_a_session_carries_the_bundle_later_ones_reuse_it():
     marker = _bundle_marker()
-    a = tokens_view([(["a"], [[1.0]])], ["L0.N0"], title="a")
-    b = tokens_view([(["b"], [[2.0]])], ["L0.N0"], title="b")
+    a = _cv(["a"], title="a")
+    b = _cv(["b"], [[2.0]], title="b")
     reset_notebook_bundle()
     first, second, again = a._repr_html_(), b._repr_html_(), a._repr_html_()
     assert first == a.html() and first.count(marker) == 1 and first.index(marker) < first.index("CircuitsVis.render")
@@ -240,7 +319,7 @@ def test_the_first_view_in_a_session_carries_the_bundle_later_ones_reuse_it():
 
 def test_on_colab_every_view_carries_the_bundle(monkeypatch):
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))  # outputs in own iframes
-    v = tokens_view([(["a"], [[1.0]])], ["L0.N0"])
+    v = _cv(["a"])
     reset_notebook_bundle()
     assert v._repr_html_() == v._repr_html_() == v.html()
     reset_notebook_bundle()
@@ -248,7 +327,7 @@ def test_on_colab_every_view_carries_the_bundle(monkeypatch):
 
 @needs_chromium
 def test_notebook_outputs_render_in_chromium_with_one_bundle(tmp_path):
-    views = [tokens_view([([f"t{i}", " x"], [[1.0, 0.0], [0.0, 2.0]])], [f"L0.N{i}", "L1.N9"]) for i in range(3)]
+    views = [_cv([f"t{i}", " x"], [[1.0, 0.0], [0.0, 2.0]], [f"L0.N{i}", "L1.N9"]) for i in range(3)]
     reset_notebook_bundle()
     outputs = [v._repr_html_() for v in views]  # as three cells of one notebook display them
     reset_notebook_bundle()

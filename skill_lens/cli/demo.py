@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--task", default="rotten_tomatoes")
     p.add_argument("--steps", type=int, default=150, help="prompt-tuning steps (batch 16)")
     p.add_argument("--controls", type=int, default=3, help="random neuron sets per fraction")
+    p.add_argument("--permutations", type=int, default=100, metavar="K",
+                   help="label permutations of the probe's chance level (a family-wise 5%% threshold; 0: none)")
     add_model_args(p, run=False)
     p.set_defaults(func=run)
 
@@ -31,8 +33,9 @@ def run(args) -> int:
     from skill_lens.prompting.tuning import TuneConfig
 
     config, load = TuneConfig(steps=args.steps), model_args(args)
-    if args.controls < 0:
-        raise ValueError(f"--controls must be >= 0, got {args.controls}")
+    if args.controls < 0 or args.permutations < 0:
+        raise ValueError(f"--controls and --permutations must be >= 0, got {args.controls} and {args.permutations}")
     task = load_task(args.task, **SIZES)
-    steps.demo(load_model(args.model, **load), task, args.out, config, controls=args.controls, task_args=SIZES)
+    steps.demo(load_model(args.model, **load), task, args.out, config, controls=args.controls, task_args=SIZES,
+               permutations=args.permutations)
     return 0

@@ -1,28 +1,33 @@
-"""Inline views of skill neurons with circuitsvis, working offline.
+"""Inline views of skill neurons, working offline: static HTML, and circuitsvis for browsing.
 
-Each function returns a :class:`View`: it renders in Jupyter (``_repr_html_``), and ``view.html()``
-(or ``str(view)``) is a self-contained HTML fragment with circuitsvis' JavaScript bundle inlined
-from the installed package (no CDN, no network; circuitsvis' own ``RenderedHTML`` probes the
-internet and falls back to unpkg). ``view.save(path)`` writes a standalone page.
+Each function returns a :class:`View`: it renders in Jupyter (``_repr_html_``), ``view.html()`` (or
+``str(view)``) is a self-contained HTML fragment, ``view.save(path)`` a standalone page.
 
-In a notebook the bundle (about 1.3 MB) is embedded once per kernel session: the first view
-displayed carries it and defines ``window.CircuitsVis`` for the page, later views carry only their
-panels (:meth:`View.fragment`) and use it. After clearing the output that carried it (or to save a
-cell's output on its own), call :func:`reset_notebook_bundle` and display the view again. Google
-Colab shows every output in its own frame, so there every view carries the bundle.
+* :func:`neuron_activations_view` -- chosen neurons over the tokens of a few texts: one tab per neuron
+  (in the order given: best first for ``skill.top(k)`` or a scored set), every example on **one colour
+  scale per neuron** with a legend; given the probe's ``result``, white is the neuron's train baseline at
+  the position the probe read (outlined), orange above it and blue below, which is the probe's own rule;
+  captions give each example's label and the model's prediction. Prompt tokens are ``<P0>``, ``<P1>`` ...
+* :func:`top_examples_view` -- the examples of a split where each neuron is most and least active, alike;
+* :func:`tokens_view` -- the same tabs from activations you already have;
+* :func:`neuron_picker` -- any neuron of any layer over a few texts (circuitsvis: layer and neuron drop-downs).
 
-* :func:`neuron_activations_view` -- chosen neurons over the tokens of a few texts, one panel per
-  text with a neuron selector (prompt tokens are shown as ``<P0>``, ``<P1>`` ...);
-* :func:`top_examples_view` -- the examples of a split where each neuron is most and least active;
-* :func:`neuron_picker` -- any neuron of any layer over a few texts (layer and neuron drop-downs);
-* :func:`tokens_view` -- the same panels from activations you already have.
+The first three are plain HTML and CSS (tabs are radio buttons): they render without any script, also
+in GitHub's notebook viewer, a static docs page or the report; where styles are stripped every tab
+shows, one after another. The picker uses circuitsvis' JavaScript bundle, inlined from the installed
+package (no CDN, no network; circuitsvis' own ``RenderedHTML`` probes the internet and falls back to
+unpkg). In a notebook the bundle (about 1.3 MB) is embedded once per kernel session: the first view
+displayed that needs it carries it and defines ``window.CircuitsVis`` for the page, later ones carry
+only their panels (:meth:`View.fragment`). After clearing the output that carried it, call
+:func:`reset_notebook_bundle` and display the view again. Google Colab shows every output in its own
+frame, so there every such view carries the bundle.
 
-Safety: circuitsvis writes token text with ``innerHTML``, so tokens are HTML-escaped before they are
-handed over, and all data embedded in ``<script>`` is JSON with ``<``, ``>`` and ``&`` escaped.
+Safety: token text and captions are HTML-escaped; data embedded in ``<script>`` is JSON with ``<``,
+``>`` and ``&`` escaped.
 
 >>> v = tokens_view([(["a", " good", "<P0>"], [[0.1, 1.0], [2.0, 0.0], [0.5, -1.0]])], ["L0.N1", "L1.N3"])
 >>> html = v.html()
->>> "<P0>" in html, "u0026lt;P0" in html, "https://unpkg" in html
+>>> "<P0>" in html, "&lt;P0&gt;" in html, "<script" in html
 (False, True, False)
 """
 
@@ -46,8 +51,8 @@ from skill_lens.probing.capture import capture_neurons
 from skill_lens.model.loading import describe
 from skill_lens.probing.neurons import NeuronSet
 
-__all__ = ["View", "tokens_view", "neuron_activations_view", "top_examples_view", "neuron_picker",
-           "neuron_label", "circuitsvis_script", "script_json", "reset_notebook_bundle", "POSITIONS"]
+__all__ = ["neuron_activations_view", "top_examples_view", "neuron_picker", "tokens_view", "View", "neuron_label",
+           "circuitsvis_script", "script_json", "reset_notebook_bundle", "POSITIONS"]
 
 POSITIONS = ("input+prompt", "all", "input", "prompt")
 
@@ -92,7 +97,7 @@ def reset_notebook_bundle() -> None:
     The first view displayed in a kernel session embeds the bundle; later ones reuse it from the
     page. Call this after clearing that first output (or when a cell's output must stand alone).
 
-    >>> v = tokens_view([(["a"], [[1.0]])], ["L0.N0"])
+    >>> v = View([_Panel("ColoredTokens", {"tokens": ["a"], "values": [1.0]})])   # what neuron_picker makes
     >>> reset_notebook_bundle()
     >>> "var CircuitsVis" in v._repr_html_(), "var CircuitsVis" in v._repr_html_()
     (True, False)
@@ -125,20 +130,26 @@ class _Panel:
 
 @dataclass
 class View:
-    """circuitsvis panels with captions; renders inline in Jupyter and as self-contained HTML."""
+    """A view: static HTML (``body``) and/or circuitsvis panels with captions; renders inline in Jupyter
+    and as self-contained HTML. ``data`` keeps what it shows (tokens, values, centres) for inspection."""
 
     panels: list[_Panel]
     title: str = ""
     note: str = ""
     _id: str = field(default_factory=lambda: uuid.uuid4().hex[:12], repr=False)
+    body: str = ""
+    data: dict = field(default_factory=dict, repr=False)
 
     def fragment(self) -> str:
-        """The panels' HTML *without* the circuitsvis library (put :func:`circuitsvis_script` once before it)."""
+        """The view's HTML *without* the circuitsvis library (put :func:`circuitsvis_script` once before it
+        when :attr:`panels` is not empty)."""
         parts = [f'<div class="skill-lens-view" id="slv-{self._id}">']
         if self.title:
             parts.append(f"<h4>{htmllib.escape(self.title)}</h4>")
         if self.note:
             parts.append(f'<p class="note">{htmllib.escape(self.note)}</p>')
+        if self.body:
+            parts.append(self.body)
         for i, p in enumerate(self.panels):
             div = f"slv-{self._id}-{i}"
             if p.caption:
@@ -156,17 +167,19 @@ class View:
         return "\n".join(parts)
 
     def html(self) -> str:
-        """Self-contained HTML: the circuitsvis library inline, then the panels."""
-        return circuitsvis_script() + "\n" + self.fragment()
+        """Self-contained HTML: the circuitsvis library inline (when the view has circuitsvis panels), then the view."""
+        return (circuitsvis_script() + "\n" if self.panels else "") + self.fragment()
 
     def _repr_html_(self) -> str:
-        """In a notebook: :meth:`html` for the session's first view, :meth:`fragment` after it."""
-        if _NOTEBOOK["bundle_shown"] and not _outputs_in_own_frames():
+        """In a notebook: :meth:`html` for the session's first view needing circuitsvis, :meth:`fragment` otherwise."""
+        if not self.panels or (_NOTEBOOK["bundle_shown"] and not _outputs_in_own_frames()):
             return self.fragment()
         _NOTEBOOK["bundle_shown"] = True
         return self.html()
 
     def __repr__(self) -> str:
+        if not self.panels:
+            return f"View({self.data.get('summary', 'static HTML')}, title={self.title!r})"
         kinds = sorted({p.component for p in self.panels})
         return f"View({len(self.panels)} panel(s) of {', '.join(kinds) or 'nothing'}, title={self.title!r})"
 
@@ -181,6 +194,57 @@ class View:
         with atomic_write(path) as f:
             f.write(page)
         return path
+
+
+# ------------------------------------------------------------------ static HTML: tabs, tokens, legend
+ABOVE, BELOW = (230, 85, 13), (49, 130, 189)  # orange above the centre (the baseline), blue below it
+_CSS = (".slv-tabs > input {{ display: none }} .slv-tabs > label {{ display: inline-block; padding: 1px 7px; "
+        "margin: 0 2px 4px 0; border: 1px solid #ccc; border-radius: 3px; cursor: pointer; font: 12px monospace }} "
+        ".slv-tab {{ display: none; margin: 4px 0 10px }} .slv-ex {{ margin: 3px 0 6px; white-space: pre-wrap; "
+        "line-height: 1.7; font-size: 13px }} .slv-cap {{ color: #555; font-size: 12px }} .slv-p {{ font: 11px "
+        "monospace; color: #444 }} .slv-mark {{ outline: 2px solid #222 }} .slv-legend {{ font-size: 12px; color: "
+        "#444; margin: 2px 0 6px }} .slv-bar {{ display: inline-block; width: 9em; height: .8em; vertical-align: "
+        "middle; margin: 0 4px; background: linear-gradient(90deg, rgb{below}, #fff, rgb{above}) }} {shown}")
+
+
+def _tabs(view_id: str, names: Sequence[str], bodies: Sequence[str]) -> str:
+    """Radio-button tabs (CSS only, no script): the first open; without styles every tab shows in order."""
+    shown = " ".join(f"#{view_id}-r{j}:checked ~ #{view_id}-t{j} {{ display: block }} #{view_id}-r{j}:checked + "
+                     f"label {{ background: #333; color: #fff }}" for j in range(len(names)))
+    css = _CSS.format(below=BELOW, above=ABOVE, shown=shown).replace(".slv-tabs", f"#{view_id}") \
+        .replace(".slv-tab ", f"#{view_id} .slv-tab ")
+    radios = "".join(f'<input type="radio" name="{view_id}" id="{view_id}-r{j}"{" checked" if j == 0 else ""}>'
+                     f'<label for="{view_id}-r{j}">{htmllib.escape(n)}</label>' for j, n in enumerate(names))
+    tabs = "".join(f'<div class="slv-tab" id="{view_id}-t{j}">{b}</div>' for j, b in enumerate(bodies))
+    return f'<style>{css}</style><div class="slv-tabs" id="{view_id}">{radios}{tabs}</div>'
+
+
+def _colour(value: float, center: float, scale: float) -> str:
+    t = max(-1.0, min(1.0, (value - center) / scale)) if scale > 0 else 0.0
+    r, g, b = ABOVE if t > 0 else BELOW
+    return f"rgba({r},{g},{b},{abs(t):.2f})"
+
+
+def _tokens_html(tokens: Sequence[str], values: Sequence[float], center: float, scale: float,
+                 mark: str | None) -> str:
+    spans = []
+    for tok, v in zip(tokens, values):
+        cls = ("slv-p" if tok.startswith("<P") and tok.endswith(">") else "") + (" slv-mark" if tok == mark else "")
+        shown = tok.replace("\n", "\u23ce")
+        spans.append(f'<span{f" class={chr(34)}{cls.strip()}{chr(34)}" if cls else ""} title="{v:.4g}" style="'
+                     f'background: {_colour(v, center, scale)}">{htmllib.escape(shown)}</span>')
+    return "".join(spans)
+
+
+def _legend(center: float, scale: float, note: str) -> str:
+    return (f'<div class="slv-legend">{center - scale:.3g}<span class="slv-bar"></span>{center + scale:.3g}'
+            f" &nbsp;{htmllib.escape(note)}</div>")
+
+
+def _neuron_scale(values: Sequence[Tensor], center: float) -> float:
+    """One colour scale for a neuron across every example shown: the largest distance from the centre."""
+    finite = [v[torch.isfinite(v)] for v in values]
+    return max([float((v - center).abs().max()) for v in finite if len(v)] + [1e-6])
 
 
 # ------------------------------------------------------------------ neurons
@@ -259,47 +323,129 @@ def _rounded(values: Tensor) -> list:
 
 
 def tokens_view(examples: Iterable[tuple[Sequence[str], Any]], labels: Sequence[str],
-                captions: Sequence[str] | None = None, title: str = "") -> View:
-    """One panel per example from ``(tokens [S], values [S, K])``, with a selector over the ``K`` ``labels``.
+                captions: Sequence[str] | None = None, title: str = "", *, centers: Sequence[float] | None = None,
+                notes: Sequence[str] | None = None, marks: Sequence[str | None] | None = None) -> View:
+    """One tab per neuron (``labels``, in order) showing every example ``(tokens [S], values [S, K])`` coloured
+    by that neuron's values on **one scale** across the examples, with a legend.
 
-    >>> tokens_view([(["x", "y"], [[1.0], [0.0]])], ["L0.N0"], captions=["example 0"])
-    View(1 panel(s) of ColoredTokensMulti, title='')
+    ``centers[k]`` (default 0) is white, values above it orange and below it blue, as far as the largest
+    distance from it among the examples; ``notes[k]`` says what the centre is; the token ``marks[k]``
+    (e.g. ``"<P3>"``) is outlined.
+
+    >>> v = tokens_view([(["x", "y"], [[1.0], [0.0]])], ["L0.N0"], captions=["example 0"], centers=[0.5])
+    >>> v, v.data["scales"]
+    (View(1 neuron x 1 example, title=''), [0.5])
     """
-    panels = []
+    rows = []
     for i, (tokens, values) in enumerate(examples):
         v = torch.as_tensor(values, dtype=torch.float32).reshape(len(tokens), -1)
         if v.shape[1] != len(labels):
             raise ValueError(f"example {i} has {v.shape[1]} values per token but {len(labels)} labels")
-        v = torch.nan_to_num(v, nan=0.0, posinf=3e38, neginf=-3e38)
-        props = {"tokens": [htmllib.escape(t, quote=False) for t in tokens], "values": _rounded(v),
-                 "labels": [str(x) for x in labels]}
-        panels.append(_Panel("ColoredTokensMulti", props, captions[i] if captions else ""))
-    return View(panels, title)
+        rows.append((list(tokens), torch.nan_to_num(v, nan=0.0, posinf=3e38, neginf=-3e38)))
+    K = len(labels)
+    centers = [0.0] * K if centers is None else [float(c) for c in centers]
+    notes = ["white: 0"] * K if notes is None else list(notes)
+    marks = [None] * K if marks is None else list(marks)
+    scales, bodies = [], []
+    for j in range(K):
+        scales.append(_neuron_scale([v[:, j] for _, v in rows], centers[j]))
+        lines = [_legend(centers[j], scales[j], notes[j])]
+        for i, (toks, v) in enumerate(rows):
+            cap = f'<div class="slv-cap">{htmllib.escape(captions[i])}</div>' if captions else ""
+            lines.append(f'<div class="slv-ex">{cap}{_tokens_html(toks, v[:, j].tolist(), centers[j], scales[j], marks[j])}'
+                         "</div>")
+        bodies.append("".join(lines))
+    vid = uuid.uuid4().hex[:12]
+    summary = f"{K} neuron{'s' * (K != 1)} x {len(rows)} example{'s' * (len(rows) != 1)}"
+    return View([], title, _id=vid, body=_tabs(f"slt{vid}", [str(x) for x in labels], bodies),
+                data={"summary": summary, "labels": [str(x) for x in labels], "examples": rows,
+                      "centers": centers, "scales": scales, "captions": list(captions or [])})
+
+
+def _ranked(neurons: Any, shape: tuple[int, int]) -> list[tuple[int, int]]:
+    """``[(layer, index)]``: a set with scores best first (:meth:`NeuronSet.top`), anything else in the order given."""
+    if isinstance(neurons, NeuronSet) and neurons.scores is not None and len(neurons):
+        neurons.check_compatible(*shape)
+        return [NeuronSet.parse(label) for label, _ in neurons.top(len(neurons))]
+    return _pairs(neurons, shape)
+
+
+def _probe_marks(pm, pairs, result) -> tuple[list[float], list[str], list[str | None], list[str]]:
+    """Per neuron: the colour centre, the legend's note, the outlined token and the tab name, from the probe's
+    ``result`` (the train baseline at the position the probe scored the neuron) or 0 without one."""
+    names = [neuron_label(*p) for p in pairs]
+    if result is None:
+        note = "white: 0 (pass result=the probe's result to centre each neuron on its baseline)"
+        return [0.0] * len(pairs), [note] * len(pairs), [None] * len(pairs), names
+    per, base = result.per_position("dev"), result.baseline
+    info = describe(pm.model)
+    if (base.shape[0], base.shape[-1]) != info.shape:
+        raise ValueError(f"the probe result is of {base.shape[0]} layers x {base.shape[-1]} neurons, the model has "
+                         f"{info.n_layers} x {info.d_mlp}; pass the result probed on this model")
+    per = per if per.dim() == 3 else per[:, None]
+    base = base.reshape(base.shape[0], -1, base.shape[-1])
+    centers, notes, marks, tabs = [], [], [], []
+    for (layer, idx), name in zip(pairs, names):
+        p = int(per[layer, :, idx].argmax())
+        mark = f"<P{p}>" if pm.prompt is not None and per.shape[1] == pm.prompt_length else None
+        where = f"at {mark} (outlined)" if mark else "at the prediction position"
+        centers.append(float(base[layer, p, idx]))
+        notes.append(f"dev predictivity {float(per[layer, p, idx]):.3f} {where}; white = the train baseline there "
+                     f"({centers[-1]:.3g}): the probe reads above it (orange) as one class, below (blue) as the other")
+        marks.append(mark)
+        tabs.append(f"{name} {float(per[layer, p, idx]):.3f}")
+    return centers, notes, marks, tabs
+
+
+def _predictions(pm, texts: Sequence[str], texts_b=None, batch_size: int = 16) -> list[int]:
+    """The prompted model's predicted label per text."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            tb = list(texts_b[start:start + batch_size]) if texts_b is not None else None
+            out += pm.label_logits(pm.encode(list(texts[start:start + batch_size]), tb)).argmax(-1).tolist()
+    return out
+
+
+def _caption(base: str, gold: int | None, pred: int, names: Sequence[str]) -> str:
+    name = lambda y: names[y] if 0 <= y < len(names) else str(y)  # noqa: E731
+    return base + ("" if gold is None else f" · label {name(gold)}") + f" · predicted {name(pred)}"
 
 
 def neuron_activations_view(pm, texts: Sequence[str] | str, neurons: Any, texts_b: Sequence[str] | None = None,
                             positions: str = "input+prompt", captions: Sequence[str] | None = None,
-                            title: str = "") -> View:
-    """Activations of ``neurons`` over the tokens of ``texts``: one panel per text, a selector per neuron.
+                            title: str = "", *, result=None, labels: Sequence[int] | None = None,
+                            label_names: Sequence[str] | None = None) -> View:
+    """Activations of ``neurons`` over the tokens of ``texts``: one tab per neuron, every text on its scale.
 
-    ``positions``: ``"input+prompt"`` (default), ``"all"`` (with special tokens), ``"input"`` or
-    ``"prompt"``; padding is never shown. Prompt tokens are labelled ``<P0>``, ``<P1>`` ...
+    ``neurons`` in the order to show: ``skill.top(4)`` (best first), labels, pairs, or a set (best first when
+    it has scores). ``result`` (the probe's :class:`~skill_lens.probing.result.ProbeResult`) centres each
+    neuron's colours on its train baseline at the position the probe scored it (outlined) and names its
+    predictivity. Each caption gives the text's gold label (with ``labels``, named by ``label_names``)
+    and the model's prediction. ``positions``: ``"input+prompt"`` (default), ``"all"`` (with special
+    tokens), ``"input"`` or ``"prompt"``; padding is never shown. Prompt tokens are ``<P0>``, ``<P1>`` ...
 
     >>> from skill_lens.model.tiny import tiny_model
     >>> from skill_lens.prompting.prompts import PromptedModel, SoftPrompt, Verbalizer
     >>> model = tiny_model()
     >>> pm = PromptedModel(model, SoftPrompt.init(model, 2), Verbalizer.from_words(model, ["bad", "good"]))
-    >>> v = neuron_activations_view(pm, ["the film was good", "bad"], ["L1.N5", "L0.N3"])
-    >>> v.panels[0].props["tokens"], v.panels[0].props["labels"]
-    (['the', ' film', ' was', ' good', '&lt;P0&gt;', '&lt;P1&gt;'], ['L1.N5', 'L0.N3'])
+    >>> v = neuron_activations_view(pm, ["the film was good", "bad"], ["L1.N5", "L0.N3"], labels=[1, 0])
+    >>> v.data["labels"], v.data["examples"][0][0], v.data["captions"][0]  # doctest: +ELLIPSIS
+    (['L1.N5', 'L0.N3'], ['the', ' film', ' was', ' good', '<P0>', '<P1>'], 'example 0 · label good · predicted ...')
     """
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise ValueError("no texts given; pass a few example strings")
-    pairs = _pairs(neurons, describe(pm.model).shape)
+    pairs = _ranked(neurons, describe(pm.model).shape)
     rows = _token_activations(pm, texts, pairs, texts_b, positions)
-    caps = list(captions) if captions is not None else [f"example {i}" for i in range(len(texts))]
-    return tokens_view(rows, [neuron_label(*p) for p in pairs], caps, title)
+    preds = _predictions(pm, texts, texts_b)
+    names = list(label_names) if label_names is not None else list(pm.verbalizer.words)
+    base = list(captions) if captions is not None else [f"example {i}" for i in range(len(texts))]
+    caps = [_caption(c, None if labels is None else int(labels[i]), p, names) for i, (c, p) in enumerate(zip(base, preds))]
+    centers, notes, marks, tabs = _probe_marks(pm, pairs, result)
+    view = tokens_view(rows, tabs, caps, title, centers=centers, notes=notes, marks=marks)
+    view.data["labels"] = [neuron_label(*p) for p in pairs]
+    return view
 
 
 def _scores(pm, split, pairs, score: str, batch_size: int) -> Tensor:
@@ -319,21 +465,23 @@ def _scores(pm, split, pairs, score: str, batch_size: int) -> Tensor:
 
 
 def top_examples_view(pm, split, neurons: Any, k: int = 5, score: str = "prompt_mean", batch_size: int = 32,
-                      label_names: Sequence[str] | None = None, title: str = "") -> View:
-    """For each neuron, the ``k`` examples of ``split`` where it is most and least active.
+                      label_names: Sequence[str] | None = None, title: str = "", *, result=None) -> View:
+    """For each neuron (a tab, in the order given; best first for a scored set), the ``k`` examples of
+    ``split`` where it is most and least active, on one colour scale for the neuron.
 
     ``score`` ranks examples: ``"prompt_mean"`` (mean over the soft prompt's positions, where skill
     neurons are read; the prediction position for a hard prompt), ``"predict"`` or ``"max"`` (over all
-    tokens). Each example starts with its gold label, e.g. ``[positive]``.
+    tokens). Each example's caption gives its gold label (named by ``label_names``), the prediction and
+    its score; ``result`` centres the colours on the neuron's probe baseline, as in
+    :func:`neuron_activations_view`.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
     >>> from skill_lens.prompting.evaluation import prompted
     >>> from skill_lens.prompting.prompts import SoftPrompt
     >>> model, task = tiny_model(), tiny_task()
     >>> v = top_examples_view(prompted(model, task, SoftPrompt.init(model, 2)), task.dev, "L1.N5", k=3)
-    >>> p = v.panels[0].props
-    >>> v.panels[0].component, len(p["tokens"]), len(p["tokens"][0]), len(p["tokens"][0][0])
-    ('TopkSamples', 1, 2, 3)
+    >>> v, [len(side) for side in v.data["chosen"][0]]
+    (View(1 neuron x 3 most and 3 least active examples, title=''), [3, 3])
     """
     if score not in ("prompt_mean", "predict", "max"):
         raise ValueError(f"score must be 'prompt_mean', 'predict' or 'max', got {score!r}")
@@ -341,24 +489,35 @@ def top_examples_view(pm, split, neurons: Any, k: int = 5, score: str = "prompt_
         raise ValueError("the split is empty; pass one with examples (e.g. task.dev)")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    pairs = _pairs(neurons, describe(pm.model).shape)
+    pairs = _ranked(neurons, describe(pm.model).shape)
     scores = _scores(pm, split, pairs, score, batch_size)  # [n, K]
     k = min(k, len(split))
     chosen = [[scores[:, j].topk(k, largest=largest).indices.tolist() for largest in (True, False)]
               for j in range(len(pairs))]
     union = sorted({i for per in chosen for idx in per for i in idx})  # one more pass, for all neurons at once
     tb = [split.texts_b[i] for i in union] if split.texts_b is not None else None
-    rows = dict(zip(union, _token_activations(pm, [split.texts[i] for i in union], pairs, tb, "input+prompt",
-                                              batch_size)))
-    names = label_names or [str(y) for y in sorted(set(split.labels))]
-    gold = {i: f"[{names[split.labels[i]] if split.labels[i] < len(names) else split.labels[i]}] " for i in union}
-    tokens = [[[[htmllib.escape(t, quote=False) for t in [gold[i], *rows[i][0]]] for i in idx] for idx in per]
-              for per in chosen]
-    values = [[[[0.0, *_rounded(rows[i][1][:, j])] for i in idx] for idx in per] for j, per in enumerate(chosen)]
-    props = {"tokens": tokens, "activations": values, "zerothDimensionName": "Neuron",
-             "firstDimensionName": "Examples", "zerothDimensionLabels": [neuron_label(*p) for p in pairs],
-             "firstDimensionLabels": [f"top {k} (most active, by {score})", f"bottom {k} (least active)"]}
-    return View([_Panel("TopkSamples", props)], title)
+    texts = [split.texts[i] for i in union]
+    rows = dict(zip(union, _token_activations(pm, texts, pairs, tb, "input+prompt", batch_size)))
+    preds = dict(zip(union, _predictions(pm, texts, tb)))
+    names = list(label_names) if label_names is not None else [str(y) for y in sorted(set(split.labels))]
+    centers, notes, marks, tabs = _probe_marks(pm, pairs, result)
+    how = {"prompt_mean": "mean over the prompt", "predict": "at the prediction position", "max": "max over tokens"}
+    bodies = []
+    for j, per in enumerate(chosen):
+        scale = _neuron_scale([rows[i][1][:, j] for idx in per for i in idx], centers[j])
+        parts = [_legend(centers[j], scale, notes[j])]
+        for side, idx in zip((f"most active ({how[score]})", "least active"), per):
+            parts.append(f'<div class="slv-cap"><b>{side}</b></div>')
+            for i in idx:
+                cap = _caption(f"example {i}", split.labels[i], preds[i], names) + f" · {float(scores[i, j]):.3g}"
+                parts.append(f'<div class="slv-ex"><div class="slv-cap">{htmllib.escape(cap)}</div>'
+                             f"{_tokens_html(rows[i][0], rows[i][1][:, j].tolist(), centers[j], scale, marks[j])}</div>")
+        bodies.append("".join(parts))
+    vid = uuid.uuid4().hex[:12]
+    summary = f"{len(pairs)} neuron{'s' * (len(pairs) != 1)} x {k} most and {k} least active examples"
+    return View([], title, _id=vid, body=_tabs(f"slt{vid}", tabs, bodies),
+                data={"summary": summary, "labels": [neuron_label(*p) for p in pairs], "chosen": chosen,
+                      "scores": scores, "examples": rows, "centers": centers})
 
 
 def neuron_picker(pm, texts: Sequence[str] | str, layers: Sequence[int] | None = None,

@@ -229,8 +229,13 @@ def report(run: Run, out=None, views: bool = True, n_neurons: int = 8, n_example
 
 
 def demo(model, task, out, config, controls: int = 3, top: float = 0.02, task_args: dict | None = None,
-         log=print) -> dict:
-    """The whole method into ``out``: tune (or reuse the same finished run), probe, select, perturb, report.
+         log=print, permutations: int = 100) -> dict:
+    """The whole method into ``out``: tune (or reuse the same finished run), probe with a permutation null
+    (``permutations`` label permutations; 0: none), select, perturb, report.
+
+    One definition of skill neurons throughout: the top ``top`` of **all** FFN neurons by dev
+    predictivity (max over prompt positions). The selected set is that, the suppression curve perturbs
+    the top fractions of the same ranking (``top`` among them), and the report's views show its best.
 
     ``log`` receives a line as each step starts and :func:`demo_summary` at the end. Returns the
     run, probe result, neurons, curve, report path and each step's seconds (``"seconds"``).
@@ -251,11 +256,14 @@ def demo(model, task, out, config, controls: int = 3, top: float = 0.02, task_ar
     sizes = f"{len(task.train)} train / {len(task.dev)} dev / {len(task.test)} test"
     plan = [("tune", f"tuning a {config.prompt_length}-token soft prompt for {task.name} ({sizes})",
              lambda: tune(out, model, task, config, task_args, reuse=True)),
-            ("probe", "probing every FFN neuron at every prompt position", lambda: probe(done["run"])),
-            ("neurons", f"selecting the top {top:.0%} of neurons per layer by dev predictivity",
-             lambda: neurons(done["run"], top=top, per_layer=True)),
+            ("probe", "probing every FFN neuron at every prompt position"
+             + (f", and {permutations} label permutations for the chance level" if permutations else ""),
+             lambda: probe(done["run"], permutations=permutations)),
+            ("neurons", f"selecting the top {top:.0%} of all neurons by dev predictivity",
+             lambda: neurons(done["run"], top=top)),
             ("perturb", f"suppression curve: Gaussian noise on the top skill neurons vs {controls} random sets",
-             lambda: perturb(done["run"], "gaussian", controls=controls)),
+             lambda: perturb(done["run"], "gaussian", fractions=sorted({0.0, 0.01, top, 0.05, 0.1}),
+                             controls=controls)),
             ("report", "writing the report", lambda: report(done["run"]))]
     for i, (name, what, step) in enumerate(plan):
         log(f"[{i + 1}/{len(plan)} {time.perf_counter() - t0:5.0f}s] {what}")
@@ -274,18 +282,32 @@ def _gap_text(row: dict) -> str:
     return f"{100 * row['gap']:.1f} points at {row['fraction']:.0%}{ci}"
 
 
+def _null_text(result, ns) -> str:
+    """``"0.673 (family-wise 5%, 100 label permutations): 3,112 of 46,080 neurons above it, 922 of 922 skill neurons"``."""
+    if result.null_max_dev is None:
+        return "not computed (skill-lens probe RUN --permutations 100)"
+    mask, total = result.significant(), result.dev_acc.shape[0] * result.dev_acc.shape[-1]
+    skill = int((mask & ns.mask).sum())
+    return (f"{result.fwer_threshold():.3f} (family-wise 5%, {len(result.null_max_dev)} label permutations): "
+            f"{int(mask.sum()):,} of {total:,} neurons above it, {skill} of {len(ns)} skill neurons")
+
+
 def demo_summary(done: dict) -> str:
-    """The demo's closing lines: accuracies, top neurons, suppression gaps, the report, where the time went."""
+    """The demo's closing lines: accuracies, top neurons, the chance level, suppression gaps, the report, the time."""
     run, curve, acc = done["run"], done["perturb"], done["run"].meta["accuracy"]
     ci = run.meta.get("accuracy_ci") or {}
     a = lambda k: f"{acc[k]:.3f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if ci.get(k) else "")  # noqa: E731
     rows = [r for r in curve.summary() if r["fraction"] > 0]
+    ns = done["neurons"]
+    how = f"top {ns.meta['top']:.0%} of {'each layer' if ns.meta.get('per_layer') else 'all'}" \
+        if isinstance(ns.meta.get("top"), float) else "selected"
     lines = [f"\nskill_lens demo: {run.meta['model']} on {run.task.name}",
              f"  soft prompt      dev {a('dev')}  test {a('test')}" + ("  (95% Wilson intervals)" if ci else ""),
              f"  hard prompt      dev {a('hard_prompt_dev')}  test {a('hard_prompt_test')}",
              "  top neurons      " + ", ".join(f"{n} {d:.3f}" + ("" if t is None else f" ({t:.3f})")
                                             for n, d, t in top_neurons(done["probe"], 3)) + "  (dev predictivity; test)",
-             f"  skill neurons    {len(done['neurons'])} selected (per layer)",
+             f"  chance level     {_null_text(done['probe'], ns)}",
+             f"  skill neurons    {len(ns)} ({how}, by dev predictivity)",
              "  suppression      " + ", ".join(f"{r['fraction']:.0%}: {r['skill_accuracy']:.3f} vs "
                                                f"{r['random_accuracy_mean']:.3f}" for r in rows)
              + "  (dev accuracy, skill vs random)",
