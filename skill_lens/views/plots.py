@@ -23,8 +23,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["InlineFigure", "predictivity_by_layer", "suppression_curves", "heatmap", "overlap_curves",
-           "pruning_tradeoff", "figure_to_png_base64"]
+__all__ = ["predictivity_by_layer", "neurons_per_layer", "suppression_curves", "heatmap", "overlap_curves",
+           "pruning_tradeoff", "InlineFigure", "figure_to_png_base64"]
 
 SKILL_COLOR, RANDOM_COLOR, PROMPT_COLOR = "#c0392b", "#7f8c8d", "#2471a3"
 
@@ -46,6 +46,14 @@ class InlineFigure(Figure):
         buf = io.BytesIO()
         self.savefig(buf, format="png", dpi=100)
         return buf.getvalue()
+
+
+def _title(ax, text: str) -> None:
+    """A title wrapped to the figure's width, so a long one is never cut off."""
+    import textwrap
+
+    width = max(30, int(ax.figure.get_figwidth() * 11))
+    ax.set_title(textwrap.fill(text, width), fontsize="medium")
 
 
 def _np(x: Any) -> np.ndarray:
@@ -99,7 +107,7 @@ def predictivity_by_layer(pred: Any, prompt_accuracy: float | None = None, title
         ax.legend(loc="lower right", fontsize="small")
     ax.set_xlabel("layer")
     ax.set_ylabel("predictivity")
-    ax.set_title(title or "neuron predictivity by layer")
+    _title(ax, title or "neuron predictivity by layer")
     return fig
 
 
@@ -242,7 +250,7 @@ def suppression_curves(curve: Any, title: str | None = None, baseline: float | N
     xlabel = "fraction of neurons suppressed" + (f" ({method})" if isinstance(method, str) else "")
     ax.set_xlabel(xlabel if gaps is None else "")
     ax.set_ylabel("accuracy")
-    ax.set_title(title or "suppression: skill vs random neurons")
+    _title(ax, title or "suppression: skill vs random neurons")
     ax.legend(fontsize="small")
     if gaps is not None:
         _gap_panel(fig.axes[1], gaps, xlabel)
@@ -306,7 +314,7 @@ def heatmap(matrix: Any, labels: Sequence[str] | None = None, title: str | None 
             dark = hi > lo and (v - lo) / (hi - lo) < 0.5
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
     fig.colorbar(im, ax=ax)
-    ax.set_title(title or "")
+    _title(ax, title or "")
     return fig
 
 
@@ -370,7 +378,7 @@ def overlap_curves(ks: Any, overlaps: Any = None, title: str | None = None, chan
         ax.plot(ks, np.broadcast_to(_np(chance), ks.shape), color="black", linestyle=":", label="chance")
     ax.set_xlabel("top k (neurons, or a fraction of them)")
     ax.set_ylabel("overlap clean vs adversarial")
-    ax.set_title(title or "skill-neuron overlap: clean vs adversarial")
+    _title(ax, title or "skill-neuron overlap: clean vs adversarial")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small", ncol=2 if len(curves) > 5 else 1)
     return fig
@@ -421,8 +429,42 @@ def pruning_tradeoff(points: Any, title: str | None = None) -> InlineFigure:
                     xytext=(5, 4), fontsize=8)
     ax.set_xlabel(speed.replace("_", " "))
     ax.set_ylabel("accuracy")
-    ax.set_title(title or "pruning: accuracy vs speed")
+    _title(ax, title or "pruning: accuracy vs speed")
     ax.margins(0.15)
+    return fig
+
+
+def neurons_per_layer(counts: Mapping[str, Sequence[int]], title: str | None = None,
+                      total: int | None = None) -> InlineFigure:
+    """Neurons per layer, one bar group per layer and one bar per series (e.g. neurons above the permutation
+    null's threshold, and the selected skill neurons); ``total`` (neurons per layer) adds a right axis in %.
+
+    >>> fig = neurons_per_layer({"above chance": [0, 3, 9], "skill neurons": [0, 1, 4]}, total=16)
+    >>> ax = fig.axes[0]
+    >>> len(ax.patches), ax.get_xlabel(), [t.get_text() for t in ax.get_legend().get_texts()]
+    (6, 'layer', ['above chance', 'skill neurons'])
+    """
+    if not counts:
+        raise ValueError("neurons_per_layer needs at least one series of counts per layer")
+    series = {k: _np(v) for k, v in counts.items()}
+    L = {len(v) for v in series.values()}
+    if len(L) != 1:
+        raise ValueError(f"every series needs one count per layer; got lengths {sorted(L)}")
+    L = L.pop()
+    fig = InlineFigure(figsize=(max(5.0, 0.3 * L + 2), 3.0), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / len(series)
+    colors = ["#7f8c8d", SKILL_COLOR, PROMPT_COLOR]
+    for i, (name, v) in enumerate(series.items()):
+        ax.bar(np.arange(L) + (i - (len(series) - 1) / 2) * width, v, width, label=name, color=colors[i % 3])
+    ax.set_xticks(range(L), [str(l) if L <= 12 or l % max(1, L // 10) == 0 else "" for l in range(L)])
+    if total:
+        sec = ax.secondary_yaxis("right", functions=(lambda c: 100 * c / total, lambda p: p * total / 100))
+        sec.set_ylabel(f"% of the layer's {total:,}")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("neurons")
+    _title(ax, title or "neurons per layer")
+    ax.legend(fontsize="small")
     return fig
 
 

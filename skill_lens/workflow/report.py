@@ -1,19 +1,25 @@
 """One self-contained HTML report of a run directory.
 
-:func:`write_report` reads what the steps of the method left in ``RUN/`` and writes ``RUN/report.html``:
+:func:`write_report` reads what the steps of the method left in ``RUN/`` and writes ``RUN/report.html``,
+a page that argues its case in order (the words come from :mod:`skill_lens.workflow.methods`):
 
-* the run (``run.json``): model, task, splits, prompt, soft- vs hard-prompt accuracy;
-* ``predictivity.safetensors`` (``skill-lens probe``): predictivity by layer, top neurons;
-* ``neurons.safetensors`` (``skill-lens neurons``): the selected skill neurons per layer;
+* in short: the prompt's accuracy, how many neurons predict the label above chance, the best one, the
+  suppression gap, each with its interval or chance level;
+* how these numbers were made: one definition of skill neurons, then a methods paragraph (model, task,
+  sizes, prompt, probe, selection, perturbation, controls, draws, null, intervals);
+* accuracy of the tuned and the hard prompt (``run.json``);
+* predictivity (``skill-lens probe``): by layer with the permutation null's threshold, why 0.5 is not
+  chance, neurons above the threshold and skill neurons (``skill-lens neurons``) per layer, the top
+  neurons of all with every column explained;
+* views of the best skill neurons on dev examples, static HTML (they need the model;
+  ``include_views=False`` leaves them out with a note);
 * ``perturb_*.json`` (suppression curves), pruning and robustness results, and matrices
-  (``{"matrix", "labels"}``) from the analyses, whichever are present;
-* circuitsvis views of the top neurons on dev examples (these need the model; ``include_views=False``
-  leaves them out with a note).
+  (``{"matrix", "labels"}``) from the analyses, whichever are present; then the run's details.
 
-Everything is embedded: figures as base64 PNG, circuitsvis' JavaScript inline once, and a
-Content-Security-Policy that forbids any network access, so the file opens offline. Text from
-datasets and artifacts is HTML-escaped; data in scripts is JSON with ``<``, ``>``, ``&`` escaped.
-Missing or unreadable artifacts become a note in the report (and a warning), never an error.
+Everything is embedded (figures as base64 PNG) and the page runs no script, under a
+Content-Security-Policy that forbids any network access and any script, so the file opens offline.
+Text from datasets and artifacts is HTML-escaped. Missing or unreadable artifacts become a note in the
+report (and a warning), never an error.
 
 Every artifact is read through the :class:`~skill_lens.workflow.runs.Run`, which checks its lineage: a stale
 or foreign artifact stops the report with the step to rerun, before anything is written. ``--out``
@@ -44,12 +50,12 @@ from typing import Any
 
 from skill_lens.store.artifacts import ArtifactError, atomic_write
 from skill_lens.views import plots
+from skill_lens.workflow.methods import COLUMNS, definition, methods, summary, why_above_half
 
 __all__ = ["write_report", "check_report_out", "REPORT_FILE"]
 
 REPORT_FILE = "report.html"
-CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-       "img-src data:; font-src data:")
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:"  # no script at all
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 1.5em auto; padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 1.6em; }
@@ -57,11 +63,8 @@ table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid 
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: .8em 0; } figure img { max-width: 100%; } figcaption, .note { color: #666; font-size: .9em; }
 .caption { font-weight: 600; margin-top: .8em; } .example { white-space: pre-wrap; }
-.bars { max-width: 640px; font-size: .85em; } .bar { display: flex; align-items: center; height: 1.15em; }
-.bar .label { width: 3.5em; color: #555; } .bar .fill { background: #4c72b0; height: .8em; min-width: 1px; }
-.bar .value { margin-left: .4em; color: #333; font-variant-numeric: tabular-nums; }
 p.reading { background: #f6f8fa; border-left: 3px solid #4c72b0; padding: .4em .8em; }
-.cv-panel > div[style*="padding-bottom"] { padding-bottom: 1.5em !important; }  /* circuitsvis keeps 160px */
+ul.columns { color: #555; font-size: .85em; margin-top: .2em; } ul.columns li { margin: .1em 0; }
 """
 
 
@@ -101,6 +104,7 @@ def _try(what: str, fn, notes: list[str]) -> str:
 
 # ------------------------------------------------------------------ sections
 def _run_section(meta: dict) -> str:
+    """Run details (an appendix): everything run.json records about the model, task and prompt."""
     task = meta.get("task", {}) if isinstance(meta.get("task"), dict) else {"name": meta.get("task")}
     splits = task.get("splits", {})
     sizes = ", ".join(f"{k} {v.get('size')}" for k, v in splits.items() if isinstance(v, dict))
@@ -112,13 +116,23 @@ def _run_section(meta: dict) -> str:
             ["prompt length", meta.get("prompt_length")], ["placement", meta.get("placement")],
             ["hard prompt", meta.get("hard_prompt")], ["seed", meta.get("seed")], ["best step", meta.get("best_step")],
             ["library version", meta.get("library_version")]]
+    return "<h2>Run details</h2>" + _table([r for r in rows if r[1] not in (None, "")])
+
+
+def _accuracy_section(meta: dict) -> str:
     acc, ci = meta.get("accuracy", {}), meta.get("accuracy_ci") or {}
     cell = lambda k: _with_interval(acc.get(k), ci.get(k))  # noqa: E731
     acc_rows = [["soft prompt (tuned)", cell("dev"), cell("test")],
                 ["hard prompt (zero-shot)", cell("hard_prompt_dev"), cell("hard_prompt_test")]]
-    note = _note("Accuracy with its Wilson 95% interval in brackets.") if ci else ""
-    return ("<h2>Run</h2>" + _table([r for r in rows if r[1] not in (None, "")]) +
-            "<h2>Accuracy</h2>" + _table(acc_rows, ["prompt", "dev", "test"]) + note)
+    note = _note("Accuracy of the label word with the higher logit, with its Wilson 95% interval in brackets; the "
+                 f"hard prompt is the text template {meta.get('hard_prompt')!r} without tuning.") if ci else ""
+    return "<h2>Accuracy</h2>" + _table(acc_rows, ["prompt", "dev", "test"]) + note
+
+
+def _explained(columns: list[str]) -> str:
+    """What each column means (methods.COLUMNS), under a table."""
+    items = "".join(f"<li><b>{_e(c)}</b>: {_e(COLUMNS[c])}</li>" for c in columns if c in COLUMNS)
+    return f'<ul class="columns">{items}</ul>' if items else ""
 
 
 def _with_interval(value, interval) -> Any:
@@ -132,55 +146,52 @@ def _with_interval(value, interval) -> Any:
     return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if ok else value
 
 
-def _scores_of(result) -> dict:
-    """Per-neuron scores of a probe: ``{"dev": [L, N], "test": [L, N] | None, "pos": [L, N], "pred", "baseline"}``."""
-    dev = result.per_position("dev")
-    dev = dev if dev.dim() == 3 else dev[:, None]
-    score, pos = dev.max(1)
-    test = result.scores("test") if result.test_acc is not None else None
-    null = result.null_summary() if result.null_max_dev is not None else None
-    return {"pred": dev, "dev": score, "pos": pos, "test": test, "baseline": result.baseline, "null": null}
+def _predictivity_section(result, meta: dict, ns, top: int) -> str:
+    """Predictivity by layer with the chance level, neurons above it per layer, and the top neurons explained."""
+    per = result.per_position("dev")
+    per = per if per.dim() == 3 else per[:, None]
+    L, P, N = per.shape
+    has_null = result.null_max_dev is not None
+    threshold = result.fwer_threshold() if has_null else None
+    fig = plots.predictivity_by_layer(per, prompt_accuracy=meta.get("accuracy", {}).get("dev"), threshold=threshold,
+                                      title=f"Predictivity of every FFN neuron, by layer (dev, best of {P} "
+                                            f"prompt position{'s' * (P != 1)})")
+    if has_null:
+        reading = (f'<p class="reading">{int(result.significant().sum()):,} of {L * N:,} neurons are above the '
+                   f"family-wise 5% threshold of {threshold:.3f}: the predictivity the best of {L * N:,} neurons "
+                   f"reaches with shuffled labels in 95% of {len(result.null_max_dev)} permutations.</p>")
+    else:
+        reading = _note(f"No permutation null: run `skill-lens probe {meta.get('run', 'RUN')} --permutations 100` to "
+                        "see which neurons predict the label above chance.")
+    parts = ["<h2>Skill neuron predictivity</h2>", reading, _figure(fig, "Each box: one layer's neurons. Dashed: the "
+             "tuned prompt's dev accuracy (Wang et al. 2022, fig. 2)" + ("; dotted: the permutation null's "
+             "family-wise 5% threshold." if has_null else ".")), _note(why_above_half(result))]
+    counts = {}
+    if has_null:
+        counts["above the threshold"] = result.significant().sum(1).tolist()
+    if ns is not None:
+        counts["skill neurons"] = ns.counts_per_layer()
+    if counts:
+        parts.append(_figure(plots.neurons_per_layer(counts, total=N, title="Neurons per layer: "
+                                                     + " and ".join(counts)), "Per layer, "
+                             + "; ".join(f"{k}: {sum(v):,} in all" for k, v in counts.items()) + "."))
+    return "".join(parts) + _top_table(result, top)
 
 
-def _predictivity_section(p: dict, meta: dict, top: int) -> str:
-    L, N = p["dev"].shape
-    null = (p["null"] or {}).get("dev")
-    fig = plots.predictivity_by_layer(p["pred"], prompt_accuracy=meta.get("accuracy", {}).get("dev"),
-                                      title=f"{L} layers x {N} neurons (dev)",
-                                      threshold=null["fwer_threshold"] if null else None)
-    reading = "" if not null else (
-        f'<p class="reading">{null["significant"]} of {L * N} neurons beat the family-wise 5% threshold of '
-        f'{null["fwer_threshold"]:.3f}: the predictivity the best of {L * N} neurons reaches with shuffled labels '
-        f'in 95% of {p["null"]["permutations"]} permutations.</p>')
-    order = p["dev"].flatten().argsort(descending=True)[:top].tolist()
+def _top_table(result, top: int) -> str:
+    per = result.per_position("dev")
+    per = per if per.dim() == 3 else per[:, None]
+    base = result.baseline.reshape(per.shape[0], -1, per.shape[-1])
+    p_adj = result.adjusted_p_values() if result.null_max_dev is not None else None
+    header = ["rank", "neuron", "dev predictivity", "test predictivity", "best prompt position", "train baseline there"]
     rows = []
-    for flat in order:
-        l, n = divmod(flat, N)
-        base = p["baseline"]
-        rows.append([f"L{l}.N{n}", l, n, p["dev"][l, n].item(), None if p["test"] is None else p["test"][l, n].item(),
-                     int(p["pos"][l, n]), None if base is None else base.reshape(L, -1, N)[l, int(p["pos"][l, n]), n].item()])
-    table = _table(rows, ["neuron", "layer", "index", "dev predictivity", "test predictivity", "best prompt position",
-                          "baseline there"])
-    return ("<h2>Skill neuron predictivity</h2>" + reading + _figure(fig, "Predictivity (max over prompt positions) "
-            "of every neuron per layer; the dashed line is the tuned prompt's dev accuracy (Wang et al. 2022, fig. 2)"
-            + ("; the dotted one the permutation null's family-wise 5% threshold." if null else ".")) +
-            f"<h3>Top {len(rows)} neurons</h3>" + table)
-
-
-def _neurons_section(ns) -> str:
-    counts = ns.counts_per_layer()
-    summary = (f"{len(ns)} of {ns.n_layers * ns.d_mlp} neurons selected"
-               + (f" ({ns.meta['top']} {'per layer' if ns.meta.get('per_layer') else 'of all'}, by "
-                  f"{ns.meta.get('scored_on', 'score')})" if "top" in ns.meta else "") + "; neurons per layer:")
-    return "<h2>Selected skill neurons</h2>" + f"<p>{_e(summary)}</p>" + _bars(
-        [(f"L{l}", c) for l, c in enumerate(counts)], max(counts) or 1)
-
-
-def _bars(items: list[tuple[str, float]], top: float) -> str:
-    """A compact horizontal bar chart in HTML: one row per ``(label, value)``."""
-    rows = "".join(f'<div class="bar"><span class="label">{_e(k)}</span><span class="fill" style="width:'
-                   f'{100 * v / top:.1f}%"></span><span class="value">{_e(_fmt(v))}</span></div>' for k, v in items)
-    return f'<div class="bars">{rows}</div>'
+    for i, (label, dev, test) in enumerate(result.top(top)):
+        layer, n = (int(x) for x in label[1:].split(".N"))
+        pos = int(per[layer, :, n].argmax())
+        rows.append([i + 1, label, dev, test, f"P{pos}", float(base[layer, pos, n])]
+                    + ([float(p_adj[layer, n])] if p_adj is not None else []))
+    header += ["family-wise p"] if p_adj is not None else []
+    return f"<h3>Top {len(rows)} neurons of all</h3>" + _table(rows, header) + _explained(header)
 
 
 def _scalars(data: dict, prefix: str = "") -> list[list[Any]]:
@@ -222,27 +233,35 @@ def _json_figure(path: Path, data, notes: list[str], name: str | None = None) ->
     return "".join(parts)
 
 
+METHOD_WORDS = {"gaussian": "Gaussian noise", "zero": "zero ablation", "mean": "mean ablation (to the baseline)"}
+
+
 def _perturb_section(name: str, data: dict, notes: list[str]) -> str:
     """A suppression curve as a results paragraph: what was perturbed, the numbers per fraction, the figure."""
     meta, rows = data.get("meta", {}), data.get("summary", [])
-    how = (f"{data.get('method')} perturbation at the {meta.get('positions', 'prompt')} positions of the top "
+    method = METHOD_WORDS.get(data.get("method"), str(data.get("method")))
+    if data.get("method") == "gaussian":
+        method += f" (std {meta.get('std', 1.0)})"
+    how = (f"{method} at the {meta.get('positions', 'prompt')} positions of the top "
            f"{'fraction of each layer' if meta.get('per_layer') else 'fraction of all neurons'} by "
            f"{meta.get('selected_on', 'score')}, against {meta.get('controls', '?')} random sets with the same "
            f"count per layer; accuracy on {meta.get('split', 'dev')} ({meta.get('n_examples', '?')} examples).")
+    header = ["fraction", "neurons", "skill set accuracy", "random sets (mean ± std)", "gap (points)", "gap 95% CI"]
     table = _table([[f"{r['fraction']:.0%}", r["n_neurons"], r["skill_accuracy"],
                      f"{r['random_accuracy_mean']:.3f} ± {r['random_accuracy_std']:.3f}", f"{100 * r['gap']:.1f}",
-                     _ci(r)] for r in rows], ["fraction", "neurons", "skill set accuracy",
-                                               "random sets (mean ± std)", "gap (points)", "gap 95% CI"])
+                     _ci(r)] for r in rows], header)
     worst = max((r for r in rows if r["fraction"] > 0), key=lambda r: r["gap"], default=None)
     reading = "" if worst is None else (
         f'<p class="reading">Largest gap at {worst["fraction"]:.0%} of neurons: the skill set leaves '
         f'{worst["skill_accuracy"]:.3f}, random sets {worst["random_accuracy_mean"]:.3f} '
         f'({100 * worst["gap"]:.1f} points, 95% CI {_ci(worst)}).</p>')
-    fig = _try(f"suppression curves {name}", lambda: _figure(plots.suppression_curves(data, title=name),
-               "Accuracy while perturbing skill neurons vs random neurons (band: spread over random sets); "
-               "below, when the curve has random controls, the gap (random minus skill, in points) with its "
-               "paired bootstrap 95% interval."), notes)
-    return f"<h3>Suppression curve ({_e(name)})</h3><p>{_e(how)}</p>" + reading + table + fig
+    title = f"Dev accuracy under {method}: top skill neurons vs random neurons"
+    fig = _try(f"suppression curves {name}", lambda: _figure(plots.suppression_curves(data, title=title),
+               "Top: accuracy as more neurons are perturbed, skill neurons vs random sets (band: spread over the "
+               "random sets). Below, when there are random controls: the gap (random minus skill accuracy, in "
+               "points) with its paired bootstrap 95% interval."), notes)
+    return (f"<h3>Suppression: {_e(method)} ({_e(name)})</h3><p>{_e(how)}</p>" + reading + table + _explained(header)
+            + fig)
 
 
 def _ci(row: dict) -> str:
@@ -355,22 +374,25 @@ def _result_sections(run, results: list[tuple[Path, str | None, dict]], notes: l
     return "".join(out)
 
 
-def _views_section(run, pairs, n_examples: int, notes: list[str]) -> str:
+def _views_section(run, labels: list[str], result, n_examples: int, notes: list[str]) -> str:
+    """The best skill neurons over a few dev examples and their most and least active examples: static HTML."""
     from skill_lens.views import viz
 
     pm, task = run.prompted(), run.task
     split = task.dev
     n = min(n_examples, len(split))
-    texts = split.texts[:n]
-    names = task.label_names
-    captions = [f"dev example {i} (gold: {names[y]})" for i, y in enumerate(split.labels[:n])]
     tb = split.texts_b[:n] if split.texts_b is not None else None
-    acts = viz.neuron_activations_view(pm, texts, pairs, texts_b=tb, captions=captions,
-                                       title="Skill neurons over dev examples (click a neuron to colour by it)")
-    top = viz.top_examples_view(pm, split, pairs[:4], k=3, label_names=names,
-                                title="Most and least active dev examples per neuron (mean over the prompt)")
-    listing = "".join(f'<li class="example">{_e(c)}: {_e(t)}</li>' for c, t in zip(captions, texts))
-    return ("<h2>Neuron views</h2>" + f"<ul>{listing}</ul>" + acts.fragment() + top.fragment())
+    acts = viz.neuron_activations_view(pm, split.texts[:n], labels, texts_b=tb, result=result,
+                                       captions=[f"dev example {i}" for i in range(n)], labels=split.labels[:n],
+                                       label_names=task.label_names,
+                                       title="The best skill neurons over the first dev examples (a tab per neuron, "
+                                             "best first)")
+    top = viz.top_examples_view(pm, split, labels[:4], k=3, label_names=task.label_names, result=result,
+                                title="Where the four best are most and least active (dev, mean over the prompt)")
+    return ("<h2>Neuron views</h2>" + _note("Each neuron on one colour scale across examples: white is its train "
+            "baseline at the position the probe scored it (outlined), orange above it, blue below; hover a token "
+            "for its activation. Captions give the gold label and the model's prediction.")
+            + acts.fragment() + top.fragment())
 
 
 # ------------------------------------------------------------------ entry point
@@ -390,33 +412,35 @@ def write_report(run, out=None, include_views: bool = True, top: int = 20, n_neu
     >>> r = steps.tune(tempfile.mkdtemp(), tiny_model(), tiny_task(), TuneConfig(prompt_length=2, steps=2, eval_every=2))
     >>> _ = steps.probe(r)
     >>> page = write_report(r).read_text()
-    >>> "CircuitsVis.render" in page, "<h2>Neuron views</h2>" in page
-    (True, True)
+    >>> "<h2>Neuron views</h2>" in page, "<script" in page  # views are static HTML: the page runs no script
+    (True, False)
     """
     from skill_lens.workflow.runs import Run
 
     run = run if isinstance(run, Run) else Run.open(run)
     out = check_report_out(Path(out) if out is not None else run.file("report"))
-    meta, notes = run.meta, []
-    pred = _scores_of(run.probe_result()) if run.file("predictivity").exists() else None
+    meta, notes = {**run.meta, "run": str(run.path)}, []
+    result = run.probe_result() if run.file("predictivity").exists() else None
     ns = run.neurons() if run.file("neurons").exists() else None
     results = _results(run, notes)  # all read and checked before anything is written
-    title = f"skill_lens report: {meta['task'].get('name', '?')} on {meta['model']}"
-    body = [f"<h1>{_e(title)}</h1>", _note(f"Run directory: {run.path}"), _run_section(meta)]
-    if pred is not None:
-        body.append(_try("predictivity", lambda: _predictivity_section(pred, meta, top), notes))
+    curve = next((data for _, kind, data in results if kind == "perturb"), None)
+    title = f"Skill neurons of {meta['model']} on {meta['task'].get('name', '?')}"
+    body = [f"<h1>{_e(title)}</h1>", _note(f"skill_lens report of the run directory {run.path}"),
+            f'<p class="reading">{_e(summary(meta, result, ns, curve))}</p>',
+            "<h2>How these numbers were made</h2>", f"<p><b>{_e(definition(meta, ns, (curve or {}).get('meta')))}</b></p>",
+            f"<p>{_e(methods(meta, result, ns, curve))}</p>", _accuracy_section(meta)]
+    if result is not None:
+        body.append(_try("predictivity", lambda: _predictivity_section(result, meta, ns, top), notes))
     else:
         body.append("<h2>Skill neuron predictivity</h2>" +
                     _note(f"No predictivity.safetensors yet: run `skill-lens probe {run.path}`."))
-    if ns is not None:
-        body.append(_try("selected neurons", lambda: _neurons_section(ns), notes))
-    views, script = _views(run, pred, ns, include_views, n_neurons, n_examples, notes)
-    body += [views, _result_sections(run, results, notes)]
+    body += [_views(run, result, ns, include_views, n_neurons, n_examples, notes),
+             _result_sections(run, results, notes), _run_section(meta)]
     if notes:
         body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n{GENERATOR}\n'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
-            f"<title>{_e(title)}</title><style>{CSS}</style>\n{script}\n</head>\n<body>\n"
+            f"<title>{_e(title)}</title><style>{CSS}</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
     with atomic_write(out) as f:
         f.write(page)
@@ -449,21 +473,16 @@ def check_report_out(path: Path) -> Path:
     return path
 
 
-def _views(run, pred, ns, include_views: bool, n_neurons: int, n_examples: int, notes: list[str]) -> tuple[str, str]:
-    """The circuitsvis views of the top neurons (ordered by predictivity) and the script they need."""
-    pairs = ns.pairs() if ns is not None else []
-    if pred is not None:  # order the viewed neurons by predictivity
-        N = pred["dev"].shape[1]
-        ranked = [divmod(i, N) for i in pred["dev"].flatten().argsort(descending=True).tolist()]
-        pairs = [p for p in ranked if p in set(pairs)] if pairs else ranked
-    pairs = pairs[:n_neurons]
+def _views(run, result, ns, include_views: bool, n_neurons: int, n_examples: int, notes: list[str]) -> str:
+    """The views of the best skill neurons (the selected set's best, else the best of all)."""
+    if ns is not None and ns.scores is not None and len(ns):
+        labels = [label for label, _ in ns.top(n_neurons)]
+    elif result is not None:
+        labels = [label for label, _, _ in result.top(n_neurons)]
+    else:
+        labels = []
     if not include_views:
-        return "<h2>Neuron views</h2>" + _note("Neuron views left out (--no-views); they need the model to run."), ""
-    if not pairs:
-        return "<h2>Neuron views</h2>" + _note("No neurons to show: run `skill-lens probe` (and `neurons`) first."), ""
-    views = _try("neuron views", lambda: _views_section(run, pairs, n_examples, notes), notes)
-    if "CircuitsVis.render" not in views:
-        return views, ""
-    from skill_lens.views.viz import circuitsvis_script
-
-    return views, circuitsvis_script()
+        return "<h2>Neuron views</h2>" + _note("Neuron views left out (--no-views); they need the model to run.")
+    if not labels:
+        return "<h2>Neuron views</h2>" + _note("No neurons to show: run `skill-lens probe` (and `neurons`) first.")
+    return _try("neuron views", lambda: _views_section(run, labels, result, n_examples, notes), notes)
