@@ -196,3 +196,16 @@ def test_report_renders_in_headless_chromium(run, report, tmp_path):
     assert (rgb.mean(-1) < 200).mean() > 0.02  # text, tables and figures: not a blank page
     assert ((rgb.max(-1) - rgb.min(-1)) > 100).sum() > 500  # saturated colour: token panels and curves
     shutil.copy(shot, "/tmp/report_shot.png") if os.environ.get("SKILL_LENS_KEEP_SHOT") else None
+
+
+def test_the_report_shows_the_null_threshold_and_how_many_neurons_pass(tmp_path):
+    from skill_lens.workflow import steps
+
+    run = steps.tune(tmp_path / "run", tiny_model(), tiny_task(), TuneConfig(prompt_length=2, steps=2, eval_every=2))
+    result = steps.probe(run, permutations=19)
+    steps.neurons(run, top=0.1)
+    page = write_report(run, include_views=False).read_text()
+    t, n = result.fwer_threshold(), int(result.significant().sum())
+    assert f"{n:,} of 128 neurons are above the family-wise 5% threshold of {t:.3f}" in page
+    assert f"the family-wise 5% threshold {t:.3f} from 19 label permutations" in page  # the summary at the top
+    assert "Chance: the dev labels permuted 19 times" in page and "<th>family-wise p</th>" in page

@@ -56,3 +56,34 @@ def test_probe_shapes_on_the_real_model(smol, rt):
     r = probe(pm, rt, splits=("dev",))
     assert r.dev_acc.shape == (30, 2, 1536)
     assert 0.5 <= float(r.per_position("dev").max()) <= 1.0
+
+
+@pytest.fixture(scope="module")
+def demo_run(smol, tmp_path_factory):
+    """The run `skill-lens demo` makes (same model, task sizes, config and seed), up to the skill neurons."""
+    from skill_lens.cli.demo import SIZES
+    from skill_lens.prompting.tuning import TuneConfig
+    from skill_lens.workflow import steps
+
+    task = load_task("rotten_tomatoes", **SIZES)
+    run = steps.tune(tmp_path_factory.mktemp("demo") / "run", smol, task, TuneConfig(steps=150), SIZES)
+    steps.probe(run, permutations=100)
+    steps.neurons(run, top=0.02)
+    return run
+
+
+def test_the_demo_finds_its_documented_numbers_and_top_neurons_in_rank_order(demo_run):
+    acc = demo_run.meta["accuracy"]
+    assert [round(acc[k], 3) for k in ("dev", "test", "hard_prompt_dev", "hard_prompt_test")] == \
+        [0.845, 0.875, 0.765, 0.805]
+    top = demo_run.neurons().top(5)
+    assert top[0][0] == "L24.N1152" and round(top[0][1], 3) == 0.865
+    assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
+    result = demo_run.probe_result()
+    assert 0.5 < result.fwer_threshold() < top[0][1] and int(result.significant().sum()) > 0
+
+
+def test_real_objects_print_short(demo_run):
+    for obj in (demo_run, demo_run.probe_result(), demo_run.prompted(), demo_run.neurons()):
+        assert len(repr(obj)) < 600, repr(obj)
+        assert "tensor(" not in repr(obj) and "tensor(" not in obj._repr_html_()

@@ -40,8 +40,8 @@ from skill_lens.model.loading import describe, model_device
 from skill_lens.probing.neurons import NeuronSet
 from skill_lens.prompting.prompts import Batch, Hook
 
-__all__ = ["InterventionError", "Positions", "gaussian_noise", "zero_ablate", "mean_ablate", "constant", "scale",
-           "intervene", "random_like", "per_batch", "neuron_mask", "Hook"]
+__all__ = ["zero_ablate", "mean_ablate", "gaussian_noise", "constant", "scale", "intervene", "random_like", "per_batch",
+           "neuron_mask", "Positions", "InterventionError", "Hook"]
 
 ROLES = ("all", "prompt", "input", "predict")
 PositionsLike = Union["Positions", str, Sequence[int]]

@@ -51,7 +51,7 @@ from skill_lens.intervening.interventions import InterventionError, Positions, n
 from skill_lens.model.loading import describe, model_device
 from skill_lens.prompting.prompts import Batch, Hook
 
-__all__ = ["PatchResult", "patch", "patch_hooks", "capture"]
+__all__ = ["patch", "PatchResult", "patch_hooks", "capture"]
 
 
 @dataclass

@@ -52,8 +52,8 @@ from skill_lens.store.artifacts import ArtifactError, library_version, load_tens
 from skill_lens.model.loading import bridge_from_hf, describe, model_device, parse_device
 from skill_lens.probing.neurons import NeuronSet
 
-__all__ = ["PruningError", "PruningInfo", "prune", "pruning_info", "kept_neurons", "save_pruned", "load_pruned",
-           "check_pruned_out", "parameter_count"]
+__all__ = ["prune", "save_pruned", "load_pruned", "pruning_info", "PruningInfo", "kept_neurons", "parameter_count",
+           "check_pruned_out", "PruningError"]
 
 PRUNING_ATTR, _KEYS_ATTR = "_skill_lens_pruning", "_skill_lens_hf_keys"
 WEIGHTS_FILE, INFO_FILE, PROMPT_FILE = "model.safetensors", "pruning.json", "prompt.safetensors"

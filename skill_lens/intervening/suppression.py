@@ -49,7 +49,7 @@ from skill_lens.base.progress import say
 from skill_lens.base.stats import paired_bootstrap_gap
 from skill_lens.prompting.prompts import Batch, Hook
 
-__all__ = ["SuppressionCurve", "suppression_curve", "evaluate_with", "check_fractions", "METHODS"]
+__all__ = ["suppression_curve", "SuppressionCurve", "evaluate_with", "check_fractions", "METHODS"]
 
 METHODS = ("gaussian", "zero", "mean")
 DEFAULT_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1)

@@ -37,7 +37,7 @@ from skill_lens.probing.neurons import NeuronSet
 from skill_lens.base.progress import progress
 from skill_lens.prompting.prompts import Hook
 
-__all__ = ["Select", "CaptureError", "capture_hooks", "capture", "capture_neurons", "activations", "probe_hooks",
+__all__ = ["capture", "capture_hooks", "capture_neurons", "activations", "Select", "CaptureError", "probe_hooks",
            "probed_positions"]
 
 class CaptureError(ValueError):

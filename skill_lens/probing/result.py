@@ -21,7 +21,7 @@ from skill_lens.probing.null import adjusted_p_values, fwer_threshold, significa
 from skill_lens.probing.scores import aggregate_positions, predictivity
 from skill_lens.store.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
 
-__all__ = ["ProbeError", "ProbeResult", "SPLITS", "AGGREGATES"]
+__all__ = ["ProbeResult", "ProbeError", "SPLITS", "AGGREGATES"]
 
 
 class ProbeError(ValueError):

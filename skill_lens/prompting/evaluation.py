@@ -28,8 +28,8 @@ from skill_lens.base.progress import progress
 from skill_lens.prompting.prompts import Hook, PromptedModel, PromptError, SoftPrompt, Verbalizer
 from skill_lens.base.stats import wilson_interval
 
-__all__ = ["predict", "evaluate", "evaluate_distributed", "check_split", "check_labels", "check_lengths",
-           "score_logits", "prompted", "hard_prompt_model"]
+__all__ = ["prompted", "evaluate", "hard_prompt_model", "predict", "evaluate_distributed", "check_split", "check_labels",
+           "check_lengths", "score_logits"]
 
 
 def prompted(model, task, prompt: SoftPrompt | None, max_length: int | None = None) -> PromptedModel:

@@ -39,7 +39,7 @@ from skill_lens.model.loading import describe
 from skill_lens.base.progress import progress
 from skill_lens.prompting.prompts import PromptError, SoftPrompt
 
-__all__ = ["RESOURCE_FIELDS", "TuneConfig", "TuneResult", "ConfigError", "TrainState", "tune", "train", "batch_indices",
+__all__ = ["tune", "TuneConfig", "TuneResult", "ConfigError", "RESOURCE_FIELDS", "TrainState", "train", "batch_indices",
            "learning_rate", "with_defaults", "tuning_checkpoint", "check_texts_fit", "SCHEDULES"]
 
 

@@ -36,8 +36,8 @@ from skill_lens.data.batching import in_order, length_batches
 from skill_lens.probing.scores import spearman, top_k_overlap
 from skill_lens.data.tasks import Split, Task
 
-__all__ = ["RobustnessError", "RobustnessResult", "RepairResult", "adversarial_split", "adversarial_task",
-           "source_name", "check_adversarial", "clean_vs_adversarial", "overlaps", "neuron_robustness", "patch_repair",
+__all__ = ["adversarial_split", "adversarial_task", "clean_vs_adversarial", "neuron_robustness", "patch_repair",
+           "RobustnessResult", "RepairResult", "RobustnessError", "overlaps", "source_name", "check_adversarial",
            "DEFAULT_KS"]
 
 DEFAULT_KS = tuple(i / 100 for i in range(1, 21))  # k = 1%, 2%, ..., 20% of the neurons

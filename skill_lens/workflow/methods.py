@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["summary", "definition", "methods", "why_above_half", "COLUMNS"]
+__all__ = ["summary", "definition", "methods", "why_above_half", "top_table", "curve_table", "gap_interval", "COLUMNS"]
 
 # What each column of the report's tables means (the report prints these under its tables).
 COLUMNS = {
@@ -54,8 +54,9 @@ def _total(meta: dict) -> int:
     return int(meta.get("n_layers", 0)) * int(meta.get("d_mlp", 0))
 
 
-def definition(meta: dict, ns=None, curve_meta: dict | None = None) -> str:
-    """The report's one definition of skill neurons: how the stored set (and the curve's ranking) was chosen.
+def definition(meta: dict, ns=None, curve_meta: dict | None = None, short: bool = False) -> str:
+    """The report's one definition of skill neurons: how the stored set (and the curve's ranking) was chosen;
+    ``short``: the first sentence only.
 
     >>> definition({"n_layers": 30, "d_mlp": 1536, "prompt_length": 8}, None)
     'Skill neurons are the FFN neurons ranked highest by dev predictivity, each scored at the best of its 8 prompt positions (Wang et al. 2022).'
@@ -69,6 +70,8 @@ def definition(meta: dict, ns=None, curve_meta: dict | None = None) -> str:
     of = "of each layer's" if per_layer else f"of all {_n(_total(meta))}"
     text = (f"Skill neurons are the top {share} {of} FFN neurons by dev predictivity ({len(ns):,} neurons), {where} "
             "(Wang et al. 2022).")
+    if short:
+        return text
     if curve_meta is not None and bool(curve_meta.get("per_layer")) != per_layer:
         text += (" Note: the suppression curve ranks " + ("each layer apart" if curve_meta.get("per_layer") else
                  "all neurons together") + ", unlike this set; rerun `skill-lens neurons` or `skill-lens perturb` "
@@ -142,21 +145,22 @@ def methods(meta: dict, result=None, ns=None, curve: dict | None = None) -> str:
            f"neurons, {meta.get('dtype', 'float32')}), frozen.",
            f"Task: {t.get('name')}" + (f" ({t.get('source')})" if t.get("source") else "") + f", {sizes} examples"
            + (f"; the labels {words}." if words else "."),
-           f"Prompt: {meta.get('prompt_length')} soft tokens ({meta.get('placement', 'placed by family')}), tuned for "
+           f"Prompt: {meta.get('prompt_length')} soft tokens, laid out as: {meta.get('placement', 'by family')}; tuned for "
            f"{c.get('steps')} steps (batch {c.get('batch_size')}, learning rate {c.get('lr')}, seed {meta.get('seed')})"
            + (f"; the dev-best step, {meta.get('best_step')}, is kept." if meta.get("best_step") is not None else "."),
            "Probe: each FFN neuron's activation after the non-linearity at each prompt position; its baseline is the "
            "mean over the train split, its accuracy the share of dev examples where [activation > baseline] matches "
            "the label, its predictivity max(accuracy, 1 - accuracy), and its score the best position's.",
-           "Selection: " + definition(meta, ns, (curve or {}).get("meta")).removeprefix("Skill neurons are ")]
+           "Selection: " + definition(meta, ns, short=True).removeprefix("Skill neurons are ")]
     if curve:
         m = curve.get("meta", {})
         draws = m.get("draws", 1)
-        out.append(f"Perturbation: {curve.get('method')}" + (f" noise (std {m.get('std')})" if curve.get("method") ==
-                   "gaussian" else "") + f" at the {m.get('positions', 'prompt')} positions of the top "
+        out.append(f"Perturbation: {curve.get('method')}" + (f" (Gaussian noise, std {m.get('std')})" if curve.get(
+                   "method") == "gaussian" else "") + f" at the {m.get('positions', 'prompt')} positions of the top "
                    + ", ".join(f"{f:.0%}" for f in curve.get("fractions", []) if f) + " of neurons; accuracy on "
                    f"{m.get('split', 'dev')} ({m.get('n_examples')} examples).")
-        out.append(f"Controls: {m.get('controls', '?')} random neuron sets per fraction, with the same number of neurons "
+        n = m.get("controls", "?")
+        out.append(f"Controls: {n} random neuron set{'s' * (n != 1)} per fraction, with the same number of neurons "
                    f"in every layer and none of the skill neurons; {draws} noise draw{'s' * (draws != 1)} per set.")
     if result is not None and result.null_max_dev is not None:
         out.append(f"Chance: the dev labels permuted {len(result.null_max_dev)} times, the probe rerun on each; the "
@@ -166,3 +170,50 @@ def methods(meta: dict, result=None, ns=None, curve: dict | None = None) -> str:
     out.append("Intervals: Wilson 95% for accuracies; a paired bootstrap 95% over examples, draws and random sets "
                "for suppression gaps.")
     return " ".join(out)
+
+
+def top_table(result, k: int = 20) -> tuple[list[str], list[list[Any]]]:
+    """``(header, rows)`` of the ``k`` best neurons of all: rank, neuron, dev and test predictivity, best prompt
+    position, train baseline there and, with a permutation null, the family-wise p (:data:`COLUMNS` says what
+    each means).
+
+    >>> import torch
+    >>> from skill_lens.probing.result import ProbeResult
+    >>> top_table(ProbeResult(torch.zeros(1, 2, 2), torch.tensor([[[0.5, 0.9], [0.5, 0.2]]])), 1)
+    (['rank', 'neuron', 'dev predictivity', 'test predictivity', 'best prompt position', 'train baseline there'], [[1, 'L0.N1', 0.9, None, 'P0', 0.0]])
+    """
+    per = result.per_position("dev")
+    per = per if per.dim() == 3 else per[:, None]
+    base = result.baseline.reshape(per.shape[0], -1, per.shape[-1])
+    p_adj = result.adjusted_p_values() if result.null_max_dev is not None else None
+    header = ["rank", "neuron", "dev predictivity", "test predictivity", "best prompt position", "train baseline there"]
+    rows = []
+    for i, (label, dev, test) in enumerate(result.top(k)):
+        layer, n = (int(x) for x in label[1:].split(".N"))
+        pos = int(per[layer, :, n].argmax())
+        rows.append([i + 1, label, round(dev, 6), test, f"P{pos}", round(float(base[layer, pos, n]), 6)]
+                    + ([round(float(p_adj[layer, n]), 6)] if p_adj is not None else []))
+    return header + (["family-wise p"] if p_adj is not None else []), rows
+
+
+def curve_table(curve: dict) -> tuple[list[str], list[list[Any]]]:
+    """``(header, rows)`` of a suppression curve's summary (``SuppressionCurve.to_dict()``): fraction, neurons,
+    skill and random accuracy, the gap in points and its 95% interval.
+
+    >>> curve_table({"summary": [{"fraction": 0.02, "n_neurons": 922, "skill_accuracy": 0.6,
+    ...     "random_accuracy_mean": 0.8, "random_accuracy_std": 0.01, "gap": 0.2, "gap_ci_low": 0.1,
+    ...     "gap_ci_high": 0.3}]})[1]
+    [['2%', 922, 0.6, '0.800 ± 0.010', '20.0', '10.0 to 30.0']]
+    """
+    header = ["fraction", "neurons", "skill set accuracy", "random sets (mean ± std)", "gap (points)", "gap 95% CI"]
+    rows = [[f"{r['fraction']:.0%}", r["n_neurons"], r["skill_accuracy"],
+             f"{r['random_accuracy_mean']:.3f} ± {r['random_accuracy_std']:.3f}", f"{100 * r['gap']:.1f}", gap_interval(r)]
+            for r in curve.get("summary", [])]
+    return header, rows
+
+
+def gap_interval(row: dict) -> str:
+    """A row's gap interval in points, or "n/a" (no random controls, or a curve made before intervals)."""
+    low, high = row.get("gap_ci_low"), row.get("gap_ci_high")
+    ok = isinstance(low, (int, float)) and low == low and isinstance(high, (int, float))
+    return f"{100 * low:.1f} to {100 * high:.1f}" if ok else "n/a"

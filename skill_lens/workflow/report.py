@@ -50,7 +50,8 @@ from typing import Any
 
 from skill_lens.store.artifacts import ArtifactError, atomic_write
 from skill_lens.views import plots
-from skill_lens.workflow.methods import COLUMNS, definition, methods, summary, why_above_half
+from skill_lens.workflow.methods import (COLUMNS, curve_table, definition, gap_interval, methods, summary, top_table,
+                                        why_above_half)
 
 __all__ = ["write_report", "check_report_out", "REPORT_FILE"]
 
@@ -179,18 +180,7 @@ def _predictivity_section(result, meta: dict, ns, top: int) -> str:
 
 
 def _top_table(result, top: int) -> str:
-    per = result.per_position("dev")
-    per = per if per.dim() == 3 else per[:, None]
-    base = result.baseline.reshape(per.shape[0], -1, per.shape[-1])
-    p_adj = result.adjusted_p_values() if result.null_max_dev is not None else None
-    header = ["rank", "neuron", "dev predictivity", "test predictivity", "best prompt position", "train baseline there"]
-    rows = []
-    for i, (label, dev, test) in enumerate(result.top(top)):
-        layer, n = (int(x) for x in label[1:].split(".N"))
-        pos = int(per[layer, :, n].argmax())
-        rows.append([i + 1, label, dev, test, f"P{pos}", float(base[layer, pos, n])]
-                    + ([float(p_adj[layer, n])] if p_adj is not None else []))
-    header += ["family-wise p"] if p_adj is not None else []
+    header, rows = top_table(result, top)
     return f"<h3>Top {len(rows)} neurons of all</h3>" + _table(rows, header) + _explained(header)
 
 
@@ -246,15 +236,13 @@ def _perturb_section(name: str, data: dict, notes: list[str]) -> str:
            f"{'fraction of each layer' if meta.get('per_layer') else 'fraction of all neurons'} by "
            f"{meta.get('selected_on', 'score')}, against {meta.get('controls', '?')} random sets with the same "
            f"count per layer; accuracy on {meta.get('split', 'dev')} ({meta.get('n_examples', '?')} examples).")
-    header = ["fraction", "neurons", "skill set accuracy", "random sets (mean ± std)", "gap (points)", "gap 95% CI"]
-    table = _table([[f"{r['fraction']:.0%}", r["n_neurons"], r["skill_accuracy"],
-                     f"{r['random_accuracy_mean']:.3f} ± {r['random_accuracy_std']:.3f}", f"{100 * r['gap']:.1f}",
-                     _ci(r)] for r in rows], header)
+    header, table_rows = curve_table(data)
+    table = _table(table_rows, header)
     worst = max((r for r in rows if r["fraction"] > 0), key=lambda r: r["gap"], default=None)
     reading = "" if worst is None else (
         f'<p class="reading">Largest gap at {worst["fraction"]:.0%} of neurons: the skill set leaves '
         f'{worst["skill_accuracy"]:.3f}, random sets {worst["random_accuracy_mean"]:.3f} '
-        f'({100 * worst["gap"]:.1f} points, 95% CI {_ci(worst)}).</p>')
+        f'({100 * worst["gap"]:.1f} points, 95% CI {gap_interval(worst)}).</p>')
     title = f"Dev accuracy under {method}: top skill neurons vs random neurons"
     fig = _try(f"suppression curves {name}", lambda: _figure(plots.suppression_curves(data, title=title),
                "Top: accuracy as more neurons are perturbed, skill neurons vs random sets (band: spread over the "
@@ -262,13 +250,6 @@ def _perturb_section(name: str, data: dict, notes: list[str]) -> str:
                "points) with its paired bootstrap 95% interval."), notes)
     return (f"<h3>Suppression: {_e(method)} ({_e(name)})</h3><p>{_e(how)}</p>" + reading + table + _explained(header)
             + fig)
-
-
-def _ci(row: dict) -> str:
-    """A row's gap interval in points, or "n/a" (no random controls, or a curve made before intervals)."""
-    low, high = row.get("gap_ci_low"), row.get("gap_ci_high")
-    ok = isinstance(low, (int, float)) and low == low and isinstance(high, (int, float))
-    return f"{100 * low:.1f} to {100 * high:.1f}" if ok else "n/a"
 
 
 def _robustness_section(name: str, data: dict, notes: list[str]) -> str:
