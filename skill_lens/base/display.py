@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 __all__ = ["card", "table", "fmt"]
 
-_BOX = "font-family: system-ui, sans-serif; font-size: 13px; line-height: 1.35; max-width: 46em"
+_BOX = "font-family: system-ui, sans-serif; font-size: 13px; line-height: 1.35"
 _CELL = "padding: 1px 8px; border-bottom: 1px solid #e5e5e5; text-align: {align}"
 
 
@@ -42,7 +42,7 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) ->
     """A compact HTML table: numbers right-aligned (:func:`fmt`), text escaped.
 
     >>> table([["a<b", 1.5]], ["name", "value"])  # doctest: +ELLIPSIS
-    '<table style=...><tr><th ...>name</th>...<td ...>a&lt;b</td><td ...>1.500</td></tr></table>'
+    '<table class="skill-lens-table" style=...><tr><th ...>name</th>...<td ...>a&lt;b</td><td ...>1.500</td></tr></table>'
     """
     def cell(tag: str, x: Any) -> str:
         num = isinstance(x, (int, float)) and not isinstance(x, bool)
@@ -51,7 +51,8 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) ->
 
     head = "<tr>" + "".join(cell("th", h) for h in header) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(cell("td", x) for x in row) + "</tr>" for row in rows)
-    return f'<table style="border-collapse: collapse; margin: 4px 0">{head}{body}</table>'
+    # a class of its own: a docs theme's table styles (scroll boxes, widths) apply to tables without one
+    return f'<table class="skill-lens-table" style="border-collapse: collapse; margin: 4px 0">{head}{body}</table>'
 
 
 def card(title: str, fields: Sequence[tuple[str, Any]], extra: str = "") -> str:

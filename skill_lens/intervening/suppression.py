@@ -45,7 +45,7 @@ from skill_lens.model.loading import describe
 from skill_lens.probing.neurons import NeuronSet
 from skill_lens.probing.scores import select_top
 from skill_lens.base.display import card, table
-from skill_lens.base.progress import say
+from skill_lens.base.progress import progress
 from skill_lens.base.stats import paired_bootstrap_gap
 from skill_lens.prompting.prompts import Batch, Hook
 
@@ -335,8 +335,10 @@ def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_
     cache = (input_cache if input_cache is not None else InputCache()) if role == "prompt" else None
     clean = None
     rows = []
+    bar = progress(total=len(sets) * draws, desc=f"suppression ({method})")
     for f, name, draw, mask in sets:
         for k in range(draws):
+            bar.update(1)
             if (f, name, draw, k) in done:
                 rows.append(done[f, name, draw, k])
                 continue
@@ -349,10 +351,10 @@ def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_
             rows.append({"fraction": f, "set": name, "draw": draw, "noise_draw": k, "n_neurons": int(mask.sum()),
                          "accuracy": res["accuracy"], "logit_diff": res["logit_diff"],
                          "correct": "".join("1" if c else "0" for c in res["correct"].tolist())})
-            say(f"suppression {method} f={f:g} {name}{draw if name == 'random' else ''}"
-                f"{f' noise{k}' if draws > 1 else ''}: acc {res['accuracy']:.3f} ld {res['logit_diff']:.3f}")
+            bar.set_postfix_str(f"{f:.0%} {name}{draw if name == 'random' else ''}: acc {res['accuracy']:.3f}")
             if ckpt is not None:
                 ckpt.save({}, {"rows": rows})
+    bar.close()
     return rows
 
 
