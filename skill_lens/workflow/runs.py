@@ -384,7 +384,21 @@ class Run:
 
     def curve(self, method: str = "gaussian"):
         """The suppression curve ``skill-lens perturb --method METHOD`` wrote (``RUN/perturb_<method>.json``),
-        checked against the run's predictivity, as a :class:`~skill_lens.intervening.suppression.SuppressionCurve`."""
+        checked against the run's predictivity, as a :class:`~skill_lens.intervening.suppression.SuppressionCurve`.
+
+        >>> import tempfile
+        >>> from skill_lens.model.tiny import tiny_model, tiny_task
+        >>> from skill_lens.prompting.tuning import TuneConfig
+        >>> from skill_lens.workflow import steps
+        >>> run = steps.tune(tempfile.mkdtemp(), tiny_model(), tiny_task(), TuneConfig(prompt_length=2, steps=2))
+        >>> _ = steps.probe(run); _ = steps.perturb(run, "zero", fractions=[0, 0.1], controls=1)
+        >>> run.curve("zero").fractions, sorted(run.results())
+        ([0.0, 0.1], ['perturb_zero', 'predictivity', 'prompt'])
+        >>> run.curve("gaussian")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        skill_lens.store.artifacts.ArtifactError: ... has no perturb_gaussian.json (it has curves for zero); run `skill-lens perturb ... --method gaussian`.
+        """
         from skill_lens.intervening.suppression import SuppressionCurve
 
         path = self.path / f"perturb_{method}.json"
