@@ -23,7 +23,7 @@ from torch import Tensor
 
 from skill_lens.base.display import card, table
 from skill_lens.store.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
-from skill_lens.probing.scores import select_top
+from skill_lens.probing.scores import best, select_top
 
 __all__ = ["NeuronSet"]
 
@@ -267,12 +267,7 @@ class NeuronSet:
             raise ValueError("this neuron set has no scores to rank by (it was made from a mask, pairs or labels); "
                              "select it with NeuronSet.from_scores(result.scores('dev'), top=...) or read it from "
                              "a run (run.neurons())")
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        flat = self.mask.flatten().nonzero()[:, 0]
-        values = self.scores.flatten()[flat].double()
-        order = torch.argsort(values, descending=True, stable=True)[:k]
-        return [(self.label(*divmod(int(flat[i]), self.d_mlp)), round(float(values[i]), 6)) for i in order]
+        return [(label, score) for label, score, _ in best(self.scores, k, within=self.mask)]
 
     def restrict_layers(self, layers: Iterable[int]) -> "NeuronSet":
         """The same set with only the neurons of ``layers`` (a range or list; same shape).

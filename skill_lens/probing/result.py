@@ -18,7 +18,7 @@ from torch import Tensor
 from skill_lens.base.display import card, table
 from skill_lens.model.loading import describe
 from skill_lens.probing.null import adjusted_p_values, fwer_threshold, significant
-from skill_lens.probing.scores import aggregate_positions, predictivity
+from skill_lens.probing.scores import aggregate_positions, best, predictivity
 from skill_lens.store.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
 
 __all__ = ["ProbeResult", "ProbeError", "SPLITS", "AGGREGATES"]
@@ -167,13 +167,9 @@ class ProbeResult:
         >>> ProbeResult(torch.zeros(1, 1, 3), torch.tensor([[[0.5, 0.125, 0.75]]])).top(1)
         [('L0.N1', 0.875, None)]
         """
-        dev = self.scores(split, aggregate)
         other = "test" if split != "test" else "dev"
         held = self.scores(other, aggregate) if getattr(self, f"{other}_acc") is not None else None
-        top = dev.flatten().double().argsort(descending=True, stable=True)[:k].tolist()
-        N = dev.shape[1]
-        return [(f"L{i // N}.N{i % N}", round(float(dev.flatten()[i]), 6),
-                 None if held is None else round(float(held.flatten()[i]), 6)) for i in top]
+        return best(self.scores(split, aggregate), k, held)
 
     def _summary(self) -> list[tuple[str, str]]:
         """What the probe is, in a few fields (the repr and the notebook card)."""

@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-__all__ = ["predictivity", "aggregate_positions", "combine_runs", "rank", "select_top", "merge_subtasks",
+__all__ = ["predictivity", "aggregate_positions", "combine_runs", "rank", "best", "select_top", "merge_subtasks",
            "check_scores", "spearman", "top_k_overlap"]
 
 
@@ -76,6 +76,23 @@ def rank(scores: Float[Tensor, "layer d_mlp"]) -> Int[Tensor, "k 2"]:
     """
     order = _order(scores)
     return torch.stack([order // scores.shape[1], order % scores.shape[1]], 1)
+
+
+def best(scores: Float[Tensor, "layer d_mlp"], k: int, held: Float[Tensor, "layer d_mlp"] | None = None,
+         within: Bool[Tensor, "layer d_mlp"] | None = None) -> list[tuple[str, float, float | None]]:
+    """The ``k`` best neurons by ``scores`` in :func:`rank` order (of those in ``within``, when given):
+    ``[(label, score, held-out score or None)]``, labels like ``"L24.N1152"``.
+
+    >>> s = torch.tensor([[0.5, 0.9], [0.9, 0.1]])
+    >>> best(s, 2), best(s, 1, held=1 - s), best(s, 5, within=torch.tensor([[True, False], [False, True]]))
+    ([('L0.N1', 0.9, None), ('L1.N0', 0.9, None)], [('L0.N1', 0.9, 0.1)], [('L0.N0', 0.5, None), ('L1.N1', 0.1, None)])
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    ranked = rank(scores if within is None else scores.masked_fill(~within, -math.inf)).tolist()
+    ranked = ranked if within is None else [p for p in ranked if within[p[0], p[1]]]
+    return [(f"L{l}.N{n}", round(float(scores[l, n]), 6), None if held is None else round(float(held[l, n]), 6))
+            for l, n in ranked[:k]]
 
 
 def select_top(scores: Float[Tensor, "layer d_mlp"], top: float | int, *,

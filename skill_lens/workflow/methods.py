@@ -103,7 +103,8 @@ def summary(meta: dict, result=None, ns=None, curve: dict | None = None) -> str:
     """The run's findings in a few sentences: prompt accuracy, the chance level and how many neurons pass it,
     the best neuron, and the suppression gap, each with its interval (see the module docstring)."""
     task = (meta.get("task") or {}).get("name", "the task")
-    parts = [f"The tuned prompt reaches {_acc(meta, 'dev')} dev accuracy on {task} (95% Wilson interval)"
+    wilson = " (95% Wilson interval)" if (meta.get("accuracy_ci") or {}).get("dev") else ""
+    parts = [f"The tuned prompt reaches {_acc(meta, 'dev')} dev accuracy on {task}{wilson}"
              + (f", the zero-shot hard prompt {_acc(meta, 'hard_prompt_dev')}." if meta.get("accuracy", {}).get(
                  "hard_prompt_dev") is not None else ".")]
     if result is not None and result.dev_acc is not None:
@@ -167,8 +168,9 @@ def methods(meta: dict, result=None, ns=None, curve: dict | None = None) -> str:
                    "family-wise 5% threshold is the 95th percentile of each permutation's best predictivity over "
                    "all neurons and positions, so a neuron above it beats what the best of as many uninformative "
                    "neurons reaches.")
-    out.append("Intervals: Wilson 95% for accuracies; a paired bootstrap 95% over examples, draws and random sets "
-               "for suppression gaps.")
+    if meta.get("accuracy_ci") or curve:
+        out.append("Intervals: " + ("Wilson 95% for accuracies; " if meta.get("accuracy_ci") else "")
+                   + "a paired bootstrap 95% over examples, draws and random sets for suppression gaps.")
     return " ".join(out)
 
 

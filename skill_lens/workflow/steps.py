@@ -114,15 +114,18 @@ def probe(run: Run, batch_size: int = 32, pooling: bool = False, *, permutations
 
 
 def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float, float | None]]:
-    """``[("L1.N5", dev score, test score or None)]`` of the ``k`` best neurons by dev score:
-    :meth:`ProbeResult.top <skill_lens.probing.result.ProbeResult.top>`.
+    """``[("L1.N5", dev score, test score or None)]`` of the ``k`` best neurons by dev score (``result``: a
+    :class:`~skill_lens.probing.result.ProbeResult` or the seeds' :class:`~skill_lens.workflow.seeds.SeedScores`).
 
     >>> import torch
     >>> from skill_lens.probing.result import ProbeResult
     >>> top_neurons(ProbeResult(torch.zeros(1, 1, 3), torch.tensor([[[0.5, 0.125, 0.75]]])), 1)
     [('L0.N1', 0.875, None)]
     """
-    return result.top(k, "dev", aggregate)
+    from skill_lens.probing.scores import best
+
+    test = result.scores("test", aggregate=aggregate) if result.test_acc is not None else None
+    return best(result.scores("dev", aggregate=aggregate), k, test)
 
 
 def neurons(run: Run, top: float = 0.02, *, per_layer: bool = False, aggregate: str = "max"):
