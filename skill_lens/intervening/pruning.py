@@ -36,9 +36,6 @@ are pruned; the decoder is untouched.
 from __future__ import annotations
 
 import copy
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -49,6 +46,8 @@ from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.store.artifacts import ArtifactError, library_version, load_tensors, read_json, save_tensors, write_json
+from skill_lens.store.kinds import LOCK, PRUNED_INFO, PRUNED_PROMPT, PRUNED_WEIGHTS, STAGING
+from skill_lens.store.manifest import Folder
 from skill_lens.model.loading import bridge_from_hf, describe, model_device, parse_device
 from skill_lens.probing.neurons import NeuronSet
 
@@ -56,7 +55,7 @@ __all__ = ["PruningError", "PruningInfo", "prune", "pruning_info", "kept_neurons
            "check_pruned_out", "parameter_count"]
 
 PRUNING_ATTR, _KEYS_ATTR = "_skill_lens_pruning", "_skill_lens_hf_keys"
-WEIGHTS_FILE, INFO_FILE, PROMPT_FILE = "model.safetensors", "pruning.json", "prompt.safetensors"
+WEIGHTS_FILE, INFO_FILE, PROMPT_FILE = PRUNED_WEIGHTS, PRUNED_INFO, PRUNED_PROMPT
 
 
 class PruningError(ValueError):
@@ -227,8 +226,8 @@ def save_pruned(model: TransformerBridge, path, prompt=None) -> Path:
     >>> from skill_lens.model.tiny import tiny_model
     >>> keep = torch.zeros(2, 64, dtype=torch.bool); keep[:, :8] = True
     >>> d = save_pruned(prune(tiny_model("mlm"), keep, torch.zeros(2, 64)), tempfile.mkdtemp() + "/p")
-    >>> sorted(p.name for p in d.iterdir())[:3]
-    ['config.json', 'model.safetensors', 'model.safetensors.json']
+    >>> sorted(p.name for p in d.iterdir() if not p.name.startswith("."))[:4]
+    ['config.json', 'manifest.json', 'model.safetensors', 'model.safetensors.json']
     """
     record = pruning_info(model)
     if record is None:
@@ -241,32 +240,32 @@ def save_pruned(model: TransformerBridge, path, prompt=None) -> Path:
         if name in keys and t.data_ptr() not in seen:
             seen.add(t.data_ptr())
             state[name] = t
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        save_tensors(tmp / WEIGHTS_FILE, state, {"model": record.base_model + "+pruned"})
-        hf.config.save_pretrained(tmp)
+    with Folder(path).writing("prune") as tx:  # committed whole; a user's own files in the folder are kept
+        legacy = not tx.folder.has_manifest() and (path / INFO_FILE).exists()
+        for rel in tx.folder.manifest() or ([PROMPT_FILE, PROMPT_FILE + ".json"] if legacy else []):
+            tx.remove(rel, ours=legacy)  # the old model's files this one does not write again
+        save_tensors(_staged(tx, WEIGHTS_FILE), state, {"model": record.base_model + "+pruned"})
+        tree = tx.stage_tree("", "pruned")
+        hf.config.save_pretrained(tree)
         if model.tokenizer is not None:
-            model.tokenizer.save_pretrained(tmp)
-        write_json(tmp / INFO_FILE, {**record.as_json(), "name": describe(model).name})
+            model.tokenizer.save_pretrained(tree)
+        write_json(tx.path(INFO_FILE, "pruned"), {**record.as_json(), "name": describe(model).name})
         if prompt is not None:
-            prompt.save(tmp / PROMPT_FILE, **describe(model).as_meta())
-        old = path.with_name(path.name + f".old{os.getpid()}")
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            prompt.save(_staged(tx, PROMPT_FILE), **describe(model).as_meta())
     return path
+
+
+def _staged(tx, name: str) -> Path:
+    """Stage a safetensors file and its JSON sidecar; return where to write it."""
+    tx.path(name + ".json", "pruned")
+    return tx.path(name, "pruned")
 
 
 def check_pruned_out(path) -> Path:
     """``path`` as a place to save a pruned model: new, an empty directory, or a pruned model we wrote.
 
-    Anything else (a file, a run directory, a folder of other files) is refused untouched: saving
-    replaces the directory as a whole.
+    Anything else (a file, a run directory, a folder of other files) is refused untouched. Saving replaces
+    only the files its manifest lists (what an earlier save wrote): a file the user added is kept.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -281,8 +280,9 @@ def check_pruned_out(path) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ArtifactError(f"{path} is a file, not a directory; choose a new --out directory for the pruned model.")
-    if path.is_dir() and not (path / INFO_FILE).exists() and any(path.iterdir()):
-        names = sorted(p.name for p in path.iterdir())
+    ours = Folder(path).entry(INFO_FILE) is not None or (path / INFO_FILE).exists()
+    names = sorted(p.name for p in path.iterdir() if p.name not in (LOCK, STAGING)) if path.is_dir() else []
+    if names and not ours:
         raise ArtifactError(f"{path} holds files that are not a pruned model ({', '.join(names[:3])}"
                             f"{' ...' if len(names) > 3 else ''}); saving would replace them. Choose a new --out "
                             "directory.")
@@ -317,7 +317,11 @@ def load_pruned(path, device: str | None = None, *, with_prompt: bool = False):
     if with_prompt and not (path / PROMPT_FILE).exists():
         raise ArtifactError(f"{path} holds no {PROMPT_FILE}: the model was saved without a prompt; save it with "
                             "save_pruned(model, path, prompt=...) or load it with with_prompt=False.")
-    model = _load_model(path, parse_device(device))
+    folder = Folder(path)
+    with folder.reading():
+        for name in [WEIGHTS_FILE, INFO_FILE, "config.json"] + [PROMPT_FILE] * with_prompt:
+            folder.verify(name, f"save the pruned model again (save_pruned, or skill-lens prune RUN --out {path})")
+        model = _load_model(path, parse_device(device))
     if not with_prompt:
         return model
     from skill_lens.prompting.prompts import SoftPrompt

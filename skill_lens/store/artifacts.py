@@ -34,6 +34,8 @@ __all__ = [
     "load_tensors",
     "check_meta",
     "library_version",
+    "fsync_dir",
+    "umask",
 ]
 
 
@@ -51,6 +53,11 @@ def library_version() -> str:
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Open a temporary file beside ``path``; rename it onto ``path`` only on success.
 
+    The file gets the permissions the umask gives a new file (as ``open`` would), not the temporary's 0600,
+    so collaborators who may read the folder may read what we write. The temporary is named
+    ``.<name>.sl<pid>.<random>.tmp``: one a killed process leaves is removed by the next writer of the folder
+    (:func:`skill_lens.store.manifest.clean_temporaries`).
+
     >>> import tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "f.txt")
     >>> with atomic_write(p) as f:
@@ -60,17 +67,50 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.sl{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def umask() -> int:
+    """The process's umask (what ``open`` and ``mkdir`` take away from 0o666 and 0o777).
+
+    >>> 0 <= umask() <= 0o777
+    True
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o22)  # no /proc (macOS): read it by setting it, then put it back
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make renames and removals in directory ``path`` durable (a no-op where directories cannot be synced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -17,10 +17,14 @@ from pathlib import Path
 
 import torch
 
+from skill_lens.store.artifacts import write_json
+from skill_lens.store.kinds import PRUNE_SUMMARY
+from skill_lens.store.manifest import Folder
+
 __all__ = ["prune_run", "PruneOptions", "retune_config", "time_models", "FOLDS", "SUMMARY_FILE", "summary_text"]
 
 FOLDS = ("calibrated", "baseline")
-SUMMARY_FILE = "prune_summary.json"
+SUMMARY_FILE = PRUNE_SUMMARY
 
 
 @dataclasses.dataclass
@@ -122,8 +126,7 @@ def prune_run(run, options: PruneOptions | None = None, out=None) -> dict:
     >>> s["widths"], (r.path / "pruned" / "model.safetensors").exists(), (r.path / "pruned" / SUMMARY_FILE).exists()
     ({0: 64, 1: 16}, True, True)
     """
-    from skill_lens.intervening.pruning import check_pruned_out, parameter_count, pruning_info, save_pruned
-    from skill_lens.prompting.tuning import evaluate
+    from skill_lens.intervening.pruning import check_pruned_out
 
     opt = options or PruneOptions()
     out = check_pruned_out(Path(out) if out is not None else run.file("pruned"))
@@ -131,6 +134,16 @@ def prune_run(run, options: PruneOptions | None = None, out=None) -> dict:
         raise ValueError(f"--layers {opt.layers}: the model has layers 0-{run.meta['n_layers'] - 1}")
     retune = dict(opt.retune or {})
     config = retune_config(run, retune) if retune.get("steps") else None
+    with run.writing("prune"), Folder(out).writing("prune") as tx:  # the model and its summary: one commit
+        summary = _prune(run, opt, out, config)
+        write_json(tx.path(SUMMARY_FILE, "pruned"), summary)  # `skill-lens report` plots it
+    return summary
+
+
+def _prune(run, opt: PruneOptions, out: Path, config) -> dict:
+    from skill_lens.intervening.pruning import parameter_count, pruning_info, save_pruned
+    from skill_lens.prompting.tuning import evaluate
+
     result, model, task = run.predictivity(), run.model, run.task
     retune_task = run.task_with_train_size(opt.retune_train_size) if config and opt.retune_train_size else task
     pm = run.prompted()
@@ -161,9 +174,6 @@ def prune_run(run, options: PruneOptions | None = None, out=None) -> dict:
                "retune": dataclasses.asdict(config) if config else None,
                "retune_train_size": len(retune_task.train) if config else None, "retune_history": history,
                "dev_size": len(task.dev), "test_size": len(task.test), "lineage": run.lineage("predictivity")}
-    from skill_lens.store.artifacts import write_json
-
-    write_json(out / SUMMARY_FILE, summary)  # `skill-lens report` plots it
     return summary
 
 

@@ -109,8 +109,9 @@ def probe(run: Run, batch_size: int = 32, pooling: bool = False, *, permutations
             result.meta["null"] = result.null_summary()
         run.save_predictivity(result)
 
-    return probe_(pm, task, batch_size, pooling, checkpoint=run.path, on_result=save, permutations=permutations,
-                  permutation_seed=permutation_seed, input_cache=run.input_cache)
+    with run.writing("probe"):
+        return probe_(pm, task, batch_size, pooling, checkpoint=run.path, on_result=save,
+                      permutations=permutations, permutation_seed=permutation_seed, input_cache=run.input_cache)
 
 
 def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float, float | None]]:
@@ -134,10 +135,14 @@ def neurons(run: Run, top: float = 0.02, *, per_layer: bool = False, aggregate: 
     :class:`~skill_lens.probing.neurons.NeuronSet` (its ``scores`` are the dev scores). ``top`` is of all
     neurons unless ``per_layer=True`` (of each layer), as everywhere in the library. ``run`` may also be
     a :class:`~skill_lens.workflow.seeds.SeedGroup`: the neurons are then selected by the mean over its seeds."""
+    top = check_top(top)
+    with run.writing("neurons"):
+        return _select(run, run.predictivity(), top, per_layer, aggregate)
+
+
+def _select(run, result, top, per_layer: bool, aggregate: str):
     from skill_lens.probing.neurons import NeuronSet
 
-    top = check_top(top)
-    result = run.predictivity()
     scores = result.scores("dev", aggregate=aggregate)
     meta = {**{k: result.meta[k] for k in ("model", "family", "n_layers", "d_mlp", "d_model", "task",
                                            "prompt_length") if k in result.meta},
@@ -157,7 +162,7 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
     neuron set; the gap (random minus skill accuracy) comes with a paired bootstrap 95% interval over
     examples, draws and controls (``gap_ci_low``, ``gap_ci_high``). Returns the
     :class:`~skill_lens.intervening.curves.SuppressionCurve`."""
-    from skill_lens.intervening.curves import METHODS, check_fractions, suppression_curve
+    from skill_lens.intervening.curves import METHODS, check_fractions
 
     fractions = check_fractions(fractions)
     check_positive(batch_size=batch_size)
@@ -166,6 +171,15 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
                          f"{split!r}")
     if controls < 0 or not std >= 0:
         raise ValueError(f"--controls and --std must be >= 0, got {controls} and {std}")
+    with run.writing("perturb"):
+        return _perturb(run, method, fractions, controls, per_layer, std, split, positions, per, aggregate, seed,
+                        batch_size, draws, bootstrap)
+
+
+def _perturb(run, method, fractions, controls, per_layer, std, split, positions, per, aggregate, seed, batch_size,
+             draws, bootstrap):
+    from skill_lens.intervening.curves import suppression_curve
+
     result, task = run.predictivity(), run.task
     name = f"perturb_{method}"
     curve = suppression_curve(run.prompted(), getattr(task, split), result.scores("dev", aggregate=aggregate),
@@ -203,8 +217,7 @@ def robustness(run: Run, source: str, ks: Sequence[float] = (0.01, 0.02, 0.05, 0
                method: str = "gaussian", controls: int = 1, patch_top: float = 0.02, batch_size: int = 32) -> dict:
     """The analyses of :mod:`skill_lens.studies.robustness` on ``run`` and the adversarial ``source``; written to
     ``RUN/robustness_<name>.json`` and ``.csv``. Returns ``{"result", "repair", "adversarial", "paths"}``."""
-    from skill_lens.probing.neurons import NeuronSet
-    from skill_lens.studies.robustness import adversarial_split, neuron_robustness, patch_repair, source_name
+    from skill_lens.studies.robustness import adversarial_split
 
     if not ks or any(not 0 < k <= 1 for k in ks):
         raise ValueError(f"--ks must be fractions in (0, 1], got {list(ks)}")
@@ -212,6 +225,16 @@ def robustness(run: Run, source: str, ks: Sequence[float] = (0.01, 0.02, 0.05, 0
         raise ValueError("--batch-size must be >= 1, --controls >= 0 and --patch-top in [0, 1]")
     task = run.task
     adv = adversarial_split(source, task, "dev", seed)  # validates before anything is written
+    with run.writing("robustness"):
+        return _robustness(run, source, task, adv, ks, seed, adv_baseline, curve_fractions, method, controls,
+                           patch_top, batch_size)
+
+
+def _robustness(run, source, task, adv, ks, seed, adv_baseline, curve_fractions, method, controls, patch_top,
+                batch_size) -> dict:
+    from skill_lens.probing.neurons import NeuronSet
+    from skill_lens.studies.robustness import neuron_robustness, patch_repair, source_name
+
     pm = run.prompted()
     result = neuron_robustness(pm, task, adv, ks, adv_baseline=adv_baseline, curve_fractions=curve_fractions,
                                method=method, controls=controls, batch_size=batch_size, seed=seed)
