@@ -83,7 +83,8 @@ def test_checkpoint_is_a_file_kept_for_the_caller_and_run_dir_still_maps_to_one(
     with pytest.warns(DeprecationWarning, match="checkpoint="):
         b = tune(model, task, cfg, run_dir=tmp_path / "b")
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["checkpoint.safetensors",
-                                                                 "checkpoint.safetensors.json"]
+                                                                 "checkpoint.safetensors.json",
+                                                                 "checkpoint.safetensors.log"]
     assert torch.equal(a.prompt.embedding, b.prompt.embedding)
     again = tune(model, task, cfg, checkpoint=tmp_path / "b" / "checkpoint.safetensors")  # finished: resumes at 4
     assert torch.equal(again.prompt.embedding, a.prompt.embedding) and again.history == a.history

@@ -1,15 +1,20 @@
 """``skill-lens``: one subcommand per module in this package, each defining ``register(subparsers)``.
 
 Each ``register`` adds a parser whose ``func`` default takes the parsed arguments.
-Errors that name their fix (``ValueError`` and subclasses) are printed without a traceback.
+Errors that name their fix (``ValueError`` and subclasses) are printed without a traceback, in one line,
+exit status 2; Ctrl-C exits with 130 and SIGTERM with 143, each in one line (a step's outputs are committed
+whole or not at all, and its checkpoint resumes).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
+import signal
 import sys
+import threading
 
 __all__ = ["main", "add_task_args", "task_from_args"]
 
@@ -31,11 +36,37 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ["SKILL_LENS_QUIET"] = "1"
     try:
-        result = args.func(args)
+        with _sigterm_interrupts():
+            result = args.func(args)
     except (ValueError, OSError) as e:  # errors that name their fix; no traceback
         print(f"skill-lens {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: what was written is whole, the checkpoint resumes
+        how = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"skill-lens {args.command}: {how}; rerun the same command to resume", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     return int(result or 0)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that it unwinds like Ctrl-C: temporaries and staged outputs
+    are removed on the way out (``kill`` and job schedulers send it)."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def add_task_args(p: argparse.ArgumentParser) -> None:

@@ -267,8 +267,8 @@ def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_
                 index: dict, role: str) -> list[dict]:
     """The curve's rows: each ``(fraction, set, draw, mask)`` of ``sets`` evaluated ``draws`` times (noise
     draw ``k`` seeded apart from draw 0's key), resuming from and saving to ``ckpt`` if given."""
-    saved = ckpt.load() if ckpt is not None else None
-    done = {_row_key(r): r for r in saved[1]["rows"]} if saved is not None else {}
+    saved = ckpt.load() if ckpt is not None else None  # rows: appended one by one (older checkpoints: saved)
+    done = {_row_key(r): r for r in (saved[1]["rows"] if saved is not None else []) + (ckpt.records() if ckpt else [])}
     # Prompt-position hooks leave a causal input's keys/values alone: compute them once (label_logits
     # decides where a cache applies; other families run as before).
     cache = (input_cache if input_cache is not None else InputCache()) if role == "prompt" else None
@@ -291,7 +291,7 @@ def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_
             say(f"suppression {method} f={f:g} {name}{draw if name == 'random' else ''}"
                 f"{f' noise{k}' if draws > 1 else ''}: acc {res['accuracy']:.3f} ld {res['logit_diff']:.3f}")
             if ckpt is not None:
-                ckpt.save({}, {"rows": rows})
+                ckpt.append(rows[-1])
     return rows
 
 

@@ -288,9 +288,34 @@ def intervene(model, hooks: Sequence[Hook]) -> Iterator[object]:
     1
     >>> len(model.hook_dict["blocks.0.mlp.hook_post"].fwd_hooks)
     0
+
+    A hook that returns another shape than the activation it received is refused (TransformerLens would
+    broadcast it):
+
+    >>> bad = [("blocks.0.mlp.hook_post", lambda act, hook: act[:, :1])]
+    >>> with intervene(model, bad):
+    ...     model(torch.tensor([[1, 2, 3]]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    skill_lens.intervening.interventions.InterventionError: the hook on blocks.0.mlp.hook_post returned a tensor of shape [1, 1, 64] for an activation of shape [1, 3, 64]; ...
     """
-    with model.hooks(fwd_hooks=list(hooks), reset_hooks_end=True) as m:
+    with model.hooks(fwd_hooks=[(name, _same_shape(name, fn)) for name, fn in hooks], reset_hooks_end=True) as m:
         yield m
+
+
+def _same_shape(name, fn):
+    """``fn``, refusing a result of another shape than the activation it got (TransformerLens would broadcast
+    it silently into wrong numbers)."""
+
+    def hook(act, hook):
+        out = fn(act, hook)
+        if isinstance(out, Tensor) and isinstance(act, Tensor) and out.shape != act.shape:
+            raise InterventionError(f"the hook on {name} returned a tensor of shape {list(out.shape)} for an "
+                                    f"activation of shape {list(act.shape)}; a hook returns the activation's shape "
+                                    "(or None to keep it).")
+        return out
+
+    return hook
 
 
 def random_like(neurons, seed: int = 0, n_draws: int = 1, disjoint: bool = True) -> list:

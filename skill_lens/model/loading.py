@@ -31,6 +31,7 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.model.fast_path import use_fast_path
+from skill_lens.store.artifacts import check_safetensors
 from skill_lens.store.packaged import cache_dir, packaged_file
 from skill_lens.base.progress import quiet, say
 
@@ -281,6 +282,8 @@ def load_model(
             "Use 'smollm2-135m' offline, or a Hub name with internet access."
         ) from None
     cls = model_class(config)
+    for weights in sorted(Path(path).glob("*.safetensors")) if not random_init and Path(path).is_dir() else ():
+        check_safetensors(weights)  # one line naming a truncated file, not safetensors' traceback
     if quiet():  # transformers' own "Loading weights" bar too
         from transformers.utils import logging as hf_logging
 

@@ -148,8 +148,9 @@ class TrainState:
     best: list[Tensor] = field(default_factory=list, repr=False)  # the trained tensors at the best evaluation
 
     def as_json(self) -> dict:
+        """The state a checkpoint saves: a few numbers, whatever the step (the history goes to its log)."""
         return {"step": self.step, "best_step": self.best_step, "best_dev": self.best_dev,
-                "bad_evals": self.bad_evals, "history": self.history}
+                "bad_evals": self.bad_evals}
 
 
 def batch_indices(seed: int, step: int, n: int, batch_size: int) -> list[int]:
@@ -190,6 +191,7 @@ def train(params: Sequence[Tensor], step_loss: Callable[[list[int]], Tensor], ev
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
         _restore(*saved, params, opt, state)
+        state.history = saved[1].get("history") or checkpoint.records(tied=True)  # older checkpoints: in the state
     bar = progress(total=config.steps, initial=state.step, desc=desc)
     while state.step < config.steps and not (config.patience is not None and state.bad_evals >= config.patience):
         step = state.step
@@ -212,7 +214,9 @@ def train(params: Sequence[Tensor], step_loss: Callable[[list[int]], Tensor], ev
                 state.best = [p.detach().clone() for p in params]
             else:
                 state.bad_evals += 1
-            if checkpoint is not None:
+        if checkpoint is not None:  # the loss curve: appended, never rewritten; the state saved is its size
+            checkpoint.append(state.history[-1], sync=False)
+            if "dev_accuracy" in state.history[-1]:
                 checkpoint.save(_saved_tensors(params, opt, state), state.as_json())
     bar.close()
     return state

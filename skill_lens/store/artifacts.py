@@ -36,6 +36,7 @@ __all__ = [
     "library_version",
     "fsync_dir",
     "umask",
+    "check_safetensors",
 ]
 
 
@@ -177,6 +178,38 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         raise ArtifactError(f"{path} is not a readable safetensors file ({e}); delete it and rerun.") from e
     meta = json.loads(header["skill_lens_meta"]) if "skill_lens_meta" in header else {}
     return tensors, meta
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Refuse a truncated or corrupt safetensors file in one line naming it (reads only its header).
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "w.safetensors")
+    >>> save_tensors(p, {"w": torch.ones(4)}); check_safetensors(p)
+    >>> _ = os.truncate(p, os.path.getsize(p) - 3)
+    >>> check_safetensors(p)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    skill_lens.store.artifacts.ArtifactError: ...w.safetensors is truncated or corrupt (it has 221 bytes; its header describes 224); download or save it again.
+    """
+    size = os.path.getsize(path)
+    why = None
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 0 or n > size - 8:
+            why = f"it has {size} bytes, too few for its header"
+        else:
+            try:
+                header = json.loads(f.read(n))
+                end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+                why = "its header is not valid"
+            else:
+                if 8 + n + end != size:
+                    why = f"it has {size} bytes; its header describes {8 + n + end}"
+    if why:
+        raise ArtifactError(f"{path} is truncated or corrupt ({why}); download or save it again.")
 
 
 def check_meta(meta: Mapping[str, Any], expected: Mapping[str, Any], what: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from skill_lens.store.artifacts import write_json
-from skill_lens.store.kinds import PRUNE_SUMMARY
+from skill_lens.store.kinds import KINDS, PRUNE_SUMMARY
 from skill_lens.store.manifest import Folder
 
 __all__ = ["prune_run", "PruneOptions", "retune_config", "time_models", "FOLDS", "SUMMARY_FILE", "summary_text"]
@@ -195,9 +195,9 @@ def _pruned_model(run, pm, result, opt: PruneOptions):
     mask = keep_also(mask, protected, scores)
     if opt.fold == "calibrated":
         baseline = calibrate(pm, mask, opt.layers, texts, texts_b)
-        source = f"calibrated on {len(texts)} training examples (calibration.calibrate), selected by {run.file('predictivity')}"
+        source = f"calibrated on {len(texts)} training examples (calibration.calibrate), selected by the run's {KINDS['predictivity'].file}"
     else:
-        baseline, source = result.baseline, str(run.file("predictivity"))
+        baseline, source = result.baseline, f"the probe's baseline ({KINDS['predictivity'].file})"
     pruned = prune(run.model, mask, baseline, layers=opt.layers, position=opt.position, baseline_source=source)
     return pruned, protected, source
 

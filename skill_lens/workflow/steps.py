@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from skill_lens.base.memory import check_fits
 from skill_lens.workflow.runs import Run
 
 __all__ = ["tune", "tune_seeds", "probe", "neurons", "seeds", "perturb", "patch", "robustness", "report", "demo",
@@ -102,6 +103,9 @@ def probe(run: Run, batch_size: int = 32, pooling: bool = False, *, permutations
     check_positive(batch_size=batch_size)
     if permutations < 0:
         raise ValueError(f"--permutations must be 0 (no null) or a number of label permutations, got {permutations}")
+    m = run.meta  # int32 counts [K, L, P, d_mlp] per evaluation split, kept and checkpointed until the end
+    check_fits(2 * 2 * 4 * permutations * m["n_layers"] * m["prompt_length"] * m["d_mlp"],
+               f"the permutation null of {permutations} permutations", "pass fewer --permutations")
     pm, task = run.prompted(), run.task
 
     def save(result) -> None:
@@ -171,6 +175,11 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
                          f"{split!r}")
     if controls < 0 or not std >= 0:
         raise ValueError(f"--controls and --std must be >= 0, got {controls} and {std}")
+    sets = len(fractions) * (1 + controls)  # a [L, d_mlp] mask per set; a row per set and draw, a byte per example
+    check_fits(sets * (run.meta["n_layers"] * run.meta["d_mlp"] + 200)
+               + sets * draws * (len(getattr(run.task, split)) + 400),
+               f"{len(fractions)} fractions x (1 + {controls} control sets) x {draws} draws",
+               "pass fewer --controls or --draws")
     with run.writing("perturb"):
         return _perturb(run, method, fractions, controls, per_layer, std, split, positions, per, aggregate, seed,
                         batch_size, draws, bootstrap)
@@ -187,7 +196,7 @@ def _perturb(run, method, fractions, controls, per_layer, std, split, positions,
                               baseline=result.baseline, std=std, positions=positions, per=per, seed=seed,
                               batch_size=batch_size, checkpoint=run.path / f"{name}.checkpoint.safetensors",
                               draws=draws, bootstrap=bootstrap, input_cache=run.input_cache)
-    curve.meta.update(run=str(run.path), task=task.name, split=split, aggregate=aggregate,
+    curve.meta.update(task=task.name, split=split, aggregate=aggregate,  # no path: a moved run makes the same bytes
                       selected_on="dev predictivity")
     run.save_result("perturb", name, curve.to_dict(), curve.to_pandas())
     return curve
@@ -238,7 +247,7 @@ def _robustness(run, source, task, adv, ks, seed, adv_baseline, curve_fractions,
     pm = run.prompted()
     result = neuron_robustness(pm, task, adv, ks, adv_baseline=adv_baseline, curve_fractions=curve_fractions,
                                method=method, controls=controls, batch_size=batch_size, seed=seed)
-    out = {"run": str(run.path), "source": source, "seed": seed, **result.to_dict()}
+    out = {"source": source, "seed": seed, **result.to_dict()}  # the run: its lineage (by content, not path)
     repair = None
     if patch_top > 0 and not source.startswith("advglue"):
         repair = patch_repair(pm, task.dev, adv, NeuronSet.from_scores(result.clean_scores, patch_top), batch_size)
