@@ -9,12 +9,11 @@ whole or not at all, and its checkpoint resumes).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import pkgutil
-import signal
 import sys
-import threading
+
+from skill_lens.base.signals import Terminated, sigterm_interrupts
 
 __all__ = ["main", "add_task_args", "task_from_args"]
 
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ["SKILL_LENS_QUIET"] = "1"
     try:
-        with _sigterm_interrupts():
+        with sigterm_interrupts():
             result = args.func(args)
     except (ValueError, OSError) as e:  # errors that name their fix; no traceback
         print(f"skill-lens {args.command}: error: {e}", file=sys.stderr)
@@ -46,27 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skill-lens {args.command}: {how}; rerun the same command to resume", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     return int(result or 0)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the process is, so that it unwinds like Ctrl-C: temporaries and staged outputs
-    are removed on the way out (``kill`` and job schedulers send it)."""
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts():
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def raise_terminated(signum, frame):
-        raise Terminated()
-
-    old = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def add_task_args(p: argparse.ArgumentParser) -> None:
