@@ -71,13 +71,13 @@ def test_docstrings_become_markdown_with_links_to_documented_objects():
     griffe = pytest.importorskip("griffe")
     rst = _load("griffe_rst")
     pkg = griffe.load("skill_lens", search_paths=[str(ROOT)])
-    obj = pkg["probing.predictivity.select_top"]
+    obj = pkg["probing.scores.select_top"]
     text = ("Ties as in :func:`rank`, see :class:`~skill_lens.probing.neurons.NeuronSet` and :meth:`x <NeuronSet.from_scores>`,\n"
             "not :class:`torch.Tensor` nor :func:`_check_acts`. Example::\n\n    code\n\n"
             ">>> 1 + 1\n2\n\nAfter.")
     out = rst.to_markdown(text, lambda m: rst._role(pkg, obj, m))
     assert out.split("\n") == [
-        "Ties as in [`rank`][skill_lens.probing.predictivity.rank], see [`NeuronSet`][skill_lens.probing.neurons.NeuronSet] and "
+        "Ties as in [`rank`][skill_lens.probing.scores.rank], see [`NeuronSet`][skill_lens.probing.neurons.NeuronSet] and "
         "[`x`][skill_lens.probing.neurons.NeuronSet.from_scores],",
         "not `torch.Tensor` nor `_check_acts`. Example:", "", "    code", "",
         "```pycon", ">>> 1 + 1", "2", "```", "", "After."]

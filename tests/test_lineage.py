@@ -45,7 +45,7 @@ def refused(argv, where, *needles):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_made_run_passes_every_check(made_run, family, tmp_path):
     run = Run.open(copy_run(made_run(family), tmp_path / "run"))
-    assert run.predictivity().baseline.shape[1] == 2 and len(run.neurons()) > 0
+    assert run.probe_result().baseline.shape[1] == 2 and len(run.neurons()) > 0
     rc, out, err = cli("perturb", run.path, *USES_PREDICTIVITY["perturb"])
     assert rc == 0, err
     assert run.read_result("perturb", run.path / "perturb_zero.json")["lineage"]["parent"]["artifact"] == "predictivity"
@@ -86,7 +86,7 @@ def test_a_retuned_prompt_makes_old_derived_artifacts_stale(made_run, step, tmp_
 def test_neurons_of_an_earlier_predictivity_are_refused(made_run, tmp_path):
     """The predictivity was re-made (its lineage is fine) after the neurons were selected from the old one."""
     run = copy_run(made_run("causal"), tmp_path / "run")
-    result = Run.open(run).predictivity()
+    result = Run.open(run).probe_result()
     result.dev_acc = 1 - result.dev_acc
     Run.open(run).save_predictivity(result)  # committed through the run: its content is recorded
     assert cli("perturb", run, *USES_PREDICTIVITY["perturb"])[0] == 0  # the predictivity itself is fine

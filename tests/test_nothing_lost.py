@@ -24,7 +24,7 @@ import torch
 from clitools import FAST_TUNE, cli, copy_run, snapshot
 
 from skill_lens import steps
-from skill_lens.intervening.curves import suppression_curve
+from skill_lens.intervening.suppression import suppression_curve
 from skill_lens.intervening.interventions import InterventionError, intervene
 from skill_lens.model.tiny import tiny_model, tiny_task
 from skill_lens.prompting.tuning import TuneConfig, tune
@@ -338,7 +338,7 @@ def test_checkpoints_write_only_what_changed(run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Checkpoint, "append", spy)
     ck = tmp_path / "c.checkpoint.safetensors"
-    curve = suppression_curve(r.prompted(), r.task.dev, r.predictivity().scores("dev"), [0, 0.1], method="zero",
+    curve = suppression_curve(r.prompted(), r.task.dev, r.probe_result().scores("dev"), [0, 0.1], method="zero",
                               controls=2, checkpoint=ck)
     monkeypatch.undo()
     grown = [b - a for (_, a), (_, b) in zip(sizes, sizes[1:])]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skill_lens.probing.predictivity import (AgreementAccumulator, MeanAccumulator, aggregate_positions, aggregate_runs,
-                                     merge_subtasks, predictivity, rank, select_top, spearman, top_k_overlap)
+from skill_lens.probing.scores import aggregate_positions, combine_runs, merge_subtasks, predictivity, rank, select_top, spearman, top_k_overlap
+from skill_lens.probing.statistics import AgreementAccumulator, MeanAccumulator
 
 B_TRAIN, B_DEV, L, P, N = 13, 17, 2, 3, 5
 
@@ -126,14 +126,14 @@ def test_predictivity_and_aggregation():
     assert torch.allclose(aggregate_positions(pred), torch.tensor([[0.9, 0.7]]))
     assert torch.allclose(aggregate_positions(pred, "mean"), torch.tensor([[0.7, 0.65]]))
     runs = [torch.tensor([[0.5, 1.0]]), torch.tensor([[0.75, 0.5]])]
-    assert aggregate_runs(runs).tolist() == [[0.625, 0.75]]
-    assert torch.equal(aggregate_runs(torch.stack(runs), "min"), aggregate_runs(runs, "min"))
+    assert combine_runs(runs).tolist() == [[0.625, 0.75]]
+    assert torch.equal(combine_runs(torch.stack(runs), "min"), combine_runs(runs, "min"))
     with pytest.raises(ValueError, match="different shapes"):
-        aggregate_runs([torch.zeros(2, 3), torch.zeros(2, 4)])
+        combine_runs([torch.zeros(2, 3), torch.zeros(2, 4)])
     with pytest.raises(ValueError, match="'max' or 'mean'"):
         aggregate_positions(pred, "median")
     with pytest.raises(ValueError, match="no runs"):
-        aggregate_runs([])
+        combine_runs([])
 
 
 def test_rank_breaks_ties_by_layer_then_index():

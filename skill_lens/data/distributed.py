@@ -106,10 +106,10 @@ def shard(split: Split, rank: int, world: int, batch_size: int = 1) -> Split:
 def all_reduce_(acc):
     """Sum an accumulator's ``state_dict()`` tensors across all ranks, in place; returns ``acc``.
 
-    Works for :class:`~skill_lens.probing.predictivity.MeanAccumulator` and ``AgreementAccumulator`` (and
+    Works for :class:`~skill_lens.probing.statistics.MeanAccumulator` and ``AgreementAccumulator`` (and
     anything with ``state_dict``/``from_state_dict``). With no process group it changes nothing.
 
-    >>> from skill_lens.probing.predictivity import MeanAccumulator
+    >>> from skill_lens.probing.statistics import MeanAccumulator
     >>> all_reduce_(MeanAccumulator().add(torch.ones(2, 1, 1, 3))).count
     2
     """

@@ -21,7 +21,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from skill_lens.store.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
-from skill_lens.probing.predictivity import select_top
+from skill_lens.probing.scores import select_top
 
 __all__ = ["NeuronSet"]
 
@@ -137,7 +137,7 @@ class NeuronSet:
     @classmethod
     def from_scores(cls, scores: Float[Tensor, "layer d_mlp"], top: float | int, *, per_layer: bool = False,
                     meta: dict | None = None) -> "NeuronSet":
-        """The best neurons by ``scores`` (see :func:`skill_lens.probing.predictivity.select_top`); keeps the scores.
+        """The best neurons by ``scores`` (see :func:`skill_lens.probing.scores.select_top`); keeps the scores.
 
         One rule across skill_lens: ``top`` (a fraction in (0, 1] or a count) is of **all** neurons,
         ranked globally, unless ``per_layer=True`` takes it of every layer. The same default holds for

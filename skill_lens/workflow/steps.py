@@ -84,9 +84,9 @@ def seeds(group, top: float = 0.01, aggregate: str = "max"):
     ``DIR/seeds.safetensors``: each seed's scores, their mean (the paper's aggregate) and the ranking's
     replicability (Spearman between seeds, top ``top`` overlap). Returns the
     :class:`~skill_lens.workflow.seeds.SeedScores`."""
-    from skill_lens.workflow.seeds import aggregate as aggregate_
+    from skill_lens.workflow.seeds import combine_seeds
 
-    scores = aggregate_(group.runs, check_top(top), aggregate)
+    scores = combine_seeds(group.runs, check_top(top), aggregate)
     group.save_seeds(scores)
     return scores
 
@@ -111,7 +111,7 @@ def probe(run: Run, batch_size: int = 32, pooling: bool = False, *, permutations
     def save(result) -> None:
         if permutations:
             result.meta["null"] = result.null_summary()
-        run.save_predictivity(result)
+        run.save_probe_result(result)
 
     with run.writing("probe"):
         return probe_(pm, task, batch_size, pooling, checkpoint=run.path, on_result=save,
@@ -122,7 +122,7 @@ def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float
     """``[("L1.N5", dev score, test score or None)]`` of the ``k`` best neurons by dev score.
 
     >>> import torch
-    >>> from skill_lens.probing.probe import ProbeResult
+    >>> from skill_lens.probing.result import ProbeResult
     >>> top_neurons(ProbeResult(torch.zeros(1, 1, 3), torch.tensor([[[0.5, 0.125, 0.75]]])), 1)
     [('L0.N1', 0.875, None)]
     """
@@ -141,7 +141,7 @@ def neurons(run: Run, top: float = 0.02, *, per_layer: bool = False, aggregate: 
     a :class:`~skill_lens.workflow.seeds.SeedGroup`: the neurons are then selected by the mean over its seeds."""
     top = check_top(top)
     with run.writing("neurons"):
-        return _select(run, run.predictivity(), top, per_layer, aggregate)
+        return _select(run, run.probe_result(), top, per_layer, aggregate)
 
 
 def _select(run, result, top, per_layer: bool, aggregate: str):
@@ -165,8 +165,8 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
     ``RUN/perturb_<method>.json`` and ``.csv``; resumes after a kill. ``draws`` Gaussian noise draws per
     neuron set; the gap (random minus skill accuracy) comes with a paired bootstrap 95% interval over
     examples, draws and controls (``gap_ci_low``, ``gap_ci_high``). Returns the
-    :class:`~skill_lens.intervening.curves.SuppressionCurve`."""
-    from skill_lens.intervening.curves import METHODS, check_fractions
+    :class:`~skill_lens.intervening.suppression.SuppressionCurve`."""
+    from skill_lens.intervening.suppression import METHODS, check_fractions
 
     fractions = check_fractions(fractions)
     check_positive(batch_size=batch_size)
@@ -187,9 +187,9 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
 
 def _perturb(run, method, fractions, controls, per_layer, std, split, positions, per, aggregate, seed, batch_size,
              draws, bootstrap):
-    from skill_lens.intervening.curves import suppression_curve
+    from skill_lens.intervening.suppression import suppression_curve
 
-    result, task = run.predictivity(), run.task
+    result, task = run.probe_result(), run.task
     name = f"perturb_{method}"
     curve = suppression_curve(run.prompted(), getattr(task, split), result.scores("dev", aggregate=aggregate),
                               fractions=fractions, method=method, controls=controls, per_layer=per_layer,
@@ -214,7 +214,7 @@ def patch(run: Run, source_text: str, target_text: str, top: float | None = None
         if not str(text).strip():
             raise ValueError(f"{flag} is empty; pass a text to run.")
     if top is not None or not run.file("neurons").exists():
-        chosen = NeuronSet.from_scores(run.predictivity().scores("dev"), top=check_top(0.02 if top is None else top),
+        chosen = NeuronSet.from_scores(run.probe_result().scores("dev"), top=check_top(0.02 if top is None else top),
                                        per_layer=per_layer)
     else:
         chosen = run.neurons()

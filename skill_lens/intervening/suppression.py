@@ -1,7 +1,7 @@
 """Suppression curves: accuracy as the top skill neurons are perturbed, against random neurons.
 
 For each fraction ``f`` the top ``f`` of neurons by score (all neurons, or of each layer with
-``per_layer=True``; :func:`skill_lens.probing.predictivity.select_top`) are perturbed at ``positions`` by
+``per_layer=True``; :func:`skill_lens.probing.scores.select_top`) are perturbed at ``positions`` by
 ``method`` (``"gaussian"`` noise, ``"zero"`` or ``"mean"`` ablation to the probe's baseline), and so
 are ``controls`` random sets with the same count per layer, disjoint from the skill set
 (:func:`skill_lens.intervening.interventions.random_like`; overlapping only where the skill set holds more than
@@ -12,7 +12,7 @@ Cross-task form: neurons found on task A, evaluated on task B's split with B's p
 pass ``pm`` and ``task_or_split`` of B and ``scores`` of A (and B's baseline for ``"mean"``).
 
 >>> from skill_lens.model.tiny import tiny_model, tiny_task
->>> from skill_lens.prompting.tuning import prompted
+>>> from skill_lens.prompting.evaluation import prompted
 >>> from skill_lens.prompting.prompts import SoftPrompt
 >>> model, task = tiny_model(), tiny_task()
 >>> pm = prompted(model, task, SoftPrompt.init(model, 2))
@@ -43,7 +43,7 @@ from skill_lens.intervening.interventions import (InterventionError, Positions, 
 from skill_lens.model.input_cache import InputCache
 from skill_lens.model.loading import describe
 from skill_lens.probing.neurons import NeuronSet
-from skill_lens.probing.predictivity import select_top
+from skill_lens.probing.scores import select_top
 from skill_lens.base.progress import say
 from skill_lens.base.stats import paired_bootstrap_gap
 from skill_lens.prompting.prompts import Batch, Hook
@@ -65,7 +65,7 @@ def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batc
     built for the prompt part of each batch, and inputs seen before run only their prompt positions.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import hard_prompt_model
+    >>> from skill_lens.prompting.evaluation import hard_prompt_model
     >>> model, task = tiny_model(), tiny_task()
     >>> evaluate_with(hard_prompt_model(model, task), task.dev, lambda batch: [])["n"]
     32
@@ -222,7 +222,7 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
     >>> from skill_lens.probing.neurons import NeuronSet
     >>> from skill_lens.prompting.prompts import SoftPrompt
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import prompted
+    >>> from skill_lens.prompting.evaluation import prompted
     >>> model, task = tiny_model(), tiny_task()
     >>> pm = prompted(model, task, SoftPrompt.init(model, 2))
     >>> ck = Path(tempfile.mkdtemp()) / "curve.checkpoint.safetensors"
