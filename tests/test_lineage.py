@@ -88,7 +88,7 @@ def test_neurons_of_an_earlier_predictivity_are_refused(made_run, tmp_path):
     run = copy_run(made_run("causal"), tmp_path / "run")
     result = Run.open(run).probe_result()
     result.dev_acc = 1 - result.dev_acc
-    Run.open(run).save_predictivity(result)  # committed through the run: its content is recorded
+    Run.open(run).save_probe_result(result)  # committed through the run: its content is recorded
     assert cli("perturb", run, *USES_PREDICTIVITY["perturb"])[0] == 0  # the predictivity itself is fine
     refused(["patch", run, *USES_PREDICTIVITY["patch"][:4]], run, "neurons.safetensors was derived from another",
             f"skill-lens neurons {run}")

@@ -214,6 +214,20 @@ def test_overwrite_removes_only_what_the_old_run_wrote_after_the_new_one_is_comm
     assert Run.open(run).meta["seed"] == 1
 
 
+def test_a_run_made_before_manifests_stays_usable_and_its_files_are_adopted(run, model_dir, task_csv):
+    (run / "manifest.json").unlink()  # as an older skill_lens left it
+    mine = with_user_files(run)
+    assert cli("neurons", run, "--top", "0.1")[0] == 0
+    listed = committed(run)["run"]
+    assert {"run.json", "prompt.safetensors", "predictivity.safetensors", "perturb_zero.csv"} <= set(listed)
+    assert not set(USER) & set(listed)  # ours by name and lineage only
+    assert cli("perturb", run, *PERTURB)[0] == 0
+    rc, _, err = cli("report", run, "--no-views")
+    assert rc == 0, err
+    assert cli(*tune_argv(model_dir, task_csv, run, "--overwrite", "--seed", "1"))[0] == 0
+    assert user_files(run) == mine and not (run / "perturb_zero.json").exists()
+
+
 def test_prune_out_replaces_only_its_own_files(run, tmp_path):
     out = tmp_path / "small"
     assert cli("prune", run, "--out", out, *PRUNE)[0] == 0

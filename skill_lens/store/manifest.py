@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -43,6 +42,11 @@ import re
 import shutil
 from pathlib import Path
 from typing import Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; steps are still committed whole
+    fcntl = None
 
 from skill_lens.base.progress import say
 from skill_lens.store.artifacts import ArtifactError, atomic_write, fsync_dir, read_json, write_json
@@ -165,7 +169,7 @@ class Folder:
         path = self.root / LOCK
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock(fd, "try")
         except OSError as e:
             os.close(fd)
             if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
@@ -200,7 +204,7 @@ class Folder:
         path = self.root / LOCK
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock(fd, "try")
         except OSError:
             os.close(fd)
             with self.reading():  # the writer is applying it: wait until it is done
@@ -217,12 +221,13 @@ class Folder:
         if not self.root.is_dir() or _key_or_none(self.root) in _HELD:
             yield
             return
-        fd = os.open(self.root, os.O_RDONLY)
+        fd = os.open(self.root, os.O_RDONLY) if fcntl is not None else None
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
+            _flock(fd, "shared")
             yield
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
 
 
 class Transaction:
@@ -234,6 +239,7 @@ class Transaction:
         self.removed: set[str] = set()
         self.committed = False
         self.trees: dict[str, str] = {}
+        self.adopted: dict[str, dict] = {}
 
     @property
     def staging(self) -> Path:
@@ -260,6 +266,15 @@ class Transaction:
         ``ours`` says this step made it (a checkpoint it resumed from)."""
         if (ours or self.folder.entry(str(rel)) is not None) and str(rel) not in self.staged:
             self.removed.add(str(rel))
+
+    def adopt(self, files: dict[str, str]) -> None:
+        """List files written before this folder had a manifest (``{relative path: kind}``), as they are now, in
+        the manifest this step commits: an older run's files stay readable and replaceable."""
+        for rel, kind in files.items():
+            p = self.folder.root / rel
+            if p.is_file():
+                self.adopted[rel] = {"sha256": content_hash(p), "size": p.stat().st_size, "kind": kind,
+                                     "step": "adopted"}
 
     def stage_tree(self, rel: str, kind: str) -> Path:
         """A staging folder for ``rel/`` whose files are written by others' code (``save_pretrained``): every file
@@ -288,7 +303,7 @@ class Transaction:
         self.trees = {}
         if not self.staged and not self.removed:
             return
-        files = {k: v for k, v in self.folder.manifest().items() if k not in self.removed}
+        files = {k: v for k, v in {**self.adopted, **self.folder.manifest()}.items() if k not in self.removed}
         for rel, kind in self.staged.items():
             src = self.staging / rel
             if not src.exists():
@@ -298,12 +313,13 @@ class Transaction:
                    "manifest": {"format": FORMAT, "files": dict(sorted(files.items()))}}
         fsync_dir(self.staging)
         write_json(self.staging / JOURNAL, journal)
-        fd = os.open(self.folder.root, os.O_RDONLY)
+        fd = os.open(self.folder.root, os.O_RDONLY) if fcntl is not None else None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # readers are done reading the old state
+            _flock(fd, "exclusive")  # readers are done reading the old state
             _apply(self.folder.root, journal)
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         self.staged, self.removed, self.committed = {}, set(), True
 
     def discard(self) -> None:
@@ -354,6 +370,13 @@ def clean_temporaries(root) -> list[str]:
             p.unlink(missing_ok=True)
             removed.append(p.name)
     return removed
+
+
+def _flock(fd, how: str) -> None:
+    """``flock`` ``fd``: ``"try"`` (exclusive, or OSError at once), ``"exclusive"`` or ``"shared"`` (waiting)."""
+    if fcntl is not None:
+        fcntl.flock(fd, {"try": fcntl.LOCK_EX | fcntl.LOCK_NB, "exclusive": fcntl.LOCK_EX,
+                         "shared": fcntl.LOCK_SH}[how])
 
 
 def _alive(pid) -> bool:

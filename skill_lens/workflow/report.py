@@ -44,6 +44,7 @@ from typing import Any
 
 from skill_lens.store.artifacts import ArtifactError, atomic_write
 from skill_lens.store.kinds import KINDS, MANIFEST, PRUNE_SUMMARY, PRUNED_INFO, kind_of
+from skill_lens.store.manifest import Folder
 from skill_lens.views import plots
 
 __all__ = ["write_report", "check_report_out", "REPORT_FILE"]
@@ -325,6 +326,9 @@ def _results(run, notes: list[str]) -> list[tuple[Path, str | None, dict]]:
     for p in sorted(filter(shown, run.path.glob("*.json"))) + [d / PRUNE_SUMMARY for d in _pruned_dirs(run)
                                                                  if (d / PRUNE_SUMMARY).exists()]:
         kind = "pruned" if p.name == PRUNE_SUMMARY else getattr(kind_of(p.name), "name", None)
+        folder = Folder(p.parent)
+        if folder.has_manifest() and folder.entry(p.name) is None:
+            kind = None  # named like ours, but no step wrote it: the user's
         if kind is not None:
             out.append((p, kind, run.read_result(kind, p)))
             continue

@@ -30,6 +30,7 @@ or a model directory re-saved with other weights is refused instead of silently 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
@@ -138,11 +139,16 @@ class Run:
         """The run directory as a :class:`~skill_lens.store.manifest.Folder`: its lock, manifest and commits."""
         return Folder(self.path)
 
+    @contextlib.contextmanager
     def writing(self, step: str):
         """Hold the run's write lock for ``step`` (a context manager yielding its
         :class:`~skill_lens.store.manifest.Transaction`): what the block stages is committed whole when it ends
-        without an error. Every step that writes into the run holds it (:mod:`skill_lens.workflow.steps`)."""
-        return self.folder.writing(step)
+        without an error. Every step that writes into the run holds it (:mod:`skill_lens.workflow.steps`). A run
+        made before manifests has its own files (by name and lineage) listed as they are by the first commit."""
+        with self.folder.writing(step) as tx:
+            if not self.folder.has_manifest():
+                tx.adopt({rel: kind_of(rel).name for rel in _legacy_files(self.path)})
+            yield tx
 
     def verify(self, *kinds: str) -> None:
         """Refuse the run's files of ``kinds`` (``"run"``, ``"prompt"``, ...) whose bytes changed since the step
