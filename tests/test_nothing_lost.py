@@ -117,7 +117,7 @@ def run(made_run, tmp_path):
 # ------------------------------------------------------------------ one writer per run (real processes)
 def test_two_tunes_into_one_run_one_is_refused_naming_the_other(model_dir, task_csv, tmp_path):
     out = tmp_path / "run"
-    first = spawn(*tune_argv(model_dir, task_csv, out, "--steps", "500", "--eval-every", "500"))
+    first = spawn(*tune_argv(model_dir, task_csv, out, "--steps", "200", "--eval-every", "200"))
     pid = wait_for_lock(out, "tune", first)
     rc, _, err = cli(*tune_argv(model_dir, task_csv, out, "--seed", "1"))
     assert rc == 2
@@ -128,7 +128,7 @@ def test_two_tunes_into_one_run_one_is_refused_naming_the_other(model_dir, task_
 
 def test_overwrite_while_perturb_runs_is_refused_and_perturb_finishes(run, model_dir, task_csv):
     mine = with_user_files(run)
-    slow = spawn("perturb", run, "--fractions", "0,0.05,0.1,0.2,0.3", "--controls", "30", "--method", "zero")
+    slow = spawn("perturb", run, "--fractions", "0,0.05,0.1,0.2,0.3", "--controls", "10", "--method", "zero")
     pid = wait_for_lock(run, "perturb", slow)
     ours = lambda: {k: v for k, v in snapshot(run).items() if "checkpoint" not in k}  # noqa: E731 (perturb's own)
     before = ours()
@@ -137,20 +137,20 @@ def test_overwrite_while_perturb_runs_is_refused_and_perturb_finishes(run, model
     one_line_error(err, "tune", "`skill-lens perturb`", f"process {pid}")
     assert ours() == before
     assert slow.wait(600) == 0, slow.communicate()
-    assert Run.open(run).read_result("perturb", run / "perturb_zero.json")["meta"]["controls"] == 30
+    assert Run.open(run).read_result("perturb", run / "perturb_zero.json")["meta"]["controls"] == 10
     assert user_files(run) == mine
 
 
 def test_a_killed_writers_lock_is_stale_and_the_rerun_resumes(run):
     mine = with_user_files(run)
     old = committed(run)
-    victim = spawn("perturb", run, "--fractions", "0,0.05,0.1,0.2,0.3", "--controls", "30", "--method", "zero")
+    victim = spawn("perturb", run, "--fractions", "0,0.05,0.1,0.2,0.3", "--controls", "10", "--method", "zero")
     wait_for_lock(run, "perturb", victim)
     time.sleep(1.0)  # some rows done
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert committed(run) == old and user_files(run) == mine  # old
-    rc, _, err = cli("perturb", run, "--fractions", "0,0.05,0.1,0.2,0.3", "--controls", "30", "--method", "zero")
+    rc, _, err = cli("perturb", run, "--fractions", "0,0.05,0.1,0.2,0.3", "--controls", "10", "--method", "zero")
     assert rc == 0, err
     assert not list(run.glob("*checkpoint*")) and not (run / ".staging").exists() and user_files(run) == mine
 

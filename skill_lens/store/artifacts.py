@@ -101,7 +101,11 @@ def umask() -> int:
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
-    """Make renames and removals in directory ``path`` durable (a no-op where directories cannot be synced)."""
+    """Make renames and removals in directory ``path`` durable (a no-op where directories cannot be synced).
+
+    >>> import tempfile
+    >>> fsync_dir(tempfile.mkdtemp())
+    """
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -28,6 +28,23 @@ A run directory, a pruned model's directory and a seeds directory are each a :cl
 Traceback (most recent call last):
 ...
 skill_lens.store.artifacts.ArtifactError: ...scores.txt changed after `probe` wrote it ... make it again: skill-lens probe RUN.
+
+A step removes only what the manifest lists; a file it did not write stays, and a step that fails commits
+nothing:
+
+>>> _ = (folder.root / "mine.txt").write_text("my notes")
+>>> with folder.writing("tune") as tx:
+...     tx.remove("scores.txt"); tx.remove("mine.txt")
+>>> sorted(p.name for p in folder.root.iterdir() if not p.name.startswith("."))
+['manifest.json', 'mine.txt']
+>>> try:
+...     with folder.writing("probe") as tx:
+...         _ = tx.path("half.txt", "predictivity").write_text("...")
+...         raise KeyboardInterrupt
+... except KeyboardInterrupt:
+...     pass
+>>> (folder.root / "half.txt").exists(), (folder.root / ".staging").exists()
+(False, False)
 """
 
 from __future__ import annotations

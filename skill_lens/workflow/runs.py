@@ -26,6 +26,8 @@ or a model directory re-saved with other weights is refused instead of silently 
 >>> reopened = Run.open(d)
 >>> sorted(reopened.meta["accuracy"]), reopened.prompt().length
 (['dev', 'hard_prompt_dev', 'hard_prompt_test', 'test'], 2)
+>>> sorted(reopened.folder.manifest())  # what tune wrote, each with the sha256 every read checks
+['prompt.safetensors', 'prompt.safetensors.json', 'run.json', 'tuning_curve.json']
 """
 
 from __future__ import annotations
