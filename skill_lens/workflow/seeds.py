@@ -346,6 +346,7 @@ class SeedGroup:
         if (ns.meta.get("lineage") or {}).get("parent", {}).get("fingerprint") != file_fingerprint(self.file("seeds")):
             raise ArtifactError(f"{self.file('neurons')} was not selected from the current {KINDS['seeds'].file}; select "
                                 f"again: `skill-lens neurons {self.path}`.")
+        Folder(self.path).verify(self.file("neurons").name, f"skill-lens neurons {self.path}")
         return ns
 
 
