@@ -155,6 +155,23 @@ def test_a_killed_writers_lock_is_stale_and_the_rerun_resumes(run):
     assert not list(run.glob("*checkpoint*")) and not (run / ".staging").exists() and user_files(run) == mine
 
 
+def test_a_torchrun_probe_is_one_writer(run, tmp_path):
+    """Every rank of ``torchrun ... skill-lens probe`` is the same step: rank 0 holds the lock and commits."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    done = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+                           str(port), "--no-python", str(Path(sys.executable).with_name("skill-lens")), "probe", run,
+                           "--pooling"], env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert Run.open(run).probe_result().meta["world_size"] == 2 and committed(run)["run"]
+    assert not list(run.glob("probe_checkpoint*"))
+
+
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_ctrl_c_and_sigterm_stop_in_one_line_and_leave_no_temporaries(model_dir, task_csv, tmp_path, sig, code,
                                                                        word):

@@ -18,6 +18,7 @@ step and prints; notebooks and :func:`demo` call the same functions.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Sequence
 
@@ -113,7 +114,10 @@ def probe(run: Run, batch_size: int = 32, pooling: bool = False, *, permutations
             result.meta["null"] = result.null_summary()
         run.save_probe_result(result)
 
-    with run.writing("probe"):
+    from skill_lens.data.distributed import rank_world
+
+    # under torchrun the job's rank 0 holds the run's lock (and writes the result); the others are the same step
+    with run.writing("probe") if rank_world()[0] == 0 else contextlib.nullcontext():
         return probe_(pm, task, batch_size, pooling, checkpoint=run.path, on_result=save,
                       permutations=permutations, permutation_seed=permutation_seed, input_cache=run.input_cache)
 
