@@ -29,9 +29,11 @@ seeds          ``DIR/seeds.safetensors``          predictivity  ``skill-lens see
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["Kind", "KINDS", "kind_of", "PRUNED_INFO", "PRUNED_WEIGHTS", "PRUNED_PROMPT", "PRUNE_SUMMARY",
+__all__ = ["Kind", "KINDS", "kind_of", "ours_by_name", "PRUNED_INFO", "PRUNED_WEIGHTS", "PRUNED_PROMPT", "PRUNE_SUMMARY",
            "MANIFEST", "LOCK", "STAGING"]
 
 # Files of our own bookkeeping in every folder skill_lens writes (a run, a pruned model, a seeds directory).
@@ -107,3 +109,36 @@ def kind_of(filename: str) -> Kind | None:
         if filename.startswith(prefix) and filename.endswith((".json", ".csv")) and ".checkpoint" not in filename:
             return KINDS[name]
     return None
+
+
+def ours_by_name(folder) -> set[str]:
+    """The files of a run made before manifests that are ours: the fixed names of our kinds, and results
+    (``perturb_*``, ``robustness_*``) whose JSON records a lineage, with their tables. Reports and checkpoints
+    are left out (a report is recognised by its generator tag; a checkpoint by its identity).
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> for name, text in [("run.json", "{}"), ("perturb_zero.json", '{"lineage": {}}'), ("perturb_zero.csv", ""),
+    ...                    ("perturb_mine.json", "{}"), ("notes.txt", "")]:
+    ...     _ = (d / name).write_text(text)
+    >>> sorted(ours_by_name(d))
+    ['perturb_zero.csv', 'perturb_zero.json', 'run.json']
+    """
+    folder, out = Path(folder), set()
+    for p in folder.iterdir() if folder.is_dir() else ():
+        kind = kind_of(p.name)
+        if kind is None or not p.is_file() or kind.name in ("report", "checkpoint"):
+            continue
+        if "{name}" not in kind.file:
+            out.add(p.name)
+        elif p.suffix == ".json" and "lineage" in _json_object(p):
+            out.update(f for f in kind.files(p.stem) if (folder / f).exists())
+    return out
+
+
+def _json_object(p: Path) -> dict:
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

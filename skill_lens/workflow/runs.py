@@ -40,7 +40,7 @@ from pathlib import Path
 
 from skill_lens.store.artifacts import ArtifactError, library_version, load_tensors, read_json, write_json
 from skill_lens.store.checkpoint import Checkpoint
-from skill_lens.store.kinds import KINDS, LOCK, STAGING, kind_of
+from skill_lens.store.kinds import KINDS, LOCK, STAGING, kind_of, ours_by_name
 from skill_lens.store.manifest import Folder, Transaction
 from skill_lens.model.input_cache import InputCache
 from skill_lens.model.loading import (DTYPES, describe, dtype_name, fingerprint, load_model, model_dtype, parse_device,
@@ -149,7 +149,7 @@ class Run:
         made before manifests has its own files (by name and lineage) listed as they are by the first commit."""
         with self.folder.writing(step) as tx:
             if not self.folder.has_manifest():
-                tx.adopt({rel: kind_of(rel).name for rel in _legacy_files(self.path)})
+                tx.adopt({rel: kind_of(rel).name for rel in ours_by_name(self.path)})
             yield tx
 
     def verify(self, *kinds: str) -> None:
@@ -486,7 +486,7 @@ def _stage_run(tx: Transaction, path: Path, result, meta: dict, ckpt: Path) -> N
     """Stage a tuned run (prompt, the whole loss curve, ``run.json``) so that it replaces the old run's files
     and removes everything else the old run's steps wrote (the manifest's files; an older run's by name and
     lineage), its checkpoint too, all when ``tx`` commits: never before the new run is committed whole."""
-    old = set(tx.folder.manifest()) or _legacy_files(path)
+    old = set(tx.folder.manifest()) or ours_by_name(path)
     for rel in old:
         tx.remove(rel, ours=True)
     if (path / KINDS["pruned"].file / "manifest.json").exists():
@@ -501,28 +501,6 @@ def _stage_run(tx: Transaction, path: Path, result, meta: dict, ckpt: Path) -> N
         "prompt_fingerprint": meta["prompt_fingerprint"], "steps": [h["step"] for h in result.history],
         "loss": [h.get("loss") for h in result.history]})
     write_json(tx.path(KINDS["run"].file, "run"), meta)
-
-
-def _legacy_files(path: Path) -> set[str]:
-    """The files of a run made before manifests that are ours: the fixed names of our kinds, and results
-    (``perturb_*``, ``robustness_*``) whose JSON records a lineage, with their tables."""
-    out = set()
-    for p in path.iterdir() if path.is_dir() else ():
-        kind = kind_of(p.name)
-        if kind is None or not p.is_file() or kind.name in ("report", "checkpoint"):
-            continue
-        if "{name}" not in kind.file:
-            out.add(p.name)
-        elif p.suffix == ".json" and isinstance(_json_or_none(p), dict) and "lineage" in _json_or_none(p):
-            out.update(f for f in kind.files(p.stem) if (path / f).exists())
-    return out
-
-
-def _json_or_none(p: Path):
-    try:
-        return read_json(p)
-    except ArtifactError:
-        return None
 
 
 def _validated(meta, path: Path) -> dict:
