@@ -40,7 +40,7 @@ from typing import Sequence
 import torch
 
 __all__ = ["LayerLayout", "NeuronLayout", "Projection", "Segment", "LayerFFN", "AnatomyError", "ffn_layers",
-           "ffn_stack", "plain_names", "experts_module", "shared_mlps", "unwrap", "EXPERTS_HOOK", "SHARED_HOOK", "ROUTING_HOOK"]
+           "ffn_stack", "plain_names", "experts_module", "shared_mlps", "unwrap", "by_segment", "modules_by_name", "input_weights", "EXPERTS_HOOK", "SHARED_HOOK", "ROUTING_HOOK"]
 
 # Hook points skill_lens adds to a mixture-of-experts MLP component (:mod:`skill_lens.model.experts`).
 EXPERTS_HOOK, SHARED_HOOK, ROUTING_HOOK = "hook_experts_post", "hook_shared_post", "hook_routing"
@@ -225,6 +225,22 @@ class LayerFFN:
         return " ".join([*words, body])
 
 
+def by_segment(segments: Sequence[Segment], idx: torch.Tensor) -> list[tuple[Segment, torch.Tensor, torch.Tensor]]:
+    """A layer's neuron indices ``idx`` split by the segment (hook) holding them: ``(segment, indices within
+    it, which entries of idx)`` for each segment holding any; a dense layer's one segment gets them all.
+
+    >>> segs = (Segment("h.experts", 0, 8, "experts", 2), Segment("h.shared", 8, 3, "shared"))
+    >>> [(s.hook, local.tolist(), where.tolist()) for s, local, where in by_segment(segs, torch.tensor([9, 1]))]
+    [('h.experts', [1], [False, True]), ('h.shared', [1], [True, False])]
+    """
+    out = []
+    for seg in segments:
+        where = (idx >= seg.start) & (idx < seg.start + seg.width)
+        if bool(where.any()):
+            out.append((seg, idx[where] - seg.start, where))
+    return out
+
+
 def plain_names(hf: torch.nn.Module) -> dict[int, str]:
     """``id(module) -> name`` in ``hf`` without the bridge's ``_original_component`` wrappers (the names a
     state dict of the unbridged model uses); each module under its first name."""
@@ -232,6 +248,54 @@ def plain_names(hf: torch.nn.Module) -> dict[int, str]:
     for name, module in hf.named_modules(remove_duplicate=False):
         names.setdefault(id(module), name.replace("._original_component", "").replace("_original_component.", ""))
     return names
+
+
+def modules_by_name(hf: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Plain name -> module of a (bridged) Hugging Face model: the inverse of :func:`plain_names`."""
+    out: dict[str, torch.nn.Module] = {}
+    for name, module in hf.named_modules(remove_duplicate=False):
+        plain = name.replace("._original_component", "").replace("_original_component.", "")
+        if plain not in out or not isinstance(out[plain], _bridge_types()):
+            out[plain] = unwrap(module)
+    return out
+
+
+def _bridge_types() -> tuple[type, ...]:
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+    return (GeneralizedComponent,)
+
+
+def input_weights(model, layer: int, role: str = "auto") -> torch.Tensor:
+    """``[width, d_model]`` float32: each neuron's input weight vector in ``layer`` (every segment's, in the
+    layer's index space), read through :class:`Projection` whatever its layout. ``role`` is ``"gate"`` (the
+    branch whose nonlinearity decides whether a gated neuron fires), ``"in"`` (the linear branch, or an
+    ungated FFN's only input), or ``"auto"``: the gate where there is one.
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> input_weights(tiny_model("qwen2_moe"), 0).shape, input_weights(tiny_model("gpt2"), 1, "in").shape
+    (torch.Size([136, 32]), torch.Size([64, 32]))
+    """
+    ffn = ffn_layers(model)[layer]
+    modules = modules_by_name(model.original_model)
+    return torch.cat([_rows(seg, modules, role) for seg in ffn.segments])
+
+
+def _rows(seg: Segment, modules: dict, role: str) -> torch.Tensor:
+    by_role = {p.role: p for p in seg.projections}
+    gated = "gate" in by_role or ("gate_up" in by_role)
+    want = ("gate" if gated else "in") if role == "auto" else role
+    if want not in ("gate", "in") or (want == "gate" and not gated):
+        raise AnatomyError(f"{seg.hook}: no {role!r} input projection; use 'in'" + (" or 'gate'" if gated else ""))
+    p = by_role.get(want) or by_role["gate_up"]
+    w = getattr(modules[p.module], p.param).detach().float()
+    if p.layout in ("conv1d", "experts_t"):
+        w = w.transpose(-1, -2)  # [(E,) out, in]
+    if p.role == "gate_up":  # gate rows first (or even rows), then up
+        half = w.shape[-2] // 2
+        w = (w[..., 0::2, :] if want == "gate" else w[..., 1::2, :]) if p.interleaved else \
+            (w[..., :half, :] if want == "gate" else w[..., half:, :])
+    return w.reshape(-1, w.shape[-1])
 
 
 def ffn_stack(model) -> str:

@@ -32,7 +32,7 @@ from typing import Literal
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from skill_lens.model.anatomy import AnatomyError, LayerFFN, NeuronLayout, ffn_layers, ffn_stack
+from skill_lens.model.anatomy import LayerFFN, NeuronLayout, Segment, ffn_layers, ffn_stack
 from skill_lens.model.experts import attach
 from skill_lens.model.fast_path import use_fast_path
 from skill_lens.store.packaged import cache_dir, packaged_file
@@ -75,6 +75,7 @@ class ModelInfo:
     hook_names: tuple[str, ...]
     decoder_hook_names: tuple[str, ...] = ()
     layers: tuple[LayerFFN, ...] = ()
+    decoder_layers: tuple[LayerFFN, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -85,6 +86,20 @@ class ModelInfo:
     def layout(self) -> NeuronLayout:
         """How each layer's neurons are named (experts, shared expert): see :mod:`skill_lens.model.anatomy`."""
         return NeuronLayout.of([layer.layout for layer in self.layers])
+
+    def segments(self, hook_name: str) -> tuple[Segment, ...]:
+        """The hooks holding the neurons of the layer whose FFN hook is ``hook_name`` (one for a dense FFN; an
+        MoE layer's routed experts, then its shared expert).
+
+        >>> from skill_lens.model.tiny import tiny_model
+        >>> [(s.hook, s.start, s.width) for s in describe(tiny_model("qwen2_moe")).segments("blocks.1.mlp.hook_experts_post")]
+        [('blocks.1.mlp.hook_experts_post', 0, 96), ('blocks.1.mlp.hook_shared_post', 96, 40)]
+        """
+        for layer in (*self.layers, *self.decoder_layers):
+            if layer.segments[0].hook == hook_name:
+                return layer.segments
+        raise ValueError(f"{hook_name!r} is not an FFN hook of {self.name}; valid: "
+                         f"{', '.join((*self.hook_names, *self.decoder_hook_names))}")
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -116,13 +131,8 @@ def describe(model: TransformerBridge) -> ModelInfo:
         family = "mlm"
     else:
         family = "causal"
-    try:
-        layers = ffn_layers(model)
-    except AnatomyError as e:
-        raise ValueError(f"{type(hf).__name__}: {e}") from None
-    decoder = ()
-    if family == "seq2seq":
-        decoder = tuple(seg.hook for layer in ffn_layers(model, "decoder_blocks") for seg in layer.segments[:1])
+    layers = ffn_layers(model)  # an AnatomyError (a ValueError) names what is missing, in one line
+    decoder = ffn_layers(model, "decoder_blocks") if family == "seq2seq" else ()
     info = ModelInfo(
         name=model.__dict__.get("_skill_lens_name") or getattr(config, "_name_or_path", "") or type(hf).__name__,
         family=family,
@@ -131,8 +141,9 @@ def describe(model: TransformerBridge) -> ModelInfo:
         d_mlp=max(layer.width for layer in layers),
         n_ctx=int(model.cfg.n_ctx),
         hook_names=tuple(layer.segments[0].hook for layer in layers),
-        decoder_hook_names=decoder,
+        decoder_hook_names=tuple(layer.segments[0].hook for layer in decoder),
         layers=layers,
+        decoder_layers=decoder,
     )
     model.__dict__["_skill_lens_info"] = info
     return info
@@ -333,8 +344,12 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str | torc
     if adds_bos is None:
         adds_bos = tokenizer_adds_bos(tokenizer)
     with contextlib.redirect_stdout(io.StringIO()):
-        bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tokenizer,
-                                                     device=weight.device, dtype=weight.dtype)
+        try:
+            bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tokenizer,
+                                                         device=weight.device, dtype=weight.dtype)
+        except ValueError:
+            _check_supported(config)
+            raise
     bridge.eval()
     bridge.requires_grad_(False)
     _retie_encoder_decoder_embeddings(bridge.original_model)
@@ -345,6 +360,19 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str | torc
     for tok in {id(t): t for t in (tokenizer, bridge.tokenizer) if t is not None}.values():
         tok.__dict__[_ADDS_BOS_ATTR] = adds_bos  # the bridge made it add BOS: keep the original habit
     return bridge
+
+
+def _check_supported(config) -> None:
+    """Refuse in one line an architecture TransformerLens has no adapter for (its own error lists them all)."""
+    from importlib.metadata import version
+
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+    arch = (config.architectures or ["?"])[0]
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ValueError(f"{arch} is not supported by TransformerLens {version('transformer-lens')} (its "
+                         "TransformerBridge has no adapter for it); skill_lens runs on the architectures it supports, "
+                         "e.g. Llama, Qwen, Gemma, GPT-2, BERT, T5.") from None
 
 
 _ADDS_BOS_ATTR = "_skill_lens_adds_bos"

@@ -223,10 +223,10 @@ ARCHITECTURES: dict[str, Architecture] = {
     "codegen": _A("CodeGen", "CodeGenForCausalLM", "CodeGenConfig", lambda n, h, w: dict(
         n_embd=h, n_inner=w, n_layer=n, n_head=4, rotary_dim=4, n_positions=256, n_ctx=256)),
     "glm": _A("GLM", "GlmForCausalLM", "GlmConfig", lambda n, h, w: _llama(n, h, w, head_dim=8)),
-    "deepseek_v3": _A("DeepSeek-V3", "DeepseekV3ForCausalLM", "DeepseekV3Config", lambda n, h, w: _llama(
+    "deepseek_v3": _A("DeepSeek-V3", "DeepseekV3ForCausalLM", "DeepseekV3Config", lambda n, h, w: {**_llama(
         n, h, w, moe_intermediate_size=w // 2, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
         first_k_dense_replace=0, n_group=1, topk_group=1, q_lora_rank=16, kv_lora_rank=16, qk_rope_head_dim=4,
-        qk_nope_head_dim=4, v_head_dim=8)),
+        qk_nope_head_dim=4, v_head_dim=4), "num_key_value_heads": 4}),  # latent attention: keys 8 wide, values 4
     "bert": _A("BERT", "BertForMaskedLM", "BertConfig", lambda n, h, w: dict(
         hidden_size=h, intermediate_size=w, num_hidden_layers=n, num_attention_heads=4, max_position_embeddings=260)),
     "roberta": _A("RoBERTa", "RobertaForMaskedLM", "RobertaConfig", lambda n, h, w: dict(
