@@ -214,7 +214,7 @@ class LayerFFN:
 
         >>> from skill_lens.model.tiny import tiny_model
         >>> ffn_layers(tiny_model("gpt2"))[1].describe()
-        'MLP 64'
+        'MLP 64 (Conv1D)'
         """
         words = [w for w, on in (("parallel", self.parallel), ("fused", self.fused), ("gated", self.gated)) if on]
         if self.kind == "moe":
@@ -222,7 +222,8 @@ class LayerFFN:
             body = f"MoE {lay.experts} experts x {lay.expert_width}" + (f" + shared {lay.shared}" if lay.shared else "")
         else:
             body = f"MLP {self.width}"
-        return " ".join([*words, body])
+        conv = any(p.layout == "conv1d" for seg in self.segments for p in seg.projections)
+        return " ".join([*words, body]) + (" (Conv1D)" if conv else "")
 
 
 def by_segment(segments: Sequence[Segment], idx: torch.Tensor) -> list[tuple[Segment, torch.Tensor, torch.Tensor]]:
