@@ -28,11 +28,15 @@ shapes before its weights load.
 from __future__ import annotations
 
 import dataclasses
+from typing import Mapping
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["record", "split", "slice_layer", "resize", "ffn_keys"]
+from skill_lens.model.anatomy import modules_by_name
+from skill_lens.model.experts import mark_pruned
+
+__all__ = ["record", "split", "slice_layer", "resize", "build", "ffn_keys", "hf_state_dict"]
 
 
 def record(ffn) -> list[dict]:
@@ -61,6 +65,14 @@ def slice_layer(state: dict[str, Tensor], segments: list[dict], idx: list[int], 
     """Slice one layer's tensors in ``state`` to neurons ``idx``; fold the others' ``base`` [width] into biases.
 
     An experts segment must keep as many neurons in every expert (pad with scores first: ``pruning.kept_neurons``).
+
+    >>> seg = {"start": 0, "width": 3, "experts": 0, "projections": [
+    ...     {"role": "in", "module": "fc1", "param": "weight", "layout": "linear", "bias": "bias", "interleaved": False},
+    ...     {"role": "out", "module": "fc2", "param": "weight", "layout": "linear", "bias": None, "interleaved": False}]}
+    >>> state = {"fc1.weight": torch.eye(3), "fc1.bias": torch.zeros(3), "fc2.weight": torch.ones(2, 3)}
+    >>> slice_layer(state, [seg], [0, 2], torch.tensor([0.0, 5.0, 0.0]))
+    >>> state["fc1.weight"].shape, state["fc2.weight"].shape, state["fc2.bias"].tolist()
+    (torch.Size([2, 3]), torch.Size([2, 2]), [5.0, 5.0])
     """
     for seg, local in zip(segments, split(segments, idx)):
         part = base[seg["start"]: seg["start"] + seg["width"]].double()
@@ -138,7 +150,16 @@ def _slice_experts(state: dict, seg: dict, local: Tensor, base: Tensor) -> None:
 
 def resize(modules: dict[str, nn.Module], segments: list[dict], idx: list[int], dtype: torch.dtype) -> None:
     """Give a fresh model's FFN (``modules``: plain name -> module) the shapes of keeping ``idx``, with output
-    biases; its weights are loaded afterwards."""
+    biases; its weights are loaded afterwards.
+
+    >>> m = {"fc1": nn.Linear(4, 3), "fc2": nn.Linear(3, 4, bias=False)}
+    >>> seg = {"start": 0, "width": 3, "experts": 0, "projections": [
+    ...     {"role": "in", "module": "fc1", "param": "weight", "layout": "linear", "bias": "bias", "interleaved": False},
+    ...     {"role": "out", "module": "fc2", "param": "weight", "layout": "linear", "bias": None, "interleaved": False}]}
+    >>> resize(m, [seg], [1], torch.float32)
+    >>> m["fc1"], m["fc2"].bias.shape
+    (Linear(in_features=4, out_features=1, bias=True), torch.Size([4]))
+    """
     for seg, local in zip(segments, split(segments, idx)):
         k = len(local[0]) if seg["experts"] else len(local)
         for p in seg["projections"]:
@@ -146,6 +167,7 @@ def resize(modules: dict[str, nn.Module], segments: list[dict], idx: list[int], 
             _resize(m, p, k, dtype)
             if seg["experts"]:
                 m.has_bias = True  # the folded constants are per-expert output biases
+                mark_pruned(m)  # run expert by expert (transformers' grouped kernels want aligned widths)
                 if hasattr(m, "intermediate_dim"):
                     m.intermediate_dim = k
 
@@ -177,6 +199,51 @@ def _param(shape, dtype) -> nn.Parameter:
 
 
 def ffn_keys(layers) -> set[str]:
-    """State-dict names of every FFN weight and bias of ``layers`` (:class:`~skill_lens.model.anatomy.LayerFFN`)."""
+    """State-dict names of every FFN weight and bias of ``layers`` (:class:`~skill_lens.model.anatomy.LayerFFN`).
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> from skill_lens.model.loading import describe
+    >>> sorted(ffn_keys(describe(tiny_model("gpt2")).layers[:1]))
+    ['transformer.h.0.mlp.c_fc.bias', 'transformer.h.0.mlp.c_fc.weight', 'transformer.h.0.mlp.c_proj.bias', 'transformer.h.0.mlp.c_proj.weight']
+    """
     return {k for ffn in layers for seg in record(ffn) for p in seg["projections"]
             for k in (_key(p), *([_key(p, True)] if p["bias"] else ()))}
+
+
+def build(cls, config, layouts: Mapping[int, list[dict]], kept: Mapping[int, list[int]], dtype) -> nn.Module:
+    """A fresh HF model of ``cls`` (weights not initialised): the FFNs of ``layouts`` (:func:`record`) shrunk to
+    their ``kept`` neurons, with output biases.
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> from skill_lens.model.loading import describe
+    >>> model = tiny_model("gpt2"); hf = model.original_model
+    >>> small = build(type(hf), hf.config, {1: record(describe(model).layers[1])}, {1: [0, 5]}, torch.float32)
+    >>> small.transformer.h[1].mlp.c_fc.weight.shape
+    torch.Size([32, 2])
+    """
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():  # every tensor is loaded afterwards
+        make = getattr(cls, "_from_config", None) or cls.from_config  # a concrete class, or an Auto class
+        hf = make(config, dtype=dtype)  # float32 buffers (rotary inv_freq) stay float32
+        modules = modules_by_name(hf)
+        for layer, segments in layouts.items():
+            resize(modules, segments, kept[layer], dtype)
+    return hf
+
+
+def hf_state_dict(hf: nn.Module) -> dict[str, Tensor]:
+    """The HF state dict of a (bridged) model under plain HF names; the bridge's aliases are dropped.
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> "model.layers.0.mlp.down_proj.weight" in hf_state_dict(tiny_model().original_model)
+    True
+    """
+    raw = hf.state_dict(keep_vars=True)
+    clean = {}
+    for k, v in raw.items():
+        if "._original_component" in k or "_original_component." in k:
+            clean[k.replace("._original_component", "").replace("_original_component.", "")] = v.detach()
+    for k, v in raw.items():  # modules the bridge did not wrap
+        clean.setdefault(k, v.detach())
+    return clean

@@ -48,12 +48,12 @@ from typing import Mapping, Sequence
 
 import torch
 from jaxtyping import Bool, Float
-from torch import Tensor, nn
+from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.store.artifacts import ArtifactError, library_version, load_tensors, read_json, save_tensors, write_json
-from skill_lens.intervening.ffn_slicing import ffn_keys, record, resize, slice_layer
-from skill_lens.model.anatomy import NeuronLayout, modules_by_name
+from skill_lens.intervening.ffn_slicing import build, ffn_keys, hf_state_dict, record, slice_layer
+from skill_lens.model.anatomy import NeuronLayout
 from skill_lens.model.loading import bridge_from_hf, describe, model_device, parse_device
 from skill_lens.probing.neurons import NeuronSet
 from skill_lens.probing.predictivity import select_top
@@ -258,7 +258,7 @@ def prune(
     config = copy.deepcopy(hf.config)
     with torch.device("meta"):  # only for names and layout
         fresh = type(hf)(config)
-    state = {k: v for k, v in _clean_state_dict(hf).items() if k in fresh.state_dict()}
+    state = {k: v for k, v in hf_state_dict(hf).items() if k in fresh.state_dict()}
     layout = {l: record(info.layers[l]) for l in kept}  # how each pruned FFN is laid out: rebuilt from it
     for layer, idx in kept.items():
         slice_layer(state, layout[layer], idx, base[layer])
@@ -281,7 +281,7 @@ def parameter_count(model: TransformerBridge, ffn_only: bool = False) -> int:
     hf = model.original_model
     seen, total = set(), 0
     keys = ffn_keys(describe(model).layers) if ffn_only else None
-    for name, p in _clean_state_dict(hf).items():
+    for name, p in hf_state_dict(hf).items():
         if (keys is None or name in keys) and p.data_ptr() not in seen:
             seen.add(p.data_ptr())
             total += p.numel()
@@ -310,7 +310,7 @@ def save_pruned(model: TransformerBridge, path, prompt=None) -> Path:
     hf = model.original_model
     state, seen = {}, set()
     keys = model.__dict__[_KEYS_ATTR]  # the HF model's own tensors, not the bridge's additions
-    for name, t in _clean_state_dict(hf).items():  # tied tensors once; load_pruned re-ties them
+    for name, t in hf_state_dict(hf).items():  # tied tensors once; load_pruned re-ties them
         if name in keys and t.data_ptr() not in seen:
             seen.add(t.data_ptr())
             state[name] = t
@@ -460,45 +460,20 @@ def _baseline(baseline, shape: tuple[int, int], position) -> Float[Tensor, "laye
                        f"with (n_layers, d_mlp) = {shape}. Use ProbeResult.baseline from a probe of this model.")
 
 
-def _clean_state_dict(hf: nn.Module) -> dict[str, Tensor]:
-    """The HF state dict of a (bridged) model under plain HF names; the bridge's aliases are dropped."""
-    raw = hf.state_dict(keep_vars=True)
-    clean = {}
-    for k, v in raw.items():
-        if "._original_component" in k or "_original_component." in k:
-            clean[k.replace("._original_component", "").replace("_original_component.", "")] = v.detach()
-    for k, v in raw.items():  # modules the bridge did not wrap
-        clean.setdefault(k, v.detach())
-    return clean
-
-
 def _layouts(info: PruningInfo, cls, config, tokenizer, dtype) -> dict[int, list[dict]]:
     """Each pruned layer's FFN layout (:func:`~skill_lens.intervening.ffn_slicing.record`): as recorded, or, for a
     model saved before layouts were recorded, read from a freshly built unpruned model."""
     if "ffn" in info.meta:
         return {int(l): segs for l, segs in info.meta["ffn"].items()}
-    full = describe(bridge_from_hf(_build(cls, config, {}, {}, dtype), tokenizer, name="layout", device="cpu"))
+    full = describe(bridge_from_hf(build(cls, config, {}, {}, dtype), tokenizer, name="layout", device="cpu"))
     return {l: record(full.layers[l]) for l in info.kept}
-
-
-def _build(cls, config, layouts: Mapping[int, list[dict]], kept: Mapping[int, list[int]], dtype) -> nn.Module:
-    """A fresh HF model of ``cls``: the FFNs of ``layouts`` shrunk to their ``kept`` neurons, with output biases."""
-    from transformers.initialization import no_init_weights
-
-    with no_init_weights():  # every tensor is loaded afterwards
-        build = getattr(cls, "_from_config", None) or cls.from_config  # a concrete class, or an Auto class
-        hf = build(config, dtype=dtype)  # float32 buffers (rotary inv_freq) stay float32
-        modules = modules_by_name(hf)
-        for layer, segments in layouts.items():
-            resize(modules, segments, kept[layer], dtype)
-    return hf
 
 
 def _assemble(cls, config, state: dict, info: PruningInfo, tokenizer, name: str, device: str = "cpu"):
     """Build the shrunk architecture, load ``state`` into it, wrap it in a bridge carrying ``info``."""
     dtype = next(iter(state.values())).dtype
     config.skill_lens_pruning = {"d_mlp": info.d_mlp, "widths": {str(k): v for k, v in info.widths.items()}}
-    hf = _build(cls, config, _layouts(info, cls, config, tokenizer, dtype), info.kept, dtype)
+    hf = build(cls, config, _layouts(info, cls, config, tokenizer, dtype), info.kept, dtype)
     hf.tie_weights()
     target = hf.state_dict()
     extra = [k for k in state if k not in target]

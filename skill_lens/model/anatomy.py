@@ -244,7 +244,13 @@ def by_segment(segments: Sequence[Segment], idx: torch.Tensor) -> list[tuple[Seg
 
 def plain_names(hf: torch.nn.Module) -> dict[int, str]:
     """``id(module) -> name`` in ``hf`` without the bridge's ``_original_component`` wrappers (the names a
-    state dict of the unbridged model uses); each module under its first name."""
+    state dict of the unbridged model uses); each module under its first name.
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> hf = tiny_model().original_model
+    >>> plain_names(hf)[id(unwrap(hf.model.layers[0].mlp.down_proj))]
+    'model.layers.0.mlp.down_proj'
+    """
     names: dict[int, str] = {}
     for name, module in hf.named_modules(remove_duplicate=False):
         names.setdefault(id(module), name.replace("._original_component", "").replace("_original_component.", ""))
@@ -252,7 +258,12 @@ def plain_names(hf: torch.nn.Module) -> dict[int, str]:
 
 
 def modules_by_name(hf: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """Plain name -> module of a (bridged) Hugging Face model: the inverse of :func:`plain_names`."""
+    """Plain name -> module of a (bridged) Hugging Face model: the inverse of :func:`plain_names`.
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> type(modules_by_name(tiny_model("mixtral").original_model)["model.layers.1.mlp.experts"]).__name__
+    'MixtralExperts'
+    """
     out: dict[str, torch.nn.Module] = {}
     for name, module in hf.named_modules(remove_duplicate=False):
         plain = name.replace("._original_component", "").replace("_original_component.", "")
@@ -300,7 +311,12 @@ def _rows(seg: Segment, modules: dict, role: str) -> torch.Tensor:
 
 
 def ffn_stack(model) -> str:
-    """The block list whose FFNs skill_lens probes: ``blocks``, or ``encoder_blocks`` for an encoder-decoder."""
+    """The block list whose FFNs skill_lens probes: ``blocks``, or ``encoder_blocks`` for an encoder-decoder.
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> ffn_stack(tiny_model("seq2seq")), ffn_stack(tiny_model("mlm"))
+    ('encoder_blocks', 'blocks')
+    """
     return "encoder_blocks" if getattr(model.original_model.config, "is_encoder_decoder", False) else "blocks"
 
 
@@ -309,6 +325,10 @@ def ffn_layers(model, stack: str | None = None) -> tuple[LayerFFN, ...]:
 
     Raises :class:`AnatomyError` in one line when a layer has no FFN (Mamba, RWKV) or experts stored in a
     way skill_lens cannot read.
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> [(s.hook, s.width, s.experts) for s in ffn_layers(tiny_model("qwen2_moe"))[1].segments]
+    [('blocks.1.mlp.hook_experts_post', 96, 4), ('blocks.1.mlp.hook_shared_post', 40, 0)]
     """
     stack = stack or ffn_stack(model)
     blocks = getattr(model, stack, None)
@@ -423,7 +443,12 @@ def _bias(module) -> str | None:
 
 
 def unwrap(sub):
-    """The module a bridge component wraps (the component itself when it wraps nothing)."""
+    """The module a bridge component wraps (the component itself when it wraps nothing).
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> type(unwrap(tiny_model().blocks[0].mlp)).__name__
+    'LlamaMLP'
+    """
     while sub is not None and getattr(sub, "original_component", None) is not None:
         sub = sub.original_component
     return sub
@@ -439,7 +464,12 @@ _STACKED = ("gate_up_proj", "up_proj", "down_proj")
 
 
 def experts_module(mlp):
-    """The Hugging Face module holding an MoE layer's expert stacks (3-D ``down_proj``), or ``None``."""
+    """The Hugging Face module holding an MoE layer's expert stacks (3-D ``down_proj``), or ``None``.
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> type(experts_module(tiny_model("olmoe").blocks[0].mlp)).__name__, experts_module(tiny_model().blocks[0].mlp)
+    ('OlmoeExperts', None)
+    """
     block = unwrap(mlp)
     if block is None:
         return None
@@ -474,7 +504,12 @@ def _routed(names, experts, hook: str, layer: int, d_model: int) -> tuple[Segmen
 
 
 def shared_mlps(mlp) -> list:
-    """The dense MLP bridges inside an MoE component (its shared experts)."""
+    """The dense MLP bridges inside an MoE component (its shared experts).
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> [type(m).__name__ for m in shared_mlps(tiny_model("qwen2_moe").blocks[0].mlp)]
+    ['GatedMLPBridge']
+    """
     from transformer_lens.model_bridge.generalized_components.mlp import MLPBridge
 
     return [sub for name, sub in mlp.named_children() if isinstance(sub, MLPBridge) and name != "_original_component"]

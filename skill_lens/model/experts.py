@@ -17,8 +17,10 @@ component, so that the rest of skill_lens treats an MoE layer like any other (se
 
 While any of them carries a hook, the layer's experts run skill_lens' forward: expert by expert over the
 tokens routed to it, as transformers' eager implementation does, with the activations gathered for the
-hook in between (that holds a ``[tokens, experts * width]`` tensor). Otherwise they run the model's own
-configured implementation, untouched.
+hook in between (that holds a ``[tokens, experts * width]`` tensor). So do pruned experts
+(:func:`mark_pruned`: transformers' grouped kernels want widths aligned to 16 bytes, and its eager forward
+ignores the biases pruning folds into). Otherwise they run the model's own configured implementation,
+untouched.
 
 >>> import torch
 >>> from skill_lens.model.tiny import tiny_model
@@ -39,9 +41,9 @@ from transformer_lens.hook_points import HookPoint
 from skill_lens.model.anatomy import (EXPERTS_HOOK, ROUTING_HOOK, SHARED_HOOK, experts_module, ffn_layers, ffn_stack,
                                       shared_mlps, unwrap)
 
-__all__ = ["attach", "moe_layers"]
+__all__ = ["attach", "moe_layers", "mark_pruned"]
 
-_ATTACHED = "_skill_lens_experts"
+_ATTACHED, _PRUNED = "_skill_lens_experts", "_skill_lens_pruned"
 
 
 def moe_layers(model) -> list[int]:
@@ -56,7 +58,13 @@ def moe_layers(model) -> list[int]:
 
 def attach(bridge) -> None:
     """Add the hook points of the module docstring to every MoE layer of ``bridge`` (in place; idempotent;
-    a model without experts is left as it is)."""
+    a model without experts is left as it is). Every bridge skill_lens makes has them already.
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> model = tiny_model("qwen2_moe"); attach(model)
+    >>> sorted(h for h in model.hook_dict if h.startswith("blocks.0.mlp.hook_") and "post" in h)
+    ['blocks.0.mlp.hook_experts_post', 'blocks.0.mlp.hook_post', 'blocks.0.mlp.hook_shared_post']
+    """
     if bridge.__dict__.get(_ATTACHED):
         return
     stack = ffn_stack(bridge)
@@ -110,6 +118,17 @@ class _Layer:
         return (self.shared(self.as_positions(x.reshape(-1, x.shape[-1]))).reshape(x.shape), *args[1:])
 
 
+def mark_pruned(experts: torch.nn.Module) -> None:
+    """Make an experts module (transformers' stacked experts) run skill_lens' forward, hooked or not.
+
+    >>> from skill_lens.model.tiny import tiny_hf
+    >>> experts = tiny_hf("mixtral").model.layers[0].mlp.experts; mark_pruned(experts)
+    >>> experts.__dict__[_PRUNED]
+    True
+    """
+    experts.__dict__[_PRUNED] = True
+
+
 def _hooked(point: HookPoint) -> bool:
     return bool(point._forward_hooks or point._forward_pre_hooks or point._backward_hooks)
 
@@ -117,8 +136,7 @@ def _hooked(point: HookPoint) -> bool:
 def _forward(self, hidden_states: Tensor, top_k_index: Tensor, top_k_weights: Tensor) -> Tensor:
     """The experts' forward: the model's own implementation, or :func:`_hooked_forward` when needed."""
     state = self.__dict__[_ATTACHED]
-    eager = getattr(getattr(self, "config", None), "_experts_implementation", None) in (None, "eager")
-    if _hooked(state.experts) or _hooked(state.routing) or (self.has_bias and eager):
+    if _hooked(state.experts) or _hooked(state.routing) or self.__dict__.get(_PRUNED):
         return _hooked_forward(self, state, hidden_states, top_k_index, top_k_weights)
     return type(self).forward(self, hidden_states, top_k_index, top_k_weights)
 

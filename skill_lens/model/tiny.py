@@ -152,7 +152,11 @@ class Architecture:
     refused: str | None = None
 
     def build(self, n_layers: int = 2, d_model: int = 32, width: int = 48) -> torch.nn.Module:
-        """The random Hugging Face model (seeded by the caller)."""
+        """The random Hugging Face model (seeded by the caller).
+
+        >>> type(ARCHITECTURES["phi3"].build()).__name__
+        'Phi3ForCausalLM'
+        """
         import transformers as tf
 
         vocab = len(tiny_tokenizer(self.tokenizer))

@@ -215,7 +215,11 @@ class NeuronSet:
         return self.label(layer, index) if layout is None else layout.label(layer, index)
 
     def labels(self) -> list[str]:
-        """Every neuron's :meth:`name`, in :meth:`pairs` order."""
+        """Every neuron's :meth:`name`, in :meth:`pairs` order.
+
+        >>> NeuronSet.from_pairs([(1, 0), (0, 2)], 2, 4).labels()
+        ['L0.N2', 'L1.N0']
+        """
         return [self.name(*p) for p in self.pairs()]
 
     # ------------------------------------------------------------------ views
