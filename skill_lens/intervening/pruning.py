@@ -229,8 +229,10 @@ def prune(
     ``baseline`` is ``[n_layers, P, d_mlp]`` (per prompt position, as :func:`skill_lens.probing.probe.probe`
     gives it; ``position`` picks one position or ``"mean"`` averages them) or ``[n_layers, d_mlp]``.
     ``layers`` defaults to all layers; the others are untouched. ``width`` pads layers with the
-    next-best neurons by ``scores``. The original model is not modified; the new bridge keeps its
-    tokenizer and records :func:`pruning_info`.
+    next-best neurons by ``scores``, and so are the experts of a mixture of experts, which keep as many
+    neurons each (:func:`kept_neurons`). A layer that cannot be pruned is refused before any work
+    (:func:`check_prunable`). The original model is not modified; the new bridge keeps its tokenizer and
+    records :func:`pruning_info`.
 
     >>> from skill_lens.model.tiny import tiny_model
     >>> model = tiny_model("gpt2")
