@@ -27,13 +27,13 @@ os.environ.setdefault("SKILL_LENS_QUIET", "1")
 
 import torch  # noqa: E402
 
-from skill_lens.data.tasks import load_task  # noqa: E402
+from skill_lens.data.sources import load_task  # noqa: E402
 from skill_lens.intervening.suppression import suppression_curve  # noqa: E402
 from skill_lens.model.input_cache import InputCache  # noqa: E402
 from skill_lens.model.loading import describe, load_model  # noqa: E402
 from skill_lens.model.tiny import tiny_model, tiny_task  # noqa: E402
 from skill_lens.prompting.prompts import SoftPrompt  # noqa: E402
-from skill_lens.prompting.tuning import prompted  # noqa: E402
+from skill_lens.prompting.evaluation import prompted  # noqa: E402
 
 ROUNDS, TINY_ROUNDS = 2, 10  # rounds alternate which goes first
 

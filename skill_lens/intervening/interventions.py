@@ -1,7 +1,9 @@
 """Interventions on FFN neurons as hooks: noise, zero, mean, constant and scale, plus random controls.
 
 Every factory returns a list of ``(hook_name, fn)`` pairs with ``fn(act, hook)`` on the FFN
-activation hooks ``describe(model).hook_names[l]`` (``[batch, seq, d_mlp]``). The pairs work with
+activation hooks ``describe(model).hook_names[l]`` (``[batch, seq, d_mlp]``; a mixture-of-experts layer's
+neurons sit at its experts' hook and its shared expert's, and an expert's neuron changes only where the
+router sends the token to that expert, as the model runs it only there). The pairs work with
 ``model.run_with_hooks(..., fwd_hooks=...)``, ``model.hooks(fwd_hooks=...)``, :func:`intervene`,
 ``PromptedModel.label_logits(batch, fwd_hooks=...)`` and ``tuning.evaluate(pm, split, fwd_hooks=...)``.
 Only the chosen neurons change (an index assignment on the neuron dimension); an empty set gives no
@@ -36,6 +38,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from skill_lens.model.anatomy import by_segment
 from skill_lens.model.loading import describe, model_device
 from skill_lens.probing.neurons import NeuronSet
 from skill_lens.prompting.prompts import Batch, Hook
@@ -129,7 +132,7 @@ def neuron_mask(model, neurons, layers: Sequence[int] | range | None = None) -> 
     """
     info = describe(model)
     try:
-        mask = NeuronSet.coerce(neurons, info.n_layers, info.d_mlp).mask
+        mask = NeuronSet.coerce(neurons, info.n_layers, info.d_mlp, info.layout).mask
     except ValueError as e:
         raise InterventionError(f"{info.name}: {e}") from e
     if layers is not None:
@@ -146,22 +149,23 @@ def _hooks(model, neurons, positions, batch, layers, change: Callable[..., Tenso
     """One hook per layer with chosen neurons ``idx``: ``act[..., idx] = change(layer, idx, old [B,S,k], where [B,S])``
     at the selected positions."""
     mask, pos = neuron_mask(model, neurons, layers), Positions.of(positions)
-    names = describe(model).hook_names
+    info = describe(model)
     if batch is not None:
         pos.mask(batch.size, batch.input_ids.shape[1], batch)  # validate now, before any forward pass
 
-    def make(layer: int, idx: Tensor) -> Callable:
+    def make(layer: int, idx: Tensor, local: Tensor) -> Callable:  # neurons idx of the layer at local of the hook
         def hook(act: Tensor, hook) -> Tensor:
             where = pos.mask(act.shape[0], act.shape[1], batch).to(act.device)[..., None]
-            old = act[..., idx]
+            old = act[..., local]
             new = torch.where(where, change(layer, idx, old, where[..., 0]).to(act.dtype), old)
             act = act.clone() if act.requires_grad else act
-            act[..., idx] = new
+            act[..., local] = new
             return act
         return hook
 
     device = model_device(model)
-    return [(names[l], make(l, idx.to(device))) for l, idx in enumerate(_per_layer(mask)) if idx.numel()]
+    return [(seg.hook, make(l, idx[at], local)) for l, idx in enumerate(_per_layer(mask)) if idx.numel()
+            for seg, local, at in by_segment(info.layers[l].segments, idx.to(device))]
 
 
 def _per_layer(mask: Tensor) -> list[Tensor]:

@@ -152,6 +152,8 @@ class InputCache:
                 return False
             out = run(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                       use_cache=True).past_key_values
+            if _row(out, 0, 0) is None:
+                return False
             n = ids.shape[1]
             for i, key in enumerate(keys):
                 if key and key not in self._store:
@@ -248,6 +250,8 @@ class InputCache:
             return None
         run = self._runner(model)
         rows = [self._one(run, ids[i, m], positions[i, m]) for i, m in enumerate(mask.bool())]
+        if any(row is None for row in rows):
+            return None
         n = ids.shape[1]
         kv = rows[0].new_empty(rows[0].shape[0], 2, len(rows), rows[0].shape[2], n, rows[0].shape[4])
         for i, row in enumerate(rows):  # one copy per row, every layer at once; padding (masked) is zeros
@@ -265,8 +269,8 @@ class InputCache:
         self._store.clear()
         self.bytes = 0
 
-    def _one(self, run, ids: Tensor, positions: Tensor) -> KV:
-        """A kept input, or one computed alone (kept while there is room)."""
+    def _one(self, run, ids: Tensor, positions: Tensor) -> KV | None:
+        """A kept input, or one computed alone (kept while there is room); ``None`` if it cannot be kept."""
         key = tuple(ids.tolist())
         kv = self._store.get(key)
         if kv is not None:
@@ -275,7 +279,8 @@ class InputCache:
         self.misses += 1
         out = run(input_ids=ids[None], position_ids=positions[None], use_cache=True).past_key_values
         kv = _row(out, 0, 0)
-        self._keep(key, kv)
+        if kv is not None:
+            self._keep(key, kv)
         return kv
 
     def _keep(self, key: tuple[int, ...], kv: KV) -> bool:
@@ -305,6 +310,9 @@ class InputCache:
         return hf
 
 
-def _row(past, i: int, start: int) -> KV:
-    """Row ``i`` of a forward's ``past_key_values`` from position ``start`` on, as one tensor (one copy)."""
+def _row(past, i: int, start: int) -> KV | None:
+    """Row ``i`` of a forward's ``past_key_values`` from position ``start`` on, as one tensor (one copy); ``None``
+    when keys and values differ in shape (DeepSeek's latent attention), which this cache does not keep."""
+    if len({tuple(t.shape[1:]) for k, v, *_ in past for t in (k, v)}) > 1:
+        return None
     return torch.stack([t[i, :, start:] for k, v, *_ in past for t in (k, v)]).unflatten(0, (-1, 2))

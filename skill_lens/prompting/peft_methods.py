@@ -45,7 +45,7 @@ __all__ = ["BitFit", "Adapter", "HookTuneResult", "tune_hooks", "peft_prompted",
 
 def _block_prefixes(model) -> list[str]:
     """``blocks.{l}`` (T5: ``encoder_blocks.{l}``) for every probed layer."""
-    return [h.removesuffix(".mlp.hook_post") for h in describe(model).hook_names]
+    return [h.rsplit(".mlp.", 1)[0] for h in describe(model).hook_names]  # MoE: .mlp.hook_experts_post
 
 
 class BitFit(nn.Module):

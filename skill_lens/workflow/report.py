@@ -43,6 +43,7 @@ from typing import Any
 
 
 from skill_lens.store.artifacts import ArtifactError, atomic_write
+from skill_lens.model.anatomy import NeuronLayout
 from skill_lens.store.kinds import KINDS, MANIFEST, PRUNE_SUMMARY, PRUNED_INFO, kind_of
 from skill_lens.store.manifest import Folder
 from skill_lens.views import plots
@@ -141,7 +142,8 @@ def _scores_of(result) -> dict:
     score, pos = dev.max(1)
     test = result.scores("test") if result.test_acc is not None else None
     null = result.null_summary() if result.null_max_dev is not None else None
-    return {"pred": dev, "dev": score, "pos": pos, "test": test, "baseline": result.baseline, "null": null}
+    return {"pred": dev, "dev": score, "pos": pos, "test": test, "baseline": result.baseline, "null": null,
+            "routing": result.routing}
 
 
 def _predictivity_section(p: dict, meta: dict, top: int) -> str:
@@ -155,17 +157,21 @@ def _predictivity_section(p: dict, meta: dict, top: int) -> str:
         f'{null["fwer_threshold"]:.3f}: the predictivity the best of {L * N} neurons reaches with shuffled labels '
         f'in 95% of {p["null"]["permutations"]} permutations.</p>')
     order = p["dev"].flatten().argsort(descending=True)[:top].tolist()
-    rows = []
+    rows, layout = [], NeuronLayout.from_json(meta.get("layout"))  # experts' neurons: L3.E5.N812
     for flat in order:
         l, n = divmod(flat, N)
         base = p["baseline"]
-        rows.append([f"L{l}.N{n}", l, n, p["dev"][l, n].item(), None if p["test"] is None else p["test"][l, n].item(),
+        rows.append([layout.label(l, n), l, n, p["dev"][l, n].item(), None if p["test"] is None else p["test"][l, n].item(),
                      int(p["pos"][l, n]), None if base is None else base.reshape(L, -1, N)[l, int(p["pos"][l, n]), n].item()])
     table = _table(rows, ["neuron", "layer", "index", "dev predictivity", "test predictivity", "best prompt position",
                           "baseline there"])
+    experts = "" if not layout.moe else _figure(
+        plots.predictivity_by_expert(p["dev"], layout, p.get("routing")), "Mixture of experts: each expert's best "
+        "neuron (S: the shared expert)" + ("; right, how much more often the router sends label-1 than label-0 "
+                                            "train examples to each expert." if p.get("routing") is not None else "."))
     return ("<h2>Skill neuron predictivity</h2>" + reading + _figure(fig, "Predictivity (max over prompt positions) "
             "of every neuron per layer; the dashed line is the tuned prompt's dev accuracy (Wang et al. 2022, fig. 2)"
-            + ("; the dotted one the permutation null's family-wise 5% threshold." if null else ".")) +
+            + ("; the dotted one the permutation null's family-wise 5% threshold." if null else ".")) + experts +
             f"<h3>Top {len(rows)} neurons</h3>" + table)
 
 

@@ -130,11 +130,15 @@ def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float
     >>> top_neurons(ProbeResult(torch.zeros(1, 1, 3), torch.tensor([[[0.5, 0.125, 0.75]]])), 1)
     [('L0.N1', 0.875, None)]
     """
+    from skill_lens.model.anatomy import NeuronLayout
+    from skill_lens.probing.neurons import NeuronSet
+
     dev = result.scores("dev", aggregate=aggregate)
     test = result.scores("test", aggregate=aggregate) if result.test_acc is not None else None
     top = dev.flatten().topk(min(k, dev.numel())).indices
-    N = dev.shape[1]
-    return [(f"L{int(i) // N}.N{int(i) % N}", dev.flatten()[i].item(),
+    N, layout = dev.shape[1], NeuronLayout.from_json(result.meta.get("layout"))  # experts: L3.E5.N812
+    label = layout.label if layout.moe else NeuronSet.label
+    return [(label(int(i) // N, int(i) % N), dev.flatten()[i].item(),
              None if test is None else test.flatten()[i].item()) for i in top]
 
 
@@ -153,7 +157,7 @@ def _select(run, result, top, per_layer: bool, aggregate: str):
 
     scores = result.scores("dev", aggregate=aggregate)
     meta = {**{k: result.meta[k] for k in ("model", "family", "n_layers", "d_mlp", "d_model", "task",
-                                           "prompt_length") if k in result.meta},
+                                           "prompt_length", "layout") if k in result.meta},
             "hook_names": list(result.hook_names), "aggregate": aggregate, "per_layer": per_layer, "top": top,
             "scored_on": result.meta.get("scored_on", "dev predictivity")}
     ns = NeuronSet.from_scores(scores, top=top, per_layer=per_layer, meta=meta)
