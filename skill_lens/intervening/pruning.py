@@ -50,12 +50,12 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.store.artifacts import ArtifactError, library_version, load_tensors, read_json, save_tensors, write_json
 from skill_lens.model.loading import bridge_from_hf, describe, model_device, parse_device
+from skill_lens.model.record import model_record
 from skill_lens.probing.neurons import NeuronSet
 
 __all__ = ["PruningError", "PruningInfo", "prune", "pruning_info", "kept_neurons", "save_pruned", "load_pruned",
            "check_pruned_out", "parameter_count"]
 
-PRUNING_ATTR, _KEYS_ATTR = "_skill_lens_pruning", "_skill_lens_hf_keys"
 WEIGHTS_FILE, INFO_FILE, PROMPT_FILE = "model.safetensors", "pruning.json", "prompt.safetensors"
 
 
@@ -101,7 +101,7 @@ def pruning_info(model: TransformerBridge) -> PruningInfo | None:
     >>> pruning_info(tiny_model()) is None
     True
     """
-    return model.__dict__.get(PRUNING_ATTR)
+    return model_record(model).pruning
 
 
 def kept_neurons(keep, layers: Sequence[int], width=None, scores=None) -> dict[int, list[int]]:
@@ -194,7 +194,7 @@ def prune(
     position = position if torch.as_tensor(baseline).dim() == 3 else None  # a [L, d_mlp] baseline has no positions
     record = PruningInfo(info.name, info.d_mlp, kept, widths, position, baseline_source,
                          meta={"hf_class": type(hf).__name__, "library_version": library_version(),
-                               "tokenizer_adds_bos": model.__dict__.get("_skill_lens_tokenizer_adds_bos")})
+                               "tokenizer_adds_bos": model_record(model).tokenizer_adds_bos})
     return _assemble(type(hf), config, state, record, model.tokenizer, info.name + "+pruned", model_device(model))
 
 
@@ -236,7 +236,7 @@ def save_pruned(model: TransformerBridge, path, prompt=None) -> Path:
     path = check_pruned_out(path)
     hf = model.original_model
     state, seen = {}, set()
-    keys = model.__dict__[_KEYS_ATTR]  # the HF model's own tensors, not the bridge's additions
+    keys = model_record(model).hf_keys  # the HF model's own tensors, not the bridge's additions
     for name, t in _clean_state_dict(hf).items():  # tied tensors once; load_pruned re-ties them
         if name in keys and t.data_ptr() not in seen:
             seen.add(t.data_ptr())
@@ -504,6 +504,6 @@ def _assemble(cls, config, state: dict, record: PruningInfo, tokenizer, name: st
                             f"{sorted(missing)[:3]}, unexpected {extra[:3]}); resave the pruned model.")
     bridge = bridge_from_hf(hf, tokenizer, name=name, device=device,
                             adds_bos=record.meta.get("tokenizer_adds_bos"))  # the saved tokenizer always adds BOS
-    bridge.__dict__[PRUNING_ATTR] = record
-    bridge.__dict__[_KEYS_ATTR] = frozenset(target)
+    kept = model_record(bridge)
+    kept.pruning, kept.hf_keys = record, frozenset(target)
     return bridge

@@ -31,6 +31,7 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.model.fast_path import use_fast_path
+from skill_lens.model.record import model_record
 from skill_lens.store.packaged import cache_dir, packaged_file
 from skill_lens.base.progress import quiet, say
 
@@ -80,7 +81,7 @@ class ModelInfo:
 
 def describe(model: TransformerBridge) -> ModelInfo:
     """Family, FFN hook names, ``n_layers``, ``d_model`` and ``d_mlp`` of a bridge (cached on it)."""
-    cached = model.__dict__.get("_skill_lens_info")
+    cached = model_record(model).info
     if cached is not None:
         return cached
     hf = model.original_model
@@ -106,7 +107,7 @@ def describe(model: TransformerBridge) -> ModelInfo:
     if not hooks:
         raise ValueError(f"{type(hf).__name__} exposes no '{prefix}.L.mlp.hook_post' hooks; skill_lens cannot probe it.")
     info = ModelInfo(
-        name=model.__dict__.get("_skill_lens_name") or getattr(config, "_name_or_path", "") or type(hf).__name__,
+        name=model_record(model).name or getattr(config, "_name_or_path", "") or type(hf).__name__,
         family=family,
         n_layers=len(hooks),
         d_model=int(model.cfg.d_model),
@@ -115,7 +116,7 @@ def describe(model: TransformerBridge) -> ModelInfo:
         hook_names=hooks,
         decoder_hook_names=stack(dec_prefix),
     )
-    model.__dict__["_skill_lens_info"] = info
+    model_record(model).info = info
     return info
 
 
@@ -137,7 +138,7 @@ def fingerprint(model: TransformerBridge) -> str:
     >>> fingerprint(tiny_model(seed=0)) == fingerprint(tiny_model(seed=1))
     False
     """
-    cached = model.__dict__.get("_skill_lens_fingerprint")
+    cached = model_record(model).fingerprint
     if cached is not None:
         return cached
     import hashlib
@@ -153,7 +154,7 @@ def fingerprint(model: TransformerBridge) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
     digest = h.hexdigest()[:16]
-    model.__dict__["_skill_lens_fingerprint"] = digest
+    model_record(model).fingerprint = digest
     return digest
 
 
@@ -326,21 +327,17 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str | torc
     bridge.requires_grad_(False)
     _retie_encoder_decoder_embeddings(bridge.original_model)
     use_fast_path(bridge)
-    bridge.__dict__["_skill_lens_name"] = name
-    bridge.__dict__["_skill_lens_tokenizer_adds_bos"] = adds_bos
+    model_record(bridge).name, model_record(bridge).tokenizer_adds_bos = name, adds_bos
     for tok in {id(t): t for t in (tokenizer, bridge.tokenizer) if t is not None}.values():
-        tok.__dict__[_ADDS_BOS_ATTR] = adds_bos  # the bridge made it add BOS: keep the original habit
+        model_record(tok).tokenizer_adds_bos = adds_bos  # the bridge made it add BOS: keep the original habit
     return bridge
-
-
-_ADDS_BOS_ATTR = "_skill_lens_adds_bos"
 
 
 def tokenizer_adds_bos(tokenizer) -> bool:
     """Whether ``tokenizer`` adds BOS by itself, before any bridge changed it (``False`` if none)."""
     if tokenizer is None:
         return False
-    recorded = tokenizer.__dict__.get(_ADDS_BOS_ATTR)
+    recorded = model_record(tokenizer).tokenizer_adds_bos
     if recorded is not None:
         return recorded
     ids = tokenizer("a")["input_ids"]

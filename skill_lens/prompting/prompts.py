@@ -46,6 +46,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from skill_lens.store.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
 from skill_lens.model.fast_path import plain_model
 from skill_lens.model.loading import describe, model_device
+from skill_lens.model.record import model_record
 
 __all__ = ["SoftPrompt", "Verbalizer", "Batch", "PromptedModel", "PromptError", "EMBED_HOOK"]
 
@@ -321,7 +322,7 @@ class PromptedModel:
         15 points of accuracy (0.61 vs 0.77 zero-shot on Rotten Tomatoes). The bridge makes every
         tokenizer add BOS, so :func:`skill_lens.model.loading.bridge_from_hf` records the original habit.
         """
-        recorded = self.model.__dict__.get("_skill_lens_tokenizer_adds_bos")
+        recorded = model_record(self.model).tokenizer_adds_bos
         if recorded is not None:
             return recorded
         return bool(getattr(self.model.cfg, "default_prepend_bos", False))
