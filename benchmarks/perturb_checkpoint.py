@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from skill_lens.data.sources import load_task  # noqa: E402
 from skill_lens.intervening.suppression import suppression_curve  # noqa: E402
-from skill_lens.model.input_cache import InputCache  # noqa: E402
+from skill_lens.prompting.input_cache import InputCache  # noqa: E402
 from skill_lens.model.loading import describe, load_model  # noqa: E402
 from skill_lens.model.tiny import tiny_model, tiny_task  # noqa: E402
 from skill_lens.prompting.prompts import SoftPrompt  # noqa: E402

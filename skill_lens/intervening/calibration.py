@@ -55,7 +55,7 @@ def calibrate(pm, keep, layers: Sequence[int] | None = None, texts: Sequence[str
     One forward pass of ``texts`` as a single batch: going up, each pruned layer's hook records the
     mean over real tokens (padding excluded) and writes it over its removed neurons, so the next
     layer sees exactly the pruned model below it. Memory grows with ``len(texts)``; a hundred or so
-    examples are enough for a mean. ``pm`` is a :class:`~skill_lens.prompting.prompts.PromptedModel` on the
+    examples are enough for a mean. ``pm`` is a :class:`~skill_lens.prompting.prompted_model.PromptedModel` on the
     unpruned model with the prompt the pruned model will run. Returns float64 ``[n_layers, d_mlp]``
     (layers not in ``layers``: their plain mean), the ``baseline`` for :func:`skill_lens.intervening.pruning.prune`.
 

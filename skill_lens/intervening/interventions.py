@@ -5,14 +5,16 @@ activation hooks ``describe(model).hook_names[l]`` (``[batch, seq, d_mlp]``; a m
 neurons sit at its experts' hook and its shared expert's, and an expert's neuron changes only where the
 router sends the token to that expert, as the model runs it only there). The pairs work with
 ``model.run_with_hooks(..., fwd_hooks=...)``, ``model.hooks(fwd_hooks=...)``, :func:`intervene`,
-``PromptedModel.label_logits(batch, fwd_hooks=...)`` and ``tuning.evaluate(pm, split, fwd_hooks=...)``.
+``PromptedModel.label_logits(batch, fwd_hooks=...)``, ``PromptedModel.with_hooks(...)`` and
+``evaluation.evaluate(pm, split, fwd_hooks=...)``.
 Only the chosen neurons change (an index assignment on the neuron dimension); an empty set gives no
 hooks at all, so it is exactly the identity.
 
 Where along the sequence a hook acts is a :class:`Positions`: ``"all"``, explicit indices, or a role
 read from a :class:`~skill_lens.prompting.prompts.Batch` (``"prompt"``, ``"input"``, ``"predict"``). Role
 positions differ per batch, so their hooks are built per batch: pass ``batch=...`` to a factory, or
-wrap a ``make_hooks(batch)`` function with :func:`per_batch` (``curves.evaluate_with`` does this).
+add a ``make_hooks(batch)`` function to a prompted model with ``pm.with_hooks(make_hooks)``
+(:meth:`~skill_lens.prompting.prompted_model.PromptedModel.with_hooks`; ``suppression.evaluate_with`` does this).
 Every factory defaults to ``positions="all"`` (no batch needed); ``positions``, ``batch`` and
 ``layers`` (and ``gaussian_noise``'s ``seed`` and ``per``, ``mean_ablate``'s ``per_position``) are
 keyword-only, so a call reads the same whichever factory it is.
@@ -41,10 +43,11 @@ from torch import Tensor
 from skill_lens.model.anatomy import by_segment
 from skill_lens.model.loading import describe, model_device
 from skill_lens.probing.neurons import NeuronSet
-from skill_lens.prompting.prompts import Batch, Hook
+from skill_lens.prompting.prompted_model import Batch
+from skill_lens.prompting.prompts import Hook
 
 __all__ = ["InterventionError", "Positions", "gaussian_noise", "zero_ablate", "mean_ablate", "constant", "scale",
-           "intervene", "random_like", "per_batch", "neuron_mask", "Hook"]
+           "intervene", "random_like", "neuron_mask", "Hook"]
 
 ROLES = ("all", "prompt", "input", "predict")
 PositionsLike = Union["Positions", str, Sequence[int]]
@@ -103,11 +106,11 @@ class Positions:
             return out
         if batch is None:
             raise InterventionError(f"positions {self.role!r} depend on the batch; build the hooks per batch "
-                                    "(pass batch=..., or use interventions.per_batch / curves.evaluate_with).")
+                                    "(pass batch=..., or add them with pm.with_hooks(make_hooks)).")
         if batch.input_ids.shape != (batch_size, seq):
             raise InterventionError(f"the activation is [{batch_size}, {seq}] but the hooks were built for a batch "
                                     f"of shape {list(batch.input_ids.shape)}; build hooks for this batch "
-                                    "(and do not use cache_input=True with position roles).")
+                                    "(pm.with_hooks(make_hooks, prompt_only=True) builds them for the part that runs).")
         out = torch.zeros(batch_size, seq, dtype=torch.bool, device=batch.input_ids.device)
         if self.role == "prompt":
             if batch.prompt_slice.stop - batch.prompt_slice.start == 0:
@@ -360,43 +363,3 @@ def _like(neurons, mask: Tensor):
     if hasattr(type(neurons), "from_mask"):
         return type(neurons).from_mask(mask)
     return type(neurons)(mask)
-
-
-class _PerBatch:
-    """A ``PromptedModel`` that adds ``make_hooks(batch)`` to every forward (see :func:`per_batch`)."""
-
-    def __init__(self, pm, make_hooks: Callable[[Batch], Sequence[Hook]], prompt_only: bool = False):
-        self._pm, self._make_hooks, self._prompt_only = pm, make_hooks, prompt_only
-
-    def __getattr__(self, name):
-        return getattr(self._pm, name)
-
-    def label_logits(self, batch: Batch, fwd_hooks: Sequence[Hook] = (), cache_input: bool = False,
-                     input_cache=None, prompt_hooks: Callable[[Batch], Sequence[Hook]] | None = None) -> Tensor:
-        if self._prompt_only:  # built for the part that runs the prompt, so the input may come from the cache
-            both = lambda b: [*(prompt_hooks(b) if prompt_hooks else ()), *self._make_hooks(b)]  # noqa: E731
-            return self._pm.label_logits(batch, fwd_hooks=fwd_hooks, cache_input=cache_input or input_cache is not None,
-                                         input_cache=input_cache, prompt_hooks=both)
-        return self._pm.label_logits(batch, fwd_hooks=[*fwd_hooks, *self._make_hooks(batch)],
-                                     prompt_hooks=prompt_hooks)
-
-
-def per_batch(pm, make_hooks: Callable[[Batch], Sequence[Hook]], prompt_only: bool = False):
-    """``pm`` with hooks built per batch: use it wherever a ``PromptedModel`` goes (``tuning.evaluate``...).
-
-    ``prompt_only=True`` promises that the hooks act on prompt positions only (``positions="prompt"``);
-    on a causal model they are then built for the prompt part alone, and ``evaluate(...,
-    input_cache=...)`` runs only the prompt positions of inputs it has seen (same numbers, much faster
-    when one split is evaluated many times, as in suppression curves).
-
-    >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.evaluation import evaluate, prompted
-    >>> from skill_lens.prompting.prompts import SoftPrompt
-    >>> model, task = tiny_model(), tiny_task()
-    >>> pm = prompted(model, task, SoftPrompt.init(model, 2))
-    >>> mask = torch.ones(2, 64, dtype=torch.bool)
-    >>> hooked = per_batch(pm, lambda b: zero_ablate(model, mask, positions="prompt", batch=b))
-    >>> evaluate(hooked, task.dev)["n"]
-    32
-    """
-    return _PerBatch(pm, make_hooks, prompt_only)

@@ -54,13 +54,13 @@ from skill_lens.model.anatomy import NeuronLayout
 from skill_lens.store.kinds import LOCK, PRUNED_INFO, PRUNED_PROMPT, PRUNED_WEIGHTS, STAGING
 from skill_lens.store.manifest import Folder
 from skill_lens.model.loading import bridge_from_hf, describe, model_device, parse_device
+from skill_lens.model.record import model_record
 from skill_lens.probing.neurons import NeuronSet
 from skill_lens.probing.scores import select_top
 
 __all__ = ["PruningError", "PruningInfo", "prune", "pruning_info", "kept_neurons", "save_pruned", "load_pruned",
            "check_pruned_out", "check_prunable", "parameter_count", "top_per_expert"]
 
-PRUNING_ATTR, _KEYS_ATTR = "_skill_lens_pruning", "_skill_lens_hf_keys"
 WEIGHTS_FILE, INFO_FILE, PROMPT_FILE = PRUNED_WEIGHTS, PRUNED_INFO, PRUNED_PROMPT
 
 
@@ -106,7 +106,7 @@ def pruning_info(model: TransformerBridge) -> PruningInfo | None:
     >>> pruning_info(tiny_model()) is None
     True
     """
-    return model.__dict__.get(PRUNING_ATTR)
+    return model_record(model).pruning
 
 
 def kept_neurons(keep, layers: Sequence[int], width=None, scores=None,
@@ -266,7 +266,7 @@ def prune(
     widths = {l: len(kept[l]) if l in kept else info.widths[l] for l in range(info.n_layers)}
     position = position if torch.as_tensor(baseline).dim() == 3 else None  # a [L, d_mlp] baseline has no positions
     meta = {"hf_class": type(hf).__name__, "library_version": library_version(),
-            "tokenizer_adds_bos": model.__dict__.get("_skill_lens_tokenizer_adds_bos"),
+            "tokenizer_adds_bos": model_record(model).tokenizer_adds_bos,
             "ffn": {str(l): segs for l, segs in layout.items()}}
     info_ = PruningInfo(info.name, info.d_mlp, kept, widths, position, baseline_source, meta=meta)
     return _assemble(type(hf), config, state, info_, model.tokenizer, info.name + "+pruned", model_device(model))
@@ -310,7 +310,7 @@ def save_pruned(model: TransformerBridge, path, prompt=None) -> Path:
     path = check_pruned_out(path)
     hf = model.original_model
     state, seen = {}, set()
-    keys = model.__dict__[_KEYS_ATTR]  # the HF model's own tensors, not the bridge's additions
+    keys = model_record(model).hf_keys  # the HF model's own tensors, not the bridge's additions
     for name, t in hf_state_dict(hf).items():  # tied tensors once; load_pruned re-ties them
         if name in keys and t.data_ptr() not in seen:
             seen.add(t.data_ptr())
@@ -492,6 +492,6 @@ def _assemble(cls, config, state: dict, info: PruningInfo, tokenizer, name: str,
                             f"{sorted(missing)[:3]}, unexpected {extra[:3]}); resave the pruned model.")
     bridge = bridge_from_hf(hf, tokenizer, name=name, device=device,
                             adds_bos=info.meta.get("tokenizer_adds_bos"))  # the saved tokenizer always adds BOS
-    bridge.__dict__[PRUNING_ATTR] = info
-    bridge.__dict__[_KEYS_ATTR] = frozenset(target)
+    kept = model_record(bridge)
+    kept.pruning, kept.hf_keys = info, frozenset(target)
     return bridge

@@ -1,7 +1,7 @@
 """Models: load a pretrained transformer into a TransformerLens ``TransformerBridge``.
 
 Three families matter for skill neurons, because they decide where the soft
-prompt goes (see :mod:`skill_lens.prompting.prompts`):
+prompt goes (see :mod:`skill_lens.prompting.prompted_model`):
 
 * ``causal``  decoders (GPT-2, Llama, SmolLM2): prompt after the input;
 * ``mlm``     masked-LM encoders (RoBERTa, BERT): ``<mask>`` slot, prompt, input;
@@ -36,6 +36,7 @@ from skill_lens.model.anatomy import LayerFFN, NeuronLayout, Segment, ffn_layers
 from skill_lens.model.experts import attach
 from skill_lens.model.fast_path import use_fast_path
 from skill_lens.store.artifacts import check_safetensors
+from skill_lens.model.record import model_record
 from skill_lens.store.packaged import cache_dir, packaged_file
 from skill_lens.base.progress import quiet, say
 
@@ -121,7 +122,7 @@ def describe(model: TransformerBridge) -> ModelInfo:
     Every width is read from the model itself (the input size of each FFN's output projection), never from
     config names; a model without transformer FFNs (Mamba, RWKV) is refused in one line.
     """
-    cached = model.__dict__.get("_skill_lens_info")
+    cached = model_record(model).info
     if cached is not None:
         return cached
     hf = model.original_model
@@ -135,7 +136,7 @@ def describe(model: TransformerBridge) -> ModelInfo:
     layers = ffn_layers(model)  # an AnatomyError (a ValueError) names what is missing, in one line
     decoder = ffn_layers(model, "decoder_blocks") if family == "seq2seq" else ()
     info = ModelInfo(
-        name=model.__dict__.get("_skill_lens_name") or getattr(config, "_name_or_path", "") or type(hf).__name__,
+        name=model_record(model).name or getattr(config, "_name_or_path", "") or type(hf).__name__,
         family=family,
         n_layers=len(layers),
         d_model=int(model.cfg.d_model),
@@ -146,7 +147,7 @@ def describe(model: TransformerBridge) -> ModelInfo:
         layers=layers,
         decoder_layers=decoder,
     )
-    model.__dict__["_skill_lens_info"] = info
+    model_record(model).info = info
     return info
 
 
@@ -170,7 +171,7 @@ def fingerprint(model: TransformerBridge) -> str:
     >>> fingerprint(tiny_model(seed=0)) == fingerprint(tiny_model(seed=1))
     False
     """
-    cached = model.__dict__.get("_skill_lens_fingerprint")
+    cached = model_record(model).fingerprint
     if cached is not None:
         return cached
     import hashlib
@@ -186,7 +187,7 @@ def fingerprint(model: TransformerBridge) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")  # the same bytes, any rank
     digest = h.hexdigest()[:16]
-    model.__dict__["_skill_lens_fingerprint"] = digest
+    model_record(model).fingerprint = digest
     return digest
 
 
@@ -329,7 +330,7 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str | torc
     """Wrap a Hugging Face model in a frozen, eval-mode ``TransformerBridge`` on ``device``, in ``hf``'s dtype.
 
     ``adds_bos`` records whether the tokenizer adds BOS on its own (see
-    :meth:`skill_lens.prompting.prompts.PromptedModel`); by default it is read from the tokenizer, or from
+    :meth:`skill_lens.prompting.prompted_model.PromptedModel`); by default it is read from the tokenizer, or from
     the record left on a tokenizer that an earlier bridge already changed to always add BOS.
     """
     config = hf.config
@@ -358,10 +359,9 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str | torc
     _retie_encoder_decoder_embeddings(bridge.original_model)
     attach(bridge)  # mixture-of-experts layers: hook points on every expert's neurons
     use_fast_path(bridge)
-    bridge.__dict__["_skill_lens_name"] = name
-    bridge.__dict__["_skill_lens_tokenizer_adds_bos"] = adds_bos
+    model_record(bridge).name, model_record(bridge).tokenizer_adds_bos = name, adds_bos
     for tok in {id(t): t for t in (tokenizer, bridge.tokenizer) if t is not None}.values():
-        tok.__dict__[_ADDS_BOS_ATTR] = adds_bos  # the bridge made it add BOS: keep the original habit
+        model_record(tok).tokenizer_adds_bos = adds_bos  # the bridge made it add BOS: keep the original habit
     return bridge
 
 
@@ -378,14 +378,11 @@ def _check_supported(config) -> None:
                          "e.g. Llama, Qwen, Gemma, GPT-2, BERT, T5.") from None
 
 
-_ADDS_BOS_ATTR = "_skill_lens_adds_bos"
-
-
 def tokenizer_adds_bos(tokenizer) -> bool:
     """Whether ``tokenizer`` adds BOS by itself, before any bridge changed it (``False`` if none)."""
     if tokenizer is None:
         return False
-    recorded = tokenizer.__dict__.get(_ADDS_BOS_ATTR)
+    recorded = model_record(tokenizer).tokenizer_adds_bos
     if recorded is not None:
         return recorded
     ids = tokenizer("a")["input_ids"]

@@ -41,7 +41,7 @@ from skill_lens.probing.result import ProbeError, ProbeResult
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.data.distributed import all_reduce_, rank_world, shard
 from skill_lens.prompting.evaluation import prompted
-from skill_lens.model.input_cache import InputCache
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.model.anatomy import EXPERTS_HOOK, ROUTING_HOOK, Segment
 from skill_lens.model.loading import describe
 from skill_lens.probing.null import null_maxima
@@ -59,7 +59,7 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
     """Probe every FFN neuron of ``pm.model`` on ``task`` (see the module docstring).
 
     Each split runs in length-sorted batches (:func:`~skill_lens.data.batching.length_batches`). With an
-    ``input_cache`` (:mod:`skill_lens.model.input_cache`) on a causal model with a soft prompt, the inputs'
+    ``input_cache`` (:mod:`skill_lens.prompting.input_cache`) on a causal model with a soft prompt, the inputs'
     keys/values come from it (computed into it first if it lacks them) and only the prompt positions
     run: pass the cache tuning filled and the probe computes no input again (activations agree with a
     full forward to float rounding, about 1e-6). Pooling needs the input positions, so it runs
@@ -114,9 +114,8 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
         identity = {**probe_fingerprint(pm, task, batch_size, names, pooling, splits, permutations=permutations,
                                         permutation_seed=permutation_seed), "shard": f"{rank}/{world}"}
         ckpt = Checkpoint(Path(checkpoint) / f"probe_checkpoint.{rank}of{world}.safetensors", identity, "probe")
-    usable = input_cache is not None and info.family == "causal" and pm.prompt is not None and kinds == ["prompt"]
     stream = functools.partial(_stream, pm, batch_size=batch_size, names=[seg.hook for _, seg in segs],
-                               decoder=decoder, kinds=kinds, input_cache=input_cache if usable else None,
+                               decoder=decoder, kinds=kinds, input_cache=input_cache,
                                routers=[(h, e) for _, h, e in routers])
     out = _probe_passes(task, sums, stream, batch_size, ckpt, checkpoint_every, permutation_seed)
     if routers:
@@ -385,21 +384,24 @@ def _stream(pm, split, batch_size, names, decoder, kinds, feed, desc, start: int
     """Run ``split`` in its length-sorted batches (:func:`~skill_lens.data.batching.length_batches`) from batch
     ``start``; hooks call ``feed(kind, layer, acts [B 1 P N], labels)`` and keep nothing; ``done(b)`` runs
     once batches ``[0, b)`` are fed. ``labels`` (one row per example) replaces ``split.labels``. With
-    ``input_cache`` the inputs come from it and only the prompt positions run (hooks see only those). With
-    ``route``, the ``routers`` (hook, n_experts) also feed ``("routing", j, [B 1 P 2E], labels)``."""
+    ``input_cache``, where ``pm`` can use it (:meth:`~skill_lens.prompting.prompted_model.PromptedModel.cache_inputs`;
+    not with pooling, which reads the input positions), the inputs come from it and only the prompt
+    positions run (the hooks are built for those). With ``route``, the ``routers`` (hook, n_experts) also
+    feed ``("routing", j, [B 1 P 2E], labels)``."""
     routers = list(routers) if route else []
     batches = length_batches(pm, split, batch_size)
     all_labels = torch.as_tensor(split.labels) if labels is None else labels
-    if input_cache is not None and start < len(batches) and not input_cache.fill(pm, split):
-        input_cache = None  # the split does not fit in the cache: full forwards
+    now = {}  # the labels of the batch that runs, for its hooks
+
+    def recorders(part):  # built for the part of the batch that runs: all of it, or its prompt positions
+        return _capture_hooks(pm, part, now["y"], names, decoder, kinds, feed, routers)
+
+    probed = pm.with_hooks(recorders, prompt_only=kinds == ["prompt"])
+    cache = probed.cache_inputs(split, input_cache) if start < len(batches) else None
     for b in progress(range(start, len(batches)), desc=f"probe {desc}", initial=start, total=len(batches)):
-        batch, y = pm.encode_split(split, batches[b]), all_labels[batches[b]]
+        batch, now["y"] = pm.encode_split(split, batches[b]), all_labels[batches[b]]
         with torch.no_grad():
-            if input_cache is None:
-                pm.label_logits(batch, fwd_hooks=_capture_hooks(pm, batch, y, names, decoder, kinds, feed, routers))
-            else:  # the prompt part's hooks, built for the prompt part's batch
-                pm.label_logits(batch, cache_input=True, input_cache=input_cache, prompt_hooks=lambda part: _capture_hooks(
-                    pm, part, y, names, decoder, kinds, feed, routers))
+            probed.label_logits(batch, input_cache=cache)
         if done is not None:
             done(b + 1)
 

@@ -13,7 +13,7 @@ from torch import Tensor
 from skill_lens.base.progress import progress
 from skill_lens.model.anatomy import by_segment, input_weights
 from skill_lens.model.loading import describe
-from skill_lens.prompting.prompts import PromptedModel
+from skill_lens.prompting.prompted_model import PromptedModel
 from skill_lens.studies.tables import AnalysisError, TokenTable
 
 __all__ = ["word_selectivity", "top_activating_tokens"]

@@ -20,7 +20,8 @@ from skill_lens.model.loading import describe
 from skill_lens.probing.capture import capture_hooks, probed_positions
 from skill_lens.probing.scores import spearman
 from skill_lens.prompting.evaluation import evaluate
-from skill_lens.prompting.prompts import PromptedModel, PromptError
+from skill_lens.prompting.prompted_model import PromptedModel
+from skill_lens.prompting.prompts import PromptError
 from skill_lens.studies.tables import AnalysisError, Matrix, Result, TransferMatrix, check_names
 
 __all__ = ["transferability", "Overlap", "activation_overlap", "OverlapMatrix", "overlap_matrix",

@@ -292,7 +292,8 @@ def neuron_activations_view(pm, texts: Sequence[str] | str, neurons: Any, texts_
     ``"prompt"``; padding is never shown. Prompt tokens are labelled ``<P0>``, ``<P1>`` ...
 
     >>> from skill_lens.model.tiny import tiny_model
-    >>> from skill_lens.prompting.prompts import PromptedModel, SoftPrompt, Verbalizer
+    >>> from skill_lens.prompting.prompted_model import PromptedModel
+    >>> from skill_lens.prompting.prompts import SoftPrompt, Verbalizer
     >>> model = tiny_model()
     >>> pm = PromptedModel(model, SoftPrompt.init(model, 2), Verbalizer.from_words(model, ["bad", "good"]))
     >>> v = neuron_activations_view(pm, ["the film was good", "bad"], ["L1.N5", "L0.N3"])
@@ -376,7 +377,8 @@ def neuron_picker(pm, texts: Sequence[str] | str, layers: Sequence[int] | None =
     a :class:`ValueError` asks to narrow them when the view would hold more than ``max_values`` numbers.
 
     >>> from skill_lens.model.tiny import tiny_model
-    >>> from skill_lens.prompting.prompts import PromptedModel, SoftPrompt, Verbalizer
+    >>> from skill_lens.prompting.prompted_model import PromptedModel
+    >>> from skill_lens.prompting.prompts import SoftPrompt, Verbalizer
     >>> model = tiny_model()
     >>> pm = PromptedModel(model, SoftPrompt.init(model, 2), Verbalizer.from_words(model, ["bad", "good"]))
     >>> p = neuron_picker(pm, ["good film", "bad plot"], layers=[1], neuron_indices=[3, 5]).panels[0].props

@@ -42,7 +42,7 @@ from skill_lens.store.artifacts import ArtifactError, library_version, load_tens
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.store.kinds import KINDS, LOCK, STAGING, kind_of, ours_by_name
 from skill_lens.store.manifest import Folder, Transaction
-from skill_lens.model.input_cache import InputCache
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.model.loading import (DTYPES, describe, dtype_name, fingerprint, load_model, model_dtype, parse_device,
                                parse_dtype)
 from skill_lens.prompting.prompts import SoftPrompt
@@ -268,18 +268,18 @@ class Run:
 
     @property
     def input_cache(self) -> InputCache:
-        """The keys/values of the run's inputs under its model (:mod:`skill_lens.model.input_cache`), shared by the steps
+        """The keys/values of the run's inputs under its model (:mod:`skill_lens.prompting.input_cache`), shared by the steps
         on this ``Run`` object: the probe and suppression curves after :meth:`create` compute no input that
         tuning computed. Bounded by the run's ``input_cache_mb``; ``run.input_cache.clear()`` frees it. Every
         split it computes whole is also kept on disk (:meth:`InputCache.persistent
-        <skill_lens.model.input_cache.InputCache.persistent>`), so a ``Run`` opened in another process, e.g. by
+        <skill_lens.prompting.input_cache.InputCache.persistent>`), so a ``Run`` opened in another process, e.g. by
         ``skill-lens probe`` after ``skill-lens tune``, reads its inputs instead of computing them again."""
         if self._input_cache is None:
             self._input_cache = InputCache.persistent(with_defaults(self.meta["config"])["input_cache_mb"])
         return self._input_cache
 
     def prompted(self):
-        """The run's :class:`~skill_lens.prompting.prompts.PromptedModel` (model, checked prompt and verbalizer)."""
+        """The run's :class:`~skill_lens.prompting.prompted_model.PromptedModel` (model, checked prompt and verbalizer)."""
         return prompted(self.model, self.task, self.prompt(), self.meta["config"].get("max_length"))
 
     def lineage(self, parent: str | None = None) -> dict:
