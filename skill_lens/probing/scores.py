@@ -79,9 +79,10 @@ def rank(scores: Float[Tensor, "layer d_mlp"]) -> Int[Tensor, "k 2"]:
 
 
 def best(scores: Float[Tensor, "layer d_mlp"], k: int, held: Float[Tensor, "layer d_mlp"] | None = None,
-         within: Bool[Tensor, "layer d_mlp"] | None = None) -> list[tuple[str, float, float | None]]:
+         within: Bool[Tensor, "layer d_mlp"] | None = None, label=None) -> list[tuple[str, float, float | None]]:
     """The ``k`` best neurons by ``scores`` in :func:`rank` order (of those in ``within``, when given):
-    ``[(label, score, held-out score or None)]``, labels like ``"L24.N1152"``.
+    ``[(label, score, held-out score or None)]``, labels like ``"L24.N1152"`` (or ``label(layer, index)``,
+    e.g. a set's expert names).
 
     >>> s = torch.tensor([[0.5, 0.9], [0.9, 0.1]])
     >>> best(s, 2), best(s, 1, held=1 - s), best(s, 5, within=torch.tensor([[True, False], [False, True]]))
@@ -91,7 +92,8 @@ def best(scores: Float[Tensor, "layer d_mlp"], k: int, held: Float[Tensor, "laye
         raise ValueError(f"k must be at least 1, got {k}")
     ranked = rank(scores if within is None else scores.masked_fill(~within, -math.inf)).tolist()
     ranked = ranked if within is None else [p for p in ranked if within[p[0], p[1]]]
-    return [(f"L{l}.N{n}", round(float(scores[l, n]), 6), None if held is None else round(float(held[l, n]), 6))
+    name = label or (lambda l, n: f"L{l}.N{n}")
+    return [(name(l, n), round(float(scores[l, n]), 6), None if held is None else round(float(held[l, n]), 6))
             for l, n in ranked[:k]]
 
 

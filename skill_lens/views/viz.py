@@ -248,18 +248,24 @@ def _neuron_scale(values: Sequence[Tensor], center: float) -> float:
 
 
 # ------------------------------------------------------------------ neurons
-def neuron_label(layer: int, index: int) -> str:
-    """``"L{layer}.N{index}"``.
+def neuron_label(layer: int, index: int, layout=None) -> str:
+    """``"L{layer}.N{index}"``; with a model's ``layout`` (``describe(model).layout``) an expert's neuron is
+    ``"L{layer}.E{expert}.N{j}"`` (see :mod:`skill_lens.model.anatomy`).
 
     >>> neuron_label(29, 692)
     'L29.N692'
     """
-    return f"L{layer}.N{index}"
+    return f"L{layer}.N{index}" if layout is None else layout.label(layer, index)
 
 
-def _pairs(neurons: Any, shape: tuple[int, int]) -> list[tuple[int, int]]:
+def _labels(pm, pairs) -> list[str]:
+    layout = describe(pm.model).layout
+    return [neuron_label(*p, layout=layout) for p in pairs]
+
+
+def _pairs(neurons: Any, shape: tuple[int, int], layout=None) -> list[tuple[int, int]]:
     """``[(layer, index)]`` in the order given (:meth:`NeuronSet.pairs_of`), at least one."""
-    pairs = NeuronSet.pairs_of(neurons, *shape)
+    pairs = NeuronSet.pairs_of(neurons, *shape, layout=layout)
     if not pairs:
         raise ValueError("no neurons given; pass labels like 'L3.N12', (layer, index) pairs or a NeuronSet")
     return pairs
@@ -295,7 +301,7 @@ def _token_activations(pm, texts: Sequence[str], pairs, texts_b=None, positions:
         raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
     if positions == "prompt" and pm.prompt is None:
         raise ValueError("positions='prompt' needs a soft prompt; this model runs a hard prompt")
-    pairs = _pairs(pairs, describe(pm.model).shape)
+    pairs = _pairs(pairs, describe(pm.model).shape, describe(pm.model).layout)
     tok, out = pm.model.tokenizer, []
     for start in range(0, len(texts), batch_size):
         tb = list(texts_b[start:start + batch_size]) if texts_b is not None else None
@@ -362,18 +368,18 @@ def tokens_view(examples: Iterable[tuple[Sequence[str], Any]], labels: Sequence[
                       "centers": centers, "scales": scales, "captions": list(captions or [])})
 
 
-def _ranked(neurons: Any, shape: tuple[int, int]) -> list[tuple[int, int]]:
+def _ranked(neurons: Any, shape: tuple[int, int], layout=None) -> list[tuple[int, int]]:
     """``[(layer, index)]``: a set with scores best first (:meth:`NeuronSet.top`), anything else in the order given."""
     if isinstance(neurons, NeuronSet) and neurons.scores is not None and len(neurons):
         neurons.check_compatible(*shape)
-        return [NeuronSet.parse(label) for label, _ in neurons.top(len(neurons))]
-    return _pairs(neurons, shape)
+        return [NeuronSet.parse(label, layout) for label, _ in neurons.top(len(neurons))]
+    return _pairs(neurons, shape, layout)
 
 
 def _probe_marks(pm, pairs, result) -> tuple[list[float], list[str], list[str | None], list[str]]:
     """Per neuron: the colour centre, the legend's note, the outlined token and the tab name, from the probe's
     ``result`` (the train baseline at the position the probe scored the neuron) or 0 without one."""
-    names = [neuron_label(*p) for p in pairs]
+    names = _labels(pm, pairs)
     if result is None:
         note = "white: 0 (pass result=the probe's result to centre each neuron on its baseline)"
         return [0.0] * len(pairs), [note] * len(pairs), [None] * len(pairs), names
@@ -426,7 +432,8 @@ def neuron_activations_view(pm, texts: Sequence[str] | str, neurons: Any, texts_
     tokens), ``"input"`` or ``"prompt"``; padding is never shown. Prompt tokens are ``<P0>``, ``<P1>`` ...
 
     >>> from skill_lens.model.tiny import tiny_model
-    >>> from skill_lens.prompting.prompts import PromptedModel, SoftPrompt, Verbalizer
+    >>> from skill_lens.prompting.prompted_model import PromptedModel
+    >>> from skill_lens.prompting.prompts import SoftPrompt, Verbalizer
     >>> model = tiny_model()
     >>> pm = PromptedModel(model, SoftPrompt.init(model, 2), Verbalizer.from_words(model, ["bad", "good"]))
     >>> v = neuron_activations_view(pm, ["the film was good", "bad"], ["L1.N5", "L0.N3"], labels=[1, 0])
@@ -436,7 +443,7 @@ def neuron_activations_view(pm, texts: Sequence[str] | str, neurons: Any, texts_
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise ValueError("no texts given; pass a few example strings")
-    pairs = _ranked(neurons, describe(pm.model).shape)
+    pairs = _ranked(neurons, describe(pm.model).shape, describe(pm.model).layout)
     rows = _token_activations(pm, texts, pairs, texts_b, positions)
     preds = _predictions(pm, texts, texts_b)
     names = list(label_names) if label_names is not None else list(pm.verbalizer.words)
@@ -444,7 +451,7 @@ def neuron_activations_view(pm, texts: Sequence[str] | str, neurons: Any, texts_
     caps = [_caption(c, None if labels is None else int(labels[i]), p, names) for i, (c, p) in enumerate(zip(base, preds))]
     centers, notes, marks, tabs = _probe_marks(pm, pairs, result)
     view = tokens_view(rows, tabs, caps, title, centers=centers, notes=notes, marks=marks)
-    view.data["labels"] = [neuron_label(*p) for p in pairs]
+    view.data["labels"] = _labels(pm, pairs)
     return view
 
 
@@ -489,7 +496,7 @@ def top_examples_view(pm, split, neurons: Any, k: int = 5, score: str = "prompt_
         raise ValueError("the split is empty; pass one with examples (e.g. task.dev)")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    pairs = _ranked(neurons, describe(pm.model).shape)
+    pairs = _ranked(neurons, describe(pm.model).shape, describe(pm.model).layout)
     scores = _scores(pm, split, pairs, score, batch_size)  # [n, K]
     k = min(k, len(split))
     chosen = [[scores[:, j].topk(k, largest=largest).indices.tolist() for largest in (True, False)]
@@ -516,7 +523,7 @@ def top_examples_view(pm, split, neurons: Any, k: int = 5, score: str = "prompt_
     vid = uuid.uuid4().hex[:12]
     summary = f"{len(pairs)} neuron{'s' * (len(pairs) != 1)} x {k} most and {k} least active examples"
     return View([], title, _id=vid, body=_tabs(f"slt{vid}", tabs, bodies),
-                data={"summary": summary, "labels": [neuron_label(*p) for p in pairs], "chosen": chosen,
+                data={"summary": summary, "labels": _labels(pm, pairs), "chosen": chosen,
                       "scores": scores, "examples": rows, "centers": centers})
 
 
@@ -529,7 +536,8 @@ def neuron_picker(pm, texts: Sequence[str] | str, layers: Sequence[int] | None =
     a :class:`ValueError` asks to narrow them when the view would hold more than ``max_values`` numbers.
 
     >>> from skill_lens.model.tiny import tiny_model
-    >>> from skill_lens.prompting.prompts import PromptedModel, SoftPrompt, Verbalizer
+    >>> from skill_lens.prompting.prompted_model import PromptedModel
+    >>> from skill_lens.prompting.prompts import SoftPrompt, Verbalizer
     >>> model = tiny_model()
     >>> pm = PromptedModel(model, SoftPrompt.init(model, 2), Verbalizer.from_words(model, ["bad", "good"]))
     >>> p = neuron_picker(pm, ["good film", "bad plot"], layers=[1], neuron_indices=[3, 5]).panels[0].props
@@ -542,7 +550,7 @@ def neuron_picker(pm, texts: Sequence[str] | str, layers: Sequence[int] | None =
     idx = list(range(info.d_mlp)) if neuron_indices is None else [int(i) for i in neuron_indices]
     if not texts or not layers or not idx:
         raise ValueError("neuron_picker needs at least one text, one layer and one neuron index")
-    pairs = _pairs([(l, i) for l in layers for i in idx], info.shape)
+    pairs = _pairs([(l, i) for l in layers for i in idx], info.shape, info.layout)
     n_tokens = sum(len(pm.encode([t]).input_ids[0]) for t in texts)
     if n_tokens * len(pairs) > max_values:
         raise ValueError(f"this view would embed {n_tokens * len(pairs):,} values (> max_values={max_values:,}); "
@@ -552,5 +560,5 @@ def neuron_picker(pm, texts: Sequence[str] | str, layers: Sequence[int] | None =
         "tokens": [[htmllib.escape(t, quote=False) for t in toks] for toks, _ in rows],
         "activations": [_rounded(a.reshape(len(toks), len(layers), len(idx))) for toks, a in rows],
         "firstDimensionName": "Layer", "secondDimensionName": "Neuron",
-        "firstDimensionLabels": [f"L{l}" for l in layers], "secondDimensionLabels": [f"N{i}" for i in idx],
+        "firstDimensionLabels": [f"L{l}" for l in layers], "secondDimensionLabels": [info.layout.label(layers[0], i).split(".", 1)[1] for i in idx],
     })], title)

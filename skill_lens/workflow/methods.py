@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from skill_lens.probing.scores import rank
+
 __all__ = ["summary", "definition", "methods", "why_above_half", "top_table", "curve_table", "gap_interval", "COLUMNS"]
 
 # What each column of the report's tables means (the report prints these under its tables).
@@ -174,10 +176,11 @@ def methods(meta: dict, result=None, ns=None, curve: dict | None = None) -> str:
     return " ".join(out)
 
 
-def top_table(result, k: int = 20) -> tuple[list[str], list[list[Any]]]:
+def top_table(result, k: int = 20, label=None) -> tuple[list[str], list[list[Any]]]:
     """``(header, rows)`` of the ``k`` best neurons of all: rank, neuron, dev and test predictivity, best prompt
     position, train baseline there and, with a permutation null, the family-wise p (:data:`COLUMNS` says what
-    each means).
+    each means); ``label(layer, index)`` names the neurons (default ``L{layer}.N{index}``; a mixture of
+    experts' layout names its experts' neurons).
 
     >>> import torch
     >>> from skill_lens.probing.result import ProbeResult
@@ -190,11 +193,14 @@ def top_table(result, k: int = 20) -> tuple[list[str], list[list[Any]]]:
     p_adj = result.adjusted_p_values() if result.null_max_dev is not None else None
     header = ["rank", "neuron", "dev predictivity", "test predictivity", "best prompt position", "train baseline there"]
     rows = []
-    for i, (label, dev, test) in enumerate(result.top(k)):
-        layer, n = (int(x) for x in label[1:].split(".N"))
+    held = result.scores("test") if result.test_acc is not None else None
+    name = label or (lambda layer, n: f"L{layer}.N{n}")
+    for i, (layer, n) in enumerate(rank(result.scores("dev"))[:k].tolist()):
         pos = int(per[layer, :, n].argmax())
-        rows.append([i + 1, label, round(dev, 6), test, f"P{pos}", round(float(base[layer, pos, n]), 6)]
-                    + ([round(float(p_adj[layer, n]), 6)] if p_adj is not None else []))
+        rows.append([i + 1, name(layer, n), round(float(per[layer, pos, n]), 6),
+                     None if held is None else round(float(held[layer, n]), 6), f"P{pos}",
+                     round(float(base[layer, pos, n]), 6)] + ([round(float(p_adj[layer, n]), 6)] if p_adj is not None
+                                                              else []))
     return header + (["family-wise p"] if p_adj is not None else []), rows
 
 
