@@ -50,7 +50,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.store.artifacts import ArtifactError, library_version, load_tensors, read_json, save_tensors, write_json
 from skill_lens.model.loading import bridge_from_hf, describe, model_device, parse_device
-from skill_lens.probing.neurons import NeuronSet
+from skill_lens.probing.neurons import as_neuron_set
 
 __all__ = ["PruningError", "PruningInfo", "prune", "pruning_info", "kept_neurons", "save_pruned", "load_pruned",
            "check_pruned_out", "parameter_count"]
@@ -354,14 +354,14 @@ class _FFN:
 
 
 def as_mask(keep, n_layers: int | None = None, d_mlp: int | None = None) -> Bool[Tensor, "layer d_mlp"]:
-    """The bool mask ``[n_layers, d_mlp]`` of ``keep``: anything :meth:`NeuronSet.coerce` accepts (a
+    """The bool mask ``[n_layers, d_mlp]`` of ``keep``: anything :func:`~skill_lens.probing.neurons.as_neuron_set` accepts (a
     ``NeuronSet``, a bool mask; pairs and labels with ``n_layers`` and ``d_mlp``), else a :class:`PruningError`.
 
     >>> as_mask(["L1.N0"], 2, 3).tolist()
     [[False, False, False], [True, False, False]]
     """
     try:
-        return NeuronSet.coerce(keep, n_layers, d_mlp).mask
+        return as_neuron_set(keep, n_layers, d_mlp).mask
     except ValueError as e:
         raise PruningError(f"cannot prune to these neurons: {e}") from e
 

@@ -42,7 +42,7 @@ from skill_lens.intervening.interventions import (InterventionError, Positions, 
                                       random_like, zero_ablate)
 from skill_lens.model.input_cache import InputCache
 from skill_lens.model.loading import describe
-from skill_lens.probing.neurons import NeuronSet
+from skill_lens.probing.neurons import NeuronSet, as_neuron_set
 from skill_lens.probing.scores import select_top
 from skill_lens.base.progress import say
 from skill_lens.base.stats import paired_bootstrap_gap
@@ -219,7 +219,7 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
     resamples seeded by ``ci_seed``.
 
     >>> import tempfile
-    >>> from skill_lens.probing.neurons import NeuronSet
+    >>> from skill_lens.probing.neurons import NeuronSet, as_neuron_set
     >>> from skill_lens.prompting.prompts import SoftPrompt
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
     >>> from skill_lens.prompting.evaluation import prompted
@@ -327,7 +327,7 @@ def _check_curve(info, scores, method: str, controls: int, baseline) -> tuple[Te
     if isinstance(scores, NeuronSet) or (isinstance(scores, Tensor) and scores.dtype == torch.bool) or \
             isinstance(scores, str) or (isinstance(scores, (list, tuple)) and not _numbers(scores)):
         try:
-            return None, NeuronSet.coerce(scores, *info.shape).mask
+            return None, as_neuron_set(scores, *info.shape).mask
         except ValueError as e:
             raise InterventionError(f"neurons for a suppression curve: {e}") from None
     try:

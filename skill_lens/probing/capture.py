@@ -33,7 +33,7 @@ from torch import Tensor
 
 from skill_lens.store.artifacts import atomic_write, library_version, write_json
 from skill_lens.model.loading import describe
-from skill_lens.probing.neurons import NeuronSet
+from skill_lens.probing.neurons import neuron_pairs
 from skill_lens.base.progress import progress
 from skill_lens.prompting.prompts import Hook
 
@@ -113,7 +113,7 @@ def capture_neurons(pm, batch, neurons, select: Select | None = None,
     torch.Size([2, 2, 3])
     """
     names = list(hook_names if hook_names is not None else describe(pm.model).hook_names)
-    pairs = NeuronSet.pairs_of(neurons, len(names))
+    pairs = neuron_pairs(neurons, len(names))
     layers = sorted({layer for layer, _ in pairs})
     hooks, got = capture_hooks([names[layer] for layer in layers], select)
     with torch.no_grad():
@@ -141,7 +141,7 @@ def activations(pm, split, neurons, positions: str = "prompt", batch_size: int =
     """
     info = describe(pm.model)
     names, decoder = probe_hooks(info, hook_names)
-    pairs = NeuronSet.pairs_of(neurons)
+    pairs = neuron_pairs(neurons)
     bad = [p for p in pairs if not (0 <= p[0] < len(names) and 0 <= p[1] < info.d_mlp)]
     if bad or not pairs:
         raise CaptureError(f"neurons {bad or pairs} are not in {len(names)} layers x {info.d_mlp}; "

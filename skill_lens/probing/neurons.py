@@ -23,7 +23,7 @@ from torch import Tensor
 from skill_lens.store.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
 from skill_lens.probing.scores import select_top
 
-__all__ = ["NeuronSet"]
+__all__ = ["NeuronSet", "as_neuron_set", "neuron_pairs", "check_top"]
 
 _LABEL = re.compile(r"L(\d+)\.N(\d+)")
 _SHOWN = 10  # neurons named in a repr
@@ -48,7 +48,6 @@ class NeuronSet:
             raise ValueError(f"scores {tuple(self.scores.shape)} do not match the mask {tuple(self.mask.shape)}")
 
     # ------------------------------------------------------------------ constructors
-
     @classmethod
     def from_mask(cls, mask: Tensor, meta: dict | None = None) -> "NeuronSet":
         """From a ``[layer, d_mlp]`` mask of bools or 0/1 (copied).
@@ -71,68 +70,9 @@ class NeuronSet:
         [(1, 0)]
         """
         mask = torch.zeros(n_layers, d_mlp, dtype=torch.bool)
-        for layer, idx in cls.pairs_of(pairs.tolist() if isinstance(pairs, Tensor) else list(pairs), n_layers, d_mlp):
+        for layer, idx in neuron_pairs(pairs.tolist() if isinstance(pairs, Tensor) else list(pairs), n_layers, d_mlp):
             mask[layer, idx] = True
         return cls(mask, dict(meta or {}))
-
-    @classmethod
-    def coerce(cls, neurons, n_layers: int | None = None, d_mlp: int | None = None) -> "NeuronSet":
-        """A ``NeuronSet`` from any way of naming neurons, checked against ``n_layers`` x ``d_mlp`` when given.
-
-        Accepts a ``NeuronSet`` (returned as is), a bool mask ``[n_layers, d_mlp]``, ``(layer, index)``
-        pairs (a list, or an int tensor ``[k, 2]``) or labels like ``"L3.N12"`` (one or many). Pairs and
-        labels need ``n_layers`` and ``d_mlp`` to place them; anything else is a ``ValueError`` naming
-        what is accepted. This is the one coercion of neuron sets in skill_lens.
-
-        >>> NeuronSet.coerce(["L1.N2", (0, 3)], 2, 4)
-        NeuronSet(2 neurons of 2x4: L0.N3, L1.N2)
-        >>> NeuronSet.coerce(torch.eye(2, dtype=torch.bool)).pairs(), NeuronSet.coerce("L0.N1", 1, 2).pairs()
-        ([(0, 0), (1, 1)], [(0, 1)])
-        >>> NeuronSet.coerce(torch.ones(2, 4), 2, 4)
-        Traceback (most recent call last):
-        ...
-        ValueError: cannot read neurons from a torch.float32 tensor of shape [2, 4]; pass a NeuronSet, a bool tensor [n_layers, d_mlp] (here 2 layers x 4 neurons), (layer, index) pairs (a list or an int tensor [k, 2]) or labels like 'L3.N12'
-        """
-        mask = _mask_of(neurons, n_layers, d_mlp)
-        if mask is None:
-            if n_layers is None or d_mlp is None:
-                raise ValueError("(layer, index) pairs and labels name no model size; pass n_layers and d_mlp "
-                                 "(e.g. describe(model).shape) to make a NeuronSet of them")
-            return cls.from_pairs(cls.pairs_of(neurons), n_layers, d_mlp)
-        ns = neurons if isinstance(neurons, NeuronSet) else cls(mask.detach().cpu().clone())
-        if n_layers is not None and d_mlp is not None:
-            ns.check_compatible(n_layers, d_mlp)
-        return ns
-
-    @classmethod
-    def pairs_of(cls, neurons, n_layers: int | None = None, d_mlp: int | None = None) -> list[tuple[int, int]]:
-        """``[(layer, index)]`` of anything :meth:`coerce` accepts, *in the order given* (a set or mask: sorted;
-        anything with a ``.pairs()`` method: its pairs), each checked against ``n_layers`` / ``d_mlp`` when given.
-
-        >>> NeuronSet.pairs_of(["L1.N5", (0, 2)]), NeuronSet.pairs_of((1, 2)), NeuronSet.pairs_of([])
-        ([(1, 5), (0, 2)], [(1, 2)], [])
-        """
-        mask = _mask_of(neurons, n_layers, d_mlp)
-        if mask is not None:
-            items = mask.nonzero().tolist()
-        elif callable(getattr(neurons, "pairs", None)):
-            items = neurons.pairs()
-        elif isinstance(neurons, Tensor):
-            items = neurons.tolist()
-        elif isinstance(neurons, str) or (isinstance(neurons, tuple) and len(neurons) == 2
-                                          and all(isinstance(x, int) for x in neurons)):
-            items = [neurons]
-        else:
-            items = neurons
-        pairs = [_pair(p, neurons, n_layers, d_mlp) for p in _iterate(items, neurons, n_layers, d_mlp)]
-        for layer, idx in pairs:
-            if layer < 0 or idx < 0 or (n_layers is not None and layer >= n_layers) or \
-                    (d_mlp is not None and idx >= d_mlp):
-                size = " x ".join([*([f"{n_layers} layers"] if n_layers is not None else []),
-                                   *([f"{d_mlp} neurons"] if d_mlp is not None else [])]) or "any size"
-                raise ValueError(f"neuron {cls.label(layer, idx)} is not in a model with {size}; "
-                                 "check the layer and index (both count from 0)")
-        return pairs
 
     @classmethod
     def from_scores(cls, scores: Float[Tensor, "layer d_mlp"], top: float | int, *, per_layer: bool = False,
@@ -172,7 +112,6 @@ class NeuronSet:
         return cls(torch.ones(n_layers, d_mlp, dtype=torch.bool), dict(meta or {}))
 
     # ------------------------------------------------------------------ names
-
     @staticmethod
     def label(layer: int, index: int) -> str:
         """``"L{layer}.N{index}"``.
@@ -195,7 +134,6 @@ class NeuronSet:
         return int(m[1]), int(m[2])
 
     # ------------------------------------------------------------------ views
-
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.mask.shape)
@@ -260,7 +198,6 @@ class NeuronSet:
         return NeuronSet(self.mask & keep, dict(self.meta), self.scores)
 
     # ------------------------------------------------------------------ set operations
-
     def _combine(self, other, op) -> "NeuronSet":
         if not isinstance(other, NeuronSet):
             return NotImplemented
@@ -295,7 +232,6 @@ class NeuronSet:
         return f"NeuronSet({head}: {names})"
 
     # ------------------------------------------------------------------ compatibility and files
-
     def check_compatible(self, n_layers: int, d_mlp: int) -> None:
         """Raise ``ValueError`` unless the set fits a model of ``n_layers`` x ``d_mlp`` neurons.
 
@@ -343,7 +279,85 @@ class NeuronSet:
         return cls(mask.to(torch.bool), meta, tensors.get("scores"))
 
 
-# ------------------------------------------------------------------ coercion helpers (NeuronSet.coerce, pairs_of)
+def check_top(top: float, flag: str = "--top") -> float | int:
+    """How many neurons a selection takes: ``top`` is a fraction in (0, 1) or a whole number of neurons; returns
+    it as a fraction or an int (else a ``ValueError`` naming ``flag``).
+
+    >>> check_top(0.02), check_top(5.0)
+    (0.02, 5)
+    >>> check_top(1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: --top must be a fraction in (0, 1) or a whole number of neurons >= 1, got 1.5
+    """
+    if isinstance(top, bool) or not isinstance(top, (int, float)) or \
+            not (0 < top < 1 or (top >= 1 and float(top).is_integer())):
+        raise ValueError(f"{flag} must be a fraction in (0, 1) or a whole number of neurons >= 1, got {top}")
+    return int(top) if top >= 1 else top
+
+
+# ------------------------------------------------------------------ coercion: the one place any way of naming neurons becomes a set
+
+def as_neuron_set(neurons, n_layers: int | None = None, d_mlp: int | None = None) -> NeuronSet:
+    """A ``NeuronSet`` from any way of naming neurons, checked against ``n_layers`` x ``d_mlp`` when given.
+
+    Accepts a ``NeuronSet`` (returned as is), a bool mask ``[n_layers, d_mlp]``, ``(layer, index)``
+    pairs (a list, or an int tensor ``[k, 2]``) or labels like ``"L3.N12"`` (one or many). Pairs and
+    labels need ``n_layers`` and ``d_mlp`` to place them; anything else is a ``ValueError`` naming
+    what is accepted. This is the one coercion of neuron sets in skill_lens.
+
+    >>> as_neuron_set(["L1.N2", (0, 3)], 2, 4)
+    NeuronSet(2 neurons of 2x4: L0.N3, L1.N2)
+    >>> as_neuron_set(torch.eye(2, dtype=torch.bool)).pairs(), as_neuron_set("L0.N1", 1, 2).pairs()
+    ([(0, 0), (1, 1)], [(0, 1)])
+    >>> as_neuron_set(torch.ones(2, 4), 2, 4)
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot read neurons from a torch.float32 tensor of shape [2, 4]; pass a NeuronSet, a bool tensor [n_layers, d_mlp] (here 2 layers x 4 neurons), (layer, index) pairs (a list or an int tensor [k, 2]) or labels like 'L3.N12'
+    """
+    mask = _mask_of(neurons, n_layers, d_mlp)
+    if mask is None:
+        if n_layers is None or d_mlp is None:
+            raise ValueError("(layer, index) pairs and labels name no model size; pass n_layers and d_mlp "
+                             "(e.g. describe(model).shape) to make a NeuronSet of them")
+        return NeuronSet.from_pairs(neuron_pairs(neurons), n_layers, d_mlp)
+    ns = neurons if isinstance(neurons, NeuronSet) else NeuronSet(mask.detach().cpu().clone())
+    if n_layers is not None and d_mlp is not None:
+        ns.check_compatible(n_layers, d_mlp)
+    return ns
+
+
+def neuron_pairs(neurons, n_layers: int | None = None, d_mlp: int | None = None) -> list[tuple[int, int]]:
+    """``[(layer, index)]`` of anything :func:`as_neuron_set` accepts, *in the order given* (a set or mask: sorted;
+    anything with a ``.pairs()`` method: its pairs), each checked against ``n_layers`` / ``d_mlp`` when given.
+
+    >>> neuron_pairs(["L1.N5", (0, 2)]), neuron_pairs((1, 2)), neuron_pairs([])
+    ([(1, 5), (0, 2)], [(1, 2)], [])
+    """
+    mask = _mask_of(neurons, n_layers, d_mlp)
+    if mask is not None:
+        items = mask.nonzero().tolist()
+    elif callable(getattr(neurons, "pairs", None)):
+        items = neurons.pairs()
+    elif isinstance(neurons, Tensor):
+        items = neurons.tolist()
+    elif isinstance(neurons, str) or (isinstance(neurons, tuple) and len(neurons) == 2
+                                      and all(isinstance(x, int) for x in neurons)):
+        items = [neurons]
+    else:
+        items = neurons
+    pairs = [_pair(p, neurons, n_layers, d_mlp) for p in _iterate(items, neurons, n_layers, d_mlp)]
+    for layer, idx in pairs:
+        if layer < 0 or idx < 0 or (n_layers is not None and layer >= n_layers) or \
+                (d_mlp is not None and idx >= d_mlp):
+            size = " x ".join([*([f"{n_layers} layers"] if n_layers is not None else []),
+                               *([f"{d_mlp} neurons"] if d_mlp is not None else [])]) or "any size"
+            raise ValueError(f"neuron {NeuronSet.label(layer, idx)} is not in a model with {size}; "
+                             "check the layer and index (both count from 0)")
+    return pairs
+
+
+# ------------------------------------------------------------------ coercion helpers
 
 def _accepted(n_layers, d_mlp) -> str:
     here = f" (here {n_layers} layers x {d_mlp} neurons)" if n_layers is not None and d_mlp is not None else ""

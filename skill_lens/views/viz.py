@@ -44,7 +44,7 @@ from torch import Tensor
 from skill_lens.store.artifacts import atomic_write
 from skill_lens.probing.capture import capture_neurons
 from skill_lens.model.loading import describe
-from skill_lens.probing.neurons import NeuronSet
+from skill_lens.probing.neurons import neuron_pairs
 
 __all__ = ["View", "tokens_view", "neuron_activations_view", "top_examples_view", "neuron_picker",
            "neuron_label", "circuitsvis_script", "script_json", "reset_notebook_bundle", "POSITIONS"]
@@ -194,8 +194,8 @@ def neuron_label(layer: int, index: int) -> str:
 
 
 def _pairs(neurons: Any, shape: tuple[int, int]) -> list[tuple[int, int]]:
-    """``[(layer, index)]`` in the order given (:meth:`NeuronSet.pairs_of`), at least one."""
-    pairs = NeuronSet.pairs_of(neurons, *shape)
+    """``[(layer, index)]`` in the order given (:func:`~skill_lens.probing.neurons.neuron_pairs`), at least one."""
+    pairs = neuron_pairs(neurons, *shape)
     if not pairs:
         raise ValueError("no neurons given; pass labels like 'L3.N12', (layer, index) pairs or a NeuronSet")
     return pairs
