@@ -128,7 +128,7 @@ def test_report_without_model_or_optional_artifacts(tmp_path, run):
     _copy(run, tmp_path, model="no-such-model-anywhere")  # nothing may try to load it
     (tmp_path / "notes.json").write_text("{not json")  # a user's file: a note, not an error
     with pytest.warns(UserWarning, match="notes.json"):
-        page = write_report(tmp_path, include_views=False).read_text()
+        page = write_report(tmp_path, views=False).read_text()
     assert "skill-lens probe" in page and "Neuron views left out" in page
     assert "notes.json could not be read" in page
     assert "CircuitsVis" not in page
@@ -138,10 +138,10 @@ def test_a_corrupt_or_foreign_result_of_ours_stops_the_report(tmp_path, run):
     _copy(run, tmp_path, "perturb_zero.json")
     (tmp_path / "perturb_zero.json").write_text("{not json")
     with pytest.raises(ValueError, match="perturb_zero.json is not valid JSON"):
-        write_report(tmp_path, include_views=False)
+        write_report(tmp_path, views=False)
     (tmp_path / "perturb_zero.json").write_text(json.dumps({"method": "zero", "fractions": []}))
     with pytest.raises(ValueError, match="records no lineage"):
-        write_report(tmp_path, include_views=False)
+        write_report(tmp_path, views=False)
     assert not (tmp_path / "report.html").exists()
 
 

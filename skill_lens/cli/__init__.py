@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
-__all__ = ["main", "add_task_args", "task_from_args"]
+from skill_lens.cli._parse import add_options, options_from_args
+from skill_lens.data.sources import TaskOptions, load_task
+
+__all__ = ["main", "build_parser", "add_task_args", "task_from_args", "SIZES"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quiet:
-        import os
-
         os.environ["SKILL_LENS_QUIET"] = "1"
     try:
         result = args.func(args)
@@ -38,32 +40,22 @@ def main(argv: list[str] | None = None) -> int:
     return int(result or 0)
 
 
+# What tune and demo take of a task unless told otherwise: sized for a 2-core CPU (the library's default is
+# the whole split).
+SIZES = {"train_size": 400, "dev_size": 200, "test_size": 200}
+
+
 def add_task_args(p: argparse.ArgumentParser) -> None:
-    """The options that pick a task and its sizes (shared by ``tune`` and ``demo``)."""
+    """The options that pick a task and its sizes (shared by ``tune`` and ``demo``): ``--task`` and the flags
+    of :class:`~skill_lens.data.sources.TaskOptions`, sized by :data:`SIZES`."""
     p.add_argument("--task", default="rotten_tomatoes", help="task name or spec (hf:, csv:, jsonl:, json:, parquet:)")
-    p.add_argument("--train-size", type=int, default=400)
-    p.add_argument("--dev-size", type=int, default=200)
-    p.add_argument("--test-size", type=int, default=200)
-    p.add_argument("--text-column"), p.add_argument("--text-b-column"), p.add_argument("--label-column")
-    p.add_argument("--label-words", help="comma-separated verbalizer words, one per label")
-    p.add_argument("--binary", help="binary subtask: positive-vs-negative, neutral-vs-rest, one-vs-rest:LABEL")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the split and subsampling")
-    p.add_argument("--clamp", action="store_true", help="take a whole split when it has fewer examples than asked "
-                                                        "for (recorded in run.json) instead of refusing")
+    add_options(p, TaskOptions, defaults=SIZES)
 
 
 def task_from_args(args) -> tuple[object, dict]:
     """Load the task the options describe; return it with the keyword arguments that rebuild it."""
-    from skill_lens.data.sources import load_task
-
-    kwargs = {
-        "train_size": args.train_size, "dev_size": args.dev_size, "test_size": args.test_size,
-        "seed": args.data_seed, "text_column": args.text_column, "text_b_column": args.text_b_column,
-        "label_column": args.label_column, "binary": args.binary,
-        "label_words": args.label_words.split(",") if args.label_words else None, "clamp": args.clamp or None,
-    }
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    return load_task(args.task, **kwargs), kwargs
+    opts = options_from_args(args, TaskOptions)
+    return load_task(args.task, opts), opts.as_args()
 
 
 if __name__ == "__main__":

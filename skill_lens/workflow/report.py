@@ -7,8 +7,8 @@
 * ``neurons.safetensors`` (``skill-lens neurons``): the selected skill neurons per layer;
 * ``perturb_*.json`` (suppression curves), pruning and robustness results, and matrices
   (``{"matrix", "labels"}``) from the analyses, whichever are present;
-* circuitsvis views of the top neurons on dev examples (these need the model; ``include_views=False``
-  leaves them out with a note).
+* circuitsvis views of the top neurons on dev examples (these need the model; ``views=False``
+  leaves them out with a note). :class:`ReportOptions` says what is shown.
 
 Everything is embedded: figures as base64 PNG, circuitsvis' JavaScript inline once, and a
 Content-Security-Policy that forbids any network access, so the file opens offline. Text from
@@ -28,7 +28,7 @@ must be a new file or a report this module wrote.
 >>> evil = Task.from_lists("t<1>", t.label_names, t.label_words, train=(t.train.texts, t.train.labels),
 ...                        dev=(t.dev.texts, t.dev.labels), test=(t.test.texts, t.test.labels))
 >>> run = Run.create(tempfile.mkdtemp(), tiny_model(), evil, TuneConfig(prompt_length=2, steps=2, eval_every=2))
->>> page = write_report(run, include_views=False).read_text()
+>>> page = write_report(run, views=False).read_text()
 >>> "t&lt;1&gt;" in page, "t<1>" in page, "soft prompt (tuned)" in page
 (True, False, True)
 """
@@ -38,14 +38,16 @@ from __future__ import annotations
 import html
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from skill_lens.base.options import Options, option
+from skill_lens.store.artifacts import ArtifactError, atomic_write, read_json
+from skill_lens.views import plots, viz
+from skill_lens.workflow.runs import Run
 
-from skill_lens.store.artifacts import ArtifactError, atomic_write
-from skill_lens.views import plots
-
-__all__ = ["write_report", "check_report_out", "REPORT_FILE"]
+__all__ = ["ReportOptions", "write_report", "check_report_out", "REPORT_FILE"]
 
 REPORT_FILE = "report.html"
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -315,8 +317,6 @@ KINDS = {"perturb_": "perturb", "robustness_": "robustness"}
 def _results(run, notes: list[str]) -> list[tuple[Path, str | None, dict]]:
     """Every result JSON of the run, read; ours (``perturb_*``, ``robustness_*``, pruned models' summaries)
     checked against the run's lineage first, so a stale one stops the report before anything is written."""
-    from skill_lens.store.artifacts import read_json
-
     def results(d: Path) -> list[Path]:
         return sorted(p for p in d.glob("*.json") if p.name not in HF_FILES | {"run.json"}
                       and not p.name.endswith((".safetensors.json", ".checkpoint.json"))
@@ -356,8 +356,6 @@ def _result_sections(run, results: list[tuple[Path, str | None, dict]], notes: l
 
 
 def _views_section(run, pairs, n_examples: int, notes: list[str]) -> str:
-    from skill_lens.views import viz
-
     pm, task = run.prompted(), run.task
     split = task.dev
     n = min(n_examples, len(split))
@@ -374,14 +372,36 @@ def _views_section(run, pairs, n_examples: int, notes: list[str]) -> str:
 
 
 # ------------------------------------------------------------------ entry point
-def write_report(run, out=None, include_views: bool = True, top: int = 20, n_neurons: int = 8,
-                 n_examples: int = 3) -> Path:
+@dataclass
+class ReportOptions(Options):
+    """What the report shows, validated when made; the flags of ``skill-lens report``.
+
+    >>> ReportOptions(n_neurons=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: n_neurons (--neurons) must be a whole number of at least 1, got 0.
+    """
+
+    views: bool = option(True, "leave out the circuitsvis neuron views (they load and run the model)",
+                         flag="--no-views")
+    n_neurons: int = option(8, "how many top neurons the views show", flag="--neurons")
+    n_examples: int = option(3, "how many dev examples the views show", flag="--examples")
+    top: int = option(20, "how many top neurons the predictivity section lists", flag=None)
+
+    def __post_init__(self):
+        self.check_bool("views")
+        for name in ("n_neurons", "n_examples", "top"):
+            self.check_int(name, 1)
+
+
+def write_report(run, out=None, options: ReportOptions | None = None, **overrides) -> Path:
     """Write the HTML report of ``run`` (a :class:`~skill_lens.workflow.runs.Run` or its directory) to ``out``
     (default ``RUN/report.html``) atomically; return its path.
 
-    Every artifact is read and checked first (a stale one is an error naming the step to rerun); ``top``
-    neurons are listed, ``n_neurons`` of them shown in the views (which run the model) over
-    ``n_examples`` dev examples. ``out`` must be new or a report written here.
+    Every artifact is read and checked first (a stale one is an error naming the step to rerun); what is
+    shown follows ``options`` (a :class:`ReportOptions`, or its fields as keywords): ``top`` neurons are
+    listed, ``n_neurons`` of them shown in the views (which run the model) over ``n_examples`` dev examples.
+    ``out`` must be new or a report written here.
 
     >>> import tempfile
     >>> from skill_lens.workflow import steps
@@ -393,8 +413,7 @@ def write_report(run, out=None, include_views: bool = True, top: int = 20, n_neu
     >>> "CircuitsVis.render" in page, "<h2>Neuron views</h2>" in page
     (True, True)
     """
-    from skill_lens.workflow.runs import Run
-
+    opts = ReportOptions.build(options, **overrides)
     run = run if isinstance(run, Run) else Run.open(run)
     out = check_report_out(Path(out) if out is not None else run.file("report"))
     meta, notes = run.meta, []
@@ -404,13 +423,13 @@ def write_report(run, out=None, include_views: bool = True, top: int = 20, n_neu
     title = f"skill_lens report: {meta['task'].get('name', '?')} on {meta['model']}"
     body = [f"<h1>{_e(title)}</h1>", _note(f"Run directory: {run.path}"), _run_section(meta)]
     if pred is not None:
-        body.append(_try("predictivity", lambda: _predictivity_section(pred, meta, top), notes))
+        body.append(_try("predictivity", lambda: _predictivity_section(pred, meta, opts.top), notes))
     else:
         body.append("<h2>Skill neuron predictivity</h2>" +
                     _note(f"No predictivity.safetensors yet: run `skill-lens probe {run.path}`."))
     if ns is not None:
         body.append(_try("selected neurons", lambda: _neurons_section(ns), notes))
-    views, script = _views(run, pred, ns, include_views, n_neurons, n_examples, notes)
+    views, script = _views(run, pred, ns, opts, notes)
     body += [views, _result_sections(run, results, notes)]
     if notes:
         body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
@@ -449,21 +468,19 @@ def check_report_out(path: Path) -> Path:
     return path
 
 
-def _views(run, pred, ns, include_views: bool, n_neurons: int, n_examples: int, notes: list[str]) -> tuple[str, str]:
+def _views(run, pred, ns, opts: ReportOptions, notes: list[str]) -> tuple[str, str]:
     """The circuitsvis views of the top neurons (ordered by predictivity) and the script they need."""
     pairs = ns.pairs() if ns is not None else []
     if pred is not None:  # order the viewed neurons by predictivity
         N = pred["dev"].shape[1]
         ranked = [divmod(i, N) for i in pred["dev"].flatten().argsort(descending=True).tolist()]
         pairs = [p for p in ranked if p in set(pairs)] if pairs else ranked
-    pairs = pairs[:n_neurons]
-    if not include_views:
+    pairs = pairs[:opts.n_neurons]
+    if not opts.views:
         return "<h2>Neuron views</h2>" + _note("Neuron views left out (--no-views); they need the model to run."), ""
     if not pairs:
         return "<h2>Neuron views</h2>" + _note("No neurons to show: run `skill-lens probe` (and `neurons`) first."), ""
-    views = _try("neuron views", lambda: _views_section(run, pairs, n_examples, notes), notes)
+    views = _try("neuron views", lambda: _views_section(run, pairs, opts.n_examples, notes), notes)
     if "CircuitsVis.render" not in views:
         return views, ""
-    from skill_lens.views.viz import circuitsvis_script
-
-    return views, circuitsvis_script()
+    return views, viz.circuitsvis_script()
