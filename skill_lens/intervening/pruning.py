@@ -49,8 +49,9 @@ from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.store.artifacts import ArtifactError, library_version, load_tensors, read_json, save_tensors, write_json
-from skill_lens.model.loading import bridge_from_hf, describe, model_device, parse_device
+from skill_lens.model.loading import bridge_from_hf, describe, model_class, model_device, parse_device
 from skill_lens.probing.neurons import as_neuron_set
+from skill_lens.prompting.prompts import SoftPrompt
 
 __all__ = ["PruningError", "PruningInfo", "prune", "pruning_info", "kept_neurons", "save_pruned", "load_pruned",
            "check_pruned_out", "parameter_count"]
@@ -320,8 +321,6 @@ def load_pruned(path, device: str | None = None, *, with_prompt: bool = False):
     model = _load_model(path, parse_device(device))
     if not with_prompt:
         return model
-    from skill_lens.prompting.prompts import SoftPrompt
-
     return model, SoftPrompt.load(path / PROMPT_FILE, model)
 
 
@@ -335,8 +334,6 @@ def _load_model(path: Path, device: str) -> TransformerBridge:
     config = AutoConfig.from_pretrained(path)
     cls = getattr(transformers, record.meta.get("hf_class", ""), None)
     if cls is None:
-        from skill_lens.model.loading import model_class
-
         cls = model_class(config)
     state, _ = load_tensors(path / WEIGHTS_FILE)
     tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").exists() else None

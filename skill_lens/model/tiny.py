@@ -19,6 +19,7 @@ import tempfile
 
 import torch
 
+from skill_lens.data.tasks import Task
 from skill_lens.model.loading import bridge_from_hf
 
 __all__ = ["tiny_model", "tiny_hf", "tiny_tokenizer", "tiny_task", "FAMILIES", "VOCAB"]
@@ -98,8 +99,6 @@ def tiny_hf(family: str = "causal", seed: int = 0, n_layers: int = 2, d_model: i
 
 def tiny_task(n_train: int = 64, n_dev: int = 32, n_test: int = 32, seed: int = 0):
     """A synthetic sentiment task over :data:`VOCAB`: label 1 when the sentence holds a positive word."""
-    from skill_lens.data.tasks import Task
-
     rng = random.Random(seed)
 
     def sentence(label: int) -> str:

@@ -43,7 +43,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skill_lens.store.artifacts import ArtifactError, library_version, load_tensors, read_json, write_json
+from skill_lens.store.artifacts import ArtifactError, atomic_write, library_version, load_tensors, read_json, write_json
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.model.input_cache import InputCache
 from skill_lens.model.loading import (DTYPES, describe, dtype_name, fingerprint, load_model, model_dtype, parse_device,
@@ -51,6 +51,9 @@ from skill_lens.model.loading import (DTYPES, describe, dtype_name, fingerprint,
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.prompting.tuning import RESOURCE_FIELDS, TuneConfig, tune, with_defaults
 from skill_lens.prompting.evaluation import evaluate, hard_prompt_model, prompted
+from skill_lens.data.sources import load_task
+from skill_lens.probing.result import ProbeResult
+from skill_lens.probing.neurons import NeuronSet
 
 __all__ = ["Run", "FILES", "PARENTS", "file_fingerprint"]
 
@@ -185,8 +188,6 @@ class Run:
     @property
     def task(self):
         if self._task is None:
-            from skill_lens.data.sources import load_task
-
             t = self.meta["task"]
             if not t["source"]:
                 raise ArtifactError(f"run {self.path} was tuned on a task built in memory ({t.get('name')}, e.g. "
@@ -208,8 +209,6 @@ class Run:
         For re-tuning on more data than the run was tuned on (e.g. after pruning): dev accuracies stay
         comparable with the run's. Refuses a source whose dev or test split would change.
         """
-        from skill_lens.data.sources import load_task
-
         if n < 1:
             raise ValueError(f"a training split needs at least 1 example, got {n}")
         t = self.meta["task"]
@@ -308,8 +307,6 @@ class Run:
 
     def probe_result(self):
         """The probe's :class:`~skill_lens.probing.probe.ProbeResult`, checked against this run's prompt."""
-        from skill_lens.probing.result import ProbeResult
-
         path = self.file("predictivity")
         self._require(path, "predictivity")
         result = ProbeResult.load(path)
@@ -331,8 +328,6 @@ class Run:
 
     def neurons(self):
         """The selected :class:`~skill_lens.probing.neurons.NeuronSet`, checked against this run's predictivity."""
-        from skill_lens.probing.neurons import NeuronSet
-
         path = self.file("neurons")
         self._require(path, "neurons")
         ns = NeuronSet.load(path, expect_shape=(self.meta["n_layers"], self.meta["d_mlp"]))
@@ -348,8 +343,6 @@ class Run:
 
     def save_result(self, artifact: str, name: str, data: dict, table=None) -> tuple[Path, Path | None]:
         """Write ``RUN/<name>.json`` (``data`` with its lineage) and, with ``table`` (a DataFrame), ``<name>.csv``."""
-        from skill_lens.store.artifacts import atomic_write
-
         json_path = self.path / f"{name}.json"
         write_json(json_path, {**data, "lineage": self.lineage(PARENTS[artifact])})
         if table is None:
