@@ -168,20 +168,7 @@ class Run:
     def use_model(self, model) -> None:
         """Use an already loaded model, checked against the run's weights fingerprint (which depends on
         the dtype, :func:`~skill_lens.model.loading.fingerprint`: a model in another dtype is refused, naming it)."""
-        info, fp = describe(model), fingerprint(model)
-        now = dtype_name(model_dtype(model))
-        if fp != self.meta["model_fingerprint"] and now != self.dtype:
-            raise ArtifactError(
-                f"run {self.path} was tuned on {self.meta['model']} in {self.dtype}, but this model is in {now}, "
-                f"so its weights differ (fingerprint {fp}, not {self.meta['model_fingerprint']}) and the run's "
-                f"artifacts would not apply. Use --dtype {self.dtype} (or leave --dtype out: a run's steps load "
-                f"its own dtype), or tune a new run in {now}: skill-lens tune --dtype {now} --out NEW_DIR.")
-        if fp != self.meta["model_fingerprint"]:
-            raise ArtifactError(
-                f"run {self.path} was tuned on {self.meta['model']} with weights {self.meta['model_fingerprint']}, "
-                f"but this model ({info.name}, {info.n_layers}x{info.d_mlp}) has weights {fp}: its weights or "
-                f"architecture differ. Load the run's own model, or re-tune: "
-                f"{REDO['prompt'].format(run=self.path)}.")
+        _check_weights(self, model)
         if model is not self._model:
             self._model, self._input_cache = model, None  # a cache belongs to one model object
 
@@ -202,22 +189,6 @@ class Run:
                                 f"run {self.path} was tuned on ({self.meta['task'].get('name')}, data "
                                 f"{self.meta['task']['fingerprint'][:12]}); restore the data files, or re-tune.")
         self._task = task
-
-    def task_with_train_size(self, n: int):
-        """The run's task with ``n`` training examples and the very same dev and test splits.
-
-        For re-tuning on more data than the run was tuned on (e.g. after pruning): dev accuracies stay
-        comparable with the run's. Refuses a source whose dev or test split would change.
-        """
-        if n < 1:
-            raise ValueError(f"a training split needs at least 1 example, got {n}")
-        t = self.meta["task"]
-        bigger = load_task(t["source"], **{**t.get("args", {}), "train_size": n})
-        if (self.task.dev, self.task.test) != (bigger.dev, bigger.test):
-            raise ArtifactError(f"task {t['source']!r} gives other dev or test splits with train_size={n}, so its "
-                                f"accuracies would not compare with run {self.path}'s; re-tune on the run's own "
-                                "training split instead.")
-        return bigger
 
     # ------------------------------------------------------------------ artifacts
     def file(self, artifact: str) -> Path:
@@ -363,6 +334,25 @@ class Run:
 
 
 # ------------------------------------------------------------------ helpers
+def _check_weights(run: Run, model) -> None:
+    """Refuse a model whose weights are not the run's, naming a dtype that differs (the usual cause) or else
+    the weights or architecture."""
+    info, fp, want = describe(model), fingerprint(model), run.meta["model_fingerprint"]
+    now = dtype_name(model_dtype(model))
+    if fp != want and now != run.dtype:
+        raise ArtifactError(
+            f"run {run.path} was tuned on {run.meta['model']} in {run.dtype}, but this model is in {now}, "
+            f"so its weights differ (fingerprint {fp}, not {want}) and the run's "
+            f"artifacts would not apply. Use --dtype {run.dtype} (or leave --dtype out: a run's steps load "
+            f"its own dtype), or tune a new run in {now}: skill-lens tune --dtype {now} --out NEW_DIR.")
+    if fp != want:
+        raise ArtifactError(
+            f"run {run.path} was tuned on {run.meta['model']} with weights {want}, "
+            f"but this model ({info.name}, {info.n_layers}x{info.d_mlp}) has weights {fp}: its weights or "
+            f"architecture differ. Load the run's own model, or re-tune: "
+            f"{REDO['prompt'].format(run=run.path)}.")
+
+
 def _run_meta(model, task, config: TuneConfig, task_args: dict | None, result, cache: InputCache | None = None) -> dict:
     """``run.json``: what made the run and what it scored (dev/test accuracy of the prompt and the hard prompt,
     ``accuracy``, with their Wilson 95% intervals ``[low, high]`` in ``accuracy_ci``; ``None`` without a test split)."""
