@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from skill_lens.store.artifacts import ArtifactError, load_tensors, save_tensors
+from skill_lens.model.layout import parse_label
 from skill_lens.probing.neurons import NeuronSet, as_neuron_set, neuron_pairs
 
 
@@ -61,11 +62,11 @@ def test_from_scores_is_global_unless_per_layer_is_named():
 
 
 def test_labels_and_parse():
-    assert NeuronSet.label(29, 692) == "L29.N692" and NeuronSet.parse("L29.N692") == (29, 692)
-    assert NeuronSet.parse(" L0.N0 ") == (0, 0)
+    assert NeuronSet.label(29, 692) == "L29.N692" and parse_label("L29.N692") == (29, 692)
+    assert parse_label(" L0.N0 ") == (0, 0)
     for bad in ["L1N2", "l1.n2", "L-1.N2", "L1.N2.3", ""]:
         with pytest.raises(ValueError, match="L29.N692"):
-            NeuronSet.parse(bad)
+            parse_label(bad)
 
 
 def test_contains_and_views():

@@ -23,9 +23,10 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from skill_lens.data.batching import in_order, length_batches
-from skill_lens.model.input_cache import InputCache
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.base.progress import progress
-from skill_lens.prompting.prompts import Hook, PromptedModel, PromptError, SoftPrompt, Verbalizer
+from skill_lens.prompting.prompted_model import PromptedModel
+from skill_lens.prompting.prompts import Hook, PromptError, SoftPrompt, Verbalizer
 from skill_lens.base.stats import wilson_interval
 from skill_lens.data.distributed import DistributedError, rank_world, shard, sum_across_ranks
 
@@ -159,9 +160,9 @@ def predict(
     """Label logits for every example of ``split``, in the split's order.
 
     Examples run in length-sorted batches (:func:`skill_lens.data.batching.length_batches`), so a batch
-    pads little. With ``input_cache`` (see :mod:`skill_lens.model.input_cache`) the split's inputs are first
-    computed into it (:meth:`~skill_lens.model.input_cache.InputCache.fill`) and each batch runs only the
-    prompt positions (unless the split does not fit in the cache: then each batch runs whole).
+    pads little. With ``input_cache`` (see :mod:`skill_lens.prompting.input_cache`), where ``pm``'s forwards
+    can read their inputs from it (:meth:`~skill_lens.prompting.prompted_model.PromptedModel.cache_inputs`),
+    the split's inputs are first computed into it and each batch runs only the prompt positions.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
     >>> task = tiny_task()
@@ -169,11 +170,9 @@ def predict(
     torch.Size([32, 2])
     """
     check_split(split, "evaluation")
-    kept = {}
-    if input_cache is not None and input_cache.fill(pm, split):  # else the split does not fit: run it whole
-        kept = {"cache_input": True, "input_cache": input_cache}
+    cache = pm.cache_inputs(split, input_cache)  # None: each batch runs whole
     batches = length_batches(pm, split, batch_size)
-    out = [pm.label_logits(pm.encode_split(split, idx), fwd_hooks=fwd_hooks, **kept).to("cpu", torch.float32)
+    out = [pm.label_logits(pm.encode_split(split, idx), fwd_hooks, cache).to("cpu", torch.float32)
            for idx in progress(batches, desc=desc)]  # results on the CPU
     return in_order(out, batches)
 
@@ -203,7 +202,7 @@ def evaluate_distributed(pm, split, fwd_hooks: Sequence[Hook] = (), batch_size: 
 
     Each rank evaluates its :func:`~skill_lens.data.distributed.shard` of ``split``; without a process
     group that is the whole split. Accuracy equals the single-process value exactly; ``logit_diff``
-    up to float rounding. For suppression curves pass ``interventions.per_batch(pm, make_hooks)`` as ``pm``.
+    up to float rounding. For hooks built per batch (suppression curves) pass ``pm.with_hooks(make_hooks)``.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
     >>> model, task = tiny_model(), tiny_task()

@@ -22,15 +22,20 @@ the same functions.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from skill_lens.base.memory import check_fits
 from skill_lens.base.options import Options, option
+from skill_lens.data.distributed import rank_world
+from skill_lens.intervening.interventions import Positions
 from skill_lens.intervening.patching import patch as patch_
-from skill_lens.intervening.suppression import CurveOptions, suppression_curve
+from skill_lens.intervening.suppression import DEFAULT_FRACTIONS, CurveOptions, suppression_curve
+from skill_lens.model.layout import NeuronLayout
 from skill_lens.probing.neurons import NeuronSet, check_top
 from skill_lens.probing.probe import ProbeOptions, probe as probe_
 from skill_lens.probing.result import AGGREGATES
@@ -91,12 +96,17 @@ class PatchOptions(Options):
     top: float | None = option(None, "fraction (0 < top < 1) or number of neurons by dev predictivity (default: "
                                      f"RUN/neurons.safetensors if present, else {NeuronOptions.top:g})", type=float)
     per_layer: bool = option(False, "with --top: the top fraction of every layer")
-    positions: str = option("prompt", "where the activations are patched", choices=("prompt", "predict"))
+    positions: str = option("prompt", "where the activations are patched (in Python also any positions of "
+                                      ":class:`~skill_lens.intervening.interventions.Positions`)",
+                            choices=("prompt", "predict"))
 
     def __post_init__(self):
         self.top = None if self.top is None else check_top(self.top)
         self.check_bool("per_layer")
-        self.check_choice("positions", ("prompt", "predict"))
+        try:
+            Positions.of(self.positions)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{self.label('positions')}: {e}") from None
 
 
 def tune(out, model, task, config, task_args: dict | None = None, *, overwrite: bool = False,
@@ -137,6 +147,9 @@ def probe(run: Run, options: ProbeOptions | None = None, **overrides):
     family-wise 5% threshold, significant neurons overall and per layer). Returns the
     :class:`~skill_lens.probing.result.ProbeResult`."""
     opts = ProbeOptions.build(options, **overrides)
+    m = run.meta  # int32 counts [K, L, P, d_mlp] per evaluation split, kept and checkpointed until the end
+    check_fits(2 * 2 * 4 * opts.permutations * m["n_layers"] * m["prompt_length"] * m["d_mlp"],
+               f"the permutation null of {opts.permutations} permutations", "pass fewer --permutations")
     pm, task = run.prompted(), run.task
 
     def save(result) -> None:
@@ -144,7 +157,9 @@ def probe(run: Run, options: ProbeOptions | None = None, **overrides):
             result.meta["null"] = result.null_summary()
         run.save_probe_result(result)
 
-    return probe_(pm, task, opts, checkpoint=run.path, on_result=save, input_cache=run.input_cache)
+    # under torchrun the job's rank 0 holds the run's lock (and writes the result); the others are the same step
+    with run.writing("probe") if rank_world()[0] == 0 else contextlib.nullcontext():
+        return probe_(pm, task, opts, checkpoint=run.path, on_result=save, input_cache=run.input_cache)
 
 
 def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float, float | None]]:
@@ -158,8 +173,9 @@ def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float
     dev = result.scores("dev", aggregate=aggregate)
     test = result.scores("test", aggregate=aggregate) if result.test_acc is not None else None
     top = dev.flatten().topk(min(k, dev.numel())).indices
-    N = dev.shape[1]
-    return [(f"L{int(i) // N}.N{int(i) % N}", dev.flatten()[i].item(),
+    N, layout = dev.shape[1], NeuronLayout.from_json(result.meta.get("layout"))  # experts: L3.E5.N812
+    label = layout.label if layout.moe else NeuronSet.label
+    return [(label(int(i) // N, int(i) % N), dev.flatten()[i].item(),
              None if test is None else test.flatten()[i].item()) for i in top]
 
 
@@ -170,14 +186,15 @@ def neurons(run: Run, options: NeuronOptions | None = None, **overrides):
     everywhere in the library. ``run`` may also be a :class:`~skill_lens.workflow.seeds.SeedGroup`: the neurons
     are then selected by the mean over its seeds."""
     o = NeuronOptions.build(options, **overrides)
-    result = run.probe_result()
-    scores = result.scores("dev", aggregate=o.aggregate)
-    meta = {**{k: result.meta[k] for k in ("model", "family", "n_layers", "d_mlp", "d_model", "task",
-                                           "prompt_length") if k in result.meta},
-            "hook_names": list(result.hook_names), "aggregate": o.aggregate, "per_layer": o.per_layer, "top": o.top,
-            "scored_on": result.meta.get("scored_on", "dev predictivity")}
-    ns = NeuronSet.from_scores(scores, top=o.top, per_layer=o.per_layer, meta=meta)
-    run.save_neurons(ns)
+    with run.writing("neurons"):
+        result = run.probe_result()
+        scores = result.scores("dev", aggregate=o.aggregate)
+        meta = {**{k: result.meta[k] for k in ("model", "family", "n_layers", "d_mlp", "d_model", "task",
+                                               "prompt_length", "layout") if k in result.meta},
+                "hook_names": list(result.hook_names), "aggregate": o.aggregate, "per_layer": o.per_layer,
+                "top": o.top, "scored_on": result.meta.get("scored_on", "dev predictivity")}
+        ns = NeuronSet.from_scores(scores, top=o.top, per_layer=o.per_layer, meta=meta)
+        run.save_neurons(ns)
     return ns
 
 
@@ -188,14 +205,21 @@ def perturb(run: Run, options: PerturbOptions | None = None, **overrides):
     accuracy) comes with a paired bootstrap 95% interval over examples, draws and controls (``gap_ci_low``,
     ``gap_ci_high``). Returns the :class:`~skill_lens.intervening.suppression.SuppressionCurve`."""
     o = PerturbOptions.build(options, **overrides)
-    result, task = run.probe_result(), run.task
-    name = f"perturb_{o.method}"
-    curve = suppression_curve(run.prompted(), getattr(task, o.split), result.scores("dev", aggregate=o.aggregate), o,
-                              baseline=result.baseline, checkpoint=run.path / f"{name}.checkpoint.safetensors",
-                              input_cache=run.input_cache)
-    curve.meta.update(run=str(run.path), task=task.name, split=o.split, aggregate=o.aggregate,
-                      selected_on="dev predictivity")
-    run.save_result("perturb", name, curve.to_dict(), curve.to_pandas())
+    n_fractions = len(o.fractions if o.fractions is not None else DEFAULT_FRACTIONS)
+    sets = n_fractions * (1 + o.controls)  # a [L, d_mlp] mask per set; a row per set and draw, a byte per example
+    check_fits(sets * (run.meta["n_layers"] * run.meta["d_mlp"] + 200)
+               + sets * o.draws * (len(getattr(run.task, o.split)) + 400),
+               f"{n_fractions} fractions x (1 + {o.controls} control sets) x {o.draws} draws",
+               "pass fewer --controls or --draws")
+    with run.writing("perturb"):
+        result, task = run.probe_result(), run.task
+        name = f"perturb_{o.method}"
+        curve = suppression_curve(run.prompted(), getattr(task, o.split), result.scores("dev", aggregate=o.aggregate),
+                                  o, baseline=result.baseline, checkpoint=run.path / f"{name}.checkpoint.safetensors",
+                                  input_cache=run.input_cache)
+        curve.meta.update(task=task.name, split=o.split, aggregate=o.aggregate,  # no path: a moved run, same bytes
+                          selected_on="dev predictivity")
+        run.save_result("perturb", name, curve.to_dict(), curve.to_pandas())
     return curve
 
 
@@ -223,15 +247,16 @@ def robustness(run: Run, source: str, options: RobustnessOptions | None = None, 
     o = RobustnessOptions.build(options, **overrides)
     task = run.task
     adv = adversarial_split(source, task, o.split, o.seed)  # validates before anything is written
-    pm = run.prompted()
-    result = neuron_robustness(pm, task, adv, o)
-    out = {"run": str(run.path), "source": source, "seed": o.seed, **result.to_dict()}
-    repair = None
-    if o.patch_top > 0 and not source.startswith("advglue"):
-        repair = patch_repair(pm, getattr(task, o.split), adv, NeuronSet.from_scores(result.clean_scores, o.patch_top),
-                              o.batch_size)
-        out["repair"] = {"top": o.patch_top, **repair.to_dict()}
-    paths = run.save_result("robustness", f"robustness_{source_name(source)}", out, result.to_pandas())
+    with run.writing("robustness"):
+        pm = run.prompted()
+        result = neuron_robustness(pm, task, adv, o)
+        out = {"source": source, "seed": o.seed, **result.to_dict()}  # the run: its lineage (by content, not path)
+        repair = None
+        if o.patch_top > 0 and not source.startswith("advglue"):
+            clean_top = NeuronSet.from_scores(result.clean_scores, o.patch_top)
+            repair = patch_repair(pm, getattr(task, o.split), adv, clean_top, o.batch_size)
+            out["repair"] = {"top": o.patch_top, **repair.to_dict()}
+        paths = run.save_result("robustness", f"robustness_{source_name(source)}", out, result.to_pandas())
     return {"result": result, "repair": repair, "adversarial": adv, "paths": paths}
 
 
