@@ -10,7 +10,7 @@ same disk as the repository; medians are compared. The same on the tiny test mod
 row takes milliseconds and the checkpoint's share is largest (issue 29 measured 3 to 4.5x there before rows
 were appended).
 
-    flock /work/notes/heavy.lock .venv/bin/python benchmarks/perturb_checkpoint.py
+    .venv/bin/python benchmarks/perturb_checkpoint.py
     -> last line: RESULT ratio=X (target < 1.10) with_s=... without_s=... tiny_ratio=...
 """
 

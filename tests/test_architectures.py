@@ -98,7 +98,7 @@ def test_the_whole_method_runs_on(arch, tmp_path, task_csv):
     info, n = describe(r.model), width(FFN[arch])
     assert info.layers[0].describe() == FFN[arch] and info.widths == (n, n) and r.meta["d_mlp"] == n
     _ok("probe", run)
-    assert tuple(r.predictivity().dev_acc.shape) == (2, 2, n)
+    assert tuple(r.probe_result().dev_acc.shape) == (2, 2, n)
     out = _ok("neurons", run, "--top", "0.25")
     assert (".E" in out) == info.layout.moe  # experts' neurons are named L1.E2.N3
     _check_perturb(run)

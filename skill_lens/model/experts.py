@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
+from skill_lens.model.record import model_record
 from skill_lens.model.anatomy import (EXPERTS_HOOK, ROUTING_HOOK, SHARED_HOOK, experts_module, ffn_layers, ffn_stack,
                                       shared_mlps, unwrap)
 
@@ -65,7 +66,7 @@ def attach(bridge) -> None:
     >>> sorted(h for h in model.hook_dict if h.startswith("blocks.0.mlp.hook_") and "post" in h)
     ['blocks.0.mlp.hook_experts_post', 'blocks.0.mlp.hook_post', 'blocks.0.mlp.hook_shared_post']
     """
-    if bridge.__dict__.get(_ATTACHED):
+    if model_record(bridge).experts_attached:
         return
     stack = ffn_stack(bridge)
     try:
@@ -88,7 +89,7 @@ def attach(bridge) -> None:
         # TransformerBridge builds its hook registry once; this is the re-scan it runs itself after
         # registering aliases, picking up the hook points just added to the components.
         bridge._scan_existing_hooks(bridge, "")
-    bridge.__dict__[_ATTACHED] = True
+    model_record(bridge).experts_attached = True
 
 
 class _Layer:

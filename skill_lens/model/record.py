@@ -44,6 +44,7 @@ class ModelRecord:
     plain: Any = None  # the plain Hugging Face model and its checks (model.fast_path)
     pruning: Any = None  # PruningInfo of a pruned model (intervening.pruning)
     hf_keys: frozenset[str] | None = None  # a pruned model's own state-dict keys (intervening.pruning)
+    experts_attached: bool = False  # the MoE hook points were added (model.experts.attach)
 
 
 def model_record(obj) -> ModelRecord:
