@@ -87,7 +87,9 @@ class PerturbOptions(CurveOptions):
 
 @dataclass
 class PatchOptions(Options):
-    """Which neurons :func:`patch` patches, and where, validated when made; the flags of ``skill-lens patch``.
+    """Which neurons :func:`patch` patches, and where, validated when made; the flags of ``skill-lens patch``
+    (which offers ``prompt`` and ``predict`` positions; in Python any
+    :class:`~skill_lens.intervening.interventions.Positions` will do).
 
     >>> PatchOptions(top=0.1, positions="predict").positions
     'predict'
@@ -96,9 +98,7 @@ class PatchOptions(Options):
     top: float | None = option(None, "fraction (0 < top < 1) or number of neurons by dev predictivity (default: "
                                      f"RUN/neurons.safetensors if present, else {NeuronOptions.top:g})", type=float)
     per_layer: bool = option(False, "with --top: the top fraction of every layer")
-    positions: str = option("prompt", "where the activations are patched (in Python also any positions of "
-                                      ":class:`~skill_lens.intervening.interventions.Positions`)",
-                            choices=("prompt", "predict"))
+    positions: str = option("prompt", "where the activations are patched", choices=("prompt", "predict"))
 
     def __post_init__(self):
         self.top = None if self.top is None else check_top(self.top)
