@@ -53,10 +53,11 @@ def main() -> None:
 
     import torch
 
-    from skill_lens.store.artifacts import read_json
-    from skill_lens.cli.prune import parse_layers, prune_run
-    from skill_lens.probing.probe import probe
+    from skill_lens.base.options import parse_layers
     from skill_lens.model.loading import load_model
+    from skill_lens.store.artifacts import read_json
+    from skill_lens.studies.pruning_study import PruneOptions, prune_run
+    from skill_lens.workflow import steps
     from skill_lens.workflow.runs import Run
     from skill_lens.data.sources import load_task
     from skill_lens.prompting.tuning import TuneConfig
@@ -87,16 +88,15 @@ def main() -> None:
         run = tuned_run(run_dir, load_model("smollm2-135m"), task, TuneConfig(steps=args.tune_steps))
         print(f"tuned: dev accuracy {run.meta['accuracy']['dev']:.3f} ({time.perf_counter() - t0:.0f}s)")
     if not (run_dir / "predictivity.safetensors").exists():  # baselines on train, predictivity on dev
-        result = probe(run.prompted(), run.task, splits=("dev",))
-        result.meta["run"] = str(run.path)
-        result.save(run_dir / "predictivity.safetensors")
+        steps.probe(run, splits=("dev",))  # written with its lineage, which prune_run checks
         print(f"probed ({time.perf_counter() - t0:.0f}s)")
-    layers = parse_layers(args.layers, run.meta["n_layers"])
+    layers = list(parse_layers(args.layers))
     print(f"pruning: keep {args.keep} of the FFN neurons in layers {args.layers}, re-tune {args.retune_steps} steps")
     retune = {"steps": args.retune_steps, "schedule": "linear", "eval_every": 50,
               "input_cache_mb": 6144}  # keys/values of 4000 + 200 inputs: about 5 GB
-    s = prune_run(run, args.keep, layers, out=work / "pruned", retune=retune, retune_train_size=args.retune_train_size,
-                  fold=args.fold, control=not args.no_control, repeats=args.repeats)
+    opts = PruneOptions(keep=args.keep, layers=layers, retune=retune, retune_train_size=args.retune_train_size,
+                        fold=args.fold, control=not args.no_control, repeats=args.repeats)
+    s = prune_run(run, opts, out=work / "pruned")
     acc, test = s["accuracy"], s["accuracy_test"]
     refs = [k for k in ("unpruned", "unpruned_retuned") if k in acc]
     ref = max(refs, key=lambda k: acc[k])

@@ -56,7 +56,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from skill_lens.probing.neurons import NeuronSet
-    from skill_lens.studies.robustness import adversarial_split, neuron_robustness, patch_repair
+    from skill_lens.studies.adversarial_sources import adversarial_split
+    from skill_lens.studies.robustness import neuron_robustness, patch_repair
 
     t0 = time.perf_counter()
     run = get_run(args)
@@ -65,7 +66,7 @@ def main() -> None:
     ks = [float(k) for k in args.ks.split(",")]
     print(f"run {run.path}: {run.meta['model']}, {task.name} train {len(task.train)} dev {len(task.dev)}; "
           f"AdvGLUE sst2 {len(adv)} examples")
-    r = neuron_robustness(pm, task, adv, ks, curve_fractions=(), batch_size=args.batch_size)
+    r = neuron_robustness(pm, task, adv, ks=ks, curve_fractions=(), batch_size=args.batch_size)
     a = r.accuracy
     print(f"accuracy clean dev {a['clean']['accuracy']:.3f}, AdvGLUE sst2 {a['adversarial']['accuracy']:.3f} "
           f"(logit diff {a['clean']['logit_diff']:.3f} vs {a['adversarial']['logit_diff']:.3f})")
@@ -74,7 +75,7 @@ def main() -> None:
     print(r.table())
     if args.perturb:
         p_adv = adversarial_split(args.perturb, task, "dev", seed=0)
-        p = neuron_robustness(pm, task, p_adv, ks, curve_fractions=(), batch_size=args.batch_size)
+        p = neuron_robustness(pm, task, p_adv, ks=ks, curve_fractions=(), batch_size=args.batch_size)
         rep = patch_repair(pm, task.dev, p_adv, NeuronSet.from_scores(r.clean_scores, 0.02), args.batch_size)
         print(f"{args.perturb}: acc {p.accuracy['adversarial']['accuracy']:.3f}, Spearman {p.spearman:.3f}, "
               f"overlap {dict(zip(ks, [round(x, 3) for x in p.overlap['total']]))}")

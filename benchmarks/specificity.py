@@ -116,7 +116,8 @@ def measure(model, name: str, kwargs: dict, args, t0: float) -> list[tuple]:
         cache = InputCache()  # tuning's inputs are the probe's train pass; the probe set is evaluated twice
         result = tune(model, task, cfg, input_cache=cache)
         pm = prompted(model, task, result.prompt, args.max_length)
-        out.append(half_scores(probe(pm, probe_task, args.batch_size, splits=("dev", "test"), input_cache=cache)))
+        out.append(half_scores(probe(pm, probe_task, batch_size=args.batch_size, splits=("dev", "test"),
+                                     input_cache=cache)))
         acc = evaluate(pm, task.test, args.batch_size, input_cache=cache)
         hard = evaluate(hard_prompt_model(model, task, args.max_length), task.test, args.batch_size)["accuracy"]
         print(f"{name} seed {seed}: probe-set accuracy {acc['accuracy']:.3f} [{acc['accuracy_ci_low']:.3f}, "

@@ -159,12 +159,14 @@ def test_retuning_on_more_data_with_the_control(run, tmp_path):
 def test_a_larger_training_split_must_keep_dev_and_test(run):
     from dataclasses import replace
 
+    from skill_lens.studies.pruning_study import task_with_train_size
+
     r = Run.open(run)
-    bigger = r.task_with_train_size(56)
+    bigger = task_with_train_size(r, 56)
     assert len(bigger.train) == 56 and bigger.dev == r.task.dev and bigger.test == r.task.test
     other = Run(r.path, r.meta, None, replace(r.task, dev=r.task.test))
     with pytest.raises(ArtifactError, match="other dev or test splits with train_size=56"):
-        other.task_with_train_size(56)
+        task_with_train_size(other, 56)
 
 
 def test_robustness_writes_json_and_csv(run):

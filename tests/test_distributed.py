@@ -144,7 +144,7 @@ def test_no_process_group_reduce_is_identity_and_evaluate_matches():
 def test_distributed_probe_errors_are_clear():
     task, model = tiny_task(), tiny_model()
     pm = hard_prompt_model(model, task)
-    with pytest.raises(ProbeError, match="batch size"):
+    with pytest.raises(ProbeError, match=r"batch_size \(--batch-size\) must be"):
         probe(pm, task, batch_size=0)
     with pytest.raises(ProbeError, match="checkpoint_every"):
         probe(pm, task, checkpoint_every=0)

@@ -15,7 +15,8 @@ from clitools import FAST_TUNE, cli, copy_run, snapshot
 
 from skill_lens.store.artifacts import load_tensors, save_tensors, write_json
 from skill_lens.store.manifest import Folder
-from skill_lens.workflow.runs import Run, file_fingerprint
+from skill_lens.workflow.run_json import file_fingerprint
+from skill_lens.workflow.runs import Run
 
 FAMILIES = ("causal", "mlm", "seq2seq")
 # every step that reads the predictivity, with fast options

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from skill_lens.store.artifacts import ArtifactError, load_tensors, save_tensors
-from skill_lens.probing.neurons import NeuronSet
+from skill_lens.model.layout import parse_label
+from skill_lens.probing.neurons import NeuronSet, as_neuron_set, neuron_pairs
 
 
 def random_set(seed, shape=(3, 10), p=0.3):
@@ -61,11 +62,11 @@ def test_from_scores_is_global_unless_per_layer_is_named():
 
 
 def test_labels_and_parse():
-    assert NeuronSet.label(29, 692) == "L29.N692" and NeuronSet.parse("L29.N692") == (29, 692)
-    assert NeuronSet.parse(" L0.N0 ") == (0, 0)
+    assert NeuronSet.label(29, 692) == "L29.N692" and parse_label("L29.N692") == (29, 692)
+    assert parse_label(" L0.N0 ") == (0, 0)
     for bad in ["L1N2", "l1.n2", "L-1.N2", "L1.N2.3", ""]:
         with pytest.raises(ValueError, match="L29.N692"):
-            NeuronSet.parse(bad)
+            parse_label(bad)
 
 
 def test_contains_and_views():
@@ -168,20 +169,20 @@ def test_load_mismatches_raise_artifact_errors(tmp_path):
         NeuronSet.load(tmp_path / "bad.safetensors")
 
 
-# ------------------------------------------------------------------ coercion: NeuronSet.coerce and pairs_of
+# ------------------------------------------------------------------ coercion: as_neuron_set and neuron_pairs
 def test_coerce_accepts_every_form_and_agrees():
     expected = NeuronSet.from_pairs([(0, 3), (1, 2)], 2, 4)
     mask = expected.mask.clone()
     forms = [expected, mask, [(0, 3), (1, 2)], [[1, 2], [0, 3]], torch.tensor([[1, 2], [0, 3]]),
              ["L0.N3", "L1.N2"], ["L1.N2", (0, 3)], mask.numpy()]
     for form in forms:
-        ns = NeuronSet.coerce(form, 2, 4)
+        ns = as_neuron_set(form, 2, 4)
         assert isinstance(ns, NeuronSet) and ns == expected, form
-    assert NeuronSet.coerce(expected) is expected  # a set is returned as is, metadata included
-    assert NeuronSet.coerce(mask) == expected  # a mask knows its shape
-    assert NeuronSet.coerce("L1.N2", 2, 4).pairs() == [(1, 2)] and NeuronSet.coerce((1, 2), 2, 4).pairs() == [(1, 2)]
-    assert NeuronSet.coerce([], 2, 4) == NeuronSet.empty(2, 4)
-    copy = NeuronSet.coerce(mask)
+    assert as_neuron_set(expected) is expected  # a set is returned as is, metadata included
+    assert as_neuron_set(mask) == expected  # a mask knows its shape
+    assert as_neuron_set("L1.N2", 2, 4).pairs() == [(1, 2)] and as_neuron_set((1, 2), 2, 4).pairs() == [(1, 2)]
+    assert as_neuron_set([], 2, 4) == NeuronSet.empty(2, 4)
+    copy = as_neuron_set(mask)
     mask[0, 0] = True
     assert copy == expected  # the mask was copied
 
@@ -189,25 +190,25 @@ def test_coerce_accepts_every_form_and_agrees():
 def test_coerce_errors_name_what_is_accepted():
     accepted = "pass a NeuronSet, a bool tensor \\[n_layers, d_mlp\\] \\(here 2 layers x 4 neurons\\)"
     with pytest.raises(ValueError, match="torch.float32 tensor of shape \\[2, 4\\]; " + accepted):
-        NeuronSet.coerce(torch.ones(2, 4), 2, 4)  # 0/1 floats are not a mask here (from_mask takes them)
+        as_neuron_set(torch.ones(2, 4), 2, 4)  # 0/1 floats are not a mask here (from_mask takes them)
     with pytest.raises(ValueError, match="int64 tensor of shape \\[2, 3\\]"):
-        NeuronSet.coerce(torch.ones(2, 3, dtype=torch.long), 2, 4)
+        as_neuron_set(torch.ones(2, 3, dtype=torch.long), 2, 4)
     with pytest.raises(ValueError, match="made for a model with 3 layers x 4 neurons, but this model has 2 layers"):
-        NeuronSet.coerce(torch.ones(3, 4, dtype=torch.bool), 2, 4)
+        as_neuron_set(torch.ones(3, 4, dtype=torch.bool), 2, 4)
     with pytest.raises(ValueError, match="made for a model with 2 layers x 4 neurons, but this model has 2 layers x 5"):
-        NeuronSet.coerce(NeuronSet.empty(2, 4), 2, 5)
+        as_neuron_set(NeuronSet.empty(2, 4), 2, 5)
     with pytest.raises(ValueError, match="pass n_layers and d_mlp"):
-        NeuronSet.coerce([(0, 1)])
+        as_neuron_set([(0, 1)])
     with pytest.raises(ValueError, match="L2.N0 is not in a model with 2 layers x 4 neurons"):
-        NeuronSet.coerce([(2, 0)], 2, 4)
+        as_neuron_set([(2, 0)], 2, 4)
     with pytest.raises(ValueError, match="L29.N692"):
-        NeuronSet.coerce("layer 1 neuron 2", 2, 4)
+        as_neuron_set("layer 1 neuron 2", 2, 4)
     with pytest.raises(ValueError, match="\\(True, False\\) is not a neuron; pass a NeuronSet"):
-        NeuronSet.coerce([(True, False)], 2, 4)  # a mask as nested lists: ambiguous, refused
+        as_neuron_set([(True, False)], 2, 4)  # a mask as nested lists: ambiguous, refused
     with pytest.raises(ValueError, match="\\(1, 2, 3\\) is not a neuron"):
-        NeuronSet.coerce([(1, 2, 3)], 2, 4)
+        as_neuron_set([(1, 2, 3)], 2, 4)
     with pytest.raises(ValueError, match="cannot read neurons from int; pass a NeuronSet"):
-        NeuronSet.coerce(7, 2, 4)
+        as_neuron_set(7, 2, 4)
 
 
 def test_pairs_of_keeps_the_order_given():
@@ -216,14 +217,14 @@ def test_pairs_of_keeps_the_order_given():
             return [(0, 3), (1, 2)]
     mask = torch.zeros(2, 4, dtype=torch.bool)
     mask[1, 2] = True
-    assert NeuronSet.pairs_of(Set()) == [(0, 3), (1, 2)]
-    assert NeuronSet.pairs_of(mask) == [(1, 2)] and NeuronSet.pairs_of((1, 2)) == [(1, 2)]
-    assert NeuronSet.pairs_of(["L1.N2", (0, 3), "L1.N2"], 2, 4) == [(1, 2), (0, 3), (1, 2)]
-    assert NeuronSet.pairs_of(torch.tensor([[1, 0], [0, 1]])) == [(1, 0), (0, 1)]
-    assert NeuronSet.pairs_of("L0.N7") == [(0, 7)] and NeuronSet.pairs_of([]) == []
+    assert neuron_pairs(Set()) == [(0, 3), (1, 2)]
+    assert neuron_pairs(mask) == [(1, 2)] and neuron_pairs((1, 2)) == [(1, 2)]
+    assert neuron_pairs(["L1.N2", (0, 3), "L1.N2"], 2, 4) == [(1, 2), (0, 3), (1, 2)]
+    assert neuron_pairs(torch.tensor([[1, 0], [0, 1]])) == [(1, 0), (0, 1)]
+    assert neuron_pairs("L0.N7") == [(0, 7)] and neuron_pairs([]) == []
     with pytest.raises(ValueError, match="L0.N4 is not in a model with 2 layers x 4 neurons"):
-        NeuronSet.pairs_of(["L0.N4"], 2, 4)
+        neuron_pairs(["L0.N4"], 2, 4)
     with pytest.raises(ValueError, match="L5.N0 is not in a model with 2 layers;"):
-        NeuronSet.pairs_of([(5, 0)], 2)
+        neuron_pairs([(5, 0)], 2)
     with pytest.raises(ValueError, match="L0.N-1 is not in a model with any size"):
-        NeuronSet.pairs_of([(0, -1)])
+        neuron_pairs([(0, -1)])

@@ -370,8 +370,8 @@ def test_checkpoints_write_only_what_changed(run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Checkpoint, "append", spy)
     ck = tmp_path / "c.checkpoint.safetensors"
-    curve = suppression_curve(r.prompted(), r.task.dev, r.probe_result().scores("dev"), [0, 0.1], method="zero",
-                              controls=2, checkpoint=ck)
+    curve = suppression_curve(r.prompted(), r.task.dev, r.probe_result().scores("dev"), fractions=[0, 0.1],
+                              method="zero", controls=2, checkpoint=ck)
     monkeypatch.undo()
     grown = [b - a for (_, a), (_, b) in zip(sizes, sizes[1:])]
     assert len(sizes) == len(curve.rows) and len({ino for ino, _ in sizes}) == 1  # one file, appended to

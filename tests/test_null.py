@@ -153,7 +153,8 @@ def test_probe_null_is_the_same_for_any_batch_size(setup):
     assert a.null_max_dev.shape == (20,) and a.null_layer_max_test.shape == (20, 2)
     assert torch.equal(a.null_max_dev, a.null_layer_max_dev.amax(1))
     assert (a.null_max_dev >= 0.5).all() and a.meta["permutations"] == 20 and a.meta["permutation_seed"] == 5
-    assert not torch.equal(a.null_max_dev, probe(pm, task, 7, permutations=20, permutation_seed=6).null_max_dev)
+    other = probe(pm, task, batch_size=7, permutations=20, permutation_seed=6)
+    assert not torch.equal(a.null_max_dev, other.null_max_dev)
 
 
 def test_probe_null_matches_the_pure_functions(setup):
@@ -202,27 +203,28 @@ def test_shards_index_their_own_rows_of_the_permuted_labels():
 
 def test_no_permutations_leaves_the_probe_as_it_was(setup, tmp_path):
     task, pm = setup
-    plain, zero, with_null = probe(pm, task, 4), probe(pm, task, 4, permutations=0), probe(pm, task, 4, permutations=20)
+    plain, zero = probe(pm, task, batch_size=4), probe(pm, task, batch_size=4, permutations=0)
+    with_null = probe(pm, task, batch_size=4, permutations=20)
     same(plain, zero, ("baseline", "dev_acc", "test_acc"))
     same(plain, with_null, ("baseline", "dev_acc", "test_acc"))  # the null never changes the real accuracies
     pooled = ("dev_acc", "mean_pool_dev_acc", "max_pool_test_acc")
-    same(probe(pm, task, 4, pooling=True), probe(pm, task, 4, pooling=True, permutations=5), pooled)
+    same(probe(pm, task, batch_size=4, pooling=True), probe(pm, task, batch_size=4, pooling=True, permutations=5), pooled)
     assert all(getattr(zero, f) is None for f in NULL_FIELDS) and "permutations" not in zero.meta
-    assert probe_fingerprint(pm, task, 4) == probe_fingerprint(pm, task, 4, permutations=0, permutation_seed=9)
-    assert probe_fingerprint(pm, task, 4, permutations=20) != probe_fingerprint(pm, task, 4, permutations=20,
+    assert probe_fingerprint(pm, task, batch_size=4) == probe_fingerprint(pm, task, batch_size=4, permutations=0, permutation_seed=9)
+    assert probe_fingerprint(pm, task, batch_size=4, permutations=20) != probe_fingerprint(pm, task, batch_size=4, permutations=20,
                                                                                 permutation_seed=1)
     zero.save(tmp_path / "p.safetensors")
     assert sorted(load_tensors(tmp_path / "p.safetensors")[0]) == ["baseline", "dev_acc", "test_acc"]
     assert zero.null_summary() == {"permutations": 0}
     with pytest.raises(ProbeError, match="permutations=200"):
         zero.significant()
-    with pytest.raises(ProbeError, match="permutations must be"):
-        probe(pm, task, 4, permutations=-1)
+    with pytest.raises(ProbeError, match=r"permutations \(--permutations\) must be"):
+        probe(pm, task, batch_size=4, permutations=-1)
 
 
 def test_null_results_save_load_and_summarise(setup, tmp_path):
     task, pm = setup
-    r = probe(pm, task, 8, permutations=19)
+    r = probe(pm, task, batch_size=8, permutations=19)
     r.save(tmp_path / "p.safetensors")
     back = ProbeResult.load(tmp_path / "p.safetensors")
     same(r, back)

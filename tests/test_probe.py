@@ -202,7 +202,7 @@ def test_bad_inputs_give_clear_errors():
         probe(pm, ragged_task(labels=[1]))
     with pytest.raises(ProbeError, match="valid: blocks.0.mlp.hook_post"):
         probe(pm, task, hook_names=["blocks.9.mlp.hook_post"])
-    with pytest.raises(ProbeError, match="batch size"):
+    with pytest.raises(ProbeError, match=r"batch_size \(--batch-size\) must be"):
         probe(pm, task, batch_size=0)
     with pytest.raises(ProbeError, match="split"):
         probe(pm, task, splits=("train",))

@@ -139,7 +139,7 @@ def test_report_without_model_or_optional_artifacts(tmp_path, run):
     _copy(run, tmp_path, model="no-such-model-anywhere")  # nothing may try to load it
     (tmp_path / "notes.json").write_text("{not json")  # a user's file: a note, not an error
     with pytest.warns(UserWarning, match="notes.json"):
-        page = write_report(tmp_path, include_views=False).read_text()
+        page = write_report(tmp_path, views=False).read_text()
     assert "skill-lens probe" in page and "Neuron views left out" in page
     assert "notes.json could not be read" in page
     assert "CircuitsVis" not in page
@@ -149,10 +149,10 @@ def test_a_corrupt_or_foreign_result_of_ours_stops_the_report(tmp_path, run):
     _copy(run, tmp_path, "perturb_zero.json")
     (tmp_path / "perturb_zero.json").write_text("{not json")
     with pytest.raises(ValueError, match="perturb_zero.json is not valid JSON"):
-        write_report(tmp_path, include_views=False)
+        write_report(tmp_path, views=False)
     (tmp_path / "perturb_zero.json").write_text(json.dumps({"method": "zero", "fractions": []}))
     with pytest.raises(ValueError, match="records no lineage"):
-        write_report(tmp_path, include_views=False)
+        write_report(tmp_path, views=False)
     assert not (tmp_path / "report.html").exists()
 
 
@@ -204,7 +204,7 @@ def test_the_report_shows_the_null_threshold_and_how_many_neurons_pass(tmp_path)
     run = steps.tune(tmp_path / "run", tiny_model(), tiny_task(), TuneConfig(prompt_length=2, steps=2, eval_every=2))
     result = steps.probe(run, permutations=19)
     steps.neurons(run, top=0.1)
-    page = write_report(run, include_views=False).read_text()
+    page = write_report(run, views=False).read_text()
     t, n = result.fwer_threshold(), int(result.significant().sum())
     assert f"{n:,} of 128 neurons are above the family-wise 5% threshold of {t:.3f}" in page
     assert f"the family-wise 5% threshold {t:.3f} from 19 label permutations" in page  # the summary at the top

@@ -156,7 +156,7 @@ def test_on_result_runs_once_before_the_checkpoint_is_removed_and_probe_writes_n
     assert len(seen) == 1 and seen[0][0] is result and seen[0][1] == {"pass": "dev", "batch": 2}
     assert list(tmp_path.iterdir()) == []  # the checkpoint is removed; saving the result is on_result's job
     assert torch.equal(result.dev_acc, probe(pm, task, batch_size=4).dev_acc)
-    with pytest.raises(ValueError, match="checkpoint_every must be at least 1 batch, got 0"):
+    with pytest.raises(ValueError, match="checkpoint_every must be a whole number of at least 1, got 0"):
         probe(pm, task, checkpoint=tmp_path, checkpoint_every=0)
 
 

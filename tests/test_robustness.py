@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from skill_lens.prompting.prompts import SoftPrompt
-from skill_lens.studies.robustness import (RobustnessError, adversarial_split, adversarial_task, clean_vs_adversarial,
-                                   neuron_robustness, overlaps, patch_repair, source_name)
+from skill_lens.studies.adversarial_sources import RobustnessError, adversarial_split, adversarial_task, source_name
+from skill_lens.studies.robustness import clean_vs_adversarial, neuron_robustness, overlaps, patch_repair
 from skill_lens.data.tasks import Split, Task
 from skill_lens.model.tiny import tiny_model, tiny_task
 from skill_lens.prompting.evaluation import prompted
@@ -207,7 +207,7 @@ def test_advglue_missing_file(task, tmp_path):
 
 
 def test_advglue_hub_failure_names_the_local_file_fix(task, monkeypatch):
-    import skill_lens.studies.robustness as rob
+    import skill_lens.studies.adversarial_sources as rob
 
     def offline(name, path):
         assert (name, path) == ("sst2", None)

@@ -28,8 +28,8 @@ def test_halves_are_disjoint_stratified_and_reproducible():
 def test_pooled_half_scores_equal_one_probe_of_the_whole_split():
     model, task = tiny_model(), tiny_task(n_dev=8, n_test=40)
     pm = prompted(model, task, SoftPrompt.init(model, 2, seed=1))
-    a, b, both = half_scores(probe(pm, halves_task(task), 8, splits=("dev", "test")))
-    whole = probe(pm, dataclasses.replace(task, dev=task.test), 8, splits=("dev",)).scores()
+    a, b, both = half_scores(probe(pm, halves_task(task), batch_size=8, splits=("dev", "test")))
+    whole = probe(pm, dataclasses.replace(task, dev=task.test), batch_size=8, splits=("dev",)).scores()
     assert torch.allclose(both, whole, atol=1e-6) and not torch.equal(a, b)
 
 

@@ -243,7 +243,7 @@ BAD_SETTINGS = [
     ("init", "zeros", r"init 'zeros' .*use one of vocab, normal"),
     ("input_cache_mb", -1.0, r"input_cache_mb must be .* at least 0 .*got -1.0"),
     ("max_length", 0, r"max_length \(--max-length\) must be .* at least 1 \(or None: no limit\), got 0"),
-    ("seed", "0", r"seed must be a whole number, got '0'"),
+    ("seed", "0", r"seed \(--seed\) must be a whole number, got '0'"),
     ("cache_input", "yes", r"cache_input must be True or False, got 'yes'"),
 ]
 

@@ -1,59 +1,96 @@
-"""Parsers of the option strings several subcommands share (lists of numbers, layers, positions, device, dtype)."""
+"""The command line's options: flags generated from the library's options classes, and the model flags.
+
+Each step's settings are an options dataclass in the library (:mod:`skill_lens.base.options`): its fields
+carry the default, the help text and the flag. :func:`add_options` adds one flag per field to a
+subcommand's parser; :func:`options_from_args` builds the options object (validated) from the parsed flags.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 
-def parse_fractions(text: str) -> list[float]:
-    """``"0,0.01,0.1"`` -> ``[0.0, 0.01, 0.1]``.
+from skill_lens.base.options import flag_of
+from skill_lens.model.loading import parse_device, parse_dtype
 
-    >>> parse_fractions("0, 0.05")
-    [0.0, 0.05]
+
+def _dest(cls, f) -> str | None:
+    """Where argparse keeps a field's flag (``None``: no flag): the flag's name (``--data-seed``: ``data_seed``),
+    or the field's name for a flag that turns an option off (``--no-views``: ``views``)."""
+    flag = flag_of(cls, f.name)
+    if flag is None:
+        return None
+    return f.name if f.default is True else flag.lstrip("-").replace("-", "_")
+
+
+def _shown(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
+
+
+def add_options(parser: argparse.ArgumentParser, cls, *, only=None, defaults: dict | None = None) -> None:
+    """One flag per option of the dataclass ``cls`` that has one (``only``: these fields), with the field's
+    help and default (``defaults`` overrides a default for this subcommand), choices and type.
+
+    >>> from skill_lens.intervening.suppression import CurveOptions
+    >>> p = argparse.ArgumentParser()
+    >>> add_options(p, CurveOptions, only=("controls", "per_layer"))
+    >>> vars(p.parse_args(["--controls", "2"]))
+    {'controls': 2, 'per_layer': False}
     """
-    try:
-        return [float(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--fractions must be comma-separated numbers such as 0,0.01,0.05, got {text!r}") from None
+    taken = {a.dest for a in parser._actions}
+    for f in dataclasses.fields(cls):
+        dest = _dest(cls, f)
+        if dest is None or (only is not None and f.name not in only):
+            continue
+        if dest in taken:
+            raise ValueError(f"{cls.__name__}.{f.name}: another option of this subcommand is also kept in {dest!r}")
+        m, flag = f.metadata, flag_of(cls, f.name)
+        default = (defaults or {}).get(f.name, f.default)
+        text = m.get("help", "").replace("%", "%%")
+        if isinstance(f.default, bool):
+            group = parser.add_mutually_exclusive_group() if m.get("off_flag") else parser
+            group.add_argument(flag, dest=dest, action="store_false" if f.default else "store_true", default=default,
+                               help=text)
+            if m.get("off_flag"):
+                off, off_help = m["off_flag"]
+                group.add_argument(off, dest=dest, action="store_false", help=off_help)
+            continue
+        if default is not None and "default" not in text:
+            text += f" (default: {_shown(default)})".replace("%", "%%")
+        kind = str if m.get("parse") else m.get("type") or (type(default) if default is not None else str)
+        parser.add_argument(flag, dest=dest, default=default, type=kind, choices=m.get("choices"),
+                            metavar=m.get("metavar"), help=text)
 
 
-def parse_positions(text: str):
-    """``"prompt"`` stays a role; ``"0,1,-1"`` becomes explicit indices (checked).
+def options_from_args(args: argparse.Namespace, cls, **extra):
+    """The options object ``cls`` of the parsed flags (those :func:`add_options` added) and ``extra`` fields,
+    validated; a flag's text is parsed by its field's ``parse`` (an error names the flag).
 
-    >>> parse_positions("predict"), parse_positions("0,-1").indices
-    (Positions(role='predict', indices=()), (0, -1))
-    """
-    from skill_lens.intervening.interventions import InterventionError, Positions
-
-    if text.replace(",", "").replace("-", "").replace(" ", "").isdigit():
-        return Positions.of([int(x) for x in text.split(",") if x.strip()])
-    try:
-        return Positions.of(text)
-    except InterventionError as e:
-        raise InterventionError(f"--positions: {e}") from None
-
-
-def parse_layers(spec: str | None) -> list[int] | None:
-    """``"10-12,15"`` -> ``[10, 11, 12, 15]``.
-
-    >>> parse_layers("0,2-4")
-    [0, 2, 3, 4]
-    >>> parse_layers("3-1")
+    >>> from skill_lens.intervening.suppression import CurveOptions
+    >>> p = argparse.ArgumentParser()
+    >>> add_options(p, CurveOptions)
+    >>> options_from_args(p.parse_args(["--fractions", "0,0.1", "--method", "zero"]), CurveOptions).fractions
+    (0.0, 0.1)
+    >>> options_from_args(p.parse_args(["--fractions", "a"]), CurveOptions)
     Traceback (most recent call last):
     ...
-    ValueError: --layers '3-1': ranges go low-high, e.g. '10-29'
+    ValueError: --fractions 'a': use comma-separated numbers such as 0,0.01,0.05
     """
-    if spec is None:
-        return None
-    layers = set()
-    for part in spec.split(","):
-        try:
-            lo, _, hi = part.strip().partition("-")
-            lo, hi = int(lo), int(hi or lo)
-        except ValueError:
-            raise ValueError(f"--layers {spec!r}: use layer numbers and ranges, e.g. '10-29' or '0,2,5-7'") from None
-        if lo > hi or lo < 0:
-            raise ValueError(f"--layers {spec!r}: ranges go low-high, e.g. '10-29'")
-        layers.update(range(lo, hi + 1))
-    return sorted(layers)
+    values = {}
+    for f in dataclasses.fields(cls):
+        dest = _dest(cls, f)
+        if dest is None or not hasattr(args, dest):
+            continue
+        value, parse = getattr(args, dest), f.metadata.get("parse")
+        if parse is not None and isinstance(value, str):
+            try:
+                value = parse(value)
+            except ValueError as e:
+                raise ValueError(f"{flag_of(cls, f.name)} {value!r}: {e}") from None
+        values[f.name] = value
+    return cls(**{**values, **extra})
 
 
 def add_model_args(p, run: bool = True) -> None:
@@ -72,6 +109,4 @@ def model_args(args) -> dict:
     >>> load["device"].type, load["dtype"].itemsize
     ('cpu', 2)
     """
-    from skill_lens.model.loading import parse_device, parse_dtype
-
     return {"device": parse_device(args.device), "dtype": None if args.dtype is None else parse_dtype(args.dtype)}

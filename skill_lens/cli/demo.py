@@ -7,9 +7,14 @@ tuning of the same settings is reused, an interrupted step resumes.
 
 from __future__ import annotations
 
-from skill_lens.cli._parse import add_model_args, model_args
-
-SIZES = {"train_size": 400, "dev_size": 200, "test_size": 200, "seed": 0}
+from skill_lens.cli import SIZES
+from skill_lens.cli._parse import add_model_args, add_options, model_args, options_from_args
+from skill_lens.data.sources import TaskOptions, load_task
+from skill_lens.intervening.suppression import CurveOptions
+from skill_lens.model.loading import load_model
+from skill_lens.probing.probe import ProbeOptions
+from skill_lens.prompting.tuning import TuneConfig
+from skill_lens.workflow import steps
 
 
 def register(sub) -> None:
@@ -18,24 +23,18 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="run directory (resumes if it exists)")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--task", default="rotten_tomatoes")
-    p.add_argument("--steps", type=int, default=150, help="prompt-tuning steps (batch 16)")
-    p.add_argument("--controls", type=int, default=3, help="random neuron sets per fraction")
-    p.add_argument("--permutations", type=int, default=100, metavar="K",
-                   help="label permutations of the probe's chance level (a family-wise 5%% threshold; 0: none)")
+    add_options(p, TuneConfig, only=("steps",))
+    add_options(p, CurveOptions, only=("controls",))
+    add_options(p, ProbeOptions, only=("permutations",), defaults={"permutations": 100})
     add_model_args(p, run=False)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from skill_lens.workflow import steps
-    from skill_lens.model.loading import load_model
-    from skill_lens.data.sources import load_task
-    from skill_lens.prompting.tuning import TuneConfig
-
-    config, load = TuneConfig(steps=args.steps), model_args(args)
-    if args.controls < 0 or args.permutations < 0:
-        raise ValueError(f"--controls and --permutations must be >= 0, got {args.controls} and {args.permutations}")
-    task = load_task(args.task, **SIZES)
-    steps.demo(load_model(args.model, **load), task, args.out, config, controls=args.controls, task_args=SIZES,
-               permutations=args.permutations)
+    config, load = options_from_args(args, TuneConfig), model_args(args)
+    controls = options_from_args(args, CurveOptions).controls  # validated
+    permutations = options_from_args(args, ProbeOptions).permutations
+    sizes = TaskOptions(**SIZES)
+    steps.demo(load_model(args.model, **load), load_task(args.task, sizes), args.out, config, controls=controls,
+               task_args=sizes.as_args(), permutations=permutations)
     return 0

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from skill_lens.cli._parse import add_model_args, model_args
+from skill_lens.cli._parse import add_model_args, add_options, model_args, options_from_args
+from skill_lens.workflow import steps
+from skill_lens.workflow.runs import Run
 
 
 def register(sub) -> None:
@@ -11,26 +13,19 @@ def register(sub) -> None:
     p.add_argument("run", help="run directory with predictivity.safetensors (`skill-lens probe RUN`)")
     p.add_argument("--source-text", required=True)
     p.add_argument("--target-text", required=True)
-    p.add_argument("--top", type=float, help="fraction (0 < top < 1) or number of neurons by dev predictivity "
-                                             "(default: RUN/neurons.safetensors if present, else 0.02)")
-    p.add_argument("--per-layer", action="store_true", help="with --top: the top fraction of every layer")
-    p.add_argument("--positions", choices=("prompt", "predict"), default="prompt")
+    add_options(p, steps.PatchOptions)
     add_model_args(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from skill_lens.workflow import steps
-    from skill_lens.workflow.runs import Run
-
-    if args.top is not None:
-        steps.check_top(args.top)
+    opts = options_from_args(args, steps.PatchOptions)
     for flag, text in (("--source-text", args.source_text), ("--target-text", args.target_text)):
         if not text.strip():
             raise ValueError(f"{flag} is empty; pass a text to run.")
     run_ = Run.open(args.run, **model_args(args))
-    result = steps.patch(run_, args.source_text, args.target_text, args.top, args.per_layer, args.positions)
-    print(f"patching {result.n_neurons} skill neurons at {args.positions} positions of {run_.meta['model']}")
+    result = steps.patch(run_, args.source_text, args.target_text, opts)
+    print(f"patching {result.n_neurons} skill neurons at {opts.positions} positions of {run_.meta['model']}")
     print(f"  source: {args.source_text!r}\n  target: {args.target_text!r}")
     print(result.table())
     return 0

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from skill_lens.cli._parse import add_model_args, model_args
+from skill_lens.cli._parse import add_model_args, add_options, model_args, options_from_args
+from skill_lens.data.distributed import init_from_env, rank_world
+from skill_lens.probing.probe import ProbeOptions
+from skill_lens.workflow import steps
+from skill_lens.workflow.runs import Run
 
 
 def register(sub) -> None:
@@ -10,26 +14,17 @@ def register(sub) -> None:
                                      "(writes RUN/predictivity.safetensors; resumes after a kill; "
                                      "shards under torchrun)")
     p.add_argument("run", help="run directory made by `skill-lens tune`")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--pooling", action="store_true", help="also the mean-/max-pooling baselines of the paper")
-    p.add_argument("--permutations", type=int, default=0, metavar="K",
-                   help="also a permutation null: K label permutations per split give a family-wise 5%% threshold")
-    p.add_argument("--permutation-seed", type=int, default=0)
+    add_options(p, ProbeOptions)
     p.add_argument("--show", type=int, default=5, help="how many top neurons to print")
     add_model_args(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from skill_lens.workflow import steps
-    from skill_lens.data.distributed import init_from_env, rank_world
-    from skill_lens.workflow.runs import Run
-
-    steps.check_positive(batch_size=args.batch_size)
+    opts = options_from_args(args, ProbeOptions)
     run_ = Run.open(args.run, **model_args(args))
     init_from_env()  # under torchrun, each process probes a shard (docs/cluster.md)
-    result = steps.probe(run_, args.batch_size, args.pooling, permutations=args.permutations,
-                         permutation_seed=args.permutation_seed)
+    result = steps.probe(run_, opts)
     if rank_world()[0] != 0:
         return 0
     print(f"probed {len(result.hook_names)} layers x {result.baseline.shape[-1]} neurons at "
@@ -37,9 +32,9 @@ def run(args) -> int:
     print(f"top {args.show} neurons by dev predictivity (test in brackets):")
     for name, dev, test in steps.top_neurons(result, args.show):
         print(f"  {name}  {dev:.3f}" + (f"  ({test:.3f})" if test is not None else ""))
-    for split, null in result.null_summary().items() if args.permutations else ():
+    for split, null in result.null_summary().items() if opts.permutations else ():
         if isinstance(null, dict):
-            print(f"{split}: family-wise 5% threshold {null['fwer_threshold']:.3f} ({args.permutations} label "
+            print(f"{split}: family-wise 5% threshold {null['fwer_threshold']:.3f} ({opts.permutations} label "
                   f"permutations); {null['significant']} neurons above it (per layer: "
                   f"{', '.join(map(str, null['significant_per_layer']))})")
     print(f"wrote {run_.file('predictivity')}")

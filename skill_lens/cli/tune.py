@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from skill_lens.cli import add_task_args, task_from_args
-from skill_lens.cli._parse import add_model_args, model_args
+from skill_lens.cli._parse import add_model_args, add_options, model_args, options_from_args
+from skill_lens.model.loading import load_model
+from skill_lens.prompting.tuning import TuneConfig
+from skill_lens.workflow import steps
+from skill_lens.workflow.seeds import parse_seeds
 
 
 def register(sub) -> None:
@@ -14,28 +18,14 @@ def register(sub) -> None:
                    help="re-tune a finished run in --out, removing everything derived from its old prompt")
     add_task_args(p)
     add_model_args(p, run=False)
-    p.add_argument("--prompt-length", type=int, default=8)
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=0.03)
-    p.add_argument("--eval-every", type=int, default=25)
-    p.add_argument("--patience", type=int)
-    p.add_argument("--seed", type=int, default=0)
+    add_options(p, TuneConfig)
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: one run per seed in OUT/seed-S (reused when "
                                    "finished); probe each, then `skill-lens seeds OUT`")
-    p.add_argument("--max-length", type=int, help="truncate inputs to this many tokens")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from skill_lens.workflow import steps
-    from skill_lens.model.loading import load_model
-    from skill_lens.workflow.seeds import parse_seeds
-    from skill_lens.prompting.tuning import TuneConfig
-
-    config = TuneConfig(prompt_length=args.prompt_length, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                        eval_every=args.eval_every, patience=args.patience, seed=args.seed,
-                        max_length=args.max_length)  # validates before the slow parts
+    config = options_from_args(args, TuneConfig)  # validates before the slow parts
     seeds, load = parse_seeds(args.seeds) if args.seeds is not None else None, model_args(args)
     task, task_args = task_from_args(args)
     model = load_model(args.model, **load)

@@ -26,7 +26,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-__all__ = ["token_lengths", "length_batches", "pad_fraction", "in_order"]
+__all__ = ["BATCH_SIZE", "token_lengths", "length_batches", "pad_fraction", "in_order"]
+
+BATCH_SIZE = 32  # examples per forward pass of every pass over a split, unless a step is told otherwise
 
 _CHUNK = 256  # examples tokenized at a time when measuring lengths
 

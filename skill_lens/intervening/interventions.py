@@ -42,7 +42,7 @@ from torch import Tensor
 
 from skill_lens.model.anatomy import by_segment
 from skill_lens.model.loading import describe, model_device
-from skill_lens.probing.neurons import NeuronSet
+from skill_lens.probing.neurons import as_neuron_set
 from skill_lens.prompting.prompted_model import Batch
 from skill_lens.prompting.prompts import Hook
 
@@ -72,9 +72,20 @@ class Positions:
 
     @classmethod
     def of(cls, spec: PositionsLike) -> "Positions":
-        """A :class:`Positions` from a role name, a sequence of indices, or a :class:`Positions`."""
+        """A :class:`Positions` from a role name, a sequence of indices (or their text, ``"0,1,-1"``), or a
+        :class:`Positions`.
+
+        >>> Positions.of("0, -1").indices
+        (0, -1)
+        """
         if isinstance(spec, Positions):
             return spec
+        if isinstance(spec, str) and spec.replace(",", "").replace("-", "").replace(" ", "").isdigit():
+            try:
+                spec = [int(x) for x in spec.split(",") if x.strip()]
+            except ValueError:
+                raise InterventionError(f"cannot read positions {spec!r}; write indices like 0,1,-1 or one of "
+                                        f"{ROLES}.") from None
         if isinstance(spec, str):
             if spec not in ROLES:
                 raise InterventionError(f"unknown positions {spec!r}; use one of {ROLES} or a list of indices.")
@@ -125,7 +136,7 @@ class Positions:
 
 
 def neuron_mask(model, neurons, layers: Sequence[int] | range | None = None) -> Bool[Tensor, "layer d_mlp"]:
-    """The ``[n_layers, d_mlp]`` boolean mask of ``neurons`` (anything :meth:`NeuronSet.coerce` accepts: a
+    """The ``[n_layers, d_mlp]`` boolean mask of ``neurons`` (anything :func:`~skill_lens.probing.neurons.as_neuron_set` accepts: a
     ``NeuronSet``, a bool mask, ``(layer, index)`` pairs, labels), checked against ``model`` and restricted to ``layers``.
 
     >>> from skill_lens.model.tiny import tiny_model
@@ -135,7 +146,7 @@ def neuron_mask(model, neurons, layers: Sequence[int] | range | None = None) -> 
     """
     info = describe(model)
     try:
-        mask = NeuronSet.coerce(neurons, info.n_layers, info.d_mlp, info.layout).mask
+        mask = as_neuron_set(neurons, info.n_layers, info.d_mlp, info.layout).mask
     except ValueError as e:
         raise InterventionError(f"{info.name}: {e}") from e
     if layers is not None:
@@ -335,7 +346,7 @@ def random_like(neurons, seed: int = 0, n_draws: int = 1, disjoint: bool = True)
     ([[2, 1], [2, 1]], False)
     """
     try:
-        mask = NeuronSet.coerce(neurons).mask
+        mask = as_neuron_set(neurons).mask
     except ValueError as e:
         raise InterventionError(f"random_like needs a NeuronSet or a [n_layers, d_mlp] bool mask: {e}") from e
     if n_draws < 1:

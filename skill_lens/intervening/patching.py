@@ -55,6 +55,8 @@ from skill_lens.prompting.prompts import Hook
 
 __all__ = ["patch", "PatchResult", "patch_hooks", "capture"]
 
+EPS = 1e-6  # a source and target whose logit differences differ by less have nothing to restore (NaN)
+
 
 @dataclass
 class PatchResult:
@@ -168,7 +170,7 @@ def patch_hooks(pm, source: Batch, target: Batch, neurons, positions="prompt") -
 
 
 def patch(pm, source_text: str | Sequence[str], target_text: str | Sequence[str], neurons, positions="prompt",
-          source_pm=None, source_text_b=None, target_text_b=None, eps: float = 1e-6) -> PatchResult:
+          source_pm=None, source_text_b=None, target_text_b=None) -> PatchResult:
     """Patch ``neurons`` from a source run into a target run; see the module docstring.
 
     ``source_pm`` runs the source with another prompt (the same model, verbalizer and prompt length),
@@ -193,6 +195,6 @@ def patch(pm, source_text: str | Sequence[str], target_text: str | Sequence[str]
         d = lambda x: (x[a] - x[b]).item()  # noqa: E731
         denom = d(s) - d(t)
         pairs.append((a, b))
-        restored.append((d(p) - d(t)) / denom if abs(denom) > eps else math.nan)
+        restored.append((d(p) - d(t)) / denom if abs(denom) > EPS else math.nan)
     return PatchResult(tgt_logits, patched, src_logits, pairs, restored, pm.verbalizer.words,
                        int(neuron_mask(pm.model, neurons).sum()))

@@ -50,13 +50,14 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.store.artifacts import ArtifactError, library_version, load_tensors, read_json, save_tensors, write_json
 from skill_lens.intervening.ffn_slicing import build, ffn_keys, hf_state_dict, record, slice_layer
-from skill_lens.model.anatomy import NeuronLayout
+from skill_lens.model.layout import NeuronLayout
 from skill_lens.store.kinds import LOCK, PRUNED_INFO, PRUNED_PROMPT, PRUNED_WEIGHTS, STAGING
 from skill_lens.store.manifest import Folder
-from skill_lens.model.loading import bridge_from_hf, describe, model_device, parse_device
+from skill_lens.model.loading import bridge_from_hf, describe, model_class, model_device, parse_device
 from skill_lens.model.record import model_record
-from skill_lens.probing.neurons import NeuronSet
+from skill_lens.probing.neurons import as_neuron_set
 from skill_lens.probing.scores import select_top
+from skill_lens.prompting.prompts import SoftPrompt
 
 __all__ = ["prune", "save_pruned", "load_pruned", "pruning_info", "PruningInfo", "kept_neurons", "parameter_count",
            "check_prunable", "top_per_expert", "check_pruned_out", "PruningError"]
@@ -121,7 +122,7 @@ def kept_neurons(keep, layers: Sequence[int], width=None, scores=None,
     >>> keep = torch.tensor([[True, False, False, False]])
     >>> kept_neurons(keep, [0], width=3, scores=torch.tensor([[0.9, 0.1, 0.8, 0.7]]))
     {0: [0, 2, 3]}
-    >>> from skill_lens.model.anatomy import LayerLayout
+    >>> from skill_lens.model.layout import LayerLayout
     >>> kept_neurons(keep, [0], scores=torch.tensor([[0.9, 0.1, 0.8, 0.7]]), layout=NeuronLayout.of([LayerLayout(4, 2, 2)]))
     {0: [0, 2]}
     """
@@ -180,7 +181,7 @@ def top_per_expert(scores: Float[Tensor, "layer d_mlp"], top: float | int, layou
     """The best ``top`` neurons of each layer (``select_top(..., per_layer=True)``); in a mixture-of-experts layer
     of each expert and of the shared expert, so that every expert keeps as many (a count is shared out by width).
 
-    >>> from skill_lens.model.anatomy import LayerLayout
+    >>> from skill_lens.model.layout import LayerLayout
     >>> s = torch.tensor([[0.9, 0.8, 0.1, 0.2, 0.5, 0.4]])
     >>> top_per_expert(s, 0.5, NeuronLayout.of([LayerLayout(6, 2, 2)])).int().tolist()
     [[1, 0, 0, 1, 1, 0]]
@@ -399,8 +400,6 @@ def load_pruned(path, device: str | None = None, *, with_prompt: bool = False):
         model = _load_model(path, parse_device(device))
     if not with_prompt:
         return model
-    from skill_lens.prompting.prompts import SoftPrompt
-
     return model, SoftPrompt.load(path / PROMPT_FILE, model)
 
 
@@ -414,8 +413,6 @@ def _load_model(path: Path, device: str) -> TransformerBridge:
     config = AutoConfig.from_pretrained(path)
     cls = getattr(transformers, record.meta.get("hf_class", ""), None)
     if cls is None:
-        from skill_lens.model.loading import model_class
-
         cls = model_class(config)
     state, _ = load_tensors(path / WEIGHTS_FILE)
     tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").exists() else None
@@ -425,7 +422,7 @@ def _load_model(path: Path, device: str) -> TransformerBridge:
 # ----------------------------------------------------------------------------- internals
 def as_mask(keep, n_layers: int | None = None, d_mlp: int | None = None,
             layout: NeuronLayout | None = None) -> Bool[Tensor, "layer d_mlp"]:
-    """The bool mask ``[n_layers, d_mlp]`` of ``keep``: anything :meth:`NeuronSet.coerce` accepts (a
+    """The bool mask ``[n_layers, d_mlp]`` of ``keep``: anything :func:`~skill_lens.probing.neurons.as_neuron_set` accepts (a
     ``NeuronSet``, a bool mask; pairs and labels with ``n_layers``, ``d_mlp`` and, for experts, ``layout``),
     else a :class:`PruningError`.
 
@@ -433,7 +430,7 @@ def as_mask(keep, n_layers: int | None = None, d_mlp: int | None = None,
     [[False, False, False], [True, False, False]]
     """
     try:
-        return NeuronSet.coerce(keep, n_layers, d_mlp, layout).mask
+        return as_neuron_set(keep, n_layers, d_mlp, layout).mask
     except ValueError as e:
         raise PruningError(f"cannot prune to these neurons: {e}") from e
 

@@ -36,27 +36,83 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from skill_lens.store.checkpoint import Checkpoint
-from skill_lens.prompting.evaluation import check_labels, check_split, evaluate, predict, score_logits
-from skill_lens.intervening.interventions import (InterventionError, Positions, gaussian_noise, mean_ablate,
-                                      random_like, zero_ablate)
-from skill_lens.prompting.input_cache import InputCache
-from skill_lens.model.loading import describe
-from skill_lens.probing.neurons import NeuronSet
-from skill_lens.probing.scores import select_top
 from skill_lens.base.display import card, table
+from skill_lens.base.options import Options, option, parse_floats
 from skill_lens.base.progress import progress
 from skill_lens.base.stats import paired_bootstrap_gap
+from skill_lens.data.batching import BATCH_SIZE
+from skill_lens.intervening.interventions import (InterventionError, Positions, gaussian_noise, mean_ablate,
+                                                  random_like, zero_ablate)
+from skill_lens.model.loading import describe
+from skill_lens.probing.neurons import NeuronSet, as_neuron_set
+from skill_lens.probing.scores import select_top
+from skill_lens.prompting.evaluation import check_labels, check_split, evaluate, predict, score_logits
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.prompting.prompted_model import Batch
 from skill_lens.prompting.prompts import Hook
+from skill_lens.store.checkpoint import Checkpoint
 
-__all__ = ["suppression_curve", "SuppressionCurve", "evaluate_with", "check_fractions", "METHODS"]
+__all__ = ["CurveOptions", "SuppressionCurve", "suppression_curve", "evaluate_with", "METHODS", "DEFAULT_FRACTIONS"]
 
 METHODS = ("gaussian", "zero", "mean")
-DEFAULT_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1)
+DEFAULT_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1)  # of the neurons, when the curve selects by scores
 
 
-def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batch_size: int = 32,
+@dataclass
+class CurveOptions(Options):
+    """How a suppression curve perturbs, validated when made; the flags of ``skill-lens perturb``.
+
+    >>> CurveOptions(method="zero", fractions=[0, 0.1]).fractions
+    (0.0, 0.1)
+    >>> CurveOptions(controls=-1)
+    Traceback (most recent call last):
+    ...
+    skill_lens.intervening.interventions.InterventionError: controls (--controls) must be a whole number of at least 0, got -1.
+    """
+
+    error = InterventionError
+
+    method: str = option("gaussian", "how the neurons are perturbed: Gaussian noise, or zero or mean ablation "
+                                     "(to the probe's train baseline)", choices=METHODS)
+    fractions: tuple[float, ...] | None = option(
+        None, "comma-separated fractions of neurons in [0, 1] (default: " + ",".join(f"{f:g}" for f in DEFAULT_FRACTIONS)
+        + "; a given neuron set is perturbed whole)", parse=parse_floats)
+    controls: int = option(3, "random neuron sets per fraction")
+    per_layer: bool = option(False, "the top fraction of every layer (default: of all)")
+    std: float = option(1.0, "standard deviation of the Gaussian noise")
+    per: str = option("token", "fresh noise per token or example", choices=("token", "example"))
+    split: str = option("dev", "split the accuracy is measured on (of a task)", choices=("dev", "test"))
+    positions: Positions | str | tuple[int, ...] = option("prompt", "prompt, input, predict, all, or indices like "
+                                                                    "0,1,-1")
+    seed: int = option(0, "seed of the noise and of the random sets")
+    draws: int = option(1, "Gaussian noise draws per neuron set (the gap's interval covers examples, draws and "
+                           "controls)")
+    batch_size: int = option(BATCH_SIZE, "examples per forward pass")
+    bootstrap: int = option(1000, "bootstrap resamples of the gap's 95% interval", flag=None)
+    ci_seed: int = option(0, "seed of the bootstrap", flag=None)
+
+    def __post_init__(self):
+        self.check_choice("method", METHODS)
+        if self.fractions is not None:
+            self.fractions = self.check_fractions("fractions")
+        self.check_int("controls", 0)
+        self.check_bool("per_layer")
+        self.check_number("std", lambda x: math.isfinite(x) and x >= 0, "a finite number of at least 0")
+        self.check_choice("per", ("token", "example"))
+        self.check_choice("split", ("dev", "test"))
+        try:
+            self.positions = Positions.of(self.positions)
+        except (InterventionError, TypeError, ValueError) as e:
+            raise InterventionError(f"{self.label('positions')}: {e}") from None
+        for name, low in (("seed", None), ("draws", 1), ("batch_size", 1), ("bootstrap", 1), ("ci_seed", None)):
+            self.check_int(name, low)
+        if self.draws > 1 and self.method != "gaussian":
+            raise InterventionError(f"draws={self.draws} with method {self.method!r}: draws counts noise draws, and "
+                                    "only method 'gaussian' draws noise (zero and mean ablation are deterministic); "
+                                    "pass draws=1 (--draws 1) or method='gaussian'.")
+
+
+def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batch_size: int = BATCH_SIZE,
                   input_cache: InputCache | None = None, per_example: bool = False) -> dict:
     """:func:`skill_lens.prompting.evaluation.evaluate` of ``pm.with_hooks(make_hooks)``: hooks built per batch.
 
@@ -83,24 +139,6 @@ def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batc
     correct, diff = score_logits(predict(hooked, split, batch_size, input_cache=input_cache), split.labels)
     return {"accuracy": correct.float().mean().item(), "logit_diff": diff.mean().item(), "n": len(correct),
             "correct": correct}
-
-
-def check_fractions(fractions: Sequence[float]) -> list[float]:
-    """The fractions as floats, each in [0, 1], else a :class:`ValueError` naming the bad ones.
-
-    >>> check_fractions([0, 0.05])
-    [0.0, 0.05]
-    >>> check_fractions([0.1, 1.5])
-    Traceback (most recent call last):
-    ...
-    skill_lens.intervening.interventions.InterventionError: fractions [1.5] are outside [0, 1]; pass fractions of neurons such as 0,0.01,0.05.
-    """
-    out = [float(f) for f in fractions]
-    bad = [f for f in out if not 0.0 <= f <= 1.0]
-    if bad or not out:
-        raise InterventionError(f"fractions {bad or out} are outside [0, 1]; pass fractions of neurons such as "
-                                "0,0.01,0.05.")
-    return out
 
 
 @dataclass
@@ -244,15 +282,13 @@ def _interval(row: dict) -> str:
 
 
 def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | NeuronSet,
-                      fractions: Sequence[float] | None = None, *,
-                      method: str = "gaussian", controls: int = 3, per_layer: bool = False,
-                      baseline: Tensor | None = None, std: float = 1.0, positions="prompt", per: str = "token",
-                      seed: int = 0, batch_size: int = 32, split: str = "dev",
-                      checkpoint: str | Path | None = None, draws: int = 1, bootstrap: int = 1000,
-                      ci_seed: int = 0, input_cache: InputCache | None = None) -> SuppressionCurve:
+                      options: CurveOptions | None = None, *, baseline: Tensor | None = None,
+                      checkpoint: str | Path | None = None, input_cache: InputCache | None = None,
+                      **overrides) -> SuppressionCurve:
     """Perturb the top ``fractions`` of neurons by ``scores`` and ``controls`` random sets of the same
-    size; see the module docstring. ``task_or_split`` is a task (its ``split``) or a split. Everything
-    after ``fractions`` is keyword-only.
+    size; see the module docstring. ``task_or_split`` is a task (its ``split``) or a split. ``options`` is a
+    :class:`CurveOptions` (its fields, e.g. ``fractions``, ``method``, ``controls``, may also be passed as
+    keywords, over ``options``); ``baseline``, ``checkpoint`` and ``input_cache`` are keyword-only.
 
     ``scores`` is either per-neuron scores ``[L, d_mlp]`` (``ProbeResult.scores("dev")``; ``fractions``
     default to 0, 1%, 2%, 5% and 10%, of all neurons or with ``per_layer`` of each layer), or a fixed
@@ -289,52 +325,51 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
     >>> model, task = tiny_model(), tiny_task()
     >>> pm = prompted(model, task, SoftPrompt.init(model, 2))
     >>> ck = Path(tempfile.mkdtemp()) / "curve.checkpoint.safetensors"
-    >>> c = suppression_curve(pm, task, torch.rand(2, 64), [0, 0.1], method="zero", controls=1, checkpoint=ck)
+    >>> c = suppression_curve(pm, task, torch.rand(2, 64), fractions=[0, 0.1], method="zero", controls=1, checkpoint=ck)
     >>> len(c.rows), ck.exists()  # skill and random at each fraction; the checkpoint is gone when done
     (4, False)
     >>> chosen = NeuronSet.from_pairs(["L0.N3", "L1.N7", "L1.N9"], 2, 64)
     >>> suppression_curve(pm, task, chosen, method="zero", controls=2).fractions  # 0 and 3 of 128 neurons
     [0.0, 0.0234375]
-    >>> c = suppression_curve(pm, task, torch.rand(2, 64), [0.1], controls=1, std=3.0, draws=2, bootstrap=200)
+    >>> c = suppression_curve(pm, task, torch.rand(2, 64), fractions=[0.1], controls=1, std=3.0, draws=2, bootstrap=200)
     >>> [(r["set"], r["noise_draw"]) for r in c.rows]
     [('skill', 0), ('skill', 1), ('random', 0), ('random', 1)]
     """
+    opts = CurveOptions.build(options, **overrides)
     info = describe(pm.model)
-    scores, fixed = _check_curve(info, scores, method, controls, baseline)
-    _check_draws(method, draws, bootstrap)
-    fractions = _curve_fractions(fractions, fixed, per_layer, info)
-    data = getattr(task_or_split, split) if hasattr(task_or_split, split) else task_or_split
-    pos = Positions.of(positions)
-    make = _perturbation(pm, method, std, per, pos, baseline)
+    scores, fixed = _check_curve(info, scores, opts.method, baseline)
+    fractions = _curve_fractions(opts, fixed, info)
+    data = getattr(task_or_split, opts.split) if hasattr(task_or_split, opts.split) else task_or_split
+    pos = opts.positions
+    make = _perturbation(pm, opts, baseline)
     ckpt = None
     if checkpoint is not None:
         identity = _fingerprint(pm, data, scores if fixed is None else fixed.float(), baseline, fractions=fractions,
-                                method=method, controls=controls, per_layer=per_layer, std=std,
-                                positions=[pos.role, list(pos.indices)], per=per, seed=seed, batch_size=batch_size,
-                                draws=draws)
+                                method=opts.method, controls=opts.controls, per_layer=opts.per_layer, std=opts.std,
+                                positions=[pos.role, list(pos.indices)], per=opts.per, seed=opts.seed,
+                                batch_size=opts.batch_size, draws=opts.draws)
         ckpt = Checkpoint(checkpoint, identity, "suppression curve")
     sets = [(f, *s) for i, f in enumerate(fractions)
-            for s in _neuron_sets(scores, fixed, f, i, info, per_layer, controls, seed)]
-    rows = _curve_rows(pm, data, sets, make, method, draws, seed, batch_size, ckpt, input_cache,
-                       {f: i for i, f in enumerate(fractions)}, pos.role)
-    meta = {"model": info.name, "n_examples": len(data), "controls": controls, "per_layer": per_layer,
-            "positions": pos.role if pos.role != "indices" else list(pos.indices), "std": std, "per": per,
-            "seed": seed, "selection": "top by scores" if fixed is None else "a given neuron set",
-            "draws": draws, "bootstrap": bootstrap, "ci_seed": ci_seed}
+            for s in _neuron_sets(scores, fixed, f, i, info, opts.per_layer, opts.controls, opts.seed)]
+    rows = _curve_rows(pm, data, sets, make, opts, ckpt, input_cache, {f: i for i, f in enumerate(fractions)})
+    meta = {"model": info.name, "n_examples": len(data), "controls": opts.controls, "per_layer": opts.per_layer,
+            "positions": pos.role if pos.role != "indices" else list(pos.indices), "std": opts.std, "per": opts.per,
+            "seed": opts.seed, "selection": "top by scores" if fixed is None else "a given neuron set",
+            "draws": opts.draws, "bootstrap": opts.bootstrap, "ci_seed": opts.ci_seed}
     if ckpt is not None:
         ckpt.remove()
-    return SuppressionCurve(rows, fractions, method, meta)
+    return SuppressionCurve(rows, fractions, opts.method, meta)
 
 
-def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_size: int, ckpt, input_cache,
-                index: dict, role: str) -> list[dict]:
-    """The curve's rows: each ``(fraction, set, draw, mask)`` of ``sets`` evaluated ``draws`` times (noise
+def _curve_rows(pm, data, sets, make, opts: CurveOptions, ckpt, input_cache, index: dict) -> list[dict]:
+    """The curve's rows: each ``(fraction, set, draw, mask)`` of ``sets`` evaluated ``opts.draws`` times (noise
     draw ``k`` seeded apart from draw 0's key), resuming from and saving to ``ckpt`` if given."""
+    method, draws, seed, batch_size = opts.method, opts.draws, opts.seed, opts.batch_size
     saved = ckpt.load() if ckpt is not None else None  # rows: appended one by one (older checkpoints: saved)
     done = {_row_key(r): r for r in (saved[1]["rows"] if saved is not None else []) + (ckpt.records() if ckpt else [])}
     # Prompt-position hooks leave a causal input's keys/values alone: compute them once (the prompted
     # model decides where a cache applies; other families run as before).
-    cache = (input_cache if input_cache is not None else InputCache()) if role == "prompt" else None
+    cache = (input_cache if input_cache is not None else InputCache()) if opts.positions.role == "prompt" else None
     clean = None
     rows = []
     bar = progress(total=len(sets) * draws, desc=f"suppression ({method})")
@@ -367,23 +402,9 @@ def _row_key(row: dict) -> tuple:
     return row["fraction"], row["set"], row["draw"], row.get("noise_draw", 0)
 
 
-def _check_draws(method: str, draws: int, bootstrap: int) -> None:
-    """``draws`` >= 1 (and 1 unless the method draws noise) and ``bootstrap`` >= 1, else an InterventionError."""
-    if draws < 1 or (draws > 1 and method != "gaussian"):
-        raise InterventionError(f"draws={draws} with method {method!r}: draws counts noise draws, >= 1, and "
-                                "only method 'gaussian' draws noise (zero and mean ablation are deterministic); "
-                                "pass draws=1 or method='gaussian'.")
-    if bootstrap < 1:
-        raise InterventionError(f"bootstrap must be >= 1 resamples, got {bootstrap}; pass e.g. 1000.")
-
-
-def _check_curve(info, scores, method: str, controls: int, baseline) -> tuple[Tensor | None, Tensor | None]:
-    """``(scores, None)`` for per-neuron scores, ``(None, mask)`` for a neuron set, once the method,
-    controls and baseline are valid and the shape is the model's."""
-    if method not in METHODS:
-        raise InterventionError(f"unknown method {method!r}; use one of {METHODS}.")
-    if controls < 0:
-        raise InterventionError(f"controls must be >= 0, got {controls}")
+def _check_curve(info, scores, method: str, baseline) -> tuple[Tensor | None, Tensor | None]:
+    """``(scores, None)`` for per-neuron scores, ``(None, mask)`` for a neuron set, once the baseline is there
+    if the method needs it and the shape is the model's."""
     if method == "mean" and baseline is None:
         raise InterventionError("method 'mean' needs the probe's baseline (ProbeResult.baseline).")
     if callable(getattr(scores, "scores", None)) and hasattr(scores, "baseline"):
@@ -392,7 +413,7 @@ def _check_curve(info, scores, method: str, controls: int, baseline) -> tuple[Te
     if isinstance(scores, NeuronSet) or (isinstance(scores, Tensor) and scores.dtype == torch.bool) or \
             isinstance(scores, str) or (isinstance(scores, (list, tuple)) and not _numbers(scores)):
         try:
-            return None, NeuronSet.coerce(scores, *info.shape).mask
+            return None, as_neuron_set(scores, *info.shape, info.layout).mask
         except ValueError as e:
             raise InterventionError(f"neurons for a suppression curve: {e}") from None
     try:
@@ -415,19 +436,20 @@ def _numbers(xs) -> bool:
     return isinstance(first, (list, tuple)) and len(first) != 2 or isinstance(first, float)
 
 
-def _curve_fractions(fractions, fixed: Tensor | None, per_layer: bool, info) -> list[float]:
+def _curve_fractions(opts: CurveOptions, fixed: Tensor | None, info) -> list[float]:
     """The curve's points: the fractions asked for (default :data:`DEFAULT_FRACTIONS`), or for a fixed set 0
     and its share of all neurons."""
     if fixed is None:
-        return check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions)
-    if fractions is not None or per_layer:
+        return list(DEFAULT_FRACTIONS if opts.fractions is None else opts.fractions)
+    if opts.fractions is not None or opts.per_layer:
         raise InterventionError("a neuron set is perturbed whole (the curve's points are 0 and its share of all "
                                 "neurons): leave fractions and per_layer unset, or pass scores to select top fractions.")
     return [0.0, int(fixed.sum()) / (info.n_layers * info.d_mlp)]
 
 
-def _perturbation(pm, method: str, std: float, per: str, pos: Positions, baseline):
+def _perturbation(pm, opts: CurveOptions, baseline):
     """``make(mask, key)``: the per-batch hook factory perturbing ``mask``'s neurons (noise seeded by ``key``)."""
+    method, std, per, pos = opts.method, opts.std, opts.per, opts.positions
 
     def make(mask: Tensor, key: int) -> Callable[[Batch], list[Hook]]:
         gen = torch.Generator().manual_seed(key)  # one stream across batches: fresh noise per batch

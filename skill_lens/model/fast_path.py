@@ -64,15 +64,17 @@ NAME = "skill_lens_sdpa"  # the attention implementation registered with transfo
 
 
 def sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-         attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-         is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+         attention_mask: torch.Tensor | None = None, **kwargs) -> tuple[torch.Tensor, None]:
     """transformers' ``sdpa`` attention, with grouped key/value heads passed to torch uncopied: under a
     padding mask each group's query heads become query rows of one key/value head (the same numbers bit
     for bit), otherwise torch's ``enable_gqa``.
 
     Anything beyond plain grouped-query attention (a position bias, a paged cache, soft-capping) and
-    every model without grouped heads goes to transformers' own ``sdpa_attention_forward``.
+    every model without grouped heads goes to transformers' own ``sdpa_attention_forward``. The keywords are
+    transformers' attention interface's (``dropout``, ``scaling``, ``is_causal``, ...); every model passes
+    them by name.
     """
+    dropout, scaling, is_causal = kwargs.pop("dropout", 0.0), kwargs.pop("scaling", None), kwargs.pop("is_causal", None)
     groups = getattr(module, "num_key_value_groups", 1)
     plain = not any(kwargs.get(k) is not None for k in ("position_bias", "cache", "softcap"))
     if groups == 1 or not plain or kwargs.get("output_attentions"):

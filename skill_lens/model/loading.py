@@ -32,7 +32,8 @@ from typing import Literal
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from skill_lens.model.anatomy import LayerFFN, NeuronLayout, Segment, ffn_layers, ffn_stack
+from skill_lens.model.anatomy import LayerFFN, Segment, ffn_layers
+from skill_lens.model.layout import NeuronLayout
 from skill_lens.model.experts import attach
 from skill_lens.model.fast_path import use_fast_path
 from skill_lens.store.artifacts import check_safetensors

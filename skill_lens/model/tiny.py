@@ -24,6 +24,7 @@ from typing import Callable
 
 import torch
 
+from skill_lens.data.tasks import Task
 from skill_lens.model.loading import bridge_from_hf
 
 __all__ = ["tiny_model", "tiny_hf", "tiny_tokenizer", "tiny_task", "tiny_dir", "Architecture", "ARCHITECTURES",
@@ -254,8 +255,6 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 def tiny_task(n_train: int = 64, n_dev: int = 32, n_test: int = 32, seed: int = 0):
     """A synthetic sentiment task over :data:`VOCAB`: label 1 when the sentence holds a positive word."""
-    from skill_lens.data.tasks import Task
-
     rng = random.Random(seed)
 
     def sentence(label: int) -> str:

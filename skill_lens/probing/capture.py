@@ -33,7 +33,7 @@ from torch import Tensor
 
 from skill_lens.store.artifacts import atomic_write, library_version, write_json
 from skill_lens.model.loading import describe
-from skill_lens.probing.neurons import NeuronSet
+from skill_lens.probing.neurons import neuron_pairs
 from skill_lens.base.progress import progress
 from skill_lens.prompting.prompts import Hook
 
@@ -115,7 +115,7 @@ def capture_neurons(pm, batch, neurons, select: Select | None = None,
     """
     info = describe(pm.model)
     names = list(hook_names if hook_names is not None else info.hook_names)
-    pairs = NeuronSet.pairs_of(neurons, len(names), layout=info.layout)
+    pairs = neuron_pairs(neurons, len(names), layout=info.layout)
     where = [_locate(info.segments(names[layer]), i) for layer, i in pairs]  # (hook, index in it)
     hooks, got = capture_hooks(sorted({hook for hook, _ in where}), select)
     with torch.no_grad():
@@ -151,7 +151,7 @@ def activations(pm, split, neurons, positions: str = "prompt", batch_size: int =
     """
     info = describe(pm.model)
     names, decoder = probe_hooks(info, hook_names)
-    pairs = NeuronSet.pairs_of(neurons, layout=info.layout)
+    pairs = neuron_pairs(neurons, layout=info.layout)
     widths = [sum(seg.width for seg in info.segments(name)) for name in names]
     bad = [p for p in pairs if not (0 <= p[0] < len(names) and 0 <= p[1] < widths[p[0]])]
     if bad or not pairs:

@@ -2,7 +2,7 @@
 
 Neurons are named ``L{layer}.N{index}`` (``"L29.N692"``); in a mixture-of-experts layer
 ``L{layer}.E{expert}.N{index}`` (``"L3.E5.N812"``) and ``L{layer}.S.N{index}`` for the shared expert, by the
-model's :class:`~skill_lens.model.anatomy.NeuronLayout` (``describe(model).layout``), which a set made for
+model's :class:`~skill_lens.model.layout.NeuronLayout` (``describe(model).layout``), which a set made for
 such a model keeps in ``meta["layout"]``. Sets combine with ``| & - ^ ~``, save to safetensors with a JSON
 sidecar, and refuse to load for (or to be used with) another shape or model. A set selected by scores keeps
 them: :meth:`NeuronSet.top` lists its best neurons in rank order.
@@ -25,10 +25,10 @@ from torch import Tensor
 
 from skill_lens.base.display import card, table
 from skill_lens.store.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
-from skill_lens.model.anatomy import NeuronLayout, parse_label
+from skill_lens.model.layout import NeuronLayout, parse_label
 from skill_lens.probing.scores import best, select_top
 
-__all__ = ["NeuronSet", "layout_meta"]
+__all__ = ["NeuronSet", "as_neuron_set", "neuron_pairs", "check_top", "layout_meta"]
 _SHOWN = 10  # neurons named in a repr
 _SHOWN_RANKED = 5  # best neurons named in the repr of a set with scores
 
@@ -52,7 +52,6 @@ class NeuronSet:
             raise ValueError(f"scores {tuple(self.scores.shape)} do not match the mask {tuple(self.mask.shape)}")
 
     # ------------------------------------------------------------------ constructors
-
     @classmethod
     def from_mask(cls, mask: Tensor, meta: dict | None = None) -> "NeuronSet":
         """From a ``[layer, d_mlp]`` mask of bools or 0/1 (copied).
@@ -75,79 +74,17 @@ class NeuronSet:
 
         >>> NeuronSet.from_pairs(torch.tensor([[1, 0]]), 2, 4).pairs()
         [(1, 0)]
-        >>> from skill_lens.model.anatomy import LayerLayout
+        >>> from skill_lens.model.layout import LayerLayout
         >>> NeuronSet.from_pairs(["L1.E1.N2", "L1.S.N0"], 2, 10, layout=NeuronLayout.of([LayerLayout(10, 2, 4)] * 2))
         NeuronSet(2 neurons of 2x10: L1.E1.N2, L1.S.N0)
         """
         meta = {**(meta or {}), **layout_meta(layout)}
         layout = _layout(meta)
         mask = torch.zeros(n_layers, d_mlp, dtype=torch.bool)
-        for layer, idx in cls.pairs_of(pairs.tolist() if isinstance(pairs, Tensor) else list(pairs), n_layers, d_mlp,
+        for layer, idx in neuron_pairs(pairs.tolist() if isinstance(pairs, Tensor) else list(pairs), n_layers, d_mlp,
                                        layout):
             mask[layer, idx] = True
         return cls(mask, meta)
-
-    @classmethod
-    def coerce(cls, neurons, n_layers: int | None = None, d_mlp: int | None = None,
-               layout: NeuronLayout | None = None) -> "NeuronSet":
-        """A ``NeuronSet`` from any way of naming neurons, checked against ``n_layers`` x ``d_mlp`` when given.
-
-        Accepts a ``NeuronSet`` (returned as is), a bool mask ``[n_layers, d_mlp]``, ``(layer, index)``
-        pairs (a list, or an int tensor ``[k, 2]``) or labels like ``"L3.N12"`` (one or many). Pairs and
-        labels need ``n_layers`` and ``d_mlp`` to place them (expert labels also the model's ``layout``);
-        anything else is a ``ValueError`` naming what is accepted. This is the one coercion of neuron sets in
-        skill_lens.
-
-        >>> NeuronSet.coerce(["L1.N2", (0, 3)], 2, 4)
-        NeuronSet(2 neurons of 2x4: L0.N3, L1.N2)
-        >>> NeuronSet.coerce(torch.eye(2, dtype=torch.bool)).pairs(), NeuronSet.coerce("L0.N1", 1, 2).pairs()
-        ([(0, 0), (1, 1)], [(0, 1)])
-        >>> NeuronSet.coerce(torch.ones(2, 4), 2, 4)
-        Traceback (most recent call last):
-        ...
-        ValueError: cannot read neurons from a torch.float32 tensor of shape [2, 4]; pass a NeuronSet, a bool tensor [n_layers, d_mlp] (here 2 layers x 4 neurons), (layer, index) pairs (a list or an int tensor [k, 2]) or labels like 'L3.N12' (an expert's: 'L3.E5.N812')
-        """
-        mask = _mask_of(neurons, n_layers, d_mlp)
-        if mask is None:
-            if n_layers is None or d_mlp is None:
-                raise ValueError("(layer, index) pairs and labels name no model size; pass n_layers and d_mlp "
-                                 "(e.g. describe(model).shape) to make a NeuronSet of them")
-            return cls.from_pairs(cls.pairs_of(neurons, layout=layout), n_layers, d_mlp, layout=layout)
-        ns = neurons if isinstance(neurons, NeuronSet) else cls(mask.detach().cpu().clone(), layout_meta(layout))
-        if n_layers is not None and d_mlp is not None:
-            ns.check_compatible(n_layers, d_mlp)
-        return ns
-
-    @classmethod
-    def pairs_of(cls, neurons, n_layers: int | None = None, d_mlp: int | None = None,
-                 layout: NeuronLayout | None = None) -> list[tuple[int, int]]:
-        """``[(layer, index)]`` of anything :meth:`coerce` accepts, *in the order given* (a set or mask: sorted;
-        anything with a ``.pairs()`` method: its pairs), each checked against ``n_layers`` / ``d_mlp`` when given.
-
-        >>> NeuronSet.pairs_of(["L1.N5", (0, 2)]), NeuronSet.pairs_of((1, 2)), NeuronSet.pairs_of([])
-        ([(1, 5), (0, 2)], [(1, 2)], [])
-        """
-        mask = _mask_of(neurons, n_layers, d_mlp)
-        if mask is not None:
-            items = mask.nonzero().tolist()
-        elif callable(getattr(neurons, "pairs", None)):
-            items = neurons.pairs()
-        elif isinstance(neurons, Tensor):
-            items = neurons.tolist()
-        elif isinstance(neurons, str) or (isinstance(neurons, tuple) and len(neurons) == 2
-                                          and all(isinstance(x, int) for x in neurons)):
-            items = [neurons]
-        else:
-            items = neurons
-        pairs = [_pair(p, neurons, n_layers, d_mlp, layout) for p in _iterate(items, neurons, n_layers, d_mlp)]
-        for layer, idx in pairs:
-            if layer < 0 or idx < 0 or (n_layers is not None and layer >= n_layers) or \
-                    (d_mlp is not None and idx >= d_mlp):
-                size = " x ".join([*([f"{n_layers} layers"] if n_layers is not None else []),
-                                   *([f"{d_mlp} neurons"] if d_mlp is not None else [])]) or "any size"
-                raise ValueError(f"neuron {cls.label(layer, idx)} is not in a model with {size}; "
-                                 "check the layer and index (both count from 0)")
-        return pairs
 
     @classmethod
     def from_scores(cls, scores: Float[Tensor, "layer d_mlp"], top: float | int, *, per_layer: bool = False,
@@ -187,7 +124,6 @@ class NeuronSet:
         return cls(torch.ones(n_layers, d_mlp, dtype=torch.bool), dict(meta or {}))
 
     # ------------------------------------------------------------------ names
-
     @staticmethod
     def label(layer: int, index: int) -> str:
         """``"L{layer}.N{index}"``.
@@ -199,17 +135,18 @@ class NeuronSet:
 
     @staticmethod
     def parse(label: str, layout: NeuronLayout | None = None) -> tuple[int, int]:
-        """``(layer, index)`` of a label (an expert's, ``"L3.E5.N812"``, with the model's ``layout``).
+        """``(layer, index)`` of a label (an expert's, ``"L3.E5.N812"``, with the model's ``layout``):
+        :func:`~skill_lens.model.layout.parse_label`, the inverse of :meth:`label` and :meth:`name`.
 
-        >>> NeuronSet.parse("L29.N692"), NeuronSet.label(29, 692)
-        ((29, 692), 'L29.N692')
+        >>> NeuronSet.parse("L29.N692")
+        (29, 692)
         """
         return parse_label(label, layout)
 
     def name(self, layer: int, index: int) -> str:
         """This set's label of a neuron: ``L{layer}.N{index}``, or its expert's in a mixture-of-experts layer.
 
-        >>> from skill_lens.model.anatomy import LayerLayout
+        >>> from skill_lens.model.layout import LayerLayout
         >>> ns = NeuronSet.empty(1, 10, meta=layout_meta(NeuronLayout.of([LayerLayout(10, 2, 4)])))
         >>> ns.name(0, 5), ns.name(0, 9), NeuronSet.empty(1, 10).name(0, 5)
         ('L0.E1.N1', 'L0.S.N1', 'L0.N5')
@@ -226,7 +163,6 @@ class NeuronSet:
         return [self.name(*p) for p in self.pairs()]
 
     # ------------------------------------------------------------------ views
-
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.mask.shape)
@@ -254,7 +190,7 @@ class NeuronSet:
         return iter(self.pairs())
 
     def __contains__(self, neuron) -> bool:
-        layer, idx = self.parse(neuron, _layout(self.meta)) if isinstance(neuron, str) else map(int, neuron)
+        layer, idx = parse_label(neuron, _layout(self.meta)) if isinstance(neuron, str) else map(int, neuron)
         return 0 <= layer < self.n_layers and 0 <= idx < self.d_mlp and bool(self.mask[layer, idx])
 
     def per_layer(self) -> dict[int, Tensor]:
@@ -311,7 +247,6 @@ class NeuronSet:
         return NeuronSet(self.mask & keep, dict(self.meta), self.scores)
 
     # ------------------------------------------------------------------ set operations
-
     def _combine(self, other, op) -> "NeuronSet":
         if not isinstance(other, NeuronSet):
             return NotImplemented
@@ -369,7 +304,6 @@ class NeuronSet:
         return card("NeuronSet", fields, best)
 
     # ------------------------------------------------------------------ compatibility and files
-
     def check_compatible(self, n_layers: int, d_mlp: int) -> None:
         """Raise ``ValueError`` unless the set fits a model of ``n_layers`` x ``d_mlp`` neurons.
 
@@ -401,23 +335,109 @@ class NeuronSet:
     @classmethod
     def load(cls, path, expect_shape: tuple[int, int] | None = None, expect_model: str | None = None) -> "NeuronSet":
         """Read a saved set; raise ``ArtifactError`` if it is not one, or not for ``expect_shape``/``expect_model``."""
-        tensors, meta = load_tensors(path)
-        if "mask" not in tensors or tensors["mask"].dim() != 2:
-            raise ArtifactError(f"{path} holds no [layer, d_mlp] 'mask'; is it a neuron set (skill-lens neurons)?")
-        mask = tensors["mask"]
-        if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
-            raise ArtifactError(f"{path}: the mask holds values other than 0/1; it is corrupt, rerun skill-lens neurons")
-        if expect_shape is not None and tuple(mask.shape) != tuple(expect_shape):
-            L, N = expect_shape
-            raise ArtifactError(f"{path} is a neuron set for a model with {mask.shape[0]} layers x {mask.shape[1]} "
-                                f"neurons, but {L} layers x {N} were expected; select neurons on this model")
-        if expect_model is not None:
-            check_meta(meta, {"model": expect_model}, "neuron set")
-        meta = {k: v for k, v in meta.items() if k not in ("tensors", "kind")}
-        return cls(mask.to(torch.bool), meta, tensors.get("scores"))
+        return cls(*_read(path, expect_shape, expect_model))
 
 
-# ------------------------------------------------------------------ coercion helpers (NeuronSet.coerce, pairs_of)
+def _read(path, expect_shape, expect_model) -> tuple[Tensor, dict, Tensor | None]:
+    """The mask, metadata and scores of a saved set, checked (:meth:`NeuronSet.load`)."""
+    tensors, meta = load_tensors(path)
+    if "mask" not in tensors or tensors["mask"].dim() != 2:
+        raise ArtifactError(f"{path} holds no [layer, d_mlp] 'mask'; is it a neuron set (skill-lens neurons)?")
+    mask = tensors["mask"]
+    if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+        raise ArtifactError(f"{path}: the mask holds values other than 0/1; it is corrupt, rerun skill-lens neurons")
+    if expect_shape is not None and tuple(mask.shape) != tuple(expect_shape):
+        L, N = expect_shape
+        raise ArtifactError(f"{path} is a neuron set for a model with {mask.shape[0]} layers x {mask.shape[1]} "
+                            f"neurons, but {L} layers x {N} were expected; select neurons on this model")
+    if expect_model is not None:
+        check_meta(meta, {"model": expect_model}, "neuron set")
+    meta = {k: v for k, v in meta.items() if k not in ("tensors", "kind")}
+    return mask.to(torch.bool), meta, tensors.get("scores")
+
+
+def check_top(top: float, flag: str = "--top") -> float | int:
+    """How many neurons a selection takes: ``top`` is a fraction in (0, 1) or a whole number of neurons; returns
+    it as a fraction or an int (else a ``ValueError`` naming ``flag``).
+
+    >>> check_top(0.02), check_top(5.0)
+    (0.02, 5)
+    >>> check_top(1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: --top must be a fraction in (0, 1) or a whole number of neurons >= 1, got 1.5
+    """
+    if isinstance(top, bool) or not isinstance(top, (int, float)) or \
+            not (0 < top < 1 or (top >= 1 and float(top).is_integer())):
+        raise ValueError(f"{flag} must be a fraction in (0, 1) or a whole number of neurons >= 1, got {top}")
+    return int(top) if top >= 1 else top
+
+
+# ------------------------------------------------------------------ coercion: the one place any way of naming neurons becomes a set
+
+def as_neuron_set(neurons, n_layers: int | None = None, d_mlp: int | None = None,
+                  layout: NeuronLayout | None = None) -> NeuronSet:
+    """A ``NeuronSet`` from any way of naming neurons, checked against ``n_layers`` x ``d_mlp`` when given.
+
+    Accepts a ``NeuronSet`` (returned as is), a bool mask ``[n_layers, d_mlp]``, ``(layer, index)``
+    pairs (a list, or an int tensor ``[k, 2]``) or labels like ``"L3.N12"`` (one or many). Pairs and
+    labels need ``n_layers`` and ``d_mlp`` to place them (expert labels also the model's ``layout``);
+    anything else is a ``ValueError`` naming what is accepted. This is the one coercion of neuron sets in
+    skill_lens.
+
+    >>> as_neuron_set(["L1.N2", (0, 3)], 2, 4)
+    NeuronSet(2 neurons of 2x4: L0.N3, L1.N2)
+    >>> as_neuron_set(torch.eye(2, dtype=torch.bool)).pairs(), as_neuron_set("L0.N1", 1, 2).pairs()
+    ([(0, 0), (1, 1)], [(0, 1)])
+    >>> as_neuron_set(torch.ones(2, 4), 2, 4)
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot read neurons from a torch.float32 tensor of shape [2, 4]; pass a NeuronSet, a bool tensor [n_layers, d_mlp] (here 2 layers x 4 neurons), (layer, index) pairs (a list or an int tensor [k, 2]) or labels like 'L3.N12' (an expert's: 'L3.E5.N812')
+    """
+    mask = _mask_of(neurons, n_layers, d_mlp)
+    if mask is None:
+        if n_layers is None or d_mlp is None:
+            raise ValueError("(layer, index) pairs and labels name no model size; pass n_layers and d_mlp "
+                             "(e.g. describe(model).shape) to make a NeuronSet of them")
+        return NeuronSet.from_pairs(neuron_pairs(neurons, layout=layout), n_layers, d_mlp, layout=layout)
+    ns = neurons if isinstance(neurons, NeuronSet) else NeuronSet(mask.detach().cpu().clone(), layout_meta(layout))
+    if n_layers is not None and d_mlp is not None:
+        ns.check_compatible(n_layers, d_mlp)
+    return ns
+
+
+def neuron_pairs(neurons, n_layers: int | None = None, d_mlp: int | None = None,
+                 layout: NeuronLayout | None = None) -> list[tuple[int, int]]:
+    """``[(layer, index)]`` of anything :func:`as_neuron_set` accepts, *in the order given* (a set or mask: sorted;
+    anything with a ``.pairs()`` method: its pairs), each checked against ``n_layers`` / ``d_mlp`` when given.
+
+    >>> neuron_pairs(["L1.N5", (0, 2)]), neuron_pairs((1, 2)), neuron_pairs([])
+    ([(1, 5), (0, 2)], [(1, 2)], [])
+    """
+    mask = _mask_of(neurons, n_layers, d_mlp)
+    if mask is not None:
+        items = mask.nonzero().tolist()
+    elif callable(getattr(neurons, "pairs", None)):
+        items = neurons.pairs()
+    elif isinstance(neurons, Tensor):
+        items = neurons.tolist()
+    elif isinstance(neurons, str) or (isinstance(neurons, tuple) and len(neurons) == 2
+                                      and all(isinstance(x, int) for x in neurons)):
+        items = [neurons]
+    else:
+        items = neurons
+    pairs = [_pair(p, neurons, n_layers, d_mlp, layout) for p in _iterate(items, neurons, n_layers, d_mlp)]
+    for layer, idx in pairs:
+        if layer < 0 or idx < 0 or (n_layers is not None and layer >= n_layers) or \
+                (d_mlp is not None and idx >= d_mlp):
+            size = " x ".join([*([f"{n_layers} layers"] if n_layers is not None else []),
+                               *([f"{d_mlp} neurons"] if d_mlp is not None else [])]) or "any size"
+            raise ValueError(f"neuron {NeuronSet.label(layer, idx)} is not in a model with {size}; "
+                             "check the layer and index (both count from 0)")
+    return pairs
+
+
+# ------------------------------------------------------------------ coercion helpers
 
 def layout_meta(layout: NeuronLayout | None) -> dict:
     """``{"layout": ...}`` for a set's ``meta`` when ``layout`` names experts (dense layouts need no record).
@@ -467,9 +487,9 @@ def _iterate(items, neurons, n_layers, d_mlp):
 
 def _pair(p, neurons, n_layers, d_mlp, layout=None) -> tuple[int, int]:
     if isinstance(p, str):
-        return NeuronSet.parse(p, layout)
+        return parse_label(p, layout)
     if isinstance(p, tuple) and len(p) in (2, 3) and isinstance(p[0], str):  # (label, score, ...) from a .top(k)
-        return NeuronSet.parse(p[0], layout)
+        return parse_label(p[0], layout)
     if isinstance(p, Tensor):
         p = p.tolist()
     ok = isinstance(p, (tuple, list)) and len(p) == 2 and not any(isinstance(x, bool) for x in p)

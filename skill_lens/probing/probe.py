@@ -25,38 +25,80 @@ resume after a kill.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from skill_lens.data.batching import length_batches
-from skill_lens.probing.capture import CaptureError, probe_hooks, probed_positions
-from skill_lens.probing.result import ProbeError, ProbeResult
-from skill_lens.store.checkpoint import Checkpoint
+from skill_lens.base.options import Options, option
+from skill_lens.base.progress import progress
+from skill_lens.data.batching import BATCH_SIZE, length_batches
 from skill_lens.data.distributed import all_reduce_, rank_world, shard
-from skill_lens.prompting.evaluation import prompted
-from skill_lens.prompting.input_cache import InputCache
 from skill_lens.model.anatomy import EXPERTS_HOOK, ROUTING_HOOK, Segment
 from skill_lens.model.loading import describe
+from skill_lens.probing.capture import CaptureError, probe_hooks, probed_positions
 from skill_lens.probing.null import null_maxima
+from skill_lens.probing.result import ProbeError, ProbeResult
 from skill_lens.probing.statistics import AgreementAccumulator, MeanAccumulator, NullAccumulator, permuted_labels
-from skill_lens.base.progress import progress
+from skill_lens.prompting.evaluation import prompted
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.store.checkpoint import Checkpoint
 
-__all__ = ["probe", "probe_fingerprint", "permutation_labels",
-           "probe_random_prompt"]
+__all__ = ["ProbeOptions", "probe", "probe_fingerprint", "permutation_labels", "probe_random_prompt"]
 
-def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequence[str] = ("dev", "test"),
-          hook_names: Sequence[str] | None = None, *, checkpoint: str | Path | None = None,
-          checkpoint_every: int = 20, on_result: Callable[[ProbeResult], None] | None = None,
-          permutations: int = 0, permutation_seed: int = 0, input_cache: InputCache | None = None) -> ProbeResult:
-    """Probe every FFN neuron of ``pm.model`` on ``task`` (see the module docstring).
+
+@dataclass
+class ProbeOptions(Options):
+    """What the probe reads and how, validated when made; the flags of ``skill-lens probe``.
+
+    >>> ProbeOptions(batch_size=8, splits=["dev"]).splits
+    ('dev',)
+    >>> ProbeOptions(permutations=-1)
+    Traceback (most recent call last):
+    ...
+    skill_lens.probing.result.ProbeError: permutations (--permutations) must be a whole number of at least 0, got -1.
+    """
+
+    error = ProbeError
+
+    batch_size: int = option(BATCH_SIZE, "examples per forward pass")
+    pooling: bool = option(False, "also the mean-/max-pooling baselines of the paper")
+    permutations: int = option(0, "also a permutation null: K label permutations per split give a family-wise 5% "
+                                  "threshold", metavar="K")
+    permutation_seed: int = option(0, "seed of the label permutations")
+    splits: tuple[str, ...] = option(("dev", "test"), "the evaluation splits probed (train gives the baselines; an "
+                                                      "empty test split is skipped)", flag=None)
+    hook_names: tuple[str, ...] | None = option(None, "the hooks probed (default: every FFN's activation)", flag=None)
+    checkpoint_every: int = option(20, "batches between checkpoints", flag=None)
+
+    def __post_init__(self):
+        self.check_int("batch_size", 1)
+        self.check_int("checkpoint_every", 1)
+        self.check_int("permutations", 0)
+        self.check_int("permutation_seed")
+        self.check_bool("pooling")
+        self.splits = tuple(self.splits)
+        if set(self.splits) - {"dev", "test"}:
+            raise ProbeError(f"unknown split(s) in {list(self.splits)}; probe 'dev' and/or 'test' (train gives the "
+                             "baselines).")
+        if self.hook_names is not None:
+            self.hook_names = tuple(self.hook_names)
+
+
+def probe(pm, task, options: ProbeOptions | None = None, *, checkpoint: str | Path | None = None,
+          on_result: Callable[[ProbeResult], None] | None = None, input_cache: InputCache | None = None,
+          **overrides) -> ProbeResult:
+    """Probe every FFN neuron of ``pm.model`` on ``task`` (see the module docstring) as ``options`` say (a
+    :class:`ProbeOptions`; its fields, e.g. ``batch_size``, ``splits``, ``pooling``, may also be passed as
+    keywords, over ``options``).
 
     Each split runs in length-sorted batches (:func:`~skill_lens.data.batching.length_batches`). With an
     ``input_cache`` (:mod:`skill_lens.prompting.input_cache`) on a causal model with a soft prompt, the inputs'
@@ -93,36 +135,36 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
     (torch.Size([2, 1, 64]), None, torch.Size([2, 64]))
     >>> d = Path(tempfile.mkdtemp())
     >>> save = lambda r: r.save(d / "p.safetensors")
-    >>> r = probe(hard_prompt_model(model, task), task, 16, checkpoint=d, on_result=save)
+    >>> r = probe(hard_prompt_model(model, task), task, batch_size=16, checkpoint=d, on_result=save)
     >>> sorted(p.name for p in d.iterdir())  # the checkpoint is gone once on_result has run
     ['p.safetensors', 'p.safetensors.json']
     """
+    opts = ProbeOptions.build(options, **overrides)
     info = describe(pm.model)
-    names, decoder, splits = _check_probe(info, task, batch_size, pooling, splits, hook_names, checkpoint_every)
-    _check_permutations(permutations, permutation_seed)
+    names, decoder, splits = _check_probe(info, task, opts)
+    opts = dataclasses.replace(opts, splits=splits)
     rank, world = rank_world()
-    kinds = ["prompt", *(("mean_pool", "max_pool") if pooling else ())]
+    kinds = ["prompt", *(("mean_pool", "max_pool") if opts.pooling else ())]
     P = 1 if decoder or pm.prompt is None else pm.prompt_length
     segs = _segments(info, names)  # every hook a layer's neurons come from (an MoE layer: experts, shared)
     shapes = {k: [(1, P if k == "prompt" else 1, seg.width) for _, seg in segs] for k in kinds}
     routers = [(i, seg.hook.replace(EXPERTS_HOOK, ROUTING_HOOK), seg.experts) for i, seg in segs if seg.experts]
     if routers:  # [routed & label 0 | routed & label 1] per expert, train only
         shapes["routing"] = [(1, P, 2 * e) for _, _, e in routers]
-    sums = _Sums(["train", *splits], shapes, [i for i, _ in segs], null=permutations)
+    sums = _Sums(["train", *splits], shapes, [i for i, _ in segs], null=opts.permutations)
     ckpt = None
     if checkpoint is not None:
-        identity = {**probe_fingerprint(pm, task, batch_size, names, pooling, splits, permutations=permutations,
-                                        permutation_seed=permutation_seed), "shard": f"{rank}/{world}"}
+        identity = {**probe_fingerprint(pm, task, opts), "shard": f"{rank}/{world}"}
         ckpt = Checkpoint(Path(checkpoint) / f"probe_checkpoint.{rank}of{world}.safetensors", identity, "probe")
-    stream = functools.partial(_stream, pm, batch_size=batch_size, names=[seg.hook for _, seg in segs],
-                               decoder=decoder, kinds=kinds, input_cache=input_cache,
-                               routers=[(h, e) for _, h, e in routers])
-    out = _probe_passes(task, sums, stream, batch_size, ckpt, checkpoint_every, permutation_seed)
+    reading = _Reading(pm, opts.batch_size, [seg.hook for _, seg in segs], decoder, kinds, input_cache,
+                       [(h, e) for _, h, e in routers])
+    stream = functools.partial(_stream, reading=reading)
+    out = _probe_passes(task, sums, stream, opts.batch_size, ckpt, opts.checkpoint_every, opts.permutation_seed)
     if routers:
         out["routing"] = _routing(sums.total("train", "routing"), routers, task.train.labels, len(names))
     result = _result(pm, task, info, {k: v.cpu() for k, v in out.items()}, names, sums.passes, world)  # on the CPU
-    if permutations:
-        result.meta.update(permutations=permutations, permutation_seed=permutation_seed)
+    if opts.permutations:
+        result.meta.update(permutations=opts.permutations, permutation_seed=opts.permutation_seed)
     if rank == 0 and on_result is not None:
         on_result(result)
     if world > 1:
@@ -132,9 +174,7 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
     return result
 
 
-def probe_fingerprint(pm, task, batch_size: int = 32, hook_names: Sequence[str] | None = None,
-                      pooling: bool = False, splits: Sequence[str] = ("dev", "test"), *,
-                      permutations: int = 0, permutation_seed: int = 0) -> dict:
+def probe_fingerprint(pm, task, options: ProbeOptions | None = None, **overrides) -> dict:
     """What a probe checkpoint belongs to: model, task, prompt tensor hash, batch size, hooks, options
     (``permutations`` and ``permutation_seed`` only when ``permutations > 0``, so older ones still match).
 
@@ -142,21 +182,24 @@ def probe_fingerprint(pm, task, batch_size: int = 32, hook_names: Sequence[str] 
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
     >>> from skill_lens.prompting.evaluation import hard_prompt_model
-    >>> fp = probe_fingerprint(hard_prompt_model(tiny_model(), tiny_task()), tiny_task(), 8)
+    >>> fp = probe_fingerprint(hard_prompt_model(tiny_model(), tiny_task()), tiny_task(), batch_size=8)
     >>> fp["model"], fp["batch_size"], fp["prompt"][:5]
     ('tiny-causal', 8, 'hard:')
     """
+    opts = ProbeOptions.build(options, **overrides)
     info = describe(pm.model)
-    names, _ = probe_hooks(info, hook_names)
+    names, _ = probe_hooks(info, opts.hook_names)
     if pm.prompt is None:
         prompt = "hard:" + hashlib.sha256(pm.template.encode()).hexdigest()
     else:
         data = pm.prompt.embedding.detach().float().cpu().contiguous().numpy().tobytes()
         prompt = hashlib.sha256(data).hexdigest()
-    fp = {"model": info.name, "task": task.fingerprint(), "prompt": prompt, "batch_size": batch_size,
-          "batching": "length-sorted", "hook_names": list(names), "pooling": pooling, "splits": list(splits),
+    fp = {"model": info.name, "task": task.fingerprint(), "prompt": prompt, "batch_size": opts.batch_size,
+          "batching": "length-sorted", "hook_names": list(names), "pooling": opts.pooling, "splits": list(opts.splits),
           "max_length": pm.max_length}
-    return {**fp, "permutations": permutations, "permutation_seed": permutation_seed} if permutations else fp
+    if not opts.permutations:
+        return fp
+    return {**fp, "permutations": opts.permutations, "permutation_seed": opts.permutation_seed}
 
 
 def permutation_labels(labels: Sequence[int], split: str, permutations: int, seed: int = 0) -> Tensor:
@@ -170,13 +213,6 @@ def permutation_labels(labels: Sequence[int], split: str, permutations: int, see
     """
     digest = hashlib.sha256(f"{seed}:{split}".encode()).digest()
     return permuted_labels(torch.as_tensor(list(labels)), permutations, int.from_bytes(digest[:7], "little"))
-
-
-def _check_permutations(permutations, seed) -> None:
-    if isinstance(permutations, bool) or not isinstance(permutations, int) or permutations < 0:
-        raise ProbeError(f"permutations must be an int >= 0 (0: no null), got {permutations!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ProbeError(f"permutation_seed must be an int, got {seed!r}")
 
 
 def _segments(info, names: Sequence[str]) -> list[tuple[int, Segment]]:
@@ -201,22 +237,16 @@ def _routing(total: list, routers: list, labels, n_layers: int) -> Tensor:
     return out.float()
 
 
-def _check_probe(info, task, batch_size, pooling, splits, hook_names, checkpoint_every) -> tuple[list, bool, list]:
+def _check_probe(info, task, opts: ProbeOptions) -> tuple[list, bool, tuple]:
     """Hook names, whether they are the decoder's, and the splits to probe (an empty test is skipped)."""
     try:
-        names, decoder = probe_hooks(info, hook_names)
+        names, decoder = probe_hooks(info, opts.hook_names)
     except CaptureError as e:  # the probe's caller asked for these hooks: a probe error
         raise ProbeError(str(e)) from None
-    if batch_size < 1:
-        raise ProbeError(f"batch size must be at least 1, got {batch_size}")
-    if checkpoint_every < 1:
-        raise ProbeError(f"checkpoint_every must be at least 1 batch, got {checkpoint_every}")
-    if pooling and decoder:
+    if opts.pooling and decoder:
         raise ProbeError("pooling averages over input tokens, which decoder hooks do not see; probe encoder hooks.")
-    if set(splits) - {"dev", "test"}:
-        raise ProbeError(f"unknown split(s) in {list(splits)}; probe 'dev' and/or 'test' (train gives the baselines).")
     _check_binary(task.train, "train", need_both=False)
-    splits = [s for s in splits if s == "dev" or len(getattr(task, s)) > 0]
+    splits = tuple(s for s in opts.splits if s == "dev" or len(getattr(task, s)) > 0)
     for s in splits:
         _check_binary(getattr(task, s), s, need_both=(s == "dev"))
     return names, decoder, splits
@@ -379,25 +409,39 @@ def _result(pm, task, info, out: dict, names: list[str], passes: list[str], worl
     return ProbeResult(**{"dev_acc": None, **out}, sizes=sizes, hook_names=tuple(names), meta=meta)
 
 
-def _stream(pm, split, batch_size, names, decoder, kinds, feed, desc, start: int = 0, done=None,
-            labels: Tensor | None = None, input_cache: InputCache | None = None, routers=(), route=False) -> None:
+class _Reading(NamedTuple):
+    """What every pass reads: the prompted model, its batch size, the hooks (and whether they are the
+    decoder's), the kinds of statistics, the input cache the inputs may come from, and the MoE routers
+    ``(hook, n_experts)``."""
+
+    pm: object
+    batch_size: int
+    names: list[str]
+    decoder: bool
+    kinds: list[str]
+    input_cache: InputCache | None
+    routers: list
+
+
+def _stream(split, reading: _Reading, feed, desc, start: int = 0, done=None, labels: Tensor | None = None,
+            route: bool = False) -> None:
     """Run ``split`` in its length-sorted batches (:func:`~skill_lens.data.batching.length_batches`) from batch
     ``start``; hooks call ``feed(kind, layer, acts [B 1 P N], labels)`` and keep nothing; ``done(b)`` runs
     once batches ``[0, b)`` are fed. ``labels`` (one row per example) replaces ``split.labels``. With
-    ``input_cache``, where ``pm`` can use it (:meth:`~skill_lens.prompting.prompted_model.PromptedModel.cache_inputs`;
+    ``reading.input_cache``, where ``pm`` can use it (:meth:`~skill_lens.prompting.prompted_model.PromptedModel.cache_inputs`;
     not with pooling, which reads the input positions), the inputs come from it and only the prompt
     positions run (the hooks are built for those). With ``route``, the ``routers`` (hook, n_experts) also
     feed ``("routing", j, [B 1 P 2E], labels)``."""
-    routers = list(routers) if route else []
-    batches = length_batches(pm, split, batch_size)
+    pm, routers = reading.pm, list(reading.routers) if route else []
+    batches = length_batches(pm, split, reading.batch_size)
     all_labels = torch.as_tensor(split.labels) if labels is None else labels
     now = {}  # the labels of the batch that runs, for its hooks
 
     def recorders(part):  # built for the part of the batch that runs: all of it, or its prompt positions
-        return _capture_hooks(pm, part, now["y"], names, decoder, kinds, feed, routers)
+        return _capture_hooks(reading, part, now["y"], feed, routers)
 
-    probed = pm.with_hooks(recorders, prompt_only=kinds == ["prompt"])
-    cache = probed.cache_inputs(split, input_cache) if start < len(batches) else None
+    probed = pm.with_hooks(recorders, prompt_only=reading.kinds == ["prompt"])
+    cache = probed.cache_inputs(split, reading.input_cache) if start < len(batches) else None
     for b in progress(range(start, len(batches)), desc=f"probe {desc}", initial=start, total=len(batches)):
         batch, now["y"] = pm.encode_split(split, batches[b]), all_labels[batches[b]]
         with torch.no_grad():
@@ -406,10 +450,10 @@ def _stream(pm, split, batch_size, names, decoder, kinds, feed, desc, start: int
             done(b + 1)
 
 
-def _capture_hooks(pm, batch, labels, names, decoder, kinds, feed, routers=()) -> list:
+def _capture_hooks(reading: _Reading, batch, labels, feed, routers=()) -> list:
     """One forward hook per name, feeding the probed positions (and pooled values) of its activations; one per
     router, feeding whether each probed position is routed to each expert, split by label."""
-    hard = pm.prompt is None
+    hard, names, decoder, kinds = reading.pm.prompt is None, reading.names, reading.decoder, reading.kinds
 
     def route(weights: Tensor, hook, j: int) -> None:
         routed = (probed_positions(weights, batch, decoder, hard) > 0).double()  # [B, P, E]

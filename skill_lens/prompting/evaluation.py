@@ -28,6 +28,7 @@ from skill_lens.base.progress import progress
 from skill_lens.prompting.prompted_model import PromptedModel
 from skill_lens.prompting.prompts import Hook, PromptError, SoftPrompt, Verbalizer
 from skill_lens.base.stats import wilson_interval
+from skill_lens.data.distributed import DistributedError, rank_world, shard, sum_across_ranks
 
 __all__ = ["prompted", "evaluate", "hard_prompt_model", "predict", "evaluate_distributed", "check_split", "check_labels",
            "check_lengths", "score_logits"]
@@ -208,8 +209,6 @@ def evaluate_distributed(pm, split, fwd_hooks: Sequence[Hook] = (), batch_size: 
     >>> evaluate_distributed(hard_prompt_model(model, task), task.dev)["n"]
     32
     """
-    from skill_lens.data.distributed import DistributedError, rank_world, shard, sum_across_ranks
-
     if split is None or len(split) == 0:
         raise DistributedError("the evaluation split is empty; pass a split with examples (e.g. task.dev).")
     rank, world = rank_world()

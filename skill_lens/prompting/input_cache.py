@@ -56,6 +56,8 @@ from transformers import DynamicCache
 
 from skill_lens.store.artifacts import ArtifactError, load_tensors, save_tensors
 from skill_lens.data.batching import length_batches, token_lengths
+from skill_lens.store.packaged import cache_dir
+from skill_lens.model.loading import dtype_name, fingerprint, model_device
 
 __all__ = ["InputCache", "DISK_ENV", "DEFAULT_DISK_MB"]
 
@@ -106,8 +108,6 @@ class InputCache:
         >>> cache.directory is None or cache.directory.name == "inputs"
         True
         """
-        from skill_lens.store.packaged import cache_dir
-
         raw = os.environ.get(DISK_ENV, "")
         try:
             disk_mb = float(raw) if raw.strip() else DEFAULT_DISK_MB
@@ -178,8 +178,6 @@ class InputCache:
     def _file(self, pm, batches) -> tuple[Path, dict]:
         """The file of this split's inputs, named by a hash of everything their numbers depend on, and what
         it records of that (checked when it is read)."""
-        from skill_lens.model.loading import dtype_name, fingerprint, model_device
-
         hf = pm.model.original_model
         identity = {"format": FORMAT, "model_fingerprint": fingerprint(pm.model),
                     "dtype": dtype_name(next(hf.parameters()).dtype), "device": model_device(pm.model).type,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from skill_lens.base.options import Options, option
+from skill_lens.data.batching import BATCH_SIZE
 from skill_lens.store.artifacts import load_tensors
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.prompting.evaluation import (check_labels, check_lengths, check_split, evaluate, prompted)
@@ -47,8 +48,6 @@ SCHEDULES = ("constant", "linear")
 INITS = ("vocab", "normal")
 CHECKPOINT_FILE = "checkpoint.safetensors"  # in a run directory (``run_dir=``)
 RESOURCE_FIELDS = ("input_cache_mb",)  # how much memory a run may use, not what it computes
-FLAGS = {"prompt_length": "--prompt-length", "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr",
-         "eval_every": "--eval-every", "patience": "--patience", "max_length": "--max-length"}
 
 
 class ConfigError(PromptError):
@@ -60,8 +59,9 @@ class ConfigError(PromptError):
 
 
 @dataclass
-class TuneConfig:
-    """Hyper-parameters of prompt tuning (defaults sized for a 2-core CPU and SmolLM2), checked when made.
+class TuneConfig(Options):
+    """Hyper-parameters of prompt tuning (defaults sized for a 2-core CPU and SmolLM2), checked when made;
+    the flags of ``skill-lens tune``.
 
     >>> TuneConfig(batch_size=0)
     Traceback (most recent call last):
@@ -69,60 +69,47 @@ class TuneConfig:
     skill_lens.prompting.tuning.ConfigError: batch_size (--batch-size) must be a whole number of at least 1, got 0.
     """
 
-    prompt_length: int = 8
-    steps: int = 150
-    batch_size: int = 16
-    lr: float = 0.03
-    warmup_steps: int = 10
-    schedule: str = "constant"  # after warmup: "constant", or "linear" decay towards 0 over the remaining steps
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    eval_every: int = 25
-    patience: int | None = None  # evaluations without improvement before stopping early
-    seed: int = 0
-    init: str = "vocab"
-    cache_input: bool = True  # causal models: input keys/values without autograd
-    input_cache_mb: float = 4096.0  # ... and kept per input across steps and dev evaluations (0: off)
-    eval_batch_size: int = 32
-    max_length: int | None = None  # truncate inputs to this many tokens (default: error if too long)
+    error = ConfigError
+
+    prompt_length: int = option(8, "soft prompt tokens")
+    steps: int = option(150, "training steps")
+    batch_size: int = option(16, "training examples per step")
+    lr: float = option(0.03, "learning rate (AdamW)")
+    warmup_steps: int = option(10, "steps of linear warmup", flag=None)
+    schedule: str = option("constant", "after warmup: 'constant', or 'linear' decay towards 0 over the remaining "
+                                       "steps", flag=None, choices=SCHEDULES)
+    weight_decay: float = option(0.0, "AdamW weight decay", flag=None)
+    max_grad_norm: float = option(1.0, "gradient clipping of the prompt (inf: none)", flag=None)
+    eval_every: int = option(25, "steps between dev evaluations (and checkpoints)")
+    patience: int | None = option(None, "evaluations without improvement before stopping early (default: none)",
+                                  type=int)
+    seed: int = option(0, "seed of the prompt's initialisation and the batches")
+    init: str = option("vocab", "prompt initialisation: embeddings of random vocabulary tokens, or normal noise",
+                       flag=None, choices=INITS)
+    cache_input: bool = option(True, "causal models: input keys/values without autograd", flag=None)
+    input_cache_mb: float = option(4096.0, "... and kept per input across steps and dev evaluations (0: off)",
+                                   flag=None)
+    eval_batch_size: int = option(BATCH_SIZE, "examples per forward pass of an evaluation", flag=None)
+    max_length: int | None = option(None, "truncate inputs to this many tokens (default: an error if one is too long)",
+                                    type=int)
 
     def __post_init__(self):
         for name in ("prompt_length", "steps", "batch_size", "eval_every", "eval_batch_size"):
-            _check_int(name, getattr(self, name), 1)
+            self.check_int(name, 1)
         for name in ("patience", "max_length"):
-            if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 1, " (or None: no limit)")
-        _check_int("warmup_steps", self.warmup_steps, 0)
-        _check_int("seed", self.seed, None)
-        _check_number("lr", self.lr, lambda x: math.isfinite(x) and x > 0, "a finite number above 0")
-        _check_number("weight_decay", self.weight_decay, lambda x: math.isfinite(x) and x >= 0,
-                      "a finite number of at least 0")
-        _check_number("max_grad_norm", self.max_grad_norm, lambda x: x > 0, "a number above 0 (inf: no clipping)")
-        _check_number("input_cache_mb", self.input_cache_mb, lambda x: x >= 0, "a number of megabytes, at least 0 "
-                      "(0: no input cache)")
+            self.check_int(name, 1, optional=True)
+        self.check_int("warmup_steps", 0)
+        self.check_int("seed")
+        self.check_number("lr", lambda x: math.isfinite(x) and x > 0, "a finite number above 0")
+        self.check_number("weight_decay", lambda x: math.isfinite(x) and x >= 0, "a finite number of at least 0")
+        self.check_number("max_grad_norm", lambda x: x > 0, "a number above 0 (inf: no clipping)")
+        self.check_number("input_cache_mb", lambda x: x >= 0, "a number of megabytes, at least 0 (0: no input cache)")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule {self.schedule!r} is not a learning-rate schedule; use one of "
                               f"{', '.join(SCHEDULES)}.")
         if self.init not in INITS:
             raise ConfigError(f"init {self.init!r} is not a prompt initialisation; use one of {', '.join(INITS)}.")
-        if not isinstance(self.cache_input, bool):
-            raise ConfigError(f"cache_input must be True or False, got {self.cache_input!r}.")
-
-
-def _field(name: str) -> str:
-    return f"{name} ({FLAGS[name]})" if name in FLAGS else name
-
-
-def _check_int(name: str, value, low: int | None, extra: str = "") -> None:
-    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not whole or low is not None and value < low:
-        wanted = "a whole number" + (f" of at least {low}" if low is not None else "")
-        raise ConfigError(f"{_field(name)} must be {wanted}{extra}, got {value!r}.")
-
-
-def _check_number(name: str, value, ok: Callable[[float], bool], wanted: str) -> None:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not ok(float(value)):
-        raise ConfigError(f"{_field(name)} must be {wanted}, got {value!r}.")
+        self.check_bool("cache_input")
 
 
 @dataclass

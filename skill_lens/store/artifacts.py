@@ -25,6 +25,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
+from skill_lens import __version__
+
 __all__ = [
     "ArtifactError",
     "atomic_write",
@@ -45,8 +47,6 @@ class ArtifactError(ValueError):
 
 
 def library_version() -> str:
-    from skill_lens import __version__
-
     return __version__
 
 

@@ -17,19 +17,31 @@ from pathlib import Path
 
 import torch
 
-from skill_lens.store.artifacts import write_json
+from skill_lens.base.options import Options, option, parse_layers
+from skill_lens.data.batching import BATCH_SIZE
+from skill_lens.data.sources import load_task
+from skill_lens.intervening.calibration import calibrate, keep_also, massive_neurons
+from skill_lens.intervening.pruning import (check_prunable, check_pruned_out, parameter_count, prune, pruning_info,
+                                            save_pruned, top_per_expert)
+from skill_lens.model.loading import describe
+from skill_lens.prompting.evaluation import evaluate, prompted
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.prompting.tuning import TuneConfig, tune
+from skill_lens.store.artifacts import ArtifactError, write_json
 from skill_lens.store.kinds import KINDS, PRUNE_SUMMARY
 from skill_lens.store.manifest import Folder
 
-__all__ = ["prune_run", "PruneOptions", "retune_config", "time_models", "FOLDS", "SUMMARY_FILE", "summary_text"]
+__all__ = ["prune_run", "PruneOptions", "retune_config", "task_with_train_size", "time_models", "FOLDS",
+           "SUMMARY_FILE", "summary_text"]
 
 FOLDS = ("calibrated", "baseline")
 SUMMARY_FILE = PRUNE_SUMMARY
 
 
 @dataclasses.dataclass
-class PruneOptions:
-    """What to keep and how (validated on construction; the CLI's flags in brackets).
+class PruneOptions(Options):
+    """What to keep and how, validated when made; the flags of ``skill-lens prune`` (re-tuning's steps, learning
+    rate and schedule are flags of their own there, gathered in ``retune``).
 
     >>> PruneOptions(keep=0.5, layers=[1]).keep
     0.5
@@ -39,18 +51,29 @@ class PruneOptions:
     ValueError: --keep must be a fraction in (0, 1] or a whole number of neurons >= 1, got 1.5
     """
 
-    keep: float | int = 0.02  # per pruned layer [--keep]
-    layers: list[int] | None = None  # [--layers]; None: all
-    fold: str = "calibrated"  # [--fold]
-    position: str | int = "mean"  # [--position], with fold="baseline"
-    calibration_size: int = 128  # [--calibration-size]
-    aggregate: str = "max"  # [--aggregate]
-    protect_massive: float = 20.0  # [--protect-massive]; 0: off
-    retune: dict | None = None  # TuneConfig fields over the run's config, e.g. {"steps": 600}
-    retune_train_size: int | None = None  # [--retune-train-size]
-    control: bool = False  # [--control]
-    batch_size: int = 32  # [--batch-size]
-    repeats: int = 3  # [--repeats]
+    keep: float | int = option(0.02, "per pruned layer: fraction of neurons kept (0 < keep <= 1) or a whole number "
+                                     ">= 1")
+    layers: tuple[int, ...] | None = option(None, "layers to prune, e.g. '10-29' or '0,2,5-7' (default: all)",
+                                            parse=parse_layers)
+    fold: str = option("calibrated", "what the removed neurons are fixed at: 'calibrated' (default), their mean over "
+                                     "all tokens under the pruned layers below (calibration.calibrate, on "
+                                     "--calibration-size training examples); 'baseline', the probe's train mean at "
+                                     "the prompt positions (the paper's)", choices=FOLDS)
+    position: str | int = option("mean", "with --fold baseline: the baseline of prompt position INT, or 'mean' over "
+                                         "positions", parse=lambda t: int(t) if t.lstrip("-").isdigit() else t)
+    calibration_size: int = option(128, "with --fold calibrated: training examples")
+    aggregate: str = option("max", "predictivity over prompt positions", choices=("max", "mean"))
+    protect_massive: float = option(20.0, "also keep neurons whose peak |activation| exceeds RATIO x their layer's "
+                                          "median peak (the attention sink's massive activations, "
+                                          "calibration.massive_neurons), in place of the least predictive kept ones: "
+                                          "widths stay the same; 0 turns it off", metavar="RATIO")
+    retune: dict | None = option(None, "TuneConfig fields over the run's config, e.g. {'steps': 600}", flag=None)
+    retune_train_size: int | None = option(None, "re-tune on N training examples of the run's task (same dev and "
+                                                 "test; default: the run's)", type=int)
+    control: bool = option(False, "also re-tune the unpruned prompt with the same budget: the fair reference for "
+                                  "the accuracy drop when re-tuning gets more steps or data than the run's own tuning")
+    batch_size: int = option(BATCH_SIZE, "evaluation batch size")
+    repeats: int = option(3, "timing repeats (median), models alternating")
 
     def __post_init__(self):
         if not (0 < self.keep <= 1 or (self.keep > 1 and float(self.keep).is_integer())):
@@ -67,6 +90,7 @@ class PruneOptions:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
         if self.layers is not None and (not self.layers or min(self.layers) < 0):
             raise ValueError(f"--layers must name layers >= 0, got {self.layers}")
+        self.layers = None if self.layers is None else list(self.layers)
 
 
 def retune_config(run, overrides: dict):
@@ -76,8 +100,6 @@ def retune_config(run, overrides: dict):
     >>> retune_config(SimpleNamespace(meta={"config": {"steps": 150, "lr": 0.03}}), {"steps": 40}).eval_every
     25
     """
-    from skill_lens.prompting.tuning import TuneConfig
-
     fields = {f.name for f in dataclasses.fields(TuneConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
@@ -86,7 +108,29 @@ def retune_config(run, overrides: dict):
     return dataclasses.replace(cfg, eval_every=min(cfg.eval_every, cfg.steps))
 
 
-def time_models(pms: dict, split, batch_size: int = 32, repeats: int = 3) -> tuple[dict[str, float], dict]:
+def task_with_train_size(run, n: int):
+    """``run``'s task with ``n`` training examples and the very same dev and test splits.
+
+    For re-tuning on more data than the run was tuned on (after pruning): dev accuracies stay comparable
+    with the run's. Refuses a source whose dev or test split would change.
+
+    >>> task_with_train_size(None, 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: a training split needs at least 1 example, got 0
+    """
+    if n < 1:
+        raise ValueError(f"a training split needs at least 1 example, got {n}")
+    t = run.meta["task"]
+    bigger = load_task(t["source"], **{**t.get("args", {}), "train_size": n})
+    if (run.task.dev, run.task.test) != (bigger.dev, bigger.test):
+        raise ArtifactError(f"task {t['source']!r} gives other dev or test splits with train_size={n}, so its "
+                            f"accuracies would not compare with run {run.path}'s; re-tune on the run's own "
+                            "training split instead.")
+    return bigger
+
+
+def time_models(pms: dict, split, batch_size: int = BATCH_SIZE, repeats: int = 3) -> tuple[dict[str, float], dict]:
     """Median wall time of evaluating each prompted model on ``split`` (models alternate within each
     repeat), and each model's :func:`~skill_lens.prompting.tuning.evaluate` result.
 
@@ -97,8 +141,6 @@ def time_models(pms: dict, split, batch_size: int = 32, repeats: int = 3) -> tup
     >>> sorted(times), sorted(evals["a"])
     (['a'], ['accuracy', 'accuracy_ci_high', 'accuracy_ci_low', 'logit_diff', 'n'])
     """
-    from skill_lens.prompting.evaluation import evaluate
-
     times: dict[str, list[float]] = {k: [] for k in pms}
     evals = {}
     for _ in range(repeats):
@@ -126,8 +168,6 @@ def prune_run(run, options: PruneOptions | None = None, out=None) -> dict:
     >>> s["widths"], (r.path / "pruned" / "model.safetensors").exists(), (r.path / "pruned" / SUMMARY_FILE).exists()
     ({0: 64, 1: 16}, True, True)
     """
-    from skill_lens.intervening.pruning import check_prunable, check_pruned_out
-
     opt = options or PruneOptions()
     out = check_pruned_out(Path(out) if out is not None else run.file("pruned"))
     if opt.layers is not None and max(opt.layers) >= run.meta["n_layers"]:
@@ -142,11 +182,8 @@ def prune_run(run, options: PruneOptions | None = None, out=None) -> dict:
 
 
 def _prune(run, opt: PruneOptions, out: Path, config) -> dict:
-    from skill_lens.intervening.pruning import parameter_count, pruning_info, save_pruned
-    from skill_lens.prompting.evaluation import evaluate
-
     result, model, task = run.probe_result(), run.model, run.task
-    retune_task = run.task_with_train_size(opt.retune_train_size) if config and opt.retune_train_size else task
+    retune_task = task_with_train_size(run, opt.retune_train_size) if config and opt.retune_train_size else task
     pm = run.prompted()
     pruned, protected, source = _pruned_model(run, pm, result, opt)
     acc, history, pm_pruned = {}, {}, _prompted_on(pruned, run, pm.prompt)
@@ -180,10 +217,6 @@ def _prune(run, opt: PruneOptions, out: Path, config) -> dict:
 
 def _pruned_model(run, pm, result, opt: PruneOptions):
     """The pruned model, the massive neurons kept, and where the removed neurons' constants came from."""
-    from skill_lens.intervening.calibration import calibrate, keep_also, massive_neurons
-    from skill_lens.intervening.pruning import prune, top_per_expert
-    from skill_lens.model.loading import describe
-
     scores = result.scores("dev", aggregate=opt.aggregate)
     mask = top_per_expert(scores, opt.keep, describe(run.model).layout)  # per layer; an MoE layer's per expert
     train = run.task.train
@@ -206,19 +239,12 @@ def _pruned_model(run, pm, result, opt: PruneOptions):
 
 def _prompted_on(model, run, prompt):
     """``prompt`` on ``model`` (the pruned one, or the original) with the run's verbalizer and max length."""
-    from skill_lens.model.loading import describe
-    from skill_lens.prompting.prompts import SoftPrompt
-    from skill_lens.prompting.evaluation import prompted
-
     prompt = SoftPrompt(prompt.embedding, meta={**prompt.meta, **describe(model).as_meta()})
     return prompted(model, run.task, prompt, run.meta["config"].get("max_length"))
 
 
 def _retune(model, task, config, prompt, before: float):
     """Re-tune ``prompt`` on ``model``; keep the old prompt unless the new one is better on dev."""
-    from skill_lens.prompting.prompts import SoftPrompt
-    from skill_lens.prompting.tuning import tune
-
     tuned = tune(model, task, config, prompt=SoftPrompt(prompt.embedding.detach().clone(), meta=prompt.meta))
     history = [h for h in tuned.history if "dev_accuracy" in h]
     if tuned.dev_accuracy >= before:

@@ -1,29 +1,23 @@
 """Clean vs adversarial analyses (Ackermann & Ohmer): does a prompt stay robust because it keeps
 activating the same skill neurons on adversarial inputs?
 
-* sources as splits: :func:`adversarial_split` (``"advglue:sst2[:PATH]"``, or a corruption of a
-  task split such as ``"typos:0.1"``, ``"word_deletion:0.2"``, ``"word_swap:0.2"``, ``"distractor:1.0"``,
-  any of :data:`skill_lens.data.adversarial.METHODS`), :func:`adversarial_task` (dev/test corrupted);
+* data: adversarial splits come from :mod:`skill_lens.studies.adversarial_sources` (AdvGLUE, or a corruption
+  of a task split such as ``"typos:0.1"``);
 * accuracy: :func:`clean_vs_adversarial`;
 * neurons: :func:`neuron_robustness` (predictivity on adversarial data with the clean train baseline,
-  Spearman of clean vs adversarial scores, top-k overlaps by :func:`overlaps`, suppression curves);
+  Spearman of clean vs adversarial scores, top-k overlaps by :func:`overlaps`, suppression curves), as
+  :class:`RobustnessOptions` say;
 * repair: :func:`patch_repair` patches the skill neurons' clean activations into adversarial runs.
 
-Corrupted splits keep the order, so example ``i`` of the adversarial split is the corrupted version of
-example ``i`` of the clean one (same label). AdvGLUE examples have no clean partner in this library.
-
->>> from skill_lens.model.tiny import tiny_task
->>> task = tiny_task()
->>> adv = adversarial_split("word_swap:1.0", task, seed=0)
->>> task.dev.texts[0], adv.texts[0], adv.labels == task.dev.labels
-('was acting and the terrible', 'acting was and terrible the', True)
+>>> clean, adversarial = torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([[0.8, 0.3], [0.1, 0.9]])
+>>> overlaps(clean, adversarial, [0.5])["total"]  # the same top half of the neurons
+[1.0]
 """
 
 from __future__ import annotations
 
 import math
 import random
-import re
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -31,141 +25,69 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from skill_lens.data.adversarial import METHODS, load_adv_glue, corrupt, corrupt_pairs
-from skill_lens.data.batching import in_order, length_batches
-from skill_lens.probing.scores import spearman, top_k_overlap
+from skill_lens.base.options import Options, option, parse_floats
+from skill_lens.data.batching import BATCH_SIZE, in_order, length_batches
 from skill_lens.data.tasks import Split, Task
+from skill_lens.intervening.interventions import neuron_mask
+from skill_lens.intervening.patching import patch_hooks
+from skill_lens.intervening.suppression import METHODS, suppression_curve
+from skill_lens.probing.probe import probe
+from skill_lens.probing.result import AGGREGATES
+from skill_lens.probing.scores import spearman, top_k_overlap
+from skill_lens.prompting.evaluation import predict
+from skill_lens.studies.adversarial_sources import RobustnessError, check_adversarial
 
-__all__ = ["adversarial_split", "adversarial_task", "clean_vs_adversarial", "neuron_robustness", "patch_repair",
-           "RobustnessResult", "RepairResult", "RobustnessError", "overlaps", "source_name", "check_adversarial",
-           "DEFAULT_KS"]
+__all__ = ["neuron_robustness", "patch_repair", "clean_vs_adversarial", "RobustnessOptions", "RobustnessResult",
+           "RepairResult", "overlaps", "DEFAULT_KS"]
 
-DEFAULT_KS = tuple(i / 100 for i in range(1, 21))  # k = 1%, 2%, ..., 20% of the neurons
-DEFAULT_STRENGTH = 0.1
-
-
-class RobustnessError(ValueError):
-    """An adversarial source or split cannot be used as asked; the message names the fix."""
-
-
-# ------------------------------------------------------------------ sources
-
-
-def _parse(spec: str) -> tuple[str, str, str | None]:
-    """``(kind, name_or_method, path_or_strength)`` of a source spec."""
-    kind, _, rest = spec.strip().partition(":")
-    if kind == "advglue":
-        name, _, path = rest.partition(":")
-        return "advglue", name or "sst2", path or None
-    if kind in METHODS:
-        return "corrupt", kind, rest or None
-    raise RobustnessError(f"unknown adversarial source {spec!r}; use advglue:TASK[:PATH] (e.g. advglue:sst2) or "
-                          f"METHOD:STRENGTH with METHOD in {', '.join(METHODS)} (e.g. typos:0.1)")
+DEFAULT_KS = (0.01, 0.02, 0.05, 0.1, 0.2)  # fractions of the neurons whose top-k overlap is measured
 
 
-def source_name(spec: str) -> str:
-    """A file-name-safe name of a source spec (an AdvGLUE path is left out).
+@dataclass
+class RobustnessOptions(Options):
+    """What :func:`neuron_robustness` and the repair compare, validated when made; the flags of
+    ``skill-lens robustness``.
 
-    >>> source_name("advglue:sst2:/data/adv_glue_dev.json"), source_name("typos:0.1")
-    ('advglue_sst2', 'typos_0.1')
-    """
-    kind, name, arg = _parse(spec)
-    raw = f"advglue_{name}" if kind == "advglue" else f"{name}_{arg or DEFAULT_STRENGTH}"
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
-
-
-def _strength(method: str, arg: str | None) -> float:
-    try:
-        s = float(arg) if arg is not None else DEFAULT_STRENGTH
-    except ValueError:
-        raise RobustnessError(f"cannot read the strength {arg!r} of {method}; write {method}:0.1") from None
-    if not 0.0 <= s <= 1.0:
-        raise RobustnessError(f"{method}:{arg}: the strength must be in [0, 1] (a fraction), e.g. {method}:0.1")
-    return s
-
-
-def _corrupt_split(s: Split, method: str, strength: float, seed: int) -> Split:
-    if s.texts_b is None:
-        return Split(corrupt(s.texts, method, strength, seed), list(s.labels))
-    a, b = corrupt_pairs(s.texts, s.texts_b, method, strength, seed, which="both")
-    return Split(a, list(s.labels), b)
-
-
-def check_adversarial(adv: Split, task: Task | None = None, what: str = "adversarial split") -> Split:
-    """Raise :class:`RobustnessError` if ``adv`` is empty or does not fit ``task`` (labels, pairs); return it.
-
-    >>> from skill_lens.model.tiny import tiny_task
-    >>> check_adversarial(Split(["x", "y"], [0, 2]), tiny_task())  # doctest: +ELLIPSIS
+    >>> RobustnessOptions(ks=[0.05], curve_fractions=()).ks
+    (0.05,)
+    >>> RobustnessOptions(ks=[1.5])
     Traceback (most recent call last):
-    skill_lens.studies.robustness.RobustnessError: the adversarial split has labels [0, 2] but task tiny_sentiment ...
+    ...
+    skill_lens.studies.adversarial_sources.RobustnessError: ks (--ks) must be fractions of neurons in (0, 1] or whole numbers of neurons, got [1.5].
     """
-    if adv is None or len(adv) == 0:
-        raise RobustnessError(f"the {what} is empty; use a source with examples (or a non-empty task split)")
-    if task is not None:
-        present = sorted(set(adv.labels))
-        if any(not isinstance(y, int) or not 0 <= y < task.n_labels for y in present):
-            raise RobustnessError(f"the {what} has labels {present} but task {task.name} has {task.n_labels} labels "
-                                  f"(0..{task.n_labels - 1}: {', '.join(task.label_names)}); use an adversarial "
-                                  "source of this task (e.g. advglue:sst2 for binary sentiment)")
-        if (adv.texts_b is None) != (task.train.texts_b is None):
-            has = "sentence pairs" if adv.texts_b is not None else "single texts"
-            raise RobustnessError(f"the {what} has {has} but task {task.name} does not; use a source of the same "
-                                  "form (advglue:sst2 for single sentences, advglue:qnli... for pairs)")
-    return adv
 
+    error = RobustnessError
 
-def adversarial_split(spec: str, task: Task | None = None, split: str = "dev", seed: int = 0) -> Split:
-    """The adversarial examples of ``spec`` as a :class:`~skill_lens.data.tasks.Split`.
+    ks: tuple[float | int, ...] = option(DEFAULT_KS, "fractions of neurons for the top-k overlaps", parse=parse_floats)
+    seed: int = option(0, "seed of perturbations, halves and curves")
+    adv_baseline: bool = option(False, "also score with the baseline from half of the adversarial data")
+    curve_fractions: tuple[float, ...] = option((0.0, 0.05, 0.1), "suppression curve fractions ('' for none)",
+                                                parse=parse_floats)
+    method: str = option("gaussian", "suppression method", choices=METHODS)
+    controls: int = option(1, "random neuron sets per curve fraction")
+    patch_top: float = option(0.02, "fraction of neurons (top clean predictivity) patched for the repair; 0 to skip")
+    batch_size: int = option(BATCH_SIZE, "examples per forward pass")
+    split: str = option("dev", "the clean split compared with the adversarial one", flag=None, choices=("dev", "test"))
+    min_half: int = option(20, "examples of each half (with both labels) for adv_baseline", flag=None)
+    aggregate: str = option("max", "over prompt positions", flag=None, choices=AGGREGATES)
 
-    ``"advglue:NAME[:PATH]"`` reads the AdvGLUE dev task ``NAME`` from a local JSON file, or from the
-    Hugging Face hub without ``PATH``; ``"METHOD[:STRENGTH]"`` corrupts ``task``'s ``split`` (same order and
-    labels; pairs: both texts) with ``seed``. With ``task``, the labels are checked against it.
-
-    >>> from skill_lens.model.tiny import tiny_task
-    >>> task = tiny_task()
-    >>> adversarial_split("word_deletion:0.2", task, seed=3) == adversarial_split("word_deletion:0.2", task, seed=3)
-    True
-    >>> adversarial_split("typos:0.1")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    skill_lens.studies.robustness.RobustnessError: typos:0.1 corrupts a task's split: pass the task ...
-    """
-    kind, name, arg = _parse(spec)
-    if kind == "advglue":
-        try:
-            data = load_adv_glue(name, arg)
-        except (ValueError, FileNotFoundError) as e:
-            raise RobustnessError(f"cannot load {spec}: {e}") from e
-        except Exception as e:  # the hub: no network, no dataset
-            raise RobustnessError(f"cannot load AdvGLUE {name} from the Hugging Face hub ({type(e).__name__}: {e}); "
-                                  f"pass a local file: advglue:{name}:PATH/adv_glue_dev.json") from e
-        adv = Split(list(data["texts"]), list(data["labels"]), data["texts_b"])
-    else:
-        if task is None:
-            raise RobustnessError(f"{spec} corrupts a task's split: pass the task (adversarial_split(spec, task))")
-        if split not in ("train", "dev", "test"):
-            raise RobustnessError(f"unknown split {split!r}; use 'dev' or 'test' (or 'train')")
-        clean = check_adversarial(getattr(task, split), None, f"{split} split of {task.name}")
-        adv = _corrupt_split(clean, name, _strength(name, arg), seed)
-    return check_adversarial(adv, task)
-
-
-def adversarial_task(task: Task, spec: str, seed: int = 0) -> Task:
-    """``task`` with adversarial dev and test splits and the train split untouched.
-
-    A corruption applies to dev and test (pairing kept); AdvGLUE becomes the dev split and test is empty.
-
-    >>> from skill_lens.model.tiny import tiny_task
-    >>> t = adversarial_task(tiny_task(), "word_deletion:0.2")
-    >>> t.train == tiny_task().train, t.dev.texts[0], t.dev.labels == tiny_task().dev.labels
-    (True, 'was acting and the', True)
-    """
-    kind, name, _ = _parse(spec)
-    if kind == "advglue":
-        dev, test = adversarial_split(spec, task), Split([], [], [] if task.train.texts_b is not None else None)
-    else:
-        dev = adversarial_split(spec, task, "dev", seed)
-        test = adversarial_split(spec, task, "test", seed) if len(task.test) else task.test
-    return replace(task, name=f"{task.name}+{source_name(spec)}", dev=dev, test=test)
+    def __post_init__(self):
+        ks = list(self.ks)
+        if not ks or any(isinstance(k, bool) or not (isinstance(k, int) and k >= 1 or
+                                                      isinstance(k, float) and 0 < k <= 1) for k in ks):
+            raise RobustnessError(f"{self.label('ks')} must be fractions of neurons in (0, 1] or whole numbers of "
+                                  f"neurons, got {ks}.")
+        self.ks = tuple(ks)
+        self.curve_fractions = self.check_fractions("curve_fractions", empty=True)
+        self.check_int("seed")
+        self.check_bool("adv_baseline")
+        self.check_choice("method", METHODS)
+        self.check_int("controls", 0)
+        self.check_number("patch_top", lambda x: 0 <= x <= 1, "a fraction in [0, 1] (0: no repair)")
+        self.check_int("batch_size", 1)
+        self.check_choice("split", ("dev", "test"))
+        self.check_int("min_half", 1)
+        self.check_choice("aggregate", AGGREGATES)
 
 
 # ------------------------------------------------------------------ accuracy
@@ -183,7 +105,7 @@ def _paired(a: Split, b: Split) -> bool:
     return len(a) == len(b) and a.labels == b.labels and (a.texts_b is None) == (b.texts_b is None)
 
 
-def clean_vs_adversarial(pm, clean_split: Split, adv_split: Split, batch_size: int = 32,
+def clean_vs_adversarial(pm, clean_split: Split, adv_split: Split, batch_size: int = BATCH_SIZE,
                          paired: bool | None = None) -> dict:
     """Accuracy and logit difference of ``pm`` on clean and adversarial data, and the drop.
 
@@ -197,8 +119,6 @@ def clean_vs_adversarial(pm, clean_split: Split, adv_split: Split, batch_size: i
     >>> r["accuracy_drop"], r["consistency"]
     (0.0, 1.0)
     """
-    from skill_lens.prompting.evaluation import predict
-
     check_adversarial(clean_split, None, "clean split")
     check_adversarial(adv_split, None, "adversarial split")
     paired = _paired(clean_split, adv_split) if paired is None else paired
@@ -358,11 +278,10 @@ def _halves(s: Split, seed: int) -> tuple[Split, Split]:
     return s.subset(sorted(a)), s.subset(sorted(b))
 
 
-def neuron_robustness(pm, task: Task, adv_split: Split, ks: Sequence[float | int] = DEFAULT_KS, split: str = "dev",
-                      adv_baseline: bool = False, min_half: int = 20, curve_fractions: Sequence[float] = (0, 0.05, 0.1),
-                      method: str = "gaussian", controls: int = 1, batch_size: int = 32, seed: int = 0,
-                      aggregate: str = "max") -> RobustnessResult:
-    """Skill neurons on clean vs adversarial data.
+def neuron_robustness(pm, task: Task, adv_split: Split, options: RobustnessOptions | None = None,
+                      **overrides) -> RobustnessResult:
+    """Skill neurons on clean vs adversarial data, as ``options`` say (a :class:`RobustnessOptions`; its fields,
+    e.g. ``ks``, ``curve_fractions``, may also be passed as keywords, over ``options``).
 
     One probe pass: baselines from the clean train split; predictivity on the clean ``split`` and on
     ``adv_split``. Scores are aggregated over prompt positions (``aggregate``). Reports Spearman's
@@ -382,38 +301,40 @@ def neuron_robustness(pm, task: Task, adv_split: Split, ks: Sequence[float | int
     >>> r.spearman, r.overlap["total"]
     (1.0, [1.0])
     """
-    from skill_lens.intervening.suppression import suppression_curve
-    from skill_lens.probing.probe import probe
-
+    o = RobustnessOptions.build(options, **overrides)
     check_adversarial(adv_split, task)
     if len(set(adv_split.labels)) < 2:
         raise RobustnessError("the adversarial split has only one label; predictivity needs both classes")
-    clean = check_adversarial(getattr(task, split), task, f"clean {split} split")
-    res = probe(pm, replace(task, dev=clean, test=adv_split), batch_size=batch_size, splits=("dev", "test"))
-    cs, as_ = res.scores("dev", aggregate=aggregate), res.scores("test", aggregate=aggregate)
-    over = overlaps(cs, as_, ks)
-    adv_self = None
-    if adv_baseline:
-        a, b = _halves(adv_split, seed)
-        if min(len(a), len(b)) < min_half or min(len(set(a.labels)), len(set(b.labels))) < 2:
-            adv_self = {"skipped": f"{len(adv_split)} adversarial examples: each half needs {min_half} with both "
-                                   "labels (lower min_half or use more data)"}
-        else:
-            self_task = replace(task, train=a, dev=b, test=Split([], [], [] if b.texts_b is not None else None))
-            ss = probe(pm, self_task, batch_size=batch_size, splits=("dev",)).scores("dev", aggregate=aggregate)
-            adv_self = {"n_baseline": len(a), "n_eval": len(b), "spearman": _spearman(cs, ss),
-                        "spearman_vs_adv": _spearman(as_, ss), "overlap": overlaps(cs, ss, ks)["total"]}
+    clean = check_adversarial(getattr(task, o.split), task, f"clean {o.split} split")
+    res = probe(pm, replace(task, dev=clean, test=adv_split), batch_size=o.batch_size, splits=("dev", "test"))
+    cs, as_ = res.scores("dev", aggregate=o.aggregate), res.scores("test", aggregate=o.aggregate)
+    over, adv_self = overlaps(cs, as_, o.ks), _adversarial_self(pm, task, adv_split, cs, as_, o)
     curves = {}
-    if len(curve_fractions):
-        for name, scores in (("clean_neurons", cs), ("adversarial_neurons", as_)):
-            curves[name] = suppression_curve(pm, adv_split, scores, curve_fractions, method=method, controls=controls,
-                                             baseline=res.baseline, seed=seed, batch_size=batch_size)
-    acc = clean_vs_adversarial(pm, clean, adv_split, batch_size)
-    meta = {"task": task.name, "clean_split": split, "n_train": len(task.train), "n_clean": len(clean),
-            "n_adversarial": len(adv_split), "aggregate": aggregate, "shape": list(cs.shape),
-            "model": res.meta.get("model"), "curve_method": method, "controls": controls}
+    for name, scores in (("clean_neurons", cs), ("adversarial_neurons", as_)) if o.curve_fractions else ():
+        curves[name] = suppression_curve(pm, adv_split, scores, fractions=o.curve_fractions, method=o.method,
+                                         controls=o.controls, baseline=res.baseline, seed=o.seed,
+                                         batch_size=o.batch_size)
+    acc = clean_vs_adversarial(pm, clean, adv_split, o.batch_size)
+    meta = {"task": task.name, "clean_split": o.split, "n_train": len(task.train), "n_clean": len(clean),
+            "n_adversarial": len(adv_split), "aggregate": o.aggregate, "shape": list(cs.shape),
+            "model": res.meta.get("model"), "curve_method": o.method, "controls": o.controls}
     return RobustnessResult(cs, as_, acc, _spearman(cs, as_), [_spearman(c, a) for c, a in zip(cs, as_)], over,
                             adv_self, curves, meta)
+
+
+def _adversarial_self(pm, task: Task, adv_split: Split, cs: Tensor, as_: Tensor, o: RobustnessOptions) -> dict | None:
+    """With ``o.adv_baseline``: scores whose baseline comes from one half of the adversarial data and accuracy
+    from the other, against the clean and the adversarial scores (or why there were too few examples)."""
+    if not o.adv_baseline:
+        return None
+    a, b = _halves(adv_split, o.seed)
+    if min(len(a), len(b)) < o.min_half or min(len(set(a.labels)), len(set(b.labels))) < 2:
+        return {"skipped": f"{len(adv_split)} adversarial examples: each half needs {o.min_half} with both "
+                           "labels (lower min_half or use more data)"}
+    self_task = replace(task, train=a, dev=b, test=Split([], [], [] if b.texts_b is not None else None))
+    ss = probe(pm, self_task, batch_size=o.batch_size, splits=("dev",)).scores("dev", aggregate=o.aggregate)
+    return {"n_baseline": len(a), "n_eval": len(b), "spearman": _spearman(cs, ss),
+            "spearman_vs_adv": _spearman(as_, ss), "overlap": overlaps(cs, ss, o.ks)["total"]}
 
 
 # ------------------------------------------------------------------ patching repair
@@ -447,7 +368,7 @@ class RepairResult:
         return _no_nan(dict(vars(self)))
 
 
-def patch_repair(pm, clean_split: Split, adv_split: Split, neurons, batch_size: int = 32,
+def patch_repair(pm, clean_split: Split, adv_split: Split, neurons, batch_size: int = BATCH_SIZE,
                  positions: str = "prompt", eps: float = 1e-9) -> RepairResult:
     """Patch ``neurons``' activations from each clean example into its adversarial partner's run.
 
@@ -464,9 +385,6 @@ def patch_repair(pm, clean_split: Split, adv_split: Split, neurons, batch_size: 
     >>> r.patched_accuracy == r.adversarial_accuracy == r.clean_accuracy, math.isnan(r.recovered)
     (True, True)
     """
-    from skill_lens.intervening.interventions import neuron_mask
-    from skill_lens.intervening.patching import patch_hooks
-
     check_adversarial(clean_split, None, "clean split")
     check_adversarial(adv_split, None, "adversarial split")
     if not _paired(clean_split, adv_split):

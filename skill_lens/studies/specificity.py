@@ -21,7 +21,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from skill_lens.probing.scores import spearman
+from skill_lens.intervening.suppression import CurveOptions, suppression_curve
+from skill_lens.probing.scores import aggregate_positions, predictivity, select_top, spearman
 from skill_lens.prompting.evaluation import evaluate
 from skill_lens.prompting.prompted_model import PromptedModel
 from skill_lens.studies.tables import AnalysisError, Result, SpearmanMatrix, TransferMatrix, check_names
@@ -125,8 +126,6 @@ def half_scores(result, aggregate: str = "max") -> tuple[Tensor, Tensor, Tensor]
     >>> [s.tolist() for s in half_scores(r)]
     [[[0.75, 0.5]], [[0.75, 1.0]], [[0.5, 0.75]]]
     """
-    from skill_lens.probing.scores import aggregate_positions, predictivity
-
     if result.dev_acc is None or result.test_acc is None or not {"dev", "test"} <= set(result.sizes):
         raise AnalysisError("half_scores needs a probe of both halves: probe(pm, halves_task(task), "
                             "splits=('dev', 'test')).")
@@ -164,8 +163,6 @@ def top_union(scores: Mapping[str, Tensor | Sequence[Tensor]], top: float | int 
     >>> top_union({"a": torch.tensor([[0.9, 0.1, 0.2]]), "b": [torch.tensor([[0.1, 0.2, 0.9]])] * 2}, 1).tolist()
     [[True, False, True]]
     """
-    from skill_lens.probing.scores import select_top
-
     masks = [select_top(torch.stack([torch.as_tensor(s).double() for s in (v if isinstance(v, (list, tuple))
                                                                             else [v])]).mean(0), top)
              for v in scores.values()]
@@ -246,14 +243,15 @@ def _type_permutation_p(names, vals, types) -> float | None:
     return hits / total
 
 def cross_task_suppression(pms: Mapping[str, PromptedModel], tasks: Mapping, scores: Mapping[str, Tensor],
-                           top: float = 0.03, method: str = "gaussian", std: float = 1.0,
-                           baselines: Mapping[str, Tensor] | None = None, split: str = "dev", seed: int = 0,
-                           batch_size: int = 32) -> "TransferMatrix":
+                           top: float = 0.03, options: CurveOptions | None = None, *,
+                           baselines: Mapping[str, Tensor] | None = None, **overrides) -> "TransferMatrix":
     """Perturb task A's top ``top`` skill neurons (by ``scores[A]``) and measure the accuracy drop
     on task B with B's own prompted model (:func:`skill_lens.intervening.suppression.suppression_curve`, cross-task form).
 
-    Perturbation at B's prompt positions (the prediction position for a prompt-less model) by
-    ``method`` (``"gaussian"`` noise of ``std``, ``"zero"``, or ``"mean"`` with ``baselines[B]``).
+    Perturbation at B's prompt positions (the prediction position for a prompt-less model) as ``options`` say
+    (a :class:`~skill_lens.intervening.suppression.CurveOptions`, or its fields as keywords: ``method``
+    ``"gaussian"`` noise of ``std``, ``"zero"``, or ``"mean"`` with ``baselines[B]``; ``split``, ``seed``,
+    ``batch_size``); the fraction, the positions and no random controls are set here.
     ``values[a, b] = acc_b(clean) - acc_b(A's neurons perturbed)``; ``accuracy`` holds the perturbed
     accuracies, ``own_accuracy`` the clean ones. Task-specific skill neurons give a dominant diagonal.
 
@@ -267,21 +265,19 @@ def cross_task_suppression(pms: Mapping[str, PromptedModel], tasks: Mapping, sco
     >>> m.values.shape, m.kind
     (torch.Size([1, 1]), 'accuracy drop')
     """
-    from skill_lens.intervening.suppression import suppression_curve
-
+    opts = CurveOptions.build(options, **overrides)
     names = check_names(pms, tasks, "cross_task_suppression")
     if missing := [n for n in names if n not in scores]:
         raise AnalysisError(f"no neuron scores for {missing}; pass scores[name] (ProbeResult.scores()) for every task.")
-    if method == "mean" and (baselines is None or any(n not in baselines for n in names)):
+    if opts.method == "mean" and (baselines is None or any(n not in baselines for n in names)):
         raise AnalysisError("method 'mean' needs baselines[name] (ProbeResult.baseline) for every task.")
-    clean = {b: evaluate(pms[b], getattr(tasks[b], split), batch_size)["accuracy"] for b in names}
+    clean = {b: evaluate(pms[b], getattr(tasks[b], opts.split), opts.batch_size)["accuracy"] for b in names}
     hit = torch.empty(len(names), len(names), dtype=torch.float64)
     for i, a in enumerate(names):
         for j, b in enumerate(names):
-            curve = suppression_curve(pms[b], getattr(tasks[b], split), scores[a], fractions=[top], method=method,
-                                      controls=0, std=std, baseline=baselines[b] if baselines else None,
-                                      positions="predict" if pms[b].prompt is None else "prompt", seed=seed,
-                                      batch_size=batch_size)
+            curve = suppression_curve(pms[b], getattr(tasks[b], opts.split), scores[a], opts, fractions=[top],
+                                      controls=0, positions="predict" if pms[b].prompt is None else "prompt",
+                                      baseline=baselines[b] if baselines else None)
             hit[i, j] = curve.summary()[0]["skill_accuracy"]
     drop = torch.tensor([clean[b] for b in names], dtype=torch.float64)[None, :] - hit
     return TransferMatrix(names, names, drop, "accuracy drop", hit, clean)

@@ -23,6 +23,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from skill_lens.model.layout import NeuronLayout
+
 __all__ = ["predictivity_by_layer", "predictivity_by_expert", "neurons_per_layer", "suppression_curves", "heatmap",
            "overlap_curves", "pruning_tradeoff", "InlineFigure", "figure_to_png_base64"]
 
@@ -117,17 +119,15 @@ def predictivity_by_expert(scores: Any, layout: Any, routing: Any = None, title:
     label-1 than label-0 examples to each expert.
 
     ``scores`` are per-neuron scores ``[L, d_mlp]`` (or a ``ProbeResult``); ``layout`` the model's
-    :class:`~skill_lens.model.anatomy.NeuronLayout` (``describe(model).layout``, or its JSON in a probe's meta).
+    :class:`~skill_lens.model.layout.NeuronLayout` (``describe(model).layout``, or its JSON in a probe's meta).
 
     >>> import torch
-    >>> from skill_lens.model.anatomy import LayerLayout, NeuronLayout
+    >>> from skill_lens.model.layout import LayerLayout
     >>> lay = NeuronLayout.of([LayerLayout(10, 2, 4)] * 3)
     >>> fig = predictivity_by_expert(torch.rand(3, 10), lay, routing=torch.rand(3, 2, 2))
     >>> [ax.get_title() for ax in fig.axes[::2]]
     ['best predictivity per expert', 'routing: label 1 - label 0']
     """
-    from skill_lens.model.anatomy import NeuronLayout
-
     layout = layout if isinstance(layout, NeuronLayout) else NeuronLayout.from_json(layout)
     if hasattr(scores, "scores") and callable(scores.scores):
         scores = scores.scores()

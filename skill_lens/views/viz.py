@@ -49,7 +49,7 @@ from torch import Tensor
 from skill_lens.store.artifacts import atomic_write
 from skill_lens.probing.capture import capture_neurons
 from skill_lens.model.loading import describe
-from skill_lens.probing.neurons import NeuronSet
+from skill_lens.probing.neurons import neuron_pairs
 
 __all__ = ["neuron_activations_view", "top_examples_view", "neuron_picker", "tokens_view", "View", "neuron_label",
            "circuitsvis_script", "script_json", "reset_notebook_bundle", "POSITIONS"]
@@ -264,8 +264,8 @@ def _labels(pm, pairs) -> list[str]:
 
 
 def _pairs(neurons: Any, shape: tuple[int, int], layout=None) -> list[tuple[int, int]]:
-    """``[(layer, index)]`` in the order given (:meth:`NeuronSet.pairs_of`), at least one."""
-    pairs = NeuronSet.pairs_of(neurons, *shape, layout=layout)
+    """``[(layer, index)]`` in the order given (:func:`~skill_lens.probing.neurons.neuron_pairs`), at least one."""
+    pairs = neuron_pairs(neurons, *shape, layout=layout)
     if not pairs:
         raise ValueError("no neurons given; pass labels like 'L3.N12', (layer, index) pairs or a NeuronSet")
     return pairs

@@ -12,7 +12,7 @@ a page that argues its case in order (the words come from :mod:`skill_lens.workf
   chance, neurons above the threshold and skill neurons (``skill-lens neurons``) per layer, the top
   neurons of all with every column explained;
 * views of the best skill neurons on dev examples, static HTML (they need the model;
-  ``include_views=False`` leaves them out with a note);
+  ``views=False`` leaves them out with a note; :class:`ReportOptions` says what is shown);
 * ``perturb_*.json`` (suppression curves), pruning and robustness results, and matrices
   (``{"matrix", "labels"}``) from the analyses, whichever are present; then the run's details.
 
@@ -34,7 +34,7 @@ must be a new file or a report this module wrote.
 >>> evil = Task.from_lists("t<1>", t.label_names, t.label_words, train=(t.train.texts, t.train.labels),
 ...                        dev=(t.dev.texts, t.dev.labels), test=(t.test.texts, t.test.labels))
 >>> run = Run.create(tempfile.mkdtemp(), tiny_model(), evil, TuneConfig(prompt_length=2, steps=2, eval_every=2))
->>> page = write_report(run, include_views=False).read_text()
+>>> page = write_report(run, views=False).read_text()
 >>> "t&lt;1&gt;" in page, "t<1>" in page, "soft prompt (tuned)" in page
 (True, False, True)
 """
@@ -44,32 +44,24 @@ from __future__ import annotations
 import html
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-from skill_lens.store.artifacts import ArtifactError, atomic_write
-from skill_lens.model.anatomy import NeuronLayout
+from skill_lens.base.options import Options, option
+from skill_lens.model.layout import NeuronLayout
+from skill_lens.store.artifacts import ArtifactError, atomic_write, read_json
 from skill_lens.store.kinds import KINDS, MANIFEST, PRUNE_SUMMARY, PRUNED_INFO, kind_of
 from skill_lens.store.manifest import Folder
-from skill_lens.views import plots
+from skill_lens.views import plots, viz
+from skill_lens.views.page import CSP, CSS
 from skill_lens.workflow.methods import (COLUMNS, curve_table, definition, gap_interval, methods, summary, top_table,
                                         why_above_half)
+from skill_lens.workflow.runs import Run
 
-__all__ = ["write_report", "check_report_out", "REPORT_FILE"]
+__all__ = ["write_report", "ReportOptions", "check_report_out", "REPORT_FILE"]
 
 REPORT_FILE = "report.html"
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:"  # no script at all
-CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 1.5em auto; padding: 0 1em; color: #222; }
-h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 1.6em; }
-table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
-th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-figure { margin: .8em 0; } figure img { max-width: 100%; } figcaption, .note { color: #666; font-size: .9em; }
-.caption { font-weight: 600; margin-top: .8em; } .example { white-space: pre-wrap; }
-p.reading { background: #f6f8fa; border-left: 3px solid #4c72b0; padding: .4em .8em; }
-ul.columns { color: #555; font-size: .85em; margin-top: .2em; } ul.columns li { margin: .1em 0; }
-"""
 
 
 def _e(x: Any) -> str:
@@ -326,8 +318,6 @@ def _pruned_dirs(run) -> list[Path]:
 def _results(run, notes: list[str]) -> list[tuple[Path, str | None, dict]]:
     """Every result JSON of the run, read; ours (``perturb_*``, ``robustness_*``, pruned models' summaries)
     checked against the run's lineage first, so a stale one stops the report before anything is written."""
-    from skill_lens.store.artifacts import read_json
-
     def shown(p: Path) -> bool:  # a result, not one of our records (run.json, sidecars, checkpoints, manifests)
         kind = kind_of(p.name)
         return p.name != MANIFEST and not p.name.startswith(".") and (kind is None or kind.section is not None) \
@@ -371,8 +361,6 @@ def _result_sections(run, results: list[tuple[Path, str | None, dict]], notes: l
 
 def _views_section(run, labels: list[str], result, n_examples: int, notes: list[str]) -> str:
     """The best skill neurons over a few dev examples and their most and least active examples: static HTML."""
-    from skill_lens.views import viz
-
     pm, task = run.prompted(), run.task
     split = task.dev
     n = min(n_examples, len(split))
@@ -391,14 +379,35 @@ def _views_section(run, labels: list[str], result, n_examples: int, notes: list[
 
 
 # ------------------------------------------------------------------ entry point
-def write_report(run, out=None, include_views: bool = True, top: int = 20, n_neurons: int = 8,
-                 n_examples: int = 3) -> Path:
+@dataclass
+class ReportOptions(Options):
+    """What the report shows, validated when made; the flags of ``skill-lens report``.
+
+    >>> ReportOptions(n_neurons=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: n_neurons (--neurons) must be a whole number of at least 1, got 0.
+    """
+
+    views: bool = option(True, "leave out the neuron views (they load and run the model)", flag="--no-views")
+    n_neurons: int = option(8, "how many top neurons the views show", flag="--neurons")
+    n_examples: int = option(3, "how many dev examples the views show", flag="--examples")
+    top: int = option(20, "how many top neurons the predictivity section lists", flag=None)
+
+    def __post_init__(self):
+        self.check_bool("views")
+        for name in ("n_neurons", "n_examples", "top"):
+            self.check_int(name, 1)
+
+
+def write_report(run, out=None, options: ReportOptions | None = None, **overrides) -> Path:
     """Write the HTML report of ``run`` (a :class:`~skill_lens.workflow.runs.Run` or its directory) to ``out``
     (default ``RUN/report.html``) atomically; return its path.
 
-    Every artifact is read and checked first (a stale one is an error naming the step to rerun); ``top``
-    neurons are listed, ``n_neurons`` of them shown in the views (which run the model) over
-    ``n_examples`` dev examples. ``out`` must be new or a report written here.
+    Every artifact is read and checked first (a stale one is an error naming the step to rerun); what is
+    shown follows ``options`` (a :class:`ReportOptions`, or its fields as keywords): ``top`` neurons are
+    listed, ``n_neurons`` of them shown in the views (which run the model) over ``n_examples`` dev examples.
+    ``out`` must be new or a report written here.
 
     >>> import tempfile
     >>> from skill_lens.workflow import steps
@@ -410,8 +419,7 @@ def write_report(run, out=None, include_views: bool = True, top: int = 20, n_neu
     >>> "<h2>Neuron views</h2>" in page, "<script" in page  # views are static HTML: the page runs no script
     (True, False)
     """
-    from skill_lens.workflow.runs import Run
-
+    opts = ReportOptions.build(options, **overrides)
     run = run if isinstance(run, Run) else Run.open(run)
     out = check_report_out(Path(out) if out is not None else run.file("report"))
     meta, notes = {**run.meta, "run": str(run.path)}, []
@@ -425,11 +433,11 @@ def write_report(run, out=None, include_views: bool = True, top: int = 20, n_neu
             "<h2>How these numbers were made</h2>", f"<p><b>{_e(definition(meta, ns, (curve or {}).get('meta')))}</b></p>",
             f"<p>{_e(methods(meta, result, ns, curve))}</p>", _accuracy_section(meta)]
     if result is not None:
-        body.append(_try("predictivity", lambda: _predictivity_section(result, meta, ns, top), notes))
+        body.append(_try("predictivity", lambda: _predictivity_section(result, meta, ns, opts.top), notes))
     else:
         body.append("<h2>Skill neuron predictivity</h2>" +
                     _note(f"No predictivity.safetensors yet: run `skill-lens probe {run.path}`."))
-    body += [_views(run, result, ns, include_views, n_neurons, n_examples, notes),
+    body += [_views(run, result, ns, opts, notes),
              _result_sections(run, results, notes), _run_section(meta)]
     if notes:
         body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
@@ -479,16 +487,16 @@ def check_report_out(path: Path) -> Path:
     return path
 
 
-def _views(run, result, ns, include_views: bool, n_neurons: int, n_examples: int, notes: list[str]) -> str:
+def _views(run, result, ns, opts: ReportOptions, notes: list[str]) -> str:
     """The views of the best skill neurons (the selected set's best, else the best of all)."""
     if ns is not None and ns.scores is not None and len(ns):
-        labels = [label for label, _ in ns.top(n_neurons)]
+        labels = [label for label, _ in ns.top(opts.n_neurons)]
     elif result is not None:
-        labels = [label for label, _, _ in result.top(n_neurons)]
+        labels = [label for label, _, _ in result.top(opts.n_neurons)]
     else:
         labels = []
-    if not include_views:
+    if not opts.views:
         return "<h2>Neuron views</h2>" + _note("Neuron views left out (--no-views); they need the model to run.")
     if not labels:
         return "<h2>Neuron views</h2>" + _note("No neurons to show: run `skill-lens probe` (and `neurons`) first.")
-    return _try("neuron views", lambda: _views_section(run, labels, result, n_examples, notes), notes)
+    return _try("neuron views", lambda: _views_section(run, labels, result, opts.n_examples, notes), notes)

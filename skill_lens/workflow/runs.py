@@ -33,56 +33,24 @@ or a model directory re-saved with other weights is refused instead of silently 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from skill_lens.base.display import card
-from skill_lens.store.artifacts import ArtifactError, library_version, load_tensors, read_json, write_json
-from skill_lens.store.checkpoint import Checkpoint
+from skill_lens.data.sources import load_task
+from skill_lens.model.loading import describe, dtype_name, fingerprint, load_model, model_dtype, parse_device, parse_dtype
+from skill_lens.probing.neurons import NeuronSet
+from skill_lens.probing.result import ProbeResult
+from skill_lens.prompting.evaluation import prompted
+from skill_lens.prompting.input_cache import InputCache
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.prompting.tuning import TuneConfig, tune, with_defaults
+from skill_lens.store.artifacts import ArtifactError, atomic_write, load_tensors, read_json, write_json
 from skill_lens.store.kinds import KINDS, LOCK, STAGING, kind_of, ours_by_name
 from skill_lens.store.manifest import Folder, Transaction
-from skill_lens.prompting.input_cache import InputCache
-from skill_lens.model.loading import (DTYPES, describe, dtype_name, fingerprint, load_model, model_dtype, parse_device,
-                               parse_dtype)
-from skill_lens.prompting.prompts import SoftPrompt
-from skill_lens.prompting.tuning import RESOURCE_FIELDS, TuneConfig, tune, with_defaults
-from skill_lens.prompting.evaluation import evaluate, hard_prompt_model, prompted
+from skill_lens.workflow.run_json import differences, file_fingerprint, redo, run_meta, validated
 
-__all__ = ["Run", "file_fingerprint", "redo"]
-
-PLACEMENT = {"causal": "input, prompt (predict at the last position)",
-             "mlm": "<mask>, prompt, input (predict at the mask)",
-             "seq2seq": "prompt, input (predict the first decoder token)"}
-REQUIRED = {"model": str, "model_fingerprint": str, "family": str, "n_layers": int, "d_mlp": int, "d_model": int,
-            "hook_names": list, "task": dict, "label_words": list, "prompt_length": int, "prompt_fingerprint": str,
-            "config": dict, "accuracy": dict}
-
-
-def redo(kind: str, run) -> str:
-    """The command that makes an artifact of ``kind`` of ``run`` again (:data:`skill_lens.store.kinds.KINDS`).
-
-    >>> redo("predictivity", "runs/rt")
-    'skill-lens probe runs/rt'
-    """
-    return KINDS[kind].redo.format(run=run)
-
-
-def file_fingerprint(path) -> str:
-    """The sha256 (first 16 hex digits) of a file's bytes: an artifact's content fingerprint.
-
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "f"); _ = open(p, "w").write("x")
-    >>> file_fingerprint(p)
-    '2d711642b726b044'
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
+__all__ = ["Run"]
 
 @dataclass
 class Run:
@@ -118,7 +86,7 @@ class Run:
                 return existing
             ckpt, cache = path / KINDS["checkpoint"].file, InputCache.persistent(config.input_cache_mb)
             result = tune(model, task, config, checkpoint=ckpt, input_cache=cache)  # the old run stays whole
-            meta = _run_meta(model, task, config, task_args, result, cache)
+            meta = run_meta(model, task, config, task_args, result, cache)
             _stage_run(tx, path, result, meta, ckpt)  # committed whole; the old run's files go after that
         return cls(path, meta, model, task, _input_cache=cache)
 
@@ -137,7 +105,7 @@ class Run:
             raise ArtifactError(f"{path} is not a finished run (no run.json); run `skill-lens tune --out {path}` first.")
         with Folder(path).reading():  # not while a commit is being applied
             meta = read_json(path / KINDS["run"].file)
-        return cls(path, _validated(meta, path), load=load)
+        return cls(path, validated(meta, path), load=load)
 
     @property
     def folder(self) -> Folder:
@@ -181,28 +149,13 @@ class Run:
     def use_model(self, model) -> None:
         """Use an already loaded model, checked against the run's weights fingerprint (which depends on
         the dtype, :func:`~skill_lens.model.loading.fingerprint`: a model in another dtype is refused, naming it)."""
-        info, fp = describe(model), fingerprint(model)
-        now = dtype_name(model_dtype(model))
-        if fp != self.meta["model_fingerprint"] and now != self.dtype:
-            raise ArtifactError(
-                f"run {self.path} was tuned on {self.meta['model']} in {self.dtype}, but this model is in {now}, "
-                f"so its weights differ (fingerprint {fp}, not {self.meta['model_fingerprint']}) and the run's "
-                f"artifacts would not apply. Use --dtype {self.dtype} (or leave --dtype out: a run's steps load "
-                f"its own dtype), or tune a new run in {now}: skill-lens tune --dtype {now} --out NEW_DIR.")
-        if fp != self.meta["model_fingerprint"]:
-            raise ArtifactError(
-                f"run {self.path} was tuned on {self.meta['model']} with weights {self.meta['model_fingerprint']}, "
-                f"but this model ({info.name}, {info.n_layers}x{info.d_mlp}) has weights {fp}: its weights or "
-                f"architecture differ. Load the run's own model, or re-tune: "
-                f"{redo('prompt', self.path)}.")
+        _check_weights(self, model)
         if model is not self._model:
             self._model, self._input_cache = model, None  # a cache belongs to one model object
 
     @property
     def task(self):
         if self._task is None:
-            from skill_lens.data.sources import load_task
-
             t = self.meta["task"]
             if not t["source"]:
                 raise ArtifactError(f"run {self.path} was tuned on a task built in memory ({t.get('name')}, e.g. "
@@ -218,25 +171,6 @@ class Run:
                                 f"{self.meta['task']['fingerprint'][:12]}); restore the data files, or re-tune.")
         self._task = task
 
-    def task_with_train_size(self, n: int):
-        """The run's task with ``n`` training examples and the very same dev and test splits.
-
-        For re-tuning on more data than the run was tuned on (e.g. after pruning): dev accuracies stay
-        comparable with the run's. Refuses a source whose dev or test split would change.
-        """
-        from skill_lens.data.sources import load_task
-
-        if n < 1:
-            raise ValueError(f"a training split needs at least 1 example, got {n}")
-        t = self.meta["task"]
-        bigger = load_task(t["source"], **{**t.get("args", {}), "train_size": n})
-        if (self.task.dev, self.task.test) != (bigger.dev, bigger.test):
-            raise ArtifactError(f"task {t['source']!r} gives other dev or test splits with train_size={n}, so its "
-                                f"accuracies would not compare with run {self.path}'s; re-tune on the run's own "
-                                "training split instead.")
-        return bigger
-
-    # ------------------------------------------------------------------ artifacts
     def file(self, artifact: str) -> Path:
         """Where ``artifact`` (a kind of :data:`~skill_lens.store.kinds.KINDS`) lives in this run.
 
@@ -247,27 +181,7 @@ class Run:
 
     def prompt(self) -> SoftPrompt:
         """The run's tuned prompt, checked: the very file tuning wrote, 2-D float ``[prompt_length, d_model]``."""
-        with self.folder.reading():
-            path = self._checked_prompt_file()
-            tensors, meta = load_tensors(path)
-            emb = tensors.get("prompt")
-            want = (self.meta["prompt_length"], self.meta["d_model"])
-            if emb is None or emb.dim() != 2 or not emb.is_floating_point() or tuple(emb.shape) != want:
-                got = "no 'prompt' tensor" if emb is None else f"a {emb.dtype} tensor of shape {list(emb.shape)}"
-                raise ArtifactError(f"{path} holds {got}, but run.json says a float prompt of shape {list(want)}; "
-                                    f"re-tune: {redo('prompt', self.path)}.")
-            self.verify("run", "prompt")
-        return SoftPrompt(emb, meta)
-
-    def _checked_prompt_file(self) -> Path:
-        """``RUN/prompt.safetensors``, if it is the very file tuning wrote (the root of every lineage)."""
-        path = self.file("prompt")
-        self._require(path, "prompt")
-        if file_fingerprint(path) != self.meta["prompt_fingerprint"]:
-            raise ArtifactError(f"{path} is not the prompt run {self.path} tuned (its content fingerprint differs from "
-                                "run.json's prompt_fingerprint): it was replaced or copied from another run. Restore "
-                                f"it, or re-tune: {redo('prompt', self.path)}.")
-        return path
+        return _read_prompt(self)
 
     @property
     def input_cache(self) -> InputCache:
@@ -306,34 +220,11 @@ class Run:
         """Refuse an artifact whose recorded lineage (``meta["lineage"]``) does not match this run and its
         current files, naming what differs and the command that makes it again. The readers below call it;
         see the module docstring for an example."""
-        again = redo(artifact, self.path)
-        self._checked_prompt_file()
-        lineage = meta.get("lineage") if isinstance(meta, dict) else None
-        if not isinstance(lineage, dict):
-            raise ArtifactError(f"{where} records no lineage (written by another tool or an older skill_lens), so it "
-                                f"cannot be traced to run {self.path}; make it again: {again}.")
-        expected = self.lineage()
-        for key, what in (("model_fingerprint", "model weights"), ("task_fingerprint", "task data"),
-                          ("prompt_fingerprint", "prompt")):
-            if lineage.get(key) != expected[key]:
-                raise ArtifactError(f"{where} was made from other {what} ({key} {lineage.get(key)}) than run "
-                                    f"{self.path} ({expected[key]}): it is stale or belongs to another run. "
-                                    f"Make it again: {again}.")
-        parent = KINDS[artifact].parent
-        if parent is not None and parent != "prompt":
-            recorded = (lineage.get("parent") or {}).get("fingerprint")
-            self._require(self.file(parent), parent)
-            if recorded != file_fingerprint(self.file(parent)):
-                raise ArtifactError(f"{where} was derived from another {KINDS[parent].file} than the one in "
-                                    f"{self.path} now (it was re-made or replaced since). Make it again: {again}.")
-            self.verify(parent)
-        self.verify("run", "prompt")
+        _check_lineage(self, meta, artifact, where)
 
     def probe_result(self):
         """The probe's :class:`~skill_lens.probing.result.ProbeResult`, checked against this run's prompt (its
         lineage) and against the bytes the probe wrote (its content)."""
-        from skill_lens.probing.result import ProbeResult
-
         path = self.file("predictivity")
         with self.folder.reading():
             self._require(path, "predictivity")
@@ -360,8 +251,6 @@ class Run:
 
     def neurons(self):
         """The selected :class:`~skill_lens.probing.neurons.NeuronSet`, checked against this run's predictivity."""
-        from skill_lens.probing.neurons import NeuronSet
-
         path = self.file("neurons")
         with self.folder.reading():
             self._require(path, "neurons")
@@ -381,8 +270,6 @@ class Run:
     def save_result(self, artifact: str, name: str, data: dict, table=None) -> tuple[Path, Path | None]:
         """Write ``RUN/<name>.json`` (``data`` with its lineage) and, with ``table`` (a DataFrame), ``<name>.csv``
         (a ``<name>.csv`` of an earlier result of ours is removed without one)."""
-        from skill_lens.store.artifacts import atomic_write
-
         json_name, csv_name = KINDS[artifact].files(name)
         with self.writing(artifact) as tx:
             write_json(tx.path(json_name, artifact), {**data, "lineage": self.lineage(KINDS[artifact].parent)})
@@ -491,28 +378,75 @@ class Run:
 
 
 # ------------------------------------------------------------------ helpers
-def _run_meta(model, task, config: TuneConfig, task_args: dict | None, result, cache: InputCache | None = None) -> dict:
-    """``run.json``: what made the run and what it scored (dev/test accuracy of the prompt and the hard prompt,
-    ``accuracy``, with their Wilson 95% intervals ``[low, high]`` in ``accuracy_ci``; ``None`` without a test split)."""
-    info = describe(model)
-    pm = prompted(model, task, result.prompt, config.max_length)
-    hard = hard_prompt_model(model, task, config.max_length)
-    bs = config.eval_batch_size
-    evals = {key: evaluate(m, split, bs, input_cache=cache) if len(split) else None for key, m, split in (
-        ("dev", pm, task.dev), ("test", pm, task.test), ("hard_prompt_dev", hard, task.dev),
-        ("hard_prompt_test", hard, task.test))}
-    acc = {k: None if e is None else e["accuracy"] for k, e in evals.items()}
-    ci = {k: None if e is None else [e["accuracy_ci_low"], e["accuracy_ci_high"]] for k, e in evals.items()}
-    return {"library_version": library_version(), "model": info.name, "model_fingerprint": fingerprint(model),
-            "dtype": dtype_name(model_dtype(model)), "family": info.family, "n_layers": info.n_layers,
-            "d_mlp": info.d_mlp, "d_model": info.d_model,
-            "hook_names": list(info.hook_names),
-            "task": {**task.describe(), "fingerprint": task.fingerprint(), "args": task_args or {}},
-            "placement": PLACEMENT[info.family], "template": pm.template, "hard_prompt": task.hard_prompt,
-            "label_words": list(pm.verbalizer.words), "label_token_ids": list(pm.verbalizer.token_ids),
-            "prompt_length": result.prompt.length, "seed": config.seed, "config": dataclasses.asdict(config),
-            "best_step": result.best_step, "accuracy": acc, "accuracy_ci": ci,
-            "history": [h for h in result.history if "dev_accuracy" in h]}  # the loss curve: tuning_curve.json
+def _check_lineage(run: Run, meta: dict, artifact: str, where) -> None:
+    """:meth:`Run.check`."""
+    again = redo(artifact, run.path)
+    _checked_prompt_file(run)
+    lineage = meta.get("lineage") if isinstance(meta, dict) else None
+    if not isinstance(lineage, dict):
+        raise ArtifactError(f"{where} records no lineage (written by another tool or an older skill_lens), so it "
+                            f"cannot be traced to run {run.path}; make it again: {again}.")
+    expected = run.lineage()
+    for key, what in (("model_fingerprint", "model weights"), ("task_fingerprint", "task data"),
+                      ("prompt_fingerprint", "prompt")):
+        if lineage.get(key) != expected[key]:
+            raise ArtifactError(f"{where} was made from other {what} ({key} {lineage.get(key)}) than run "
+                                f"{run.path} ({expected[key]}): it is stale or belongs to another run. "
+                                f"Make it again: {again}.")
+    parent = KINDS[artifact].parent
+    if parent is not None and parent != "prompt":
+        recorded = (lineage.get("parent") or {}).get("fingerprint")
+        run._require(run.file(parent), parent)
+        if recorded != file_fingerprint(run.file(parent)):
+            raise ArtifactError(f"{where} was derived from another {KINDS[parent].file} than the one in "
+                                f"{run.path} now (it was re-made or replaced since). Make it again: {again}.")
+        run.verify(parent)
+    run.verify("run", "prompt")
+
+
+def _read_prompt(run: Run) -> SoftPrompt:
+    """:meth:`Run.prompt`."""
+    with run.folder.reading():
+        path = _checked_prompt_file(run)
+        tensors, meta = load_tensors(path)
+        emb = tensors.get("prompt")
+        want = (run.meta["prompt_length"], run.meta["d_model"])
+        if emb is None or emb.dim() != 2 or not emb.is_floating_point() or tuple(emb.shape) != want:
+            got = "no 'prompt' tensor" if emb is None else f"a {emb.dtype} tensor of shape {list(emb.shape)}"
+            raise ArtifactError(f"{path} holds {got}, but run.json says a float prompt of shape {list(want)}; "
+                                f"re-tune: {redo('prompt', run.path)}.")
+        run.verify("run", "prompt")
+    return SoftPrompt(emb, meta)
+
+
+def _checked_prompt_file(run: Run) -> Path:
+    """``RUN/prompt.safetensors``, if it is the very file tuning wrote (the root of every lineage)."""
+    path = run.file("prompt")
+    run._require(path, "prompt")
+    if file_fingerprint(path) != run.meta["prompt_fingerprint"]:
+        raise ArtifactError(f"{path} is not the prompt run {run.path} tuned (its content fingerprint differs from "
+                            "run.json's prompt_fingerprint): it was replaced or copied from another run. Restore "
+                            f"it, or re-tune: {redo('prompt', run.path)}.")
+    return path
+
+
+def _check_weights(run: Run, model) -> None:
+    """Refuse a model whose weights are not the run's, naming a dtype that differs (the usual cause) or else
+    the weights or architecture."""
+    info, fp, want = describe(model), fingerprint(model), run.meta["model_fingerprint"]
+    now = dtype_name(model_dtype(model))
+    if fp != want and now != run.dtype:
+        raise ArtifactError(
+            f"run {run.path} was tuned on {run.meta['model']} in {run.dtype}, but this model is in {now}, "
+            f"so its weights differ (fingerprint {fp}, not {want}) and the run's "
+            f"artifacts would not apply. Use --dtype {run.dtype} (or leave --dtype out: a run's steps load "
+            f"its own dtype), or tune a new run in {now}: skill-lens tune --dtype {now} --out NEW_DIR.")
+    if fp != want:
+        raise ArtifactError(
+            f"run {run.path} was tuned on {run.meta['model']} with weights {want}, "
+            f"but this model ({info.name}, {info.n_layers}x{info.d_mlp}) has weights {fp}: its weights or "
+            f"architecture differ. Load the run's own model, or re-tune: "
+            f"{redo('prompt', run.path)}.")
 
 
 def _claim(path: Path, model, task, config: TuneConfig, overwrite: bool, reuse: bool,
@@ -527,8 +461,8 @@ def _claim(path: Path, model, task, config: TuneConfig, overwrite: bool, reuse: 
             raise ArtifactError(f"{path} exists and holds files that are not a skill_lens run ({', '.join(foreign[:3])}"
                                 f"{' ...' if len(foreign) > 3 else ''}); choose a new --out directory.")
         return None
-    old = Run(path, _validated(read_json(path / KINDS["run"].file), path))
-    same = _differences(old.meta, model, task, config)
+    old = Run(path, validated(read_json(path / KINDS["run"].file), path))
+    same = differences(old.meta, model, task, config)
     if reuse and not same and not overwrite:
         if not check_only:
             old.use_model(model), old.use_task(task)
@@ -546,22 +480,6 @@ def _ours_in_progress(p: Path) -> bool:
     temporaries."""
     return p.name.startswith(KINDS["checkpoint"].file) or p.name in (LOCK, STAGING) or \
         (p.name.startswith(".") and p.name.endswith(".tmp"))
-
-
-def _differences(old: dict, model, task, config: TuneConfig) -> list[str]:
-    differs = []
-    if old["model_fingerprint"] != fingerprint(model):
-        differs.append(f"model: {old['model']} weights {old['model_fingerprint']} in run.json, "
-                       f"{describe(model).name} weights {fingerprint(model)} now")
-    if old["task"].get("fingerprint") != task.fingerprint():
-        differs.append(f"task: {old['task'].get('name')} (data {str(old['task'].get('fingerprint'))[:12]}) in "
-                       f"run.json, {task.name} (data {task.fingerprint()[:12]}) now")
-    new, was = dataclasses.asdict(config), with_defaults(old["config"])
-    changed = [f"{k} {was.get(k)!r} -> {new.get(k)!r}" for k in {**was, **new}
-               if was.get(k) != new.get(k) and k not in RESOURCE_FIELDS]
-    if changed:
-        differs.append(f"config: {', '.join(changed)}")
-    return differs
 
 
 def _stage_run(tx: Transaction, path: Path, result, meta: dict, ckpt: Path) -> None:
@@ -583,30 +501,3 @@ def _stage_run(tx: Transaction, path: Path, result, meta: dict, ckpt: Path) -> N
         "prompt_fingerprint": meta["prompt_fingerprint"], "steps": [h["step"] for h in result.history],
         "loss": [h.get("loss") for h in result.history]})
     write_json(tx.path(KINDS["run"].file, "run"), meta)
-
-
-def _validated(meta, path: Path) -> dict:
-    """``run.json`` with every field the steps read, of the right type; else an error naming the field."""
-    where = path / KINDS["run"].file
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"{where} is not a JSON object; it is corrupt. Re-tune into a new directory.")
-    for key, kind in REQUIRED.items():
-        if key not in meta:
-            older = " (written by an older skill_lens)" if key.endswith("fingerprint") else ""
-            raise ArtifactError(f"{where} has no {key!r} field{older}; it cannot be checked. Re-tune: "
-                                f"{redo('prompt', path)}.")
-        if not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
-            raise ArtifactError(f"{where}: field {key!r} should be of type {kind.__name__}, got {meta[key]!r}; the file "
-                                f"is corrupt. Re-tune: {redo('prompt', path)}.")
-    for key in ("source", "fingerprint"):
-        if not isinstance(meta["task"].get(key), str):
-            raise ArtifactError(f"{where}: field 'task.{key}' is missing or not a string; the file is corrupt. "
-                                f"Re-tune: {redo('prompt', path)}.")
-    if meta.get("dtype", "float32") not in DTYPES:
-        raise ArtifactError(f"{where}: field 'dtype' should be one of {', '.join(DTYPES)}, got {meta['dtype']!r}; the "
-                            f"file is corrupt. Re-tune: {redo('prompt', path)}.")
-    if not isinstance(meta["task"].get("args", {}), dict):
-        raise ArtifactError(f"{where}: field 'task.args' should be an object; the file is corrupt.")
-    if not isinstance(meta.get("accuracy_ci", {}), dict):  # absent in runs made before intervals
-        raise ArtifactError(f"{where}: field 'accuracy_ci' should be an object; the file is corrupt.")
-    return meta

@@ -43,17 +43,37 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from skill_lens.store.artifacts import ArtifactError, load_tensors, save_tensors
+from skill_lens.base.options import Options, option
+from skill_lens.probing.neurons import NeuronSet, check_top
+from skill_lens.probing.result import AGGREGATES
 from skill_lens.probing.scores import select_top, spearman, top_k_overlap
+from skill_lens.store.artifacts import ArtifactError, load_tensors, save_tensors
 from skill_lens.store.kinds import KINDS
 from skill_lens.store.manifest import Folder
-from skill_lens.workflow.runs import Run, file_fingerprint, redo
+from skill_lens.workflow.run_json import file_fingerprint, redo
+from skill_lens.workflow.runs import Run
 
-__all__ = ["SeedScores", "SeedGroup", "replicability", "replicability_text", "combine_seeds", "parse_seeds",
-           "seed_dir", "open_scored"]
+__all__ = ["SeedOptions", "SeedScores", "SeedGroup", "replicability", "replicability_text", "combine_seeds",
+           "parse_seeds", "seed_dir", "open_scored"]
 
 KEYS = tuple(f"{split}_{how}" for split in ("dev", "test") for how in ("max", "mean"))
 SHARED = ("model", "family", "n_layers", "d_mlp", "d_model", "hook_names")
+
+
+@dataclass
+class SeedOptions(Options):
+    """How :func:`combine_seeds` reads the seeds' rankings, validated when made; the flags of ``skill-lens seeds``.
+
+    >>> SeedOptions(top=5.0).top
+    5
+    """
+
+    top: float = option(0.01, "top fraction (or number) of neurons whose overlap between seeds is measured")
+    aggregate: str = option("max", "over prompt positions, per run", choices=AGGREGATES)
+
+    def __post_init__(self):
+        self.top = check_top(self.top)
+        self.check_choice("aggregate", AGGREGATES)
 
 
 def parse_seeds(text) -> list[int]:
@@ -187,15 +207,16 @@ class SeedScores:
         return cls(tensors, meta)
 
 
-def combine_seeds(runs: Sequence[Run], top: float | int = 0.01, aggregate: str = "max") -> SeedScores:
+def combine_seeds(runs: Sequence[Run], options: SeedOptions | None = None, **overrides) -> SeedScores:
     """Read every run's predictivity (checked), check they belong together, and return their
-    :class:`SeedScores` with the replicability of ``aggregate``-over-positions scores (dev, and test if probed).
+    :class:`SeedScores` with the replicability of ``aggregate``-over-positions scores (dev, and test if probed),
+    as ``options`` say (a :class:`SeedOptions`, or its fields as keywords).
     Nothing is written (see :func:`skill_lens.workflow.steps.seeds`)."""
+    o = SeedOptions.build(options, **overrides)
+    top, aggregate = o.top, o.aggregate
     if len(runs) < 2:
         raise ValueError(f"aggregating seeds needs at least 2 runs, got {len(runs)}; tune more seeds "
                          "(skill-lens tune --seeds 0,1,2 --out DIR).")
-    if aggregate not in ("max", "mean"):
-        raise ValueError(f"--aggregate must be 'max' or 'mean', got {aggregate!r}")
     _check_together(runs)
     missing = [r for r in runs if not r.file("predictivity").exists()]
     if missing:
@@ -339,8 +360,6 @@ class SeedGroup:
 
     def neurons(self):
         """The neurons selected from the aggregate, checked against the current ``seeds.safetensors``."""
-        from skill_lens.probing.neurons import NeuronSet
-
         scores = self.probe_result()
         ns = NeuronSet.load(self.file("neurons"), expect_shape=(scores.meta["n_layers"], scores.meta["d_mlp"]))
         if (ns.meta.get("lineage") or {}).get("parent", {}).get("fingerprint") != file_fingerprint(self.file("seeds")):

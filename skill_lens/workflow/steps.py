@@ -1,9 +1,13 @@
 """The method's steps on a run directory: one public function per ``skill-lens`` subcommand.
 
-Each step takes a :class:`~skill_lens.workflow.runs.Run`, validates its options before any work, reads the
-artifacts it needs through the run (which checks their lineage), computes, writes its artifact
-beside the run with its lineage, and returns the result. The CLI only parses options, calls one
-step and prints; notebooks and :func:`demo` call the same functions.
+Each step takes a :class:`~skill_lens.workflow.runs.Run` and one options object, validated when made, before
+any work (:class:`~skill_lens.probing.probe.ProbeOptions`, :class:`NeuronOptions`, :class:`PerturbOptions`,
+:class:`PatchOptions`, :class:`~skill_lens.studies.robustness.RobustnessOptions`,
+:class:`~skill_lens.workflow.report.ReportOptions`, :class:`~skill_lens.workflow.seeds.SeedOptions`; or the
+object's fields as keywords). It reads the artifacts it needs through the run (which checks their lineage),
+computes, writes its artifact beside the run with its lineage, and returns the result. The CLI's flags are
+generated from the same options; it parses them, calls one step and prints; notebooks and :func:`demo` call
+the same functions.
 
 >>> import tempfile
 >>> from skill_lens.model.tiny import tiny_model, tiny_task
@@ -19,42 +23,91 @@ step and prints; notebooks and :func:`demo` call the same functions.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from skill_lens.base.memory import check_fits
+from skill_lens.base.options import Options, option
+from skill_lens.data.distributed import rank_world
+from skill_lens.intervening.interventions import Positions
+from skill_lens.intervening.patching import patch as patch_
+from skill_lens.intervening.suppression import DEFAULT_FRACTIONS, CurveOptions, suppression_curve
+from skill_lens.model.layout import NeuronLayout
+from skill_lens.probing.neurons import NeuronSet, check_top
+from skill_lens.probing.probe import ProbeOptions, probe as probe_
+from skill_lens.probing.result import AGGREGATES
+from skill_lens.probing.scores import best
+from skill_lens.studies.adversarial_sources import adversarial_split, source_name
+from skill_lens.studies.robustness import RobustnessOptions, neuron_robustness, patch_repair
+from skill_lens.workflow.report import ReportOptions, write_report
 from skill_lens.workflow.runs import Run
+from skill_lens.workflow.seeds import SeedOptions, combine_seeds, parse_seeds, seed_dir
 
 __all__ = ["tune", "tune_seeds", "probe", "neurons", "seeds", "perturb", "patch", "robustness", "report", "demo",
-           "demo_summary", "top_neurons", "check_top", "check_positive"]
+           "demo_summary", "top_neurons", "NeuronOptions", "PerturbOptions", "PatchOptions"]
 
 
-def check_top(top: float, flag: str = "--top") -> float | int:
-    """``top`` is a fraction in (0, 1) or a whole number of neurons; returns it as a fraction or an int.
+@dataclass
+class NeuronOptions(Options):
+    """Which neurons :func:`neurons` selects, validated when made; the flags of ``skill-lens neurons``.
 
-    >>> check_top(0.02), check_top(5.0)
-    (0.02, 5)
-    >>> check_top(1.5)
-    Traceback (most recent call last):
-    ...
-    ValueError: --top must be a fraction in (0, 1) or a whole number of neurons >= 1, got 1.5
+    >>> NeuronOptions(top=5.0).top
+    5
     """
-    if not (0 < top < 1 or (top >= 1 and float(top).is_integer())):
-        raise ValueError(f"{flag} must be a fraction in (0, 1) or a whole number of neurons >= 1, got {top}")
-    return int(top) if top >= 1 else top
+
+    top: float = option(0.02, "fraction of neurons (0 < top < 1), or a whole number of neurons (>= 1)")
+    per_layer: bool = option(False, "the top fraction of every layer (default: of all neurons, as everywhere)",
+                             off_flag=("--global", "the top fraction of all neurons"))
+    aggregate: str = option("max", "over prompt positions", choices=AGGREGATES)
+
+    def __post_init__(self):
+        self.top = check_top(self.top)
+        self.check_bool("per_layer")
+        self.check_choice("aggregate", AGGREGATES)
 
 
-def check_positive(**values) -> None:
-    """Each keyword (an option's value) must be at least 1; the error names the flag.
+@dataclass
+class PerturbOptions(CurveOptions):
+    """A suppression curve of a run's top neurons by dev predictivity: the curve's :class:`CurveOptions
+    <skill_lens.intervening.suppression.CurveOptions>` and how a neuron's score is read over prompt
+    positions; the flags of ``skill-lens perturb``.
 
-    >>> check_positive(batch_size=0)
-    Traceback (most recent call last):
-    ...
-    ValueError: --batch-size must be at least 1, got 0
+    >>> PerturbOptions(method="zero", aggregate="mean").aggregate
+    'mean'
     """
-    for name, value in values.items():
-        if value is not None and (isinstance(value, bool) or value < 1):
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+    aggregate: str = option("max", "neuron score over prompt positions", choices=AGGREGATES)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.check_choice("aggregate", AGGREGATES)
+
+
+@dataclass
+class PatchOptions(Options):
+    """Which neurons :func:`patch` patches, and where, validated when made; the flags of ``skill-lens patch``
+    (which offers ``prompt`` and ``predict`` positions; in Python any
+    :class:`~skill_lens.intervening.interventions.Positions` will do).
+
+    >>> PatchOptions(top=0.1, positions="predict").positions
+    'predict'
+    """
+
+    top: float | None = option(None, "fraction (0 < top < 1) or number of neurons by dev predictivity (default: "
+                                     f"RUN/neurons.safetensors if present, else {NeuronOptions.top:g})", type=float)
+    per_layer: bool = option(False, "with --top: the top fraction of every layer")
+    positions: str = option("prompt", "where the activations are patched", choices=("prompt", "predict"))
+
+    def __post_init__(self):
+        self.top = None if self.top is None else check_top(self.top)
+        self.check_bool("per_layer")
+        try:
+            Positions.of(self.positions)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{self.label('positions')}: {e}") from None
 
 
 def tune(out, model, task, config, task_args: dict | None = None, *, overwrite: bool = False,
@@ -68,10 +121,6 @@ def tune_seeds(out, model, task, config, seeds: Sequence[int], task_args: dict |
     """One run per seed, ``OUT/seed-<s>`` (:func:`skill_lens.workflow.seeds.seed_dir`), tuned with ``config`` and that
     seed; a finished run of the very same settings is reused, so an interrupted call resumes where it stopped.
     Probe each run, then aggregate them with :func:`seeds` (``skill-lens seeds OUT``)."""
-    import dataclasses
-
-    from skill_lens.workflow.seeds import parse_seeds, seed_dir
-
     seeds = parse_seeds(list(seeds))
     if (Path(out) / "run.json").exists():
         raise ValueError(f"{out} is a run; give --seeds a new --out directory (it will hold one run per seed).")
@@ -80,46 +129,38 @@ def tune_seeds(out, model, task, config, seeds: Sequence[int], task_args: dict |
             for s, c in zip(seeds, configs)]
 
 
-def seeds(group, top: float = 0.01, aggregate: str = "max"):
+def seeds(group, options: SeedOptions | None = None, **overrides):
     """Aggregate the probed seed runs of ``group`` (a :class:`~skill_lens.workflow.seeds.SeedGroup`) into
     ``DIR/seeds.safetensors``: each seed's scores, their mean (the paper's aggregate) and the ranking's
-    replicability (Spearman between seeds, top ``top`` overlap). Returns the
+    replicability (Spearman between seeds, top ``top`` overlap), as ``options`` say (a
+    :class:`~skill_lens.workflow.seeds.SeedOptions`, or its fields as keywords). Returns the
     :class:`~skill_lens.workflow.seeds.SeedScores`."""
-    from skill_lens.workflow.seeds import combine_seeds
-
-    scores = combine_seeds(group.runs, check_top(top), aggregate)
+    scores = combine_seeds(group.runs, SeedOptions.build(options, **overrides))
     group.save_seeds(scores)
     return scores
 
 
-def probe(run: Run, batch_size: int = 32, pooling: bool = False, *, permutations: int = 0,
-          permutation_seed: int = 0):
-    """Probe every FFN neuron of ``run`` (``RUN/predictivity.safetensors``); resumes after a kill, shards
+def probe(run: Run, options: ProbeOptions | None = None, **overrides):
+    """Probe every FFN neuron of ``run`` (``RUN/predictivity.safetensors``) as ``options`` say (a
+    :class:`~skill_lens.probing.probe.ProbeOptions`, or its fields as keywords); resumes after a kill, shards
     under ``torchrun``. With ``permutations=K`` also the permutation null (K label permutations per
-    split), summarised in the sidecar under ``null`` (:meth:`~skill_lens.probing.probe.ProbeResult.null_summary`:
+    split), summarised in the sidecar under ``null`` (:meth:`~skill_lens.probing.result.ProbeResult.null_summary`:
     family-wise 5% threshold, significant neurons overall and per layer). Returns the
-    :class:`~skill_lens.probing.probe.ProbeResult`."""
-    from skill_lens.probing.probe import probe as probe_
-
-    check_positive(batch_size=batch_size)
-    if permutations < 0:
-        raise ValueError(f"--permutations must be 0 (no null) or a number of label permutations, got {permutations}")
+    :class:`~skill_lens.probing.result.ProbeResult`."""
+    opts = ProbeOptions.build(options, **overrides)
     m = run.meta  # int32 counts [K, L, P, d_mlp] per evaluation split, kept and checkpointed until the end
-    check_fits(2 * 2 * 4 * permutations * m["n_layers"] * m["prompt_length"] * m["d_mlp"],
-               f"the permutation null of {permutations} permutations", "pass fewer --permutations")
+    check_fits(2 * 2 * 4 * opts.permutations * m["n_layers"] * m["prompt_length"] * m["d_mlp"],
+               f"the permutation null of {opts.permutations} permutations", "pass fewer --permutations")
     pm, task = run.prompted(), run.task
 
     def save(result) -> None:
-        if permutations:
+        if opts.permutations:
             result.meta["null"] = result.null_summary()
         run.save_probe_result(result)
 
-    from skill_lens.data.distributed import rank_world
-
     # under torchrun the job's rank 0 holds the run's lock (and writes the result); the others are the same step
     with run.writing("probe") if rank_world()[0] == 0 else contextlib.nullcontext():
-        return probe_(pm, task, batch_size, pooling, checkpoint=run.path, on_result=save,
-                      permutations=permutations, permutation_seed=permutation_seed, input_cache=run.input_cache)
+        return probe_(pm, task, opts, checkpoint=run.path, on_result=save, input_cache=run.input_cache)
 
 
 def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float, float | None]]:
@@ -131,146 +172,101 @@ def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float
     >>> top_neurons(ProbeResult(torch.zeros(1, 1, 3), torch.tensor([[[0.5, 0.125, 0.75]]])), 1)
     [('L0.N1', 0.875, None)]
     """
-    from skill_lens.model.anatomy import NeuronLayout
-    from skill_lens.probing.scores import best
-
     test = result.scores("test", aggregate=aggregate) if result.test_acc is not None else None
     layout = NeuronLayout.from_json(result.meta.get("layout"))  # experts: L3.E5.N812
     return best(result.scores("dev", aggregate=aggregate), k, test, label=layout.label if layout.moe else None)
 
 
-def neurons(run: Run, top: float = 0.02, *, per_layer: bool = False, aggregate: str = "max"):
-    """Select the skill neurons by dev predictivity into ``RUN/neurons.safetensors``; return the
-    :class:`~skill_lens.probing.neurons.NeuronSet` (its ``scores`` are the dev scores). ``top`` is of all
-    neurons unless ``per_layer=True`` (of each layer), as everywhere in the library. ``run`` may also be
-    a :class:`~skill_lens.workflow.seeds.SeedGroup`: the neurons are then selected by the mean over its seeds."""
-    top = check_top(top)
+def neurons(run: Run, options: NeuronOptions | None = None, **overrides):
+    """Select the skill neurons by dev predictivity into ``RUN/neurons.safetensors`` as ``options`` say (a
+    :class:`NeuronOptions`, or its fields as keywords); return the :class:`~skill_lens.probing.neurons.NeuronSet`
+    (its ``scores`` are the dev scores). ``top`` is of all neurons unless ``per_layer=True`` (of each layer), as
+    everywhere in the library. ``run`` may also be a :class:`~skill_lens.workflow.seeds.SeedGroup`: the neurons
+    are then selected by the mean over its seeds."""
+    o = NeuronOptions.build(options, **overrides)
     with run.writing("neurons"):
-        return _select(run, run.probe_result(), top, per_layer, aggregate)
-
-
-def _select(run, result, top, per_layer: bool, aggregate: str):
-    from skill_lens.probing.neurons import NeuronSet
-
-    scores = result.scores("dev", aggregate=aggregate)
-    meta = {**{k: result.meta[k] for k in ("model", "family", "n_layers", "d_mlp", "d_model", "task",
-                                           "prompt_length", "layout") if k in result.meta},
-            "hook_names": list(result.hook_names), "aggregate": aggregate, "per_layer": per_layer, "top": top,
-            "scored_on": result.meta.get("scored_on", "dev predictivity")}
-    ns = NeuronSet.from_scores(scores, top=top, per_layer=per_layer, meta=meta)
-    run.save_neurons(ns)
+        result = run.probe_result()
+        scores = result.scores("dev", aggregate=o.aggregate)
+        meta = {**{k: result.meta[k] for k in ("model", "family", "n_layers", "d_mlp", "d_model", "task",
+                                               "prompt_length", "layout") if k in result.meta},
+                "hook_names": list(result.hook_names), "aggregate": o.aggregate, "per_layer": o.per_layer,
+                "top": o.top, "scored_on": result.meta.get("scored_on", "dev predictivity")}
+        ns = NeuronSet.from_scores(scores, top=o.top, per_layer=o.per_layer, meta=meta)
+        run.save_neurons(ns)
     return ns
 
 
-def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.0, 0.01, 0.02, 0.05, 0.1),
-            controls: int = 3, per_layer: bool = False, std: float = 1.0, split: str = "dev", positions="prompt",
-            per: str = "token", aggregate: str = "max", seed: int = 0, batch_size: int = 32, *, draws: int = 1,
-            bootstrap: int = 1000):
+def perturb(run: Run, options: PerturbOptions | None = None, **overrides):
     """Suppression curve of ``run``'s top neurons (by dev predictivity) against random neurons, written to
-    ``RUN/perturb_<method>.json`` and ``.csv``; resumes after a kill. ``draws`` Gaussian noise draws per
-    neuron set; the gap (random minus skill accuracy) comes with a paired bootstrap 95% interval over
-    examples, draws and controls (``gap_ci_low``, ``gap_ci_high``). Returns the
-    :class:`~skill_lens.intervening.suppression.SuppressionCurve`."""
-    from skill_lens.intervening.suppression import METHODS, check_fractions
-
-    fractions = check_fractions(fractions)
-    check_positive(batch_size=batch_size)
-    if method not in METHODS or split not in ("dev", "test"):
-        raise ValueError(f"--method must be one of {', '.join(METHODS)} and --split dev or test, got {method!r}, "
-                         f"{split!r}")
-    if controls < 0 or not std >= 0:
-        raise ValueError(f"--controls and --std must be >= 0, got {controls} and {std}")
-    sets = len(fractions) * (1 + controls)  # a [L, d_mlp] mask per set; a row per set and draw, a byte per example
+    ``RUN/perturb_<method>.json`` and ``.csv``, as ``options`` say (a :class:`PerturbOptions`, or its fields as
+    keywords); resumes after a kill. ``draws`` Gaussian noise draws per neuron set; the gap (random minus skill
+    accuracy) comes with a paired bootstrap 95% interval over examples, draws and controls (``gap_ci_low``,
+    ``gap_ci_high``). Returns the :class:`~skill_lens.intervening.suppression.SuppressionCurve`."""
+    o = PerturbOptions.build(options, **overrides)
+    n_fractions = len(o.fractions if o.fractions is not None else DEFAULT_FRACTIONS)
+    sets = n_fractions * (1 + o.controls)  # a [L, d_mlp] mask per set; a row per set and draw, a byte per example
     check_fits(sets * (run.meta["n_layers"] * run.meta["d_mlp"] + 200)
-               + sets * draws * (len(getattr(run.task, split)) + 400),
-               f"{len(fractions)} fractions x (1 + {controls} control sets) x {draws} draws",
+               + sets * o.draws * (len(getattr(run.task, o.split)) + 400),
+               f"{n_fractions} fractions x (1 + {o.controls} control sets) x {o.draws} draws",
                "pass fewer --controls or --draws")
     with run.writing("perturb"):
-        return _perturb(run, method, fractions, controls, per_layer, std, split, positions, per, aggregate, seed,
-                        batch_size, draws, bootstrap)
-
-
-def _perturb(run, method, fractions, controls, per_layer, std, split, positions, per, aggregate, seed, batch_size,
-             draws, bootstrap):
-    from skill_lens.intervening.suppression import suppression_curve
-
-    result, task = run.probe_result(), run.task
-    name = f"perturb_{method}"
-    curve = suppression_curve(run.prompted(), getattr(task, split), result.scores("dev", aggregate=aggregate),
-                              fractions=fractions, method=method, controls=controls, per_layer=per_layer,
-                              baseline=result.baseline, std=std, positions=positions, per=per, seed=seed,
-                              batch_size=batch_size, checkpoint=run.path / f"{name}.checkpoint.safetensors",
-                              draws=draws, bootstrap=bootstrap, input_cache=run.input_cache)
-    curve.meta.update(task=task.name, split=split, aggregate=aggregate,  # no path: a moved run makes the same bytes
-                      selected_on="dev predictivity")
-    run.save_result("perturb", name, curve.to_dict(), curve.to_pandas())
+        result, task = run.probe_result(), run.task
+        name = f"perturb_{o.method}"
+        curve = suppression_curve(run.prompted(), getattr(task, o.split), result.scores("dev", aggregate=o.aggregate),
+                                  o, baseline=result.baseline, checkpoint=run.path / f"{name}.checkpoint.safetensors",
+                                  input_cache=run.input_cache)
+        curve.meta.update(task=task.name, split=o.split, aggregate=o.aggregate,  # no path: a moved run, same bytes
+                          selected_on="dev predictivity")
+        run.save_result("perturb", name, curve.to_dict(), curve.to_pandas())
     return curve
 
 
-def patch(run: Run, source_text: str, target_text: str, top: float | None = None, per_layer: bool = False,
-          positions: str = "prompt"):
+def patch(run: Run, source_text: str, target_text: str, options: PatchOptions | None = None, **overrides):
     """Patch ``run``'s skill neurons from ``source_text`` into ``target_text``
-    (:func:`skill_lens.intervening.patching.patch`): ``RUN/neurons.safetensors`` unless ``top`` picks the top
-    neurons by dev predictivity (default 2% when there is no neuron file)."""
-    from skill_lens.probing.neurons import NeuronSet
-    from skill_lens.intervening.patching import patch as patch_
-
+    (:func:`skill_lens.intervening.patching.patch`) as ``options`` say (a :class:`PatchOptions`, or its fields as
+    keywords): ``RUN/neurons.safetensors`` unless ``top`` picks the top neurons by dev predictivity (the
+    default of :class:`NeuronOptions` when there is no neuron file)."""
+    o = PatchOptions.build(options, **overrides)
     for flag, text in (("--source-text", source_text), ("--target-text", target_text)):
         if not str(text).strip():
             raise ValueError(f"{flag} is empty; pass a text to run.")
-    if top is not None or not run.file("neurons").exists():
-        chosen = NeuronSet.from_scores(run.probe_result().scores("dev"), top=check_top(0.02 if top is None else top),
-                                       per_layer=per_layer)
+    if o.top is not None or not run.file("neurons").exists():
+        chosen = NeuronSet.from_scores(run.probe_result().scores("dev"), top=NeuronOptions.top if o.top is None
+                                       else o.top, per_layer=o.per_layer)
     else:
         chosen = run.neurons()
-    return patch_(run.prompted(), source_text, target_text, chosen, positions=positions)
+    return patch_(run.prompted(), source_text, target_text, chosen, positions=o.positions)
 
 
-def robustness(run: Run, source: str, ks: Sequence[float] = (0.01, 0.02, 0.05, 0.1, 0.2), seed: int = 0,
-               adv_baseline: bool = False, curve_fractions: Sequence[float] = (0, 0.05, 0.1),
-               method: str = "gaussian", controls: int = 1, patch_top: float = 0.02, batch_size: int = 32) -> dict:
-    """The analyses of :mod:`skill_lens.studies.robustness` on ``run`` and the adversarial ``source``; written to
+def robustness(run: Run, source: str, options: RobustnessOptions | None = None, **overrides) -> dict:
+    """The analyses of :mod:`skill_lens.studies.robustness` on ``run`` and the adversarial ``source``, as ``options``
+    say (a :class:`~skill_lens.studies.robustness.RobustnessOptions`, or its fields as keywords); written to
     ``RUN/robustness_<name>.json`` and ``.csv``. Returns ``{"result", "repair", "adversarial", "paths"}``."""
-    from skill_lens.studies.robustness import adversarial_split
-
-    if not ks or any(not 0 < k <= 1 for k in ks):
-        raise ValueError(f"--ks must be fractions in (0, 1], got {list(ks)}")
-    if batch_size < 1 or controls < 0 or not 0 <= patch_top <= 1:
-        raise ValueError("--batch-size must be >= 1, --controls >= 0 and --patch-top in [0, 1]")
+    o = RobustnessOptions.build(options, **overrides)
     task = run.task
-    adv = adversarial_split(source, task, "dev", seed)  # validates before anything is written
+    adv = adversarial_split(source, task, o.split, o.seed)  # validates before anything is written
     with run.writing("robustness"):
-        return _robustness(run, source, task, adv, ks, seed, adv_baseline, curve_fractions, method, controls,
-                           patch_top, batch_size)
-
-
-def _robustness(run, source, task, adv, ks, seed, adv_baseline, curve_fractions, method, controls, patch_top,
-                batch_size) -> dict:
-    from skill_lens.probing.neurons import NeuronSet
-    from skill_lens.studies.robustness import neuron_robustness, patch_repair, source_name
-
-    pm = run.prompted()
-    result = neuron_robustness(pm, task, adv, ks, adv_baseline=adv_baseline, curve_fractions=curve_fractions,
-                               method=method, controls=controls, batch_size=batch_size, seed=seed)
-    out = {"source": source, "seed": seed, **result.to_dict()}  # the run: its lineage (by content, not path)
-    repair = None
-    if patch_top > 0 and not source.startswith("advglue"):
-        repair = patch_repair(pm, task.dev, adv, NeuronSet.from_scores(result.clean_scores, patch_top), batch_size)
-        out["repair"] = {"top": patch_top, **repair.to_dict()}
-    paths = run.save_result("robustness", f"robustness_{source_name(source)}", out, result.to_pandas())
+        pm = run.prompted()
+        result = neuron_robustness(pm, task, adv, o)
+        out = {"source": source, "seed": o.seed, **result.to_dict()}  # the run: its lineage (by content, not path)
+        repair = None
+        if o.patch_top > 0 and not source.startswith("advglue"):
+            clean_top = NeuronSet.from_scores(result.clean_scores, o.patch_top)
+            repair = patch_repair(pm, getattr(task, o.split), adv, clean_top, o.batch_size)
+            out["repair"] = {"top": o.patch_top, **repair.to_dict()}
+        paths = run.save_result("robustness", f"robustness_{source_name(source)}", out, result.to_pandas())
     return {"result": result, "repair": repair, "adversarial": adv, "paths": paths}
 
 
-def report(run: Run, out=None, views: bool = True, n_neurons: int = 8, n_examples: int = 3) -> Path:
-    """The self-contained HTML report of ``run`` (``RUN/report.html`` or ``out``): :func:`skill_lens.workflow.report.write_report`."""
-    from skill_lens.workflow.report import write_report
+def report(run: Run, out=None, options: ReportOptions | None = None, **overrides) -> Path:
+    """The self-contained HTML report of ``run`` (``RUN/report.html`` or ``out``) as ``options`` say (a
+    :class:`~skill_lens.workflow.report.ReportOptions`, or its fields as keywords):
+    :func:`skill_lens.workflow.report.write_report`."""
+    return write_report(run, out, ReportOptions.build(options, **overrides))
 
-    check_positive(neurons=n_neurons, examples=n_examples)
-    return write_report(run, out=out, include_views=views, n_neurons=n_neurons, n_examples=n_examples)
 
-
-def demo(model, task, out, config, controls: int = 3, top: float = 0.02, task_args: dict | None = None,
-         log=print, permutations: int = 100) -> dict:
+def demo(model, task, out, config, controls: int = CurveOptions.controls, top: float = NeuronOptions.top,
+         task_args: dict | None = None, log=print, permutations: int = 100) -> dict:
     """The whole method into ``out``: tune (or reuse the same finished run), probe with a permutation null
     (``permutations`` label permutations; 0: none), select, perturb, report.
 
@@ -290,8 +286,6 @@ def demo(model, task, out, config, controls: int = 3, top: float = 0.02, task_ar
     >>> done["report"].exists(), "suppression" in lines[-1], sorted(done["seconds"])
     (True, True, ['neurons', 'perturb', 'probe', 'report', 'tune'])
     """
-    import time
-
     top = check_top(top)
     seconds, done, t0 = {}, {}, time.perf_counter()
     sizes = f"{len(task.train)} train / {len(task.dev)} dev / {len(task.test)} test"
@@ -303,7 +297,7 @@ def demo(model, task, out, config, controls: int = 3, top: float = 0.02, task_ar
             ("neurons", f"selecting the top {top:.0%} of all neurons by dev predictivity",
              lambda: neurons(done["run"], top=top)),
             ("perturb", f"suppression curve: Gaussian noise on the top skill neurons vs {controls} random sets",
-             lambda: perturb(done["run"], "gaussian", fractions=sorted({0.0, 0.01, top, 0.05, 0.1}),
+             lambda: perturb(done["run"], method="gaussian", fractions=sorted({0.0, 0.01, top, 0.05, 0.1}),
                              controls=controls)),
             ("report", "writing the report", lambda: report(done["run"]))]
     for i, (name, what, step) in enumerate(plan):
