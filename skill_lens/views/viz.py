@@ -49,7 +49,7 @@ from torch import Tensor
 from skill_lens.store.artifacts import atomic_write
 from skill_lens.probing.capture import capture_neurons
 from skill_lens.model.loading import describe
-from skill_lens.probing.neurons import neuron_pairs
+from skill_lens.probing.neurons import NeuronSet, neuron_pairs
 
 __all__ = ["neuron_activations_view", "top_examples_view", "neuron_picker", "tokens_view", "View", "neuron_label",
            "circuitsvis_script", "script_json", "reset_notebook_bundle", "POSITIONS"]
