@@ -7,7 +7,8 @@ import torch
 
 from skill_lens.store.artifacts import ArtifactError, load_tensors, save_tensors
 from skill_lens.model.layout import parse_label
-from skill_lens.probing.neurons import NeuronSet, as_neuron_set, neuron_pairs
+from skill_lens.model.layout import neuron_pairs
+from skill_lens.probing.neurons import NeuronSet, as_neuron_set
 
 
 def random_set(seed, shape=(3, 10), p=0.3):

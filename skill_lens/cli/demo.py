@@ -10,11 +10,10 @@ from __future__ import annotations
 from skill_lens.cli import SIZES
 from skill_lens.cli._parse import add_model_args, add_options, model_args, options_from_args
 from skill_lens.data.sources import TaskOptions, load_task
-from skill_lens.intervening.suppression import CurveOptions
 from skill_lens.model.loading import load_model
-from skill_lens.probing.probe import ProbeOptions
 from skill_lens.prompting.tuning import TuneConfig
 from skill_lens.workflow import steps
+from skill_lens.workflow.steps import DemoOptions
 
 
 def register(sub) -> None:
@@ -24,17 +23,14 @@ def register(sub) -> None:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--task", default="rotten_tomatoes")
     add_options(p, TuneConfig, only=("steps",))
-    add_options(p, CurveOptions, only=("controls",))
-    add_options(p, ProbeOptions, only=("permutations",), defaults={"permutations": 100})
+    add_options(p, DemoOptions)
     add_model_args(p, run=False)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    config, load = options_from_args(args, TuneConfig), model_args(args)
-    controls = options_from_args(args, CurveOptions).controls  # validated
-    permutations = options_from_args(args, ProbeOptions).permutations
+    config, load, options = options_from_args(args, TuneConfig), model_args(args), options_from_args(args, DemoOptions)
     sizes = TaskOptions(**SIZES)
-    steps.demo(load_model(args.model, **load), load_task(args.task, sizes), args.out, config, controls=controls,
-               task_args=sizes.as_args(), permutations=permutations)
+    steps.demo(load_model(args.model, **load), load_task(args.task, sizes), args.out, config, options,
+               task_args=sizes.as_args())
     return 0

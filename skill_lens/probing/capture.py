@@ -33,7 +33,7 @@ from torch import Tensor
 
 from skill_lens.store.artifacts import atomic_write, library_version, write_json
 from skill_lens.model.loading import describe
-from skill_lens.probing.neurons import neuron_pairs
+from skill_lens.model.layout import neuron_pairs
 from skill_lens.base.progress import progress
 from skill_lens.prompting.prompts import Hook
 

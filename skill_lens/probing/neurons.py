@@ -7,6 +7,11 @@ such a model keeps in ``meta["layout"]``. Sets combine with ``| & - ^ ~``, save 
 sidecar, and refuse to load for (or to be used with) another shape or model. A set selected by scores keeps
 them: :meth:`NeuronSet.top` lists its best neurons in rank order.
 
+One rule across skill_lens: ``top`` (a fraction in (0, 1] or a count) is of **all** neurons, ranked globally,
+unless ``per_layer=True`` takes it of every layer; the same holds for :meth:`NeuronSet.from_scores`,
+:func:`~skill_lens.probing.scores.select_top`, ``suppression_curve``, ``prune``'s selections and
+``skill-lens neurons/perturb/patch``.
+
 >>> ns = NeuronSet.from_pairs([(0, 1), (1, 3), (1, 7)], n_layers=2, d_mlp=8)
 >>> ns
 NeuronSet(3 neurons of 2x8: L0.N1, L1.N3, L1.N7)
@@ -25,12 +30,14 @@ from torch import Tensor
 
 from skill_lens.base.display import card, table
 from skill_lens.store.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
-from skill_lens.model.layout import NeuronLayout, parse_label
+from skill_lens.model.layout import NeuronLayout, neuron_mask_of, neuron_pairs, parse_label
 from skill_lens.probing.scores import best, select_top
 
-__all__ = ["NeuronSet", "as_neuron_set", "neuron_pairs", "check_top", "layout_meta"]
+__all__ = ["NeuronSet", "as_neuron_set", "check_top", "layout_meta"]
 _SHOWN = 10  # neurons named in a repr
 _SHOWN_RANKED = 5  # best neurons named in the repr of a set with scores
+_NO_SCORES = ("this neuron set has no scores to rank by (it was made from a mask, pairs or labels); select it with "
+              "NeuronSet.from_scores(result.scores('dev'), top=...) or read it from a run (run.neurons())")
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,7 +58,6 @@ class NeuronSet:
         if self.scores is not None and self.scores.shape != self.mask.shape:
             raise ValueError(f"scores {tuple(self.scores.shape)} do not match the mask {tuple(self.mask.shape)}")
 
-    # ------------------------------------------------------------------ constructors
     @classmethod
     def from_mask(cls, mask: Tensor, meta: dict | None = None) -> "NeuronSet":
         """From a ``[layer, d_mlp]`` mask of bools or 0/1 (copied).
@@ -89,11 +95,7 @@ class NeuronSet:
     @classmethod
     def from_scores(cls, scores: Float[Tensor, "layer d_mlp"], top: float | int, *, per_layer: bool = False,
                     meta: dict | None = None) -> "NeuronSet":
-        """The best neurons by ``scores`` (see :func:`skill_lens.probing.scores.select_top`); keeps the scores.
-
-        One rule across skill_lens: ``top`` (a fraction in (0, 1] or a count) is of **all** neurons,
-        ranked globally, unless ``per_layer=True`` takes it of every layer. The same default holds for
-        ``select_top``, ``suppression_curve``, ``prune``'s selections and ``skill-lens neurons/perturb/patch``.
+        """The best ``top`` neurons by ``scores`` (of all, or of each layer: see the module docstring); keeps the scores.
 
         >>> s = torch.tensor([[0.9, 0.8], [0.1, 0.7]])
         >>> NeuronSet.from_scores(s, 2)                  # the best 2 of all 4
@@ -107,39 +109,29 @@ class NeuronSet:
 
     @classmethod
     def empty(cls, n_layers: int, d_mlp: int, meta: dict | None = None) -> "NeuronSet":
-        """No neurons.
+        """No neurons (:meth:`full`: every neuron).
 
-        >>> NeuronSet.empty(2, 3)
-        NeuronSet(0 neurons of 2x3)
+        >>> NeuronSet.empty(2, 3), len(NeuronSet.full(2, 3)), len(~NeuronSet.full(2, 3))
+        (NeuronSet(0 neurons of 2x3), 6, 0)
         """
         return cls(torch.zeros(n_layers, d_mlp, dtype=torch.bool), dict(meta or {}))
 
     @classmethod
     def full(cls, n_layers: int, d_mlp: int, meta: dict | None = None) -> "NeuronSet":
-        """Every neuron.
-
-        >>> len(NeuronSet.full(2, 3)), len(~NeuronSet.full(2, 3))
-        (6, 0)
-        """
+        """Every neuron (see :meth:`empty`)."""
         return cls(torch.ones(n_layers, d_mlp, dtype=torch.bool), dict(meta or {}))
 
-    # ------------------------------------------------------------------ names
     @staticmethod
     def label(layer: int, index: int) -> str:
-        """``"L{layer}.N{index}"``.
-
-        >>> NeuronSet.label(29, 692)
-        'L29.N692'
-        """
+        """``"L{layer}.N{index}"`` (a dense layer's label; :meth:`name` is this set's, :meth:`parse` the inverse)."""
         return f"L{int(layer)}.N{int(index)}"
 
     @staticmethod
     def parse(label: str, layout: NeuronLayout | None = None) -> tuple[int, int]:
-        """``(layer, index)`` of a label (an expert's, ``"L3.E5.N812"``, with the model's ``layout``):
-        :func:`~skill_lens.model.layout.parse_label`, the inverse of :meth:`label` and :meth:`name`.
+        """``(layer, index)`` of a label (an expert's, ``"L3.E5.N812"``, with the model's ``layout``).
 
-        >>> NeuronSet.parse("L29.N692")
-        (29, 692)
+        >>> NeuronSet.label(29, 692), NeuronSet.parse("L29.N692")
+        ('L29.N692', (29, 692))
         """
         return parse_label(label, layout)
 
@@ -162,7 +154,6 @@ class NeuronSet:
         """
         return [self.name(*p) for p in self.pairs()]
 
-    # ------------------------------------------------------------------ views
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.mask.shape)
@@ -194,19 +185,16 @@ class NeuronSet:
         return 0 <= layer < self.n_layers and 0 <= idx < self.d_mlp and bool(self.mask[layer, idx])
 
     def per_layer(self) -> dict[int, Tensor]:
-        """``{layer: LongTensor of indices}`` for the layers holding at least one neuron.
+        """``{layer: LongTensor of indices}`` for the layers holding at least one neuron (:meth:`layers`).
 
-        >>> NeuronSet.from_pairs([(1, 2), (1, 0)], 3, 4).per_layer()
-        {1: tensor([0, 2])}
+        >>> ns = NeuronSet.from_pairs([(1, 2), (1, 0)], 3, 4)
+        >>> ns.per_layer(), ns.counts_per_layer(), ns.layers()
+        ({1: tensor([0, 2])}, [0, 2, 0], [1])
         """
         return {layer: row.nonzero()[:, 0] for layer, row in enumerate(self.mask) if row.any()}
 
     def counts_per_layer(self) -> list[int]:
-        """Number of neurons in every layer.
-
-        >>> NeuronSet.from_pairs(["L1.N0", "L1.N2"], 3, 4).counts_per_layer(), NeuronSet.full(3, 4).layers()
-        ([0, 2, 0], [0, 1, 2])
-        """
+        """Number of neurons in every layer (see :meth:`per_layer`)."""
         return self.mask.sum(1).tolist()
 
     def layers(self) -> list[int]:
@@ -214,23 +202,17 @@ class NeuronSet:
         return list(self.per_layer())
 
     def top(self, k: int = 10) -> list[tuple[str, float]]:
-        """The ``k`` best neurons of the set by its ``scores``, best first: ``[(label, score)]``.
-
-        Ties keep layer order. A set made from a mask, pairs or labels has no scores: select it with
-        :meth:`from_scores` (or ``skill-lens neurons``). Every function taking neurons accepts the list
-        as it is (the labels are read, the scores ignored), so ``neuron_activations_view(pm, texts,
-        skill.top(4))`` shows the four best in this order.
+        """The ``k`` best neurons of the set by its ``scores``, best first (ties in layer order): ``[(label, score)]``;
+        every function taking neurons accepts this list (``neuron_activations_view(pm, texts, skill.top(4))``).
 
         >>> s = NeuronSet.from_scores(torch.tensor([[0.6, 0.9], [0.8, 0.7]]), top=3)
         >>> s.top(2), s.pairs()            # rank order vs layer order
         ([('L0.N1', 0.9), ('L1.N0', 0.8)], [(0, 1), (1, 0), (1, 1)])
-        >>> NeuronSet.pairs_of(s.top(2))
+        >>> NeuronSet.from_pairs(s.top(2), 2, 2).pairs()
         [(0, 1), (1, 0)]
         """
         if self.scores is None:
-            raise ValueError("this neuron set has no scores to rank by (it was made from a mask, pairs or labels); "
-                             "select it with NeuronSet.from_scores(result.scores('dev'), top=...) or read it from "
-                             "a run (run.neurons())")
+            raise ValueError(_NO_SCORES)
         return [(label, score) for label, score, _ in best(self.scores, k, within=self.mask, label=self.name)]
 
     def restrict_layers(self, layers: Iterable[int]) -> "NeuronSet":
@@ -246,7 +228,6 @@ class NeuronSet:
         keep[layers] = True
         return NeuronSet(self.mask & keep, dict(self.meta), self.scores)
 
-    # ------------------------------------------------------------------ set operations
     def _combine(self, other, op) -> "NeuronSet":
         if not isinstance(other, NeuronSet):
             return NotImplemented
@@ -273,45 +254,18 @@ class NeuronSet:
     __hash__ = None  # mutable-looking tensor inside: compare, don't hash
 
     def __repr__(self) -> str:
-        """The size and the first neurons: the best ones with their scores when the set has scores,
-        else the first in layer order.
+        """The size and the first neurons: the best with their scores when the set has scores, else in layer order.
 
         >>> NeuronSet.from_scores(torch.tensor([[0.6, 0.9], [0.8, 0.7]]), top=3)
         NeuronSet(3 neurons of 2x2, best first: L0.N1 0.900, L1.N0 0.800, L1.N1 0.700)
         """
-        n = len(self)
-        head = f"{n} neuron{'' if n == 1 else 's'} of {self.n_layers}x{self.d_mlp}"
-        if not n:
-            return f"NeuronSet({head})"
-        if self.scores is not None:
-            names = ", ".join(f"{label} {score:.3f}" for label, score in self.top(_SHOWN_RANKED))
-            return f"NeuronSet({head}, best first: {names}{', ...' if n > _SHOWN_RANKED else ''})"
-        names = ", ".join(self.name(*p) for p in self.pairs()[:_SHOWN]) + (", ..." if n > _SHOWN else "")
-        return f"NeuronSet({head}: {names})"
+        return _text(self)
 
     def _repr_html_(self) -> str:
-        """In a notebook: the size, how it was selected, neurons per layer and the best ones with their scores."""
-        n, total = len(self), self.n_layers * self.d_mlp
-        fields = [("neurons", f"{n:,} of {total:,} ({self.n_layers} layers x {self.d_mlp}; {n / total:.1%})")]
-        if "top" in self.meta:
-            of = "of each layer" if self.meta.get("per_layer") else "of all neurons"
-            fields.append(("selected", f"top {self.meta['top']} {of} by {self.meta.get('scored_on', 'score')}"))
-        counts = self.counts_per_layer()
-        busy = sorted(range(self.n_layers), key=lambda l: (-counts[l], l))[:3]
-        fields.append(("most per layer", ", ".join(f"L{l}: {counts[l]}" for l in busy if counts[l]) or "none"))
-        best = table([[i + 1, label, score] for i, (label, score) in enumerate(self.top(_SHOWN_RANKED))],
-                     ["rank", "neuron", "score"]) if self.scores is not None and n else ""
-        return card("NeuronSet", fields, best)
+        return _card(self)
 
-    # ------------------------------------------------------------------ compatibility and files
     def check_compatible(self, n_layers: int, d_mlp: int) -> None:
-        """Raise ``ValueError`` unless the set fits a model of ``n_layers`` x ``d_mlp`` neurons.
-
-        >>> NeuronSet.empty(2, 4).check_compatible(3, 4)
-        Traceback (most recent call last):
-        ...
-        ValueError: this neuron set was made for a model with 2 layers x 4 neurons, but this model has 3 layers x 4 neurons; select neurons on this model (skill-lens probe, then skill-lens neurons)
-        """
+        """Raise ``ValueError`` (naming both sizes and the fix) unless the set fits ``n_layers`` x ``d_mlp`` neurons."""
         if self.shape != (n_layers, d_mlp):
             model = f" ({self.meta['model']})" if "model" in self.meta else ""
             raise ValueError(f"this neuron set was made for a model with {self.n_layers} layers x {self.d_mlp} "
@@ -336,6 +290,34 @@ class NeuronSet:
     def load(cls, path, expect_shape: tuple[int, int] | None = None, expect_model: str | None = None) -> "NeuronSet":
         """Read a saved set; raise ``ArtifactError`` if it is not one, or not for ``expect_shape``/``expect_model``."""
         return cls(*_read(path, expect_shape, expect_model))
+
+
+def _text(ns: NeuronSet) -> str:
+    """:meth:`NeuronSet.__repr__`."""
+    n = len(ns)
+    head = f"{n} neuron{'' if n == 1 else 's'} of {ns.n_layers}x{ns.d_mlp}"
+    if not n:
+        return f"NeuronSet({head})"
+    if ns.scores is not None:
+        names = ", ".join(f"{label} {score:.3f}" for label, score in ns.top(_SHOWN_RANKED))
+        return f"NeuronSet({head}, best first: {names}{', ...' if n > _SHOWN_RANKED else ''})"
+    names = ", ".join(ns.name(*p) for p in ns.pairs()[:_SHOWN]) + (", ..." if n > _SHOWN else "")
+    return f"NeuronSet({head}: {names})"
+
+
+def _card(ns: NeuronSet) -> str:
+    """In a notebook: the size, how it was selected, neurons per layer and the best ones with their scores."""
+    n, total = len(ns), ns.n_layers * ns.d_mlp
+    fields = [("neurons", f"{n:,} of {total:,} ({ns.n_layers} layers x {ns.d_mlp}; {n / total:.1%})")]
+    if "top" in ns.meta:
+        of = "of each layer" if ns.meta.get("per_layer") else "of all neurons"
+        fields.append(("selected", f"top {ns.meta['top']} {of} by {ns.meta.get('scored_on', 'score')}"))
+    counts = ns.counts_per_layer()
+    busy = sorted(range(ns.n_layers), key=lambda l: (-counts[l], l))[:3]
+    fields.append(("most per layer", ", ".join(f"L{l}: {counts[l]}" for l in busy if counts[l]) or "none"))
+    ranked = table([[i + 1, label, score] for i, (label, score) in enumerate(ns.top(_SHOWN_RANKED))],
+                   ["rank", "neuron", "score"]) if ns.scores is not None and n else ""
+    return card("NeuronSet", fields, ranked)
 
 
 def _read(path, expect_shape, expect_model) -> tuple[Tensor, dict, Tensor | None]:
@@ -374,6 +356,7 @@ def check_top(top: float, flag: str = "--top") -> float | int:
 
 
 # ------------------------------------------------------------------ coercion: the one place any way of naming neurons becomes a set
+# (as pairs: skill_lens.model.layout.neuron_pairs)
 
 def as_neuron_set(neurons, n_layers: int | None = None, d_mlp: int | None = None,
                   layout: NeuronLayout | None = None) -> NeuronSet:
@@ -394,7 +377,7 @@ def as_neuron_set(neurons, n_layers: int | None = None, d_mlp: int | None = None
     ...
     ValueError: cannot read neurons from a torch.float32 tensor of shape [2, 4]; pass a NeuronSet, a bool tensor [n_layers, d_mlp] (here 2 layers x 4 neurons), (layer, index) pairs (a list or an int tensor [k, 2]) or labels like 'L3.N12' (an expert's: 'L3.E5.N812')
     """
-    mask = _mask_of(neurons, n_layers, d_mlp)
+    mask = neuron_mask_of(neurons, n_layers, d_mlp)
     if mask is None:
         if n_layers is None or d_mlp is None:
             raise ValueError("(layer, index) pairs and labels name no model size; pass n_layers and d_mlp "
@@ -406,38 +389,7 @@ def as_neuron_set(neurons, n_layers: int | None = None, d_mlp: int | None = None
     return ns
 
 
-def neuron_pairs(neurons, n_layers: int | None = None, d_mlp: int | None = None,
-                 layout: NeuronLayout | None = None) -> list[tuple[int, int]]:
-    """``[(layer, index)]`` of anything :func:`as_neuron_set` accepts, *in the order given* (a set or mask: sorted;
-    anything with a ``.pairs()`` method: its pairs), each checked against ``n_layers`` / ``d_mlp`` when given.
-
-    >>> neuron_pairs(["L1.N5", (0, 2)]), neuron_pairs((1, 2)), neuron_pairs([])
-    ([(1, 5), (0, 2)], [(1, 2)], [])
-    """
-    mask = _mask_of(neurons, n_layers, d_mlp)
-    if mask is not None:
-        items = mask.nonzero().tolist()
-    elif callable(getattr(neurons, "pairs", None)):
-        items = neurons.pairs()
-    elif isinstance(neurons, Tensor):
-        items = neurons.tolist()
-    elif isinstance(neurons, str) or (isinstance(neurons, tuple) and len(neurons) == 2
-                                      and all(isinstance(x, int) for x in neurons)):
-        items = [neurons]
-    else:
-        items = neurons
-    pairs = [_pair(p, neurons, n_layers, d_mlp, layout) for p in _iterate(items, neurons, n_layers, d_mlp)]
-    for layer, idx in pairs:
-        if layer < 0 or idx < 0 or (n_layers is not None and layer >= n_layers) or \
-                (d_mlp is not None and idx >= d_mlp):
-            size = " x ".join([*([f"{n_layers} layers"] if n_layers is not None else []),
-                               *([f"{d_mlp} neurons"] if d_mlp is not None else [])]) or "any size"
-            raise ValueError(f"neuron {NeuronSet.label(layer, idx)} is not in a model with {size}; "
-                             "check the layer and index (both count from 0)")
-    return pairs
-
-
-# ------------------------------------------------------------------ coercion helpers
+# ------------------------------------------------------------------ helpers
 
 def layout_meta(layout: NeuronLayout | None) -> dict:
     """``{"layout": ...}`` for a set's ``meta`` when ``layout`` names experts (dense layouts need no record).
@@ -450,52 +402,3 @@ def layout_meta(layout: NeuronLayout | None) -> dict:
 
 def _layout(meta: dict) -> NeuronLayout | None:
     return NeuronLayout.from_json(meta["layout"]) if meta.get("layout") else None
-
-
-def _accepted(n_layers, d_mlp) -> str:
-    here = f" (here {n_layers} layers x {d_mlp} neurons)" if n_layers is not None and d_mlp is not None else ""
-    return (f"pass a NeuronSet, a bool tensor [n_layers, d_mlp]{here}, (layer, index) pairs (a list or an int "
-            "tensor [k, 2]) or labels like 'L3.N12' (an expert's: 'L3.E5.N812')")
-
-
-def _mask_of(neurons, n_layers, d_mlp) -> Tensor | None:
-    """The bool mask of a set, a mask-holding object or a bool tensor; ``None`` for pairs and labels."""
-    if isinstance(neurons, NeuronSet):
-        return neurons.mask
-    mask = getattr(neurons, "mask", None)
-    if isinstance(mask, Tensor) and not isinstance(neurons, Tensor):
-        neurons = mask  # another set type holding a mask
-    if hasattr(neurons, "__array__") and not isinstance(neurons, Tensor):
-        neurons = torch.as_tensor(neurons)  # numpy
-    if not isinstance(neurons, Tensor):
-        return None
-    if neurons.dtype == torch.bool and neurons.dim() == 2:
-        return neurons
-    if neurons.is_floating_point() or neurons.is_complex() or neurons.dtype == torch.bool or neurons.dim() != 2 \
-            or neurons.shape[1] != 2:
-        raise ValueError(f"cannot read neurons from a {neurons.dtype} tensor of shape {list(neurons.shape)}; "
-                         + _accepted(n_layers, d_mlp))
-    return None  # an int tensor of pairs
-
-
-def _iterate(items, neurons, n_layers, d_mlp):
-    try:
-        return list(items)
-    except TypeError:
-        raise ValueError(f"cannot read neurons from {type(neurons).__name__}; {_accepted(n_layers, d_mlp)}") from None
-
-
-def _pair(p, neurons, n_layers, d_mlp, layout=None) -> tuple[int, int]:
-    if isinstance(p, str):
-        return parse_label(p, layout)
-    if isinstance(p, tuple) and len(p) in (2, 3) and isinstance(p[0], str):  # (label, score, ...) from a .top(k)
-        return parse_label(p[0], layout)
-    if isinstance(p, Tensor):
-        p = p.tolist()
-    ok = isinstance(p, (tuple, list)) and len(p) == 2 and not any(isinstance(x, bool) for x in p)
-    try:
-        if ok:
-            return int(p[0]), int(p[1])
-    except (TypeError, ValueError):
-        pass
-    raise ValueError(f"{p!r} is not a neuron; {_accepted(n_layers, d_mlp)}")

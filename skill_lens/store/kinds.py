@@ -33,7 +33,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Kind", "KINDS", "kind_of", "ours_by_name", "PRUNED_INFO", "PRUNED_WEIGHTS", "PRUNED_PROMPT", "PRUNE_SUMMARY",
+__all__ = ["Kind", "KINDS", "kind_of", "ours_by_name", "artifacts_by_name", "PRUNED_INFO", "PRUNED_WEIGHTS", "PRUNED_PROMPT", "PRUNE_SUMMARY",
            "MANIFEST", "LOCK", "STAGING"]
 
 # Files of our own bookkeeping in every folder skill_lens writes (a run, a pruned model, a seeds directory).
@@ -142,3 +142,23 @@ def _json_object(p: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def artifacts_by_name(folder, files) -> dict[str, Path]:
+    """Our artifacts among ``files`` (paths relative to ``folder``: its manifest, or :func:`ours_by_name`), by name:
+    ``prompt``, ``predictivity``, ``neurons``, ``report``, ``pruned``... and each result (``perturb_gaussian``,
+    ``robustness_typos``...), each its main file (not a sidecar or table); records (run.json, checkpoints) left out.
+
+    >>> sorted(artifacts_by_name("run", ["run.json", "perturb_zero.json", "perturb_zero.csv", "neurons.safetensors"]))
+    ['neurons', 'perturb_zero']
+    """
+    found = {}
+    for rel in sorted(files):
+        top = rel.split("/")[0]
+        kind = kind_of(top) or (KINDS["pruned"] if top == KINDS["pruned"].file else None)
+        if kind is None or kind.name in ("run", "checkpoint", "tuning_curve"):
+            continue
+        name = top.rsplit(".", 1)[0] if "{name}" in kind.file else kind.name
+        if top == kind.path(name):
+            found[name] = Path(folder) / top
+    return found

@@ -18,7 +18,8 @@ from typing import Any
 
 from skill_lens.probing.scores import rank
 
-__all__ = ["summary", "definition", "methods", "why_above_half", "top_table", "curve_table", "gap_interval", "COLUMNS"]
+__all__ = ["summary", "definition", "methods", "why_above_half", "top_table", "curve_table", "gap_interval", "run_fields",
+           "COLUMNS"]
 
 # What each column of the report's tables means (the report prints these under its tables).
 COLUMNS = {
@@ -225,3 +226,27 @@ def gap_interval(row: dict) -> str:
     low, high = row.get("gap_ci_low"), row.get("gap_ci_high")
     ok = isinstance(low, (int, float)) and low == low and isinstance(high, (int, float))
     return f"{100 * low:.1f} to {100 * high:.1f}" if ok else "n/a"
+
+
+def run_fields(meta: dict, path, results) -> list[tuple[str, str]]:
+    """A run in a few labelled lines (its ``repr`` and notebook card): directory, model, task sizes, prompt,
+    accuracies with their 95% Wilson intervals, and the names of what it holds (``results``).
+
+    >>> run_fields({"model": "m", "accuracy": {"dev": 0.5}}, "runs/rt", [])[-3:]
+    [('soft prompt', 'dev 0.500, test n/a'), ('hard prompt', 'dev n/a, test n/a'), ('results', 'none yet')]
+    """
+    m, t = meta, meta.get("task", {})
+    sizes = "/".join(str(v.get("size")) for v in t.get("splits", {}).values() if isinstance(v, dict))
+    acc, ci = m.get("accuracy", {}), m.get("accuracy_ci") or {}
+
+    def a(key: str) -> str:
+        v, c = acc.get(key), ci.get(key)
+        return "n/a" if v is None else f"{v:.3f}" + (f" [{c[0]:.3f}, {c[1]:.3f}]" if c else "")
+
+    return [("directory", str(path)),
+            ("model", f"{m.get('model')} ({m.get('n_layers')} layers x {m.get('d_mlp')} FFN neurons)"),
+            ("task", f"{t.get('name')} ({sizes} train/dev/test)" if sizes else str(t.get("name"))),
+            ("prompt", f"{m.get('prompt_length')} tokens, seed {m.get('seed')}"),
+            ("soft prompt", f"dev {a('dev')}, test {a('test')}"),
+            ("hard prompt", f"dev {a('hard_prompt_dev')}, test {a('hard_prompt_test')}"),
+            ("results", ", ".join(results) or "none yet")]

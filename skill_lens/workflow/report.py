@@ -16,13 +16,11 @@ a page that argues its case in order (the words come from :mod:`skill_lens.workf
 * ``perturb_*.json`` (suppression curves), pruning and robustness results, and matrices
   (``{"matrix", "labels"}``) from the analyses, whichever are present; then the run's details.
 
-Everything is embedded (figures as base64 PNG) and the page runs no script, under a
-Content-Security-Policy that forbids any network access and any script, so the file opens offline.
-Text from datasets and artifacts is HTML-escaped. Missing or unreadable artifacts become a note in the
-report (and a warning), never an error.
-
-Every artifact is read through the :class:`~skill_lens.workflow.runs.Run`, which checks its lineage: a stale
-or foreign artifact stops the report with the step to rerun, before anything is written. ``--out``
+Everything is embedded (figures as base64 PNG) under a Content-Security-Policy that forbids any network
+access and any script (:mod:`skill_lens.views.page`), so the file opens offline. Text from datasets and
+artifacts is HTML-escaped. Missing or unreadable artifacts become a note in the report (and a warning), never
+an error. Every artifact is read through the :class:`~skill_lens.workflow.runs.Run`, which checks its lineage:
+a stale or foreign artifact stops the report with the step to rerun, before anything is written. ``--out``
 must be a new file or a report this module wrote.
 
 >>> import tempfile

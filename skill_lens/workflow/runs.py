@@ -40,14 +40,16 @@ from skill_lens.base.display import card
 from skill_lens.data.sources import load_task
 from skill_lens.model.loading import describe, dtype_name, fingerprint, load_model, model_dtype, parse_device, parse_dtype
 from skill_lens.probing.neurons import NeuronSet
+from skill_lens.intervening.suppression import SuppressionCurve
 from skill_lens.probing.result import ProbeResult
 from skill_lens.prompting.evaluation import prompted
 from skill_lens.prompting.input_cache import InputCache
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.prompting.tuning import TuneConfig, tune, with_defaults
 from skill_lens.store.artifacts import ArtifactError, atomic_write, load_tensors, read_json, write_json
-from skill_lens.store.kinds import KINDS, LOCK, STAGING, kind_of, ours_by_name
+from skill_lens.store.kinds import KINDS, LOCK, STAGING, artifacts_by_name, kind_of, ours_by_name
 from skill_lens.store.manifest import Folder, Transaction
+from skill_lens.workflow.methods import run_fields
 from skill_lens.workflow.run_json import differences, file_fingerprint, redo, run_meta, validated
 
 __all__ = ["Run"]
@@ -66,7 +68,6 @@ class Run:
     load: dict = field(default_factory=dict, repr=False)
     _input_cache: InputCache | None = field(default=None, repr=False)
 
-    # ------------------------------------------------------------------ making and opening
     @classmethod
     def create(cls, path, model, task, config: TuneConfig, task_args: dict | None = None, *,
                overwrite: bool = False, reuse: bool = False) -> "Run":
@@ -92,12 +93,9 @@ class Run:
 
     @classmethod
     def open(cls, path, *, device=None, dtype=None) -> "Run":
-        """Open a finished run; ``run.json`` is validated field by field.
-
-        Its model loads (when first needed) on ``device`` (default: CUDA when available, else the CPU) in
-        ``dtype`` (default: the dtype the run was tuned in, :attr:`dtype`); both are checked here, before
-        any work. Another dtype than the run's gives other weights, which :meth:`use_model` refuses.
-        """
+        """Open a finished run; ``run.json`` is validated field by field. Its model loads (when first needed) on
+        ``device`` (default: CUDA when available, else the CPU) in ``dtype`` (default: :attr:`dtype`, the run's;
+        another gives other weights, which :meth:`use_model` refuses), both checked here, before any work."""
         path = Path(path)
         load = {"device": parse_device(device), "dtype": None if dtype is None else parse_dtype(dtype)}
         Folder(path).settle() if path.is_dir() else None  # a commit a killed step left half applied
@@ -114,9 +112,8 @@ class Run:
 
     @contextlib.contextmanager
     def writing(self, step: str):
-        """Hold the run's write lock for ``step`` (a context manager yielding its
-        :class:`~skill_lens.store.manifest.Transaction`): what the block stages is committed whole when it ends
-        without an error. Every step that writes into the run holds it (:mod:`skill_lens.workflow.steps`). A run
+        """Hold the run's write lock for ``step`` (yields its :class:`~skill_lens.store.manifest.Transaction`): what
+        the block stages is committed whole when it ends without an error; every step that writes holds it. A run
         made before manifests has its own files (by name and lineage) listed as they are by the first commit."""
         with self.folder.writing(step) as tx:
             if not self.folder.has_manifest():
@@ -129,14 +126,9 @@ class Run:
         for kind in kinds:
             self.folder.verify(KINDS[kind].file, redo(kind, self.path))
 
-    # ------------------------------------------------------------------ model and task
     @property
     def dtype(self) -> str:
-        """The dtype the run's model was tuned in (``run.json``'s ``dtype``; runs made before it: float32).
-
-        >>> Run(Path("runs/rt"), {}).dtype
-        'float32'
-        """
+        """The dtype the run's model was tuned in (``run.json``'s ``dtype``; runs made before it: float32)."""
         return self.meta.get("dtype", "float32")
 
     @property
@@ -156,19 +148,12 @@ class Run:
     @property
     def task(self):
         if self._task is None:
-            t = self.meta["task"]
-            if not t["source"]:
-                raise ArtifactError(f"run {self.path} was tuned on a task built in memory ({t.get('name')}, e.g. "
-                                    "Task.from_lists), which cannot be reloaded by name; pass it: run.use_task(task).")
-            self.use_task(load_task(t["source"], **t.get("args", {})))
+            self.use_task(_load_task(self))
         return self._task
 
     def use_task(self, task) -> None:
         """Use an already loaded task, checked against the data the run was tuned on."""
-        if task.fingerprint() != self.meta["task"]["fingerprint"]:
-            raise ArtifactError(f"this task's data ({task.name}, data {task.fingerprint()[:12]}) differ from the data "
-                                f"run {self.path} was tuned on ({self.meta['task'].get('name')}, data "
-                                f"{self.meta['task']['fingerprint'][:12]}); restore the data files, or re-tune.")
+        _check_task(self, task)
         self._task = task
 
     def file(self, artifact: str) -> Path:
@@ -185,12 +170,9 @@ class Run:
 
     @property
     def input_cache(self) -> InputCache:
-        """The keys/values of the run's inputs under its model (:mod:`skill_lens.prompting.input_cache`), shared by the steps
-        on this ``Run`` object: the probe and suppression curves after :meth:`create` compute no input that
-        tuning computed. Bounded by the run's ``input_cache_mb``; ``run.input_cache.clear()`` frees it. Every
-        split it computes whole is also kept on disk (:meth:`InputCache.persistent
-        <skill_lens.prompting.input_cache.InputCache.persistent>`), so a ``Run`` opened in another process, e.g. by
-        ``skill-lens probe`` after ``skill-lens tune``, reads its inputs instead of computing them again."""
+        """The keys/values of the run's inputs under its model (:mod:`skill_lens.prompting.input_cache`), shared by
+        the steps on this ``Run``, bounded by the run's ``input_cache_mb`` (``.clear()`` frees it), and kept on disk
+        (:meth:`~skill_lens.prompting.input_cache.InputCache.persistent`) for the next process's steps."""
         if self._input_cache is None:
             self._input_cache = InputCache.persistent(with_defaults(self.meta["config"])["input_cache_mb"])
         return self._input_cache
@@ -204,11 +186,8 @@ class Run:
         task and prompt fingerprints and, with ``parent``, that artifact's file fingerprint.
 
         >>> meta = {"model_fingerprint": "m", "task": {"fingerprint": "t"}, "prompt_fingerprint": "p"}
-        >>> sorted(Run(Path("runs/rt"), meta).lineage())
+        >>> sorted(Run(Path("runs/rt"), meta).lineage())  # by content, never by path: a moved run makes the same
         ['model_fingerprint', 'prompt_fingerprint', 'task_fingerprint']
-
-        The run is named by its content (these fingerprints), never by its path: a run moved, copied or
-        reached through a symlink or another spelling of its path makes the very same artifacts.
         """
         out = {"model_fingerprint": self.meta["model_fingerprint"],
                "task_fingerprint": self.meta["task"]["fingerprint"], "prompt_fingerprint": self.meta["prompt_fingerprint"]}
@@ -230,13 +209,7 @@ class Run:
             self._require(path, "predictivity")
             result = ProbeResult.load(path)
             self.check(result.meta, "predictivity", path)
-            want = (self.meta["n_layers"], self.meta["d_mlp"])
-            got = (result.baseline.shape[0], result.baseline.shape[-1])
-            if got != want or (result.baseline.dim() == 3
-                               and result.baseline.shape[1] not in (1, self.meta["prompt_length"])):
-                raise ArtifactError(f"{path} has shape {list(result.baseline.shape)}, not [{want[0]}, "
-                                    f"{self.meta['prompt_length']}, {want[1]}] as run.json says; "
-                                    f"re-probe: {redo('predictivity', self.path)}.")
+            _check_probe_shape(self, result, path)
             self.verify("predictivity")
         return result
 
@@ -290,31 +263,14 @@ class Run:
         return data
 
     def results(self) -> dict[str, Path]:
-        """What the run holds now, by name: its artifacts (``prompt``, ``predictivity``, ``neurons``, ``report``,
-        ``pruned``...) and every result (``perturb_gaussian``, ``robustness_typos``...), as its steps recorded them
-        (``RUN/manifest.json``; a run made before manifests: our files by name). Read each with its own method
-        (:meth:`probe_result`, :meth:`neurons`, :meth:`curve`, :meth:`read_result`).
-
-        >>> import tempfile
-        >>> d = Path(tempfile.mkdtemp()); _ = (d / "perturb_zero.json").write_text('{"lineage": {}}')
-        >>> sorted(Run(d, {}).results())
-        ['perturb_zero']
-        """
-        files = set(self.folder.manifest()) or ours_by_name(self.path)
-        found = {}
-        for rel in sorted(files):
-            top = rel.split("/")[0]
-            kind = kind_of(top) or (KINDS["pruned"] if top == KINDS["pruned"].file else None)
-            if kind is None or kind.name in ("run", "checkpoint", "tuning_curve"):
-                continue
-            name = top.rsplit(".", 1)[0] if "{name}" in kind.file else kind.name
-            if top == kind.path(name):  # the artifact's main file, not its sidecar or table
-                found[name] = self.path / top
-        return found
+        """What the run holds now, by name (``prompt``, ``predictivity``, ``neurons``, ``perturb_gaussian``,
+        ``robustness_typos``, ``report``, ``pruned``...), as its steps recorded them; read each with its own method
+        (:meth:`probe_result`, :meth:`neurons`, :meth:`curve`, :meth:`read_result`). Example: :meth:`curve`."""
+        return artifacts_by_name(self.path, set(self.folder.manifest()) or ours_by_name(self.path))
 
     def curve(self, method: str = "gaussian"):
         """The suppression curve ``skill-lens perturb --method METHOD`` wrote (``RUN/perturb_<method>.json``),
-        checked against the run's predictivity, as a :class:`~skill_lens.intervening.suppression.SuppressionCurve`.
+        checked, as a :class:`~skill_lens.intervening.suppression.SuppressionCurve` (an error names the curves there).
 
         >>> import tempfile
         >>> from skill_lens.model.tiny import tiny_model, tiny_task
@@ -324,37 +280,8 @@ class Run:
         >>> _ = steps.probe(run); _ = steps.perturb(run, "zero", fractions=[0, 0.1], controls=1)
         >>> run.curve("zero").fractions, sorted(run.results())
         ([0.0, 0.1], ['perturb_zero', 'predictivity', 'prompt'])
-        >>> run.curve("gaussian")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        skill_lens.store.artifacts.ArtifactError: ... has no perturb_gaussian.json (it has curves for zero); run `skill-lens perturb ... --method gaussian`.
         """
-        from skill_lens.intervening.suppression import SuppressionCurve
-
-        path = self.path / f"perturb_{method}.json"
-        if not path.exists():
-            made = sorted(p.stem.removeprefix("perturb_") for p in self.path.glob("perturb_*.json")
-                          if not p.name.endswith(".checkpoint.json"))
-            raise ArtifactError(f"{self.path} has no {path.name}" + (f" (it has curves for {', '.join(made)})"
-                                if made else "") + f"; run `skill-lens perturb {self.path} --method {method}`.")
-        return SuppressionCurve.from_dict(self.read_result("perturb", path))
-
-    def _fields(self) -> list[tuple[str, str]]:
-        m, t = self.meta, self.meta.get("task", {})
-        sizes = "/".join(str(v.get("size")) for v in t.get("splits", {}).values() if isinstance(v, dict))
-        acc, ci = m.get("accuracy", {}), m.get("accuracy_ci") or {}
-
-        def a(key: str) -> str:
-            v, c = acc.get(key), ci.get(key)
-            return "n/a" if v is None else f"{v:.3f}" + (f" [{c[0]:.3f}, {c[1]:.3f}]" if c else "")
-
-        return [("directory", str(self.path)),
-                ("model", f"{m.get('model')} ({m.get('n_layers')} layers x {m.get('d_mlp')} FFN neurons)"),
-                ("task", f"{t.get('name')} ({sizes} train/dev/test)" if sizes else str(t.get("name"))),
-                ("prompt", f"{m.get('prompt_length')} tokens, seed {m.get('seed')}"),
-                ("soft prompt", f"dev {a('dev')}, test {a('test')}"),
-                ("hard prompt", f"dev {a('hard_prompt_dev')}, test {a('hard_prompt_test')}"),
-                ("results", ", ".join(self.results()) or "none yet")]
+        return SuppressionCurve.from_dict(self.read_result("perturb", _curve_path(self.path, method)))
 
     def __repr__(self) -> str:
         """The directory, model, task, accuracies (95% Wilson intervals) and what the run holds.
@@ -363,10 +290,10 @@ class Run:
         ...     "seed": 0, "accuracy": {"dev": 0.845}})  # doctest: +ELLIPSIS
         Run(directory: runs/rt; model: m (2 layers x 4 FFN neurons); task: t; prompt: 8 tokens, seed 0; soft prompt: dev 0.845, test n/a; ...)
         """
-        return "Run(" + "; ".join(f"{k}: {v}" for k, v in self._fields()) + ")"
+        return "Run(" + "; ".join(f"{k}: {v}" for k, v in run_fields(self.meta, self.path, self.results())) + ")"
 
     def _repr_html_(self) -> str:
-        return card("Run", self._fields())
+        return card("Run", run_fields(self.meta, self.path, self.results()))
 
     def _stage(self, tx: Transaction, kind: str) -> Path:
         """Register every file of an artifact of ``kind`` (its sidecar too) with ``tx``; return where to write it."""
@@ -378,6 +305,50 @@ class Run:
 
 
 # ------------------------------------------------------------------ helpers
+def _load_task(run: Run):
+    """The run's task, loaded by the name and arguments ``run.json`` records."""
+    t = run.meta["task"]
+    if not t["source"]:
+        raise ArtifactError(f"run {run.path} was tuned on a task built in memory ({t.get('name')}, e.g. "
+                            "Task.from_lists), which cannot be reloaded by name; pass it: run.use_task(task).")
+    return load_task(t["source"], **t.get("args", {}))
+
+
+def _check_task(run: Run, task) -> None:
+    """Refuse a task whose data differ from the data the run was tuned on."""
+    want = run.meta["task"]
+    if task.fingerprint() != want["fingerprint"]:
+        raise ArtifactError(f"this task's data ({task.name}, data {task.fingerprint()[:12]}) differ from the data "
+                            f"run {run.path} was tuned on ({want.get('name')}, data {want['fingerprint'][:12]}); "
+                            "restore the data files, or re-tune.")
+
+
+def _check_probe_shape(run: Run, result, path: Path) -> None:
+    """Refuse a probe result whose shape is not the run's ``[n_layers, prompt_length, d_mlp]``."""
+    m, baseline = run.meta, result.baseline
+    if (baseline.shape[0], baseline.shape[-1]) != (m["n_layers"], m["d_mlp"]) or \
+            (baseline.dim() == 3 and baseline.shape[1] not in (1, m["prompt_length"])):
+        raise ArtifactError(f"{path} has shape {list(baseline.shape)}, not [{m['n_layers']}, {m['prompt_length']}, "
+                            f"{m['d_mlp']}] as run.json says; re-probe: {redo('predictivity', run.path)}.")
+
+
+def _curve_path(path: Path, method: str) -> Path:
+    """``RUN/perturb_<method>.json``, or an error naming the curves the run has and the command that makes it.
+
+    >>> import tempfile
+    >>> _curve_path(Path(tempfile.mkdtemp()), "zero")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    skill_lens.store.artifacts.ArtifactError: ... has no perturb_zero.json; run `skill-lens perturb ... --method zero`.
+    """
+    out = path / f"perturb_{method}.json"
+    if not out.exists():
+        made = sorted(p.stem.removeprefix("perturb_") for p in path.glob("perturb_*.json")
+                      if not p.name.endswith(".checkpoint.json"))
+        raise ArtifactError(f"{path} has no {out.name}" + (f" (it has curves for {', '.join(made)})" if made else "")
+                            + f"; run `skill-lens perturb {path} --method {method}`.")
+    return out
+
+
 def _check_lineage(run: Run, meta: dict, artifact: str, where) -> None:
     """:meth:`Run.check`."""
     again = redo(artifact, run.path)

@@ -47,7 +47,7 @@ from skill_lens.workflow.runs import Run
 from skill_lens.workflow.seeds import SeedOptions, combine_seeds, parse_seeds, seed_dir
 
 __all__ = ["tune", "tune_seeds", "probe", "neurons", "seeds", "perturb", "patch", "robustness", "report", "demo",
-           "demo_summary", "top_neurons", "NeuronOptions", "PerturbOptions", "PatchOptions"]
+           "demo_summary", "top_neurons", "NeuronOptions", "PerturbOptions", "PatchOptions", "DemoOptions"]
 
 
 @dataclass
@@ -265,10 +265,33 @@ def report(run: Run, out=None, options: ReportOptions | None = None, **overrides
     return write_report(run, out, ReportOptions.build(options, **overrides))
 
 
-def demo(model, task, out, config, controls: int = CurveOptions.controls, top: float = NeuronOptions.top,
-         task_args: dict | None = None, log=print, permutations: int = 100) -> dict:
+@dataclass
+class DemoOptions(Options):
+    """What :func:`demo` does after tuning, validated when made; the flags of ``skill-lens demo``.
+
+    >>> DemoOptions(permutations=-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: permutations (--permutations) must be a whole number of at least 0, got -1.
+    """
+
+    top: float = option(NeuronOptions.top, "the skill neurons: this fraction of all neurons by dev predictivity "
+                                           "(or a whole number of neurons)")
+    controls: int = option(CurveOptions.controls, "random neuron sets per fraction of the suppression curve")
+    permutations: int = option(100, "label permutations of the probe's chance level (a family-wise 5% threshold; "
+                                    "0: none)")
+
+    def __post_init__(self):
+        self.top = check_top(self.top)
+        self.check_int("controls", 0)
+        self.check_int("permutations", 0)
+
+
+def demo(model, task, out, config, options: DemoOptions | None = None, *, task_args: dict | None = None,
+         log=print, **overrides) -> dict:
     """The whole method into ``out``: tune (or reuse the same finished run), probe with a permutation null
-    (``permutations`` label permutations; 0: none), select, perturb, report.
+    (``permutations`` label permutations; 0: none), select, perturb, report, as ``options`` say (a
+    :class:`DemoOptions`, or its fields as keywords).
 
     One definition of skill neurons throughout: the top ``top`` of **all** FFN neurons by dev
     predictivity (max over prompt positions). The selected set is that, the suppression curve perturbs
@@ -286,7 +309,8 @@ def demo(model, task, out, config, controls: int = CurveOptions.controls, top: f
     >>> done["report"].exists(), "suppression" in lines[-1], sorted(done["seconds"])
     (True, True, ['neurons', 'perturb', 'probe', 'report', 'tune'])
     """
-    top = check_top(top)
+    o = DemoOptions.build(options, **overrides)
+    top, controls, permutations = o.top, o.controls, o.permutations
     seconds, done, t0 = {}, {}, time.perf_counter()
     sizes = f"{len(task.train)} train / {len(task.dev)} dev / {len(task.test)} test"
     plan = [("tune", f"tuning a {config.prompt_length}-token soft prompt for {task.name} ({sizes})",
