@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from skill_lens.intervening.suppression import SuppressionCurve
+from skill_lens.model.layout import neuron_pairs
 from skill_lens.model.tiny import tiny_model, tiny_task
 from skill_lens.probing.neurons import NeuronSet
 from skill_lens.prompting.tuning import TuneConfig
@@ -24,7 +25,7 @@ def run(tmp_path_factory):
                      TuneConfig(prompt_length=2, steps=4, eval_every=2))
     steps.probe(run, permutations=19)
     steps.neurons(run, top=0.1)
-    steps.perturb(run, "zero", fractions=[0, 0.05, 0.1], controls=2)
+    steps.perturb(run, method="zero", fractions=[0, 0.05, 0.1], controls=2)
     return run
 
 
@@ -58,7 +59,7 @@ def test_top_is_in_rank_order_with_scores_and_ties_in_layer_order():
     ns = NeuronSet.from_scores(scores, top=5)
     assert ns.top(10) == [("L1.N0", 0.95), ("L0.N1", 0.9), ("L0.N0", 0.7), ("L0.N2", 0.7), ("L1.N2", 0.7)]
     assert ns.top(1) == [("L1.N0", 0.95)] and ns.pairs()[0] == (0, 0)  # pairs stay in layer order
-    assert NeuronSet.pairs_of(ns.top(2)) == [(1, 0), (0, 1)]  # what the views and interventions read
+    assert neuron_pairs(ns.top(2)) == [(1, 0), (0, 1)]  # what the views and interventions read
     with pytest.raises(ValueError, match="no scores to rank by"):
         NeuronSet.from_pairs(["L0.N1"], 2, 3).top(1)
     with pytest.raises(ValueError, match="at least 1"):

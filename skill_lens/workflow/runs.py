@@ -277,7 +277,7 @@ class Run:
         >>> from skill_lens.prompting.tuning import TuneConfig
         >>> from skill_lens.workflow import steps
         >>> run = steps.tune(tempfile.mkdtemp(), tiny_model(), tiny_task(), TuneConfig(prompt_length=2, steps=2))
-        >>> _ = steps.probe(run); _ = steps.perturb(run, "zero", fractions=[0, 0.1], controls=1)
+        >>> _ = steps.probe(run); _ = steps.perturb(run, method="zero", fractions=[0, 0.1], controls=1)
         >>> run.curve("zero").fractions, sorted(run.results())
         ([0.0, 0.1], ['perturb_zero', 'predictivity', 'prompt'])
         """
