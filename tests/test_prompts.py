@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from skill_lens.model.record import model_record
+from skill_lens.prompting.batches import encode_batch, prepends_bos, prompt_part
 from skill_lens.prompting.prompted_model import PromptedModel
 from skill_lens.prompting.prompts import PromptError, SoftPrompt, Verbalizer
 from skill_lens.model.tiny import FAMILIES, tiny_model
@@ -110,6 +112,27 @@ def test_bos_follows_the_tokenizer_not_the_bridge():
     assert b.input_ids[0, 0] == m.tokenizer.bos_token_id and b.input_ids.shape[1] == a.input_ids.shape[1] + 1
     assert b.input_mask[0].tolist() == [False, True, True, False, False]
 
+
+
+def test_a_recorded_bos_habit_wins_over_the_bridge():
+    m = tiny_model("causal")
+    saved = model_record(m).tokenizer_adds_bos
+    try:
+        model_record(m).tokenizer_adds_bos = True  # as bridge_from_hf records a Llama-style tokenizer
+        assert prepends_bos(m) is True and _pm(m).prepend_bos is True
+        assert _pm(m).encode(["good"]).input_ids[0, 0] == m.tokenizer.bos_token_id
+    finally:
+        model_record(m).tokenizer_adds_bos = saved
+    assert prepends_bos(m) is False
+
+
+def test_a_causal_batch_splits_into_input_and_prompt_parts():
+    pm = _pm(tiny_model("causal"), P=3)
+    batch = encode_batch(pm, TEXTS)
+    part = prompt_part(batch, 3)
+    assert torch.equal(part.input_ids, batch.input_ids[:, batch.prompt_slice]) and part.prompt_slice == slice(0, 3)
+    assert part.predict_pos.tolist() == [2] * len(TEXTS) and not part.input_mask.any()
+    assert torch.equal(part.attention_mask, batch.attention_mask)  # the prompt attends to the whole input
 
 def _recorder(order, tag):
     def hook(act, hook):

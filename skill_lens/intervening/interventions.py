@@ -11,7 +11,7 @@ Only the chosen neurons change (an index assignment on the neuron dimension); an
 hooks at all, so it is exactly the identity.
 
 Where along the sequence a hook acts is a :class:`Positions`: ``"all"``, explicit indices, or a role
-read from a :class:`~skill_lens.prompting.prompts.Batch` (``"prompt"``, ``"input"``, ``"predict"``). Role
+read from a :class:`~skill_lens.prompting.batches.Batch` (``"prompt"``, ``"input"``, ``"predict"``). Role
 positions differ per batch, so their hooks are built per batch: pass ``batch=...`` to a factory, or
 add a ``make_hooks(batch)`` function to a prompted model with ``pm.with_hooks(make_hooks)``
 (:meth:`~skill_lens.prompting.prompted_model.PromptedModel.with_hooks`; ``suppression.evaluate_with`` does this).
@@ -43,7 +43,7 @@ from torch import Tensor
 from skill_lens.model.anatomy import by_segment
 from skill_lens.model.loading import describe, model_device
 from skill_lens.probing.neurons import as_neuron_set
-from skill_lens.prompting.prompted_model import Batch
+from skill_lens.prompting.batches import Batch
 from skill_lens.prompting.prompts import Hook
 
 __all__ = ["zero_ablate", "mean_ablate", "gaussian_noise", "constant", "scale", "intervene", "random_like",

@@ -50,7 +50,7 @@ from skill_lens.probing.capture import capture_hooks
 from skill_lens.intervening.interventions import InterventionError, Positions, neuron_mask
 from skill_lens.model.anatomy import by_segment
 from skill_lens.model.loading import describe, model_device
-from skill_lens.prompting.prompted_model import Batch
+from skill_lens.prompting.batches import Batch
 from skill_lens.prompting.prompts import Hook
 
 __all__ = ["patch", "PatchResult", "patch_hooks", "capture"]

@@ -46,9 +46,9 @@ from skill_lens.intervening.interventions import (InterventionError, Positions, 
 from skill_lens.model.loading import describe
 from skill_lens.probing.neurons import NeuronSet, as_neuron_set
 from skill_lens.probing.scores import select_top
+from skill_lens.prompting.batches import Batch
 from skill_lens.prompting.evaluation import check_labels, check_split, evaluate, predict, score_logits
 from skill_lens.prompting.input_cache import InputCache
-from skill_lens.prompting.prompted_model import Batch
 from skill_lens.prompting.prompts import Hook
 from skill_lens.store.checkpoint import Checkpoint
 

@@ -1,7 +1,7 @@
 """Models: load a pretrained transformer into a TransformerLens ``TransformerBridge``.
 
 Three families matter for skill neurons, because they decide where the soft
-prompt goes (see :mod:`skill_lens.prompting.prompted_model`):
+prompt goes (see :mod:`skill_lens.prompting.batches`):
 
 * ``causal``  decoders (GPT-2, Llama, SmolLM2): prompt after the input;
 * ``mlm``     masked-LM encoders (RoBERTa, BERT): ``<mask>`` slot, prompt, input;
@@ -328,7 +328,7 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str | torc
     """Wrap a Hugging Face model in a frozen, eval-mode ``TransformerBridge`` on ``device``, in ``hf``'s dtype.
 
     ``adds_bos`` records whether the tokenizer adds BOS on its own (see
-    :meth:`skill_lens.prompting.prompted_model.PromptedModel`); by default it is read from the tokenizer, or from
+    :func:`skill_lens.prompting.batches.prepends_bos`); by default it is read from the tokenizer, or from
     the record left on a tokenizer that an earlier bridge already changed to always add BOS.
     """
     config = hf.config

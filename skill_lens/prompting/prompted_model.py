@@ -1,20 +1,10 @@
-"""A prompted model: where a soft prompt sits in each family's input, and the one owner of its forward pass.
+"""A prompted model: a frozen model with a soft prompt and its label words, and the one owner of its forward pass.
 
 :class:`PromptedModel` holds a frozen model, a :class:`~skill_lens.prompting.prompts.SoftPrompt` and a
-:class:`~skill_lens.prompting.prompts.Verbalizer`. It lays out batches (:meth:`PromptedModel.encode`):
-
-=========  ==================================  ========================
-family     token layout                        label logits read at
-=========  ==================================  ========================
-causal     ``[pad.. , input, prompt]``         last position
-mlm        ``[cls, <mask>, prompt, input, sep, pad..]``  the ``<mask>`` slot
-seq2seq    ``[prompt, input, </s>, pad..]``    first decoder token
-=========  ==================================  ========================
-
-In every layout the prompt occupies the same positions in every row of a batch
-(``Batch.prompt_slice``), which keeps probing and interventions simple. Causal decoders take the
-prompt *after* the input (left-padded batches), so the prompt's activations can depend on the input,
-and the input's keys/values need no gradient.
+:class:`~skill_lens.prompting.prompts.Verbalizer`. It lays out batches (:meth:`PromptedModel.encode`) as
+:mod:`skill_lens.prompting.batches` says for each family: causal decoders take the prompt *after* the input
+(left-padded batches), MLMs after ``<mask>``, seq2seq models before the input; in every layout the prompt
+occupies the same positions in every row of a batch (``Batch.prompt_slice``).
 
 Every forward pass of skill_lens (tuning steps, evaluation, the probe, suppression curves, patching,
 calibration, robustness) is :meth:`PromptedModel.label_logits`, and it alone decides how the pass runs:
@@ -55,46 +45,20 @@ from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.base.display import card
 from skill_lens.model.fast_path import plain_model
 from skill_lens.model.loading import describe, model_device
-from skill_lens.model.record import model_record
+from skill_lens.prompting.batches import Batch, checked_max_length, encode_batch, prepends_bos, prompt_part
 from skill_lens.prompting.input_cache import InputCache
 from skill_lens.prompting.prompts import Hook, PromptError, SoftPrompt, Verbalizer
 
-__all__ = ["Batch", "PromptedModel", "HooksLike"]
+__all__ = ["PromptedModel", "HooksLike"]
 
 HooksLike = Union[Sequence[Hook], Callable[["Batch"], Sequence[Hook]]]  # pairs, or make(batch) -> pairs
-
-
-@dataclass
-class Batch:
-    """Token ids of a batch laid out for one family, with where the prompt and the prediction are."""
-
-    input_ids: Int[Tensor, "batch seq"]
-    attention_mask: Int[Tensor, "batch seq"]
-    prompt_slice: slice
-    predict_pos: Int[Tensor, "batch"]  # position whose output is read (causal: last; mlm: the mask slot)
-    input_mask: Bool[Tensor, "batch seq"]  # real input tokens (not prompt, special or pad)
-
-    @property
-    def size(self) -> int:
-        return self.input_ids.shape[0]
-
-    def to(self, device) -> "Batch":
-        """The same batch with its tensors on ``device`` (:meth:`PromptedModel.encode` puts it on the model's).
-
-        >>> b = Batch(torch.ones(1, 2, dtype=torch.long), torch.ones(1, 2), slice(1, 2), torch.tensor([1]),
-        ...           torch.ones(1, 2, dtype=torch.bool))
-        >>> b.to("cpu").input_ids.device
-        device(type='cpu')
-        """
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.prompt_slice,
-                     self.predict_pos.to(device), self.input_mask.to(device))
 
 
 class PromptedModel:
@@ -103,7 +67,7 @@ class PromptedModel:
 
     ``prompt=None`` runs the bare template, which is how hard (text) prompts are evaluated.
     Causal inputs start with BOS only where the tokenizer adds one itself (Llama does; GPT-2
-    and SmolLM2 do not); ``prepend_bos`` overrides that.
+    and SmolLM2 do not: :func:`~skill_lens.prompting.batches.prepends_bos`); ``prepend_bos`` overrides that.
     """
 
     def __init__(
@@ -125,14 +89,8 @@ class PromptedModel:
             raise PromptError(
                 f"prompt width {prompt.d_model} does not match {self.info.name}'s d_model {self.info.d_model}"
             )
-        if max_length is not None and max_length < 1:
-            raise PromptError(f"max_length must be a positive number of tokens, got {max_length}; "
-                              "pass None (no --max-length) to use the model's context.")
-        self.max_length = max_length
-        tok = model.tokenizer
-        self._placeholder = next(i for i in (tok.unk_token_id, tok.eos_token_id, 0) if i is not None)
-        self._pad = tok.pad_token_id if tok.pad_token_id is not None else self._placeholder
-        self.prepend_bos = _tokenizer_adds_bos(model) if prepend_bos is None else prepend_bos
+        self.max_length = checked_max_length(max_length)
+        self.prepend_bos = prepends_bos(model) if prepend_bos is None else prepend_bos
         self._added: tuple[_Added, ...] = ()  # hooks of with_hooks
 
     @property
@@ -141,35 +99,8 @@ class PromptedModel:
 
     # ---------------------------------------------------------------- encoding
     def encode(self, texts: Sequence[str], texts_b: Sequence[str] | None = None) -> Batch:
-        """Tokenize and lay out a batch for this family (see the module docstring)."""
-        if len(texts) == 0:
-            raise PromptError("cannot encode an empty batch")
-        tok, fam, P = self.model.tokenizer, self.info.family, self.prompt_length
-        strings = [
-            self.template.format(text=t) if texts_b is None else self.pair_template.format(text=t, text_b=b)
-            for t, b in zip(texts, texts_b if texts_b is not None else texts)
-        ]
-        if fam == "mlm" and P == 0:  # hard prompt on an MLM: predict at a trailing <mask>
-            strings = [s + " " + tok.mask_token for s in strings]
-        bodies = [tok.encode(s, add_special_tokens=False) for s in strings]
-        specials = {"causal": 1 if self._bos() is not None else 0, "mlm": 3, "seq2seq": 1}[fam]
-        budget = _text_budget(self.info, P, specials, self.max_length, bodies)
-        bodies, ph = [b[:budget] for b in bodies], [self._placeholder] * P
-        device = model_device(self.model)
-        pad = lambda rows, **where: _pad_rows(rows, bodies, self._pad, P, **where).to(device)  # noqa: E731
-        if fam == "causal":
-            bos = [self._bos()] if self._bos() is not None else []
-            return pad([bos + b + ph for b in bodies], left=True, prompt_start=-P, predict=-1, body_start=len(bos))
-        cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
-        sep_id = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
-        if fam == "mlm" and P == 0:  # the trailing <mask> sits at a different place in each row
-            return pad([[cls_id] + b + [sep_id] for b in bodies], left=False, prompt_start=0,
-                       predict=[len(b) for b in bodies], body_start=1)
-        if fam == "mlm":
-            rows = [[cls_id, tok.mask_token_id] + ph + b + [sep_id] for b in bodies]
-            return pad(rows, left=False, prompt_start=2, predict=1, body_start=2 + P)
-        rows = [ph + b + [tok.eos_token_id] for b in bodies]  # seq2seq
-        return pad(rows, left=False, prompt_start=0, predict=0, body_start=P)
+        """Tokenize and lay out a batch for this family (:func:`~skill_lens.prompting.batches.encode_batch`)."""
+        return encode_batch(self, texts, texts_b)
 
     def encode_split(self, split, idx: slice | Sequence[int]) -> Batch:
         """:meth:`encode` the examples ``idx`` (a slice or indices) of ``split`` (its texts and, for pairs, ``texts_b``).
@@ -182,9 +113,6 @@ class PromptedModel:
         """
         pick = (lambda xs: xs[idx]) if isinstance(idx, slice) else (lambda xs: [xs[i] for i in idx])
         return self.encode(pick(split.texts), pick(split.texts_b) if split.texts_b is not None else None)
-
-    def _bos(self) -> int | None:
-        return self.model.tokenizer.bos_token_id if self.info.family == "causal" and self.prepend_bos else None
 
     # ---------------------------------------------------------------- hooks
     def with_hooks(self, hooks: HooksLike, prompt_only: bool = False) -> "PromptedModel":
@@ -317,8 +245,7 @@ class PromptedModel:
         if past is None:
             with torch.no_grad():
                 past = self.run_input(ids, use_cache=True, attention_mask=mask, position_ids=at).past_key_values
-        part = Batch(batch.input_ids[:, n - P :], batch.attention_mask, slice(0, P),
-                     torch.full((batch.size,), P - 1, device=pos.device), batch.input_mask[:, n - P :])
+        part = prompt_part(batch, P)
         out = self._run(part.input_ids, part.prompt_slice, self._added_hooks(part), attention_mask=batch.attention_mask,
                         position_ids=pos[:, n - P :], past_key_values=past, use_cache=True)
         return self._head(out.last_hidden_state[:, -1])
@@ -333,7 +260,6 @@ class PromptedModel:
         out = hf.get_output_embeddings()
         bias = out.bias[ids] if getattr(out, "bias", None) is not None else None
         return nn.functional.linear(hidden, out.weight[ids], bias)
-
 
     # ---------------------------------------------------------------- for TransformerLens users and notebooks
     def run_with_cache(self, texts: Sequence[str] | str | Batch, texts_b: Sequence[str] | None = None,
@@ -371,16 +297,6 @@ class PromptedModel:
                           if name not in store and point.name in store})
         return logits, ActivationCache(store, self.model)
 
-    def _fields(self) -> list[tuple[str, str]]:
-        info = self.info
-        where = {"causal": "after the input", "mlm": "after <mask>, before the input", "seq2seq": "before the input"}
-        prompt = ("none: the text template alone (a hard prompt)" if self.prompt is None else
-                  f"{self.prompt.length}-token soft prompt {where.get(info.family, '')}".strip())
-        fields = [("model", f"{info.name} ({info.family}, {info.n_layers} layers x {info.d_mlp} FFN neurons)"),
-                  ("prompt", prompt), ("template", repr(self.template)),
-                  ("label words", ", ".join(repr(w) for w in self.verbalizer.words))]
-        return fields + ([("added hooks", f"{len(self._added)} set(s), with_hooks")] if self._added else [])
-
     def __repr__(self) -> str:
         """The model, where the prompt sits, the template and the label words.
 
@@ -389,10 +305,10 @@ class PromptedModel:
         >>> PromptedModel(model, SoftPrompt.init(model, 2), Verbalizer.from_words(model, ["bad", "good"]))
         PromptedModel(model: tiny-causal (causal, 2 layers x 64 FFN neurons); prompt: 2-token soft prompt after the input; template: '{text}'; label words: 'bad', 'good')
         """
-        return f"{type(self).__name__}(" + "; ".join(f"{k}: {v}" for k, v in self._fields()) + ")"
+        return f"{type(self).__name__}(" + "; ".join(f"{k}: {v}" for k, v in _fields(self)) + ")"
 
     def _repr_html_(self) -> str:
-        return card(type(self).__name__, self._fields())
+        return card(type(self).__name__, _fields(self))
 
 
 @dataclass(frozen=True)
@@ -403,58 +319,16 @@ class _Added:
     prompt_only: bool
 
 
-def _tokenizer_adds_bos(model: TransformerBridge) -> bool:
-    """Follow the tokenizer's own convention, not the bridge's ``default_prepend_bos``.
-
-    Llama-style tokenizers add ``<s>`` themselves; GPT-2 and SmolLM2 do not, and SmolLM2's
-    BOS is the chat token ``<|im_start|>``, which costs a plain classification prompt about
-    15 points of accuracy (0.61 vs 0.77 zero-shot on Rotten Tomatoes). The bridge makes every
-    tokenizer add BOS, so :func:`skill_lens.model.loading.bridge_from_hf` records the original habit.
-    """
-    recorded = model_record(model).tokenizer_adds_bos
-    if recorded is not None:
-        return recorded
-    return bool(getattr(model.cfg, "default_prepend_bos", False))
-
-
-def _text_budget(info, P: int, specials: int, max_length: int | None, bodies: list[list[int]]) -> int:
-    """How many text tokens fit beside a ``P``-token prompt and ``specials`` special tokens; a PromptError
-    when none do, or when a text is longer and no ``max_length`` asked to truncate."""
-    limit = info.n_ctx if max_length is None else min(info.n_ctx, max_length)
-    budget = limit - P - specials
-    if budget <= 0:  # no room for a single text token: truncating would silently drop every text
-        by_max_length = limit < info.n_ctx
-        raise PromptError(
-            f"{f'max_length={limit}' if by_max_length else f'the context of {info.name} ({limit})'} leaves "
-            f"no room for the text: the {P}-token prompt and {specials} special token(s) take {P + specials}; "
-            + (f"use max_length of at least {P + specials + 1}." if by_max_length
-               else f"use a prompt of at most {limit - specials - 1} tokens.")
-        )
-    too_long = [i for i, b in enumerate(bodies) if len(b) > budget]
-    if too_long and max_length is None:
-        i = too_long[0]
-        raise PromptError(
-            f"text {i} has {len(bodies[i])} tokens but only {budget} fit in the model's context "
-            f"({info.n_ctx}) with a {P}-token prompt; pass max_length (CLI: --max-length) to truncate."
-        )
-    return budget
-
-
-def _pad_rows(rows, bodies, pad: int, P: int, *, left: bool, prompt_start: int, predict, body_start: int) -> Batch:
-    """The padded :class:`Batch` of token ``rows`` (each holding its text ``bodies[i]`` at ``body_start``)."""
-    n = max(len(r) for r in rows)
-    ids = torch.full((len(rows), n), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), n), dtype=torch.long)
-    input_mask = torch.zeros((len(rows), n), dtype=torch.bool)
-    for i, (r, b) in enumerate(zip(rows, bodies)):
-        off = n - len(r) if left else 0
-        ids[i, off : off + len(r)] = torch.tensor(r)
-        mask[i, off : off + len(r)] = 1
-        input_mask[i, off + body_start : off + body_start + len(b)] = True
-    start = n + prompt_start if prompt_start < 0 else prompt_start
-    if isinstance(predict, int):
-        predict = [predict if predict >= 0 else n + predict] * len(rows)
-    return Batch(ids, mask, slice(start, start + P), torch.tensor(predict), input_mask)
+def _fields(pm: PromptedModel) -> list[tuple[str, str]]:
+    """What ``repr(pm)`` and its notebook card show: the model, where the prompt sits, the template, the label words."""
+    info = pm.info
+    where = {"causal": "after the input", "mlm": "after <mask>, before the input", "seq2seq": "before the input"}
+    prompt = ("none: the text template alone (a hard prompt)" if pm.prompt is None else
+              f"{pm.prompt.length}-token soft prompt {where.get(info.family, '')}".strip())
+    fields = [("model", f"{info.name} ({info.family}, {info.n_layers} layers x {info.d_mlp} FFN neurons)"),
+              ("prompt", prompt), ("template", repr(pm.template)),
+              ("label words", ", ".join(repr(w) for w in pm.verbalizer.words))]
+    return fields + ([("added hooks", f"{len(pm._added)} set(s), with_hooks")] if pm._added else [])
 
 
 def _fixed(pairs: list[Hook]) -> Callable[[Batch], list[Hook]]:
