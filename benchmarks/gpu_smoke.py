@@ -31,8 +31,8 @@ import torch  # noqa: E402
 
 from skill_lens import steps  # noqa: E402
 from skill_lens.model.loading import load_model, model_device, parse_device  # noqa: E402
-from skill_lens.data.tasks import load_task  # noqa: E402
-from skill_lens.prompting.tuning import TuneConfig  # noqa: E402
+from skill_lens.data.sources import load_task
+from skill_lens.prompting.tuning import TuneConfig
 
 SIZES = {"train_size": 64, "dev_size": 64, "test_size": 32, "seed": 0}
 CONFIG = TuneConfig(prompt_length=8, steps=20, batch_size=16, eval_every=20)

@@ -21,7 +21,7 @@ from skill_lens.data.batching import length_batches, pad_fraction, token_lengths
 from skill_lens.prompting.evaluation import hard_prompt_model, prompted
 from skill_lens.model.loading import load_model
 from skill_lens.prompting.prompts import SoftPrompt
-from skill_lens.data.tasks import load_task
+from skill_lens.data.sources import load_task
 
 
 def main() -> None:

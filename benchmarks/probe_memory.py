@@ -28,7 +28,7 @@ def child(n: int) -> None:
     from skill_lens.probing.probe import probe
     from skill_lens.prompting.prompts import SoftPrompt
     from skill_lens.model.tiny import tiny_model, tiny_task
-    from skill_lens.prompting.tuning import prompted
+    from skill_lens.prompting.evaluation import prompted
 
     torch.set_num_threads(1)
     model = tiny_model("causal", n_layers=LAYERS, d_model=64, d_mlp=D_MLP)

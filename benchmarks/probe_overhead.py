@@ -22,10 +22,10 @@ os.environ.setdefault("SKILL_LENS_QUIET", "1")
 import torch  # noqa: E402
 
 from skill_lens.model.loading import load_model  # noqa: E402
-from skill_lens.probing.probe import probe  # noqa: E402
+from skill_lens.probing.probe import probe
 from skill_lens.prompting.prompts import SoftPrompt  # noqa: E402
-from skill_lens.data.tasks import load_task  # noqa: E402
-from skill_lens.prompting.tuning import prompted  # noqa: E402
+from skill_lens.data.sources import load_task
+from skill_lens.prompting.evaluation import prompted
 
 N, BATCH, REPEATS = 32, 16, 5  # N train + N dev examples per repeat
 

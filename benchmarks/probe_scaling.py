@@ -35,8 +35,8 @@ def worker(model_name: str, sizes: list[int]) -> None:
     from skill_lens.data.distributed import init_from_env
     from skill_lens.probing.probe import probe
     from skill_lens.prompting.prompts import SoftPrompt
-    from skill_lens.data.tasks import load_task
-    from skill_lens.prompting.tuning import prompted
+    from skill_lens.data.sources import load_task
+    from skill_lens.prompting.evaluation import prompted
 
     rank, world = init_from_env()
     if model_name == "tiny":

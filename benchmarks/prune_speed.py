@@ -58,7 +58,7 @@ def main() -> None:
     from skill_lens.probing.probe import probe
     from skill_lens.model.loading import load_model
     from skill_lens.workflow.runs import Run
-    from skill_lens.data.tasks import load_task
+    from skill_lens.data.sources import load_task
     from skill_lens.prompting.tuning import TuneConfig
 
     torch.manual_seed(0)

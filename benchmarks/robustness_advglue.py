@@ -34,7 +34,7 @@ def get_run(args):
             raise SystemExit(f"{args.run}/run.json did not appear within {args.wait} s (--no-tune: not tuning)")
         print(f"{args.run}/run.json did not appear within {args.wait} s; tuning a run of our own")
     from skill_lens.model.loading import load_model
-    from skill_lens.data.tasks import load_task
+    from skill_lens.data.sources import load_task
     from skill_lens.prompting.tuning import TuneConfig
 
     task_args = {"train_size": 400, "dev_size": 200, "test_size": 200}

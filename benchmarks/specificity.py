@@ -11,7 +11,7 @@ replicability as well as the cross-task matrix:
 * per task (and seed): tune a soft prompt (on train, early-stopped on a small dev split), then probe every
   FFN neuron on a separate probe set of ``2 x --probe-size`` examples (default 2 x 600) split into two
   disjoint label-stratified halves: one probe pass (one train baseline) gives each neuron's predictivity on
-  both halves (:func:`skill_lens.studies.analyses.halves_task`, :func:`~skill_lens.studies.analyses.half_scores`). With
+  both halves (:func:`skill_lens.studies.specificity.halves_task`, :func:`~skill_lens.studies.specificity.half_scores`). With
   600 examples a predictivity's standard error is at most sqrt(0.25 / 600) = 0.020;
 * the noise ceiling ``same_task``: by default the Spearman correlation between the two halves of a task
   (the same prompt, independent data: the probe's sampling noise); with ``--seeds 0 1`` instead the
@@ -66,13 +66,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository; the shared data sit beside it
 
-from skill_lens.studies.analyses import half_scores, halves_task, specificity_with_ceiling
+from skill_lens.studies.specificity import half_scores, halves_task, specificity_with_ceiling
 from skill_lens.model.input_cache import InputCache
 from skill_lens.model.loading import load_model
 from skill_lens.probing.scores import spearman
 from skill_lens.probing.probe import probe
-from skill_lens.data.tasks import load_task
-from skill_lens.prompting.tuning import TuneConfig, evaluate, hard_prompt_model, prompted, tune
+from skill_lens.data.sources import load_task
+from skill_lens.prompting.tuning import TuneConfig, tune
+from skill_lens.prompting.evaluation import evaluate, hard_prompt_model, prompted
 
 TINY = dict(train_size=24, dev_size=8, probe_size=16, steps=2, prompt_length=2, max_length=48, batch_size=8)
 

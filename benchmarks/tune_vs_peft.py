@@ -50,8 +50,8 @@ import torch
 from skill_lens.model.input_cache import InputCache
 from skill_lens.model.loading import load_model
 from skill_lens.prompting.prompts import SoftPrompt
-from skill_lens.data.tasks import load_task
-from skill_lens.prompting.tuning import prompted
+from skill_lens.data.sources import load_task
+from skill_lens.prompting.evaluation import prompted
 
 
 def main() -> None:

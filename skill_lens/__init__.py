@@ -10,7 +10,7 @@ One import gives the method (README, "One import")::
 Names load lazily on first use, so ``import skill_lens`` stays fast (no torch until needed). Every
 name also lives in its module, one folder per stage of the method, read bottom-up (``CONTRIBUTING.md``):
 ``base``, ``store``, ``data``, ``model``, ``prompting``, ``probing``, ``intervening``, ``studies``, ``views``,
-``workflow``, then ``cli``. ``from skill_lens.probing.probe import ProbeResult`` is the same class as
+``workflow``, then ``cli``. ``from skill_lens.probing.result import ProbeResult`` is the same class as
 ``sl.ProbeResult``.
 
 >>> import skill_lens as sl
@@ -25,16 +25,16 @@ __version__ = "0.1.0"
 # name -> module it lives in
 _API = {
     "load_model": "model.loading", "describe": "model.loading",
-    "load_task": "data.tasks",
+    "load_task": "data.sources",
     "TuneConfig": "prompting.tuning", "tune": "prompting.tuning",
     "evaluate": "prompting.evaluation", "prompted": "prompting.evaluation", "hard_prompt_model": "prompting.evaluation",
     "SoftPrompt": "prompting.prompts",
-    "probe": "probing.probe", "ProbeResult": "probing.probe", "capture": "probing.capture",
+    "probe": "probing.probe", "ProbeResult": "probing.result", "capture": "probing.capture",
     "NeuronSet": "probing.neurons", "select_top": "probing.scores", "spearman": "probing.scores",
     "zero_ablate": "intervening.interventions", "mean_ablate": "intervening.interventions",
     "gaussian_noise": "intervening.interventions", "intervene": "intervening.interventions",
     "random_like": "intervening.interventions",
-    "suppression_curve": "intervening.curves",
+    "suppression_curve": "intervening.suppression",
     "patch": "intervening.patching",
     "prune": "intervening.pruning", "save_pruned": "intervening.pruning", "load_pruned": "intervening.pruning",
     "Run": "workflow.runs",
@@ -53,7 +53,7 @@ def __getattr__(name: str):
         value = importlib.import_module(f"{__name__}.{_MODULES[name]}")
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}; the top-level names are "
-                             f"{', '.join(__all__)} (others live in their modules, e.g. skill_lens.studies.analyses)")
+                             f"{', '.join(__all__)} (others live in their modules, e.g. skill_lens.studies.specificity)")
     globals()[name] = value
     return value
 

@@ -14,8 +14,8 @@ from skill_lens.data.adversarial import (
     distractor,
     edit_fraction,
     load_adv_glue,
-    perturb,
-    perturb_pairs,
+    corrupt,
+    corrupt_pairs,
     typos,
     word_deletions,
     word_swaps,
@@ -35,15 +35,15 @@ def _letters(text):
 @pytest.mark.parametrize("method", METHODS)
 def test_same_seed_same_output_and_seeds_differ(method):
     texts = [LONG, SENTENCE, "short text here"]
-    assert perturb(texts, method, 0.3, seed=7) == perturb(texts, method, 0.3, seed=7)
-    assert perturb([LONG], method, 0.3, seed=7) != perturb([LONG], method, 0.3, seed=8)
+    assert corrupt(texts, method, 0.3, seed=7) == corrupt(texts, method, 0.3, seed=7)
+    assert corrupt([LONG], method, 0.3, seed=7) != corrupt([LONG], method, 0.3, seed=8)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_rate_zero_is_identity_and_order_kept(method):
     texts = [SENTENCE, "", "second text", LONG]
-    assert perturb(texts, method, 0.0, seed=3) == texts
-    out = perturb(texts, method, 0.5, seed=3)
+    assert corrupt(texts, method, 0.0, seed=3) == texts
+    out = corrupt(texts, method, 0.5, seed=3)
     assert len(out) == len(texts)
     # pairing: each output is closest to its own input
     assert out[1] in ("",) + adv.DEFAULT_DISTRACTORS
@@ -54,7 +54,7 @@ def test_input_texts_are_not_mutated_and_string_input_rejected():
     texts = [SENTENCE, "abc"]
     before = list(texts)
     for m in METHODS:
-        perturb(texts, m, 1.0)
+        corrupt(texts, m, 1.0)
     assert texts == before
     with pytest.raises(TypeError, match="wrap it"):
         typos(SENTENCE)
@@ -127,7 +127,7 @@ def test_unicode_letters_stay_valid():
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("strength", [0.0, 0.5, 1.0])
 def test_odd_inputs_do_not_crash(method, strength):
-    out = perturb(ODD, method, strength, seed=1)
+    out = corrupt(ODD, method, strength, seed=1)
     assert len(out) == len(ODD) and all(isinstance(t, str) for t in out)
     assert out[0] in ("",) + adv.DEFAULT_DISTRACTORS
 
@@ -135,7 +135,7 @@ def test_odd_inputs_do_not_crash(method, strength):
 @pytest.mark.parametrize("method", METHODS)
 def test_very_long_input(method):
     big = ("lorem ipsum dolor sit amet " * 4000)[:100_000]
-    (out,) = perturb([big], method, 0.1, seed=0)
+    (out,) = corrupt([big], method, 0.1, seed=0)
     assert 0.85 * len(big) < len(out) < 1.15 * len(big)
     assert out != big or method == "distractor"
 
@@ -155,7 +155,7 @@ def test_distractor_position_and_rate():
 
 def test_invalid_arguments_name_the_fix():
     with pytest.raises(ValueError, match="valid methods: typos, keyboard"):
-        perturb(["x"], "shout", 0.1)
+        corrupt(["x"], "shout", 0.1)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         word_swaps(["x"], rate=1.5)
     with pytest.raises(ValueError, match="subset"):
@@ -164,14 +164,14 @@ def test_invalid_arguments_name_the_fix():
 
 def test_perturb_pairs_sides():
     a, b = [SENTENCE, "one two"], [LONG, "three four"]
-    only_a = perturb_pairs(a, b, "typos", 0.3, seed=5, which="a")
-    assert only_a == (perturb(a, "typos", 0.3, seed=5), b)
-    only_b = perturb_pairs(a, b, "typos", 0.3, seed=5, which="b")
-    assert only_b == (a, perturb(b, "typos", 0.3, seed=5))
-    both_a, both_b = perturb_pairs(a, b, "typos", 0.3, seed=5)
+    only_a = corrupt_pairs(a, b, "typos", 0.3, seed=5, which="a")
+    assert only_a == (corrupt(a, "typos", 0.3, seed=5), b)
+    only_b = corrupt_pairs(a, b, "typos", 0.3, seed=5, which="b")
+    assert only_b == (a, corrupt(b, "typos", 0.3, seed=5))
+    both_a, both_b = corrupt_pairs(a, b, "typos", 0.3, seed=5)
     assert both_a == only_a[0] and both_b != b and both_b != only_b[1]  # b side has its own stream
     with pytest.raises(ValueError, match="aligned"):
-        perturb_pairs(a, b[:1], "typos")
+        corrupt_pairs(a, b[:1], "typos")
 
 
 def test_edit_fraction():
@@ -184,9 +184,9 @@ def test_edit_fraction():
 
 _SCRIPT = """
 import json
-from skill_lens.data.adversarial import METHODS, perturb
+from skill_lens.data.adversarial import METHODS, corrupt
 texts = [{text!r}, "naïve café 東京 👍🏽", "one two three four five six"]
-print(json.dumps({{m: perturb(texts, m, 0.4, seed=11) for m in METHODS}}))
+print(json.dumps({{m: corrupt(texts, m, 0.4, seed=11) for m in METHODS}}))
 """
 
 
@@ -206,12 +206,12 @@ texts_strategy = st.lists(st.text(max_size=60), max_size=4)
 @settings(max_examples=60, deadline=None)
 @given(texts=texts_strategy, method=st.sampled_from(METHODS), strength=st.floats(0, 1), seed=st.integers(0, 2**31))
 def test_property_no_crash_and_zero_is_identity(texts, method, strength, seed):
-    out = perturb(texts, method, strength, seed)
+    out = corrupt(texts, method, strength, seed)
     assert len(out) == len(texts)
     for t in out:
         t.encode("utf-8")  # no lone surrogates introduced
-    assert perturb(texts, method, 0.0, seed) == texts
-    a, b = perturb_pairs(texts, texts[::-1], method, strength, seed)
+    assert corrupt(texts, method, 0.0, seed) == texts
+    a, b = corrupt_pairs(texts, texts[::-1], method, strength, seed)
     assert len(a) == len(b) == len(texts)
 
 

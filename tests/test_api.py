@@ -47,7 +47,8 @@ def test_every_name_resolves_and_is_the_modules_own(name):
 def test_probe_and_capture_are_the_functions_and_their_modules_live_in_probing():
     import skill_lens.probing.capture  # noqa: F401
     import skill_lens.probing.probe  # noqa: F401
-    from skill_lens.probing.probe import ProbeResult, probe
+    from skill_lens.probing.result import ProbeResult
+    from skill_lens.probing.probe import probe
 
     assert sl.probe is probe and isinstance(sl.probe, types.FunctionType) and sl.ProbeResult is ProbeResult
     assert sl.capture is sys.modules["skill_lens.probing.capture"].capture

@@ -10,7 +10,7 @@ from skill_lens.model.loading import describe
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.intervening.pruning import PruningError
 from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task
-from skill_lens.prompting.tuning import prompted
+from skill_lens.prompting.evaluation import prompted
 from test_pruning import L, N, baseline_hooks, random_keep
 
 

@@ -1,20 +1,17 @@
 """capture.py: recordings equal a hand-written hook, positions are selected, nothing leaks, user hooks compose."""
 
-import importlib
 
 import pytest
 import torch
 
-from skill_lens.probing.capture import activations, capture, capture_hooks, capture_neurons
+from skill_lens.probing.capture import CaptureError, activations, capture, capture_hooks, capture_neurons
 from skill_lens.intervening.interventions import zero_ablate
 from skill_lens.model.loading import describe
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task
-from skill_lens.prompting.tuning import prompted
+from skill_lens.prompting.evaluation import prompted
 
 # skill_lens.probing.probe and skill_lens.probing.capture are the functions (README, "One import"); these are the modules.
-probe_module = importlib.import_module("skill_lens.probing.probe")
-capture_module = importlib.import_module("skill_lens.probing.capture")
 
 TEXTS = ["the movie was good", "a dull film", "bad"]
 
@@ -145,8 +142,7 @@ def test_capture_neurons_in_the_order_given(pm):
         capture_neurons(pm, batch, ["L2.N0"])
 
 
-def test_activations_moved_and_still_importable_from_probe(task):
-    assert probe_module.activations is activations is capture_module.activations
+def test_activations_read_the_neurons_at_the_prompt(task):
     model = tiny_model()
     pm = prompted(model, task, SoftPrompt.init(model, 3))
     batch = pm.encode(task.dev.texts[:4])
@@ -155,5 +151,5 @@ def test_activations_moved_and_still_importable_from_probe(task):
     names = describe(model).hook_names
     assert torch.equal(acts[:4, 0], want[names[1]][:, batch.prompt_slice, 5])
     assert torch.equal(acts[:4, 1], want[names[0]][:, batch.prompt_slice, 7])
-    with pytest.raises(probe_module.ProbeError, match="unknown hook name"):
+    with pytest.raises(CaptureError, match="unknown hook name"):
         activations(pm, task.dev, [(0, 1)], hook_names=["blocks.9.mlp.hook_post"])

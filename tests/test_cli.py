@@ -36,7 +36,7 @@ def test_probe_and_neurons_end_to_end(run):
     rc, out, err = cli("probe", run, "--batch-size", "5", "--pooling")
     assert rc == 0, err
     assert "top 5 neurons" in out and "wrote" in out
-    result = Run.open(run).predictivity()
+    result = Run.open(run).probe_result()
     assert result.dev_acc.shape == (2, 2, 64) and result.max_pool_dev_acc is not None
     assert result.meta["lineage"]["prompt_fingerprint"] == Run.open(run).meta["prompt_fingerprint"]
     rc, out, _ = cli("neurons", run, "--top", "0.05", "--per-layer")
@@ -50,7 +50,7 @@ def test_probe_with_a_permutation_null_prints_records_and_reports_it(run, tmp_pa
     rc, out, err = cli("probe", run, "--permutations", "19")
     assert rc == 0, err
     r = Run.open(run)
-    result = r.predictivity()
+    result = r.probe_result()
     null = json.loads((run / "predictivity.safetensors.json").read_text())["null"]
     assert null == json.loads(json.dumps(result.null_summary())) and null["permutations"] == 19
     threshold = result.fwer_threshold("dev")
@@ -65,9 +65,9 @@ def test_probe_with_a_permutation_null_prints_records_and_reports_it(run, tmp_pa
 
 
 def test_a_reprobe_of_the_same_run_gives_the_same_numbers(run):
-    before = Run.open(run).predictivity()
+    before = Run.open(run).probe_result()
     assert cli("probe", run, "--batch-size", "32")[0] == 0
-    assert torch.equal(Run.open(run).predictivity().baseline, before.baseline)
+    assert torch.equal(Run.open(run).probe_result().baseline, before.baseline)
 
 
 def test_perturb_writes_json_and_csv_with_lineage(run):
@@ -194,7 +194,7 @@ def test_report_with_and_without_views(run, tmp_path):
 
 def test_demo_runs_every_step_and_reuses_a_finished_tuning(model_dir, task_csv, tmp_path):
     from skill_lens.model.loading import load_model
-    from skill_lens.data.tasks import load_task
+    from skill_lens.data.sources import load_task
 
     model = load_model(str(model_dir("causal")))
     task = load_task(f"csv:{task_csv(0)}", train_size=48, dev_size=32, test_size=32)

@@ -53,7 +53,7 @@ def _check_pipeline(model, run, result, curves, seen, dtype, device) -> None:
     for name in ("baseline", "dev_acc", "test_acc", "null_max_dev"):
         t = getattr(result, name)
         assert t.device.type == "cpu" and torch.isfinite(t).all(), name
-    assert run.predictivity().baseline.isfinite().all()
+    assert run.probe_result().baseline.isfinite().all()
     for curve in curves:
         assert all(math.isfinite(r["accuracy"]) and math.isfinite(r["logit_diff"]) for r in curve.rows)
     acc = run.meta["accuracy"]
@@ -109,7 +109,7 @@ def test_bfloat16_tune_probe_perturb_through_the_cli(model_dir, task_csv, tmp_pa
     assert rc == 0, err
     data = json.loads((out / "perturb_gaussian.json").read_text())
     assert all(math.isfinite(r["accuracy"]) and math.isfinite(r["logit_diff"]) for r in data["rows"])
-    assert Run.open(out).predictivity().baseline.isfinite().all()
+    assert Run.open(out).probe_result().baseline.isfinite().all()
 
 
 def test_a_step_in_another_dtype_than_the_run_is_refused_naming_dtype(model_dir, task_csv, tmp_path):
@@ -160,7 +160,7 @@ def test_a_run_on_cuda_stays_on_cuda(model_dir, tmp_path):
     run, result, curves = _steps_pipeline(model, tmp_path)
     _check_pipeline(model, run, result, curves, seen, torch.float32, model_device(model))
     again = Run.open(run.path, device="cpu")  # the same weights on another device: the same lineage
-    assert model_device(again.model).type == "cpu" and again.predictivity() is not None
+    assert model_device(again.model).type == "cpu" and again.probe_result() is not None
 
 
 @CUDA

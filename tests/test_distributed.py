@@ -15,11 +15,12 @@ import torch
 from skill_lens.data.distributed import DistributedError, all_reduce_, shard
 from skill_lens.prompting.evaluation import evaluate_distributed
 from skill_lens.probing.statistics import MeanAccumulator
-from skill_lens.probing.probe import ProbeError, ProbeResult, probe
+from skill_lens.probing.result import ProbeError, ProbeResult
+from skill_lens.probing.probe import probe
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.data.tasks import Split
 from skill_lens.model.tiny import tiny_model, tiny_task
-from skill_lens.prompting.tuning import evaluate, hard_prompt_model, prompted
+from skill_lens.prompting.evaluation import evaluate, hard_prompt_model, prompted
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -33,7 +34,7 @@ from skill_lens.prompting.evaluation import evaluate_distributed
 from skill_lens.probing.probe import probe
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.model.tiny import tiny_model, tiny_task
-from skill_lens.prompting.tuning import prompted, hard_prompt_model
+from skill_lens.prompting.evaluation import prompted, hard_prompt_model
 rank, world = init_from_env()
 out = sys.argv[1]
 task = tiny_task()
@@ -90,7 +91,7 @@ def test_two_processes_equal_one(tmp_path):
     got = ProbeResult.load(tmp_path / "causal" / "predictivity.safetensors", m)
     assert got.meta["world_size"] == 2 and got.sizes == ref.sizes
     for split in ("dev", "test", "mean_pool_dev", "max_pool_dev", "mean_pool_test", "max_pool_test"):
-        assert torch.equal(got.predictivity(split), ref.predictivity(split)), split
+        assert torch.equal(got.per_position(split), ref.per_position(split)), split
     torch.testing.assert_close(got.baseline, ref.baseline, rtol=1e-6, atol=1e-7)  # float64 sums, other order
     assert sorted(p.name for p in (tmp_path / "causal").iterdir()) == [  # checkpoints removed when done
         "predictivity.safetensors", "predictivity.safetensors.json"]
@@ -102,8 +103,8 @@ def test_two_processes_equal_one(tmp_path):
     ref5 = single_threaded(lambda: probe(hard_prompt_model(t5, task), task, batch_size=6,
                                          hook_names=["decoder_blocks.0.mlp.hook_post"]))
     got5 = ProbeResult.load(tmp_path / "t5.safetensors")
-    assert torch.equal(got5.predictivity("dev"), ref5.predictivity("dev"))
-    assert torch.equal(got5.predictivity("test"), ref5.predictivity("test"))
+    assert torch.equal(got5.per_position("dev"), ref5.per_position("dev"))
+    assert torch.equal(got5.per_position("test"), ref5.per_position("test"))
 
     ev = json.loads((tmp_path / "eval.json").read_text())
     one = single_threaded(lambda: evaluate(pm, task.dev, batch_size=6))

@@ -23,11 +23,12 @@ from skill_lens.prompting.evaluation import evaluate_distributed
 from skill_lens.model.loading import describe
 from skill_lens.probing.statistics import AgreementAccumulator, MeanAccumulator
 from skill_lens.probing.capture import probed_positions
-from skill_lens.probing.probe import ProbeError, probe
+from skill_lens.probing.result import ProbeError
+from skill_lens.probing.probe import probe
 from skill_lens.prompting.prompts import PromptError, SoftPrompt
 from skill_lens.data.tasks import Split, Task, TaskError
 from skill_lens.model.tiny import tiny_model, tiny_task
-from skill_lens.prompting.tuning import evaluate, prompted
+from skill_lens.prompting.evaluation import evaluate, prompted
 
 FEW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

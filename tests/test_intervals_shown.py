@@ -7,12 +7,13 @@ import json
 import torch
 
 from skill_lens import plots
-from skill_lens.intervening.curves import suppression_curve
+from skill_lens.intervening.suppression import suppression_curve
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.workflow.report import write_report
 from skill_lens.workflow.runs import Run
 from skill_lens.model.tiny import tiny_model, tiny_task
-from skill_lens.prompting.tuning import TuneConfig, prompted
+from skill_lens.prompting.tuning import TuneConfig
+from skill_lens.prompting.evaluation import prompted
 
 
 def test_run_json_has_wilson_intervals_and_old_runs_still_open(tmp_path):

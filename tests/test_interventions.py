@@ -8,7 +8,7 @@ from skill_lens.intervening.interventions import (InterventionError, Positions, 
 from skill_lens.model.loading import describe
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task
-from skill_lens.prompting.tuning import evaluate, prompted
+from skill_lens.prompting.evaluation import evaluate, prompted
 
 TEXTS = ["the movie was good", "a very boring and dull film", "bad"]
 

@@ -45,7 +45,7 @@ def refused(argv, where, *needles):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_made_run_passes_every_check(made_run, family, tmp_path):
     run = Run.open(copy_run(made_run(family), tmp_path / "run"))
-    assert run.predictivity().baseline.shape[1] == 2 and len(run.neurons()) > 0
+    assert run.probe_result().baseline.shape[1] == 2 and len(run.neurons()) > 0
     rc, out, err = cli("perturb", run.path, *USES_PREDICTIVITY["perturb"])
     assert rc == 0, err
     assert run.read_result("perturb", run.path / "perturb_zero.json")["lineage"]["parent"]["artifact"] == "predictivity"

@@ -23,11 +23,12 @@ from skill_lens.data.distributed import shard
 from skill_lens.probing.null import adjusted_p_values, fwer_threshold, null_maxima, significant
 from skill_lens.probing.scores import aggregate_positions, predictivity
 from skill_lens.probing.statistics import AgreementAccumulator, MeanAccumulator, NullAccumulator, permuted_labels
-from skill_lens.probing.probe import ProbeError, ProbeResult, permutation_labels, probe, probe_fingerprint
+from skill_lens.probing.result import ProbeError, ProbeResult
+from skill_lens.probing.probe import permutation_labels, probe, probe_fingerprint
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.data.tasks import Split
 from skill_lens.model.tiny import tiny_model, tiny_task
-from skill_lens.prompting.tuning import prompted
+from skill_lens.prompting.evaluation import prompted
 
 NULL_FIELDS = ("null_max_dev", "null_layer_max_dev", "null_max_test", "null_layer_max_test")
 
@@ -189,7 +190,7 @@ def test_killed_probe_resumes_to_the_same_null(setup, tmp_path, monkeypatch):
 
 
 def test_shards_index_their_own_rows_of_the_permuted_labels():
-    from skill_lens.probing.probe import _pass_labels  # the probe's own sharding of the label matrix
+    from skill_lens.probing.probe import _pass_labels
 
     split = tiny_task(n_dev=23).dev
     full = _pass_labels(split, "dev", 6, 3, (0, 1, 4), len(split))
@@ -242,7 +243,7 @@ from skill_lens.data.distributed import init_from_env
 from skill_lens.probing.probe import probe
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.model.tiny import tiny_model, tiny_task
-from skill_lens.prompting.tuning import prompted
+from skill_lens.prompting.evaluation import prompted
 rank, world = init_from_env()
 task, m = tiny_task(n_train=40, n_dev=24, n_test=16), tiny_model("causal")
 pm = prompted(m, task, SoftPrompt.init(m, 3, seed=2))

@@ -10,7 +10,7 @@ from skill_lens.model.loading import describe
 from skill_lens.intervening.patching import capture, patch, patch_hooks
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task
-from skill_lens.prompting.tuning import hard_prompt_model, prompted
+from skill_lens.prompting.evaluation import hard_prompt_model, prompted
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ import torch
 
 from skill_lens.prompting.peft_methods import Adapter, BitFit, peft_prompted, tune_hooks
 from skill_lens.model.tiny import tiny_model, tiny_task
-from skill_lens.prompting.tuning import TuneConfig, hard_prompt_model
+from skill_lens.prompting.tuning import TuneConfig
+from skill_lens.prompting.evaluation import hard_prompt_model
 
 
 def _train_loss(pm, task):

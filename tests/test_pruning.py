@@ -11,7 +11,8 @@ from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.intervening.pruning import (PruningError, kept_neurons, load_pruned, parameter_count, prune, pruning_info,
                                 save_pruned)
 from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task
-from skill_lens.prompting.tuning import TuneConfig, prompted, tune
+from skill_lens.prompting.tuning import TuneConfig, tune
+from skill_lens.prompting.evaluation import prompted
 
 L, N = 2, 64
 

@@ -12,7 +12,7 @@ import torch
 
 from browser import browse, needs_chromium
 from skill_lens.cli import main
-from skill_lens.probing.probe import ProbeResult
+from skill_lens.probing.result import ProbeResult
 from skill_lens.workflow.report import write_report
 from skill_lens.workflow.runs import Run
 from skill_lens.data.tasks import Task
@@ -36,8 +36,8 @@ def write_artifacts(run: Run) -> None:
     g = torch.Generator().manual_seed(0)
     dev = 0.5 + 0.2 * (torch.rand(2, 2, 64, generator=g) - 0.5)
     dev[TOP[0], 1, TOP[1]] = 0.05  # predictivity 0.95: the top neuron
-    run.save_predictivity(ProbeResult(torch.zeros(2, 2, 64), dev, dev.clone(), meta={"model": "tiny-causal"}))
-    from skill_lens.intervening.curves import SuppressionCurve
+    run.save_probe_result(ProbeResult(torch.zeros(2, 2, 64), dev, dev.clone(), meta={"model": "tiny-causal"}))
+    from skill_lens.intervening.suppression import SuppressionCurve
     from skill_lens.studies.robustness import RobustnessResult, overlaps
 
     rows = [{"fraction": f, "set": s, "draw": k, "n_neurons": 2, "accuracy": a, "logit_diff": 0.0}

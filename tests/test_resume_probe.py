@@ -12,10 +12,12 @@ import torch
 
 from skill_lens.store.artifacts import ArtifactError, load_tensors
 from skill_lens.store.checkpoint import Checkpoint
-from skill_lens.probing.probe import ProbeResult, probe
+from skill_lens.probing.result import ProbeResult
+from skill_lens.probing.probe import probe
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.model.tiny import tiny_model, tiny_task
-from skill_lens.prompting.tuning import TuneConfig, prompted
+from skill_lens.prompting.tuning import TuneConfig
+from skill_lens.prompting.evaluation import prompted
 
 # argv: mode ("kill:N" = SIGKILL right after the N-th checkpoint of this process, "plain" = no checkpoint)
 SCRIPT = """
@@ -25,7 +27,7 @@ from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.probing.probe import probe
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.model.tiny import tiny_model, tiny_task
-from skill_lens.prompting.tuning import prompted
+from skill_lens.prompting.evaluation import prompted
 mode, out = sys.argv[1], sys.argv[2]
 if mode.startswith("kill:"):
     orig, calls = Checkpoint.save, []

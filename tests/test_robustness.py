@@ -9,7 +9,7 @@ from skill_lens.studies.robustness import (RobustnessError, adversarial_split, a
                                    neuron_robustness, overlaps, patch_repair, source_name)
 from skill_lens.data.tasks import Split, Task
 from skill_lens.model.tiny import tiny_model, tiny_task
-from skill_lens.prompting.tuning import prompted
+from skill_lens.prompting.evaluation import prompted
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_patch_repair_moves_adversarial_logits(pm, task):
 
 
 def test_patch_repair_needs_pairs_and_a_soft_prompt(pm, model, task):
-    from skill_lens.prompting.tuning import hard_prompt_model
+    from skill_lens.prompting.evaluation import hard_prompt_model
 
     with pytest.raises(RobustnessError, match="paired splits"):
         patch_repair(pm, task.dev, task.train, torch.ones(2, 64, dtype=torch.bool))

@@ -62,8 +62,8 @@ def test_each_seed_is_an_ordinary_run_with_its_seed(seeds_dir):
 
 
 def test_the_aggregate_is_the_mean_of_the_runs_scores(seeds_dir):
-    agg = SeedGroup.open(seeds_dir).predictivity()
-    per_run = [Run.open(seeds_dir / f"seed-{s}").predictivity() for s in range(3)]
+    agg = SeedGroup.open(seeds_dir).probe_result()
+    per_run = [Run.open(seeds_dir / f"seed-{s}").probe_result() for s in range(3)]
     for split in ("dev", "test"):
         want = torch.stack([p.scores(split, "max") for p in per_run])
         assert torch.equal(agg.seed_scores(split), want)
@@ -80,7 +80,7 @@ def test_neurons_select_from_the_mean_over_seeds(seeds_dir, tmp_path):
     rc, out, err = cli("neurons", d, "--top", "5")
     assert rc == 0, err
     ns = SeedGroup.open(d).neurons()
-    mean = SeedGroup.open(d).predictivity().scores()
+    mean = SeedGroup.open(d).probe_result().scores()
     assert len(ns) == 5 and torch.equal(ns.mask, select_top(mean, 5))  # ties as everywhere (lower layer first)
     assert "mean over 3 seeds" in ns.meta["scored_on"]
 

@@ -9,8 +9,8 @@ import torch
 
 from skill_lens.model.loading import describe, load_model
 from skill_lens.prompting.prompts import SoftPrompt
-from skill_lens.data.tasks import load_task
-from skill_lens.prompting.tuning import evaluate, hard_prompt_model, prompted
+from skill_lens.data.sources import load_task
+from skill_lens.prompting.evaluation import evaluate, hard_prompt_model, prompted
 
 pytestmark = pytest.mark.slow
 
@@ -55,4 +55,4 @@ def test_probe_shapes_on_the_real_model(smol, rt):
     pm = prompted(smol, rt, SoftPrompt.init(smol, 2, seed=0))
     r = probe(pm, rt, splits=("dev",))
     assert r.dev_acc.shape == (30, 2, 1536)
-    assert 0.5 <= float(r.predictivity("dev").max()) <= 1.0
+    assert 0.5 <= float(r.per_position("dev").max()) <= 1.0

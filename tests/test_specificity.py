@@ -8,12 +8,12 @@ import dataclasses
 import pytest
 import torch
 
-from skill_lens.studies.analyses import (AnalysisError, half_scores, halves_task, restrict_scores, specificity_with_ceiling,
-                                 split_halves, top_union)
+from skill_lens.studies.tables import AnalysisError
+from skill_lens.studies.specificity import half_scores, halves_task, restrict_scores, specificity_with_ceiling, split_halves, top_union
 from skill_lens.probing.probe import probe
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.model.tiny import tiny_model, tiny_task
-from skill_lens.prompting.tuning import prompted
+from skill_lens.prompting.evaluation import prompted
 
 
 def test_halves_are_disjoint_stratified_and_reproducible():

@@ -8,7 +8,8 @@ import sys
 import pandas as pd
 import pytest
 
-from skill_lens.data.tasks import Split, Task, TaskError, list_tasks, load_task
+from skill_lens.data.tasks import Split, Task, TaskError
+from skill_lens.data.sources import list_tasks, load_task
 
 SIZES = {"train_size": 60, "dev_size": 20, "test_size": 20}
 
@@ -82,7 +83,7 @@ def test_tweets_and_their_binary_subtasks():
 
 
 def test_splits_are_identical_across_processes_and_hash_seeds():
-    code = ("from skill_lens.data.tasks import load_task; t = load_task('rotten_tomatoes', train_size=50, seed=7); "
+    code = ("from skill_lens.data.sources import load_task; t = load_task('rotten_tomatoes', train_size=50, seed=7); "
             "print(t.fingerprint(), t.train.texts[0][:30])")
     procs = [subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": h},
                               stdout=subprocess.PIPE, text=True) for h in ("0", "12345")]  # in parallel

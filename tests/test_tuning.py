@@ -10,7 +10,8 @@ import torch
 from skill_lens.prompting.prompts import PromptError
 from skill_lens.workflow.runs import Run
 from skill_lens.model.tiny import tiny_model, tiny_task
-from skill_lens.prompting.tuning import TuneConfig, evaluate, prompted, tune
+from skill_lens.prompting.tuning import TuneConfig, tune
+from skill_lens.prompting.evaluation import evaluate, prompted
 
 FAST = TuneConfig(prompt_length=4, steps=30, batch_size=8, eval_every=10, lr=0.1, warmup_steps=2)
 

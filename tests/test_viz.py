@@ -12,10 +12,10 @@ import torch
 
 from browser import dump_dom, needs_chromium
 from skill_lens import plots
-from skill_lens.probing.probe import activations
+from skill_lens.probing.capture import activations
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.model.tiny import tiny_model, tiny_task
-from skill_lens.prompting.tuning import hard_prompt_model, prompted
+from skill_lens.prompting.evaluation import hard_prompt_model, prompted
 from skill_lens.views.viz import (View, circuitsvis_script, neuron_activations_view, neuron_picker,
                             reset_notebook_bundle, script_json, tokens_view, top_examples_view)
 
@@ -37,8 +37,8 @@ def test_predictivity_by_layer_boxes_and_prompt_line():
 
 
 def test_predictivity_by_layer_takes_a_probe_result():
-    class Result:  # anything with .scores(aggregate) -> [L, d_mlp]
-        def scores(self, aggregate="max"):
+    class Result:  # anything with .scores(split, aggregate) -> [L, d_mlp]
+        def scores(self, split="dev", aggregate="max"):
             return torch.full((3, 4), 0.7)
     assert len(plots.predictivity_by_layer(Result()).axes[0].get_xticks()) == 3
 

@@ -54,7 +54,7 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
 
 def task_from_args(args) -> tuple[object, dict]:
     """Load the task the options describe; return it with the keyword arguments that rebuild it."""
-    from skill_lens.data.tasks import load_task
+    from skill_lens.data.sources import load_task
 
     kwargs = {
         "train_size": args.train_size, "dev_size": args.dev_size, "test_size": args.test_size,

@@ -27,7 +27,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from skill_lens.workflow import steps
     from skill_lens.model.loading import load_model
-    from skill_lens.data.tasks import load_task
+    from skill_lens.data.sources import load_task
     from skill_lens.prompting.tuning import TuneConfig
 
     config, load = TuneConfig(steps=args.steps), model_args(args)

@@ -7,7 +7,7 @@ from skill_lens.cli._parse import add_model_args, model_args, parse_fractions, p
 
 
 def register(sub) -> None:
-    from skill_lens.intervening.curves import METHODS
+    from skill_lens.intervening.suppression import METHODS
 
     p = sub.add_parser("perturb", help="suppression curve: perturb the top skill neurons vs random neurons "
                                        "(writes RUN/perturb_<method>.json/.csv; resumes after a kill)")

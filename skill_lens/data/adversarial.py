@@ -1,8 +1,8 @@
-"""Text perturbations (offline, seeded) and AdvGLUE loading.
+"""Text corruptions (offline, seeded) and AdvGLUE loading.
 
-Every perturbation maps a list of texts to a new list of the same length and order, so
-text ``i`` of the output is the perturbed version of text ``i`` of the input (labels keep
-their pairing). Text ``i`` is perturbed with its own ``random.Random(f"{seed}:{i}")``:
+Every corruption maps a list of texts to a new list of the same length and order, so
+text ``i`` of the output is the corrupted version of text ``i`` of the input (labels keep
+their pairing). Text ``i`` is corrupted with its own ``random.Random(f"{seed}:{i}")``:
 string seeds are hashed with SHA-512, so results never depend on ``PYTHONHASHSEED``.
 All functions are linear in the text length and work on Python ``str`` characters:
 a letter keeps its combining marks (an ``e`` + U+0301 moves or disappears as one unit),
@@ -235,36 +235,36 @@ def _one_fn(method: str, strength: float) -> Callable[[str, random.Random], str]
         return lambda t, rng: _word_swaps_one(t, rng, strength)
     if method == "distractor":
         return _distractor_fn(DEFAULT_DISTRACTORS, "end", strength)
-    raise ValueError(f"unknown perturbation method {method!r}; valid methods: {', '.join(METHODS)}")
+    raise ValueError(f"unknown corruption method {method!r}; valid methods: {', '.join(METHODS)}")
 
 
 METHODS = ("typos", "keyboard", "swap_chars", "delete_chars", "insert_chars", "word_deletion", "word_swap", "distractor")
 
 
-def perturb(texts: Sequence[str], method: str, strength: float = 0.1, seed: int = 0) -> list[str]:
-    """Apply perturbation ``method`` (one of :data:`METHODS`) with ``strength`` in [0, 1].
+def corrupt(texts: Sequence[str], method: str, strength: float = 0.1, seed: int = 0) -> list[str]:
+    """Apply the corruption ``method`` (one of :data:`METHODS`) with ``strength`` in [0, 1].
 
     Character methods call :func:`typos` with that kind (strength = fraction of letters),
     word methods use strength as their rate, ``distractor`` as the fraction of texts.
 
-    >>> perturb(["one two three four"], "word_deletion", 0.5) == word_deletions(["one two three four"], 0.5)
+    >>> corrupt(["one two three four"], "word_deletion", 0.5) == word_deletions(["one two three four"], 0.5)
     True
-    >>> perturb(["a"], "shout", 0.1)  # doctest: +ELLIPSIS
+    >>> corrupt(["a"], "shout", 0.1)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    ValueError: unknown perturbation method 'shout'; valid methods: typos, keyboard, ...
+    ValueError: unknown corruption method 'shout'; valid methods: typos, keyboard, ...
     """
     _check_rate(strength)
     return _apply(texts, _one_fn(method, strength), seed)
 
 
-def perturb_pairs(
+def corrupt_pairs(
     texts_a: Sequence[str], texts_b: Sequence[str], method: str, strength: float = 0.1, seed: int = 0, which: str = "both"
 ) -> tuple[list[str], list[str]]:
     """Perturb sentence pairs: only the first (``which="a"``), second (``"b"``) or both texts.
 
-    The untouched side is returned as a copy; ``"a"`` alone equals ``perturb(texts_a, ...)``.
+    The untouched side is returned as a copy; ``"a"`` alone equals ``corrupt(texts_a, ...)``.
 
-    >>> perturb_pairs(["one two", "x"], ["three four", "y"], "word_swap", 1.0, which="b")
+    >>> corrupt_pairs(["one two", "x"], ["three four", "y"], "word_swap", 1.0, which="b")
     (['one two', 'x'], ['four three', 'y'])
     """
     if len(texts_a) != len(texts_b):

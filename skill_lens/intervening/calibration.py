@@ -21,7 +21,7 @@ unpruned prompt re-tuned alike, at a 1.59x speed-up.
 
 >>> import torch
 >>> from skill_lens.model.tiny import tiny_model, tiny_task
->>> from skill_lens.prompting.tuning import prompted
+>>> from skill_lens.prompting.evaluation import prompted
 >>> from skill_lens.prompting.prompts import SoftPrompt
 >>> from skill_lens.intervening.pruning import prune
 >>> model, task = tiny_model("causal"), tiny_task()
@@ -60,7 +60,7 @@ def calibrate(pm, keep, layers: Sequence[int] | None = None, texts: Sequence[str
     (layers not in ``layers``: their plain mean), the ``baseline`` for :func:`skill_lens.intervening.pruning.prune`.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import prompted
+    >>> from skill_lens.prompting.evaluation import prompted
     >>> from skill_lens.prompting.prompts import SoftPrompt
     >>> model, task = tiny_model("causal"), tiny_task()
     >>> keep = torch.zeros(2, 64, dtype=torch.bool); keep[:, :8] = True
@@ -109,7 +109,7 @@ def massive_neurons(pm, texts: Sequence[str], ratio: float = 20.0,
     tiny at the first token and large everywhere else. Keep them with :func:`keep_also`.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import prompted
+    >>> from skill_lens.prompting.evaluation import prompted
     >>> model, task = tiny_model("causal"), tiny_task()
     >>> massive_neurons(prompted(model, task, None), task.train.texts[:8]).shape
     torch.Size([2, 64])

@@ -361,7 +361,7 @@ def per_batch(pm, make_hooks: Callable[[Batch], Sequence[Hook]], prompt_only: bo
     when one split is evaluated many times, as in suppression curves).
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import evaluate, prompted
+    >>> from skill_lens.prompting.evaluation import evaluate, prompted
     >>> from skill_lens.prompting.prompts import SoftPrompt
     >>> model, task = tiny_model(), tiny_task()
     >>> pm = prompted(model, task, SoftPrompt.init(model, 2))

@@ -23,7 +23,7 @@ step), between inputs of different lengths. Its habit of cloning an activation t
 before writing it is kept.
 
 >>> from skill_lens.model.tiny import tiny_model, tiny_task
->>> from skill_lens.prompting.tuning import prompted
+>>> from skill_lens.prompting.evaluation import prompted
 >>> from skill_lens.prompting.prompts import SoftPrompt
 >>> model, task = tiny_model(), tiny_task()
 >>> pm = prompted(model, task, SoftPrompt.init(model, 3))
@@ -102,7 +102,7 @@ def capture(pm, batch: Batch, neurons, positions="prompt") -> dict[int, list[Ten
     """Activations of the chosen neurons at ``positions`` of ``batch``: ``{layer: [per row [n_pos, k]]}``.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import hard_prompt_model
+    >>> from skill_lens.prompting.evaluation import hard_prompt_model
     >>> model, task = tiny_model(), tiny_task()
     >>> pm = hard_prompt_model(model, task); mask = torch.zeros(2, 64, dtype=torch.bool); mask[1, :4] = True
     >>> got = capture(pm, pm.encode(["good film", "bad"]), mask, "predict")
@@ -123,7 +123,7 @@ def patch_hooks(pm, source: Batch, target: Batch, neurons, positions="prompt") -
     """Hooks that write the source's activations of ``neurons`` into a run of ``target`` (aligned by role).
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import prompted
+    >>> from skill_lens.prompting.evaluation import prompted
     >>> from skill_lens.prompting.prompts import SoftPrompt
     >>> model, task = tiny_model(), tiny_task()
     >>> pm = prompted(model, task, SoftPrompt.init(model, 2)); mask = torch.zeros(2, 64, dtype=torch.bool)

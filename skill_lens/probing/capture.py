@@ -37,10 +37,10 @@ from skill_lens.probing.neurons import NeuronSet
 from skill_lens.base.progress import progress
 from skill_lens.prompting.prompts import Hook
 
-__all__ = ["Select", "ProbeError", "capture_hooks", "capture", "capture_neurons", "activations", "probe_hooks",
+__all__ = ["Select", "CaptureError", "capture_hooks", "capture", "capture_neurons", "activations", "probe_hooks",
            "probed_positions"]
 
-class ProbeError(ValueError):
+class CaptureError(ValueError):
     """The task, split, hook names or neurons cannot be probed (or captured) as asked."""
 
 
@@ -104,7 +104,7 @@ def capture_neurons(pm, batch, neurons, select: Select | None = None,
     ``hook_names`` (default: the FFN hooks of ``describe(pm.model)``) gives each layer's hook.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import prompted
+    >>> from skill_lens.prompting.evaluation import prompted
     >>> from skill_lens.prompting.prompts import SoftPrompt
     >>> model, task = tiny_model(), tiny_task()
     >>> pm = prompted(model, task, SoftPrompt.init(model, 2))
@@ -129,10 +129,10 @@ def activations(pm, split, neurons, positions: str = "prompt", batch_size: int =
     prediction position); ``"all"`` a list of ``(tokens, [seq, n_neurons])`` per example, padding removed.
     With ``out=PATH`` the values are streamed batch by batch into a safetensors file (keys
     ``activations``; for ``"all"`` also ``token_ids`` and ``offsets``) and ``PATH`` is returned.
-    Problems raise :class:`skill_lens.probing.probe.ProbeError` (``skill_lens.probing.probe`` re-exports this function).
+    Problems raise :class:`CaptureError`.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import prompted
+    >>> from skill_lens.prompting.evaluation import prompted
     >>> from skill_lens.prompting.prompts import SoftPrompt
     >>> model, task = tiny_model(), tiny_task()
     >>> pm = prompted(model, task, SoftPrompt.init(model, 3))
@@ -144,12 +144,12 @@ def activations(pm, split, neurons, positions: str = "prompt", batch_size: int =
     pairs = NeuronSet.pairs_of(neurons)
     bad = [p for p in pairs if not (0 <= p[0] < len(names) and 0 <= p[1] < info.d_mlp)]
     if bad or not pairs:
-        raise ProbeError(f"neurons {bad or pairs} are not in {len(names)} layers x {info.d_mlp}; "
+        raise CaptureError(f"neurons {bad or pairs} are not in {len(names)} layers x {info.d_mlp}; "
                            "pass (layer, index).")
     if positions not in ("prompt", "all") or (positions == "all" and decoder):
-        raise ProbeError(f"positions must be 'prompt' or 'all' (not for decoder hooks), got {positions!r}")
+        raise CaptureError(f"positions must be 'prompt' or 'all' (not for decoder hooks), got {positions!r}")
     if split is None or len(split) == 0:
-        raise ProbeError("the split is empty; pass a split with examples (e.g. task.dev).")
+        raise CaptureError("the split is empty; pass a split with examples (e.g. task.dev).")
     batches = [pm.encode_split(split, slice(s, s + batch_size)) for s in range(0, len(split), batch_size)]
 
     def run(batch) -> Tensor:  # [B, seq or P, n_neurons]
@@ -222,10 +222,10 @@ def probe_hooks(info, hook_names: Sequence[str] | None = None) -> tuple[list[str
     valid = (*info.hook_names, *info.decoder_hook_names)
     unknown = [h for h in names if h not in valid]
     if unknown or not names:
-        raise ProbeError(f"unknown hook name(s) {unknown or names} for {info.name}; valid: {', '.join(valid)}")
+        raise CaptureError(f"unknown hook name(s) {unknown or names} for {info.name}; valid: {', '.join(valid)}")
     decoder = {h in info.decoder_hook_names for h in names}
     if len(decoder) > 1:
-        raise ProbeError("encoder and decoder hooks have different positions; probe them in separate calls.")
+        raise CaptureError("encoder and decoder hooks have different positions; probe them in separate calls.")
     return names, decoder.pop()
 
 

@@ -33,17 +33,14 @@ from torch import Tensor
 
 from skill_lens.store.artifacts import load_tensors
 from skill_lens.store.checkpoint import Checkpoint
-from skill_lens.prompting.evaluation import (check_labels, check_lengths, check_split, evaluate, hard_prompt_model, predict,
-                                   prompted, score_logits)
+from skill_lens.prompting.evaluation import (check_labels, check_lengths, check_split, evaluate, prompted)
 from skill_lens.model.input_cache import InputCache
 from skill_lens.model.loading import describe
 from skill_lens.base.progress import progress
 from skill_lens.prompting.prompts import PromptError, SoftPrompt
 
 __all__ = ["RESOURCE_FIELDS", "TuneConfig", "TuneResult", "ConfigError", "TrainState", "tune", "train", "batch_indices",
-           "learning_rate", "with_defaults", "tuning_checkpoint", "check_texts_fit", "SCHEDULES",
-           # evaluation, re-exported from skill_lens.prompting.evaluation (where it lives) for older imports
-           "evaluate", "predict", "check_labels", "score_logits", "prompted", "hard_prompt_model"]
+           "learning_rate", "with_defaults", "tuning_checkpoint", "check_texts_fit", "SCHEDULES"]
 
 
 SCHEDULES = ("constant", "linear")

@@ -87,13 +87,13 @@ def time_models(pms: dict, split, batch_size: int = 32, repeats: int = 3) -> tup
     repeat), and each model's :func:`~skill_lens.prompting.tuning.evaluate` result.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import hard_prompt_model
+    >>> from skill_lens.prompting.evaluation import hard_prompt_model
     >>> task = tiny_task()
     >>> times, evals = time_models({"a": hard_prompt_model(tiny_model(), task)}, task.dev, repeats=1)
     >>> sorted(times), sorted(evals["a"])
     (['a'], ['accuracy', 'accuracy_ci_high', 'accuracy_ci_low', 'logit_diff', 'n'])
     """
-    from skill_lens.prompting.tuning import evaluate
+    from skill_lens.prompting.evaluation import evaluate
 
     times: dict[str, list[float]] = {k: [] for k in pms}
     evals = {}
@@ -123,7 +123,7 @@ def prune_run(run, options: PruneOptions | None = None, out=None) -> dict:
     ({0: 64, 1: 16}, True, True)
     """
     from skill_lens.intervening.pruning import check_pruned_out, parameter_count, pruning_info, save_pruned
-    from skill_lens.prompting.tuning import evaluate
+    from skill_lens.prompting.evaluation import evaluate
 
     opt = options or PruneOptions()
     out = check_pruned_out(Path(out) if out is not None else run.file("pruned"))
@@ -131,7 +131,7 @@ def prune_run(run, options: PruneOptions | None = None, out=None) -> dict:
         raise ValueError(f"--layers {opt.layers}: the model has layers 0-{run.meta['n_layers'] - 1}")
     retune = dict(opt.retune or {})
     config = retune_config(run, retune) if retune.get("steps") else None
-    result, model, task = run.predictivity(), run.model, run.task
+    result, model, task = run.probe_result(), run.model, run.task
     retune_task = run.task_with_train_size(opt.retune_train_size) if config and opt.retune_train_size else task
     pm = run.prompted()
     pruned, protected, source = _pruned_model(run, pm, result, opt)
@@ -196,7 +196,7 @@ def _prompted_on(model, run, prompt):
     """``prompt`` on ``model`` (the pruned one, or the original) with the run's verbalizer and max length."""
     from skill_lens.model.loading import describe
     from skill_lens.prompting.prompts import SoftPrompt
-    from skill_lens.prompting.tuning import prompted
+    from skill_lens.prompting.evaluation import prompted
 
     prompt = SoftPrompt(prompt.embedding, meta={**prompt.meta, **describe(model).as_meta()})
     return prompted(model, run.task, prompt, run.meta["config"].get("max_length"))

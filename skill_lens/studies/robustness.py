@@ -1,15 +1,15 @@
 """Clean vs adversarial analyses (Ackermann & Ohmer): does a prompt stay robust because it keeps
 activating the same skill neurons on adversarial inputs?
 
-* sources as splits: :func:`adversarial_split` (``"advglue:sst2[:PATH]"``, or a perturbation of a
+* sources as splits: :func:`adversarial_split` (``"advglue:sst2[:PATH]"``, or a corruption of a
   task split such as ``"typos:0.1"``, ``"word_deletion:0.2"``, ``"word_swap:0.2"``, ``"distractor:1.0"``,
-  any of :data:`skill_lens.data.adversarial.METHODS`), :func:`adversarial_task` (dev/test perturbed);
+  any of :data:`skill_lens.data.adversarial.METHODS`), :func:`adversarial_task` (dev/test corrupted);
 * accuracy: :func:`clean_vs_adversarial`;
 * neurons: :func:`neuron_robustness` (predictivity on adversarial data with the clean train baseline,
   Spearman of clean vs adversarial scores, top-k overlaps by :func:`overlaps`, suppression curves);
 * repair: :func:`patch_repair` patches the skill neurons' clean activations into adversarial runs.
 
-Perturbed splits keep the order, so example ``i`` of the adversarial split is the perturbed version of
+Corrupted splits keep the order, so example ``i`` of the adversarial split is the corrupted version of
 example ``i`` of the clean one (same label). AdvGLUE examples have no clean partner in this library.
 
 >>> from skill_lens.model.tiny import tiny_task
@@ -31,13 +31,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from skill_lens.data.adversarial import METHODS, load_adv_glue, perturb, perturb_pairs
+from skill_lens.data.adversarial import METHODS, load_adv_glue, corrupt, corrupt_pairs
 from skill_lens.data.batching import in_order, length_batches
 from skill_lens.probing.scores import spearman, top_k_overlap
 from skill_lens.data.tasks import Split, Task
 
 __all__ = ["RobustnessError", "RobustnessResult", "RepairResult", "adversarial_split", "adversarial_task",
-           "source_name", "check_split", "clean_vs_adversarial", "overlaps", "neuron_robustness", "patch_repair",
+           "source_name", "check_adversarial", "clean_vs_adversarial", "overlaps", "neuron_robustness", "patch_repair",
            "DEFAULT_KS"]
 
 DEFAULT_KS = tuple(i / 100 for i in range(1, 21))  # k = 1%, 2%, ..., 20% of the neurons
@@ -58,7 +58,7 @@ def _parse(spec: str) -> tuple[str, str, str | None]:
         name, _, path = rest.partition(":")
         return "advglue", name or "sst2", path or None
     if kind in METHODS:
-        return "perturb", kind, rest or None
+        return "corrupt", kind, rest or None
     raise RobustnessError(f"unknown adversarial source {spec!r}; use advglue:TASK[:PATH] (e.g. advglue:sst2) or "
                           f"METHOD:STRENGTH with METHOD in {', '.join(METHODS)} (e.g. typos:0.1)")
 
@@ -84,18 +84,18 @@ def _strength(method: str, arg: str | None) -> float:
     return s
 
 
-def _perturb_split(s: Split, method: str, strength: float, seed: int) -> Split:
+def _corrupt_split(s: Split, method: str, strength: float, seed: int) -> Split:
     if s.texts_b is None:
-        return Split(perturb(s.texts, method, strength, seed), list(s.labels))
-    a, b = perturb_pairs(s.texts, s.texts_b, method, strength, seed, which="both")
+        return Split(corrupt(s.texts, method, strength, seed), list(s.labels))
+    a, b = corrupt_pairs(s.texts, s.texts_b, method, strength, seed, which="both")
     return Split(a, list(s.labels), b)
 
 
-def check_split(adv: Split, task: Task | None = None, what: str = "adversarial split") -> Split:
+def check_adversarial(adv: Split, task: Task | None = None, what: str = "adversarial split") -> Split:
     """Raise :class:`RobustnessError` if ``adv`` is empty or does not fit ``task`` (labels, pairs); return it.
 
     >>> from skill_lens.model.tiny import tiny_task
-    >>> check_split(Split(["x", "y"], [0, 2]), tiny_task())  # doctest: +ELLIPSIS
+    >>> check_adversarial(Split(["x", "y"], [0, 2]), tiny_task())  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     skill_lens.studies.robustness.RobustnessError: the adversarial split has labels [0, 2] but task tiny_sentiment ...
     """
@@ -118,7 +118,7 @@ def adversarial_split(spec: str, task: Task | None = None, split: str = "dev", s
     """The adversarial examples of ``spec`` as a :class:`~skill_lens.data.tasks.Split`.
 
     ``"advglue:NAME[:PATH]"`` reads the AdvGLUE dev task ``NAME`` from a local JSON file, or from the
-    Hugging Face hub without ``PATH``; ``"METHOD[:STRENGTH]"`` perturbs ``task``'s ``split`` (same order and
+    Hugging Face hub without ``PATH``; ``"METHOD[:STRENGTH]"`` corrupts ``task``'s ``split`` (same order and
     labels; pairs: both texts) with ``seed``. With ``task``, the labels are checked against it.
 
     >>> from skill_lens.model.tiny import tiny_task
@@ -127,7 +127,7 @@ def adversarial_split(spec: str, task: Task | None = None, split: str = "dev", s
     True
     >>> adversarial_split("typos:0.1")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    skill_lens.studies.robustness.RobustnessError: typos:0.1 perturbs a task's split: pass the task ...
+    skill_lens.studies.robustness.RobustnessError: typos:0.1 corrupts a task's split: pass the task ...
     """
     kind, name, arg = _parse(spec)
     if kind == "advglue":
@@ -141,18 +141,18 @@ def adversarial_split(spec: str, task: Task | None = None, split: str = "dev", s
         adv = Split(list(data["texts"]), list(data["labels"]), data["texts_b"])
     else:
         if task is None:
-            raise RobustnessError(f"{spec} perturbs a task's split: pass the task (adversarial_split(spec, task))")
+            raise RobustnessError(f"{spec} corrupts a task's split: pass the task (adversarial_split(spec, task))")
         if split not in ("train", "dev", "test"):
             raise RobustnessError(f"unknown split {split!r}; use 'dev' or 'test' (or 'train')")
-        clean = check_split(getattr(task, split), None, f"{split} split of {task.name}")
-        adv = _perturb_split(clean, name, _strength(name, arg), seed)
-    return check_split(adv, task)
+        clean = check_adversarial(getattr(task, split), None, f"{split} split of {task.name}")
+        adv = _corrupt_split(clean, name, _strength(name, arg), seed)
+    return check_adversarial(adv, task)
 
 
 def adversarial_task(task: Task, spec: str, seed: int = 0) -> Task:
     """``task`` with adversarial dev and test splits and the train split untouched.
 
-    A perturbation perturbs dev and test (pairing kept); AdvGLUE becomes the dev split and test is empty.
+    A corruption applies to dev and test (pairing kept); AdvGLUE becomes the dev split and test is empty.
 
     >>> from skill_lens.model.tiny import tiny_task
     >>> t = adversarial_task(tiny_task(), "word_deletion:0.2")
@@ -191,7 +191,7 @@ def clean_vs_adversarial(pm, clean_split: Split, adv_split: Split, batch_size: i
     stays the same (``consistency``) and flips from right to wrong / wrong to right.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import hard_prompt_model
+    >>> from skill_lens.prompting.evaluation import hard_prompt_model
     >>> task = tiny_task()
     >>> r = clean_vs_adversarial(hard_prompt_model(tiny_model(), task), task.dev, task.dev)
     >>> r["accuracy_drop"], r["consistency"]
@@ -199,12 +199,12 @@ def clean_vs_adversarial(pm, clean_split: Split, adv_split: Split, batch_size: i
     """
     from skill_lens.prompting.evaluation import predict
 
-    check_split(clean_split, None, "clean split")
-    check_split(adv_split, None, "adversarial split")
+    check_adversarial(clean_split, None, "clean split")
+    check_adversarial(adv_split, None, "adversarial split")
     paired = _paired(clean_split, adv_split) if paired is None else paired
     if paired and not _paired(clean_split, adv_split):
         raise RobustnessError(f"paired=True needs splits of equal length and labels (got {len(clean_split)} and "
-                              f"{len(adv_split)} examples); perturb the clean split (adversarial_split) to pair them")
+                              f"{len(adv_split)} examples); corrupt the clean split (adversarial_split) to pair them")
     lc, la = predict(pm, clean_split, batch_size, desc="clean"), predict(pm, adv_split, batch_size, desc="adversarial")
     yc, ya = torch.as_tensor(clean_split.labels), torch.as_tensor(adv_split.labels)
     out = {"clean": _metrics(lc, yc), "adversarial": _metrics(la, ya), "paired": paired}
@@ -370,11 +370,11 @@ def neuron_robustness(pm, task: Task, adv_split: Split, ks: Sequence[float | int
     probes with the baseline from one half of ``adv_split`` and accuracy on the other, when each half has
     ``min_half`` examples of both labels (else ``adv_self`` says why it was skipped).
     ``curve_fractions`` (empty: none) gives suppression curves on ``adv_split`` with the top clean and
-    the top adversarial neurons (``method``, ``controls`` random sets; see :mod:`skill_lens.intervening.curves`); the
+    the top adversarial neurons (``method``, ``controls`` random sets; see :mod:`skill_lens.intervening.suppression`); the
     adversarial neurons are selected on the data they are then suppressed on, which favours them.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import prompted
+    >>> from skill_lens.prompting.evaluation import prompted
     >>> from skill_lens.prompting.prompts import SoftPrompt
     >>> model, task = tiny_model(), tiny_task()
     >>> pm = prompted(model, task, SoftPrompt.init(model, 2))
@@ -382,13 +382,13 @@ def neuron_robustness(pm, task: Task, adv_split: Split, ks: Sequence[float | int
     >>> r.spearman, r.overlap["total"]
     (1.0, [1.0])
     """
-    from skill_lens.intervening.curves import suppression_curve
+    from skill_lens.intervening.suppression import suppression_curve
     from skill_lens.probing.probe import probe
 
-    check_split(adv_split, task)
+    check_adversarial(adv_split, task)
     if len(set(adv_split.labels)) < 2:
         raise RobustnessError("the adversarial split has only one label; predictivity needs both classes")
-    clean = check_split(getattr(task, split), task, f"clean {split} split")
+    clean = check_adversarial(getattr(task, split), task, f"clean {split} split")
     res = probe(pm, replace(task, dev=clean, test=adv_split), batch_size=batch_size, splits=("dev", "test"))
     cs, as_ = res.scores("dev", aggregate=aggregate), res.scores("test", aggregate=aggregate)
     over = overlaps(cs, as_, ks)
@@ -451,12 +451,12 @@ def patch_repair(pm, clean_split: Split, adv_split: Split, neurons, batch_size: 
                  positions: str = "prompt", eps: float = 1e-9) -> RepairResult:
     """Patch ``neurons``' activations from each clean example into its adversarial partner's run.
 
-    The splits must be paired (example ``i`` of ``adv_split`` perturbs example ``i`` of ``clean_split``).
+    The splits must be paired (example ``i`` of ``adv_split`` is a corruption of example ``i`` of ``clean_split``).
     Prompt positions align even when the texts have different lengths. Built on
     :func:`skill_lens.intervening.patching.patch_hooks` (one capture pass on the clean batch per batch).
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import prompted
+    >>> from skill_lens.prompting.evaluation import prompted
     >>> from skill_lens.prompting.prompts import SoftPrompt
     >>> model, task = tiny_model(), tiny_task()
     >>> pm = prompted(model, task, SoftPrompt.init(model, 2))
@@ -467,11 +467,11 @@ def patch_repair(pm, clean_split: Split, adv_split: Split, neurons, batch_size: 
     from skill_lens.intervening.interventions import neuron_mask
     from skill_lens.intervening.patching import patch_hooks
 
-    check_split(clean_split, None, "clean split")
-    check_split(adv_split, None, "adversarial split")
+    check_adversarial(clean_split, None, "clean split")
+    check_adversarial(adv_split, None, "adversarial split")
     if not _paired(clean_split, adv_split):
         raise RobustnessError(f"patching needs paired splits (same length, labels and form), got {len(clean_split)} "
-                              f"clean and {len(adv_split)} adversarial examples; use a perturbation source "
+                              f"clean and {len(adv_split)} adversarial examples; use a corruption source "
                               "(adversarial_split('typos:0.1', task)) -- AdvGLUE has no clean partners here")
     if positions == "prompt" and pm.prompt is None:
         raise RobustnessError("a hard prompt has no prompt positions to patch; "

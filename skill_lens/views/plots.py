@@ -6,7 +6,7 @@ Jupyter a returned figure displays inline as a PNG, in a fresh kernel without ``
 (its ``_repr_png_``); elsewhere save it (``fig.savefig(...)``) or embed it in HTML with
 :func:`figure_to_png_base64`. Inputs are duck-typed: a result object, its ``.to_dict()``, or a
 ``pandas.DataFrame`` (``.to_pandas()``) all work, so these plots do not depend on the classes
-of :mod:`skill_lens.intervening.curves`, :mod:`skill_lens.studies.robustness` or :mod:`skill_lens.intervening.pruning`.
+of :mod:`skill_lens.intervening.suppression`, :mod:`skill_lens.studies.robustness` or :mod:`skill_lens.intervening.pruning`.
 
 >>> import torch
 >>> fig = predictivity_by_layer(torch.rand(3, 2, 16), prompt_accuracy=0.8)
@@ -135,7 +135,7 @@ def _curve_series(curve: Any) -> tuple[np.ndarray, dict[str, tuple]]:
     curve = _as_mapping(curve)
     if hasattr(curve, "columns"):
         cols = list(curve.columns)
-        if "skill_accuracy" in cols:  # the per-fraction summary of skill_lens.intervening.curves
+        if "skill_accuracy" in cols:  # the per-fraction summary of skill_lens.intervening.suppression
             fr = curve[next(c for c in cols if "fraction" in str(c))].to_numpy(dtype=np.float64)
             out = {"skill": (curve["skill_accuracy"].to_numpy(dtype=np.float64), None, None, 1)}
             if "random_accuracy_mean" in cols:
@@ -202,7 +202,7 @@ def _gap_series(curve: Any) -> np.ndarray | None:
 def suppression_curves(curve: Any, title: str | None = None, baseline: float | None = None) -> InlineFigure:
     """Accuracy as more neurons are suppressed: skill neurons vs random draws (mean line, spread band).
 
-    ``curve`` is a :class:`~skill_lens.intervening.curves.SuppressionCurve`, its ``.to_dict()`` (long ``rows`` with
+    ``curve`` is a :class:`~skill_lens.intervening.suppression.SuppressionCurve`, its ``.to_dict()`` (long ``rows`` with
     ``fraction``, ``set``, ``accuracy``: the band is min-max over random draws) or ``.to_pandas()``
     (band: mean +- std), a long DataFrame, or ``{"fractions": [F], "skill": [F], "random": [F, draws]}``.
     ``baseline``: the unperturbed accuracy (a horizontal line). When the curve's summary carries the
@@ -266,7 +266,7 @@ def heatmap(matrix: Any, labels: Sequence[str] | None = None, title: str | None 
             cmap: str = "viridis", annotate: bool | None = None) -> InlineFigure:
     """A labelled matrix (Spearman correlations, transferability) with a colour bar.
 
-    ``matrix`` is a 2-d array, a :mod:`skill_lens.studies.analyses` matrix (or its ``.to_dict()`` /
+    ``matrix`` is a 2-d array, a :mod:`skill_lens.studies.tables` matrix (or its ``.to_dict()`` /
     ``.to_pandas()``, whose labels are used). ``labels`` name the rows (and columns, unless
     ``col_labels``); values are written in the cells when the matrix is at most 12 x 12 (``annotate``).
 

@@ -327,7 +327,7 @@ def top_examples_view(pm, split, neurons: Any, k: int = 5, score: str = "prompt_
     tokens). Each example starts with its gold label, e.g. ``[positive]``.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import prompted
+    >>> from skill_lens.prompting.evaluation import prompted
     >>> from skill_lens.prompting.prompts import SoftPrompt
     >>> model, task = tiny_model(), tiny_task()
     >>> v = top_examples_view(prompted(model, task, SoftPrompt.init(model, 2)), task.dev, "L1.N5", k=3)

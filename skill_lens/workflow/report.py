@@ -134,7 +134,7 @@ def _with_interval(value, interval) -> Any:
 
 def _scores_of(result) -> dict:
     """Per-neuron scores of a probe: ``{"dev": [L, N], "test": [L, N] | None, "pos": [L, N], "pred", "baseline"}``."""
-    dev = result.predictivity("dev")
+    dev = result.per_position("dev")
     dev = dev if dev.dim() == 3 else dev[:, None]
     score, pos = dev.max(1)
     test = result.scores("test") if result.test_acc is not None else None
@@ -398,7 +398,7 @@ def write_report(run, out=None, include_views: bool = True, top: int = 20, n_neu
     run = run if isinstance(run, Run) else Run.open(run)
     out = check_report_out(Path(out) if out is not None else run.file("report"))
     meta, notes = run.meta, []
-    pred = _scores_of(run.predictivity()) if run.file("predictivity").exists() else None
+    pred = _scores_of(run.probe_result()) if run.file("predictivity").exists() else None
     ns = run.neurons() if run.file("neurons").exists() else None
     results = _results(run, notes)  # all read and checked before anything is written
     title = f"skill_lens report: {meta['task'].get('name', '?')} on {meta['model']}"

@@ -49,8 +49,8 @@ from skill_lens.model.input_cache import InputCache
 from skill_lens.model.loading import (DTYPES, describe, dtype_name, fingerprint, load_model, model_dtype, parse_device,
                                parse_dtype)
 from skill_lens.prompting.prompts import SoftPrompt
-from skill_lens.prompting.tuning import (RESOURCE_FIELDS, TuneConfig, evaluate, hard_prompt_model, prompted, tune,
-                               with_defaults)
+from skill_lens.prompting.tuning import RESOURCE_FIELDS, TuneConfig, tune, with_defaults
+from skill_lens.prompting.evaluation import evaluate, hard_prompt_model, prompted
 
 __all__ = ["Run", "FILES", "PARENTS", "file_fingerprint"]
 
@@ -185,7 +185,7 @@ class Run:
     @property
     def task(self):
         if self._task is None:
-            from skill_lens.data.tasks import load_task
+            from skill_lens.data.sources import load_task
 
             t = self.meta["task"]
             if not t["source"]:
@@ -208,7 +208,7 @@ class Run:
         For re-tuning on more data than the run was tuned on (e.g. after pruning): dev accuracies stay
         comparable with the run's. Refuses a source whose dev or test split would change.
         """
-        from skill_lens.data.tasks import load_task
+        from skill_lens.data.sources import load_task
 
         if n < 1:
             raise ValueError(f"a training split needs at least 1 example, got {n}")
@@ -306,9 +306,9 @@ class Run:
                 raise ArtifactError(f"{where} was derived from another {FILES[parent]} than the one in {self.path} "
                                     f"now (it was re-made or replaced since). Make it again: {redo}.")
 
-    def predictivity(self):
+    def probe_result(self):
         """The probe's :class:`~skill_lens.probing.probe.ProbeResult`, checked against this run's prompt."""
-        from skill_lens.probing.probe import ProbeResult
+        from skill_lens.probing.result import ProbeResult
 
         path = self.file("predictivity")
         self._require(path, "predictivity")
@@ -322,7 +322,7 @@ class Run:
                                 f"re-probe: {REDO['predictivity'].format(run=self.path)}.")
         return result
 
-    def save_predictivity(self, result) -> Path:
+    def save_probe_result(self, result) -> Path:
         """Write a :class:`~skill_lens.probing.probe.ProbeResult` as ``RUN/predictivity.safetensors`` with its lineage
         (made from the run's prompt): what :func:`skill_lens.workflow.steps.probe` does."""
         result.meta.update(lineage=self.lineage("prompt"))

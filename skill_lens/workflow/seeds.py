@@ -47,7 +47,7 @@ from skill_lens.store.artifacts import ArtifactError, load_tensors, save_tensors
 from skill_lens.probing.scores import select_top, spearman, top_k_overlap
 from skill_lens.workflow.runs import FILES, REDO, Run, file_fingerprint
 
-__all__ = ["SeedScores", "SeedGroup", "replicability", "replicability_text", "aggregate", "parse_seeds",
+__all__ = ["SeedScores", "SeedGroup", "replicability", "replicability_text", "combine_seeds", "parse_seeds",
            "seed_dir", "open_scored"]
 
 KEYS = tuple(f"{split}_{how}" for split in ("dev", "test") for how in ("max", "mean"))
@@ -185,7 +185,7 @@ class SeedScores:
         return cls(tensors, meta)
 
 
-def aggregate(runs: Sequence[Run], top: float | int = 0.01, aggregate: str = "max") -> SeedScores:
+def combine_seeds(runs: Sequence[Run], top: float | int = 0.01, aggregate: str = "max") -> SeedScores:
     """Read every run's predictivity (checked), check they belong together, and return their
     :class:`SeedScores` with the replicability of ``aggregate``-over-positions scores (dev, and test if probed).
     Nothing is written (see :func:`skill_lens.workflow.steps.seeds`)."""
@@ -199,7 +199,7 @@ def aggregate(runs: Sequence[Run], top: float | int = 0.01, aggregate: str = "ma
     if missing:
         raise ArtifactError("these runs are not probed yet: " + "; ".join(
             f"`{REDO['predictivity'].format(run=r.path)}`" for r in missing) + ". Probe them, then aggregate.")
-    results = [r.predictivity() for r in runs]
+    results = [r.probe_result() for r in runs]
     _check_probes(runs, results)
     splits = ["dev"] + (["test"] if all(p.test_acc is not None for p in results) else [])
     tensors = {f"{s}_{how}": torch.stack([p.scores(s, how) for p in results]) for s in splits for how in ("max", "mean")}
@@ -307,7 +307,7 @@ class SeedGroup:
         scores.save(self.file("seeds"))
         return self.file("seeds")
 
-    def predictivity(self) -> SeedScores:
+    def probe_result(self) -> SeedScores:
         """The aggregate, checked: every run it lists still holds the prompt and predictivity it was made from."""
         file = self.file("seeds")
         scores = SeedScores.load(file)
@@ -331,7 +331,7 @@ class SeedGroup:
         """The neurons selected from the aggregate, checked against the current ``seeds.safetensors``."""
         from skill_lens.probing.neurons import NeuronSet
 
-        scores = self.predictivity()
+        scores = self.probe_result()
         ns = NeuronSet.load(self.file("neurons"), expect_shape=(scores.meta["n_layers"], scores.meta["d_mlp"]))
         if (ns.meta.get("lineage") or {}).get("parent", {}).get("fingerprint") != file_fingerprint(self.file("seeds")):
             raise ArtifactError(f"{self.file('neurons')} was not selected from the current {FILES['seeds']}; select "

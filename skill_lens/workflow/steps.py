@@ -83,9 +83,9 @@ def seeds(group, top: float = 0.01, aggregate: str = "max"):
     ``DIR/seeds.safetensors``: each seed's scores, their mean (the paper's aggregate) and the ranking's
     replicability (Spearman between seeds, top ``top`` overlap). Returns the
     :class:`~skill_lens.workflow.seeds.SeedScores`."""
-    from skill_lens.workflow.seeds import aggregate as aggregate_
+    from skill_lens.workflow.seeds import combine_seeds
 
-    scores = aggregate_(group.runs, check_top(top), aggregate)
+    scores = combine_seeds(group.runs, check_top(top), aggregate)
     group.save_seeds(scores)
     return scores
 
@@ -107,7 +107,7 @@ def probe(run: Run, batch_size: int = 32, pooling: bool = False, *, permutations
     def save(result) -> None:
         if permutations:
             result.meta["null"] = result.null_summary()
-        run.save_predictivity(result)
+        run.save_probe_result(result)
 
     return probe_(pm, task, batch_size, pooling, checkpoint=run.path, on_result=save, permutations=permutations,
                   permutation_seed=permutation_seed, input_cache=run.input_cache)
@@ -117,7 +117,7 @@ def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float
     """``[("L1.N5", dev score, test score or None)]`` of the ``k`` best neurons by dev score.
 
     >>> import torch
-    >>> from skill_lens.probing.probe import ProbeResult
+    >>> from skill_lens.probing.result import ProbeResult
     >>> top_neurons(ProbeResult(torch.zeros(1, 1, 3), torch.tensor([[[0.5, 0.125, 0.75]]])), 1)
     [('L0.N1', 0.875, None)]
     """
@@ -137,7 +137,7 @@ def neurons(run: Run, top: float = 0.02, *, per_layer: bool = False, aggregate: 
     from skill_lens.probing.neurons import NeuronSet
 
     top = check_top(top)
-    result = run.predictivity()
+    result = run.probe_result()
     scores = result.scores("dev", aggregate=aggregate)
     meta = {**{k: result.meta[k] for k in ("model", "family", "n_layers", "d_mlp", "d_model", "task",
                                            "prompt_length") if k in result.meta},
@@ -156,8 +156,8 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
     ``RUN/perturb_<method>.json`` and ``.csv``; resumes after a kill. ``draws`` Gaussian noise draws per
     neuron set; the gap (random minus skill accuracy) comes with a paired bootstrap 95% interval over
     examples, draws and controls (``gap_ci_low``, ``gap_ci_high``). Returns the
-    :class:`~skill_lens.intervening.curves.SuppressionCurve`."""
-    from skill_lens.intervening.curves import METHODS, check_fractions, suppression_curve
+    :class:`~skill_lens.intervening.suppression.SuppressionCurve`."""
+    from skill_lens.intervening.suppression import METHODS, check_fractions, suppression_curve
 
     fractions = check_fractions(fractions)
     check_positive(batch_size=batch_size)
@@ -166,7 +166,7 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
                          f"{split!r}")
     if controls < 0 or not std >= 0:
         raise ValueError(f"--controls and --std must be >= 0, got {controls} and {std}")
-    result, task = run.predictivity(), run.task
+    result, task = run.probe_result(), run.task
     name = f"perturb_{method}"
     curve = suppression_curve(run.prompted(), getattr(task, split), result.scores("dev", aggregate=aggregate),
                               fractions=fractions, method=method, controls=controls, per_layer=per_layer,
@@ -191,7 +191,7 @@ def patch(run: Run, source_text: str, target_text: str, top: float | None = None
         if not str(text).strip():
             raise ValueError(f"{flag} is empty; pass a text to run.")
     if top is not None or not run.file("neurons").exists():
-        chosen = NeuronSet.from_scores(run.predictivity().scores("dev"), top=check_top(0.02 if top is None else top),
+        chosen = NeuronSet.from_scores(run.probe_result().scores("dev"), top=check_top(0.02 if top is None else top),
                                        per_layer=per_layer)
     else:
         chosen = run.neurons()

@@ -12,7 +12,7 @@ Cross-task form: neurons found on task A, evaluated on task B's split with B's p
 pass ``pm`` and ``task_or_split`` of B and ``scores`` of A (and B's baseline for ``"mean"``).
 
 >>> from skill_lens.model.tiny import tiny_model, tiny_task
->>> from skill_lens.prompting.tuning import prompted
+>>> from skill_lens.prompting.evaluation import prompted
 >>> from skill_lens.prompting.prompts import SoftPrompt
 >>> model, task = tiny_model(), tiny_task()
 >>> pm = prompted(model, task, SoftPrompt.init(model, 2))
@@ -65,7 +65,7 @@ def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batc
     built for the prompt part of each batch, and inputs seen before run only their prompt positions.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import hard_prompt_model
+    >>> from skill_lens.prompting.evaluation import hard_prompt_model
     >>> model, task = tiny_model(), tiny_task()
     >>> evaluate_with(hard_prompt_model(model, task), task.dev, lambda batch: [])["n"]
     32
@@ -222,7 +222,7 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
     >>> from skill_lens.probing.neurons import NeuronSet
     >>> from skill_lens.prompting.prompts import SoftPrompt
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.tuning import prompted
+    >>> from skill_lens.prompting.evaluation import prompted
     >>> model, task = tiny_model(), tiny_task()
     >>> pm = prompted(model, task, SoftPrompt.init(model, 2))
     >>> ck = Path(tempfile.mkdtemp()) / "curve.checkpoint.safetensors"

@@ -7,13 +7,13 @@ import torch
 
 from skill_lens.store.artifacts import ArtifactError, load_tensors
 from skill_lens.store.checkpoint import Checkpoint
-from skill_lens.intervening.curves import SuppressionCurve, check_fractions, evaluate_with, suppression_curve
+from skill_lens.intervening.suppression import SuppressionCurve, check_fractions, evaluate_with, suppression_curve
 from skill_lens.intervening.interventions import InterventionError, gaussian_noise, mean_ablate, per_batch, scale, zero_ablate
 from skill_lens.model.input_cache import InputCache
 from skill_lens.probing.scores import select_top
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task
-from skill_lens.prompting.tuning import evaluate, prompted
+from skill_lens.prompting.evaluation import evaluate, prompted
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_summary_of_hand_made_rows():
 
 
 def test_a_checkpointed_curve_resumes_where_it_stopped(pm, task, tmp_path, monkeypatch):
-    import skill_lens.intervening.curves as curves
+    import skill_lens.intervening.suppression as curves
 
     ckpt = tmp_path / "curve.checkpoint.safetensors"
     kwargs = dict(fractions=[0, 0.05, 0.2], method="gaussian", controls=2, seed=3, checkpoint=ckpt)
@@ -180,7 +180,7 @@ def test_a_checkpointed_curve_resumes_where_it_stopped(pm, task, tmp_path, monke
 
 
 def test_a_checkpoint_of_another_curve_is_refused(pm, task, tmp_path):
-    import skill_lens.intervening.curves as curves
+    import skill_lens.intervening.suppression as curves
 
     ckpt = tmp_path / "curve.checkpoint.safetensors"
     Checkpoint(ckpt, {"model": "other"}, "suppression curve").save({}, {"rows": []})
@@ -210,7 +210,7 @@ def test_a_checkpoint_of_another_curve_is_refused(pm, task, tmp_path):
 
 def test_a_neuron_set_is_perturbed_whole_against_random_sets_of_its_count_per_layer(pm, task):
     from skill_lens.probing.neurons import NeuronSet
-    from skill_lens.probing.probe import ProbeResult
+    from skill_lens.probing.result import ProbeResult
 
     chosen = NeuronSet.from_pairs(["L0.N3", "L1.N7", "L1.N9", "L1.N11"], 2, 64)
     c = suppression_curve(pm, task, chosen, method="zero", controls=2)
@@ -276,7 +276,7 @@ def test_noise_draws_are_evaluated_per_set_and_the_gap_gets_an_interval(pm, task
     assert {"gap_ci_low", "gap_ci_high"} <= set(c.to_pandas().columns) and "gap 95% CI" in c.table()
     assert c.meta["draws"] == 3 and c.meta["bootstrap"] == 500
     # a checkpoint of draws=1 is not resumed with draws=3
-    import skill_lens.intervening.curves as curves
+    import skill_lens.intervening.suppression as curves
 
     with pytest.raises(ArtifactError, match="options"):
         _one_row_then_resume(curves, pm, task, tmp_path / "c.safetensors", curves.evaluate_with)
@@ -300,7 +300,7 @@ def _one_row_then_resume(curves, pm, task, ck, real):
 
 
 def test_noise_draws_resume_from_a_checkpoint(pm, task, tmp_path, monkeypatch):
-    import skill_lens.intervening.curves as curves
+    import skill_lens.intervening.suppression as curves
 
     ck = tmp_path / "curve.checkpoint.safetensors"
     kw = dict(fractions=[0.1], method="gaussian", controls=1, std=3.0, draws=2, checkpoint=ck)
