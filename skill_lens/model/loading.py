@@ -286,6 +286,7 @@ def load_model(
     device_map: str | dict | None = None,
     max_memory: dict | str | None = None,
     offload_folder: str | os.PathLike | None = None,
+    memory_budget: dict | str | None = None,
     random_init: bool = False,
     seed: int = 0,
 ) -> TransformerBridge:
@@ -306,7 +307,9 @@ def load_model(
     ``device_map`` (``"auto"``, ``"balanced"``, ``"sequential"``, or ``{module: device}`` with GPU indices,
     ``"cpu"`` and ``"disk"``), ``max_memory`` per device (``{0: "70GiB", "cpu": "20GiB"}`` or
     ``"0=70GiB,cpu=20GiB"``) and ``offload_folder`` for what fits nowhere else. A budget or a folder alone
-    implies ``device_map="auto"``; a device map and a ``device`` exclude each other.
+    implies ``device_map="auto"``; a device map and a ``device`` exclude each other. ``memory_budget`` (the
+    same syntax) is what a step may use on each device, weights and batches together: a batch over it counts
+    as out of memory and the step goes on at half its batch (:func:`skill_lens.model.memory.halving`).
 
     >>> import tempfile
     >>> from skill_lens.model.tiny import tiny_hf, tiny_tokenizer
@@ -317,7 +320,7 @@ def load_model(
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    placement = Placement.parse(device_map, max_memory, offload_folder)
+    placement = Placement.parse(device_map, max_memory, offload_folder, memory_budget)
     placement.check_devices()
     if placement.mapped and device is not None and str(device) != "auto":
         raise PlacementError(f"--device {device} and --device-map place the model two ways; pass one (a device map "

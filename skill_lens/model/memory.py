@@ -4,8 +4,7 @@
   the start at half that batch: the result is the result of a run started at the smaller batch (the
   batches, their padding and every sum are those of that run), and it says so once. Out of memory is
   CUDA's ``torch.OutOfMemoryError``, the CPU allocator's or MPS's failure (:func:`is_out_of_memory`), or
-  :class:`OutOfBudget`: a batch whose peak went over the step's :class:`Budget` (``--max-memory`` of the
-  devices it computes on).
+  :class:`OutOfBudget`: a batch whose peak went over the step's :class:`Budget` (``--memory-budget``).
 * :class:`Budget` measures a batch's peak: on CUDA the allocator's peak since the batch began, on the
   CPU the process's anonymous resident memory while the activations are alive.
 * :class:`TensorPeak` counts the bytes of live tensors an operation at a time (any device, ``meta``
@@ -43,7 +42,7 @@ _CPU_OOM = re.compile(r"out of memory|can't allocate memory|not enough memory|MP
 
 
 class OutOfBudget(torch.OutOfMemoryError):
-    """A batch used more memory than the step's budget allows (``--max-memory``); a kind of out of memory."""
+    """A batch used more memory than the step's budget allows (``--memory-budget``); a kind of out of memory."""
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -80,7 +79,7 @@ def halving(run: Callable[[int], T], batch_size: int, what: str, flag: str = "--
             if size == 1:
                 raise type(e)(f"{what} ran out of memory at {flag} 1 ({str(e).splitlines()[0][:200]}); place part "
                               "of the model elsewhere (--device-map auto, --max-memory, --offload-folder), use "
-                              "--dtype bfloat16, or raise --max-memory") from e
+                              "--dtype bfloat16, or raise --memory-budget") from e
             del e
             free_memory()
             if before_retry is not None:
@@ -135,7 +134,7 @@ def reset_peak_resident() -> bool:
 
 class Budget:
     """The memory a step may use on each device it computes on: ``limits`` in bytes by device key (``0``, ``1``
-    ... for GPUs, ``"cpu"``), as ``--max-memory`` gives them; no limits: never out of budget.
+    ... for GPUs, ``"cpu"``), as ``--memory-budget`` gives them; no limits: never out of budget.
 
     :meth:`start` before a batch, :meth:`check` while its activations are alive (e.g. from the last
     layer's hook): it raises :class:`OutOfBudget` when the batch went over, which :func:`halving` treats
@@ -145,7 +144,7 @@ class Budget:
     >>> Budget({"cpu": 1}).check()
     Traceback (most recent call last):
     ...
-    skill_lens.model.memory.OutOfBudget: a batch used ... of cpu memory, over the budget of 1 byte (--max-memory cpu=...)
+    skill_lens.model.memory.OutOfBudget: a batch used ... of cpu memory, over the budget of 1 byte (--memory-budget cpu=...)
     """
 
     def __init__(self, limits: dict | None = None):
@@ -167,7 +166,7 @@ class Budget:
                 used = resident_bytes() if key == "cpu" else 0
             if used > limit:
                 raise OutOfBudget(f"a batch used {used / 2**20:.0f} MiB of {_name(key)} memory, over the budget of "
-                                  f"{_size(limit)} (--max-memory {key}=...)")
+                                  f"{_size(limit)} (--memory-budget {key}=...)")
 
 
 def _name(key) -> str:

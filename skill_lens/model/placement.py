@@ -60,15 +60,19 @@ class Placement:
     device_map: str | dict | None = None
     max_memory: dict | None = None
     offload_folder: str | None = None
+    memory_budget: dict | None = None
 
     @classmethod
-    def parse(cls, device_map=None, max_memory=None, offload_folder=None) -> "Placement":
-        """Check and normalise the three options (strings as the CLI gives them, or Python values).
+    def parse(cls, device_map=None, max_memory=None, offload_folder=None, memory_budget=None) -> "Placement":
+        """Check and normalise the options (strings as the CLI gives them, or Python values).
 
-        A memory budget or an offload folder without a device map implies ``device_map="auto"``.
+        ``max_memory`` (what accelerate may put on each device) or an offload folder without a device map
+        implies ``device_map="auto"``. ``memory_budget`` (the same syntax as ``max_memory``) is what a step may
+        use on each device, weights and batches together: a batch that goes over it counts as out of memory,
+        and the step halves its batch (:class:`skill_lens.model.memory.Budget`).
 
         >>> Placement.parse(max_memory={"cpu": "2GB"})
-        Placement(device_map='auto', max_memory={'cpu': 2000000000}, offload_folder=None)
+        Placement(device_map='auto', max_memory={'cpu': 2000000000}, offload_folder=None, memory_budget=None)
         >>> Placement.parse(device_map='{"model": "disk"}')
         Traceback (most recent call last):
         ...
@@ -76,6 +80,7 @@ class Placement:
         """
         dm = parse_device_map(device_map)
         mm = parse_max_memory(max_memory)
+        budget = parse_max_memory(memory_budget, "--memory-budget")
         folder = None if offload_folder is None else str(Path(offload_folder).expanduser())
         if dm is None and (mm is not None or folder is not None):
             dm = "auto"
@@ -85,7 +90,7 @@ class Placement:
                                  "needs --offload-folder DIR (where accelerate keeps them)")
         if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
             raise PlacementError(f"--offload-folder {folder} is a file; give a directory (it is created if missing)")
-        return cls(dm, mm, folder)
+        return cls(dm, mm, folder, budget)
 
     def check_devices(self) -> None:
         """Refuse GPU indices this machine does not have, naming the fix (before anything loads; a plan may
@@ -93,7 +98,7 @@ class Placement:
 
         >>> Placement.parse(max_memory="cpu=1GB").check_devices()
         """
-        _check_devices(self.device_map, self.max_memory)
+        _check_devices(self.device_map, {**(self.max_memory or {}), **(self.memory_budget or {})})
 
     @property
     def mapped(self) -> bool:
@@ -113,10 +118,11 @@ class Placement:
         """JSON-able: what a run records of it (device keys as strings).
 
         >>> Placement.parse(max_memory="0=1GiB").as_meta()
-        {'device_map': 'auto', 'max_memory': {'0': 1073741824}, 'offload_folder': None}
+        {'device_map': 'auto', 'max_memory': {'0': 1073741824}, 'offload_folder': None, 'memory_budget': None}
         """
-        mm = None if self.max_memory is None else {str(k): v for k, v in self.max_memory.items()}
-        return {"device_map": self.device_map, "max_memory": mm, "offload_folder": self.offload_folder}
+        keyed = lambda d: None if d is None else {str(k): v for k, v in d.items()}  # noqa: E731
+        return {"device_map": self.device_map, "max_memory": keyed(self.max_memory),
+                "offload_folder": self.offload_folder, "memory_budget": keyed(self.memory_budget)}
 
 
 def parse_device_map(spec) -> str | dict | None:
@@ -158,7 +164,7 @@ def _check_map(dm: dict) -> dict:
     return dm
 
 
-def parse_max_memory(spec) -> dict | None:
+def parse_max_memory(spec, flag: str = "--max-memory") -> dict | None:
     """``None``, or bytes per device from ``"0=20GiB,1=20GiB,cpu=60GiB"``, a JSON object or a dict
     (values in bytes or with a unit: ``B``, ``KB``/``MB``/``GB``/``TB`` decimal, ``KiB``... binary).
 
@@ -181,11 +187,11 @@ def parse_max_memory(spec) -> dict | None:
         except (json.JSONDecodeError, AttributeError):
             items = [("?", text)]
         if any(len(item) != 2 for item in items) or not items:
-            raise PlacementError(f"--max-memory {text!r}: write DEVICE=SIZE pairs, e.g. 0=20GiB,cpu=60GiB")
-    return {_memory_key(k): _bytes(v) for k, v in items}
+            raise PlacementError(f"{flag} {text!r}: write DEVICE=SIZE pairs, e.g. 0=20GiB,cpu=60GiB")
+    return {_memory_key(k, flag): _bytes(v, flag) for k, v in items}
 
 
-def _memory_key(key) -> int | str:
+def _memory_key(key, flag: str = "--max-memory") -> int | str:
     k = str(key).strip().lower()
     if k.isdigit():
         return int(k)
@@ -193,17 +199,17 @@ def _memory_key(key) -> int | str:
         return int(k[5:])
     if k in ("cpu", "mps"):
         return k
-    raise PlacementError(f"--max-memory key {key!r} is not a device; use a GPU index (0, 1 ...), cpu or mps, "
+    raise PlacementError(f"{flag} key {key!r} is not a device; use a GPU index (0, 1 ...), cpu or mps, "
                          "e.g. 0=20GiB,cpu=60GiB")
 
 
-def _bytes(value) -> int:
+def _bytes(value, flag: str = "--max-memory") -> int:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
         return int(value)
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
     unit = m and _UNITS.get(m.group(2).lower())
     if not m or unit is None:
-        raise PlacementError(f"--max-memory size {value!r} is not a size; write e.g. 20GiB, 500MB or a number of bytes")
+        raise PlacementError(f"{flag} size {value!r} is not a size; write e.g. 20GiB, 500MB or a number of bytes")
     return int(float(m.group(1)) * unit)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
+import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,12 +35,14 @@ from skill_lens.data.batching import length_batches
 from skill_lens.probing.capture import CaptureError, probe_hooks, probed_positions
 from skill_lens.probing.result import ProbeError, ProbeResult
 from skill_lens.store.checkpoint import Checkpoint
-from skill_lens.data.distributed import all_reduce_, rank_world, shard
+from skill_lens.data.distributed import all_reduce_, batch_range, rank_world
 from skill_lens.prompting.evaluation import prompted
 from skill_lens.model.input_cache import InputCache
-from skill_lens.model.loading import describe
+from skill_lens.model.loading import describe, placement_of
+from skill_lens.model.memory import Budget, halving
 from skill_lens.probing.null import null_maxima
-from skill_lens.probing.statistics import AgreementAccumulator, MeanAccumulator, NullAccumulator, permuted_labels
+from skill_lens.probing.statistics import (AgreementAccumulator, MeanAccumulator, NullAccumulator, count_dtype,
+                                          permuted_labels)
 from skill_lens.base.progress import progress
 from skill_lens.prompting.prompts import SoftPrompt
 
@@ -97,19 +99,22 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
     _check_permutations(permutations, permutation_seed)
     rank, world = rank_world()
     kinds = ["prompt", *(("mean_pool", "max_pool") if pooling else ())]
-    P = 1 if decoder or pm.prompt is None else pm.prompt_length
-    sums = _Sums(["train", *splits], {k: (1, P if k == "prompt" else 1, info.d_mlp) for k in kinds}, len(names),
-                 null=(permutations, 1, P, info.d_mlp) if permutations else None)
-    ckpt = None
-    if checkpoint is not None:
-        identity = {**probe_fingerprint(pm, task, batch_size, names, pooling, splits, permutations=permutations,
-                                        permutation_seed=permutation_seed), "shard": f"{rank}/{world}"}
-        ckpt = Checkpoint(Path(checkpoint) / f"probe_checkpoint.{rank}of{world}.safetensors", identity, "probe")
     usable = input_cache is not None and info.family == "causal" and pm.prompt is not None and kinds == ["prompt"]
-    stream = functools.partial(_stream, pm, batch_size=batch_size, names=names, decoder=decoder, kinds=kinds,
-                               input_cache=input_cache if usable else None)
-    out = _probe_passes(task, sums, stream, batch_size, ckpt, checkpoint_every, permutation_seed)
-    result = _result(pm, task, info, {k: v.cpu() for k, v in out.items()}, names, sums.passes, world)  # on the CPU
+    at = functools.partial(_probe_at, pm, task, names=names, decoder=decoder, kinds=kinds, splits=splits,
+                           null=(permutations, permutation_seed), checkpoint=checkpoint, every=checkpoint_every,
+                           input_cache=input_cache if usable else None, asked=batch_size)
+    if world > 1:  # every rank must run the same batches: no rank can halve alone
+        try:
+            out, ckpt, size = at(batch_size)
+        except torch.OutOfMemoryError as e:
+            raise ProbeError(f"rank {rank} ran out of memory at batch size {batch_size} ({e}); under torchrun every "
+                             "rank runs the same batch size: rerun with a smaller --batch-size") from e
+    else:
+        remove = lambda b: None if checkpoint is None else _checkpoint_at(  # noqa: E731
+            pm, task, b, names, kinds, splits, (permutations, permutation_seed), checkpoint, batch_size).remove()
+        out, ckpt, size = halving(at, _halved_before(at, batch_size), "probe", before_retry=remove)
+    result = _result(pm, task, info, out, names, ["train", *splits], world)  # on the CPU
+    result.meta["batch_size"] = size
     if permutations:
         result.meta.update(permutations=permutations, permutation_seed=permutation_seed)
     if rank == 0 and on_result is not None:
@@ -119,6 +124,57 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
     if ckpt is not None:
         ckpt.remove()
     return result
+
+
+def _probe_at(pm, task, batch_size: int, *, names, decoder, kinds, splits, null, checkpoint, every,
+              input_cache, asked: int) -> tuple[dict, Checkpoint | None, int]:
+    """The probe's tensors at ``batch_size`` (resuming this batch size's checkpoint), the checkpoint, the size;
+    ``asked`` is the batch size the caller asked for (larger once out of memory)."""
+    info, (permutations, seed) = describe(pm.model), null
+    P = 1 if decoder or pm.prompt is None else pm.prompt_length
+    passes = ["train", *splits]
+    sums = _Sums(passes, {k: (1, P if k == "prompt" else 1, info.d_mlp) for k in kinds}, len(names),
+                 null=(permutations, 1, P, info.d_mlp) if permutations else None,
+                 sizes={p: len(getattr(task, p)) for p in passes})
+    ckpt = None if checkpoint is None else _checkpoint_at(pm, task, batch_size, names, kinds, splits, null,
+                                                          checkpoint, asked)
+    budget = Budget(placement_of(pm.model).memory_budget)
+    stream = functools.partial(_stream, pm, names=names, decoder=decoder, kinds=kinds, input_cache=input_cache,
+                               budget=budget)
+    return _probe_passes(pm, task, sums, stream, batch_size, ckpt, every, seed), ckpt, batch_size
+
+
+def _checkpoint_at(pm, task, batch_size: int, names, kinds, splits, null, checkpoint, asked: int) -> Checkpoint:
+    """This rank's checkpoint of a probe at ``batch_size``; one that ran out of memory at ``asked`` records it
+    (``halved_from``), so that the same command resumes it at the smaller size after a kill."""
+    rank, world = rank_world()
+    identity = {**probe_fingerprint(pm, task, batch_size, names, len(kinds) > 1, splits, permutations=null[0],
+                                    permutation_seed=null[1]), "shard": f"{rank}/{world}"}
+    if batch_size != asked:
+        identity["halved_from"] = asked
+    return Checkpoint(Path(checkpoint) / f"probe_checkpoint.{rank}of{world}.safetensors", identity, "probe")
+
+
+def _halved_before(at: functools.partial, batch_size: int) -> int:
+    """The batch size to start at: the smaller one this very probe ran out of memory to, when it left a
+    checkpoint there (a rerun after a kill resumes it), else ``batch_size``."""
+    a = at.keywords
+    if a["checkpoint"] is None:
+        return batch_size
+    ckpt = _checkpoint_at(*at.args, batch_size, a["names"], a["kinds"], a["splits"], a["null"], a["checkpoint"],
+                          batch_size)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(ckpt.path), "pt") as f:
+            old = json.loads((f.metadata() or {})["skill_lens_meta"]).get("identity", {})
+    except Exception:  # noqa: BLE001 - none, or unreadable: Checkpoint.load names the problem later
+        return batch_size
+    rest = {k: v for k, v in old.items() if k not in ("batch_size", "halved_from")}
+    size = old.get("batch_size")
+    if old.get("halved_from") == batch_size and rest == {k: v for k, v in ckpt.identity.items() if k != "batch_size"}:
+        return size
+    return batch_size
 
 
 def probe_fingerprint(pm, task, batch_size: int = 32, hook_names: Sequence[str] | None = None,
@@ -209,18 +265,29 @@ class _Sums:
     """
 
     def __init__(self, passes: list[str], shapes: dict[str, tuple[int, int, int]], n_layers: int,
-                 null: tuple[int, int, int, int] | None = None):
+                 null: tuple[int, int, int, int] | None = None, sizes: dict[str, int] | None = None):
         self.passes, self.shapes, self.null_shape = passes, shapes, null
         self.local = {p: {k: [MeanAccumulator() if p == "train" else AgreementAccumulator() for _ in range(n_layers)]
                           for k in shapes} for p in passes}
+        self.done: dict[str, dict[str, Tensor]] = {}  # a finished evaluation pass's result; its counts are dropped
         if null is not None:  # the permutation counts [K, 1, P, d_mlp] of each evaluation pass
             for p in passes[1:]:
-                self.local[p]["null"] = [NullAccumulator() for _ in range(n_layers)]
+                cap = (sizes or {}).get(p, 2**31 - 1)
+                self.local[p]["null"] = [NullAccumulator(capacity=cap) for _ in range(n_layers)]
+
+    def finish(self, p: str, result: dict[str, Tensor]) -> None:
+        """Keep evaluation pass ``p``'s result and drop its statistics (the permutation counts are the probe's
+        largest memory: one split's at a time)."""
+        self.done[p] = result
+        self.local[p] = {}
 
     def save(self, ckpt: Checkpoint, position: dict) -> None:
-        """Every non-empty accumulator's state (tensors) and ``position`` (the pass and batches done)."""
-        ckpt.save({f"{p}.{k}.{i}.{key}": t for p, by_kind in self.local.items() for k, accs in by_kind.items()
-                   for i, a in enumerate(accs) if _count(a) for key, t in a.state_dict().items()}, position)
+        """Every non-empty accumulator's state and finished pass's result (tensors), and ``position`` (the pass
+        and batches done)."""
+        done = {f"done.{p}.{key}": t for p, result in self.done.items() for key, t in result.items()}
+        ckpt.save({**done, **{f"{p}.{k}.{i}.{key}": t for p, by_kind in self.local.items()
+                              for k, accs in by_kind.items() for i, a in enumerate(accs) if _count(a)
+                              for key, t in a.state_dict().items()}}, position)
 
     def resume(self, ckpt: Checkpoint | None) -> dict:
         """Restore the sums of ``ckpt`` (when it exists) and return its position; else the start."""
@@ -228,6 +295,10 @@ class _Sums:
         if saved is None:
             return {"pass": self.passes[0], "batch": 0}
         tensors, position = saved
+        for p in self.passes:
+            result = {key[len(f"done.{p}."):]: t for key, t in tensors.items() if key.startswith(f"done.{p}.")}
+            if result:
+                self.finish(p, result)
         for p, by_kind in self.local.items():
             for k, accs in by_kind.items():
                 for i, a in enumerate(accs):
@@ -255,41 +326,46 @@ def _zero_state(acc, shape) -> dict[str, Tensor]:
     if isinstance(acc, MeanAccumulator):
         return {"sum": torch.zeros(shape, dtype=torch.float64), "count": torch.tensor(0)}
     if isinstance(acc, NullAccumulator):
-        return {"agree": torch.zeros(shape, dtype=torch.int32), "n": torch.tensor(0)}
+        return {"agree": torch.zeros(shape, dtype=count_dtype(acc.capacity)), "n": torch.tensor(0)}
     return {"agree": torch.zeros(shape, dtype=torch.int64), "n": torch.tensor(0)}
 
 
-def _probe_passes(task, sums: _Sums, stream, batch_size: int, ckpt: Checkpoint | None, every: int,
+def _probe_passes(pm, task, sums: _Sums, stream, batch_size: int, ckpt: Checkpoint | None, every: int,
                   permutation_seed: int = 0) -> dict:
-    """Run (or resume) each pass on this rank's shard, reduce it, and return the result's tensors."""
+    """Run (or resume) each pass on this rank's batches, reduce it on the CPU, and return the result's tensors."""
     rank, world = rank_world()
     position = sums.resume(ckpt)
     resumed_at = sums.passes.index(position["pass"])
     base, out = {}, {}
     for n, p in enumerate(sums.passes):
-        part, accs = shard(getattr(task, p), rank, world, batch_size), sums.local[p]
-        n_batches = math.ceil(len(part) / batch_size)
-        start = n_batches if n < resumed_at else position["batch"] if n == resumed_at else 0
-        labels = None
+        if p in sums.done:  # finished before a kill: its result is in the checkpoint
+            out.update(sums.done[p])
+            continue
+        split, accs = getattr(task, p), sums.local[p]
+        batches = length_batches(pm, split, batch_size)
+        mine = [batches[b] for b in batch_range(len(batches), rank, world)]  # the batches one process runs
+        start = len(mine) if n < resumed_at else position["batch"] if n == resumed_at else 0
+        labels = torch.as_tensor(split.labels)
         if p == "train":
             feed = lambda k, i, a, y: accs[k][i].add(a)  # noqa: E731
         else:
             feed = functools.partial(_feed_eval, accs, base)
-            if sums.null_shape is not None:
-                labels = _pass_labels(getattr(task, p), p, sums.null_shape[0], permutation_seed,
-                                      (rank, world, batch_size), len(part))
+            if sums.null_shape is not None:  # [real label, K permuted labels] of every example
+                labels = torch.cat([labels.bool()[:, None],
+                                    permutation_labels(split.labels, p, sums.null_shape[0], permutation_seed)], 1)
 
         def done(b: int) -> None:  # batches [0, b) of this pass are in the sums
-            if ckpt is not None and ((b - start) % every == 0 or b == n_batches):
+            if ckpt is not None and ((b - start) % every == 0 or b == len(mine)):
                 sums.save(ckpt, {"pass": p, "batch": b})
 
-        stream(part, feed=feed, desc="baseline" if p == "train" else p, start=start, done=done, labels=labels)
+        stream(split, mine, feed=feed, desc="baseline" if p == "train" else p, start=start, done=done, labels=labels)
         total = {k: sums.total(p, k) for k in sums.local[p]}
         if p == "train":
-            base = {k: torch.cat([m.mean() for m in total[k]]) for k in sums.shapes}  # float64 [L, P, N]
+            base = {k: torch.cat([m.mean().cpu() for m in total[k]]) for k in sums.shapes}  # float64 [L, P, N]
             out["baseline"] = base["prompt"].float()
         else:
-            out.update(_eval_out(p, total, list(sums.shapes)[1:]))
+            out.update(result := _eval_out(p, total, list(sums.shapes)[1:]))
+            sums.finish(p, result)
     return out
 
 
@@ -302,26 +378,13 @@ def _feed_eval(accs: dict, base: dict, k: str, i: int, a: Tensor, y: Tensor) -> 
     accs[k][i].add(a, y, base[k][i : i + 1])
 
 
-def _pass_labels(split, name: str, permutations: int, seed: int, sharding: tuple[int, int, int], n: int) -> Tensor:
-    """This shard's rows of ``[real label, K permuted labels]`` (bool ``[n, 1 + K]``) of the whole split."""
-    rank, world, batch_size = sharding
-    full = torch.cat([torch.as_tensor(split.labels).bool()[:, None],
-                      permutation_labels(split.labels, name, permutations, seed)], 1)
-    n_batches = math.ceil(len(split) / batch_size)
-    lo = rank * n_batches // world * batch_size  # shards are contiguous runs of whole batches
-    rows = full[lo : lo + n]
-    if len(rows) != n:
-        raise ProbeError(f"shard of {n} {name} examples at row {lo} does not fit the split of {len(split)}")
-    return rows
-
-
 def _eval_out(p: str, total: dict, pool_kinds: list[str]) -> dict:
     """An evaluation pass's accuracies (float32) and, with a null, its permutation maxima."""
-    out = {f"{p}_acc": torch.cat([a.accuracy() for a in total["prompt"]]).float()}
+    out = {f"{p}_acc": torch.cat([a.accuracy().cpu() for a in total["prompt"]]).float()}  # layers on any device
     for k in pool_kinds:
-        out[f"{k}_{p}_acc"] = torch.cat([a.accuracy() for a in total[k]])[:, 0].float()
+        out[f"{k}_{p}_acc"] = torch.cat([a.accuracy().cpu() for a in total[k]])[:, 0].float()
     if "null" in total:
-        layer_max = torch.cat([null_maxima(a.agree, a.n)[1] for a in total["null"]], 1).cpu()  # [K, L]
+        layer_max = torch.cat([null_maxima(a.agree, a.n)[1].cpu() for a in total["null"]], 1)  # [K, L]
         out[f"null_layer_max_{p}"], out[f"null_max_{p}"] = layer_max, layer_max.amax(1)
     return out
 
@@ -335,24 +398,29 @@ def _result(pm, task, info, out: dict, names: list[str], passes: list[str], worl
     return ProbeResult(**{"dev_acc": None, **out}, sizes=sizes, hook_names=tuple(names), meta=meta)
 
 
-def _stream(pm, split, batch_size, names, decoder, kinds, feed, desc, start: int = 0, done=None,
-            labels: Tensor | None = None, input_cache: InputCache | None = None) -> None:
-    """Run ``split`` in its length-sorted batches (:func:`~skill_lens.data.batching.length_batches`) from batch
-    ``start``; hooks call ``feed(kind, layer, acts [B 1 P N], labels)`` and keep nothing; ``done(b)`` runs
-    once batches ``[0, b)`` are fed. ``labels`` (one row per example) replaces ``split.labels``. With
-    ``input_cache`` the inputs come from it and only the prompt positions run (hooks see only those)."""
-    batches = length_batches(pm, split, batch_size)
+def _stream(pm, split, batches, names, decoder, kinds, feed, desc, start: int = 0, done=None,
+            labels: Tensor | None = None, input_cache: InputCache | None = None, budget: Budget | None = None) -> None:
+    """Run ``batches`` of ``split`` (this rank's share of its length-sorted batches) from batch ``start``; hooks
+    call ``feed(kind, layer, acts [B 1 P N], labels)`` and keep nothing; ``done(b)`` runs once batches
+    ``[0, b)`` are fed. ``labels`` (one row per example of the split) replaces ``split.labels``. With
+    ``input_cache`` the inputs come from it and only the prompt positions run (hooks see only those); a
+    ``budget`` is checked while the last layer's activations are alive."""
     all_labels = torch.as_tensor(split.labels) if labels is None else labels
-    if input_cache is not None and start < len(batches) and not input_cache.fill(pm, split):
-        input_cache = None  # the split does not fit in the cache: full forwards
+    if input_cache is not None and start < len(batches):
+        mine = None if rank_world()[1] == 1 else [i for b in batches for i in b]
+        if not input_cache.fill(pm, split, examples=mine):
+            input_cache = None  # the split does not fit in the cache: full forwards
+    check = [(names[-1], lambda act, hook: budget.check())] if budget else []
     for b in progress(range(start, len(batches)), desc=f"probe {desc}", initial=start, total=len(batches)):
         batch, y = pm.encode_split(split, batches[b]), all_labels[batches[b]]
+        if budget:
+            budget.start()
         with torch.no_grad():
             if input_cache is None:
-                pm.label_logits(batch, fwd_hooks=_capture_hooks(pm, batch, y, names, decoder, kinds, feed))
+                pm.label_logits(batch, fwd_hooks=_capture_hooks(pm, batch, y, names, decoder, kinds, feed) + check)
             else:  # the prompt part's hooks, built for the prompt part's batch
-                pm.label_logits(batch, cache_input=True, input_cache=input_cache,
-                                prompt_hooks=lambda part: _capture_hooks(pm, part, y, names, decoder, kinds, feed))
+                pm.label_logits(batch, cache_input=True, input_cache=input_cache, prompt_hooks=lambda part: [
+                    *_capture_hooks(pm, part, y, names, decoder, kinds, feed), *check])
         if done is not None:
             done(b + 1)
 

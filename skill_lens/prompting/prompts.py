@@ -46,6 +46,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from skill_lens.store.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
 from skill_lens.model.fast_path import plain_model
 from skill_lens.model.loading import describe, model_device
+from skill_lens.model.placement import execution_device, materialized
 
 __all__ = ["SoftPrompt", "Verbalizer", "Batch", "PromptedModel", "PromptError", "EMBED_HOOK"]
 
@@ -446,8 +447,9 @@ class PromptedModel:
             head = getattr(hf, "lm_head", None) or hf.cls
             return head(hidden.unsqueeze(1))[:, 0, ids]
         out = hf.get_output_embeddings()
-        bias = out.bias[ids] if getattr(out, "bias", None) is not None else None
-        return nn.functional.linear(hidden, out.weight[ids], bias)
+        with materialized(out):  # the label words' rows, where the head computes (it may be offloaded)
+            bias = out.bias[ids] if getattr(out, "bias", None) is not None else None
+            return nn.functional.linear(hidden.to(execution_device(out)), out.weight[ids], bias)
 
     @contextlib.contextmanager
     def prompt_hooks(self, batch: Batch) -> Iterator[None]:
@@ -461,4 +463,6 @@ def _positions(attention_mask: Tensor) -> Tensor:
 
 
 def _embedding_matrix(model: TransformerBridge) -> Tensor:
-    return model.original_model.get_input_embeddings().weight.detach()
+    embed = model.original_model.get_input_embeddings()
+    with materialized(embed):  # an offloaded embedding: the tensor loaded for the block stays valid after it
+        return embed.weight.detach()
