@@ -135,3 +135,14 @@ def test_the_budget_counts_as_out_of_memory(model_dir, monkeypatch):
     with pytest.raises(OutOfBudget, match="over the budget"):
         Budget({"cpu": 1}).check()
     assert halving(lambda b: b, 3, "x") == 3
+
+
+def test_an_out_of_memory_batch_halves_the_suppression_curve_too(model_dir, tmp_path):
+    model, task = load_model(str(model_dir), device="cpu"), tiny_task()
+    pm = prompted(model, task, SoftPrompt.init(model, 2, seed=0))
+    scores = torch.rand(4, 64, generator=torch.Generator().manual_seed(0))
+    kw = dict(fractions=[0, 0.1], method="gaussian", controls=1, draws=2)
+    ref = suppression_curve(pm, task, scores, batch_size=4, **kw)
+    with oom_above(model, 4):
+        got = suppression_curve(pm, task, scores, batch_size=16, checkpoint=tmp_path / "c.safetensors", **kw)
+    assert got.rows == ref.rows and got.meta["batch_size"] == 4 and not list(tmp_path.iterdir())

@@ -24,6 +24,7 @@ pass ``pm`` and ``task_or_split`` of B and ``scores`` of A (and B's baseline for
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -36,6 +37,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from skill_lens.data.distributed import rank_world
+from skill_lens.model.memory import halved_start, halving
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.prompting.evaluation import check_labels, check_split, evaluate, predict, score_logits
 from skill_lens.intervening.interventions import (InterventionError, Positions, gaussian_noise, mean_ablate, per_batch,
@@ -55,7 +58,8 @@ DEFAULT_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1)
 
 
 def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batch_size: int = 32,
-                  input_cache: InputCache | None = None, per_example: bool = False) -> dict:
+                  input_cache: InputCache | None = None, per_example: bool = False, *, sharded: bool = False,
+                  skipped: Callable[[Batch], None] | None = None) -> dict:
     """:func:`skill_lens.prompting.tuning.evaluate` with hooks built per batch by ``make_hooks(batch)``.
 
     With ``per_example`` the result also holds ``correct``: each example's correctness (a bool
@@ -63,6 +67,9 @@ def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batc
 
     With an ``input_cache`` (causal models), the hooks must act on prompt positions only: they are
     built for the prompt part of each batch, and inputs seen before run only their prompt positions.
+
+    ``sharded`` and ``skipped`` (with ``per_example``): each rank of a ``torch.distributed`` job runs its share of
+    the batches, every rank gets every example's result (:func:`~skill_lens.prompting.evaluation.predict`).
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
     >>> from skill_lens.prompting.evaluation import hard_prompt_model
@@ -77,7 +84,8 @@ def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batc
         return evaluate(hooked, split, batch_size, input_cache=input_cache)
     check_split(split, "evaluation")
     check_labels(hooked, split)
-    correct, diff = score_logits(predict(hooked, split, batch_size, input_cache=input_cache), split.labels)
+    logits = predict(hooked, split, batch_size, input_cache=input_cache, sharded=sharded, skipped=skipped)
+    correct, diff = score_logits(logits, split.labels)
     return {"accuracy": correct.float().mean().item(), "logit_diff": diff.mean().item(), "n": len(correct),
             "correct": correct}
 
@@ -243,24 +251,39 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
     data = getattr(task_or_split, split) if hasattr(task_or_split, split) else task_or_split
     pos = Positions.of(positions)
     make = _perturbation(pm, method, std, per, pos, baseline)
-    ckpt = None
-    if checkpoint is not None:
-        identity = _fingerprint(pm, data, scores if fixed is None else fixed.float(), baseline, fractions=fractions,
-                                method=method, controls=controls, per_layer=per_layer, std=std,
-                                positions=[pos.role, list(pos.indices)], per=per, seed=seed, batch_size=batch_size,
-                                draws=draws)
-        ckpt = Checkpoint(checkpoint, identity, "suppression curve")
     sets = [(f, *s) for i, f in enumerate(fractions)
             for s in _neuron_sets(scores, fixed, f, i, info, per_layer, controls, seed)]
-    rows = _curve_rows(pm, data, sets, make, method, draws, seed, batch_size, ckpt, input_cache,
-                       {f: i for i, f in enumerate(fractions)}, pos.role)
+    options = dict(fractions=fractions, method=method, controls=controls, per_layer=per_layer, std=std,
+                   positions=[pos.role, list(pos.indices)], per=per, seed=seed, draws=draws)
+    ckpt_at = functools.partial(_checkpoint_at, pm, data, scores if fixed is None else fixed.float(), baseline,
+                                checkpoint, options, batch_size)
+
+    def at(size: int) -> tuple[list[dict], Checkpoint | None, int]:
+        ckpt = ckpt_at(size) if checkpoint is not None else None
+        return _curve_rows(pm, data, sets, make, method, draws, seed, size, ckpt, input_cache,
+                           {f: i for i, f in enumerate(fractions)}, pos.role), ckpt, size
+
+    if rank_world()[1] > 1:  # every rank runs the same batch size: no rank can halve alone
+        rows, ckpt, size = at(batch_size)
+    else:
+        start = batch_size if checkpoint is None else halved_start(ckpt_at, batch_size)
+        rows, ckpt, size = halving(at, start, "suppression curve",
+                                   before_retry=lambda b: checkpoint is not None and ckpt_at(b).remove())
     meta = {"model": info.name, "n_examples": len(data), "controls": controls, "per_layer": per_layer,
             "positions": pos.role if pos.role != "indices" else list(pos.indices), "std": std, "per": per,
             "seed": seed, "selection": "top by scores" if fixed is None else "a given neuron set",
-            "draws": draws, "bootstrap": bootstrap, "ci_seed": ci_seed}
-    if ckpt is not None:
+            "draws": draws, "bootstrap": bootstrap, "ci_seed": ci_seed, "batch_size": size}
+    if ckpt is not None and rank_world()[0] == 0:
         ckpt.remove()
     return SuppressionCurve(rows, fractions, method, meta)
+
+
+def _checkpoint_at(pm, data, scores: Tensor, baseline, path, options: dict, asked: int, size: int) -> Checkpoint:
+    """The curve's checkpoint at batch ``size`` (recording ``halved_from`` once out of memory at ``asked``)."""
+    identity = _fingerprint(pm, data, scores, baseline, **options, batch_size=size)
+    if size != asked:
+        identity["halved_from"] = asked
+    return Checkpoint(path, identity, "suppression curve")
 
 
 def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_size: int, ckpt, input_cache,
@@ -280,19 +303,35 @@ def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_
                 rows.append(done[f, name, draw, k])
                 continue
             if not mask.any():  # empty set: the clean model, evaluated once
-                clean = clean or evaluate_with(pm, data, lambda b: [], batch_size, cache, per_example=True)
+                clean = clean or evaluate_with(pm, data, lambda b: [], batch_size, cache, per_example=True,
+                                               sharded=True)
                 res = clean
             else:
                 key = seed * 7919 + 100 * index[f] + draw + (name == "random") + _NOISE_DRAW_STRIDE * k
-                res = evaluate_with(pm, data, make(mask, key), batch_size, cache, per_example=True)
+                hooks = make(mask, key)
+                res = evaluate_with(pm, data, hooks, batch_size, cache, per_example=True, sharded=True,
+                                    skipped=_advance(pm, hooks) if method == "gaussian" else None)
             rows.append({"fraction": f, "set": name, "draw": draw, "noise_draw": k, "n_neurons": int(mask.sum()),
                          "accuracy": res["accuracy"], "logit_diff": res["logit_diff"],
                          "correct": "".join("1" if c else "0" for c in res["correct"].tolist())})
             say(f"suppression {method} f={f:g} {name}{draw if name == 'random' else ''}"
                 f"{f' noise{k}' if draws > 1 else ''}: acc {res['accuracy']:.3f} ld {res['logit_diff']:.3f}")
-            if ckpt is not None:
+            if ckpt is not None and rank_world()[0] == 0:  # every rank holds the same rows
                 ckpt.save({}, {"rows": rows})
     return rows
+
+
+def _advance(pm, make_hooks: Callable[[Batch], Sequence[Hook]]) -> Callable[[Batch], None]:
+    """For a batch another rank runs: call its hooks on zero activations, so that their noise stream advances
+    exactly as a forward of it would have advanced it (each layer's hook draws as many numbers)."""
+    d_mlp = describe(pm.model).d_mlp
+
+    def skip(batch: Batch) -> None:
+        act = torch.zeros(batch.input_ids.shape[0], batch.input_ids.shape[1], d_mlp)
+        for _, fn in make_hooks(batch):
+            fn(act, None)
+
+    return skip
 
 
 _NOISE_DRAW_STRIDE = 104729  # a prime well above any (fraction, control) key offset

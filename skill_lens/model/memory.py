@@ -24,16 +24,20 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import re
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from skill_lens.base.progress import say
 
-__all__ = ["OutOfBudget", "is_out_of_memory", "halving", "Budget", "TensorPeak", "resident_bytes", "peak_resident_bytes",
+if TYPE_CHECKING:
+    from skill_lens.store.checkpoint import Checkpoint
+
+__all__ = ["OutOfBudget", "is_out_of_memory", "halving", "halved_start", "Budget", "TensorPeak", "resident_bytes", "peak_resident_bytes",
            "reset_peak_resident"]
 
 T = TypeVar("T")
@@ -89,6 +93,35 @@ def halving(run: Callable[[int], T], batch_size: int, what: str, flag: str = "--
         say(f"skill_lens: {what} ran out of memory at {flag} {batch_size}, so it ran again at {size}: "
             f"its results are those of a run with {flag} {size}")
     return result
+
+
+def halved_start(checkpoint_at: Callable[[int], "Checkpoint"], batch_size: int) -> int:
+    """The batch size a halving step starts at: ``batch_size``, or the smaller one an earlier run of the very same
+    step halved to and left a checkpoint at (so the same command resumes it after a kill).
+
+    ``checkpoint_at(size)`` is the step's checkpoint at ``size``, whose identity records ``halved_from`` (the
+    size asked for) whenever ``size`` is smaller; a checkpoint of anything else is left to the step to judge.
+
+    >>> import tempfile; from pathlib import Path; from skill_lens.store.checkpoint import Checkpoint
+    >>> d = Path(tempfile.mkdtemp())
+    >>> at = lambda size: Checkpoint(d / "c.safetensors", {"job": 1, "batch_size": size,
+    ...                                                    **({"halved_from": 32} if size < 32 else {})})
+    >>> at(8).save({}, {"done": 3})
+    >>> halved_start(at, 32), halved_start(at, 16)
+    (8, 16)
+    """
+    path = checkpoint_at(batch_size).path
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            old = json.loads((f.metadata() or {})["skill_lens_meta"]).get("identity", {})
+        size = int(old["batch_size"])
+    except Exception:  # noqa: BLE001 - none, or not ours: the step's own checkpoint check names it
+        return batch_size
+    same = old.get("halved_from") == batch_size and 1 <= size < batch_size and \
+        checkpoint_at(size).identity == old
+    return size if same else batch_size
 
 
 def free_memory() -> None:

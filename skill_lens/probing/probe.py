@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -39,7 +38,7 @@ from skill_lens.data.distributed import all_reduce_, batch_range, rank_world
 from skill_lens.prompting.evaluation import prompted
 from skill_lens.model.input_cache import InputCache
 from skill_lens.model.loading import describe, placement_of
-from skill_lens.model.memory import Budget, halving
+from skill_lens.model.memory import Budget, halved_start, halving
 from skill_lens.probing.null import null_maxima
 from skill_lens.probing.statistics import (AgreementAccumulator, MeanAccumulator, NullAccumulator, count_dtype,
                                           permuted_labels)
@@ -110,9 +109,10 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
             raise ProbeError(f"rank {rank} ran out of memory at batch size {batch_size} ({e}); under torchrun every "
                              "rank runs the same batch size: rerun with a smaller --batch-size") from e
     else:
-        remove = lambda b: None if checkpoint is None else _checkpoint_at(  # noqa: E731
-            pm, task, b, names, kinds, splits, (permutations, permutation_seed), checkpoint, batch_size).remove()
-        out, ckpt, size = halving(at, _halved_before(at, batch_size), "probe", before_retry=remove)
+        at_size = functools.partial(_checkpoint_at, pm, task, names=names, kinds=kinds, splits=splits, checkpoint=checkpoint,
+                                    null=(permutations, permutation_seed), asked=batch_size)
+        start = batch_size if checkpoint is None else halved_start(at_size, batch_size)
+        out, ckpt, size = halving(at, start, "probe", before_retry=lambda b: checkpoint and at_size(b).remove())
     result = _result(pm, task, info, out, names, ["train", *splits], world)  # on the CPU
     result.meta["batch_size"] = size
     if permutations:
@@ -136,15 +136,15 @@ def _probe_at(pm, task, batch_size: int, *, names, decoder, kinds, splits, null,
     sums = _Sums(passes, {k: (1, P if k == "prompt" else 1, info.d_mlp) for k in kinds}, len(names),
                  null=(permutations, 1, P, info.d_mlp) if permutations else None,
                  sizes={p: len(getattr(task, p)) for p in passes})
-    ckpt = None if checkpoint is None else _checkpoint_at(pm, task, batch_size, names, kinds, splits, null,
-                                                          checkpoint, asked)
+    ckpt = None if checkpoint is None else _checkpoint_at(pm, task, batch_size, names=names, kinds=kinds,
+                                                          splits=splits, null=null, checkpoint=checkpoint, asked=asked)
     budget = Budget(placement_of(pm.model).memory_budget)
     stream = functools.partial(_stream, pm, names=names, decoder=decoder, kinds=kinds, input_cache=input_cache,
                                budget=budget)
     return _probe_passes(pm, task, sums, stream, batch_size, ckpt, every, seed), ckpt, batch_size
 
 
-def _checkpoint_at(pm, task, batch_size: int, names, kinds, splits, null, checkpoint, asked: int) -> Checkpoint:
+def _checkpoint_at(pm, task, batch_size: int, *, names, kinds, splits, null, checkpoint, asked: int) -> Checkpoint:
     """This rank's checkpoint of a probe at ``batch_size``; one that ran out of memory at ``asked`` records it
     (``halved_from``), so that the same command resumes it at the smaller size after a kill."""
     rank, world = rank_world()
@@ -153,28 +153,6 @@ def _checkpoint_at(pm, task, batch_size: int, names, kinds, splits, null, checkp
     if batch_size != asked:
         identity["halved_from"] = asked
     return Checkpoint(Path(checkpoint) / f"probe_checkpoint.{rank}of{world}.safetensors", identity, "probe")
-
-
-def _halved_before(at: functools.partial, batch_size: int) -> int:
-    """The batch size to start at: the smaller one this very probe ran out of memory to, when it left a
-    checkpoint there (a rerun after a kill resumes it), else ``batch_size``."""
-    a = at.keywords
-    if a["checkpoint"] is None:
-        return batch_size
-    ckpt = _checkpoint_at(*at.args, batch_size, a["names"], a["kinds"], a["splits"], a["null"], a["checkpoint"],
-                          batch_size)
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(ckpt.path), "pt") as f:
-            old = json.loads((f.metadata() or {})["skill_lens_meta"]).get("identity", {})
-    except Exception:  # noqa: BLE001 - none, or unreadable: Checkpoint.load names the problem later
-        return batch_size
-    rest = {k: v for k, v in old.items() if k not in ("batch_size", "halved_from")}
-    size = old.get("batch_size")
-    if old.get("halved_from") == batch_size and rest == {k: v for k, v in ckpt.identity.items() if k != "batch_size"}:
-        return size
-    return batch_size
 
 
 def probe_fingerprint(pm, task, batch_size: int = 32, hook_names: Sequence[str] | None = None,
