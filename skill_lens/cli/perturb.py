@@ -30,13 +30,17 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from skill_lens.data.distributed import init_from_env, rank_world
     from skill_lens.workflow import steps
     from skill_lens.workflow.runs import Run
 
     fractions, positions = parse_fractions(args.fractions), parse_positions(args.positions)
     run_ = Run.open(args.run, **model_args(args))
+    init_from_env()  # under torchrun, each process runs a share of every row (docs/cluster.md)
     curve = steps.perturb(run_, args.method, fractions, args.controls, args.per_layer, args.std, args.split,
                           positions, args.per, args.aggregate, args.seed, args.batch_size, draws=args.draws)
+    if rank_world()[0] != 0:
+        return 0
     n = len(getattr(run_.task, args.split))
     print(f"suppression curve on {run_.meta['model']} / {run_.task.name} {args.split} ({n} examples), method "
           f"{args.method}" + (f" std {args.std} per {args.per}" if args.method == "gaussian" else "")

@@ -32,13 +32,13 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.model.fast_path import use_fast_path
-from skill_lens.model.placement import Placement, PlacementError, execution_device, materialized
+from skill_lens.model.placement import Placement, PlacementError, execution_device, materialized, model_placement
 from skill_lens.store.packaged import cache_dir, packaged_file
 from skill_lens.base.progress import quiet, say
 
 __all__ = ["ModelInfo", "describe", "fingerprint", "load_model", "model_class", "random_init_copy", "tokenizer_adds_bos",
            "Family", "OFFLINE_MODELS", "DTYPES", "parse_device", "parse_dtype", "dtype_name", "model_device",
-           "model_dtype", "placement_of"]
+           "model_dtype", "placement_of", "resources"]
 
 Family = Literal["causal", "mlm", "seq2seq"]
 
@@ -366,6 +366,19 @@ def _random_init(cls, config, dtype: torch.dtype, seed: int, placement: Placemen
     hf = dispatch_model(hf, device_map=dm, offload_dir=placement.offload_folder)
     hf.hf_device_map = dm
     return hf
+
+
+def resources(model: TransformerBridge) -> dict:
+    """Where ``model`` computes, JSON-able, as artifacts record it: the device of its inputs, the placement it was
+    loaded with, and the devices its modules use (``"disk"`` for offloaded weights). A resource changes where
+    numbers are computed, not which: a run's later steps may use others.
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> resources(tiny_model())
+    {'device': 'cpu', 'device_map': None, 'max_memory': None, 'offload_folder': None, 'memory_budget': None, 'devices': ['cpu']}
+    """
+    return {"device": str(model_device(model)), **placement_of(model).as_meta(),
+            "devices": model_placement(model)["devices"]}
 
 
 def placement_of(model: TransformerBridge) -> Placement:

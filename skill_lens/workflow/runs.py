@@ -47,7 +47,8 @@ from skill_lens.store.artifacts import ArtifactError, library_version, load_tens
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.model.input_cache import InputCache
 from skill_lens.model.loading import (DTYPES, describe, dtype_name, fingerprint, load_model, model_dtype, parse_device,
-                               parse_dtype)
+                               parse_dtype, resources)
+from skill_lens.model.placement import Placement
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.prompting.tuning import RESOURCE_FIELDS, TuneConfig, tune, with_defaults
 from skill_lens.prompting.evaluation import evaluate, hard_prompt_model, prompted
@@ -132,15 +133,25 @@ class Run:
         return cls(path, meta, model, task, _input_cache=cache)
 
     @classmethod
-    def open(cls, path, *, device=None, dtype=None) -> "Run":
+    def open(cls, path, *, device=None, dtype=None, **placement) -> "Run":
         """Open a finished run; ``run.json`` is validated field by field.
 
         Its model loads (when first needed) on ``device`` (default: CUDA when available, else the CPU) in
         ``dtype`` (default: the dtype the run was tuned in, :attr:`dtype`); both are checked here, before
         any work. Another dtype than the run's gives other weights, which :meth:`use_model` refuses.
+        ``placement`` (``device_map``, ``max_memory``, ``offload_folder``, ``memory_budget``, as
+        :func:`~skill_lens.model.loading.load_model` takes them) places it over several devices instead: a
+        resource, like the device, so any step may use another placement than tuning did (``run.json``'s
+        ``resources`` records tuning's).
         """
         path = Path(path)
-        load = {"device": parse_device(device), "dtype": None if dtype is None else parse_dtype(dtype)}
+        where = Placement.parse(**placement)
+        if where.mapped and device is not None:
+            raise ArtifactError(f"device {device} and a device map place the model two ways; pass one")
+        load = {"device": None if where.mapped else parse_device(device),
+                "dtype": None if dtype is None else parse_dtype(dtype), **where.load_kwargs()}
+        if where.memory_budget:
+            load["memory_budget"] = where.memory_budget
         if not (path / FILES["run"]).exists():
             raise ArtifactError(f"{path} is not a finished run (no run.json); run `skill-lens tune --out {path}` first.")
         return cls(path, _validated(read_json(path / FILES["run"]), path), load=load)
@@ -158,8 +169,7 @@ class Run:
     @property
     def model(self):
         if self._model is None:
-            self.use_model(load_model(self.meta["model"], device=self.load.get("device"),
-                                      dtype=self.load.get("dtype") or self.dtype))
+            self.use_model(load_model(self.meta["model"], **{**self.load, "dtype": self.load.get("dtype") or self.dtype}))
         return self._model
 
     def use_model(self, model) -> None:
@@ -383,7 +393,8 @@ def _run_meta(model, task, config: TuneConfig, task_args: dict | None, result, c
     acc = {k: None if e is None else e["accuracy"] for k, e in evals.items()}
     ci = {k: None if e is None else [e["accuracy_ci_low"], e["accuracy_ci_high"]] for k, e in evals.items()}
     return {"library_version": library_version(), "model": info.name, "model_fingerprint": fingerprint(model),
-            "dtype": dtype_name(model_dtype(model)), "family": info.family, "n_layers": info.n_layers,
+            "dtype": dtype_name(model_dtype(model)), "resources": resources(model),
+            "family": info.family, "n_layers": info.n_layers,
             "d_mlp": info.d_mlp, "d_model": info.d_model,
             "hook_names": list(info.hook_names),
             "task": {**task.describe(), "fingerprint": task.fingerprint(), "args": task_args or {}},

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from skill_lens.model.loading import resources
 from skill_lens.workflow.runs import Run
 
 __all__ = ["tune", "tune_seeds", "probe", "neurons", "seeds", "perturb", "patch", "robustness", "report", "demo",
@@ -105,6 +106,7 @@ def probe(run: Run, batch_size: int = 32, pooling: bool = False, *, permutations
     pm, task = run.prompted(), run.task
 
     def save(result) -> None:
+        result.meta["resources"] = resources(run.model)  # where it was computed (another step may differ)
         if permutations:
             result.meta["null"] = result.null_summary()
         run.save_probe_result(result)
@@ -155,8 +157,10 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
     """Suppression curve of ``run``'s top neurons (by dev predictivity) against random neurons, written to
     ``RUN/perturb_<method>.json`` and ``.csv``; resumes after a kill. ``draws`` Gaussian noise draws per
     neuron set; the gap (random minus skill accuracy) comes with a paired bootstrap 95% interval over
-    examples, draws and controls (``gap_ci_low``, ``gap_ci_high``). Returns the
+    examples, draws and controls (``gap_ci_low``, ``gap_ci_high``). Under ``torchrun`` each process runs a
+    share of every row's batches and rank 0 writes the files. Returns the
     :class:`~skill_lens.intervening.suppression.SuppressionCurve`."""
+    from skill_lens.data.distributed import rank_world
     from skill_lens.intervening.suppression import METHODS, check_fractions, suppression_curve
 
     fractions = check_fractions(fractions)
@@ -174,8 +178,9 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
                               batch_size=batch_size, checkpoint=run.path / f"{name}.checkpoint.safetensors",
                               draws=draws, bootstrap=bootstrap, input_cache=run.input_cache)
     curve.meta.update(run=str(run.path), task=task.name, split=split, aggregate=aggregate,
-                      selected_on="dev predictivity")
-    run.save_result("perturb", name, curve.to_dict(), curve.to_pandas())
+                      selected_on="dev predictivity", resources=resources(run.model))
+    if rank_world()[0] == 0:
+        run.save_result("perturb", name, curve.to_dict(), curve.to_pandas())
     return curve
 
 
