@@ -57,39 +57,24 @@ def parse_layers(spec: str | None) -> list[int] | None:
 
 
 def add_model_args(p, run: bool = True) -> None:
-    """``--device`` and ``--dtype`` of every step that runs a model (``run``: a step on a run, whose dtype
-    defaults to the one it was tuned in), and where its weights go when one device is not enough
-    (``--device-map``, ``--max-memory``, ``--offload-folder``, ``--memory-budget``); :func:`model_args` checks them."""
+    """``--device``/``--dtype`` of every step that runs a model (``run``: a step on a run, whose dtype defaults to
+    the one it was tuned in) and its placement over devices; :func:`model_args` checks them."""
     p.add_argument("--device", help="auto (default: CUDA when available, else cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: " + (
         "the run's, as tuned)" if run else "float32, also on CUDA; bfloat16 halves memory)"))
-    p.add_argument("--device-map", help="split the model over devices with accelerate: auto, balanced, sequential, "
-                                        'or a JSON object {"module": device} (GPU index, cpu or disk) or file')
-    p.add_argument("--max-memory", help="what accelerate may place on each device, e.g. 0=70GiB,1=70GiB,cpu=100GiB "
-                                        "(implies --device-map auto)")
-    p.add_argument("--offload-folder", help="directory for the weights that fit on no device (implies --device-map "
-                                            "auto)")
-    p.add_argument("--memory-budget", help="what the step may use per device, weights and batches, e.g. "
-                                           "0=75GiB,cpu=20GiB: a batch over it halves the batch size")
+    p.add_argument("--device-map", help='auto, balanced, sequential, or JSON {"module": device} (GPU, cpu, disk)')
+    p.add_argument("--max-memory", help="weights per device, e.g. 0=70GiB,cpu=100GiB; --offload-folder DIR: the rest")
+    p.add_argument("--offload-folder", help="directory for weights that fit on no device")
+    p.add_argument("--memory-budget", help="what a step may use per device, e.g. cpu=20GiB: a batch over it halves")
 
 
 def model_args(args) -> dict:
-    """The checked ``device``, ``dtype`` and placement for :func:`~skill_lens.model.loading.load_model` or ``Run.open``.
-
+    """The checked keyword arguments of :func:`~skill_lens.model.loading.load_model` or ``Run.open``.
     >>> from skill_lens.cli import build_parser
-    >>> load = model_args(build_parser().parse_args(["probe", "RUN", "--device", "cpu", "--dtype", "bf16"]))
-    >>> load["device"].type, load["dtype"].itemsize, load["device_map"]
-    ('cpu', 2, None)
     >>> model_args(build_parser().parse_args(["probe", "RUN", "--max-memory", "cpu=2GB"]))["device_map"]
     'auto'
     """
-    from skill_lens.model.loading import parse_device, parse_dtype
-    from skill_lens.model.placement import Placement, PlacementError
+    from skill_lens.model.loading import load_options
 
-    placement = Placement.parse(args.device_map, args.max_memory, args.offload_folder, args.memory_budget)
-    if placement.mapped and args.device is not None:
-        raise PlacementError(f"--device {args.device} and --device-map place the model two ways; pass one")
-    return {"device": None if placement.mapped else parse_device(args.device),
-            "dtype": None if args.dtype is None else parse_dtype(args.dtype),
-            "device_map": placement.device_map, "max_memory": placement.max_memory,
-            "offload_folder": placement.offload_folder, "memory_budget": placement.memory_budget}
+    return load_options(args.device, args.dtype, args.device_map, args.max_memory, args.offload_folder,
+                        args.memory_budget)

@@ -38,7 +38,7 @@ from skill_lens.base.progress import quiet, say
 
 __all__ = ["ModelInfo", "describe", "fingerprint", "load_model", "model_class", "random_init_copy", "tokenizer_adds_bos",
            "Family", "OFFLINE_MODELS", "DTYPES", "parse_device", "parse_dtype", "dtype_name", "model_device",
-           "model_dtype", "placement_of", "resources"]
+           "model_dtype", "placement_of", "resources", "load_options"]
 
 Family = Literal["causal", "mlm", "seq2seq"]
 
@@ -366,6 +366,27 @@ def _random_init(cls, config, dtype: torch.dtype, seed: int, placement: Placemen
     hf = dispatch_model(hf, device_map=dm, offload_dir=placement.offload_folder)
     hf.hf_device_map = dm
     return hf
+
+
+def load_options(device=None, dtype=None, device_map=None, max_memory=None, offload_folder=None,
+                 memory_budget=None) -> dict:
+    """The keyword arguments of :func:`load_model` (and ``Run.open``), checked before anything loads: a device,
+    or a placement (:class:`~skill_lens.model.placement.Placement`; a budget or a folder implies ``"auto"``).
+
+    >>> load_options(max_memory="cpu=2GB")["device_map"], load_options("cpu")["device"]
+    ('auto', device(type='cpu'))
+    >>> load_options("cpu", device_map="auto")
+    Traceback (most recent call last):
+    ...
+    skill_lens.model.placement.PlacementError: --device cpu and --device-map place the model two ways; pass one
+    """
+    where = Placement.parse(device_map, max_memory, offload_folder, memory_budget)
+    if where.mapped and device is not None:
+        raise PlacementError(f"--device {device} and --device-map place the model two ways; pass one")
+    return {"device": None if where.mapped else parse_device(device),
+            "dtype": None if dtype is None else parse_dtype(dtype), "device_map": where.device_map,
+            "max_memory": where.max_memory, "offload_folder": where.offload_folder,
+            "memory_budget": where.memory_budget}
 
 
 def resources(model: TransformerBridge) -> dict:

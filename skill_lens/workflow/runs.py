@@ -46,9 +46,8 @@ from pathlib import Path
 from skill_lens.store.artifacts import ArtifactError, library_version, load_tensors, read_json, write_json
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.model.input_cache import InputCache
-from skill_lens.model.loading import (DTYPES, describe, dtype_name, fingerprint, load_model, model_dtype, parse_device,
-                               parse_dtype, resources)
-from skill_lens.model.placement import Placement
+from skill_lens.model.loading import (DTYPES, describe, dtype_name, fingerprint, load_model, load_options,
+                                      model_dtype, resources)
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.prompting.tuning import RESOURCE_FIELDS, TuneConfig, tune, with_defaults
 from skill_lens.prompting.evaluation import evaluate, hard_prompt_model, prompted
@@ -145,13 +144,7 @@ class Run:
         ``resources`` records tuning's).
         """
         path = Path(path)
-        where = Placement.parse(**placement)
-        if where.mapped and device is not None:
-            raise ArtifactError(f"device {device} and a device map place the model two ways; pass one")
-        load = {"device": None if where.mapped else parse_device(device),
-                "dtype": None if dtype is None else parse_dtype(dtype), **where.load_kwargs()}
-        if where.memory_budget:
-            load["memory_budget"] = where.memory_budget
+        load = load_options(device, dtype, **placement)
         if not (path / FILES["run"]).exists():
             raise ArtifactError(f"{path} is not a finished run (no run.json); run `skill-lens tune --out {path}` first.")
         return cls(path, _validated(read_json(path / FILES["run"]), path), load=load)
