@@ -38,7 +38,7 @@ from skill_lens.base.progress import quiet, say
 
 __all__ = ["ModelInfo", "describe", "fingerprint", "load_model", "model_class", "random_init_copy", "tokenizer_adds_bos",
            "Family", "OFFLINE_MODELS", "DTYPES", "parse_device", "parse_dtype", "dtype_name", "model_device",
-           "model_dtype", "placement_of", "resources", "load_options"]
+           "model_dtype", "placement_of", "resources", "load_options", "model_source"]
 
 Family = Literal["causal", "mlm", "seq2seq"]
 
@@ -326,7 +326,7 @@ def load_model(
         raise PlacementError(f"--device {device} and --device-map place the model two ways; pass one (a device map "
                              'names devices itself, e.g. {"model": 0, "lm_head": 0})')
     device, dtype = None if placement.mapped else parse_device(device), parse_dtype(dtype)
-    path = _offline_dir(name) if name in OFFLINE_MODELS else name
+    path = model_source(name)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
@@ -496,6 +496,16 @@ def model_class(config):
     if any("MaskedLM" in a for a in archs) or config.model_type in ("bert", "roberta", "distilbert", "xlm-roberta"):
         return transformers.AutoModelForMaskedLM
     return transformers.AutoModelForCausalLM
+
+
+def model_source(name: str) -> str | Path:
+    """Where :func:`load_model` reads ``name`` from: the cached directory of an offline model (made on first use),
+    else ``name`` itself (a local directory or a Hub name).
+
+    >>> model_source("gpt2")
+    'gpt2'
+    """
+    return _offline_dir(name) if name in OFFLINE_MODELS else name
 
 
 def _offline_dir(name: str) -> Path:
