@@ -53,8 +53,9 @@ def init_from_env(backend: str | None = None) -> tuple[int, int]:
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if world > 1:
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        if backend == "nccl":  # the rank's first GPU (each rank's share, when a device map splits its model)
+            share = max(1, torch.cuda.device_count() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) * share)
         dist.init_process_group(backend)
     return rank, world
 

@@ -320,7 +320,7 @@ def load_model(
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    placement = Placement.parse(device_map, max_memory, offload_folder, memory_budget)
+    placement = _this_rank(Placement.parse(device_map, max_memory, offload_folder, memory_budget))
     placement.check_devices()
     if placement.mapped and device is not None and str(device) != "auto":
         raise PlacementError(f"--device {device} and --device-map place the model two ways; pass one (a device map "
@@ -350,6 +350,16 @@ def load_model(
     bridge.__dict__["_skill_lens_placement"] = placement
     say(f"skill_lens: loaded {name} ({describe(bridge).n_layers} layers) in {time.perf_counter() - t0:.1f}s")
     return bridge
+
+
+def _this_rank(placement: Placement) -> Placement:
+    """Under ``torchrun`` with several processes per machine, each places its model on its own share of the GPUs
+    (:meth:`~skill_lens.model.placement.Placement.for_rank`)."""
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if not placement.mapped or local_world <= 1 or not torch.cuda.is_available():
+        return placement
+    memory = [torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())]
+    return placement.for_rank(int(os.environ.get("LOCAL_RANK", "0")), local_world, memory)
 
 
 def _random_init(cls, config, dtype: torch.dtype, seed: int, placement: Placement) -> torch.nn.Module:

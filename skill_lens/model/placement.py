@@ -100,6 +100,34 @@ class Placement:
         """
         _check_devices(self.device_map, {**(self.max_memory or {}), **(self.memory_budget or {})})
 
+    def for_rank(self, local_rank: int, local_world: int, gpu_memory: list[int]) -> "Placement":
+        """This process's share of the machine's GPUs under ``torchrun``: with ``g = len(gpu_memory) // local_world``,
+        rank ``r`` places its model on GPUs ``r g`` to ``r g + g - 1``. GPU indices in the device map and the
+        budgets count from the rank's first GPU; a strategy without budgets gets each of its GPUs' memory
+        (``gpu_memory``, bytes per GPU), so that accelerate uses those GPUs only. One process, or fewer GPUs than
+        processes: unchanged.
+
+        >>> p = Placement.parse(device_map="auto", max_memory="0=20GiB,1=20GiB,cpu=100GiB")
+        >>> p.for_rank(1, 2, [80 * 2**30] * 4).max_memory == {2: 20 * 2**30, 3: 20 * 2**30, "cpu": 100 * 2**30}
+        True
+        >>> Placement.parse(device_map={"model.layers.0": 0, "lm_head": 1}).for_rank(1, 2, [1, 1, 1, 1]).device_map
+        {'model.layers.0': 2, 'lm_head': 3}
+        >>> Placement.parse(device_map="balanced").for_rank(0, 2, [8, 8, 8, 8]).max_memory
+        {0: 8, 1: 8}
+        """
+        g = len(gpu_memory) // max(local_world, 1)
+        if not self.mapped or local_world <= 1 or g < 1:
+            return self
+        first = local_rank * g
+        shift = lambda d: d + first if isinstance(d, int) else f"cuda:{int(d[5:] or 0) + first}" \
+            if isinstance(d, str) and d.startswith("cuda") else d  # noqa: E731
+        dm = {k: shift(v) for k, v in self.device_map.items()} if isinstance(self.device_map, dict) else self.device_map
+        given = self.max_memory or {}
+        mm = {**{first + i: given.get(i, gpu_memory[first + i]) for i in range(g)},
+              **{k: v for k, v in given.items() if not isinstance(k, int)}}
+        return Placement(dm, mm if not isinstance(dm, dict) or self.max_memory else None, self.offload_folder,
+                         {shift(k): v for k, v in self.memory_budget.items()} if self.memory_budget else None)
+
     @property
     def mapped(self) -> bool:
         """Whether accelerate places the model (a device map), rather than one ``.to(device)``."""
