@@ -62,9 +62,14 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
     without the cache.
 
     Under a ``torch.distributed`` process group (``torchrun``, see ``docs/cluster.md``) each rank
-    probes its :func:`~skill_lens.data.distributed.shard` of every split and the sums are added across
-    ranks: train first, so dev and test are thresholded at the global baseline. Every rank returns
-    the same result, equal to one process's.
+    probes its run of every split's length-sorted batches (:func:`~skill_lens.data.distributed.batch_range`)
+    and the sums are added across ranks: train first, so dev and test are thresholded at the global
+    baseline. Every rank returns the same result, equal to one process's bit for bit.
+
+    A batch that runs out of memory (CUDA's error, or over the model's ``memory_budget``) makes the probe
+    start again at half the batch size (:func:`~skill_lens.model.memory.halving`; under ``torchrun`` an
+    error naming ``--batch-size`` instead): the result, whose ``meta["batch_size"]`` says which, is that of
+    a probe started at that size, and a kill afterwards resumes there.
 
     With ``checkpoint`` (a directory, e.g. the run's), each rank saves its sums and position to
     ``probe_checkpoint.RANKofWORLD.safetensors`` there every ``checkpoint_every`` batches, and the
@@ -76,9 +81,10 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
     ``K`` fixed permutations of its labels (:func:`permutation_labels`; the same whatever the batch
     size, sharding or resume), from the same activations, and the result keeps each permutation's
     best predictivity (``null_max_dev [K]``, per layer ``null_layer_max_dev [K, L]``; test likewise).
-    See :meth:`ProbeResult.fwer_threshold`. The counts are ``[K, 1, P, d_mlp]`` per layer, float32 on
-    the activations' device and int32 in checkpoints (``4 K L P d_mlp`` bytes per split: ~300 MB for
-    K=200, 30 layers, P=8, d_mlp=1536), kept (and checkpointed) until the probe ends.
+    See :meth:`ProbeResult.fwer_threshold`. The counts are ``[K, 1, P, d_mlp]`` per layer on the
+    activations' device, in the smallest integer type that holds the split's size (``K L P d_mlp`` bytes
+    for a split of up to 255 examples: ~74 MB for K=200, 30 layers, P=8, d_mlp=1536), one split at a
+    time: a finished split keeps only its maxima.
 
     >>> import tempfile; from pathlib import Path
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
