@@ -67,7 +67,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]  # the repository; the shared data sit beside it
 
 from skill_lens.studies.specificity import half_scores, halves_task, specificity_with_ceiling
-from skill_lens.model.input_cache import InputCache
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.model.loading import load_model
 from skill_lens.probing.scores import spearman
 from skill_lens.probing.probe import probe

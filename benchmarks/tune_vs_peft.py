@@ -4,7 +4,7 @@ Same Hugging Face weights, same batches (16 Rotten Tomatoes reviews), same 8-tok
 classification loss over the label words. PEFT puts the prompt before the input, so every step runs
 forward and backward through every position. skill_lens puts it after the input of a causal model:
 before the first step it computes the training inputs' keys/values once, without autograd, in
-length-sorted batches (:meth:`skill_lens.model.input_cache.InputCache.fill`), and every step then runs only
+length-sorted batches (:meth:`skill_lens.prompting.input_cache.InputCache.fill`), and every step then runs only
 the prompt positions against them. Three things are timed alternately in one run:
 
 - ``peft``: a PEFT step;
@@ -47,7 +47,7 @@ import time
 
 import torch
 
-from skill_lens.model.input_cache import InputCache
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.model.loading import load_model
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.data.sources import load_task
@@ -94,7 +94,7 @@ def main() -> None:
 
     def ours_step(idx):
         batch = pm.encode([task.train.texts[i] for i in idx])
-        logits = pm.label_logits(batch, cache_input=True, input_cache=cache)
+        logits = pm.label_logits(batch, input_cache=cache)
         loss = torch.nn.functional.cross_entropy(logits, labels[idx])
         ours_opt.zero_grad()
         loss.backward()

@@ -8,7 +8,7 @@ import torch
 from skill_lens import steps
 from skill_lens.data.batching import length_batches, pad_fraction, token_lengths
 from skill_lens.prompting.evaluation import predict, prompted
-from skill_lens.model.input_cache import InputCache
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.probing.probe import probe
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.data.tasks import Task
@@ -44,8 +44,8 @@ def test_batched_input_pass_agrees_with_one_input_at_a_time(pm):
     filled.fill(pm, dev)  # length-sorted batches of 32, left-padded
     for idx in length_batches(pm, dev, 7):
         batch = pm.encode_split(dev, idx)
-        a = pm.label_logits(batch, cache_input=True, input_cache=filled)
-        b = pm.label_logits(batch, cache_input=True, input_cache=alone)  # misses: each input computed alone
+        a = pm.label_logits(batch, input_cache=filled)
+        b = pm.label_logits(batch, input_cache=alone)  # misses: each input computed alone
         assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a, pm.label_logits(batch), atol=1e-5)
     assert filled.misses == 0 and alone.misses == len(dev) and len(filled) == len(alone) == len(dev)
 
@@ -57,8 +57,8 @@ def test_fill_is_a_function_of_the_split_alone(pm):
     used.fill(pm, data.train)  # another split first: the dev batches are still the dev split's own
     fresh.fill(pm, data.dev), used.fill(pm, data.dev)
     batch = pm.encode_split(data.dev, list(range(len(data.dev))))
-    assert torch.equal(pm.label_logits(batch, cache_input=True, input_cache=fresh),
-                       pm.label_logits(batch, cache_input=True, input_cache=used))
+    assert torch.equal(pm.label_logits(batch, input_cache=fresh),
+                       pm.label_logits(batch, input_cache=used))
 
 
 def test_predict_restores_the_split_order(pm):

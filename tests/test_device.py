@@ -17,7 +17,8 @@ from clitools import FAST_TUNE, cli, copy_run, snapshot
 
 from skill_lens import steps
 from skill_lens.model.loading import bridge_from_hf, fingerprint, load_model, model_device, model_dtype, parse_device
-from skill_lens.prompting.prompts import PromptedModel, SoftPrompt, Verbalizer
+from skill_lens.prompting.prompted_model import PromptedModel
+from skill_lens.prompting.prompts import SoftPrompt, Verbalizer
 from skill_lens.workflow.runs import Run
 from skill_lens.model.tiny import tiny_hf, tiny_task, tiny_tokenizer
 from skill_lens.prompting.tuning import TuneConfig
@@ -78,7 +79,7 @@ def test_label_logits_in_bfloat16_follow_the_float32_model():
     ref = PromptedModel(m32, prompt, verbalizer).label_logits(PromptedModel(m32, prompt, verbalizer).encode(texts))
     pm = PromptedModel(m16, SoftPrompt(prompt.embedding), verbalizer)
     batch = pm.encode(texts)
-    plain, cached = pm.label_logits(batch), pm.label_logits(batch, cache_input=True)
+    plain, cached = pm.label_logits(batch), pm.label_logits(batch, input_cache=True)
     assert plain.dtype == torch.bfloat16 and torch.isfinite(plain).all()
     torch.testing.assert_close(plain.float(), ref.detach(), atol=0.1, rtol=0.05)
     torch.testing.assert_close(cached.float(), plain.float(), atol=0.05, rtol=0.05)

@@ -4,11 +4,11 @@ import pytest
 import torch
 from transformer_lens.hook_points import HookPoint
 
-from skill_lens.model import input_cache as kv_cache
-from skill_lens.prompting import prompts
+from skill_lens.prompting import prompted_model
 from skill_lens.model.fast_path import plain_model, reconstructing_layers
-from skill_lens.model.input_cache import InputCache
-from skill_lens.prompting.prompts import PromptedModel, SoftPrompt, Verbalizer
+from skill_lens.prompting.input_cache import InputCache
+from skill_lens.prompting.prompted_model import PromptedModel
+from skill_lens.prompting.prompts import SoftPrompt, Verbalizer
 from skill_lens.model.tiny import tiny_model, tiny_task
 
 
@@ -40,7 +40,7 @@ def test_a_cached_prompt_step_has_the_same_loss_and_gradient_either_way():
 
     def loss_and_grad(hooks):
         pm.prompt.embedding.grad = None
-        logits = pm.label_logits(batch, cache_input=True, input_cache=cache, prompt_hooks=lambda b: hooks)
+        logits = pm.with_hooks(hooks, prompt_only=True).label_logits(batch, input_cache=cache)
         loss = torch.nn.functional.cross_entropy(logits, labels)
         loss.backward()
         return loss.detach(), pm.prompt.embedding.grad.clone()
@@ -137,15 +137,14 @@ def test_the_plain_model_gives_the_bridges_logits_and_gradients(family, cached, 
 
     def loss_and_grad():
         pm.prompt.embedding.grad = None
-        logits = pm.label_logits(batch, cache_input=cached, input_cache=cache)
+        logits = pm.label_logits(batch, input_cache=cache)
         torch.nn.functional.cross_entropy(logits, labels).backward()
         return logits.detach(), pm.prompt.embedding.grad.clone()
 
     assert plain_model(model) is not None
     plain = loss_and_grad()
     with monkeypatch.context() as m:  # the bridge, as when something is hooked
-        for module in (prompts, kv_cache):
-            m.setattr(module, "plain_model", lambda model: None)
+        m.setattr(prompted_model, "plain_model", lambda model: None)  # the one place a forward picks it
         if cached:
             cache = InputCache()
         bridged = loss_and_grad()

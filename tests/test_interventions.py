@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from skill_lens.intervening.interventions import (InterventionError, Positions, constant, gaussian_noise, intervene, mean_ablate,
-                                      per_batch, random_like, scale, zero_ablate)
+                                      random_like, scale, zero_ablate)
 from skill_lens.model.loading import describe
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task
@@ -93,12 +93,12 @@ def test_input_and_predict_positions_follow_the_batch(causal_pm):
         assert torch.equal((got["after"] == 5.0).all(-1), where)
 
 
-def test_role_positions_need_a_batch_and_per_batch_provides_it(causal_pm, task):
+def test_role_positions_need_a_batch_and_with_hooks_provides_it(causal_pm, task):
     pm = causal_pm
     with pytest.raises(InterventionError, match="depend on the batch"):
         pm.label_logits(pm.encode(TEXTS), fwd_hooks=zero_ablate(pm.model, _mask(pm, 0), positions="prompt"))
     everything = _mask(pm, 0) | _mask(pm, 1)
-    hooked = per_batch(pm, lambda b: zero_ablate(pm.model, everything, positions="prompt", batch=b))
+    hooked = pm.with_hooks(lambda b: zero_ablate(pm.model, everything, positions="prompt", batch=b))
     plain = evaluate(pm, task.dev, batch_size=8)
     assert evaluate(hooked, task.dev, batch_size=8)["logit_diff"] != plain["logit_diff"]
     assert evaluate(pm, task.dev, batch_size=8) == plain  # nothing left behind

@@ -1,6 +1,6 @@
 """The package reads as its map says (CONTRIBUTING.md): one folder per stage of the method, none importing
-from a later one; no module reaches into another's private names, the CLI only parses and prints, and no
-function is too long to read in one sitting."""
+from a later one; no module reaches into another's private names, the CLI only parses and prints, no
+function is too long to read in one sitting, and one module decides how a prompted forward pass runs."""
 
 from __future__ import annotations
 
@@ -102,6 +102,28 @@ def test_library_modules_do_not_import_the_cli():
         assert "skill_lens.cli" not in path.read_text(), f"{path.name} imports the CLI"
 
 
+# The one owner of a prompted forward pass (prompted_model) and where the plain model is made (fast_path).
+FORWARD_OWNERS = ("prompting/prompted_model.py", "model/fast_path.py")
+
+
+def _forward_choices(path: Path) -> list[str]:
+    """Places that pick how a forward runs (the plain model, the base model) instead of asking
+    ``PromptedModel.label_logits``: calls of ``plain_model(...)`` or ``<x>.base_model(...)``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "attr", getattr(node.func, "id", None))
+            if name in ("plain_model", "base_model"):
+                found.append(f"line {node.lineno}: {name}(...)")
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_the_prompted_model_decides_how_a_forward_runs(path):
+    if path.relative_to(PACKAGE).as_posix() not in FORWARD_OWNERS:
+        assert _forward_choices(path) == [], "ask PromptedModel.label_logits (fwd_hooks=, pm.with_hooks) instead"
+
+
 def test_the_checks_can_fail(tmp_path):
     bad = tmp_path / "skill_lens" / "data" / "bad.py"
     bad.parent.mkdir(parents=True)
@@ -112,5 +134,7 @@ def test_the_checks_can_fail(tmp_path):
         assert _private_imports(bad) == ["skill_lens.probing.probe._stream"]
         assert _long_functions(bad) == ["f (61 lines)"]
         assert _upward_imports(bad) == ["line 1: skill_lens.probing.probe"]
+        bad.write_text("def f(model):\n    return model.original_model.base_model(input_ids=None)\n")
+        assert _forward_choices(bad) == ["line 2: base_model(...)"]
     finally:
         PACKAGE = saved

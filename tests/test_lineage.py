@@ -13,7 +13,8 @@ import pytest
 import torch
 from clitools import FAST_TUNE, cli, copy_run, snapshot
 
-from skill_lens.store.artifacts import load_tensors, save_tensors
+from skill_lens.store.artifacts import load_tensors, save_tensors, write_json
+from skill_lens.store.manifest import Folder
 from skill_lens.workflow.runs import Run, file_fingerprint
 
 FAMILIES = ("causal", "mlm", "seq2seq")
@@ -86,8 +87,9 @@ def test_a_retuned_prompt_makes_old_derived_artifacts_stale(made_run, step, tmp_
 def test_neurons_of_an_earlier_predictivity_are_refused(made_run, tmp_path):
     """The predictivity was re-made (its lineage is fine) after the neurons were selected from the old one."""
     run = copy_run(made_run("causal"), tmp_path / "run")
-    tensors, meta = load_tensors(run / "predictivity.safetensors")
-    save_tensors(run / "predictivity.safetensors", {**tensors, "dev_acc": 1 - tensors["dev_acc"]}, meta)
+    result = Run.open(run).probe_result()
+    result.dev_acc = 1 - result.dev_acc
+    Run.open(run).save_probe_result(result)  # committed through the run: its content is recorded
     assert cli("perturb", run, *USES_PREDICTIVITY["perturb"])[0] == 0  # the predictivity itself is fine
     refused(["patch", run, *USES_PREDICTIVITY["patch"][:4]], run, "neurons.safetensors was derived from another",
             f"skill-lens neurons {run}")
@@ -104,7 +106,8 @@ def test_a_model_directory_with_changed_weights_is_refused(made_run, model_dir, 
     run = copy_run(src, tmp_path / "run")
     record = json.loads((run / "run.json").read_text())
     record["model"] = str(model)
-    (run / "run.json").write_text(json.dumps(record))
+    with Folder(run).writing("edit") as tx:  # run.json edited through skill_lens: its new bytes are recorded
+        write_json(tx.path("run.json", "run"), record)
     assert cli("probe", run)[0] == 0  # the run itself is fine as long as the weights are the same
     shutil.rmtree(model)
     shutil.copytree(model_dir(family, seed=1), model)

@@ -43,7 +43,7 @@ def test_cached_input_path_is_exact_on_the_real_model(smol, rt):
     full.sum().backward()
     g = pm.prompt.embedding.grad.clone()
     pm.prompt.embedding.grad = None
-    cached = pm.label_logits(batch, cache_input=True)
+    cached = pm.label_logits(batch, input_cache=True)
     cached.sum().backward()
     torch.testing.assert_close(full, cached, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(g, pm.prompt.embedding.grad, atol=1e-4, rtol=1e-3)

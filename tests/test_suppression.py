@@ -8,8 +8,8 @@ import torch
 from skill_lens.store.artifacts import ArtifactError, load_tensors
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.intervening.suppression import SuppressionCurve, check_fractions, evaluate_with, suppression_curve
-from skill_lens.intervening.interventions import InterventionError, gaussian_noise, mean_ablate, per_batch, scale, zero_ablate
-from skill_lens.model.input_cache import InputCache
+from skill_lens.intervening.interventions import InterventionError, gaussian_noise, mean_ablate, scale, zero_ablate
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.probing.scores import select_top
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.model.tiny import FAMILIES, tiny_model, tiny_task
@@ -73,9 +73,9 @@ def test_prompt_hooks_on_cached_inputs_give_the_same_numbers(pm, task, method):
 
 
 def test_a_model_wrapped_with_input_hooks_keeps_them_under_the_curve(pm, task):
-    """A user's per_batch wrapper that changes input positions is not bypassed by the curve's input cache."""
+    """A model given hooks that change input positions keeps them under the curve's input cache."""
     everything = torch.ones(2, 64, dtype=torch.bool)
-    wrapped = per_batch(pm, lambda b: scale(pm.model, everything, 3.0, positions="input", batch=b))
+    wrapped = pm.with_hooks(lambda b: scale(pm.model, everything, 3.0, positions="input", batch=b))
     c = suppression_curve(wrapped, task, _scores(), fractions=[0, 1.0], method="zero", controls=0)
     zeroed = evaluate_with(wrapped, task.dev, lambda b: zero_ablate(pm.model, everything, positions="prompt", batch=b))
     assert c.rows[0]["logit_diff"] == pytest.approx(evaluate(wrapped, task.dev)["logit_diff"], abs=1e-5)
@@ -169,7 +169,7 @@ def test_a_checkpointed_curve_resumes_where_it_stopped(pm, task, tmp_path, monke
     monkeypatch.setattr(curves, "evaluate_with", dies_after_three)
     with pytest.raises(KeyboardInterrupt):
         suppression_curve(pm, task, _scores(), **kwargs)
-    saved = load_tensors(ckpt)[1]["state"]["rows"]
+    saved = Checkpoint(ckpt, {}).records()  # the rows done, one appended line each
     assert 0 < len(saved) < len(full.rows)
     calls.clear()
     monkeypatch.setattr(curves, "evaluate_with", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])

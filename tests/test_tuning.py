@@ -84,7 +84,8 @@ def test_checkpoint_is_a_file_kept_for_the_caller_and_run_dir_still_maps_to_one(
     with pytest.warns(DeprecationWarning, match="checkpoint="):
         b = tune(model, task, cfg, run_dir=tmp_path / "b")
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["checkpoint.safetensors",
-                                                                 "checkpoint.safetensors.json"]
+                                                                 "checkpoint.safetensors.json",
+                                                                 "checkpoint.safetensors.log"]
     assert torch.equal(a.prompt.embedding, b.prompt.embedding)
     again = tune(model, task, cfg, checkpoint=tmp_path / "b" / "checkpoint.safetensors")  # finished: resumes at 4
     assert torch.equal(again.prompt.embedding, a.prompt.embedding) and again.history == a.history
@@ -163,7 +164,7 @@ def test_kept_input_keys_values_give_the_same_tuning(family):
     """Reusing each input's keys/values across epochs changes the speed, not the result (to float noise)."""
     import dataclasses
 
-    from skill_lens.model.input_cache import InputCache
+    from skill_lens.prompting.input_cache import InputCache
 
     model, task = tiny_model(family), _skewed_task()
     kept = tune(model, task, FAST)
@@ -173,12 +174,12 @@ def test_kept_input_keys_values_give_the_same_tuning(family):
 
     pm, cache = prompted(model, task, kept.prompt), InputCache()
     batch = pm.encode(task.dev.texts[:4])
-    pm.label_logits(batch, cache_input=True, input_cache=cache)
+    pm.label_logits(batch, input_cache=cache)
     assert (len(cache), cache.misses) == (4, 4)
-    pm.label_logits(batch, [("blocks.0.mlp.hook_post", lambda a, hook: a * 0)], cache_input=True, input_cache=cache)
+    pm.label_logits(batch, [("blocks.0.mlp.hook_post", lambda a, hook: a * 0)], input_cache=cache)
     assert cache.hits == 0  # hooks on the inputs must run: the cache is not used with fwd_hooks
     full = InputCache(max_mb=0)  # no room: computed every time, still correct
-    torch.testing.assert_close(pm.label_logits(batch, cache_input=True, input_cache=full), pm.label_logits(batch),
+    torch.testing.assert_close(pm.label_logits(batch, input_cache=full), pm.label_logits(batch),
                                atol=1e-5, rtol=1e-4)
     assert len(full) == 0
 

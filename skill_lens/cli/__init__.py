@@ -1,7 +1,9 @@
 """``skill-lens``: one subcommand per module in this package, each defining ``register(subparsers)``.
 
 Each ``register`` adds a parser whose ``func`` default takes the parsed arguments.
-Errors that name their fix (``ValueError`` and subclasses) are printed without a traceback.
+Errors that name their fix (``ValueError`` and subclasses) are printed without a traceback, in one line,
+exit status 2; Ctrl-C exits with 130 and SIGTERM with 143, each in one line (a step's outputs are committed
+whole or not at all, and its checkpoint resumes).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import argparse
 import importlib
 import pkgutil
 import sys
+
+from skill_lens.base.signals import Terminated, sigterm_interrupts
 
 __all__ = ["main", "add_task_args", "task_from_args"]
 
@@ -31,10 +35,15 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ["SKILL_LENS_QUIET"] = "1"
     try:
-        result = args.func(args)
+        with sigterm_interrupts():
+            result = args.func(args)
     except (ValueError, OSError) as e:  # errors that name their fix; no traceback
         print(f"skill-lens {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: what was written is whole, the checkpoint resumes
+        how = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"skill-lens {args.command}: {how}; rerun the same command to resume", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     return int(result or 0)
 
 

@@ -29,6 +29,6 @@ def run(args) -> int:
     print(f"selected {len(ns)} of {L * N} neurons ({'per layer' if args.per_layer else 'global'}, "
           f"top {args.top}, {args.aggregate} over positions) by dev predictivity:")
     for layer, idx in sorted(ns.pairs(), key=lambda p: -ns.scores[p].item())[: args.show]:
-        print(f"  L{layer}.N{idx}  {ns.scores[layer, idx].item():.3f}")
+        print(f"  {ns.name(layer, idx)}  {ns.scores[layer, idx].item():.3f}")
     print(f"wrote {run_.file('neurons')}")
     return 0

@@ -34,7 +34,7 @@ _CHUNK = 256  # examples tokenized at a time when measuring lengths
 def token_lengths(pm, split) -> Int[Tensor, " n"]:
     """Each example's encoded length under ``pm`` (template, special tokens, prompt and truncation included).
 
-    Tokenizes only, through :meth:`~skill_lens.prompting.prompts.PromptedModel.encode_split`, so it counts exactly
+    Tokenizes only, through :meth:`~skill_lens.prompting.prompted_model.PromptedModel.encode_split`, so it counts exactly
     the positions a forward pass runs.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task

@@ -179,6 +179,7 @@ def _from_frames(frames: dict, cols: dict, class_names=None, words=None, prompt=
     tc = _column(frames["train"], cols["text"], _TEXT, "text")
     tbc = _column(frames["train"], cols["text_b"], _TEXT_B, "text_b", required=False)
     lc = _column(frames["train"], cols["label"], _LABEL, "label")
+    _check_no_leak(frames, [c for c in (tc, tbc) if c is not None], lc)
     for split, df in list(frames.items()):
         for what, c in (("text", tc), ("text_b", tbc), ("label", lc)):
             if c is not None and _column(df, c, (), what) and df[c].isna().any():
@@ -203,6 +204,22 @@ def _from_frames(frames: dict, cols: dict, class_names=None, words=None, prompt=
     splits = {s: Split(df[tc].astype(str).tolist(), [to_int[v] for v in df[lc].tolist()],
                        df[tbc].astype(str).tolist() if tbc else None) for s, df in frames.items()}
     return splits, names, words, prompt
+
+
+def _check_no_leak(frames: dict, text_columns: list[str], label_column: str) -> None:
+    """Refuse a text column that gives the answer away: the label column itself, or a column of a few values
+    that each always come with one label (a label name under another column name)."""
+    for c in text_columns:
+        if c == label_column:
+            raise TaskError(f"the text column {c!r} is the label column: the model would read the answer. Pass "
+                            "--text-column (text_column=) naming the column of input texts.")
+        pairs = {(str(t), str(y)) for df in frames.values() for t, y in zip(df[c].tolist(), df[label_column].tolist())}
+        texts, labels = {t for t, _ in pairs}, {y for _, y in pairs}
+        n = sum(len(df) for df in frames.values())
+        if len(pairs) == len(texts) and len(texts) <= 2 * len(labels) and n >= 4 * len(texts) and len(labels) > 1:
+            raise TaskError(f"the text column {c!r} gives the label away: its {len(texts)} distinct values each always "
+                            f"come with the same label in column {label_column!r}. Pass --text-column "
+                            "(text_column=) naming the column of input texts.")
 
 
 def _is_number(v) -> bool:

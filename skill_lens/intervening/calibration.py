@@ -55,7 +55,7 @@ def calibrate(pm, keep, layers: Sequence[int] | None = None, texts: Sequence[str
     One forward pass of ``texts`` as a single batch: going up, each pruned layer's hook records the
     mean over real tokens (padding excluded) and writes it over its removed neurons, so the next
     layer sees exactly the pruned model below it. Memory grows with ``len(texts)``; a hundred or so
-    examples are enough for a mean. ``pm`` is a :class:`~skill_lens.prompting.prompts.PromptedModel` on the
+    examples are enough for a mean. ``pm`` is a :class:`~skill_lens.prompting.prompted_model.PromptedModel` on the
     unpruned model with the prompt the pruned model will run. Returns float64 ``[n_layers, d_mlp]``
     (layers not in ``layers``: their plain mean), the ``baseline`` for :func:`skill_lens.intervening.pruning.prune`.
 
@@ -80,20 +80,31 @@ def calibrate(pm, keep, layers: Sequence[int] | None = None, texts: Sequence[str
     real = batch.attention_mask.bool()
     out = torch.zeros(info.shape, dtype=torch.float64)
 
-    def fix(layer: int):
-        removed = (~mask[layer]).to(real.device)
+    def fix(layer: int, seg):
+        span = slice(seg.start, seg.start + seg.width)
+        removed = (~mask[layer, span]).to(real.device)
 
         def hook(act: Tensor, hook) -> Tensor | None:
-            out[layer] = act[real].double().mean(0).cpu()  # the constants: float64 on the CPU
+            out[layer, span] = _mean(act, real, seg.experts).cpu()  # the constants: float64 on the CPU
             if layer not in layers:
                 return None
             act = act.clone()
-            act[..., removed] = out[layer][removed.cpu()].to(act.device, act.dtype)
+            act[..., removed] = out[layer, span][removed.cpu()].to(act.device, act.dtype)
             return act
         return hook
 
-    pm.label_logits(batch, fwd_hooks=[(h, fix(l)) for l, h in enumerate(info.hook_names)])
+    pm.label_logits(batch, fwd_hooks=[(seg.hook, fix(l, seg)) for l, f in enumerate(info.layers) for seg in f.segments])
     return out
+
+
+def _mean(act: Tensor, real: Tensor, experts: int) -> Tensor:
+    """Mean activation over the real tokens; for routed experts, each expert's over the tokens routed to it
+    (where it runs, and where a constant in its place acts: elsewhere the expert does not run)."""
+    if not experts:
+        return act[real].double().mean(0)
+    acts = act[real].double().unflatten(-1, (experts, -1))  # [tokens, E, width]
+    routed = (acts != 0).any(-1, keepdim=True)
+    return ((acts * routed).sum(0) / routed.sum(0).clamp(min=1)).flatten()
 
 
 @torch.no_grad()
@@ -119,9 +130,10 @@ def massive_neurons(pm, texts: Sequence[str], ratio: float = 20.0,
         raise PruningError("massive_neurons needs texts (e.g. task.train.texts[:64]) to look at.")
     batch = pm.encode(list(texts), list(texts_b) if texts_b is not None else None)
     real = batch.attention_mask.bool()[..., None]
-    hooks, got = capture_hooks(info.hook_names, select=lambda act, name: (act.abs() * real).amax((0, 1)).float())
+    names = [seg.hook for layer in info.layers for seg in layer.segments]
+    hooks, got = capture_hooks(names, select=lambda act, name: (act.abs() * real).amax((0, 1)).float())
     pm.label_logits(batch, fwd_hooks=hooks)
-    peak = torch.stack([got[h] for h in info.hook_names]).cpu()
+    peak = torch.stack([torch.cat([got[seg.hook] for seg in layer.segments]) for layer in info.layers]).cpu()
     return peak > ratio * peak.median(1, keepdim=True).values
 
 

@@ -1,16 +1,20 @@
 """Interventions on FFN neurons as hooks: noise, zero, mean, constant and scale, plus random controls.
 
 Every factory returns a list of ``(hook_name, fn)`` pairs with ``fn(act, hook)`` on the FFN
-activation hooks ``describe(model).hook_names[l]`` (``[batch, seq, d_mlp]``). The pairs work with
+activation hooks ``describe(model).hook_names[l]`` (``[batch, seq, d_mlp]``; a mixture-of-experts layer's
+neurons sit at its experts' hook and its shared expert's, and an expert's neuron changes only where the
+router sends the token to that expert, as the model runs it only there). The pairs work with
 ``model.run_with_hooks(..., fwd_hooks=...)``, ``model.hooks(fwd_hooks=...)``, :func:`intervene`,
-``PromptedModel.label_logits(batch, fwd_hooks=...)`` and ``tuning.evaluate(pm, split, fwd_hooks=...)``.
+``PromptedModel.label_logits(batch, fwd_hooks=...)``, ``PromptedModel.with_hooks(...)`` and
+``evaluation.evaluate(pm, split, fwd_hooks=...)``.
 Only the chosen neurons change (an index assignment on the neuron dimension); an empty set gives no
 hooks at all, so it is exactly the identity.
 
 Where along the sequence a hook acts is a :class:`Positions`: ``"all"``, explicit indices, or a role
 read from a :class:`~skill_lens.prompting.prompts.Batch` (``"prompt"``, ``"input"``, ``"predict"``). Role
 positions differ per batch, so their hooks are built per batch: pass ``batch=...`` to a factory, or
-wrap a ``make_hooks(batch)`` function with :func:`per_batch` (``curves.evaluate_with`` does this).
+add a ``make_hooks(batch)`` function to a prompted model with ``pm.with_hooks(make_hooks)``
+(:meth:`~skill_lens.prompting.prompted_model.PromptedModel.with_hooks`; ``suppression.evaluate_with`` does this).
 Every factory defaults to ``positions="all"`` (no batch needed); ``positions``, ``batch`` and
 ``layers`` (and ``gaussian_noise``'s ``seed`` and ``per``, ``mean_ablate``'s ``per_position``) are
 keyword-only, so a call reads the same whichever factory it is.
@@ -36,12 +40,14 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from skill_lens.model.anatomy import by_segment
 from skill_lens.model.loading import describe, model_device
 from skill_lens.probing.neurons import NeuronSet
-from skill_lens.prompting.prompts import Batch, Hook
+from skill_lens.prompting.prompted_model import Batch
+from skill_lens.prompting.prompts import Hook
 
 __all__ = ["InterventionError", "Positions", "gaussian_noise", "zero_ablate", "mean_ablate", "constant", "scale",
-           "intervene", "random_like", "per_batch", "neuron_mask", "Hook"]
+           "intervene", "random_like", "neuron_mask", "Hook"]
 
 ROLES = ("all", "prompt", "input", "predict")
 PositionsLike = Union["Positions", str, Sequence[int]]
@@ -100,11 +106,11 @@ class Positions:
             return out
         if batch is None:
             raise InterventionError(f"positions {self.role!r} depend on the batch; build the hooks per batch "
-                                    "(pass batch=..., or use interventions.per_batch / curves.evaluate_with).")
+                                    "(pass batch=..., or add them with pm.with_hooks(make_hooks)).")
         if batch.input_ids.shape != (batch_size, seq):
             raise InterventionError(f"the activation is [{batch_size}, {seq}] but the hooks were built for a batch "
                                     f"of shape {list(batch.input_ids.shape)}; build hooks for this batch "
-                                    "(and do not use cache_input=True with position roles).")
+                                    "(pm.with_hooks(make_hooks, prompt_only=True) builds them for the part that runs).")
         out = torch.zeros(batch_size, seq, dtype=torch.bool, device=batch.input_ids.device)
         if self.role == "prompt":
             if batch.prompt_slice.stop - batch.prompt_slice.start == 0:
@@ -129,7 +135,7 @@ def neuron_mask(model, neurons, layers: Sequence[int] | range | None = None) -> 
     """
     info = describe(model)
     try:
-        mask = NeuronSet.coerce(neurons, info.n_layers, info.d_mlp).mask
+        mask = NeuronSet.coerce(neurons, info.n_layers, info.d_mlp, info.layout).mask
     except ValueError as e:
         raise InterventionError(f"{info.name}: {e}") from e
     if layers is not None:
@@ -146,24 +152,25 @@ def _hooks(model, neurons, positions, batch, layers, change: Callable[..., Tenso
     """One hook per layer with chosen neurons ``idx``: ``act[..., idx] = change(layer, idx, old [B,S,k], where [B,S])``
     at the selected positions."""
     mask, pos = neuron_mask(model, neurons, layers), Positions.of(positions)
-    names = describe(model).hook_names
+    info = describe(model)
     if batch is not None:
         pos.mask(batch.size, batch.input_ids.shape[1], batch)  # validate now, before any forward pass
 
-    def make(layer: int, idx: Tensor) -> Callable:
+    def make(layer: int, idx: Tensor, local: Tensor) -> Callable:  # neurons idx of the layer at local of the hook
         def hook(act: Tensor, hook) -> Tensor:
             nonlocal idx
             idx = idx.to(act.device)  # where this layer runs (a device map may put layers on several devices)
             where = pos.mask(act.shape[0], act.shape[1], batch).to(act.device)[..., None]
-            old = act[..., idx]
+            old = act[..., local]
             new = torch.where(where, change(layer, idx, old, where[..., 0]).to(act.dtype), old)
             act = act.clone() if act.requires_grad else act
-            act[..., idx] = new
+            act[..., local] = new
             return act
         return hook
 
     device = model_device(model)
-    return [(names[l], make(l, idx.to(device))) for l, idx in enumerate(_per_layer(mask)) if idx.numel()]
+    return [(seg.hook, make(l, idx[at], local)) for l, idx in enumerate(_per_layer(mask)) if idx.numel()
+            for seg, local, at in by_segment(info.layers[l].segments, idx.to(device))]
 
 
 def _per_layer(mask: Tensor) -> list[Tensor]:
@@ -290,9 +297,34 @@ def intervene(model, hooks: Sequence[Hook]) -> Iterator[object]:
     1
     >>> len(model.hook_dict["blocks.0.mlp.hook_post"].fwd_hooks)
     0
+
+    A hook that returns another shape than the activation it received is refused (TransformerLens would
+    broadcast it):
+
+    >>> bad = [("blocks.0.mlp.hook_post", lambda act, hook: act[:, :1])]
+    >>> with intervene(model, bad):
+    ...     model(torch.tensor([[1, 2, 3]]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    skill_lens.intervening.interventions.InterventionError: the hook on blocks.0.mlp.hook_post returned a tensor of shape [1, 1, 64] for an activation of shape [1, 3, 64]; ...
     """
-    with model.hooks(fwd_hooks=list(hooks), reset_hooks_end=True) as m:
+    with model.hooks(fwd_hooks=[(name, _same_shape(name, fn)) for name, fn in hooks], reset_hooks_end=True) as m:
         yield m
+
+
+def _same_shape(name, fn):
+    """``fn``, refusing a result of another shape than the activation it got (TransformerLens would broadcast
+    it silently into wrong numbers)."""
+
+    def hook(act, hook):
+        out = fn(act, hook)
+        if isinstance(out, Tensor) and isinstance(act, Tensor) and out.shape != act.shape:
+            raise InterventionError(f"the hook on {name} returned a tensor of shape {list(out.shape)} for an "
+                                    f"activation of shape {list(act.shape)}; a hook returns the activation's shape "
+                                    "(or None to keep it).")
+        return out
+
+    return hook
 
 
 def random_like(neurons, seed: int = 0, n_draws: int = 1, disjoint: bool = True) -> list:
@@ -333,43 +365,3 @@ def _like(neurons, mask: Tensor):
     if hasattr(type(neurons), "from_mask"):
         return type(neurons).from_mask(mask)
     return type(neurons)(mask)
-
-
-class _PerBatch:
-    """A ``PromptedModel`` that adds ``make_hooks(batch)`` to every forward (see :func:`per_batch`)."""
-
-    def __init__(self, pm, make_hooks: Callable[[Batch], Sequence[Hook]], prompt_only: bool = False):
-        self._pm, self._make_hooks, self._prompt_only = pm, make_hooks, prompt_only
-
-    def __getattr__(self, name):
-        return getattr(self._pm, name)
-
-    def label_logits(self, batch: Batch, fwd_hooks: Sequence[Hook] = (), cache_input: bool = False,
-                     input_cache=None, prompt_hooks: Callable[[Batch], Sequence[Hook]] | None = None) -> Tensor:
-        if self._prompt_only:  # built for the part that runs the prompt, so the input may come from the cache
-            both = lambda b: [*(prompt_hooks(b) if prompt_hooks else ()), *self._make_hooks(b)]  # noqa: E731
-            return self._pm.label_logits(batch, fwd_hooks=fwd_hooks, cache_input=cache_input or input_cache is not None,
-                                         input_cache=input_cache, prompt_hooks=both)
-        return self._pm.label_logits(batch, fwd_hooks=[*fwd_hooks, *self._make_hooks(batch)],
-                                     prompt_hooks=prompt_hooks)
-
-
-def per_batch(pm, make_hooks: Callable[[Batch], Sequence[Hook]], prompt_only: bool = False):
-    """``pm`` with hooks built per batch: use it wherever a ``PromptedModel`` goes (``tuning.evaluate``...).
-
-    ``prompt_only=True`` promises that the hooks act on prompt positions only (``positions="prompt"``);
-    on a causal model they are then built for the prompt part alone, and ``evaluate(...,
-    input_cache=...)`` runs only the prompt positions of inputs it has seen (same numbers, much faster
-    when one split is evaluated many times, as in suppression curves).
-
-    >>> from skill_lens.model.tiny import tiny_model, tiny_task
-    >>> from skill_lens.prompting.evaluation import evaluate, prompted
-    >>> from skill_lens.prompting.prompts import SoftPrompt
-    >>> model, task = tiny_model(), tiny_task()
-    >>> pm = prompted(model, task, SoftPrompt.init(model, 2))
-    >>> mask = torch.ones(2, 64, dtype=torch.bool)
-    >>> hooked = per_batch(pm, lambda b: zero_ablate(model, mask, positions="prompt", batch=b))
-    >>> evaluate(hooked, task.dev)["n"]
-    32
-    """
-    return _PerBatch(pm, make_hooks, prompt_only)

@@ -48,8 +48,10 @@ from torch import Tensor
 
 from skill_lens.probing.capture import capture_hooks
 from skill_lens.intervening.interventions import InterventionError, Positions, neuron_mask
+from skill_lens.model.anatomy import by_segment
 from skill_lens.model.loading import describe, model_device
-from skill_lens.prompting.prompts import Batch, Hook
+from skill_lens.prompting.prompted_model import Batch
+from skill_lens.prompting.prompts import Hook
 
 __all__ = ["PatchResult", "patch", "patch_hooks", "capture"]
 
@@ -110,13 +112,16 @@ def capture(pm, batch: Batch, neurons, positions="prompt") -> dict[int, list[Ten
     ([1], torch.Size([1, 4]))
     """
     mask, pos = neuron_mask(pm.model, neurons), Positions.of(positions)
-    names = describe(pm.model).hook_names
+    info = describe(pm.model)
     rows = _index(batch, pos, batch.input_ids.shape[1])
-    idx = {names[l]: row.nonzero()[:, 0].to(model_device(pm.model)) for l, row in enumerate(mask) if row.any()}
+    parts = {l: by_segment(info.layers[l].segments, row.nonzero()[:, 0].to(model_device(pm.model)))
+             for l, row in enumerate(mask) if row.any()}  # a layer's neurons by hook, in index order
+    idx = {seg.hook: local for segs in parts.values() for seg, local, _ in segs}
     hooks, got = capture_hooks(list(idx), select=lambda act, name: act[..., idx[name]])
     with torch.no_grad():
         pm.label_logits(batch, fwd_hooks=hooks)
-    return {l: [got[names[l]][r, p] for r, p in enumerate(rows)] for l, row in enumerate(mask) if row.any()}
+    joined = {l: torch.cat([got[seg.hook] for seg, _, _ in segs], -1) for l, segs in parts.items()}
+    return {l: [joined[l][r, p] for r, p in enumerate(rows)] for l in parts}
 
 
 def patch_hooks(pm, source: Batch, target: Batch, neurons, positions="prompt") -> list[Hook]:
@@ -144,21 +149,22 @@ def patch_hooks(pm, source: Batch, target: Batch, neurons, positions="prompt") -
             raise InterventionError(f"example {i}: the source has {len(s)} {pos.role} positions and the target "
                                     f"{len(t)}; they align only in equal numbers (use 'prompt' or 'predict').")
     values = capture(pm, source, mask, pos)
-    names = describe(pm.model).hook_names
+    info = describe(pm.model)
 
-    def write(layer: int, idx: Tensor):
+    def write(layer: int, local: Tensor, at: Tensor):  # the layer's neurons ``at`` (of its values), ``local`` here
         def hook(act: Tensor, hook) -> Tensor:
             if act.shape[1] != tgt_seq:
                 raise InterventionError(f"patch hooks were built for a target of {tgt_seq} tokens, "
                                         f"got {act.shape[1]}; build them for this batch.")
             act = act.clone() if act.requires_grad else act
             for r, p in enumerate(tgt_rows):
-                act[r, p[:, None], idx] = values[layer][r].to(act.dtype)
+                act[r, p[:, None], local] = values[layer][r][:, at.to(values[layer][r].device)].to(act.dtype)
             return act
         return hook
 
     device = model_device(pm.model)
-    return [(names[l], write(l, row.nonzero()[:, 0].to(device))) for l, row in enumerate(mask) if row.any()]
+    return [(seg.hook, write(l, local, at)) for l, row in enumerate(mask) if row.any()
+            for seg, local, at in by_segment(info.layers[l].segments, row.nonzero()[:, 0].to(device))]
 
 
 def patch(pm, source_text: str | Sequence[str], target_text: str | Sequence[str], neurons, positions="prompt",

@@ -10,19 +10,22 @@ input projection(s) and columns of ``W_out``, and replaces each removed neuron b
 
 so the pruned model computes exactly what the unpruned one computes when every removed neuron's
 activation is overwritten by its baseline -- at every position, input tokens included -- with
-smaller matrices. Architectures: Llama/SmolLM2 gated MLPs (``gate_proj``, ``up_proj``, ``down_proj``),
-GPT-2 ``Conv1D`` (``c_fc``, ``c_proj``, weights stored transposed), BERT/RoBERTa
-(``intermediate.dense``, ``output.dense``) and T5 encoder FFNs (``wi`` or ``wi_0``/``wi_1``, ``wo``).
-An output projection without a bias (Llama, T5) gets one.
+smaller matrices. Every FFN layout the bridge maps is pruned the same way, read from the model
+(:mod:`skill_lens.model.anatomy`; the slicing is :mod:`skill_lens.intervening.ffn_slicing`): plain and
+gated MLPs, ``Linear`` or GPT-2 ``Conv1D`` projections, with or without biases (an output projection
+without one gets one), fused gate/up matrices (Phi-3), FFNs parallel to attention (GPT-J, NeoX, Falcon,
+Phi), and mixtures of experts, which keep the same number of neurons in each expert (the experts are
+one tensor; :func:`kept_neurons` pads the others with their best neurons) and fold each expert's
+removed neurons into a per-expert output bias. A layout that cannot be pruned (a projection that is
+not a ``Linear``, a norm after each expert...) is refused in one line before any work
+(:func:`check_prunable`).
 
 Neuron indexing of a pruned model: layer ``l`` of the pruned bridge has ``len(kept[l])`` neurons and
 its neuron ``i`` is neuron ``kept[l][i]`` of the original (see :func:`pruning_info`); unpruned layers
-keep their width. ``describe(pruned).d_mlp`` still reads the config's ``intermediate_size``: the
-original width, i.e. the neuron index space of the original model, not the width of a pruned
-layer. Probing a pruned model therefore sees the kept neurons only, layer by layer, and
-``NeuronSet`` masks of the original shape do not apply to it: map indices back with
-:meth:`PruningInfo.original_index`. For T5 only the encoder blocks (``describe(model).hook_names``)
-are pruned; the decoder is untouched.
+keep their width. ``describe(pruned)`` reads each layer's width from the pruned weights
+(``describe(pruned).widths``; ``d_mlp`` is the widest), so ``NeuronSet`` masks of the original shape do
+not apply to it: map indices back with :meth:`PruningInfo.original_index`. For T5 only the encoder
+blocks (``describe(model).hook_names``) are pruned; the decoder is untouched.
 
 >>> import torch
 >>> from skill_lens.model.tiny import tiny_model
@@ -36,27 +39,29 @@ are pruned; the decoder is untouched.
 from __future__ import annotations
 
 import copy
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 from jaxtyping import Bool, Float
-from torch import Tensor, nn
+from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.store.artifacts import ArtifactError, library_version, load_tensors, read_json, save_tensors, write_json
+from skill_lens.intervening.ffn_slicing import build, ffn_keys, hf_state_dict, record, slice_layer
+from skill_lens.model.anatomy import NeuronLayout
+from skill_lens.store.kinds import LOCK, PRUNED_INFO, PRUNED_PROMPT, PRUNED_WEIGHTS, STAGING
+from skill_lens.store.manifest import Folder
 from skill_lens.model.loading import bridge_from_hf, describe, model_device, parse_device
+from skill_lens.model.record import model_record
 from skill_lens.probing.neurons import NeuronSet
+from skill_lens.probing.scores import select_top
 
 __all__ = ["PruningError", "PruningInfo", "prune", "pruning_info", "kept_neurons", "save_pruned", "load_pruned",
-           "check_pruned_out", "parameter_count"]
+           "check_pruned_out", "check_prunable", "parameter_count", "top_per_expert"]
 
-PRUNING_ATTR, _KEYS_ATTR = "_skill_lens_pruning", "_skill_lens_hf_keys"
-WEIGHTS_FILE, INFO_FILE, PROMPT_FILE = "model.safetensors", "pruning.json", "prompt.safetensors"
+WEIGHTS_FILE, INFO_FILE, PROMPT_FILE = PRUNED_WEIGHTS, PRUNED_INFO, PRUNED_PROMPT
 
 
 class PruningError(ValueError):
@@ -101,19 +106,24 @@ def pruning_info(model: TransformerBridge) -> PruningInfo | None:
     >>> pruning_info(tiny_model()) is None
     True
     """
-    return model.__dict__.get(PRUNING_ATTR)
+    return model_record(model).pruning
 
 
-def kept_neurons(keep, layers: Sequence[int], width=None, scores=None) -> dict[int, list[int]]:
+def kept_neurons(keep, layers: Sequence[int], width=None, scores=None,
+                 layout: NeuronLayout | None = None) -> dict[int, list[int]]:
     """Original indices kept in each of ``layers``: the mask's neurons, padded by ``scores`` to ``width``.
 
     ``keep`` is a ``NeuronSet`` or a bool tensor ``[n_layers, d_mlp]``; ``width`` an int for every
     layer, a sequence aligned with ``layers`` or a ``{layer: width}`` dict; padding adds the
-    highest-scoring neurons not already kept.
+    highest-scoring neurons not already kept. With the model's ``layout``, every expert of a
+    mixture-of-experts layer keeps as many neurons as the expert keeping most (padded likewise).
 
     >>> keep = torch.tensor([[True, False, False, False]])
     >>> kept_neurons(keep, [0], width=3, scores=torch.tensor([[0.9, 0.1, 0.8, 0.7]]))
     {0: [0, 2, 3]}
+    >>> from skill_lens.model.anatomy import LayerLayout
+    >>> kept_neurons(keep, [0], scores=torch.tensor([[0.9, 0.1, 0.8, 0.7]]), layout=NeuronLayout.of([LayerLayout(4, 2, 2)]))
+    {0: [0, 2]}
     """
     mask = as_mask(keep)
     L, N = mask.shape
@@ -121,6 +131,8 @@ def kept_neurons(keep, layers: Sequence[int], width=None, scores=None) -> dict[i
     out = {}
     for layer in layers:
         idx = mask[layer].nonzero()[:, 0].tolist()
+        if layout is not None and layout.layers[layer].experts:
+            idx = _per_expert(idx, layer, layout.layers[layer], scores, (L, N))
         want = widths.get(layer)
         if want is not None:
             if not 0 <= want <= N:
@@ -143,6 +155,64 @@ def kept_neurons(keep, layers: Sequence[int], width=None, scores=None) -> dict[i
     return out
 
 
+def _per_expert(idx: list[int], layer: int, lay, scores, shape) -> list[int]:
+    """``idx`` with every expert of ``lay`` padded by ``scores`` to the largest expert's count."""
+    w = lay.expert_width
+    counts = [sum(e * w <= i < (e + 1) * w for i in idx) for e in range(lay.experts)]
+    if len(set(counts)) == 1:
+        return idx
+    if scores is None:
+        raise PruningError(f"layer {layer} keeps {counts} neurons in its experts, which must keep as many each (one "
+                           "tensor); pass scores= to pad them with their best neurons, or select per expert "
+                           "(pruning.top_per_expert).")
+    s = torch.as_tensor(scores, dtype=torch.float64)
+    if s.shape != shape:
+        raise PruningError(f"scores have shape {tuple(s.shape)}, expected {shape}; pass this model's probe scores.")
+    out = list(idx)
+    for e, c in enumerate(counts):
+        row = s[layer, e * w:(e + 1) * w].clone()
+        row[[i - e * w for i in idx if e * w <= i < (e + 1) * w]] = float("-inf")
+        out += (row.topk(max(counts) - c).indices + e * w).tolist()
+    return out
+
+
+def top_per_expert(scores: Float[Tensor, "layer d_mlp"], top: float | int, layout: NeuronLayout) -> Tensor:
+    """The best ``top`` neurons of each layer (``select_top(..., per_layer=True)``); in a mixture-of-experts layer
+    of each expert and of the shared expert, so that every expert keeps as many (a count is shared out by width).
+
+    >>> from skill_lens.model.anatomy import LayerLayout
+    >>> s = torch.tensor([[0.9, 0.8, 0.1, 0.2, 0.5, 0.4]])
+    >>> top_per_expert(s, 0.5, NeuronLayout.of([LayerLayout(6, 2, 2)])).int().tolist()
+    [[1, 0, 0, 1, 1, 0]]
+    """
+    mask = select_top(scores, top, per_layer=True)
+    for l, lay in enumerate(layout.layers):
+        if not lay.experts:
+            continue
+        mask[l] = False
+        spans = [(e * lay.expert_width, lay.expert_width) for e in range(lay.experts)]
+        spans += [(lay.experts * lay.expert_width, lay.shared)] if lay.shared else []
+        for start, w in spans:
+            k = top if isinstance(top, float) and top <= 1 else max(1, round(top * w / lay.width))
+            part = select_top(scores[l:l + 1, start:start + w], k, per_layer=True)[0]
+            mask[l, start:start + w] = part
+    return mask
+
+
+def check_prunable(model: TransformerBridge, layers: Sequence[int] | None = None) -> None:
+    """Refuse, in one line, a model whose FFN in ``layers`` (default: all) cannot be pruned, naming why.
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> check_prunable(tiny_model("mixtral"), [0, 1]) is None
+    True
+    """
+    info = describe(model)
+    for l in range(info.n_layers) if layers is None else layers:
+        why = info.layers[l].unprunable if 0 <= l < info.n_layers else None
+        if why:
+            raise PruningError(f"layer {l} of {info.name} ({info.layers[l].describe()}) cannot be pruned: {why}.")
+
+
 def prune(
     model: TransformerBridge,
     keep,
@@ -158,8 +228,10 @@ def prune(
     ``baseline`` is ``[n_layers, P, d_mlp]`` (per prompt position, as :func:`skill_lens.probing.probe.probe`
     gives it; ``position`` picks one position or ``"mean"`` averages them) or ``[n_layers, d_mlp]``.
     ``layers`` defaults to all layers; the others are untouched. ``width`` pads layers with the
-    next-best neurons by ``scores``. The original model is not modified; the new bridge keeps its
-    tokenizer and records :func:`pruning_info`.
+    next-best neurons by ``scores``, and so are the experts of a mixture of experts, which keep as many
+    neurons each (:func:`kept_neurons`). A layer that cannot be pruned is refused before any work
+    (:func:`check_prunable`). The original model is not modified; the new bridge keeps its tokenizer and
+    records :func:`pruning_info`.
 
     >>> from skill_lens.model.tiny import tiny_model
     >>> model = tiny_model("gpt2")
@@ -171,7 +243,7 @@ def prune(
     if pruning_info(model) is not None:
         raise PruningError("this model is already pruned; prune the original model (neuron indices refer to it).")
     info = describe(model)
-    mask = as_mask(keep)
+    mask = as_mask(keep, layout=info.layout)
     if tuple(mask.shape) != info.shape:
         raise PruningError(f"the neuron set has shape {tuple(mask.shape)} but {info.name} has {info.shape} "
                            "(n_layers, d_mlp); select neurons from a probe of this model.")
@@ -179,23 +251,25 @@ def prune(
     bad = [l for l in layers if not 0 <= l < info.n_layers]
     if bad:
         raise PruningError(f"layers {bad} do not exist in {info.name} (layers 0..{info.n_layers - 1}).")
+    check_prunable(model, layers)
     base = _baseline(baseline, info.shape, position)
-    kept = kept_neurons(mask, layers, width, scores)
+    kept = kept_neurons(mask, layers, width, scores, info.layout)
 
     hf = model.original_model
     config = copy.deepcopy(hf.config)
     with torch.device("meta"):  # only for names and layout
         fresh = type(hf)(config)
-    state = {k: v for k, v in _clean_state_dict(hf).items() if k in fresh.state_dict()}
-    paths = _ffn_paths(fresh)
+    state = {k: v for k, v in hf_state_dict(hf).items() if k in fresh.state_dict()}
+    layout = {l: record(info.layers[l]) for l in kept}  # how each pruned FFN is laid out: rebuilt from it
     for layer, idx in kept.items():
-        _prune_state(state, paths[layer], torch.tensor(idx, dtype=torch.long), base[layer])
-    widths = {l: len(kept.get(l, range(info.d_mlp))) for l in range(info.n_layers)}
+        slice_layer(state, layout[layer], idx, base[layer])
+    widths = {l: len(kept[l]) if l in kept else info.widths[l] for l in range(info.n_layers)}
     position = position if torch.as_tensor(baseline).dim() == 3 else None  # a [L, d_mlp] baseline has no positions
-    record = PruningInfo(info.name, info.d_mlp, kept, widths, position, baseline_source,
-                         meta={"hf_class": type(hf).__name__, "library_version": library_version(),
-                               "tokenizer_adds_bos": model.__dict__.get("_skill_lens_tokenizer_adds_bos")})
-    return _assemble(type(hf), config, state, record, model.tokenizer, info.name + "+pruned", model_device(model))
+    meta = {"hf_class": type(hf).__name__, "library_version": library_version(),
+            "tokenizer_adds_bos": model_record(model).tokenizer_adds_bos,
+            "ffn": {str(l): segs for l, segs in layout.items()}}
+    info_ = PruningInfo(info.name, info.d_mlp, kept, widths, position, baseline_source, meta=meta)
+    return _assemble(type(hf), config, state, info_, model.tokenizer, info.name + "+pruned", model_device(model))
 
 
 def parameter_count(model: TransformerBridge, ffn_only: bool = False) -> int:
@@ -207,9 +281,9 @@ def parameter_count(model: TransformerBridge, ffn_only: bool = False) -> int:
     """
     hf = model.original_model
     seen, total = set(), 0
-    prefixes = tuple(p for path in _ffn_paths(hf).values() for p in (*path.ins, path.out)) if ffn_only else ("",)
-    for name, p in _clean_state_dict(hf).items():
-        if name.startswith(prefixes) and p.data_ptr() not in seen:
+    keys = ffn_keys(describe(model).layers) if ffn_only else None
+    for name, p in hf_state_dict(hf).items():
+        if (keys is None or name in keys) and p.data_ptr() not in seen:
             seen.add(p.data_ptr())
             total += p.numel()
     return total
@@ -227,8 +301,8 @@ def save_pruned(model: TransformerBridge, path, prompt=None) -> Path:
     >>> from skill_lens.model.tiny import tiny_model
     >>> keep = torch.zeros(2, 64, dtype=torch.bool); keep[:, :8] = True
     >>> d = save_pruned(prune(tiny_model("mlm"), keep, torch.zeros(2, 64)), tempfile.mkdtemp() + "/p")
-    >>> sorted(p.name for p in d.iterdir())[:3]
-    ['config.json', 'model.safetensors', 'model.safetensors.json']
+    >>> sorted(p.name for p in d.iterdir() if not p.name.startswith("."))[:4]
+    ['config.json', 'manifest.json', 'model.safetensors', 'model.safetensors.json']
     """
     record = pruning_info(model)
     if record is None:
@@ -236,37 +310,37 @@ def save_pruned(model: TransformerBridge, path, prompt=None) -> Path:
     path = check_pruned_out(path)
     hf = model.original_model
     state, seen = {}, set()
-    keys = model.__dict__[_KEYS_ATTR]  # the HF model's own tensors, not the bridge's additions
-    for name, t in _clean_state_dict(hf).items():  # tied tensors once; load_pruned re-ties them
+    keys = model_record(model).hf_keys  # the HF model's own tensors, not the bridge's additions
+    for name, t in hf_state_dict(hf).items():  # tied tensors once; load_pruned re-ties them
         if name in keys and t.data_ptr() not in seen:
             seen.add(t.data_ptr())
             state[name] = t
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        save_tensors(tmp / WEIGHTS_FILE, state, {"model": record.base_model + "+pruned"})
-        hf.config.save_pretrained(tmp)
+    with Folder(path).writing("prune") as tx:  # committed whole; a user's own files in the folder are kept
+        legacy = not tx.folder.has_manifest() and (path / INFO_FILE).exists()
+        for rel in tx.folder.manifest() or ([PROMPT_FILE, PROMPT_FILE + ".json"] if legacy else []):
+            tx.remove(rel, ours=legacy)  # the old model's files this one does not write again
+        save_tensors(_staged(tx, WEIGHTS_FILE), state, {"model": record.base_model + "+pruned"})
+        tree = tx.stage_tree("", "pruned")
+        hf.config.save_pretrained(tree)
         if model.tokenizer is not None:
-            model.tokenizer.save_pretrained(tmp)
-        write_json(tmp / INFO_FILE, {**record.as_json(), "name": describe(model).name})
+            model.tokenizer.save_pretrained(tree)
+        write_json(tx.path(INFO_FILE, "pruned"), {**record.as_json(), "name": describe(model).name})
         if prompt is not None:
-            prompt.save(tmp / PROMPT_FILE, **describe(model).as_meta())
-        old = path.with_name(path.name + f".old{os.getpid()}")
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            prompt.save(_staged(tx, PROMPT_FILE), **describe(model).as_meta())
     return path
+
+
+def _staged(tx, name: str) -> Path:
+    """Stage a safetensors file and its JSON sidecar; return where to write it."""
+    tx.path(name + ".json", "pruned")
+    return tx.path(name, "pruned")
 
 
 def check_pruned_out(path) -> Path:
     """``path`` as a place to save a pruned model: new, an empty directory, or a pruned model we wrote.
 
-    Anything else (a file, a run directory, a folder of other files) is refused untouched: saving
-    replaces the directory as a whole.
+    Anything else (a file, a run directory, a folder of other files) is refused untouched. Saving replaces
+    only the files its manifest lists (what an earlier save wrote): a file the user added is kept.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -281,8 +355,9 @@ def check_pruned_out(path) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ArtifactError(f"{path} is a file, not a directory; choose a new --out directory for the pruned model.")
-    if path.is_dir() and not (path / INFO_FILE).exists() and any(path.iterdir()):
-        names = sorted(p.name for p in path.iterdir())
+    ours = Folder(path).entry(INFO_FILE) is not None or (path / INFO_FILE).exists()
+    names = sorted(p.name for p in path.iterdir() if p.name not in (LOCK, STAGING)) if path.is_dir() else []
+    if names and not ours:
         raise ArtifactError(f"{path} holds files that are not a pruned model ({', '.join(names[:3])}"
                             f"{' ...' if len(names) > 3 else ''}); saving would replace them. Choose a new --out "
                             "directory.")
@@ -317,7 +392,11 @@ def load_pruned(path, device: str | None = None, *, with_prompt: bool = False):
     if with_prompt and not (path / PROMPT_FILE).exists():
         raise ArtifactError(f"{path} holds no {PROMPT_FILE}: the model was saved without a prompt; save it with "
                             "save_pruned(model, path, prompt=...) or load it with with_prompt=False.")
-    model = _load_model(path, parse_device(device))
+    folder = Folder(path)
+    with folder.reading():
+        for name in [WEIGHTS_FILE, INFO_FILE, "config.json"] + [PROMPT_FILE] * with_prompt:
+            folder.verify(name, f"save the pruned model again (save_pruned, or skill-lens prune RUN --out {path})")
+        model = _load_model(path, parse_device(device))
     if not with_prompt:
         return model
     from skill_lens.prompting.prompts import SoftPrompt
@@ -344,24 +423,17 @@ def _load_model(path: Path, device: str) -> TransformerBridge:
 
 
 # ----------------------------------------------------------------------------- internals
-@dataclass(frozen=True)
-class _FFN:
-    """State-dict names (without ``.weight``) of one FFN: input projections, output projection."""
-
-    ins: tuple[str, ...]
-    out: str
-    conv1d: bool  # GPT-2 Conv1D: weight [in, out], i.e. transposed
-
-
-def as_mask(keep, n_layers: int | None = None, d_mlp: int | None = None) -> Bool[Tensor, "layer d_mlp"]:
+def as_mask(keep, n_layers: int | None = None, d_mlp: int | None = None,
+            layout: NeuronLayout | None = None) -> Bool[Tensor, "layer d_mlp"]:
     """The bool mask ``[n_layers, d_mlp]`` of ``keep``: anything :meth:`NeuronSet.coerce` accepts (a
-    ``NeuronSet``, a bool mask; pairs and labels with ``n_layers`` and ``d_mlp``), else a :class:`PruningError`.
+    ``NeuronSet``, a bool mask; pairs and labels with ``n_layers``, ``d_mlp`` and, for experts, ``layout``),
+    else a :class:`PruningError`.
 
     >>> as_mask(["L1.N0"], 2, 3).tolist()
     [[False, False, False], [True, False, False]]
     """
     try:
-        return NeuronSet.coerce(keep, n_layers, d_mlp).mask
+        return NeuronSet.coerce(keep, n_layers, d_mlp, layout).mask
     except ValueError as e:
         raise PruningError(f"cannot prune to these neurons: {e}") from e
 
@@ -394,104 +466,20 @@ def _baseline(baseline, shape: tuple[int, int], position) -> Float[Tensor, "laye
                        f"with (n_layers, d_mlp) = {shape}. Use ProbeResult.baseline from a probe of this model.")
 
 
-def _clean_state_dict(hf: nn.Module) -> dict[str, Tensor]:
-    """The HF state dict of a (bridged) model under plain HF names; the bridge's aliases are dropped."""
-    raw = hf.state_dict(keep_vars=True)
-    clean = {}
-    for k, v in raw.items():
-        if "._original_component" in k or "_original_component." in k:
-            clean[k.replace("._original_component", "").replace("_original_component.", "")] = v.detach()
-    for k, v in raw.items():  # modules the bridge did not wrap
-        clean.setdefault(k, v.detach())
-    return clean
+def _layouts(info: PruningInfo, cls, config, tokenizer, dtype) -> dict[int, list[dict]]:
+    """Each pruned layer's FFN layout (:func:`~skill_lens.intervening.ffn_slicing.record`): as recorded, or, for a
+    model saved before layouts were recorded, read from a freshly built unpruned model."""
+    if "ffn" in info.meta:
+        return {int(l): segs for l, segs in info.meta["ffn"].items()}
+    full = describe(bridge_from_hf(build(cls, config, {}, {}, dtype), tokenizer, name="layout", device="cpu"))
+    return {l: record(full.layers[l]) for l in info.kept}
 
 
-def _ffn_paths(hf: nn.Module) -> dict[int, _FFN]:
-    """FFN state-dict prefixes of every probed layer (T5: encoder blocks)."""
-    base = hf.base_model
-    for attr in ("encoder.block", "layers", "h", "encoder.layer"):
-        try:
-            blocks = base.get_submodule(attr)
-        except AttributeError:
-            continue
-        break
-    else:
-        raise PruningError(f"cannot find the layers of {type(hf).__name__}; pruning supports Llama, GPT-2, "
-                           "BERT/RoBERTa and T5 layouts.")
-    prefix = next(n for n, m in hf.named_modules() if m is blocks)
-    plain = {n.replace("._original_component", "").replace("_original_component.", "")
-             for n, _ in hf.named_modules()}
-    layouts = [(("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj"), (("mlp.c_fc",), "mlp.c_proj"),
-               (("intermediate.dense",), "output.dense"), (("DenseReluDense.wi_0", "DenseReluDense.wi_1"),
-               "DenseReluDense.wo"), (("DenseReluDense.wi",), "DenseReluDense.wo")]
-    out = {}
-    for l, block in enumerate(blocks):
-        p = f"{prefix}.{l}."
-        if hasattr(block, "layer"):  # T5: the feed-forward sub-layer is the last one
-            p += f"layer.{len(block.layer) - 1}."
-        for ins, o in layouts:
-            if all(p + m in plain for m in (*ins, o)):
-                out[l] = _FFN(tuple(p + m for m in ins), p + o, conv1d=o.endswith("c_proj"))
-                break
-        else:
-            raise PruningError(f"layer {l} of {type(hf).__name__} has no known FFN layout; cannot prune it.")
-    return out
-
-
-def _prune_state(state: dict, ffn: _FFN, idx: Tensor, base: Tensor) -> None:
-    """Slice one FFN's tensors in ``state`` to neurons ``idx``; fold the others' baselines into the bias."""
-    for name in ffn.ins:
-        w = state[name + ".weight"]
-        state[name + ".weight"] = w[:, idx] if ffn.conv1d else w[idx]
-        if name + ".bias" in state:
-            state[name + ".bias"] = state[name + ".bias"][idx]
-    w = state[ffn.out + ".weight"]
-    idx = idx.to(w.device)
-    removed = torch.ones(w.shape[0] if ffn.conv1d else w.shape[1], dtype=torch.bool, device=w.device)
-    removed[idx] = False
-    w_rm = w.double()[removed] if ffn.conv1d else w.double()[:, removed].T  # [n_removed, d_model]
-    folded = base.to(w.device)[removed] @ w_rm  # folded in float64 on the weights' device
-    bias = state.get(ffn.out + ".bias")
-    bias = folded if bias is None else bias.double() + folded
-    state[ffn.out + ".weight"] = w[idx] if ffn.conv1d else w[:, idx]
-    state[ffn.out + ".bias"] = bias.to(w.dtype)
-
-
-def _build(cls, config, widths: Mapping[int, int], dtype) -> nn.Module:
-    """A fresh HF model of ``cls``; layers in ``widths`` shrunk to that width, with biased output projections."""
-    from transformers.initialization import no_init_weights
-
-    with no_init_weights():  # every tensor is loaded afterwards
-        build = getattr(cls, "_from_config", None) or cls.from_config  # a concrete class, or an Auto class
-        hf = build(config, dtype=dtype)  # float32 buffers (rotary inv_freq) stay float32
-        for layer, ffn in _ffn_paths(hf).items():
-            if layer not in widths:
-                continue
-            k = widths[layer]
-            for name in ffn.ins:
-                old = hf.get_submodule(name)
-                new = _conv1d(k, old.weight.shape[0]) if ffn.conv1d else nn.Linear(old.in_features, k,
-                                                                                    bias=old.bias is not None)
-                hf.set_submodule(name, new.to(dtype))
-            old = hf.get_submodule(ffn.out)
-            d_model = old.weight.shape[1] if ffn.conv1d else old.out_features
-            new = _conv1d(d_model, k) if ffn.conv1d else nn.Linear(k, d_model, bias=True)
-            hf.set_submodule(ffn.out, new.to(dtype))
-    return hf
-
-
-def _conv1d(nf: int, nx: int) -> nn.Module:
-    from transformers.pytorch_utils import Conv1D
-
-    return Conv1D(nf, nx)
-
-
-def _assemble(cls, config, state: dict, record: PruningInfo, tokenizer, name: str, device: str = "cpu"):
-    """Build the shrunk architecture, load ``state`` into it, wrap it in a bridge carrying ``record``."""
+def _assemble(cls, config, state: dict, info: PruningInfo, tokenizer, name: str, device: str = "cpu"):
+    """Build the shrunk architecture, load ``state`` into it, wrap it in a bridge carrying ``info``."""
     dtype = next(iter(state.values())).dtype
-    pruned_layers = {l: w for l, w in record.widths.items() if l in record.kept}
-    config.skill_lens_pruning = {"d_mlp": record.d_mlp, "widths": {str(k): v for k, v in record.widths.items()}}
-    hf = _build(cls, config, pruned_layers, dtype)
+    config.skill_lens_pruning = {"d_mlp": info.d_mlp, "widths": {str(k): v for k, v in info.widths.items()}}
+    hf = build(cls, config, _layouts(info, cls, config, tokenizer, dtype), info.kept, dtype)
     hf.tie_weights()
     target = hf.state_dict()
     extra = [k for k in state if k not in target]
@@ -503,7 +491,7 @@ def _assemble(cls, config, state: dict, record: PruningInfo, tokenizer, name: st
         raise ArtifactError(f"the weights do not match the {cls.__name__} architecture (missing "
                             f"{sorted(missing)[:3]}, unexpected {extra[:3]}); resave the pruned model.")
     bridge = bridge_from_hf(hf, tokenizer, name=name, device=device,
-                            adds_bos=record.meta.get("tokenizer_adds_bos"))  # the saved tokenizer always adds BOS
-    bridge.__dict__[PRUNING_ATTR] = record
-    bridge.__dict__[_KEYS_ATTR] = frozenset(target)
+                            adds_bos=info.meta.get("tokenizer_adds_bos"))  # the saved tokenizer always adds BOS
+    kept = model_record(bridge)
+    kept.pruning, kept.hf_keys = info, frozenset(target)
     return bridge

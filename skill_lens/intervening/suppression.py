@@ -41,15 +41,16 @@ from skill_lens.data.distributed import rank_world
 from skill_lens.model.memory import halved_start, halving
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.prompting.evaluation import check_labels, check_split, evaluate, predict, score_logits
-from skill_lens.intervening.interventions import (InterventionError, Positions, gaussian_noise, mean_ablate, per_batch,
+from skill_lens.intervening.interventions import (InterventionError, Positions, gaussian_noise, mean_ablate,
                                       random_like, zero_ablate)
-from skill_lens.model.input_cache import InputCache
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.model.loading import describe
 from skill_lens.probing.neurons import NeuronSet
 from skill_lens.probing.scores import select_top
 from skill_lens.base.progress import say
 from skill_lens.base.stats import paired_bootstrap_gap
-from skill_lens.prompting.prompts import Batch, Hook
+from skill_lens.prompting.prompted_model import Batch
+from skill_lens.prompting.prompts import Hook
 
 __all__ = ["SuppressionCurve", "suppression_curve", "evaluate_with", "check_fractions", "METHODS"]
 
@@ -60,13 +61,14 @@ DEFAULT_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1)
 def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batch_size: int = 32,
                   input_cache: InputCache | None = None, per_example: bool = False, *, sharded: bool = False,
                   skipped: Callable[[Batch], None] | None = None) -> dict:
-    """:func:`skill_lens.prompting.tuning.evaluate` with hooks built per batch by ``make_hooks(batch)``.
+    """:func:`skill_lens.prompting.evaluation.evaluate` of ``pm.with_hooks(make_hooks)``: hooks built per batch.
 
     With ``per_example`` the result also holds ``correct``: each example's correctness (a bool
     tensor ``[n]``), as the bootstrap intervals of :meth:`SuppressionCurve.summary` need.
 
-    With an ``input_cache`` (causal models), the hooks must act on prompt positions only: they are
-    built for the prompt part of each batch, and inputs seen before run only their prompt positions.
+    With an ``input_cache`` (causal models), the hooks must act on prompt positions only
+    (``prompt_only=True``): they are built for the prompt part of each batch, and inputs seen before run
+    only their prompt positions.
 
     ``sharded`` and ``skipped`` (with ``per_example``): each rank of a ``torch.distributed`` job runs its share of
     the batches, every rank gets every example's result (:func:`~skill_lens.prompting.evaluation.predict`).
@@ -79,7 +81,7 @@ def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batc
     >>> evaluate_with(hard_prompt_model(model, task), task.dev, lambda batch: [], per_example=True)["correct"].shape
     torch.Size([32])
     """
-    hooked = per_batch(pm, make_hooks, prompt_only=input_cache is not None)
+    hooked = pm.with_hooks(make_hooks, prompt_only=input_cache is not None)
     if not per_example:
         return evaluate(hooked, split, batch_size, input_cache=input_cache)
     check_split(split, "evaluation")
@@ -212,7 +214,7 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
     file is removed when the curve is complete. A checkpoint of other arguments is an error.
 
     With ``positions="prompt"`` on a causal model the split's inputs are computed once
-    (:mod:`skill_lens.model.input_cache`) and every row runs only the prompt positions; pass ``input_cache``
+    (:mod:`skill_lens.prompting.input_cache`) and every row runs only the prompt positions; pass ``input_cache``
     (e.g. ``run.input_cache``) to reuse inputs an earlier pass already computed.
 
     ``method="gaussian"`` adds noise of ``std`` (``per`` token or example); ``"mean"`` needs
@@ -290,10 +292,10 @@ def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_
                 index: dict, role: str) -> list[dict]:
     """The curve's rows: each ``(fraction, set, draw, mask)`` of ``sets`` evaluated ``draws`` times (noise
     draw ``k`` seeded apart from draw 0's key), resuming from and saving to ``ckpt`` if given."""
-    saved = ckpt.load() if ckpt is not None else None
-    done = {_row_key(r): r for r in saved[1]["rows"]} if saved is not None else {}
-    # Prompt-position hooks leave a causal input's keys/values alone: compute them once (label_logits
-    # decides where a cache applies; other families run as before).
+    saved = ckpt.load() if ckpt is not None else None  # rows: appended one by one (older checkpoints: saved)
+    done = {_row_key(r): r for r in (saved[1]["rows"] if saved is not None else []) + (ckpt.records() if ckpt else [])}
+    # Prompt-position hooks leave a causal input's keys/values alone: compute them once (the prompted
+    # model decides where a cache applies; other families run as before).
     cache = (input_cache if input_cache is not None else InputCache()) if role == "prompt" else None
     clean = None
     rows = []
@@ -317,7 +319,7 @@ def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_
             say(f"suppression {method} f={f:g} {name}{draw if name == 'random' else ''}"
                 f"{f' noise{k}' if draws > 1 else ''}: acc {res['accuracy']:.3f} ld {res['logit_diff']:.3f}")
             if ckpt is not None and rank_world()[0] == 0:  # every rank holds the same rows
-                ckpt.save({}, {"rows": rows})
+                ckpt.append(rows[-1])
     return rows
 
 

@@ -56,6 +56,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from skill_lens.model.record import model_record
+
 __all__ = ["NAME", "sdpa", "use_fast_path", "plain_model", "reconstructing_layers"]
 
 NAME = "skill_lens_sdpa"  # the attention implementation registered with transformers
@@ -152,8 +154,9 @@ def plain_model(bridge) -> torch.nn.Module | None:
     and MLPs call theirs), which is every component of the Llama and GPT-2 families.
 
     ``None`` while a hook point or a bridge component carries a hook, or in compatibility mode: then
-    only the bridge computes what the caller asked for. The plain model is kept with the bridge and
-    rebuilt when a module inside it was replaced; its copies follow the bridge's train/eval mode.
+    only the bridge computes what the caller asked for. The plain model is kept in the bridge's record
+    (:func:`~skill_lens.model.record.model_record`) and rebuilt when a module inside it was replaced; its
+    copies follow the bridge's train/eval mode.
 
     >>> import torch
     >>> from skill_lens.model.tiny import tiny_model
@@ -168,10 +171,9 @@ def plain_model(bridge) -> torch.nn.Module | None:
     ...     plain_model(model) is None
     True
     """
-    kept = bridge.__dict__.get("_skill_lens_plain")
+    kept = model_record(bridge).plain
     if kept is None or not kept.current():
-        kept = _Plain(bridge.original_model)
-        object.__setattr__(bridge, "_skill_lens_plain", kept)  # the bridge forwards attribute writes
+        kept = model_record(bridge).plain = _Plain(bridge.original_model)
     return None if kept.hooked() else kept.model
 
 

@@ -1,7 +1,7 @@
 """Models: load a pretrained transformer into a TransformerLens ``TransformerBridge``.
 
 Three families matter for skill neurons, because they decide where the soft
-prompt goes (see :mod:`skill_lens.prompting.prompts`):
+prompt goes (see :mod:`skill_lens.prompting.prompted_model`):
 
 * ``causal``  decoders (GPT-2, Llama, SmolLM2): prompt after the input;
 * ``mlm``     masked-LM encoders (RoBERTa, BERT): ``<mask>`` slot, prompt, input;
@@ -11,6 +11,8 @@ prompt goes (see :mod:`skill_lens.prompting.prompts`):
 >>> info = describe(tiny_model("causal"))
 >>> info.family, info.n_layers, info.d_mlp, info.hook_names[0]
 ('causal', 2, 64, 'blocks.0.mlp.hook_post')
+>>> describe(tiny_model("mixtral")).layers[0].describe()  # read from the model: see skill_lens.model.anatomy
+'gated MoE 4 experts x 24'
 
 Device and dtype: :func:`load_model` puts a model on a device (default CUDA when available, else the
 CPU) in a dtype (default float32). The rest of skill_lens follows the model (:func:`model_device`,
@@ -31,8 +33,12 @@ from typing import Literal
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from skill_lens.model.anatomy import LayerFFN, NeuronLayout, Segment, ffn_layers, ffn_stack
+from skill_lens.model.experts import attach
 from skill_lens.model.fast_path import use_fast_path
 from skill_lens.model.placement import Placement, PlacementError, execution_device, materialized, model_placement
+from skill_lens.store.artifacts import check_safetensors
+from skill_lens.model.record import model_record
 from skill_lens.store.packaged import cache_dir, packaged_file
 from skill_lens.base.progress import quiet, say
 
@@ -56,9 +62,12 @@ OFFLINE_MODELS = {
 class ModelInfo:
     """What skill_lens needs to know about a loaded model.
 
-    ``hook_names`` are the FFN activation hooks (after the nonlinearity) that are
-    probed by default, one per layer: ``blocks.{l}.mlp.hook_post``, or for T5
-    ``encoder_blocks.{l}.mlp.hook_post`` (``decoder_hook_names`` for the decoder).
+    ``hook_names`` are the FFN activation hooks (after the nonlinearity) that are probed by default, one per
+    layer: ``blocks.{l}.mlp.hook_post``, for T5 ``encoder_blocks.{l}.mlp.hook_post`` (``decoder_hook_names``
+    for the decoder), for a mixture of experts ``blocks.{l}.mlp.hook_experts_post`` (its shared expert's
+    neurons come from a second hook: ``layers[l].segments``). ``layers`` is each layer's FFN as read from the
+    model (:class:`~skill_lens.model.anatomy.LayerFFN`: width, gated, fused, parallel, experts, projections);
+    ``d_mlp`` is the widest layer's width, the size of the neuron axis of every ``[n_layers, d_mlp]`` tensor.
     """
 
     name: str
@@ -69,55 +78,78 @@ class ModelInfo:
     n_ctx: int
     hook_names: tuple[str, ...]
     decoder_hook_names: tuple[str, ...] = ()
+    layers: tuple[LayerFFN, ...] = ()
+    decoder_layers: tuple[LayerFFN, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
         """``(n_layers, d_mlp)``: the shape of a neuron mask."""
         return (self.n_layers, self.d_mlp)
 
+    @property
+    def layout(self) -> NeuronLayout:
+        """How each layer's neurons are named (experts, shared expert): see :mod:`skill_lens.model.anatomy`."""
+        return NeuronLayout.of([layer.layout for layer in self.layers])
+
+    def segments(self, hook_name: str) -> tuple[Segment, ...]:
+        """The hooks holding the neurons of the layer whose FFN hook is ``hook_name`` (one for a dense FFN; an
+        MoE layer's routed experts, then its shared expert).
+
+        >>> from skill_lens.model.tiny import tiny_model
+        >>> [(s.hook, s.start, s.width) for s in describe(tiny_model("qwen2_moe")).segments("blocks.1.mlp.hook_experts_post")]
+        [('blocks.1.mlp.hook_experts_post', 0, 96), ('blocks.1.mlp.hook_shared_post', 96, 40)]
+        """
+        for layer in (*self.layers, *self.decoder_layers):
+            if layer.segments[0].hook == hook_name:
+                return layer.segments
+        raise ValueError(f"{hook_name!r} is not an FFN hook of {self.name}; valid: "
+                         f"{', '.join((*self.hook_names, *self.decoder_hook_names))}")
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Each layer's FFN width (they differ after pruning, or with dense layers among experts)."""
+        return tuple(layer.width for layer in self.layers)
+
     def as_meta(self) -> dict:
-        return {"model": self.name, "family": self.family, "n_layers": self.n_layers, "d_mlp": self.d_mlp,
+        meta = {"model": self.name, "family": self.family, "n_layers": self.n_layers, "d_mlp": self.d_mlp,
                 "d_model": self.d_model}
+        if self.layout.moe or len(set(self.widths)) > 1:  # dense models of one width: as before
+            meta["layout"] = self.layout.as_json()
+        return meta
 
 
 def describe(model: TransformerBridge) -> ModelInfo:
-    """Family, FFN hook names, ``n_layers``, ``d_model`` and ``d_mlp`` of a bridge (cached on it)."""
-    cached = model.__dict__.get("_skill_lens_info")
+    """Family, FFN hook names, ``n_layers``, ``d_model``, ``d_mlp`` and each layer's FFN of a bridge (cached).
+
+    Every width is read from the model itself (the input size of each FFN's output projection), never from
+    config names; a model without transformer FFNs (Mamba, RWKV) is refused in one line.
+    """
+    cached = model_record(model).info
     if cached is not None:
         return cached
     hf = model.original_model
     config = hf.config
     if getattr(config, "is_encoder_decoder", False):
         family: Family = "seq2seq"
-        prefix, dec_prefix = "encoder_blocks", "decoder_blocks"
     elif any("MaskedLM" in a for a in (config.architectures or [type(hf).__name__])):
-        family, prefix, dec_prefix = "mlm", "blocks", None
+        family = "mlm"
     else:
-        family, prefix, dec_prefix = "causal", "blocks", None
-
-    def stack(pre: str | None) -> tuple[str, ...]:
-        if pre is None:
-            return ()
-        names, layer = [], 0
-        while f"{pre}.{layer}.mlp.hook_post" in model.hook_dict:
-            names.append(f"{pre}.{layer}.mlp.hook_post")
-            layer += 1
-        return tuple(names)
-
-    hooks = stack(prefix)
-    if not hooks:
-        raise ValueError(f"{type(hf).__name__} exposes no '{prefix}.L.mlp.hook_post' hooks; skill_lens cannot probe it.")
+        family = "causal"
+    layers = ffn_layers(model)  # an AnatomyError (a ValueError) names what is missing, in one line
+    decoder = ffn_layers(model, "decoder_blocks") if family == "seq2seq" else ()
     info = ModelInfo(
-        name=model.__dict__.get("_skill_lens_name") or getattr(config, "_name_or_path", "") or type(hf).__name__,
+        name=model_record(model).name or getattr(config, "_name_or_path", "") or type(hf).__name__,
         family=family,
-        n_layers=len(hooks),
+        n_layers=len(layers),
         d_model=int(model.cfg.d_model),
-        d_mlp=_d_mlp(hf, family),
+        d_mlp=max(layer.width for layer in layers),
         n_ctx=int(model.cfg.n_ctx),
-        hook_names=hooks,
-        decoder_hook_names=stack(dec_prefix),
+        hook_names=tuple(layer.segments[0].hook for layer in layers),
+        decoder_hook_names=tuple(layer.segments[0].hook for layer in decoder),
+        layers=layers,
+        decoder_layers=decoder,
     )
-    model.__dict__["_skill_lens_info"] = info
+    model_record(model).info = info
     return info
 
 
@@ -126,7 +158,9 @@ def fingerprint(model: TransformerBridge) -> str:
 
     Every artifact records the fingerprint of the model it was made on, so a local directory re-saved
     with other weights, or another model of the same name, is told apart. Weights are hashed in
-    state-dict order with their names, dtypes and shapes; the config without its path.
+    state-dict order with their names, dtypes and shapes; the config without its path. Every parameter and
+    buffer counts once: a tied or shared tensor (Gemma's embeddings and unembedding) under its first name,
+    0-dim tensors (Gemma's scalar buffers) as their one value.
 
     The fingerprint depends on the dtype (the same checkpoint in bfloat16 holds other numbers) but not
     on the device (weights are hashed on the CPU). A run records the dtype it was tuned in, and its later
@@ -139,7 +173,7 @@ def fingerprint(model: TransformerBridge) -> str:
     >>> fingerprint(tiny_model(seed=0)) == fingerprint(tiny_model(seed=1))
     False
     """
-    cached = model.__dict__.get("_skill_lens_fingerprint")
+    cached = model_record(model).fingerprint
     if cached is not None:
         return cached
     import hashlib
@@ -151,9 +185,9 @@ def fingerprint(model: TransformerBridge) -> str:
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, t in _named_tensors(hf):  # each tensor once, in state-dict order
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        _hash_chunks(h, t)
+        _hash_chunks(h, t)  # the same bytes, any rank
     digest = h.hexdigest()[:16]
-    model.__dict__["_skill_lens_fingerprint"] = digest
+    model_record(model).fingerprint = digest
     return digest
 
 
@@ -184,14 +218,6 @@ def _hash_chunks(h, t: torch.Tensor) -> None:
     flat = (t if t.is_contiguous() else t.contiguous()).reshape(-1).view(torch.uint8)
     for start in range(0, flat.numel(), _HASH_CHUNK):
         h.update(flat[start : start + _HASH_CHUNK].cpu().numpy().data)
-
-
-def _d_mlp(hf: torch.nn.Module, family: Family) -> int:
-    c = hf.config
-    for attr in ("intermediate_size", "d_ff", "n_inner"):
-        if getattr(c, attr, None):
-            return int(getattr(c, attr))
-    return 4 * int(getattr(c, "n_embd", getattr(c, "hidden_size", 0)))  # GPT-2 default
 
 
 def parse_device(device: str | torch.device | None = None, flag: str = "--device") -> torch.device:
@@ -336,6 +362,8 @@ def load_model(
             "Use 'smollm2-135m' offline, or a Hub name with internet access."
         ) from None
     cls = model_class(config)
+    for weights in sorted(Path(path).glob("*.safetensors")) if not random_init and Path(path).is_dir() else ():
+        check_safetensors(weights)  # one line naming a truncated file, not safetensors' traceback
     if quiet():  # transformers' own "Loading weights" bar too
         from transformers.utils import logging as hf_logging
 
@@ -347,7 +375,7 @@ def load_model(
         hf = cls.from_pretrained(path, dtype=dtype, **placement.load_kwargs())
     tokenizer = AutoTokenizer.from_pretrained(path)
     bridge = bridge_from_hf(hf, tokenizer, name=name + ("+random" if random_init else ""), device=device)
-    bridge.__dict__["_skill_lens_placement"] = placement
+    model_record(bridge).placement = placement
     say(f"skill_lens: loaded {name} ({describe(bridge).n_layers} layers) in {time.perf_counter() - t0:.1f}s")
     return bridge
 
@@ -419,7 +447,7 @@ def placement_of(model: TransformerBridge) -> Placement:
     >>> placement_of(tiny_model()).mapped
     False
     """
-    return model.__dict__.get("_skill_lens_placement") or Placement()
+    return model_record(model).placement or Placement()
 
 
 def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str | torch.device | None = "cpu",
@@ -427,7 +455,7 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str | torc
     """Wrap a Hugging Face model in a frozen, eval-mode ``TransformerBridge`` on ``device``, in ``hf``'s dtype.
 
     ``adds_bos`` records whether the tokenizer adds BOS on its own (see
-    :meth:`skill_lens.prompting.prompts.PromptedModel`); by default it is read from the tokenizer, or from
+    :meth:`skill_lens.prompting.prompted_model.PromptedModel`); by default it is read from the tokenizer, or from
     the record left on a tokenizer that an earlier bridge already changed to always add BOS.
     """
     config = hf.config
@@ -445,27 +473,41 @@ def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str | torc
     if adds_bos is None:
         adds_bos = tokenizer_adds_bos(tokenizer)
     with contextlib.redirect_stdout(io.StringIO()):
-        bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tokenizer,
-                                                     device=weight.device, dtype=weight.dtype)
+        try:
+            bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tokenizer,
+                                                         device=weight.device, dtype=weight.dtype)
+        except ValueError:
+            _check_supported(config)
+            raise
     bridge.eval()
     bridge.requires_grad_(False)
     _retie_encoder_decoder_embeddings(bridge.original_model)
+    attach(bridge)  # mixture-of-experts layers: hook points on every expert's neurons
     use_fast_path(bridge)
-    bridge.__dict__["_skill_lens_name"] = name
-    bridge.__dict__["_skill_lens_tokenizer_adds_bos"] = adds_bos
+    model_record(bridge).name, model_record(bridge).tokenizer_adds_bos = name, adds_bos
     for tok in {id(t): t for t in (tokenizer, bridge.tokenizer) if t is not None}.values():
-        tok.__dict__[_ADDS_BOS_ATTR] = adds_bos  # the bridge made it add BOS: keep the original habit
+        model_record(tok).tokenizer_adds_bos = adds_bos  # the bridge made it add BOS: keep the original habit
     return bridge
 
 
-_ADDS_BOS_ATTR = "_skill_lens_adds_bos"
+def _check_supported(config) -> None:
+    """Refuse in one line an architecture TransformerLens has no adapter for (its own error lists them all)."""
+    from importlib.metadata import version
+
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+    arch = (config.architectures or ["?"])[0]
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ValueError(f"{arch} is not supported by TransformerLens {version('transformer-lens')} (its "
+                         "TransformerBridge has no adapter for it); skill_lens runs on the architectures it supports, "
+                         "e.g. Llama, Qwen, Gemma, GPT-2, BERT, T5.") from None
 
 
 def tokenizer_adds_bos(tokenizer) -> bool:
     """Whether ``tokenizer`` adds BOS by itself, before any bridge changed it (``False`` if none)."""
     if tokenizer is None:
         return False
-    recorded = tokenizer.__dict__.get(_ADDS_BOS_ATTR)
+    recorded = model_record(tokenizer).tokenizer_adds_bos
     if recorded is not None:
         return recorded
     ids = tokenizer("a")["input_ids"]

@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import os
 import re
 from typing import TYPE_CHECKING, Callable, TypeVar
@@ -110,16 +109,9 @@ def halved_start(checkpoint_at: Callable[[int], "Checkpoint"], batch_size: int) 
     >>> halved_start(at, 32), halved_start(at, 16)
     (8, 16)
     """
-    path = checkpoint_at(batch_size).path
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            old = json.loads((f.metadata() or {})["skill_lens_meta"]).get("identity", {})
-        size = int(old["batch_size"])
-    except Exception:  # noqa: BLE001 - none, or not ours: the step's own checkpoint check names it
-        return batch_size
-    same = old.get("halved_from") == batch_size and 1 <= size < batch_size and \
+    old = checkpoint_at(batch_size).stored_identity() or {}
+    size = old.get("batch_size")
+    same = old.get("halved_from") == batch_size and isinstance(size, int) and 1 <= size < batch_size and \
         checkpoint_at(size).identity == old
     return size if same else batch_size
 

@@ -101,7 +101,8 @@ def capture_neurons(pm, batch, neurons, select: Select | None = None,
     """Activations of ``neurons`` (``[(layer, index)]`` in order, labels, a mask or a ``NeuronSet``) in one run
     of ``batch`` through the prompted model ``pm``: ``select(act, name)`` of each layer, neuron by neuron.
 
-    ``hook_names`` (default: the FFN hooks of ``describe(pm.model)``) gives each layer's hook.
+    ``hook_names`` (default: the FFN hooks of ``describe(pm.model)``) gives each layer's hook; a
+    mixture-of-experts layer's neurons come from its experts' and its shared expert's hooks.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
     >>> from skill_lens.prompting.evaluation import prompted
@@ -112,13 +113,22 @@ def capture_neurons(pm, batch, neurons, select: Select | None = None,
     >>> capture_neurons(pm, batch, ["L1.N5", "L0.N3", "L1.N0"], lambda act, name: act[:, batch.prompt_slice]).shape
     torch.Size([2, 2, 3])
     """
-    names = list(hook_names if hook_names is not None else describe(pm.model).hook_names)
-    pairs = NeuronSet.pairs_of(neurons, len(names))
-    layers = sorted({layer for layer, _ in pairs})
-    hooks, got = capture_hooks([names[layer] for layer in layers], select)
+    info = describe(pm.model)
+    names = list(hook_names if hook_names is not None else info.hook_names)
+    pairs = NeuronSet.pairs_of(neurons, len(names), layout=info.layout)
+    where = [_locate(info.segments(names[layer]), i) for layer, i in pairs]  # (hook, index in it)
+    hooks, got = capture_hooks(sorted({hook for hook, _ in where}), select)
     with torch.no_grad():
         pm.label_logits(batch, fwd_hooks=hooks)
-    return torch.stack([got[names[layer]][..., i].float() for layer, i in pairs], dim=-1)
+    return torch.stack([got[hook][..., i].float() for hook, i in where], dim=-1)
+
+
+def _locate(segments, index: int) -> tuple[str, int]:
+    """The hook holding a layer's neuron ``index``, and its index there."""
+    for seg in segments:
+        if seg.start <= index < seg.start + seg.width:
+            return seg.hook, index - seg.start
+    raise CaptureError(f"neuron {index} is beyond the {sum(s.width for s in segments)} neurons of {segments[0].hook}")
 
 
 def activations(pm, split, neurons, positions: str = "prompt", batch_size: int = 32, out=None,
@@ -141,8 +151,9 @@ def activations(pm, split, neurons, positions: str = "prompt", batch_size: int =
     """
     info = describe(pm.model)
     names, decoder = probe_hooks(info, hook_names)
-    pairs = NeuronSet.pairs_of(neurons)
-    bad = [p for p in pairs if not (0 <= p[0] < len(names) and 0 <= p[1] < info.d_mlp)]
+    pairs = NeuronSet.pairs_of(neurons, layout=info.layout)
+    widths = [sum(seg.width for seg in info.segments(name)) for name in names]
+    bad = [p for p in pairs if not (0 <= p[0] < len(names) and 0 <= p[1] < widths[p[0]])]
     if bad or not pairs:
         raise CaptureError(f"neurons {bad or pairs} are not in {len(names)} layers x {info.d_mlp}; "
                            "pass (layer, index).")

@@ -1,7 +1,10 @@
 """``NeuronSet``: a set of FFN neurons of one model, as a boolean mask ``[layer, d_mlp]``.
 
-Neurons are named ``L{layer}.N{index}`` (``"L29.N692"``). Sets combine with ``| & - ^ ~``, save
-to safetensors with a JSON sidecar, and refuse to load for (or to be used with) another shape or model.
+Neurons are named ``L{layer}.N{index}`` (``"L29.N692"``); in a mixture-of-experts layer
+``L{layer}.E{expert}.N{index}`` (``"L3.E5.N812"``) and ``L{layer}.S.N{index}`` for the shared expert, by the
+model's :class:`~skill_lens.model.anatomy.NeuronLayout` (``describe(model).layout``), which a set made for
+such a model keeps in ``meta["layout"]``. Sets combine with ``| & - ^ ~``, save to safetensors with a JSON
+sidecar, and refuse to load for (or to be used with) another shape or model.
 
 >>> ns = NeuronSet.from_pairs([(0, 1), (1, 3), (1, 7)], n_layers=2, d_mlp=8)
 >>> ns
@@ -12,7 +15,6 @@ NeuronSet(3 neurons of 2x8: L0.N1, L1.N3, L1.N7)
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -21,11 +23,10 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from skill_lens.store.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
+from skill_lens.model.anatomy import NeuronLayout, parse_label
 from skill_lens.probing.scores import select_top
 
-__all__ = ["NeuronSet"]
-
-_LABEL = re.compile(r"L(\d+)\.N(\d+)")
+__all__ = ["NeuronSet", "layout_meta"]
 _SHOWN = 10  # neurons named in a repr
 
 
@@ -64,25 +65,35 @@ class NeuronSet:
         return cls(mask.to(torch.bool).clone(), dict(meta or {}))
 
     @classmethod
-    def from_pairs(cls, pairs: Iterable, n_layers: int, d_mlp: int, meta: dict | None = None) -> "NeuronSet":
-        """From ``(layer, index)`` pairs, an int tensor ``[k, 2]`` or labels like ``"L3.N12"``.
+    def from_pairs(cls, pairs: Iterable, n_layers: int, d_mlp: int, meta: dict | None = None,
+                   layout: NeuronLayout | None = None) -> "NeuronSet":
+        """From ``(layer, index)`` pairs, an int tensor ``[k, 2]`` or labels like ``"L3.N12"`` (expert labels
+        like ``"L1.E0.N5"`` with the model's ``layout``, which the set then keeps).
 
         >>> NeuronSet.from_pairs(torch.tensor([[1, 0]]), 2, 4).pairs()
         [(1, 0)]
+        >>> from skill_lens.model.anatomy import LayerLayout
+        >>> NeuronSet.from_pairs(["L1.E1.N2", "L1.S.N0"], 2, 10, layout=NeuronLayout.of([LayerLayout(10, 2, 4)] * 2))
+        NeuronSet(2 neurons of 2x10: L1.E1.N2, L1.S.N0)
         """
+        meta = {**(meta or {}), **layout_meta(layout)}
+        layout = _layout(meta)
         mask = torch.zeros(n_layers, d_mlp, dtype=torch.bool)
-        for layer, idx in cls.pairs_of(pairs.tolist() if isinstance(pairs, Tensor) else list(pairs), n_layers, d_mlp):
+        for layer, idx in cls.pairs_of(pairs.tolist() if isinstance(pairs, Tensor) else list(pairs), n_layers, d_mlp,
+                                       layout):
             mask[layer, idx] = True
-        return cls(mask, dict(meta or {}))
+        return cls(mask, meta)
 
     @classmethod
-    def coerce(cls, neurons, n_layers: int | None = None, d_mlp: int | None = None) -> "NeuronSet":
+    def coerce(cls, neurons, n_layers: int | None = None, d_mlp: int | None = None,
+               layout: NeuronLayout | None = None) -> "NeuronSet":
         """A ``NeuronSet`` from any way of naming neurons, checked against ``n_layers`` x ``d_mlp`` when given.
 
         Accepts a ``NeuronSet`` (returned as is), a bool mask ``[n_layers, d_mlp]``, ``(layer, index)``
         pairs (a list, or an int tensor ``[k, 2]``) or labels like ``"L3.N12"`` (one or many). Pairs and
-        labels need ``n_layers`` and ``d_mlp`` to place them; anything else is a ``ValueError`` naming
-        what is accepted. This is the one coercion of neuron sets in skill_lens.
+        labels need ``n_layers`` and ``d_mlp`` to place them (expert labels also the model's ``layout``);
+        anything else is a ``ValueError`` naming what is accepted. This is the one coercion of neuron sets in
+        skill_lens.
 
         >>> NeuronSet.coerce(["L1.N2", (0, 3)], 2, 4)
         NeuronSet(2 neurons of 2x4: L0.N3, L1.N2)
@@ -91,21 +102,22 @@ class NeuronSet:
         >>> NeuronSet.coerce(torch.ones(2, 4), 2, 4)
         Traceback (most recent call last):
         ...
-        ValueError: cannot read neurons from a torch.float32 tensor of shape [2, 4]; pass a NeuronSet, a bool tensor [n_layers, d_mlp] (here 2 layers x 4 neurons), (layer, index) pairs (a list or an int tensor [k, 2]) or labels like 'L3.N12'
+        ValueError: cannot read neurons from a torch.float32 tensor of shape [2, 4]; pass a NeuronSet, a bool tensor [n_layers, d_mlp] (here 2 layers x 4 neurons), (layer, index) pairs (a list or an int tensor [k, 2]) or labels like 'L3.N12' (an expert's: 'L3.E5.N812')
         """
         mask = _mask_of(neurons, n_layers, d_mlp)
         if mask is None:
             if n_layers is None or d_mlp is None:
                 raise ValueError("(layer, index) pairs and labels name no model size; pass n_layers and d_mlp "
                                  "(e.g. describe(model).shape) to make a NeuronSet of them")
-            return cls.from_pairs(cls.pairs_of(neurons), n_layers, d_mlp)
-        ns = neurons if isinstance(neurons, NeuronSet) else cls(mask.detach().cpu().clone())
+            return cls.from_pairs(cls.pairs_of(neurons, layout=layout), n_layers, d_mlp, layout=layout)
+        ns = neurons if isinstance(neurons, NeuronSet) else cls(mask.detach().cpu().clone(), layout_meta(layout))
         if n_layers is not None and d_mlp is not None:
             ns.check_compatible(n_layers, d_mlp)
         return ns
 
     @classmethod
-    def pairs_of(cls, neurons, n_layers: int | None = None, d_mlp: int | None = None) -> list[tuple[int, int]]:
+    def pairs_of(cls, neurons, n_layers: int | None = None, d_mlp: int | None = None,
+                 layout: NeuronLayout | None = None) -> list[tuple[int, int]]:
         """``[(layer, index)]`` of anything :meth:`coerce` accepts, *in the order given* (a set or mask: sorted;
         anything with a ``.pairs()`` method: its pairs), each checked against ``n_layers`` / ``d_mlp`` when given.
 
@@ -124,7 +136,7 @@ class NeuronSet:
             items = [neurons]
         else:
             items = neurons
-        pairs = [_pair(p, neurons, n_layers, d_mlp) for p in _iterate(items, neurons, n_layers, d_mlp)]
+        pairs = [_pair(p, neurons, n_layers, d_mlp, layout) for p in _iterate(items, neurons, n_layers, d_mlp)]
         for layer, idx in pairs:
             if layer < 0 or idx < 0 or (n_layers is not None and layer >= n_layers) or \
                     (d_mlp is not None and idx >= d_mlp):
@@ -183,16 +195,32 @@ class NeuronSet:
         return f"L{int(layer)}.N{int(index)}"
 
     @staticmethod
-    def parse(label: str) -> tuple[int, int]:
-        """``(layer, index)`` of a label.
+    def parse(label: str, layout: NeuronLayout | None = None) -> tuple[int, int]:
+        """``(layer, index)`` of a label (an expert's, ``"L3.E5.N812"``, with the model's ``layout``).
 
         >>> NeuronSet.parse("L29.N692"), NeuronSet.label(29, 692)
         ((29, 692), 'L29.N692')
         """
-        m = _LABEL.fullmatch(label.strip())
-        if m is None:
-            raise ValueError(f"{label!r} is not a neuron label; write layer and index like 'L29.N692'")
-        return int(m[1]), int(m[2])
+        return parse_label(label, layout)
+
+    def name(self, layer: int, index: int) -> str:
+        """This set's label of a neuron: ``L{layer}.N{index}``, or its expert's in a mixture-of-experts layer.
+
+        >>> from skill_lens.model.anatomy import LayerLayout
+        >>> ns = NeuronSet.empty(1, 10, meta=layout_meta(NeuronLayout.of([LayerLayout(10, 2, 4)])))
+        >>> ns.name(0, 5), ns.name(0, 9), NeuronSet.empty(1, 10).name(0, 5)
+        ('L0.E1.N1', 'L0.S.N1', 'L0.N5')
+        """
+        layout = _layout(self.meta)
+        return self.label(layer, index) if layout is None else layout.label(layer, index)
+
+    def labels(self) -> list[str]:
+        """Every neuron's :meth:`name`, in :meth:`pairs` order.
+
+        >>> NeuronSet.from_pairs([(1, 0), (0, 2)], 2, 4).labels()
+        ['L0.N2', 'L1.N0']
+        """
+        return [self.name(*p) for p in self.pairs()]
 
     # ------------------------------------------------------------------ views
 
@@ -223,7 +251,7 @@ class NeuronSet:
         return iter(self.pairs())
 
     def __contains__(self, neuron) -> bool:
-        layer, idx = self.parse(neuron) if isinstance(neuron, str) else map(int, neuron)
+        layer, idx = self.parse(neuron, _layout(self.meta)) if isinstance(neuron, str) else map(int, neuron)
         return 0 <= layer < self.n_layers and 0 <= idx < self.d_mlp and bool(self.mask[layer, idx])
 
     def per_layer(self) -> dict[int, Tensor]:
@@ -291,7 +319,7 @@ class NeuronSet:
         head = f"{n} neuron{'' if n == 1 else 's'} of {self.n_layers}x{self.d_mlp}"
         if not pairs:
             return f"NeuronSet({head})"
-        names = ", ".join(self.label(*p) for p in pairs[:_SHOWN]) + (", ..." if n > _SHOWN else "")
+        names = ", ".join(self.name(*p) for p in pairs[:_SHOWN]) + (", ..." if n > _SHOWN else "")
         return f"NeuronSet({head}: {names})"
 
     # ------------------------------------------------------------------ compatibility and files
@@ -345,10 +373,23 @@ class NeuronSet:
 
 # ------------------------------------------------------------------ coercion helpers (NeuronSet.coerce, pairs_of)
 
+def layout_meta(layout: NeuronLayout | None) -> dict:
+    """``{"layout": ...}`` for a set's ``meta`` when ``layout`` names experts (dense layouts need no record).
+
+    >>> layout_meta(None), layout_meta(NeuronLayout())
+    ({}, {})
+    """
+    return {"layout": layout.as_json()} if layout is not None and layout.moe else {}
+
+
+def _layout(meta: dict) -> NeuronLayout | None:
+    return NeuronLayout.from_json(meta["layout"]) if meta.get("layout") else None
+
+
 def _accepted(n_layers, d_mlp) -> str:
     here = f" (here {n_layers} layers x {d_mlp} neurons)" if n_layers is not None and d_mlp is not None else ""
     return (f"pass a NeuronSet, a bool tensor [n_layers, d_mlp]{here}, (layer, index) pairs (a list or an int "
-            "tensor [k, 2]) or labels like 'L3.N12'")
+            "tensor [k, 2]) or labels like 'L3.N12' (an expert's: 'L3.E5.N812')")
 
 
 def _mask_of(neurons, n_layers, d_mlp) -> Tensor | None:
@@ -378,9 +419,9 @@ def _iterate(items, neurons, n_layers, d_mlp):
         raise ValueError(f"cannot read neurons from {type(neurons).__name__}; {_accepted(n_layers, d_mlp)}") from None
 
 
-def _pair(p, neurons, n_layers, d_mlp) -> tuple[int, int]:
+def _pair(p, neurons, n_layers, d_mlp, layout=None) -> tuple[int, int]:
     if isinstance(p, str):
-        return NeuronSet.parse(p)
+        return NeuronSet.parse(p, layout)
     if isinstance(p, Tensor):
         p = p.tolist()
     ok = isinstance(p, (tuple, list)) and len(p) == 2 and not any(isinstance(x, bool) for x in p)

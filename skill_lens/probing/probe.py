@@ -13,6 +13,10 @@ A hard prompt (``pm.prompt is None``) probes the prediction position; T5 decoder
 ``pooling=True`` adds the paper's baselines: mean-/max-pooled activations over the input tokens,
 thresholded at their train means (shape ``[n_layers, 1, d_mlp]``). See :func:`probe`.
 
+A mixture-of-experts layer is probed like any other (its neurons are every expert's, then the shared
+expert's: :mod:`skill_lens.model.anatomy`; an expert not routed at a position has activation 0 there), and
+the probe also counts how often the router sends each class to each expert (``ProbeResult.routing``).
+
 The statistics are sums, so the same :func:`probe` shards the data over a ``torch.distributed``
 process group and all-reduces the sums (:mod:`skill_lens.data.distributed`), and checkpoints them
 (:class:`skill_lens.store.checkpoint.Checkpoint`, identity :func:`probe_fingerprint` plus the shard) to
@@ -36,7 +40,8 @@ from skill_lens.probing.result import ProbeError, ProbeResult
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.data.distributed import all_reduce_, batch_range, rank_world
 from skill_lens.prompting.evaluation import prompted
-from skill_lens.model.input_cache import InputCache
+from skill_lens.prompting.input_cache import InputCache
+from skill_lens.model.anatomy import EXPERTS_HOOK, ROUTING_HOOK, Segment
 from skill_lens.model.loading import describe, placement_of
 from skill_lens.model.memory import Budget, halved_start, halving
 from skill_lens.probing.null import null_maxima
@@ -55,7 +60,7 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
     """Probe every FFN neuron of ``pm.model`` on ``task`` (see the module docstring).
 
     Each split runs in length-sorted batches (:func:`~skill_lens.data.batching.length_batches`). With an
-    ``input_cache`` (:mod:`skill_lens.model.input_cache`) on a causal model with a soft prompt, the inputs'
+    ``input_cache`` (:mod:`skill_lens.prompting.input_cache`) on a causal model with a soft prompt, the inputs'
     keys/values come from it (computed into it first if it lacks them) and only the prompt positions
     run: pass the cache tuning filled and the probe computes no input again (activations agree with a
     full forward to float rounding, about 1e-6). Pooling needs the input positions, so it runs
@@ -104,10 +109,9 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
     _check_permutations(permutations, permutation_seed)
     rank, world = rank_world()
     kinds = ["prompt", *(("mean_pool", "max_pool") if pooling else ())]
-    usable = input_cache is not None and info.family == "causal" and pm.prompt is not None and kinds == ["prompt"]
     at = functools.partial(_probe_at, pm, task, names=names, decoder=decoder, kinds=kinds, splits=splits,
                            null=(permutations, permutation_seed), checkpoint=checkpoint, every=checkpoint_every,
-                           input_cache=input_cache if usable else None, asked=batch_size)
+                           input_cache=input_cache, asked=batch_size)
     if world > 1:  # every rank must run the same batches: no rank can halve alone
         try:
             out, ckpt, size = at(batch_size)
@@ -115,11 +119,11 @@ def probe(pm, task, batch_size: int = 32, pooling: bool = False, splits: Sequenc
             raise ProbeError(f"rank {rank} ran out of memory at batch size {batch_size} ({e}); under torchrun every "
                              "rank runs the same batch size: rerun with a smaller --batch-size") from e
     else:
-        at_size = functools.partial(_checkpoint_at, pm, task, names=names, kinds=kinds, splits=splits, checkpoint=checkpoint,
-                                    null=(permutations, permutation_seed), asked=batch_size)
+        at_size = functools.partial(_checkpoint_at, pm, task, names=names, kinds=kinds, splits=splits,
+                                    checkpoint=checkpoint, null=(permutations, permutation_seed), asked=batch_size)
         start = batch_size if checkpoint is None else halved_start(at_size, batch_size)
         out, ckpt, size = halving(at, start, "probe", before_retry=lambda b: checkpoint and at_size(b).remove())
-    result = _result(pm, task, info, out, names, ["train", *splits], world)  # on the CPU
+    result = _result(pm, task, info, {k: v.cpu() for k, v in out.items()}, names, ["train", *splits], world)
     result.meta["batch_size"] = size
     if permutations:
         result.meta.update(permutations=permutations, permutation_seed=permutation_seed)
@@ -138,16 +142,23 @@ def _probe_at(pm, task, batch_size: int, *, names, decoder, kinds, splits, null,
     ``asked`` is the batch size the caller asked for (larger once out of memory)."""
     info, (permutations, seed) = describe(pm.model), null
     P = 1 if decoder or pm.prompt is None else pm.prompt_length
+    segs = _segments(info, names)  # every hook a layer's neurons come from (an MoE layer: experts, shared)
+    shapes = {k: [(1, P if k == "prompt" else 1, seg.width) for _, seg in segs] for k in kinds}
+    routers = [(i, seg.hook.replace(EXPERTS_HOOK, ROUTING_HOOK), seg.experts) for i, seg in segs if seg.experts]
+    if routers:  # [routed & label 0 | routed & label 1] per expert, train only
+        shapes["routing"] = [(1, P, 2 * e) for _, _, e in routers]
     passes = ["train", *splits]
-    sums = _Sums(passes, {k: (1, P if k == "prompt" else 1, info.d_mlp) for k in kinds}, len(names),
-                 null=(permutations, 1, P, info.d_mlp) if permutations else None,
+    sums = _Sums(passes, shapes, [i for i, _ in segs], null=permutations,
                  sizes={p: len(getattr(task, p)) for p in passes})
     ckpt = None if checkpoint is None else _checkpoint_at(pm, task, batch_size, names=names, kinds=kinds,
                                                           splits=splits, null=null, checkpoint=checkpoint, asked=asked)
-    budget = Budget(placement_of(pm.model).memory_budget)
-    stream = functools.partial(_stream, pm, names=names, decoder=decoder, kinds=kinds, input_cache=input_cache,
-                               budget=budget)
-    return _probe_passes(pm, task, sums, stream, batch_size, ckpt, every, seed), ckpt, batch_size
+    stream = functools.partial(_stream, pm, names=[seg.hook for _, seg in segs], decoder=decoder, kinds=kinds,
+                               input_cache=input_cache, routers=[(h, e) for _, h, e in routers],
+                               budget=Budget(placement_of(pm.model).memory_budget))
+    out = _probe_passes(pm, task, sums, stream, batch_size, ckpt, every, seed)
+    if routers:
+        out["routing"] = _routing(sums.total("train", "routing"), routers, task.train.labels, len(names))
+    return out, ckpt, batch_size
 
 
 def _checkpoint_at(pm, task, batch_size: int, *, names, kinds, splits, null, checkpoint, asked: int) -> Checkpoint:
@@ -208,6 +219,28 @@ def _check_permutations(permutations, seed) -> None:
         raise ProbeError(f"permutation_seed must be an int, got {seed!r}")
 
 
+def _segments(info, names: Sequence[str]) -> list[tuple[int, Segment]]:
+    """``(position in names, segment)`` of every hook the layers of ``names`` read their neurons from."""
+    out = [(i, seg) for i, name in enumerate(names) for seg in info.segments(name)]
+    widths = {sum(seg.width for j, seg in out if j == i) for i in range(len(names))}
+    if len(widths) > 1:
+        raise ProbeError(f"the probed layers have different FFN widths ({sorted(widths)}): a probe's tensors are "
+                         "[n_layers, P, d_mlp]; probe layers of one width with hook_names=[...].")
+    return out
+
+
+def _routing(total: list, routers: list, labels, n_layers: int) -> Tensor:
+    """``[L, 2, E]``: per label, the fraction of its train examples routed to each expert (mean over positions)."""
+    y = torch.as_tensor(list(labels))
+    share = torch.stack([(y == c).double().mean() for c in (0, 1)]).clamp(min=1e-12)  # P(label = c)
+    width = max(e for _, _, e in routers)
+    out = torch.zeros(n_layers, 2, width, dtype=torch.float64)
+    for acc, (i, _, e) in zip(total, routers):
+        joint = acc.mean()[0].cpu().mean(0).view(2, e)  # P(routed, label = c), mean over positions
+        out[i, :, :e] = joint / share[:, None]
+    return out.float()
+
+
 def _check_probe(info, task, batch_size, pooling, splits, hook_names, checkpoint_every) -> tuple[list, bool, list]:
     """Hook names, whether they are the decoder's, and the splits to probe (an empty test is skipped)."""
     try:
@@ -241,29 +274,37 @@ def _check_binary(split, name: str, need_both: bool) -> None:
 
 
 class _Sums:
-    """This rank's running sums, ``local[pass][kind][layer]``: float64 means on train, agreement counts after.
+    """This rank's running sums, ``local[pass][kind][i]``: float64 means on train, agreement counts after.
 
-    ``shapes[kind]`` is one layer's ``[1, P, d_mlp]``. An accumulator stays empty until its first batch
-    (so sums are added in the same order with or without a checkpoint, bit for bit); an empty shard's
-    sums count as zeros when reduced across ranks.
+    Accumulator ``i`` holds one hook's neurons, of layer ``layers[i]`` (a dense layer has one hook, a mixture
+    of experts two: experts, shared expert); ``shapes[kind][i]`` is its ``[1, P, width]``, and ``null`` the
+    number of permutations. Kind ``"routing"`` (MoE router counts) is summed on train only. An accumulator
+    stays empty until its first batch (so sums are added in the same order with or without a checkpoint, bit
+    for bit); an empty shard's sums count as zeros when reduced across ranks.
     """
 
-    def __init__(self, passes: list[str], shapes: dict[str, tuple[int, int, int]], n_layers: int,
-                 null: tuple[int, int, int, int] | None = None, sizes: dict[str, int] | None = None):
-        self.passes, self.shapes, self.null_shape = passes, shapes, null
-        self.local = {p: {k: [MeanAccumulator() if p == "train" else AgreementAccumulator() for _ in range(n_layers)]
-                          for k in shapes} for p in passes}
+    def __init__(self, passes: list[str], shapes: dict[str, list[tuple[int, int, int]]], layers: list[int],
+                 null: int = 0, sizes: dict[str, int] | None = None):
+        self.passes, self.shapes, self.layers = passes, shapes, layers
+        self.null_shapes = [(null, *shape) for shape in shapes["prompt"]] if null else None
+        self.local = {p: {k: [MeanAccumulator() if p == "train" else AgreementAccumulator() for _ in shapes[k]]
+                          for k in shapes if p == "train" or k != "routing"} for p in passes}
         self.done: dict[str, dict[str, Tensor]] = {}  # a finished evaluation pass's result; its counts are dropped
-        if null is not None:  # the permutation counts [K, 1, P, d_mlp] of each evaluation pass
+        if null:  # the permutation counts [K, 1, P, width] of each evaluation pass, in the split's count type
             for p in passes[1:]:
                 cap = (sizes or {}).get(p, 2**31 - 1)
-                self.local[p]["null"] = [NullAccumulator(capacity=cap) for _ in range(n_layers)]
+                self.local[p]["null"] = [NullAccumulator(capacity=cap) for _ in shapes["prompt"]]
 
     def finish(self, p: str, result: dict[str, Tensor]) -> None:
         """Keep evaluation pass ``p``'s result and drop its statistics (the permutation counts are the probe's
         largest memory: one split's at a time)."""
         self.done[p] = result
         self.local[p] = {}
+
+    def join(self, parts: list[Tensor]) -> Tensor:
+        """Per-accumulator ``[1, ..., width]`` tensors as ``[n_layers, ..., d_mlp]``: each layer's hooks side by side."""
+        layers = sorted(set(self.layers))
+        return torch.cat([torch.cat([t for t, l in zip(parts, self.layers) if l == layer], -1) for layer in layers])
 
     def save(self, ckpt: Checkpoint, position: dict) -> None:
         """Every non-empty accumulator's state and finished pass's result (tensors), and ``position`` (the pass
@@ -297,9 +338,9 @@ class _Sums:
         accs = self.local[p][k]
         if rank_world()[1] == 1:
             return accs
-        shape = self.null_shape if k == "null" else self.shapes[k]
+        shapes = self.null_shapes if k == "null" else self.shapes[k]
         return [all_reduce_(type(a).from_state_dict(a.state_dict() if _count(a) else _zero_state(a, shape)))
-                for a in accs]
+                for a, shape in zip(accs, shapes)]
 
 
 def _count(acc) -> int:
@@ -334,21 +375,22 @@ def _probe_passes(pm, task, sums: _Sums, stream, batch_size: int, ckpt: Checkpoi
             feed = lambda k, i, a, y: accs[k][i].add(a)  # noqa: E731
         else:
             feed = functools.partial(_feed_eval, accs, base)
-            if sums.null_shape is not None:  # [real label, K permuted labels] of every example
-                labels = torch.cat([labels.bool()[:, None],
-                                    permutation_labels(split.labels, p, sums.null_shape[0], permutation_seed)], 1)
+            if sums.null_shapes is not None:  # [real label, K permuted labels] of every example
+                labels = torch.cat([labels.bool()[:, None], permutation_labels(
+                    split.labels, p, sums.null_shapes[0][0], permutation_seed)], 1)
 
         def done(b: int) -> None:  # batches [0, b) of this pass are in the sums
             if ckpt is not None and ((b - start) % every == 0 or b == len(mine)):
                 sums.save(ckpt, {"pass": p, "batch": b})
 
-        stream(split, mine, feed=feed, desc="baseline" if p == "train" else p, start=start, done=done, labels=labels)
-        total = {k: sums.total(p, k) for k in sums.local[p]}
+        stream(split, mine, feed=feed, desc="baseline" if p == "train" else p, start=start, done=done,
+               labels=labels, route=p == "train")
+        total = {k: sums.total(p, k) for k in sums.local[p] if k != "routing"}
         if p == "train":
-            base = {k: torch.cat([m.mean().cpu() for m in total[k]]) for k in sums.shapes}  # float64 [L, P, N]
-            out["baseline"] = base["prompt"].float()
+            base = {k: [m.mean() for m in total[k]] for k in total}  # float64 [1, P, width] per hook, its device
+            out["baseline"] = sums.join([b.cpu() for b in base["prompt"]]).float()
         else:
-            out.update(result := _eval_out(p, total, list(sums.shapes)[1:]))
+            out.update(result := _eval_out(p, total, [k for k in sums.shapes if k not in ("prompt", "routing")], sums))
             sums.finish(p, result)
     return out
 
@@ -357,18 +399,20 @@ def _feed_eval(accs: dict, base: dict, k: str, i: int, a: Tensor, y: Tensor) -> 
     """Add a batch of layer ``i``: ``y`` is ``[B]`` labels, or ``[B, 1 + K]`` real then permuted labels."""
     if y.dim() == 2:
         if k == "prompt":
-            accs["null"][i].add(a, y[:, 1:], base[k][i : i + 1])
+            accs["null"][i].add(a, y[:, 1:], base[k][i])
         y = y[:, 0]
-    accs[k][i].add(a, y, base[k][i : i + 1])
+    accs[k][i].add(a, y, base[k][i])
 
 
-def _eval_out(p: str, total: dict, pool_kinds: list[str]) -> dict:
+def _eval_out(p: str, total: dict, pool_kinds: list[str], sums: _Sums) -> dict:
     """An evaluation pass's accuracies (float32) and, with a null, its permutation maxima."""
-    out = {f"{p}_acc": torch.cat([a.accuracy().cpu() for a in total["prompt"]]).float()}  # layers on any device
+    out = {f"{p}_acc": sums.join([a.accuracy().cpu() for a in total["prompt"]]).float()}  # hooks on any device
     for k in pool_kinds:
-        out[f"{k}_{p}_acc"] = torch.cat([a.accuracy().cpu() for a in total[k]])[:, 0].float()
+        out[f"{k}_{p}_acc"] = sums.join([a.accuracy().cpu() for a in total[k]])[:, 0].float()
     if "null" in total:
-        layer_max = torch.cat([null_maxima(a.agree, a.n)[1].cpu() for a in total["null"]], 1)  # [K, L]
+        per_hook = torch.cat([null_maxima(a.agree, a.n)[1].cpu() for a in total["null"]], 1)  # [K, hooks]
+        layer_max = torch.stack([per_hook[:, [j for j, l in enumerate(sums.layers) if l == layer]].amax(1)
+                                 for layer in sorted(set(sums.layers))], 1)  # [K, L]
         out[f"null_layer_max_{p}"], out[f"null_max_{p}"] = layer_max, layer_max.amax(1)
     return out
 
@@ -383,35 +427,45 @@ def _result(pm, task, info, out: dict, names: list[str], passes: list[str], worl
 
 
 def _stream(pm, split, batches, names, decoder, kinds, feed, desc, start: int = 0, done=None,
-            labels: Tensor | None = None, input_cache: InputCache | None = None, budget: Budget | None = None) -> None:
-    """Run ``batches`` of ``split`` (this rank's share of its length-sorted batches) from batch ``start``; hooks
-    call ``feed(kind, layer, acts [B 1 P N], labels)`` and keep nothing; ``done(b)`` runs once batches
-    ``[0, b)`` are fed. ``labels`` (one row per example of the split) replaces ``split.labels``. With
-    ``input_cache`` the inputs come from it and only the prompt positions run (hooks see only those); a
-    ``budget`` is checked while the last layer's activations are alive."""
+            labels: Tensor | None = None, input_cache: InputCache | None = None, routers=(), route=False,
+            budget: Budget | None = None) -> None:
+    """Run ``batches`` of ``split`` (this rank's run of its length-sorted batches) from batch ``start``; hooks call
+    ``feed(kind, layer, acts [B 1 P N], labels)`` and keep nothing; ``done(b)`` runs once batches ``[0, b)``
+    are fed. ``labels`` (one row per example of the split) replaces ``split.labels``. With ``input_cache``,
+    where ``pm`` can use it (:meth:`~skill_lens.prompting.prompted_model.PromptedModel.cache_inputs`; not with
+    pooling, which reads the input positions), the inputs come from it and only the prompt positions run (the
+    hooks are built for those). With ``route``, the ``routers`` (hook, n_experts) also feed ``("routing", j,
+    [B 1 P 2E], labels)``. A ``budget`` is checked while the last layer's activations are alive."""
+    routers = list(routers) if route else []
     all_labels = torch.as_tensor(split.labels) if labels is None else labels
-    if input_cache is not None and start < len(batches):
-        mine = None if rank_world()[1] == 1 else [i for b in batches for i in b]
-        if not input_cache.fill(pm, split, examples=mine):
-            input_cache = None  # the split does not fit in the cache: full forwards
+    now = {}  # the labels of the batch that runs, for its hooks
     check = [(names[-1], lambda act, hook: budget.check())] if budget else []
+
+    def recorders(part):  # built for the part of the batch that runs: all of it, or its prompt positions
+        return [*_capture_hooks(pm, part, now["y"], names, decoder, kinds, feed, routers), *check]
+
+    probed = pm.with_hooks(recorders, prompt_only=kinds == ["prompt"])
+    mine = None if rank_world()[1] == 1 else [i for b in batches for i in b]  # a rank's inputs alone
+    cache = probed.cache_inputs(split, input_cache, examples=mine) if start < len(batches) else None
     for b in progress(range(start, len(batches)), desc=f"probe {desc}", initial=start, total=len(batches)):
-        batch, y = pm.encode_split(split, batches[b]), all_labels[batches[b]]
+        batch, now["y"] = pm.encode_split(split, batches[b]), all_labels[batches[b]]
         if budget:
             budget.start()
         with torch.no_grad():
-            if input_cache is None:
-                pm.label_logits(batch, fwd_hooks=_capture_hooks(pm, batch, y, names, decoder, kinds, feed) + check)
-            else:  # the prompt part's hooks, built for the prompt part's batch
-                pm.label_logits(batch, cache_input=True, input_cache=input_cache, prompt_hooks=lambda part: [
-                    *_capture_hooks(pm, part, y, names, decoder, kinds, feed), *check])
+            probed.label_logits(batch, input_cache=cache)
         if done is not None:
             done(b + 1)
 
 
-def _capture_hooks(pm, batch, labels, names, decoder, kinds, feed) -> list:
-    """One forward hook per name, feeding the probed positions (and pooled values) of its activations."""
+def _capture_hooks(pm, batch, labels, names, decoder, kinds, feed, routers=()) -> list:
+    """One forward hook per name, feeding the probed positions (and pooled values) of its activations; one per
+    router, feeding whether each probed position is routed to each expert, split by label."""
     hard = pm.prompt is None
+
+    def route(weights: Tensor, hook, j: int) -> None:
+        routed = (probed_positions(weights, batch, decoder, hard) > 0).double()  # [B, P, E]
+        y = (labels if labels.dim() == 1 else labels[:, 0]).to(routed.device).view(-1, 1, 1).double()
+        feed("routing", j, torch.cat([routed * (1 - y), routed * y], -1).unsqueeze(1), labels)
 
     def capture(act: Tensor, hook, i: int) -> None:
         sel = probed_positions(act, batch, decoder, hard)
@@ -426,7 +480,8 @@ def _capture_hooks(pm, batch, labels, names, decoder, kinds, feed) -> list:
             for k in kinds[1:]:
                 feed(k, i, pooled[k][:, None, None], labels)
 
-    return [(h, lambda a, hook, i=i: capture(a, hook, i)) for i, h in enumerate(names)]
+    return [*((h, lambda a, hook, i=i: capture(a, hook, i)) for i, h in enumerate(names)),
+            *((h, lambda a, hook, j=j: route(a, hook, j)) for j, (h, _) in enumerate(routers))]
 
 
 def probe_random_prompt(model, task, P: int = 8, seed: int = 0, how: str = "normal", **kwargs) -> ProbeResult:

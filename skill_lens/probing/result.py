@@ -39,6 +39,8 @@ class ProbeResult:
     With ``probe(..., permutations=K)``, ``null_max_dev [K]`` holds each label permutation's best
     predictivity over all neurons and positions and ``null_layer_max_dev [K, L]`` its best per layer
     (``..._test`` likewise): see :meth:`fwer_threshold`, :meth:`significant`, :meth:`adjusted_p_values`.
+    On a mixture of experts, ``routing [L, 2, E]`` is the fraction of train examples of each label whose
+    probed positions the router sends to each expert (averaged over the positions; 0 for dense layers).
     """
 
     baseline: Float[Tensor, "layer pos d_mlp"]
@@ -52,6 +54,7 @@ class ProbeResult:
     null_layer_max_dev: Float[Tensor, "k layer"] | None = None
     null_max_test: Float[Tensor, " k"] | None = None
     null_layer_max_test: Float[Tensor, "k layer"] | None = None
+    routing: Float[Tensor, "layer label expert"] | None = None
     sizes: dict = field(default_factory=dict)
     hook_names: tuple[str, ...] = ()
     meta: dict = field(default_factory=dict)
@@ -181,6 +184,7 @@ class ProbeResult:
             missing = [h for h in meta.get("hook_names", ()) if h not in model.hook_dict]
             if missing or tensors["baseline"].shape[-1] != info.d_mlp:
                 raise ArtifactError(f"{path} was probed at hooks/widths {info.name} lacks ({missing}); reprobe.")
-        fields = {k: tensors.get(k) for k in cls.__dataclass_fields__ if k.endswith("acc") or k.startswith("null_")}
+        fields = {k: tensors.get(k) for k in cls.__dataclass_fields__
+                  if k.endswith("acc") or k.startswith("null_") or k == "routing"}
         return cls(tensors["baseline"], **fields, sizes=meta.pop("sizes", {}),
                    hook_names=tuple(meta.pop("hook_names", ())), meta=meta)

@@ -1,1 +1,1 @@
-"""Soft prompts: placement and the prompted forward pass, tuning (the one training loop), evaluation, BitFit and adapters."""
+"""Soft prompts: the prompt and its label words, the prompted model and its one forward pass, the causal inputs' keys/values computed once, tuning (the one training loop), evaluation, BitFit and adapters."""

@@ -23,9 +23,10 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from skill_lens.data.batching import in_order, length_batches
-from skill_lens.model.input_cache import InputCache
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.base.progress import progress
-from skill_lens.prompting.prompts import Batch, Hook, PromptedModel, PromptError, SoftPrompt, Verbalizer
+from skill_lens.prompting.prompted_model import Batch, PromptedModel
+from skill_lens.prompting.prompts import Hook, PromptError, SoftPrompt, Verbalizer
 from skill_lens.base.stats import wilson_interval
 
 __all__ = ["predict", "evaluate", "evaluate_distributed", "check_split", "check_labels", "check_lengths",
@@ -159,9 +160,9 @@ def predict(
     """Label logits for every example of ``split``, in the split's order.
 
     Examples run in length-sorted batches (:func:`skill_lens.data.batching.length_batches`), so a batch
-    pads little. With ``input_cache`` (see :mod:`skill_lens.model.input_cache`) the split's inputs are first
-    computed into it (:meth:`~skill_lens.model.input_cache.InputCache.fill`) and each batch runs only the
-    prompt positions (unless the split does not fit in the cache: then each batch runs whole).
+    pads little. With ``input_cache`` (see :mod:`skill_lens.prompting.input_cache`), where ``pm``'s forwards
+    can read their inputs from it (:meth:`~skill_lens.prompting.prompted_model.PromptedModel.cache_inputs`),
+    the split's inputs are first computed into it and each batch runs only the prompt positions.
 
     ``sharded=True`` under a ``torch.distributed`` process group: each rank runs a contiguous run of those
     batches (:func:`~skill_lens.data.distributed.batch_range`) and the logits are summed across ranks, so every
@@ -180,14 +181,11 @@ def predict(
     rank, world = rank_world() if sharded else (0, 1)
     span = batch_range(len(batches), rank, world)
     mine = batches[span.start : span.stop]
-    kept = {}
-    examples = None if world == 1 else [i for b in mine for i in b]
-    if input_cache is not None and input_cache.fill(pm, split, examples=examples):  # else: run it whole
-        kept = {"cache_input": True, "input_cache": input_cache}
+    cache = pm.cache_inputs(split, input_cache, examples=None if world == 1 else [i for b in mine for i in b])
     for idx in batches[: span.start] if skipped is not None else ():
         skipped(pm.encode_split(split, idx))
-    out = [pm.label_logits(pm.encode_split(split, idx), fwd_hooks=fwd_hooks, **kept).to("cpu", torch.float32)
-           for idx in progress(mine, desc=desc)]  # results on the CPU
+    out = [pm.label_logits(pm.encode_split(split, idx), fwd_hooks, cache).to("cpu", torch.float32)
+           for idx in progress(mine, desc=desc)]  # results on the CPU; None cache: each batch runs whole
     if world == 1:
         return in_order(out, batches)
     full = torch.zeros(len(split), len(pm.verbalizer.token_ids))
@@ -221,7 +219,7 @@ def evaluate_distributed(pm, split, fwd_hooks: Sequence[Hook] = (), batch_size: 
 
     Each rank evaluates its :func:`~skill_lens.data.distributed.shard` of ``split``; without a process
     group that is the whole split. Accuracy equals the single-process value exactly; ``logit_diff``
-    up to float rounding. For suppression curves pass ``interventions.per_batch(pm, make_hooks)`` as ``pm``.
+    up to float rounding. For hooks built per batch (suppression curves) pass ``pm.with_hooks(make_hooks)``.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
     >>> model, task = tiny_model(), tiny_task()

@@ -1,9 +1,11 @@
 """Other parameter-efficient tuning on a frozen model, by hooks: BitFit-style biases and adapters.
 
 Their parameters are float32 master copies on the model's device, cast to its dtype in the hooks (as
-a :class:`~skill_lens.prompting.prompts.SoftPrompt` is). Both predict through the task's verbalizer with the hard-prompt template (no soft prompt), so the
-skill neurons they induce can be probed at the prediction position and compared with prompt
-tuning's (``probe(peft_prompted(model, task, module), task)``).
+a :class:`~skill_lens.prompting.prompts.SoftPrompt` is). Both predict through the task's verbalizer with
+the hard-prompt template (no soft prompt), their hooks added to every forward of the prompted model
+(:meth:`~skill_lens.prompting.prompted_model.PromptedModel.with_hooks`), so the skill neurons they induce
+can be probed at the prediction position and compared with prompt tuning's
+(``probe(peft_prompted(model, task, module), task)``).
 
 * :class:`BitFit` -- true BitFit (Ben Zaken et al. 2022) trains the model's own bias terms, but
   Llama/SmolLM2 layers have no biases. Here each layer gets two trainable ``[d_model]`` vectors,
@@ -37,15 +39,16 @@ from torch import Tensor, nn
 
 from skill_lens.prompting.evaluation import check_labels, check_split, evaluate
 from skill_lens.model.loading import describe, model_device
-from skill_lens.prompting.prompts import Hook, PromptedModel, Verbalizer
+from skill_lens.prompting.prompted_model import PromptedModel
+from skill_lens.prompting.prompts import Hook, Verbalizer
 from skill_lens.prompting.tuning import TuneConfig, check_texts_fit, train, tuning_checkpoint
 
-__all__ = ["BitFit", "Adapter", "HookTuneResult", "tune_hooks", "peft_prompted", "HookedPromptedModel"]
+__all__ = ["BitFit", "Adapter", "HookTuneResult", "tune_hooks", "peft_prompted"]
 
 
 def _block_prefixes(model) -> list[str]:
     """``blocks.{l}`` (T5: ``encoder_blocks.{l}``) for every probed layer."""
-    return [h.removesuffix(".mlp.hook_post") for h in describe(model).hook_names]
+    return [h.rsplit(".mlp.", 1)[0] for h in describe(model).hook_names]  # MoE: .mlp.hook_experts_post
 
 
 class BitFit(nn.Module):
@@ -110,20 +113,11 @@ class Adapter(nn.Module):
         return adapter
 
 
-class HookedPromptedModel(PromptedModel):
-    """A :class:`PromptedModel` whose every forward also applies ``module.hooks()`` (so
-    :func:`~skill_lens.probing.probe.probe`, :func:`~skill_lens.prompting.tuning.evaluate` etc. see the tuned model)."""
-
-    def __init__(self, model, module: nn.Module, verbalizer: Verbalizer, template: str = "{text}", **kwargs):
-        super().__init__(model, None, verbalizer, template=template, **kwargs)
-        self.module = module.to(model_device(model))  # in place: its float32 parameters train beside the model
-
-    def model_hooks(self) -> list[Hook]:
-        return self.module.hooks()
-
-
-def peft_prompted(model, task, module: nn.Module, max_length: int | None = None) -> HookedPromptedModel:
-    """The hard-prompt-style model for ``task`` (its template and label words) with ``module``'s hooks.
+def peft_prompted(model, task, module: nn.Module, max_length: int | None = None) -> PromptedModel:
+    """The hard-prompt-style model for ``task`` (its template and label words) with ``module``'s hooks on
+    every forward (so :func:`~skill_lens.probing.probe.probe`, :func:`~skill_lens.prompting.evaluation.evaluate`
+    etc. see the tuned model). ``module`` moves to the model's device, in place: its float32 parameters
+    train beside the model.
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
     >>> model, task = tiny_model(), tiny_task()
@@ -131,8 +125,10 @@ def peft_prompted(model, task, module: nn.Module, max_length: int | None = None)
     >>> pm.prompt is None, len(pm.hooks(pm.encode(["good"])))
     (True, 4)
     """
-    return HookedPromptedModel(model, module, Verbalizer.from_words(model, task.label_words),
-                               template=task.hard_prompt, pair_template=task.hard_prompt, max_length=max_length)
+    module.to(model_device(model))
+    pm = PromptedModel(model, None, Verbalizer.from_words(model, task.label_words), template=task.hard_prompt,
+                       pair_template=task.hard_prompt, max_length=max_length)
+    return pm.with_hooks(lambda batch: module.hooks())  # acting anywhere: its forwards run every position
 
 
 @dataclass
@@ -142,7 +138,7 @@ class HookTuneResult:
     best_step: int
     history: list[dict] = field(default_factory=list)
 
-    def prompted(self, model, task) -> HookedPromptedModel:
+    def prompted(self, model, task) -> PromptedModel:
         """The tuned model for ``task`` (see :func:`peft_prompted`)."""
         return peft_prompted(model, task, self.module)
 

@@ -34,7 +34,7 @@ from torch import Tensor
 from skill_lens.store.artifacts import load_tensors
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.prompting.evaluation import (check_labels, check_lengths, check_split, evaluate, prompted)
-from skill_lens.model.input_cache import InputCache
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.model.loading import describe
 from skill_lens.base.progress import progress
 from skill_lens.prompting.prompts import PromptError, SoftPrompt
@@ -145,8 +145,9 @@ class TrainState:
     best: list[Tensor] = field(default_factory=list, repr=False)  # the trained tensors at the best evaluation
 
     def as_json(self) -> dict:
+        """The state a checkpoint saves: a few numbers, whatever the step (the history goes to its log)."""
         return {"step": self.step, "best_step": self.best_step, "best_dev": self.best_dev,
-                "bad_evals": self.bad_evals, "history": self.history}
+                "bad_evals": self.bad_evals}
 
 
 def batch_indices(seed: int, step: int, n: int, batch_size: int) -> list[int]:
@@ -187,6 +188,7 @@ def train(params: Sequence[Tensor], step_loss: Callable[[list[int]], Tensor], ev
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
         _restore(*saved, params, opt, state)
+        state.history = saved[1].get("history") or checkpoint.records(tied=True)  # older checkpoints: in the state
     bar = progress(total=config.steps, initial=state.step, desc=desc)
     while state.step < config.steps and not (config.patience is not None and state.bad_evals >= config.patience):
         step = state.step
@@ -209,7 +211,9 @@ def train(params: Sequence[Tensor], step_loss: Callable[[list[int]], Tensor], ev
                 state.best = [p.detach().clone() for p in params]
             else:
                 state.bad_evals += 1
-            if checkpoint is not None:
+        if checkpoint is not None:  # the loss curve: appended, never rewritten; the state saved is its size
+            checkpoint.append(state.history[-1], sync=False)
+            if "dev_accuracy" in state.history[-1]:
                 checkpoint.save(_saved_tensors(params, opt, state), state.as_json())
     bar.close()
     return state
@@ -295,7 +299,7 @@ def tune(model, task, config: TuneConfig | None = None, *, checkpoint: str | Pat
     a fresh one (e.g. re-tuning after pruning). Every split is checked before the first step.
 
     A causal model's inputs are computed once, in length-sorted batches, before the first step
-    (:meth:`InputCache.fill <skill_lens.model.input_cache.InputCache.fill>`); pass your own ``input_cache`` to
+    (:meth:`InputCache.fill <skill_lens.prompting.input_cache.InputCache.fill>`); pass your own ``input_cache`` to
     keep them for later passes over the same splits (the probe, suppression curves), as
     :func:`skill_lens.workflow.steps.demo` does. Without one, a cache of ``config.input_cache_mb`` is made.
     """
@@ -314,16 +318,17 @@ def tune(model, task, config: TuneConfig | None = None, *, checkpoint: str | Pat
     check_texts_fit(pm, task)
     ckpt = tuning_checkpoint(checkpoint, model, task, cfg) if checkpoint is not None else None
 
-    cache = None  # a causal model's input keys/values (skill_lens.model.input_cache)
+    cache = None  # a causal model's input keys/values (skill_lens.prompting.input_cache)
     if cfg.cache_input and info.family == "causal":
         cache = input_cache if input_cache is not None else \
             InputCache(cfg.input_cache_mb) if cfg.input_cache_mb else None
     if cache is not None:
         cache.fill(pm, task.train)  # what does not fit is computed per step (correct, slower)
+    inputs = cache if cache is not None else cfg.cache_input  # how label_logits runs the input part
     train_split, labels = task.train, torch.as_tensor(task.train.labels)
 
     def step_loss(idx: list[int]) -> Tensor:
-        logits = pm.label_logits(pm.encode_split(train_split, idx), cache_input=cfg.cache_input, input_cache=cache)
+        logits = pm.label_logits(pm.encode_split(train_split, idx), input_cache=inputs)
         return torch.nn.functional.cross_entropy(logits.float(), labels[idx].to(logits.device))
 
     def dev_accuracy() -> float:

@@ -34,6 +34,9 @@ __all__ = [
     "load_tensors",
     "check_meta",
     "library_version",
+    "fsync_dir",
+    "umask",
+    "check_safetensors",
 ]
 
 
@@ -51,6 +54,11 @@ def library_version() -> str:
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Open a temporary file beside ``path``; rename it onto ``path`` only on success.
 
+    The file gets the permissions the umask gives a new file (as ``open`` would), not the temporary's 0600,
+    so collaborators who may read the folder may read what we write. The temporary is named
+    ``.<name>.sl<pid>.<random>.tmp``: one a killed process leaves is removed by the next writer of the folder
+    (:func:`skill_lens.store.manifest.clean_temporaries`).
+
     >>> import tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "f.txt")
     >>> with atomic_write(p) as f:
@@ -60,17 +68,54 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.sl{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def umask() -> int:
+    """The process's umask (what ``open`` and ``mkdir`` take away from 0o666 and 0o777).
+
+    >>> 0 <= umask() <= 0o777
+    True
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o22)  # no /proc (macOS): read it by setting it, then put it back
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make renames and removals in directory ``path`` durable (a no-op where directories cannot be synced).
+
+    >>> import tempfile
+    >>> fsync_dir(tempfile.mkdtemp())
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -137,6 +182,38 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         raise ArtifactError(f"{path} is not a readable safetensors file ({e}); delete it and rerun.") from e
     meta = json.loads(header["skill_lens_meta"]) if "skill_lens_meta" in header else {}
     return tensors, meta
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Refuse a truncated or corrupt safetensors file in one line naming it (reads only its header).
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "w.safetensors")
+    >>> save_tensors(p, {"w": torch.ones(4)}); check_safetensors(p)
+    >>> _ = os.truncate(p, os.path.getsize(p) - 3)
+    >>> check_safetensors(p)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    skill_lens.store.artifacts.ArtifactError: ...w.safetensors is truncated or corrupt (it has 221 bytes; its header describes 224); download or save it again.
+    """
+    size = os.path.getsize(path)
+    why = None
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 0 or n > size - 8:
+            why = f"it has {size} bytes, too few for its header"
+        else:
+            try:
+                header = json.loads(f.read(n))
+                end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+                why = "its header is not valid"
+            else:
+                if 8 + n + end != size:
+                    why = f"it has {size} bytes; its header describes {8 + n + end}"
+    if why:
+        raise ArtifactError(f"{path} is truncated or corrupt ({why}); download or save it again.")
 
 
 def check_meta(meta: Mapping[str, Any], expected: Mapping[str, Any], what: str) -> None:

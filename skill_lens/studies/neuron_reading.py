@@ -6,45 +6,34 @@
 
 from __future__ import annotations
 
-import re
 
 import torch
 from torch import Tensor
 
 from skill_lens.base.progress import progress
+from skill_lens.model.anatomy import by_segment, input_weights
 from skill_lens.model.loading import describe
-from skill_lens.prompting.prompts import PromptedModel
+from skill_lens.prompting.prompted_model import PromptedModel
 from skill_lens.studies.tables import AnalysisError, TokenTable
 
 __all__ = ["word_selectivity", "top_activating_tokens"]
 
 
-_INPUT_WEIGHTS = {
-    "gate": [(r"layers\.{l}\.mlp\.gate_proj\.weight", True)],
-    "up": [(r"layers\.{l}\.mlp\.up_proj\.weight", True)],
-    "fc": [(r"h\.{l}\.mlp\.c_fc\.weight", False),  # GPT-2 Conv1D: [d_model, d_mlp]
-           (r"layer\.{l}\.intermediate\.dense\.weight", True),  # BERT/RoBERTa
-           (r"encoder\.block\.{l}\.layer\.1\.DenseReluDense\.wi(_0)?\.weight", True),  # T5 (v1.1: gate wi_0)
-           (r"layers\.{l}\.mlp\.fc1\.weight", True)],
-}
-
-
 def _input_weight(model, layer: int, projection: str) -> Tensor:
-    """``[d_mlp, d_model]``: each neuron's input weight vector."""
+    """``[d_mlp, d_model]``: each neuron's input weight vector (read from the model: model.anatomy)."""
     info = describe(model)
     if not 0 <= layer < info.n_layers:
         raise AnalysisError(f"layer {layer} is not in 0..{info.n_layers - 1} of {info.name}")
-    params = {n.replace("._original_component", ""): p for n, p in model.original_model.named_parameters()}
-    kinds = [projection] if projection != "auto" else ["gate", "fc"]
-    for kind in kinds:
-        for pattern, neuron_rows in _INPUT_WEIGHTS.get(kind, []):
-            rx = re.compile(r"(^|\.)" + pattern.format(l=layer) + "$")
-            for name, p in params.items():
-                if rx.search(name):
-                    w = p.detach().float()
-                    return w if neuron_rows else w.T
-    raise AnalysisError(f"found no {projection!r} FFN input projection for layer {layer} of {info.name}; "
-                        "projection is 'auto', 'gate' or 'up' (gated MLPs) or 'fc'.")
+    role = {"auto": "auto", "gate": "gate", "up": "in", "fc": "in", "in": "in"}.get(projection)
+    if projection == "fc" and info.layers[layer].gated:  # a gated FFN has two input projections
+        raise AnalysisError(f"found no 'fc' FFN input projection for layer {layer} of {info.name}: it is gated; "
+                            "use 'gate' or 'up'")
+    if role is None:
+        raise AnalysisError(f"projection is 'auto', 'gate' or 'up' (gated MLPs) or 'fc', not {projection!r}")
+    try:
+        return input_weights(model, layer, role)
+    except ValueError as e:
+        raise AnalysisError(f"found no {projection!r} FFN input projection for layer {layer} of {info.name}: {e}")
 
 
 def word_selectivity(model, layer: int, neuron: int, k: int = 10, projection: str = "auto") -> TokenTable:
@@ -94,8 +83,10 @@ def top_activating_tokens(pm: PromptedModel, split, layer: int, neuron: int, k: 
     (2, ['count', 'mean', 'token', 'token_id'])
     """
     info = describe(pm.model)
-    if not (0 <= layer < info.n_layers and 0 <= neuron < info.d_mlp):
+    if not (0 <= layer < info.n_layers and 0 <= neuron < info.widths[layer]):
         raise AnalysisError(f"neuron ({layer}, {neuron}) is not in {info.n_layers} layers x {info.d_mlp}")
+    (seg, local, _), = by_segment(info.layers[layer].segments, torch.tensor([neuron]))
+    neuron = int(local)
     if split is None or len(split) == 0:
         raise AnalysisError("the split is empty; pass a split with examples (e.g. task.dev).")
     V = len(pm.model.tokenizer)
@@ -110,7 +101,7 @@ def top_activating_tokens(pm: PromptedModel, split, layer: int, neuron: int, k: 
             counts.index_add_(0, ids, torch.ones_like(ids))
 
         with torch.no_grad():
-            pm.label_logits(batch, fwd_hooks=[(info.hook_names[layer], hook)])
+            pm.label_logits(batch, fwd_hooks=[(seg.hook, hook)])
     seen = (counts >= max(1, min_count)).nonzero()[:, 0]
     if len(seen) == 0:
         raise AnalysisError(f"no input token occurs at least {min_count} times; lower min_count.")

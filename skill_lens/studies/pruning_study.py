@@ -17,10 +17,14 @@ from pathlib import Path
 
 import torch
 
+from skill_lens.store.artifacts import write_json
+from skill_lens.store.kinds import KINDS, PRUNE_SUMMARY
+from skill_lens.store.manifest import Folder
+
 __all__ = ["prune_run", "PruneOptions", "retune_config", "time_models", "FOLDS", "SUMMARY_FILE", "summary_text"]
 
 FOLDS = ("calibrated", "baseline")
-SUMMARY_FILE = "prune_summary.json"
+SUMMARY_FILE = PRUNE_SUMMARY
 
 
 @dataclasses.dataclass
@@ -122,15 +126,25 @@ def prune_run(run, options: PruneOptions | None = None, out=None) -> dict:
     >>> s["widths"], (r.path / "pruned" / "model.safetensors").exists(), (r.path / "pruned" / SUMMARY_FILE).exists()
     ({0: 64, 1: 16}, True, True)
     """
-    from skill_lens.intervening.pruning import check_pruned_out, parameter_count, pruning_info, save_pruned
-    from skill_lens.prompting.evaluation import evaluate
+    from skill_lens.intervening.pruning import check_prunable, check_pruned_out
 
     opt = options or PruneOptions()
     out = check_pruned_out(Path(out) if out is not None else run.file("pruned"))
     if opt.layers is not None and max(opt.layers) >= run.meta["n_layers"]:
         raise ValueError(f"--layers {opt.layers}: the model has layers 0-{run.meta['n_layers'] - 1}")
+    check_prunable(run.model, opt.layers)  # a layout that cannot be pruned: refused before any work
     retune = dict(opt.retune or {})
     config = retune_config(run, retune) if retune.get("steps") else None
+    with run.writing("prune"), Folder(out).writing("prune") as tx:  # the model and its summary: one commit
+        summary = _prune(run, opt, out, config)
+        write_json(tx.path(SUMMARY_FILE, "pruned"), summary)  # `skill-lens report` plots it
+    return summary
+
+
+def _prune(run, opt: PruneOptions, out: Path, config) -> dict:
+    from skill_lens.intervening.pruning import parameter_count, pruning_info, save_pruned
+    from skill_lens.prompting.evaluation import evaluate
+
     result, model, task = run.probe_result(), run.model, run.task
     retune_task = run.task_with_train_size(opt.retune_train_size) if config and opt.retune_train_size else task
     pm = run.prompted()
@@ -161,20 +175,17 @@ def prune_run(run, options: PruneOptions | None = None, out=None) -> dict:
                "retune": dataclasses.asdict(config) if config else None,
                "retune_train_size": len(retune_task.train) if config else None, "retune_history": history,
                "dev_size": len(task.dev), "test_size": len(task.test), "lineage": run.lineage("predictivity")}
-    from skill_lens.store.artifacts import write_json
-
-    write_json(out / SUMMARY_FILE, summary)  # `skill-lens report` plots it
     return summary
 
 
 def _pruned_model(run, pm, result, opt: PruneOptions):
     """The pruned model, the massive neurons kept, and where the removed neurons' constants came from."""
     from skill_lens.intervening.calibration import calibrate, keep_also, massive_neurons
-    from skill_lens.probing.scores import select_top
-    from skill_lens.intervening.pruning import prune
+    from skill_lens.intervening.pruning import prune, top_per_expert
+    from skill_lens.model.loading import describe
 
     scores = result.scores("dev", aggregate=opt.aggregate)
-    mask = select_top(scores, opt.keep, per_layer=True)
+    mask = top_per_expert(scores, opt.keep, describe(run.model).layout)  # per layer; an MoE layer's per expert
     train = run.task.train
     texts = train.texts[: opt.calibration_size]
     texts_b = train.texts_b[: opt.calibration_size] if train.texts_b is not None else None
@@ -185,10 +196,11 @@ def _pruned_model(run, pm, result, opt: PruneOptions):
     mask = keep_also(mask, protected, scores)
     if opt.fold == "calibrated":
         baseline = calibrate(pm, mask, opt.layers, texts, texts_b)
-        source = f"calibrated on {len(texts)} training examples (calibration.calibrate), selected by {run.file('predictivity')}"
+        source = f"calibrated on {len(texts)} training examples (calibration.calibrate), selected by the run's {KINDS['predictivity'].file}"
     else:
-        baseline, source = result.baseline, str(run.file("predictivity"))
-    pruned = prune(run.model, mask, baseline, layers=opt.layers, position=opt.position, baseline_source=source)
+        baseline, source = result.baseline, f"the probe's baseline ({KINDS['predictivity'].file})"
+    pruned = prune(run.model, mask, baseline, layers=opt.layers, scores=scores, position=opt.position,
+                   baseline_source=source)  # scores: to give every expert as many neurons
     return pruned, protected, source
 
 

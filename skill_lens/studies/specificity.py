@@ -23,7 +23,7 @@ from torch import Tensor
 
 from skill_lens.probing.scores import spearman
 from skill_lens.prompting.evaluation import evaluate
-from skill_lens.prompting.prompts import PromptedModel
+from skill_lens.prompting.prompted_model import PromptedModel
 from skill_lens.studies.tables import AnalysisError, Result, SpearmanMatrix, TransferMatrix, check_names
 
 __all__ = ["specificity_matrix", "split_halves", "halves_task", "half_scores", "restrict_scores", "top_union",

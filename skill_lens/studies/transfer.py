@@ -20,7 +20,8 @@ from skill_lens.model.loading import describe
 from skill_lens.probing.capture import capture_hooks, probed_positions
 from skill_lens.probing.scores import spearman
 from skill_lens.prompting.evaluation import evaluate
-from skill_lens.prompting.prompts import PromptedModel, PromptError
+from skill_lens.prompting.prompted_model import PromptedModel
+from skill_lens.prompting.prompts import PromptError
 from skill_lens.studies.tables import AnalysisError, Matrix, Result, TransferMatrix, check_names
 
 __all__ = ["transferability", "Overlap", "activation_overlap", "OverlapMatrix", "overlap_matrix",
@@ -128,11 +129,11 @@ def _states(pm, split, start, size, threshold) -> Tensor:
         sel = probed_positions(act, batch, decoder=False, hard=pm.prompt is None)
         return sel > threshold
 
-    names = describe(pm.model).hook_names
-    hooks, got = capture_hooks(names, select=active)
+    info = describe(pm.model)
+    hooks, got = capture_hooks([seg.hook for layer in info.layers for seg in layer.segments], select=active)
     with torch.no_grad():
         pm.label_logits(batch, fwd_hooks=hooks)
-    return torch.stack([got[h] for h in names], dim=1)
+    return torch.stack([torch.cat([got[seg.hook] for seg in layer.segments], -1) for layer in info.layers], dim=1)
 
 
 def _overlap(a: Tensor, b: Tensor, metric: str) -> Tensor:

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["InlineFigure", "predictivity_by_layer", "suppression_curves", "heatmap", "overlap_curves",
+__all__ = ["InlineFigure", "predictivity_by_layer", "predictivity_by_expert", "suppression_curves", "heatmap", "overlap_curves",
            "pruning_tradeoff", "figure_to_png_base64"]
 
 SKILL_COLOR, RANDOM_COLOR, PROMPT_COLOR = "#c0392b", "#7f8c8d", "#2471a3"
@@ -100,6 +100,57 @@ def predictivity_by_layer(pred: Any, prompt_accuracy: float | None = None, title
     ax.set_xlabel("layer")
     ax.set_ylabel("predictivity")
     ax.set_title(title or "neuron predictivity by layer")
+    return fig
+
+
+def predictivity_by_expert(scores: Any, layout: Any, routing: Any = None, title: str | None = None) -> InlineFigure:
+    """A mixture of experts, layer by expert: each expert's best neuron predictivity (the shared expert in the
+    last column), and given ``routing`` (``ProbeResult.routing [L, 2, E]``) how much more often the router sends
+    label-1 than label-0 examples to each expert.
+
+    ``scores`` are per-neuron scores ``[L, d_mlp]`` (or a ``ProbeResult``); ``layout`` the model's
+    :class:`~skill_lens.model.anatomy.NeuronLayout` (``describe(model).layout``, or its JSON in a probe's meta).
+
+    >>> import torch
+    >>> from skill_lens.model.anatomy import LayerLayout, NeuronLayout
+    >>> lay = NeuronLayout.of([LayerLayout(10, 2, 4)] * 3)
+    >>> fig = predictivity_by_expert(torch.rand(3, 10), lay, routing=torch.rand(3, 2, 2))
+    >>> [ax.get_title() for ax in fig.axes[::2]]
+    ['best predictivity per expert', 'routing: label 1 - label 0']
+    """
+    from skill_lens.model.anatomy import NeuronLayout
+
+    layout = layout if isinstance(layout, NeuronLayout) else NeuronLayout.from_json(layout)
+    if hasattr(scores, "scores") and callable(scores.scores):
+        scores = scores.scores()
+    sc = _np(scores)
+    n_e = max((x.experts for x in layout.layers), default=0)
+    if not n_e or sc.shape[0] != len(layout.layers):
+        raise ValueError("predictivity_by_expert needs a mixture-of-experts layout with one row per layer of scores")
+    shared = any(x.shared for x in layout.layers if x.experts)
+    best = np.full((len(layout.layers), n_e + shared), np.nan)
+    for l, x in enumerate(layout.layers):
+        for e in range(x.experts):
+            best[l, e] = sc[l, e * x.expert_width:(e + 1) * x.expert_width].max()
+        if x.experts and x.shared:
+            best[l, n_e] = sc[l, x.experts * x.expert_width:x.width].max()
+    panels = [("best predictivity per expert", best, "viridis")]
+    if routing is not None:
+        r = _np(routing)
+        panels.append(("routing: label 1 - label 0", r[:, 1, :n_e] - r[:, 0, :n_e], "coolwarm"))
+    fig = InlineFigure(figsize=(3.2 + 2.6 * len(panels) + 0.3 * n_e, 1.5 + 0.3 * len(layout.layers)),
+                       layout="constrained")
+    for i, (name, m, cmap) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        lim = np.nanmax(np.abs(m)) if cmap == "coolwarm" else None
+        im = ax.imshow(m, cmap=cmap, aspect="auto", vmin=-lim if lim else None, vmax=lim)
+        ax.set_xticks(range(m.shape[1]), [f"E{e}" for e in range(n_e)] + (["S"] if m.shape[1] > n_e else []))
+        ax.set_xlabel("expert")
+        ax.set_ylabel("layer")
+        ax.set_title(name)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    if title:
+        fig.suptitle(title)
     return fig
 
 

@@ -184,18 +184,24 @@ class View:
 
 
 # ------------------------------------------------------------------ neurons
-def neuron_label(layer: int, index: int) -> str:
-    """``"L{layer}.N{index}"``.
+def neuron_label(layer: int, index: int, layout=None) -> str:
+    """``"L{layer}.N{index}"``; with a model's ``layout`` (``describe(model).layout``) an expert's neuron is
+    ``"L{layer}.E{expert}.N{j}"`` (see :mod:`skill_lens.model.anatomy`).
 
     >>> neuron_label(29, 692)
     'L29.N692'
     """
-    return f"L{layer}.N{index}"
+    return f"L{layer}.N{index}" if layout is None else layout.label(layer, index)
 
 
-def _pairs(neurons: Any, shape: tuple[int, int]) -> list[tuple[int, int]]:
+def _labels(pm, pairs) -> list[str]:
+    layout = describe(pm.model).layout
+    return [neuron_label(*p, layout=layout) for p in pairs]
+
+
+def _pairs(neurons: Any, shape: tuple[int, int], layout=None) -> list[tuple[int, int]]:
     """``[(layer, index)]`` in the order given (:meth:`NeuronSet.pairs_of`), at least one."""
-    pairs = NeuronSet.pairs_of(neurons, *shape)
+    pairs = NeuronSet.pairs_of(neurons, *shape, layout=layout)
     if not pairs:
         raise ValueError("no neurons given; pass labels like 'L3.N12', (layer, index) pairs or a NeuronSet")
     return pairs
@@ -231,7 +237,7 @@ def _token_activations(pm, texts: Sequence[str], pairs, texts_b=None, positions:
         raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
     if positions == "prompt" and pm.prompt is None:
         raise ValueError("positions='prompt' needs a soft prompt; this model runs a hard prompt")
-    pairs = _pairs(pairs, describe(pm.model).shape)
+    pairs = _pairs(pairs, describe(pm.model).shape, describe(pm.model).layout)
     tok, out = pm.model.tokenizer, []
     for start in range(0, len(texts), batch_size):
         tb = list(texts_b[start:start + batch_size]) if texts_b is not None else None
@@ -286,7 +292,8 @@ def neuron_activations_view(pm, texts: Sequence[str] | str, neurons: Any, texts_
     ``"prompt"``; padding is never shown. Prompt tokens are labelled ``<P0>``, ``<P1>`` ...
 
     >>> from skill_lens.model.tiny import tiny_model
-    >>> from skill_lens.prompting.prompts import PromptedModel, SoftPrompt, Verbalizer
+    >>> from skill_lens.prompting.prompted_model import PromptedModel
+    >>> from skill_lens.prompting.prompts import SoftPrompt, Verbalizer
     >>> model = tiny_model()
     >>> pm = PromptedModel(model, SoftPrompt.init(model, 2), Verbalizer.from_words(model, ["bad", "good"]))
     >>> v = neuron_activations_view(pm, ["the film was good", "bad"], ["L1.N5", "L0.N3"])
@@ -296,10 +303,10 @@ def neuron_activations_view(pm, texts: Sequence[str] | str, neurons: Any, texts_
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise ValueError("no texts given; pass a few example strings")
-    pairs = _pairs(neurons, describe(pm.model).shape)
+    pairs = _pairs(neurons, describe(pm.model).shape, describe(pm.model).layout)
     rows = _token_activations(pm, texts, pairs, texts_b, positions)
     caps = list(captions) if captions is not None else [f"example {i}" for i in range(len(texts))]
-    return tokens_view(rows, [neuron_label(*p) for p in pairs], caps, title)
+    return tokens_view(rows, _labels(pm, pairs), caps, title)
 
 
 def _scores(pm, split, pairs, score: str, batch_size: int) -> Tensor:
@@ -341,7 +348,7 @@ def top_examples_view(pm, split, neurons: Any, k: int = 5, score: str = "prompt_
         raise ValueError("the split is empty; pass one with examples (e.g. task.dev)")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    pairs = _pairs(neurons, describe(pm.model).shape)
+    pairs = _pairs(neurons, describe(pm.model).shape, describe(pm.model).layout)
     scores = _scores(pm, split, pairs, score, batch_size)  # [n, K]
     k = min(k, len(split))
     chosen = [[scores[:, j].topk(k, largest=largest).indices.tolist() for largest in (True, False)]
@@ -356,7 +363,7 @@ def top_examples_view(pm, split, neurons: Any, k: int = 5, score: str = "prompt_
               for per in chosen]
     values = [[[[0.0, *_rounded(rows[i][1][:, j])] for i in idx] for idx in per] for j, per in enumerate(chosen)]
     props = {"tokens": tokens, "activations": values, "zerothDimensionName": "Neuron",
-             "firstDimensionName": "Examples", "zerothDimensionLabels": [neuron_label(*p) for p in pairs],
+             "firstDimensionName": "Examples", "zerothDimensionLabels": _labels(pm, pairs),
              "firstDimensionLabels": [f"top {k} (most active, by {score})", f"bottom {k} (least active)"]}
     return View([_Panel("TopkSamples", props)], title)
 
@@ -370,7 +377,8 @@ def neuron_picker(pm, texts: Sequence[str] | str, layers: Sequence[int] | None =
     a :class:`ValueError` asks to narrow them when the view would hold more than ``max_values`` numbers.
 
     >>> from skill_lens.model.tiny import tiny_model
-    >>> from skill_lens.prompting.prompts import PromptedModel, SoftPrompt, Verbalizer
+    >>> from skill_lens.prompting.prompted_model import PromptedModel
+    >>> from skill_lens.prompting.prompts import SoftPrompt, Verbalizer
     >>> model = tiny_model()
     >>> pm = PromptedModel(model, SoftPrompt.init(model, 2), Verbalizer.from_words(model, ["bad", "good"]))
     >>> p = neuron_picker(pm, ["good film", "bad plot"], layers=[1], neuron_indices=[3, 5]).panels[0].props
@@ -383,7 +391,7 @@ def neuron_picker(pm, texts: Sequence[str] | str, layers: Sequence[int] | None =
     idx = list(range(info.d_mlp)) if neuron_indices is None else [int(i) for i in neuron_indices]
     if not texts or not layers or not idx:
         raise ValueError("neuron_picker needs at least one text, one layer and one neuron index")
-    pairs = _pairs([(l, i) for l in layers for i in idx], info.shape)
+    pairs = _pairs([(l, i) for l in layers for i in idx], info.shape, info.layout)
     n_tokens = sum(len(pm.encode([t]).input_ids[0]) for t in texts)
     if n_tokens * len(pairs) > max_values:
         raise ValueError(f"this view would embed {n_tokens * len(pairs):,} values (> max_values={max_values:,}); "
@@ -393,5 +401,5 @@ def neuron_picker(pm, texts: Sequence[str] | str, layers: Sequence[int] | None =
         "tokens": [[htmllib.escape(t, quote=False) for t in toks] for toks, _ in rows],
         "activations": [_rounded(a.reshape(len(toks), len(layers), len(idx))) for toks, a in rows],
         "firstDimensionName": "Layer", "secondDimensionName": "Neuron",
-        "firstDimensionLabels": [f"L{l}" for l in layers], "secondDimensionLabels": [f"N{i}" for i in idx],
+        "firstDimensionLabels": [f"L{l}" for l in layers], "secondDimensionLabels": [info.layout.label(layers[0], i).split(".", 1)[1] for i in idx],
     })], title)

@@ -43,6 +43,9 @@ from typing import Any
 
 
 from skill_lens.store.artifacts import ArtifactError, atomic_write
+from skill_lens.model.anatomy import NeuronLayout
+from skill_lens.store.kinds import KINDS, MANIFEST, PRUNE_SUMMARY, PRUNED_INFO, kind_of
+from skill_lens.store.manifest import Folder
 from skill_lens.views import plots
 
 __all__ = ["write_report", "check_report_out", "REPORT_FILE"]
@@ -139,7 +142,8 @@ def _scores_of(result) -> dict:
     score, pos = dev.max(1)
     test = result.scores("test") if result.test_acc is not None else None
     null = result.null_summary() if result.null_max_dev is not None else None
-    return {"pred": dev, "dev": score, "pos": pos, "test": test, "baseline": result.baseline, "null": null}
+    return {"pred": dev, "dev": score, "pos": pos, "test": test, "baseline": result.baseline, "null": null,
+            "routing": result.routing}
 
 
 def _predictivity_section(p: dict, meta: dict, top: int) -> str:
@@ -153,17 +157,21 @@ def _predictivity_section(p: dict, meta: dict, top: int) -> str:
         f'{null["fwer_threshold"]:.3f}: the predictivity the best of {L * N} neurons reaches with shuffled labels '
         f'in 95% of {p["null"]["permutations"]} permutations.</p>')
     order = p["dev"].flatten().argsort(descending=True)[:top].tolist()
-    rows = []
+    rows, layout = [], NeuronLayout.from_json(meta.get("layout"))  # experts' neurons: L3.E5.N812
     for flat in order:
         l, n = divmod(flat, N)
         base = p["baseline"]
-        rows.append([f"L{l}.N{n}", l, n, p["dev"][l, n].item(), None if p["test"] is None else p["test"][l, n].item(),
+        rows.append([layout.label(l, n), l, n, p["dev"][l, n].item(), None if p["test"] is None else p["test"][l, n].item(),
                      int(p["pos"][l, n]), None if base is None else base.reshape(L, -1, N)[l, int(p["pos"][l, n]), n].item()])
     table = _table(rows, ["neuron", "layer", "index", "dev predictivity", "test predictivity", "best prompt position",
                           "baseline there"])
+    experts = "" if not layout.moe else _figure(
+        plots.predictivity_by_expert(p["dev"], layout, p.get("routing")), "Mixture of experts: each expert's best "
+        "neuron (S: the shared expert)" + ("; right, how much more often the router sends label-1 than label-0 "
+                                            "train examples to each expert." if p.get("routing") is not None else "."))
     return ("<h2>Skill neuron predictivity</h2>" + reading + _figure(fig, "Predictivity (max over prompt positions) "
             "of every neuron per layer; the dashed line is the tuned prompt's dev accuracy (Wang et al. 2022, fig. 2)"
-            + ("; the dotted one the permutation null's family-wise 5% threshold." if null else ".")) +
+            + ("; the dotted one the permutation null's family-wise 5% threshold." if null else ".")) + experts +
             f"<h3>Top {len(rows)} neurons</h3>" + table)
 
 
@@ -289,15 +297,11 @@ def _prune_section(name: str, data: dict, notes: list[str]) -> str:
     return f"<h3>Pruned model ({_e(name)})</h3>" + reading + table + fig
 
 
-SECTIONS = {"perturb": _perturb_section, "robustness": _robustness_section, "pruned": _prune_section}
-
-
-HF_FILES = {"config.json", "generation_config.json", "special_tokens_map.json", "tokenizer.json",
-            "tokenizer_config.json", "vocab.json", "added_tokens.json", "pruning.json"}
+RENDER = {"perturb": _perturb_section, "robustness": _robustness_section, "pruned": _prune_section}  # by Kind.section
 
 
 def _pruned_summary(d: Path) -> str:
-    info = json.loads((d / "pruning.json").read_text())
+    info = json.loads((d / PRUNED_INFO).read_text())
     kept = {str(k): len(v) for k, v in info.get("kept", {}).items()}
     d_mlp = info.get("d_mlp")
     total = d_mlp * len(kept) if d_mlp else None
@@ -309,7 +313,9 @@ def _pruned_summary(d: Path) -> str:
     return f"<h4>pruned model {_e(d.name)}/</h4>" + _table([r for r in rows if r[1] is not None])
 
 
-KINDS = {"perturb_": "perturb", "robustness_": "robustness"}
+def _pruned_dirs(run) -> list[Path]:
+    """The pruned models in the run (``pruned/`` and any other folder holding a pruning record)."""
+    return sorted(d for d in run.path.iterdir() if d.is_dir() and (d / PRUNED_INFO).exists())
 
 
 def _results(run, notes: list[str]) -> list[tuple[Path, str | None, dict]]:
@@ -317,16 +323,18 @@ def _results(run, notes: list[str]) -> list[tuple[Path, str | None, dict]]:
     checked against the run's lineage first, so a stale one stops the report before anything is written."""
     from skill_lens.store.artifacts import read_json
 
-    def results(d: Path) -> list[Path]:
-        return sorted(p for p in d.glob("*.json") if p.name not in HF_FILES | {"run.json"}
-                      and not p.name.endswith((".safetensors.json", ".checkpoint.json"))
-                      and not p.name.startswith("."))
+    def shown(p: Path) -> bool:  # a result, not one of our records (run.json, sidecars, checkpoints, manifests)
+        kind = kind_of(p.name)
+        return p.name != MANIFEST and not p.name.startswith(".") and (kind is None or kind.section is not None) \
+            and not p.name.endswith((".safetensors.json", ".checkpoint.json"))
 
-    pruned = sorted(d for d in run.path.iterdir() if d.is_dir() and (d / "pruning.json").exists())
     out = []
-    for p in results(run.path) + [p for d in pruned for p in results(d)]:
-        kind = next((k for prefix, k in KINDS.items() if p.name.startswith(prefix)), None)
-        kind = "pruned" if p.name == "prune_summary.json" else kind
+    for p in sorted(filter(shown, run.path.glob("*.json"))) + [d / PRUNE_SUMMARY for d in _pruned_dirs(run)
+                                                                 if (d / PRUNE_SUMMARY).exists()]:
+        kind = "pruned" if p.name == PRUNE_SUMMARY else getattr(kind_of(p.name), "name", None)
+        folder = Folder(p.parent)
+        if folder.has_manifest() and folder.entry(p.name) is None:
+            kind = None  # named like ours, but no step wrote it: the user's
         if kind is not None:
             out.append((p, kind, run.read_result(kind, p)))
             continue
@@ -338,19 +346,20 @@ def _results(run, notes: list[str]) -> list[tuple[Path, str | None, dict]]:
 
 
 def _result_sections(run, results: list[tuple[Path, str | None, dict]], notes: list[str]) -> str:
-    pruned = sorted(d for d in run.path.iterdir() if d.is_dir() and (d / "pruning.json").exists())
+    pruned = _pruned_dirs(run)
     out = ["<h2>Suppression, pruning, robustness, analyses</h2>"]
     if not results and not pruned:
         out.append(_note("No result files yet (perturb_*.json, pruned models, robustness, analyses); "
                          "run those steps to add them here."))
     for d in pruned:  # a pruned model with its summary is shown with it below
-        if not (d / "prune_summary.json").exists():
+        if not (d / PRUNE_SUMMARY).exists():
             out.append(_try(f"pruned model {d.name}", lambda d=d: _pruned_summary(d), notes))
     for p, kind, data in results:
         name = str(p.relative_to(run.path))
-        section = SECTIONS.get(kind, lambda name, data, notes, p=p: _json_figure(p, data, notes, name))
+        section = RENDER.get(KINDS[kind].section if kind else None,
+                             lambda name, data, notes, p=p: _json_figure(p, data, notes, name))
         out.append(_try(name, lambda section=section, data=data, name=name: section(name, data, notes), notes))
-        if kind == "pruned" and (p.parent / "pruning.json").exists():
+        if kind == "pruned" and (p.parent / PRUNED_INFO).exists():
             out.append(_try(f"pruned model {p.parent.name}", lambda d=p.parent: _pruned_summary(d), notes))
     return "".join(out)
 
@@ -418,14 +427,25 @@ def write_report(run, out=None, include_views: bool = True, top: int = 20, n_neu
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
             f"<title>{_e(title)}</title><style>{CSS}</style>\n{script}\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
-    with atomic_write(out) as f:
-        f.write(page)
+    _write_page(run, out, page)
     for n in notes:
         warnings.warn(f"report {out}: {n}", stacklevel=2)
     return out
 
 
 GENERATOR = '<meta name="generator" content="skill_lens report">'
+
+
+def _write_page(run, out: Path, page: str) -> None:
+    """Write the page: into the run (under its lock, committed to its manifest) or to a file elsewhere."""
+    inside = out.resolve().parent == run.path.resolve()
+    if not inside:
+        with atomic_write(out) as f:
+            f.write(page)
+        return
+    with run.writing("report") as tx:  # an earlier report of ours (by its generator tag) is replaced
+        with atomic_write(tx.path(out.name, "report", ours=out.exists())) as f:
+            f.write(page)
 
 
 def check_report_out(path: Path) -> Path:

@@ -1,20 +1,13 @@
 """A run directory owns its artifacts and their lineage.
 
 ``skill-lens tune`` makes a run; every later step reads it and writes beside it. This module is the one
-place that knows each artifact's file, how to read and write it, and what it was made from:
+place that reads and writes a run's artifacts; what each is called, made from and remade by is the table
+of :mod:`skill_lens.store.kinds` (``KINDS``).
 
-=========================  ===============================  =======================================
-artifact                   file(s) in ``RUN/``              made from
-=========================  ===============================  =======================================
-run                        ``run.json``                     model weights, task data, config
-prompt                     ``prompt.safetensors``           model, task (``skill-lens tune``)
-predictivity               ``predictivity.safetensors``     prompt (``skill-lens probe``)
-neurons                    ``neurons.safetensors``          predictivity (``skill-lens neurons``)
-perturb                    ``perturb_<method>.json/.csv``   predictivity (``skill-lens perturb``)
-robustness                 ``robustness_<name>.json/.csv``  prompt (``skill-lens robustness``)
-pruned                     ``pruned/`` (or ``--out``)       predictivity, calibration (``skill-lens prune``)
-seeds                      ``DIR/seeds.safetensors``        several runs' predictivity (``skill-lens seeds``)
-=========================  ===============================  =======================================
+Every step that writes into a run holds the run's lock and commits its outputs whole through the run's
+:class:`~skill_lens.store.manifest.Folder` (:meth:`Run.writing`): ``RUN/manifest.json`` lists every file a step
+wrote with the sha256 of its bytes, only those are ever replaced or removed, and every read checks the
+bytes it reads against it, naming the command that makes a changed file again.
 
 A ``seeds`` aggregate lives in a directory of its own beside (or above) its runs; it records every run's
 lineage and is read through :class:`skill_lens.workflow.seeds.SeedGroup`, which checks each with :meth:`Run.check`.
@@ -33,45 +26,46 @@ or a model directory re-saved with other weights is refused instead of silently 
 >>> reopened = Run.open(d)
 >>> sorted(reopened.meta["accuracy"]), reopened.prompt().length
 (['dev', 'hard_prompt_dev', 'hard_prompt_test', 'test'], 2)
+>>> sorted(reopened.folder.manifest())  # what tune wrote, each with the sha256 every read checks
+['prompt.safetensors', 'prompt.safetensors.json', 'run.json', 'tuning_curve.json']
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from skill_lens.store.artifacts import ArtifactError, library_version, load_tensors, read_json, write_json
 from skill_lens.store.checkpoint import Checkpoint
-from skill_lens.model.input_cache import InputCache
+from skill_lens.store.kinds import KINDS, LOCK, STAGING, kind_of, ours_by_name
+from skill_lens.store.manifest import Folder, Transaction
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.model.loading import (DTYPES, describe, dtype_name, fingerprint, load_model, load_options,
                                       model_dtype, resources)
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.prompting.tuning import RESOURCE_FIELDS, TuneConfig, tune, with_defaults
 from skill_lens.prompting.evaluation import evaluate, hard_prompt_model, prompted
 
-__all__ = ["Run", "FILES", "PARENTS", "file_fingerprint"]
+__all__ = ["Run", "file_fingerprint", "redo"]
 
-FILES = {"run": "run.json", "prompt": "prompt.safetensors", "predictivity": "predictivity.safetensors",
-         "neurons": "neurons.safetensors", "checkpoint": "checkpoint.safetensors", "pruned": "pruned",
-         "report": "report.html", "seeds": "seeds.safetensors"}
-PARENTS = {"prompt": None, "predictivity": "prompt", "neurons": "predictivity", "perturb": "predictivity",
-           "robustness": "prompt", "pruned": "predictivity", "seeds": "predictivity"}
-REDO = {"prompt": "skill-lens tune --out {run} --overwrite", "predictivity": "skill-lens probe {run}",
-        "neurons": "skill-lens neurons {run}", "perturb": "skill-lens perturb {run}",
-        "robustness": "skill-lens robustness {run} --adversarial ...", "pruned": "skill-lens prune {run}",
-        "seeds": "skill-lens seeds DIR (DIR: the seeds directory aggregating {run})"}
-DERIVED_GLOBS = ("predictivity.safetensors*", "neurons.safetensors*", "perturb_*.json", "perturb_*.csv",
-                 "perturb_*.checkpoint*", "robustness_*.json", "robustness_*.csv", "probe_checkpoint.*",
-                 "report.html")
 PLACEMENT = {"causal": "input, prompt (predict at the last position)",
              "mlm": "<mask>, prompt, input (predict at the mask)",
              "seq2seq": "prompt, input (predict the first decoder token)"}
 REQUIRED = {"model": str, "model_fingerprint": str, "family": str, "n_layers": int, "d_mlp": int, "d_model": int,
             "hook_names": list, "task": dict, "label_words": list, "prompt_length": int, "prompt_fingerprint": str,
             "config": dict, "accuracy": dict}
+
+
+def redo(kind: str, run) -> str:
+    """The command that makes an artifact of ``kind`` of ``run`` again (:data:`skill_lens.store.kinds.KINDS`).
+
+    >>> redo("predictivity", "runs/rt")
+    'skill-lens probe runs/rt'
+    """
+    return KINDS[kind].redo.format(run=run)
 
 
 def file_fingerprint(path) -> str:
@@ -116,19 +110,15 @@ class Run:
         holding anything else is refused untouched.
         """
         path = Path(path)
-        existing = _claim(path, model, task, config, overwrite, reuse)
-        if existing is not None:
-            return existing
-        ckpt, cache = path / FILES["checkpoint"], InputCache.persistent(config.input_cache_mb)
-        result = tune(model, task, config, checkpoint=ckpt, input_cache=cache)  # the old run stays whole until now
-        meta = _run_meta(model, task, config, task_args, result, cache)
-        _remove_derived(path)
-        prompt_file = path / FILES["prompt"]
-        result.prompt.save(prompt_file, task=task.name, lineage={"model_fingerprint": meta["model_fingerprint"],
-                                                                 "task_fingerprint": meta["task"]["fingerprint"]})
-        meta["prompt_fingerprint"] = file_fingerprint(prompt_file)
-        write_json(path / FILES["run"], meta)
-        Checkpoint(ckpt, {}).remove()
+        _claim(path, model, task, config, overwrite, reuse, check_only=True)  # before anything is made
+        with Folder(path).writing("tune") as tx:
+            existing = _claim(path, model, task, config, overwrite, reuse)
+            if existing is not None:
+                return existing
+            ckpt, cache = path / KINDS["checkpoint"].file, InputCache.persistent(config.input_cache_mb)
+            result = tune(model, task, config, checkpoint=ckpt, input_cache=cache)  # the old run stays whole
+            meta = _run_meta(model, task, config, task_args, result, cache)
+            _stage_run(tx, path, result, meta, ckpt)  # committed whole; the old run's files go after that
         return cls(path, meta, model, task, _input_cache=cache)
 
     @classmethod
@@ -145,9 +135,32 @@ class Run:
         """
         path = Path(path)
         load = load_options(device, dtype, **placement)
-        if not (path / FILES["run"]).exists():
+        Folder(path).settle() if path.is_dir() else None  # a commit a killed step left half applied
+        if not (path / KINDS["run"].file).exists():
             raise ArtifactError(f"{path} is not a finished run (no run.json); run `skill-lens tune --out {path}` first.")
-        return cls(path, _validated(read_json(path / FILES["run"]), path), load=load)
+        return cls(path, _validated(read_json(path / KINDS["run"].file), path), load=load)
+
+    @property
+    def folder(self) -> Folder:
+        """The run directory as a :class:`~skill_lens.store.manifest.Folder`: its lock, manifest and commits."""
+        return Folder(self.path)
+
+    @contextlib.contextmanager
+    def writing(self, step: str):
+        """Hold the run's write lock for ``step`` (a context manager yielding its
+        :class:`~skill_lens.store.manifest.Transaction`): what the block stages is committed whole when it ends
+        without an error. Every step that writes into the run holds it (:mod:`skill_lens.workflow.steps`). A run
+        made before manifests has its own files (by name and lineage) listed as they are by the first commit."""
+        with self.folder.writing(step) as tx:
+            if not self.folder.has_manifest():
+                tx.adopt({rel: kind_of(rel).name for rel in ours_by_name(self.path)})
+            yield tx
+
+    def verify(self, *kinds: str) -> None:
+        """Refuse the run's files of ``kinds`` (``"run"``, ``"prompt"``, ...) whose bytes changed since the step
+        that wrote them (``RUN/manifest.json``), naming the command that makes them again."""
+        for kind in kinds:
+            self.folder.verify(KINDS[kind].file, redo(kind, self.path))
 
     # ------------------------------------------------------------------ model and task
     @property
@@ -181,7 +194,7 @@ class Run:
                 f"run {self.path} was tuned on {self.meta['model']} with weights {self.meta['model_fingerprint']}, "
                 f"but this model ({info.name}, {info.n_layers}x{info.d_mlp}) has weights {fp}: its weights or "
                 f"architecture differ. Load the run's own model, or re-tune: "
-                f"{REDO['prompt'].format(run=self.path)}.")
+                f"{redo('prompt', self.path)}.")
         if model is not self._model:
             self._model, self._input_cache = model, None  # a cache belongs to one model object
 
@@ -225,23 +238,25 @@ class Run:
 
     # ------------------------------------------------------------------ artifacts
     def file(self, artifact: str) -> Path:
-        """Where ``artifact`` (a key of :data:`FILES`) lives in this run.
+        """Where ``artifact`` (a kind of :data:`~skill_lens.store.kinds.KINDS`) lives in this run.
 
         >>> Run(Path("runs/rt"), {}).file("predictivity").as_posix()
         'runs/rt/predictivity.safetensors'
         """
-        return self.path / FILES[artifact]
+        return self.path / KINDS[artifact].path()
 
     def prompt(self) -> SoftPrompt:
         """The run's tuned prompt, checked: the very file tuning wrote, 2-D float ``[prompt_length, d_model]``."""
-        path = self._checked_prompt_file()
-        tensors, meta = load_tensors(path)
-        emb = tensors.get("prompt")
-        want = (self.meta["prompt_length"], self.meta["d_model"])
-        if emb is None or emb.dim() != 2 or not emb.is_floating_point() or tuple(emb.shape) != want:
-            got = "no 'prompt' tensor" if emb is None else f"a {emb.dtype} tensor of shape {list(emb.shape)}"
-            raise ArtifactError(f"{path} holds {got}, but run.json says a float prompt of shape {list(want)}; "
-                                f"re-tune: {REDO['prompt'].format(run=self.path)}.")
+        with self.folder.reading():
+            path = self._checked_prompt_file()
+            tensors, meta = load_tensors(path)
+            emb = tensors.get("prompt")
+            want = (self.meta["prompt_length"], self.meta["d_model"])
+            if emb is None or emb.dim() != 2 or not emb.is_floating_point() or tuple(emb.shape) != want:
+                got = "no 'prompt' tensor" if emb is None else f"a {emb.dtype} tensor of shape {list(emb.shape)}"
+                raise ArtifactError(f"{path} holds {got}, but run.json says a float prompt of shape {list(want)}; "
+                                    f"re-tune: {redo('prompt', self.path)}.")
+            self.verify("run", "prompt")
         return SoftPrompt(emb, meta)
 
     def _checked_prompt_file(self) -> Path:
@@ -251,23 +266,23 @@ class Run:
         if file_fingerprint(path) != self.meta["prompt_fingerprint"]:
             raise ArtifactError(f"{path} is not the prompt run {self.path} tuned (its content fingerprint differs from "
                                 "run.json's prompt_fingerprint): it was replaced or copied from another run. Restore "
-                                f"it, or re-tune: {REDO['prompt'].format(run=self.path)}.")
+                                f"it, or re-tune: {redo('prompt', self.path)}.")
         return path
 
     @property
     def input_cache(self) -> InputCache:
-        """The keys/values of the run's inputs under its model (:mod:`skill_lens.model.input_cache`), shared by the steps
+        """The keys/values of the run's inputs under its model (:mod:`skill_lens.prompting.input_cache`), shared by the steps
         on this ``Run`` object: the probe and suppression curves after :meth:`create` compute no input that
         tuning computed. Bounded by the run's ``input_cache_mb``; ``run.input_cache.clear()`` frees it. Every
         split it computes whole is also kept on disk (:meth:`InputCache.persistent
-        <skill_lens.model.input_cache.InputCache.persistent>`), so a ``Run`` opened in another process, e.g. by
+        <skill_lens.prompting.input_cache.InputCache.persistent>`), so a ``Run`` opened in another process, e.g. by
         ``skill-lens probe`` after ``skill-lens tune``, reads its inputs instead of computing them again."""
         if self._input_cache is None:
             self._input_cache = InputCache.persistent(with_defaults(self.meta["config"])["input_cache_mb"])
         return self._input_cache
 
     def prompted(self):
-        """The run's :class:`~skill_lens.prompting.prompts.PromptedModel` (model, checked prompt and verbalizer)."""
+        """The run's :class:`~skill_lens.prompting.prompted_model.PromptedModel` (model, checked prompt and verbalizer)."""
         return prompted(self.model, self.task, self.prompt(), self.meta["config"].get("max_length"))
 
     def lineage(self, parent: str | None = None) -> dict:
@@ -276,9 +291,12 @@ class Run:
 
         >>> meta = {"model_fingerprint": "m", "task": {"fingerprint": "t"}, "prompt_fingerprint": "p"}
         >>> sorted(Run(Path("runs/rt"), meta).lineage())
-        ['model_fingerprint', 'prompt_fingerprint', 'run', 'task_fingerprint']
+        ['model_fingerprint', 'prompt_fingerprint', 'task_fingerprint']
+
+        The run is named by its content (these fingerprints), never by its path: a run moved, copied or
+        reached through a symlink or another spelling of its path makes the very same artifacts.
         """
-        out = {"run": str(self.path), "model_fingerprint": self.meta["model_fingerprint"],
+        out = {"model_fingerprint": self.meta["model_fingerprint"],
                "task_fingerprint": self.meta["task"]["fingerprint"], "prompt_fingerprint": self.meta["prompt_fingerprint"]}
         if parent is not None:
             out["parent"] = {"artifact": parent, "fingerprint": file_fingerprint(self.file(parent))}
@@ -288,48 +306,56 @@ class Run:
         """Refuse an artifact whose recorded lineage (``meta["lineage"]``) does not match this run and its
         current files, naming what differs and the command that makes it again. The readers below call it;
         see the module docstring for an example."""
-        redo = REDO[artifact].format(run=self.path)
+        again = redo(artifact, self.path)
         self._checked_prompt_file()
         lineage = meta.get("lineage") if isinstance(meta, dict) else None
         if not isinstance(lineage, dict):
             raise ArtifactError(f"{where} records no lineage (written by another tool or an older skill_lens), so it "
-                                f"cannot be traced to run {self.path}; make it again: {redo}.")
+                                f"cannot be traced to run {self.path}; make it again: {again}.")
         expected = self.lineage()
         for key, what in (("model_fingerprint", "model weights"), ("task_fingerprint", "task data"),
                           ("prompt_fingerprint", "prompt")):
             if lineage.get(key) != expected[key]:
                 raise ArtifactError(f"{where} was made from other {what} ({key} {lineage.get(key)}) than run "
                                     f"{self.path} ({expected[key]}): it is stale or belongs to another run. "
-                                    f"Make it again: {redo}.")
-        parent = PARENTS[artifact]
+                                    f"Make it again: {again}.")
+        parent = KINDS[artifact].parent
         if parent is not None and parent != "prompt":
             recorded = (lineage.get("parent") or {}).get("fingerprint")
             self._require(self.file(parent), parent)
             if recorded != file_fingerprint(self.file(parent)):
-                raise ArtifactError(f"{where} was derived from another {FILES[parent]} than the one in {self.path} "
-                                    f"now (it was re-made or replaced since). Make it again: {redo}.")
+                raise ArtifactError(f"{where} was derived from another {KINDS[parent].file} than the one in "
+                                    f"{self.path} now (it was re-made or replaced since). Make it again: {again}.")
+            self.verify(parent)
+        self.verify("run", "prompt")
 
     def probe_result(self):
-        """The probe's :class:`~skill_lens.probing.probe.ProbeResult`, checked against this run's prompt."""
+        """The probe's :class:`~skill_lens.probing.result.ProbeResult`, checked against this run's prompt (its
+        lineage) and against the bytes the probe wrote (its content)."""
         from skill_lens.probing.result import ProbeResult
 
         path = self.file("predictivity")
-        self._require(path, "predictivity")
-        result = ProbeResult.load(path)
-        self.check(result.meta, "predictivity", path)
-        want = (self.meta["n_layers"], self.meta["d_mlp"])
-        got = (result.baseline.shape[0], result.baseline.shape[-1])
-        if got != want or (result.baseline.dim() == 3 and result.baseline.shape[1] not in (1, self.meta["prompt_length"])):
-            raise ArtifactError(f"{path} has shape {list(result.baseline.shape)}, not [{want[0]}, "
-                                f"{self.meta['prompt_length']}, {want[1]}] as run.json says; "
-                                f"re-probe: {REDO['predictivity'].format(run=self.path)}.")
+        with self.folder.reading():
+            self._require(path, "predictivity")
+            result = ProbeResult.load(path)
+            self.check(result.meta, "predictivity", path)
+            want = (self.meta["n_layers"], self.meta["d_mlp"])
+            got = (result.baseline.shape[0], result.baseline.shape[-1])
+            if got != want or (result.baseline.dim() == 3
+                               and result.baseline.shape[1] not in (1, self.meta["prompt_length"])):
+                raise ArtifactError(f"{path} has shape {list(result.baseline.shape)}, not [{want[0]}, "
+                                    f"{self.meta['prompt_length']}, {want[1]}] as run.json says; "
+                                    f"re-probe: {redo('predictivity', self.path)}.")
+            self.verify("predictivity")
         return result
 
     def save_probe_result(self, result) -> Path:
-        """Write a :class:`~skill_lens.probing.probe.ProbeResult` as ``RUN/predictivity.safetensors`` with its lineage
-        (made from the run's prompt): what :func:`skill_lens.workflow.steps.probe` does."""
+        """Write a :class:`~skill_lens.probing.result.ProbeResult` as ``RUN/predictivity.safetensors`` with its lineage
+        (made from the run's prompt), committed at once: what :func:`skill_lens.workflow.steps.probe` does."""
         result.meta.update(lineage=self.lineage("prompt"))
-        result.save(self.file("predictivity"))
+        with self.writing("probe") as tx:
+            result.save(self._stage(tx, "predictivity"))
+            tx.commit()
         return self.file("predictivity")
 
     def neurons(self):
@@ -337,39 +363,52 @@ class Run:
         from skill_lens.probing.neurons import NeuronSet
 
         path = self.file("neurons")
-        self._require(path, "neurons")
-        ns = NeuronSet.load(path, expect_shape=(self.meta["n_layers"], self.meta["d_mlp"]))
-        self.check(ns.meta, "neurons", path)
+        with self.folder.reading():
+            self._require(path, "neurons")
+            ns = NeuronSet.load(path, expect_shape=(self.meta["n_layers"], self.meta["d_mlp"]))
+            self.check(ns.meta, "neurons", path)
+            self.verify("neurons")
         return ns
 
     def save_neurons(self, ns) -> Path:
         """Write a :class:`~skill_lens.probing.neurons.NeuronSet` as ``RUN/neurons.safetensors`` with its lineage (made
         from the run's current predictivity): what :func:`skill_lens.workflow.steps.neurons` does."""
-        ns.meta.update(lineage=self.lineage("predictivity"))
-        ns.save(self.file("neurons"))
+        with self.writing("neurons") as tx:
+            ns.meta.update(lineage=self.lineage("predictivity"))
+            ns.save(self._stage(tx, "neurons"))
         return self.file("neurons")
 
     def save_result(self, artifact: str, name: str, data: dict, table=None) -> tuple[Path, Path | None]:
-        """Write ``RUN/<name>.json`` (``data`` with its lineage) and, with ``table`` (a DataFrame), ``<name>.csv``."""
+        """Write ``RUN/<name>.json`` (``data`` with its lineage) and, with ``table`` (a DataFrame), ``<name>.csv``
+        (a ``<name>.csv`` of an earlier result of ours is removed without one)."""
         from skill_lens.store.artifacts import atomic_write
 
-        json_path = self.path / f"{name}.json"
-        write_json(json_path, {**data, "lineage": self.lineage(PARENTS[artifact])})
-        if table is None:
-            return json_path, None
-        with atomic_write(self.path / f"{name}.csv") as f:
-            table.to_csv(f, index=False)
-        return json_path, self.path / f"{name}.csv"
+        json_name, csv_name = KINDS[artifact].files(name)
+        with self.writing(artifact) as tx:
+            write_json(tx.path(json_name, artifact), {**data, "lineage": self.lineage(KINDS[artifact].parent)})
+            if table is None:
+                tx.remove(csv_name)
+                return self.path / json_name, None
+            with atomic_write(tx.path(csv_name, artifact)) as f:
+                table.to_csv(f, index=False)
+        return self.path / json_name, self.path / csv_name
 
     def read_result(self, artifact: str, path) -> dict:
-        """A JSON result of this run (e.g. ``perturb_gaussian.json``), checked."""
-        data = read_json(path)
-        self.check(data, artifact, path)
+        """A JSON result of this run (e.g. ``perturb_gaussian.json``), checked (lineage and content)."""
+        path = Path(path)
+        with self.folder.reading():
+            data = read_json(path)
+            self.check(data, artifact, path)
+            Folder(path.parent).verify(path.name, redo(artifact, self.path))  # the run, or a pruned model's folder
         return data
+
+    def _stage(self, tx: Transaction, kind: str) -> Path:
+        """Register every file of an artifact of ``kind`` (its sidecar too) with ``tx``; return where to write it."""
+        return [tx.path(f, kind) for f in KINDS[kind].files()][0]
 
     def _require(self, path: Path, artifact: str) -> None:
         if not path.exists():
-            raise ArtifactError(f"{self.path} has no {path.name}; run `{REDO[artifact].format(run=self.path)}` first.")
+            raise ArtifactError(f"{self.path} has no {path.name}; run `{redo(artifact, self.path)}` first.")
 
 
 # ------------------------------------------------------------------ helpers
@@ -395,23 +434,26 @@ def _run_meta(model, task, config: TuneConfig, task_args: dict | None, result, c
             "label_words": list(pm.verbalizer.words), "label_token_ids": list(pm.verbalizer.token_ids),
             "prompt_length": result.prompt.length, "seed": config.seed, "config": dataclasses.asdict(config),
             "best_step": result.best_step, "accuracy": acc, "accuracy_ci": ci,
-            "history": result.history}
+            "history": [h for h in result.history if "dev_accuracy" in h]}  # the loss curve: tuning_curve.json
 
 
-def _claim(path: Path, model, task, config: TuneConfig, overwrite: bool, reuse: bool) -> Run | None:
-    """Make ``path`` ready for tuning, or return the identical finished run to reuse; refuse anything else."""
+def _claim(path: Path, model, task, config: TuneConfig, overwrite: bool, reuse: bool,
+           check_only: bool = False) -> Run | None:
+    """Make ``path`` ready for tuning, or return the identical finished run to reuse; refuse anything else.
+    ``check_only``: only refuse (before the lock is taken, so a refused directory is left untouched)."""
     if path.exists() and not path.is_dir():
         raise ArtifactError(f"{path} is a file, not a run directory; choose another --out.")
-    if not (path / FILES["run"]).exists():
+    if not (path / KINDS["run"].file).exists():
         foreign = [p.name for p in path.iterdir() if not _ours_in_progress(p)] if path.exists() else []
         if foreign:
             raise ArtifactError(f"{path} exists and holds files that are not a skill_lens run ({', '.join(foreign[:3])}"
                                 f"{' ...' if len(foreign) > 3 else ''}); choose a new --out directory.")
         return None
-    old = Run(path, _validated(read_json(path / FILES["run"]), path))
+    old = Run(path, _validated(read_json(path / KINDS["run"].file), path))
     same = _differences(old.meta, model, task, config)
     if reuse and not same and not overwrite:
-        old.use_model(model), old.use_task(task)
+        if not check_only:
+            old.use_model(model), old.use_task(task)
         return old
     if not overwrite:
         differs = f" ({'; '.join(same)})" if same else " (the same model, task and settings)"
@@ -422,8 +464,10 @@ def _claim(path: Path, model, task, config: TuneConfig, overwrite: bool, reuse: 
 
 
 def _ours_in_progress(p: Path) -> bool:
-    """Files an interrupted ``tune`` of ours leaves: its checkpoint and atomic-write temporaries."""
-    return p.name.startswith(FILES["checkpoint"]) or (p.name.startswith(".") and p.name.endswith(".tmp"))
+    """Files an interrupted ``tune`` of ours leaves: its checkpoint, the lock, staged outputs and atomic-write
+    temporaries."""
+    return p.name.startswith(KINDS["checkpoint"].file) or p.name in (LOCK, STAGING) or \
+        (p.name.startswith(".") and p.name.endswith(".tmp"))
 
 
 def _differences(old: dict, model, task, config: TuneConfig) -> list[str]:
@@ -442,40 +486,47 @@ def _differences(old: dict, model, task, config: TuneConfig) -> list[str]:
     return differs
 
 
-def _remove_derived(path: Path) -> None:
-    """Remove a run's prompt, run.json and what skill_lens derived from them (known names only; a pruned
-    directory only if it is ours). Nothing to remove in a new directory."""
-    for pattern in DERIVED_GLOBS:
-        for p in path.glob(pattern):
-            if p.is_file():
-                p.unlink()
-    pruned = path / FILES["pruned"]
-    if pruned.is_dir() and (pruned / "pruning.json").exists():
-        shutil.rmtree(pruned)
-    for name in (FILES["prompt"], FILES["prompt"] + ".json", FILES["run"]):
-        (path / name).unlink(missing_ok=True)
+def _stage_run(tx: Transaction, path: Path, result, meta: dict, ckpt: Path) -> None:
+    """Stage a tuned run (prompt, the whole loss curve, ``run.json``) so that it replaces the old run's files
+    and removes everything else the old run's steps wrote (the manifest's files; an older run's by name and
+    lineage), its checkpoint too, all when ``tx`` commits: never before the new run is committed whole."""
+    old = set(tx.folder.manifest()) or ours_by_name(path)
+    for rel in old:
+        tx.remove(rel, ours=True)
+    if (path / KINDS["pruned"].file / "manifest.json").exists():
+        tx.remove_folder(KINDS["pruned"].file)
+    for name in (ckpt.name, ckpt.name + ".json", ckpt.name + ".log"):
+        tx.remove(name, ours=True)
+    prompt_file = [tx.path(f, "prompt") for f in KINDS["prompt"].files()][0]
+    result.prompt.save(prompt_file, task=meta["task"]["name"], lineage={
+        "model_fingerprint": meta["model_fingerprint"], "task_fingerprint": meta["task"]["fingerprint"]})
+    meta["prompt_fingerprint"] = file_fingerprint(prompt_file)
+    write_json(tx.path(KINDS["tuning_curve"].file, "tuning_curve"), {
+        "prompt_fingerprint": meta["prompt_fingerprint"], "steps": [h["step"] for h in result.history],
+        "loss": [h.get("loss") for h in result.history]})
+    write_json(tx.path(KINDS["run"].file, "run"), meta)
 
 
 def _validated(meta, path: Path) -> dict:
     """``run.json`` with every field the steps read, of the right type; else an error naming the field."""
-    where = path / FILES["run"]
+    where = path / KINDS["run"].file
     if not isinstance(meta, dict):
         raise ArtifactError(f"{where} is not a JSON object; it is corrupt. Re-tune into a new directory.")
     for key, kind in REQUIRED.items():
         if key not in meta:
             older = " (written by an older skill_lens)" if key.endswith("fingerprint") else ""
             raise ArtifactError(f"{where} has no {key!r} field{older}; it cannot be checked. Re-tune: "
-                                f"{REDO['prompt'].format(run=path)}.")
+                                f"{redo('prompt', path)}.")
         if not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
             raise ArtifactError(f"{where}: field {key!r} should be of type {kind.__name__}, got {meta[key]!r}; the file "
-                                f"is corrupt. Re-tune: {REDO['prompt'].format(run=path)}.")
+                                f"is corrupt. Re-tune: {redo('prompt', path)}.")
     for key in ("source", "fingerprint"):
         if not isinstance(meta["task"].get(key), str):
             raise ArtifactError(f"{where}: field 'task.{key}' is missing or not a string; the file is corrupt. "
-                                f"Re-tune: {REDO['prompt'].format(run=path)}.")
+                                f"Re-tune: {redo('prompt', path)}.")
     if meta.get("dtype", "float32") not in DTYPES:
         raise ArtifactError(f"{where}: field 'dtype' should be one of {', '.join(DTYPES)}, got {meta['dtype']!r}; the "
-                            f"file is corrupt. Re-tune: {REDO['prompt'].format(run=path)}.")
+                            f"file is corrupt. Re-tune: {redo('prompt', path)}.")
     if not isinstance(meta["task"].get("args", {}), dict):
         raise ArtifactError(f"{where}: field 'task.args' should be an object; the file is corrupt.")
     if not isinstance(meta.get("accuracy_ci", {}), dict):  # absent in runs made before intervals

@@ -45,7 +45,9 @@ from torch import Tensor
 
 from skill_lens.store.artifacts import ArtifactError, load_tensors, save_tensors
 from skill_lens.probing.scores import select_top, spearman, top_k_overlap
-from skill_lens.workflow.runs import FILES, REDO, Run, file_fingerprint
+from skill_lens.store.kinds import KINDS
+from skill_lens.store.manifest import Folder
+from skill_lens.workflow.runs import Run, file_fingerprint, redo
 
 __all__ = ["SeedScores", "SeedGroup", "replicability", "replicability_text", "combine_seeds", "parse_seeds",
            "seed_dir", "open_scored"]
@@ -198,7 +200,7 @@ def combine_seeds(runs: Sequence[Run], top: float | int = 0.01, aggregate: str =
     missing = [r for r in runs if not r.file("predictivity").exists()]
     if missing:
         raise ArtifactError("these runs are not probed yet: " + "; ".join(
-            f"`{REDO['predictivity'].format(run=r.path)}`" for r in missing) + ". Probe them, then aggregate.")
+            f"`{redo('predictivity', r.path)}`" for r in missing) + ". Probe them, then aggregate.")
     results = [r.probe_result() for r in runs]
     _check_probes(runs, results)
     splits = ["dev"] + (["test"] if all(p.test_acc is not None for p in results) else [])
@@ -252,11 +254,11 @@ class SeedGroup:
         """The runs to aggregate: one directory of seed runs (its subdirectories holding a ``run.json``, e.g.
         ``skill-lens tune --seeds``), written there; or several run directories, written to ``out``."""
         paths = [Path(p) for p in paths]
-        if len(paths) == 1 and not (paths[0] / FILES["run"]).exists():
+        if len(paths) == 1 and not (paths[0] / KINDS["run"].file).exists():
             if not paths[0].is_dir():
                 raise ArtifactError(f"{paths[0]} is not a directory of seed runs; make them with `skill-lens tune "
                                     f"--seeds 0,1,2 --out {paths[0]}`.")
-            runs = sorted((Run.open(d) for d in paths[0].iterdir() if (d / FILES["run"]).exists()),
+            runs = sorted((Run.open(d) for d in paths[0].iterdir() if (d / KINDS["run"].file).exists()),
                           key=lambda r: (str(r.meta.get("seed")).zfill(12), r.path.name))
             out = paths[0] if out is None else out
         else:
@@ -271,9 +273,9 @@ class SeedGroup:
     def open(cls, path) -> "SeedGroup":
         """A directory holding ``seeds.safetensors``, with the runs it was aggregated from."""
         path = Path(path)
-        file = path / FILES["seeds"]
+        file = path / KINDS["seeds"].file
         if not file.exists():
-            raise ArtifactError(f"{path} has no {FILES['seeds']}; aggregate its seed runs first: "
+            raise ArtifactError(f"{path} has no {KINDS['seeds'].file}; aggregate its seed runs first: "
                                 f"`skill-lens seeds {path}`.")
         meta = SeedScores.load(file).meta
         runs = [Run.open(path / rec["path"]) for rec in (meta.get("lineage") or {}).get("runs", [])]
@@ -285,10 +287,15 @@ class SeedGroup:
         >>> SeedGroup(Path("runs/rt"), []).file("seeds").as_posix()
         'runs/rt/seeds.safetensors'
         """
-        return self.path / FILES[artifact]
+        return self.path / KINDS[artifact].path()
+
+    def writing(self, step: str):
+        """Hold the directory's write lock for ``step``; what is staged is committed whole
+        (:meth:`skill_lens.store.manifest.Folder.writing`)."""
+        return Folder(self.path).writing(step)
 
     def _check_out(self) -> None:
-        if (self.path / FILES["run"]).exists():
+        if (self.path / KINDS["run"].file).exists():
             raise ArtifactError(f"{self.path} is a run; aggregate seeds into a directory of their own (--out DIR).")
         file = self.file("seeds")
         if file.exists():
@@ -304,13 +311,15 @@ class SeedGroup:
         """Write ``seeds.safetensors`` with its lineage (what :func:`skill_lens.workflow.steps.seeds` does)."""
         self._check_out()
         scores.meta["lineage"] = self.lineage()
-        scores.save(self.file("seeds"))
+        with self.writing("seeds") as tx:
+            scores.save([tx.path(f, "seeds") for f in KINDS["seeds"].files()][0])
         return self.file("seeds")
 
     def probe_result(self) -> SeedScores:
         """The aggregate, checked: every run it lists still holds the prompt and predictivity it was made from."""
         file = self.file("seeds")
         scores = SeedScores.load(file)
+        Folder(self.path).verify(file.name, f"skill-lens seeds {self.path}")
         recs = (scores.meta.get("lineage") or {}).get("runs") or []
         if len(recs) != len(self.runs) or len(recs) < 2:
             raise ArtifactError(f"{file} records no runs it was aggregated from; make it again: `skill-lens seeds "
@@ -324,7 +333,8 @@ class SeedGroup:
         lineage = {k: v for k, v in self.lineage().items() if k != "runs"}
         ns.meta.update(lineage={**lineage, "parent": {"artifact": "seeds", "fingerprint": file_fingerprint(
             self.file("seeds"))}})
-        ns.save(self.file("neurons"))
+        with self.writing("neurons") as tx:
+            ns.save([tx.path(f, "neurons") for f in KINDS["neurons"].files()][0])
         return self.file("neurons")
 
     def neurons(self):
@@ -334,8 +344,9 @@ class SeedGroup:
         scores = self.probe_result()
         ns = NeuronSet.load(self.file("neurons"), expect_shape=(scores.meta["n_layers"], scores.meta["d_mlp"]))
         if (ns.meta.get("lineage") or {}).get("parent", {}).get("fingerprint") != file_fingerprint(self.file("seeds")):
-            raise ArtifactError(f"{self.file('neurons')} was not selected from the current {FILES['seeds']}; select "
+            raise ArtifactError(f"{self.file('neurons')} was not selected from the current {KINDS['seeds'].file}; select "
                                 f"again: `skill-lens neurons {self.path}`.")
+        Folder(self.path).verify(self.file("neurons").name, f"skill-lens neurons {self.path}")
         return ns
 
 
@@ -349,7 +360,7 @@ def open_scored(path) -> Run | SeedGroup:
     skill_lens.store.artifacts.ArtifactError: ... is not a finished run (no run.json); run `skill-lens tune --out ...` first.
     """
     path = Path(path)
-    if not (path / FILES["run"]).exists() and ((path / FILES["seeds"]).exists() or (
-            path.is_dir() and any((d / FILES["run"]).exists() for d in path.iterdir()))):
+    if not (path / KINDS["run"].file).exists() and ((path / KINDS["seeds"].file).exists() or (
+            path.is_dir() and any((d / KINDS["run"].file).exists() for d in path.iterdir()))):
         return SeedGroup.open(path)
     return Run.open(path)

@@ -18,10 +18,13 @@ step and prints; notebooks and :func:`demo` call the same functions.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Sequence
 
+from skill_lens.base.memory import check_fits
 from skill_lens.model.loading import resources
+from skill_lens.probing.statistics import count_dtype
 from skill_lens.workflow.runs import Run
 
 __all__ = ["tune", "tune_seeds", "probe", "neurons", "seeds", "perturb", "patch", "robustness", "report", "demo",
@@ -103,7 +106,11 @@ def probe(run: Run, batch_size: int = 32, pooling: bool = False, *, permutations
     check_positive(batch_size=batch_size)
     if permutations < 0:
         raise ValueError(f"--permutations must be 0 (no null) or a number of label permutations, got {permutations}")
-    pm, task = run.prompted(), run.task
+    m, task = run.meta, run.task  # counts [K, L, P, d_mlp] of one split at a time, in the type its size needs
+    size = count_dtype(max(len(task.dev), len(task.test))).itemsize
+    check_fits(2 * size * permutations * m["n_layers"] * m["prompt_length"] * m["d_mlp"],
+               f"the permutation null of {permutations} permutations", "pass fewer --permutations")
+    pm = run.prompted()
 
     def save(result) -> None:
         result.meta["resources"] = resources(run.model)  # where it was computed (another step may differ)
@@ -111,8 +118,12 @@ def probe(run: Run, batch_size: int = 32, pooling: bool = False, *, permutations
             result.meta["null"] = result.null_summary()
         run.save_probe_result(result)
 
-    return probe_(pm, task, batch_size, pooling, checkpoint=run.path, on_result=save, permutations=permutations,
-                  permutation_seed=permutation_seed, input_cache=run.input_cache)
+    from skill_lens.data.distributed import rank_world
+
+    # under torchrun the job's rank 0 holds the run's lock (and writes the result); the others are the same step
+    with run.writing("probe") if rank_world()[0] == 0 else contextlib.nullcontext():
+        return probe_(pm, task, batch_size, pooling, checkpoint=run.path, on_result=save,
+                      permutations=permutations, permutation_seed=permutation_seed, input_cache=run.input_cache)
 
 
 def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float, float | None]]:
@@ -123,11 +134,15 @@ def top_neurons(result, k: int, aggregate: str = "max") -> list[tuple[str, float
     >>> top_neurons(ProbeResult(torch.zeros(1, 1, 3), torch.tensor([[[0.5, 0.125, 0.75]]])), 1)
     [('L0.N1', 0.875, None)]
     """
+    from skill_lens.model.anatomy import NeuronLayout
+    from skill_lens.probing.neurons import NeuronSet
+
     dev = result.scores("dev", aggregate=aggregate)
     test = result.scores("test", aggregate=aggregate) if result.test_acc is not None else None
     top = dev.flatten().topk(min(k, dev.numel())).indices
-    N = dev.shape[1]
-    return [(f"L{int(i) // N}.N{int(i) % N}", dev.flatten()[i].item(),
+    N, layout = dev.shape[1], NeuronLayout.from_json(result.meta.get("layout"))  # experts: L3.E5.N812
+    label = layout.label if layout.moe else NeuronSet.label
+    return [(label(int(i) // N, int(i) % N), dev.flatten()[i].item(),
              None if test is None else test.flatten()[i].item()) for i in top]
 
 
@@ -136,13 +151,17 @@ def neurons(run: Run, top: float = 0.02, *, per_layer: bool = False, aggregate: 
     :class:`~skill_lens.probing.neurons.NeuronSet` (its ``scores`` are the dev scores). ``top`` is of all
     neurons unless ``per_layer=True`` (of each layer), as everywhere in the library. ``run`` may also be
     a :class:`~skill_lens.workflow.seeds.SeedGroup`: the neurons are then selected by the mean over its seeds."""
+    top = check_top(top)
+    with run.writing("neurons"):
+        return _select(run, run.probe_result(), top, per_layer, aggregate)
+
+
+def _select(run, result, top, per_layer: bool, aggregate: str):
     from skill_lens.probing.neurons import NeuronSet
 
-    top = check_top(top)
-    result = run.probe_result()
     scores = result.scores("dev", aggregate=aggregate)
     meta = {**{k: result.meta[k] for k in ("model", "family", "n_layers", "d_mlp", "d_model", "task",
-                                           "prompt_length") if k in result.meta},
+                                           "prompt_length", "layout") if k in result.meta},
             "hook_names": list(result.hook_names), "aggregate": aggregate, "per_layer": per_layer, "top": top,
             "scored_on": result.meta.get("scored_on", "dev predictivity")}
     ns = NeuronSet.from_scores(scores, top=top, per_layer=per_layer, meta=meta)
@@ -160,8 +179,7 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
     examples, draws and controls (``gap_ci_low``, ``gap_ci_high``). Under ``torchrun`` each process runs a
     share of every row's batches and rank 0 writes the files. Returns the
     :class:`~skill_lens.intervening.suppression.SuppressionCurve`."""
-    from skill_lens.data.distributed import rank_world
-    from skill_lens.intervening.suppression import METHODS, check_fractions, suppression_curve
+    from skill_lens.intervening.suppression import METHODS, check_fractions
 
     fractions = check_fractions(fractions)
     check_positive(batch_size=batch_size)
@@ -170,6 +188,23 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
                          f"{split!r}")
     if controls < 0 or not std >= 0:
         raise ValueError(f"--controls and --std must be >= 0, got {controls} and {std}")
+    sets = len(fractions) * (1 + controls)  # a [L, d_mlp] mask per set; a row per set and draw, a byte per example
+    check_fits(sets * (run.meta["n_layers"] * run.meta["d_mlp"] + 200)
+               + sets * draws * (len(getattr(run.task, split)) + 400),
+               f"{len(fractions)} fractions x (1 + {controls} control sets) x {draws} draws",
+               "pass fewer --controls or --draws")
+    from skill_lens.data.distributed import rank_world
+
+    # under torchrun rank 0 holds the run's lock and writes the curve; the others are the same step
+    with run.writing("perturb") if rank_world()[0] == 0 else contextlib.nullcontext():
+        return _perturb(run, method, fractions, controls, per_layer, std, split, positions, per, aggregate, seed,
+                        batch_size, draws, bootstrap)
+
+
+def _perturb(run, method, fractions, controls, per_layer, std, split, positions, per, aggregate, seed, batch_size,
+             draws, bootstrap):
+    from skill_lens.intervening.suppression import suppression_curve
+
     result, task = run.probe_result(), run.task
     name = f"perturb_{method}"
     curve = suppression_curve(run.prompted(), getattr(task, split), result.scores("dev", aggregate=aggregate),
@@ -177,9 +212,11 @@ def perturb(run: Run, method: str = "gaussian", fractions: Sequence[float] = (0.
                               baseline=result.baseline, std=std, positions=positions, per=per, seed=seed,
                               batch_size=batch_size, checkpoint=run.path / f"{name}.checkpoint.safetensors",
                               draws=draws, bootstrap=bootstrap, input_cache=run.input_cache)
-    curve.meta.update(run=str(run.path), task=task.name, split=split, aggregate=aggregate,
+    curve.meta.update(task=task.name, split=split, aggregate=aggregate,  # no path: a moved run makes the same bytes
                       selected_on="dev predictivity", resources=resources(run.model))
-    if rank_world()[0] == 0:
+    from skill_lens.data.distributed import rank_world
+
+    if rank_world()[0] == 0:  # every rank has the same curve
         run.save_result("perturb", name, curve.to_dict(), curve.to_pandas())
     return curve
 
@@ -208,8 +245,7 @@ def robustness(run: Run, source: str, ks: Sequence[float] = (0.01, 0.02, 0.05, 0
                method: str = "gaussian", controls: int = 1, patch_top: float = 0.02, batch_size: int = 32) -> dict:
     """The analyses of :mod:`skill_lens.studies.robustness` on ``run`` and the adversarial ``source``; written to
     ``RUN/robustness_<name>.json`` and ``.csv``. Returns ``{"result", "repair", "adversarial", "paths"}``."""
-    from skill_lens.probing.neurons import NeuronSet
-    from skill_lens.studies.robustness import adversarial_split, neuron_robustness, patch_repair, source_name
+    from skill_lens.studies.robustness import adversarial_split
 
     if not ks or any(not 0 < k <= 1 for k in ks):
         raise ValueError(f"--ks must be fractions in (0, 1], got {list(ks)}")
@@ -217,10 +253,20 @@ def robustness(run: Run, source: str, ks: Sequence[float] = (0.01, 0.02, 0.05, 0
         raise ValueError("--batch-size must be >= 1, --controls >= 0 and --patch-top in [0, 1]")
     task = run.task
     adv = adversarial_split(source, task, "dev", seed)  # validates before anything is written
+    with run.writing("robustness"):
+        return _robustness(run, source, task, adv, ks, seed, adv_baseline, curve_fractions, method, controls,
+                           patch_top, batch_size)
+
+
+def _robustness(run, source, task, adv, ks, seed, adv_baseline, curve_fractions, method, controls, patch_top,
+                batch_size) -> dict:
+    from skill_lens.probing.neurons import NeuronSet
+    from skill_lens.studies.robustness import neuron_robustness, patch_repair, source_name
+
     pm = run.prompted()
     result = neuron_robustness(pm, task, adv, ks, adv_baseline=adv_baseline, curve_fractions=curve_fractions,
                                method=method, controls=controls, batch_size=batch_size, seed=seed)
-    out = {"run": str(run.path), "source": source, "seed": seed, **result.to_dict()}
+    out = {"source": source, "seed": seed, **result.to_dict()}  # the run: its lineage (by content, not path)
     repair = None
     if patch_top > 0 and not source.startswith("advglue"):
         repair = patch_repair(pm, task.dev, adv, NeuronSet.from_scores(result.clean_scores, patch_top), batch_size)

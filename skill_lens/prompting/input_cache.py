@@ -21,19 +21,22 @@ split computed whole is also written to disk, and read back bit for bit by the n
 the same split on the same model: ``skill-lens tune`` then ``skill-lens probe`` compute each input once.
 
 Hooks on the input positions are not re-run for stored inputs, so
-:meth:`PromptedModel.label_logits` uses the cache only when it is given no ``fwd_hooks``; hooks on
-the prompt positions go in as ``prompt_hooks`` (suppression curves and the probe do this). A cache
-belongs to one model: using it with another raises.
+:meth:`~skill_lens.prompting.prompted_model.PromptedModel.label_logits` uses the cache only when every
+hook acts on the prompt positions alone (added with ``with_hooks(..., prompt_only=True)``: suppression
+curves and the probe do this); the cache computes its inputs through the prompted model
+(:meth:`~skill_lens.prompting.prompted_model.PromptedModel.run_input`). A cache belongs to one model:
+using it with another raises.
 
 >>> from skill_lens.model.tiny import tiny_model, tiny_task
->>> from skill_lens.prompting.prompts import PromptedModel, SoftPrompt, Verbalizer
+>>> from skill_lens.prompting.prompted_model import PromptedModel
+>>> from skill_lens.prompting.prompts import SoftPrompt, Verbalizer
 >>> model, dev = tiny_model("causal"), tiny_task().dev
 >>> pm = PromptedModel(model, SoftPrompt.init(model, 2, seed=0), Verbalizer.from_words(model, ["bad", "good"]))
 >>> cache = InputCache()
 >>> cache.fill(pm, dev)  # every dev input is now held
 True
 >>> batch = pm.encode_split(dev, slice(0, 4))
->>> cached = pm.label_logits(batch, cache_input=True, input_cache=cache)
+>>> cached = pm.label_logits(batch, input_cache=cache)
 >>> torch.allclose(cached, pm.label_logits(batch), atol=1e-5), len(cache), (cache.hits, cache.misses)
 (True, 32, (4, 0))
 """
@@ -54,7 +57,6 @@ from transformers.cache_utils import DynamicLayer
 
 from skill_lens.store.artifacts import ArtifactError, load_tensors, save_tensors
 from skill_lens.data.batching import length_batches, token_lengths
-from skill_lens.model.fast_path import plain_model
 from skill_lens.model.placement import layer_devices
 
 __all__ = ["InputCache", "DISK_ENV", "DEFAULT_DISK_MB"]
@@ -139,12 +141,13 @@ class InputCache:
         held = lambda: all(self._holds(b[2]) for b in batches)  # noqa: E731
         if held():
             return True
-        path, identity = self._file(pm, self._batches(pm, split)) if self.directory is not None else (None, None)
+        whole = batches if examples is None else self._batches(pm, split)
+        path, identity = self._file(pm, whole) if self.directory is not None else (None, None)
         readable = path is not None and path.exists() and self._read(path, identity)
         if readable and held():
             return True
         try:
-            if not self._compute(self._runner(pm.model), [b for b in batches if not self._holds(b[2])]):
+            if not self._compute(self._runner(pm), [b for b in batches if not self._holds(b[2])]):
                 return False
         except torch.OutOfMemoryError:  # a batch of inputs does not fit: the caller runs the split whole
             return False
@@ -158,7 +161,7 @@ class InputCache:
 
     def _batches(self, pm, split, examples=None) -> list:
         """``(ids, mask, keys)`` of the split's fixed input batches (those holding ``examples``, if given)."""
-        P, want = pm.prompt_length, None if examples is None else set(int(i) for i in examples)
+        P, want = pm.prompt_length, None if examples is None else {int(i) for i in examples}
         inputs = token_lengths(pm, split) - P  # batches of the inputs alone: the same for every prompt length
         out = []
         for idx in length_batches(pm, split, self.batch_size, lengths=inputs):
@@ -171,13 +174,16 @@ class InputCache:
         return out
 
     def _compute(self, run, todo: list) -> bool:
-        """Compute and keep the inputs of batches ``todo``; ``False`` once they would not fit in ``max_mb``."""
+        """Compute and keep the inputs of batches ``todo``; ``False`` once they would not fit in ``max_mb`` (or
+        the model's keys and values cannot be kept)."""
         need = sum(len(k) for *_, keys in todo for k in set(keys) if k and k not in self._store)
         for ids, mask, keys in todo:
             if self._per_token and self.bytes + need * self._per_token > self.max_bytes:
                 return False
             out = run(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                       use_cache=True).past_key_values
+            if _row(out, 0, 0) is None:
+                return False
             n = ids.shape[1]
             for i, key in enumerate(keys):
                 if key and key not in self._store:
@@ -255,17 +261,19 @@ class InputCache:
                     old.unlink(missing_ok=True)
 
     @torch.no_grad()
-    def past(self, model, ids: Int[Tensor, "batch n"], mask: Bool[Tensor, "batch n"],
+    def past(self, pm, ids: Int[Tensor, "batch n"], mask: Bool[Tensor, "batch n"],
              positions: Int[Tensor, "batch n"]) -> DynamicCache | None:
-        """A left-padded ``DynamicCache`` for the input part of a batch (``mask`` marks real tokens) of ``model``
-        (the bridge).
+        """A left-padded ``DynamicCache`` for the input part of a batch (``mask`` marks real tokens) of the
+        prompted model ``pm``; inputs not held yet are computed alone (and kept while there is room).
 
         ``None`` when a row has no input token (nothing to cache; the caller runs the batch as usual).
         """
         if not mask.bool().any(1).all():
             return None
-        run = self._runner(model)
+        run = self._runner(pm)
         rows = [self._one(run, ids[i, m], positions[i, m]) for i, m in enumerate(mask.bool())]
+        if any(row is None for row in rows):
+            return None
         n = ids.shape[1]
         kv = rows[0].new_empty(rows[0].shape[0], 2, len(rows), rows[0].shape[2], n, rows[0].shape[4])
         for i, row in enumerate(rows):  # one copy per row, every layer at once; padding (masked) is zeros
@@ -274,7 +282,7 @@ class InputCache:
         # DynamicCache would copy data it is made from (it concatenates onto an empty tensor): make it empty,
         # then hand each layer its keys and values.
         cache = DynamicCache(ddp_cache_data=[(k[..., :0, :], v[..., :0, :]) for k, v in kv])
-        placed = len(set(layer_devices(model))) > 1  # layers on several devices: each layer's keys where it runs
+        placed = len(set(layer_devices(pm.model))) > 1  # layers on several devices: each layer's keys where it runs
         for layer, (k, v) in zip(cache.layers, kv):
             layer.keys, layer.values = k, v
             if placed and type(layer) is DynamicLayer:
@@ -286,8 +294,8 @@ class InputCache:
         self._store.clear()
         self.bytes = 0
 
-    def _one(self, run, ids: Tensor, positions: Tensor) -> KV:
-        """A kept input, or one computed alone (kept while there is room)."""
+    def _one(self, run, ids: Tensor, positions: Tensor) -> KV | None:
+        """A kept input, or one computed alone (kept while there is room); ``None`` if it cannot be kept."""
         key = tuple(ids.tolist())
         kv = self._store.get(key)
         if kv is not None:
@@ -296,7 +304,8 @@ class InputCache:
         self.misses += 1
         out = run(input_ids=ids[None], position_ids=positions[None], use_cache=True).past_key_values
         kv = _row(out, 0, 0)
-        self._keep(key, kv)
+        if kv is not None:
+            self._keep(key, kv)
         return kv
 
     def _keep(self, key: tuple[int, ...], kv: KV) -> bool:
@@ -308,11 +317,11 @@ class InputCache:
         self.bytes += size
         return True
 
-    def _runner(self, model):
-        """What computes inputs for this cache: ``model``'s base model, plain while nothing is hooked
-        (:func:`~skill_lens.model.fast_path.plain_model`)."""
-        self._bind(model.original_model)
-        return (plain_model(model) or model.original_model).base_model
+    def _runner(self, pm):
+        """What computes inputs for this cache: the prompted model's input pass
+        (:meth:`~skill_lens.prompting.prompted_model.PromptedModel.run_input`), once ``pm``'s model is this cache's."""
+        self._bind(pm.model.original_model)
+        return pm.run_input
 
     def _bind(self, hf):
         """The model this cache belongs to: the first one it sees; another one raises."""
@@ -326,11 +335,13 @@ class InputCache:
         return hf
 
 
-def _row(past, i: int, start: int) -> KV:
-    """Row ``i`` of a forward's ``past_key_values`` from position ``start`` on, as one tensor (one copy), on the
-    first layer's device (layers a device map put elsewhere are copied there)."""
-    rows = [t[i, :, start:] for k, v, *_ in past for t in (k, v)]
-    return torch.stack([r.to(rows[0].device) for r in rows]).unflatten(0, (-1, 2))
+def _row(past, i: int, start: int) -> KV | None:
+    """Row ``i`` of a forward's ``past_key_values`` from position ``start`` on, as one tensor (one copy); ``None``
+    when keys and values differ in shape (DeepSeek's latent attention), which this cache does not keep."""
+    if len({tuple(t.shape[1:]) for k, v, *_ in past for t in (k, v)}) > 1:
+        return None
+    rows = [t[i, :, start:] for k, v, *_ in past for t in (k, v)]  # on the first layer's device (a device map
+    return torch.stack([r.to(rows[0].device) for r in rows]).unflatten(0, (-1, 2))  # may spread them)
 
 
 class _PlacedLayer(DynamicLayer):
