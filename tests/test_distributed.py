@@ -161,7 +161,7 @@ import json, os, sys
 os.environ["SKILL_LENS_QUIET"] = "1"
 from skill_lens.data.distributed import init_from_env
 from skill_lens.intervening.suppression import suppression_curve
-from skill_lens.model.input_cache import InputCache
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.probing.probe import probe
 from skill_lens.prompting.evaluation import prompted
 from skill_lens.prompting.prompts import SoftPrompt

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from skill_lens.intervening.suppression import suppression_curve
-from skill_lens.model.input_cache import InputCache
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.model.loading import fingerprint, load_model, model_device, placement_of
-from skill_lens.model.memory import Budget, OutOfBudget, halving
+from skill_lens.model.memory import Budget, OutOfBudget, TensorPeak, halving
 from skill_lens.model.placement import Placement, PlacementError, model_placement
+from skill_lens.model.record import model_record
 from skill_lens.model.tiny import tiny_hf, tiny_task, tiny_tokenizer
 from skill_lens.probing.probe import probe
 from skill_lens.prompting.evaluation import evaluate, prompted
@@ -126,7 +127,7 @@ def test_the_budget_counts_as_out_of_memory(model_dir, monkeypatch):
     probe_hook = pm.model.hook_dict["blocks.0.mlp.hook_post"]
     probe_hook.add_perma_hook(lambda act, hook: sizes.append(act.shape[0]))
     monkeypatch.setattr("skill_lens.model.memory.resident_bytes", lambda anonymous=True: 1000 * sizes[-1])
-    monkeypatch.setitem(model.__dict__, "_skill_lens_placement", Placement(memory_budget={"cpu": 4500}))
+    monkeypatch.setattr(model_record(model), "placement", Placement(memory_budget={"cpu": 4500}))
     try:
         got = probe(pm, task, batch_size=16)
     finally:
@@ -146,3 +147,16 @@ def test_an_out_of_memory_batch_halves_the_suppression_curve_too(model_dir, tmp_
     with oom_above(model, 4):
         got = suppression_curve(pm, task, scores, batch_size=16, checkpoint=tmp_path / "c.safetensors", **kw)
     assert got.rows == ref.rows and got.meta["batch_size"] == 4 and not list(tmp_path.iterdir())
+
+
+def test_weights_load_in_the_dtype_asked_for_without_a_float32_copy(tmp_path):
+    """A float32 checkpoint loaded in bfloat16 holds bfloat16 weights and never a float32 copy of the model."""
+    d = tmp_path / "m"
+    tiny_hf("causal", n_layers=4, d_model=256, d_mlp=1024).save_pretrained(d)  # float32 on disk, ~17 MB
+    tiny_tokenizer().save_pretrained(d)
+    with TensorPeak() as m:
+        model = load_model(str(d), device="cpu", dtype="bfloat16")
+    params = list(model.original_model.parameters())
+    weights = sum(p.numel() * p.element_size() for p in params)
+    assert {p.dtype for p in params} == {torch.bfloat16}
+    assert m.peak < 1.2 * weights  # a float32 copy first would need 3x (2x float32 + the bfloat16)

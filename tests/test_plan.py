@@ -11,7 +11,7 @@ import torch
 import skill_lens as sl
 from skill_lens.data.batching import token_lengths
 from skill_lens.intervening.suppression import suppression_curve
-from skill_lens.model.input_cache import InputCache
+from skill_lens.prompting.input_cache import InputCache
 from skill_lens.model.memory import TensorPeak
 from skill_lens.model.tiny import tiny_hf, tiny_model, tiny_task
 from skill_lens.probing.probe import probe

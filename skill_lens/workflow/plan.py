@@ -8,7 +8,7 @@ adds up, for ``tune``, ``probe`` and ``perturb`` (the suppression curve), what t
 * **activations**: one batch's live tensors: its keys/values (a causal model's cache of every layer), the
   layer being computed (the MLP's ``d_mlp``-wide tensors, the attention's), the probe's per-layer float64
   temporaries; for ``tune`` also what backward keeps of the prompt positions;
-* **input cache**: the inputs' keys/values kept across passes (:mod:`skill_lens.model.input_cache`), at most
+* **input cache**: the inputs' keys/values kept across passes (:mod:`skill_lens.prompting.input_cache`), at most
   its budget (``input_cache_mb``);
 * **statistics**: the probe's float64 sums and int64 counts per neuron and prompt position;
 * **null counts**: the permutation null's counts (``K`` per neuron and position, one split at a time, in
@@ -309,7 +309,7 @@ def _input_tokens(sizes: dict, splits, opts: dict) -> int:
 
 def _cached(shape: ModelShape, sizes: dict, splits, opts: dict) -> tuple[int, list[str]]:
     """The input cache's bytes and the splits it holds: each split whole, in order, while it fits the budget
-    (as :meth:`~skill_lens.model.input_cache.InputCache.fill` does); none but a causal model's."""
+    (as :meth:`~skill_lens.prompting.input_cache.InputCache.fill` does); none but a causal model's."""
     held, kept = 0, []
     for s in splits if shape.family == "causal" else ():
         need = sizes[s] * opts["tokens"] * _kv_token(shape)
