@@ -160,3 +160,19 @@ def test_weights_load_in_the_dtype_asked_for_without_a_float32_copy(tmp_path):
     weights = sum(p.numel() * p.element_size() for p in params)
     assert {p.dtype for p in params} == {torch.bfloat16}
     assert m.peak < 1.2 * weights  # a float32 copy first would need 3x (2x float32 + the bfloat16)
+
+
+def test_the_budget_halves_the_suppression_curve_too(model_dir, monkeypatch):
+    model, task = load_model(str(model_dir), device="cpu"), tiny_task()
+    pm = prompted(model, task, SoftPrompt.init(model, 2, seed=0))
+    scores = torch.rand(4, 64, generator=torch.Generator().manual_seed(0))
+    ref = suppression_curve(pm, task, scores, [0, 0.1], method="zero", controls=1, batch_size=2)
+    sizes = []
+    model.hook_dict["blocks.0.mlp.hook_post"].add_perma_hook(lambda act, hook: sizes.append(act.shape[0]))
+    monkeypatch.setattr("skill_lens.model.memory.resident_bytes", lambda anonymous=True: 1000 * sizes[-1])
+    monkeypatch.setattr(model_record(model), "placement", Placement(memory_budget={"cpu": 2500}))
+    try:
+        got = suppression_curve(pm, task, scores, [0, 0.1], method="zero", controls=1, batch_size=8)
+    finally:
+        model.reset_hooks(including_permanent=True)
+    assert got.meta["batch_size"] == 2 and got.rows == ref.rows

@@ -38,13 +38,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from skill_lens.data.distributed import rank_world
-from skill_lens.model.memory import halved_start, halving
+from skill_lens.model.memory import Budget, halved_start, halving
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.prompting.evaluation import check_labels, check_split, evaluate, predict, score_logits
 from skill_lens.intervening.interventions import (InterventionError, Positions, gaussian_noise, mean_ablate,
                                       random_like, zero_ablate)
 from skill_lens.prompting.input_cache import InputCache
-from skill_lens.model.loading import describe
+from skill_lens.model.loading import describe, placement_of
 from skill_lens.probing.neurons import NeuronSet
 from skill_lens.probing.scores import select_top
 from skill_lens.base.progress import say
@@ -252,7 +252,9 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
     fractions = _curve_fractions(fractions, fixed, per_layer, info)
     data = getattr(task_or_split, split) if hasattr(task_or_split, split) else task_or_split
     pos = Positions.of(positions)
-    make = _perturbation(pm, method, std, per, pos, baseline)
+    budget = Budget(placement_of(pm.model).memory_budget)  # checked while the last layer's activations live
+    check = [(info.hook_names[-1], lambda act, hook: budget.check())] if budget else []
+    make = _perturbation(pm, method, std, per, pos, baseline, check)
     sets = [(f, *s) for i, f in enumerate(fractions)
             for s in _neuron_sets(scores, fixed, f, i, info, per_layer, controls, seed)]
     options = dict(fractions=fractions, method=method, controls=controls, per_layer=per_layer, std=std,
@@ -262,8 +264,9 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
 
     def at(size: int) -> tuple[list[dict], Checkpoint | None, int]:
         ckpt = ckpt_at(size) if checkpoint is not None else None
+        budget.start()
         return _curve_rows(pm, data, sets, make, method, draws, seed, size, ckpt, input_cache,
-                           {f: i for i, f in enumerate(fractions)}, pos.role), ckpt, size
+                           {f: i for i, f in enumerate(fractions)}, pos.role, check), ckpt, size
 
     if rank_world()[1] > 1:  # every rank runs the same batch size: no rank can halve alone
         rows, ckpt, size = at(batch_size)
@@ -289,7 +292,7 @@ def _checkpoint_at(pm, data, scores: Tensor, baseline, path, options: dict, aske
 
 
 def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_size: int, ckpt, input_cache,
-                index: dict, role: str) -> list[dict]:
+                index: dict, role: str, check: Sequence[Hook] = ()) -> list[dict]:
     """The curve's rows: each ``(fraction, set, draw, mask)`` of ``sets`` evaluated ``draws`` times (noise
     draw ``k`` seeded apart from draw 0's key), resuming from and saving to ``ckpt`` if given."""
     saved = ckpt.load() if ckpt is not None else None  # rows: appended one by one (older checkpoints: saved)
@@ -305,7 +308,7 @@ def _curve_rows(pm, data, sets, make, method: str, draws: int, seed: int, batch_
                 rows.append(done[f, name, draw, k])
                 continue
             if not mask.any():  # empty set: the clean model, evaluated once
-                clean = clean or evaluate_with(pm, data, lambda b: [], batch_size, cache, per_example=True,
+                clean = clean or evaluate_with(pm, data, lambda b: list(check), batch_size, cache, per_example=True,
                                                sharded=True)
                 res = clean
             else:
@@ -402,16 +405,17 @@ def _curve_fractions(fractions, fixed: Tensor | None, per_layer: bool, info) -> 
     return [0.0, int(fixed.sum()) / (info.n_layers * info.d_mlp)]
 
 
-def _perturbation(pm, method: str, std: float, per: str, pos: Positions, baseline):
-    """``make(mask, key)``: the per-batch hook factory perturbing ``mask``'s neurons (noise seeded by ``key``)."""
+def _perturbation(pm, method: str, std: float, per: str, pos: Positions, baseline, check: Sequence[Hook] = ()):
+    """``make(mask, key)``: the per-batch hook factory perturbing ``mask``'s neurons (noise seeded by ``key``),
+    with the ``check`` hooks (a memory budget's) after them."""
 
     def make(mask: Tensor, key: int) -> Callable[[Batch], list[Hook]]:
         gen = torch.Generator().manual_seed(key)  # one stream across batches: fresh noise per batch
         if method == "gaussian":
-            return lambda b: gaussian_noise(pm.model, mask, std, seed=gen, per=per, positions=pos, batch=b)
+            return lambda b: [*gaussian_noise(pm.model, mask, std, seed=gen, per=per, positions=pos, batch=b), *check]
         if method == "zero":
-            return lambda b: zero_ablate(pm.model, mask, positions=pos, batch=b)
-        return lambda b: mean_ablate(pm.model, mask, baseline, positions=pos, batch=b)
+            return lambda b: [*zero_ablate(pm.model, mask, positions=pos, batch=b), *check]
+        return lambda b: [*mean_ablate(pm.model, mask, baseline, positions=pos, batch=b), *check]
 
     return make
 
