@@ -112,6 +112,9 @@ def child(name: str, dtype: str, layers: int, repeats: int) -> dict:
                 for idx in bs:
                     pm.label_logits(pm.encode_split(getattr(task, s), idx))
 
+    with torch.no_grad():  # warm-up: one batch of each split (kernels, allocator)
+        for s, bs in batches.items():
+            pm.label_logits(pm.encode_split(getattr(task, s), bs[0]))
     times = {"bare": [], "probe": []}
     for r in range(repeats):
         for kind in (("bare", "probe") if r % 2 == 0 else ("probe", "bare")):
