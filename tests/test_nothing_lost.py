@@ -144,13 +144,14 @@ def test_overwrite_while_perturb_runs_is_refused_and_perturb_finishes(run, model
 def test_a_killed_writers_lock_is_stale_and_the_rerun_resumes(run):
     mine = with_user_files(run)
     old = committed(run)
-    victim = spawn("perturb", run, "--fractions", "0,0.05,0.1,0.2,0.3", "--controls", "10", "--method", "zero")
+    work = ("--fractions", ",".join(f"{f / 100:g}" for f in range(0, 55, 5)), "--controls", "30", "--method", "zero")
+    victim = spawn("perturb", run, *work)  # enough rows that it is still running when killed, also on a fast machine
     wait_for_lock(run, "perturb", victim)
-    time.sleep(1.0)  # some rows done
+    time.sleep(0.3)  # some rows done
     victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    assert victim.wait() == -signal.SIGKILL, "the perturb finished before it was killed: give it more rows"
     assert committed(run) == old and user_files(run) == mine  # old
-    rc, _, err = cli("perturb", run, "--fractions", "0,0.05,0.1,0.2,0.3", "--controls", "10", "--method", "zero")
+    rc, _, err = cli("perturb", run, *work)
     assert rc == 0, err
     assert not list(run.glob("*checkpoint*")) and not (run / ".staging").exists() and user_files(run) == mine
 

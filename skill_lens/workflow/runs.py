@@ -138,7 +138,9 @@ class Run:
         Folder(path).settle() if path.is_dir() else None  # a commit a killed step left half applied
         if not (path / KINDS["run"].file).exists():
             raise ArtifactError(f"{path} is not a finished run (no run.json); run `skill-lens tune --out {path}` first.")
-        return cls(path, _validated(read_json(path / KINDS["run"].file), path), load=load)
+        with Folder(path).reading():  # not while a commit is being applied
+            meta = read_json(path / KINDS["run"].file)
+        return cls(path, _validated(meta, path), load=load)
 
     @property
     def folder(self) -> Folder:
