@@ -419,7 +419,7 @@ def load_options(device=None, dtype=None, device_map=None, max_memory=None, offl
     skill_lens.model.placement.PlacementError: --device cpu and --device-map place the model two ways; pass one
     """
     where = Placement.parse(device_map, max_memory, offload_folder, memory_budget)
-    if where.mapped and device is not None:
+    if where.mapped and device is not None and str(device) != "auto":
         raise PlacementError(f"--device {device} and --device-map place the model two ways; pass one")
     return {"device": None if where.mapped else parse_device(device),
             "dtype": None if dtype is None else parse_dtype(dtype), "device_map": where.device_map,
