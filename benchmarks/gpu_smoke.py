@@ -9,6 +9,11 @@ forward pass on the GPU:
   (prompt and padding included) per second, median of the repeats;
 * ``speedup_vs_cpu``: the pipeline's wall time on the CPU over its time on the GPU (same settings).
 
+With two or more CUDA devices it also splits the model with ``device_map="auto"`` (``max_memory`` caps the
+first GPU at half the weights, so the layers land on two devices) and reprobes the tuned run that way: the
+predictivity must equal the single-device probe's (``device_map_equal``), with every layer's hooks, the
+statistics' reduction on the CPU and the stored inputs' keys/values moving across devices.
+
 Without CUDA it prints that it was skipped and ``RESULT skipped=no_cuda`` (exit 0).
 
     python benchmarks/gpu_smoke.py [--dtype bfloat16]   -> last line: RESULT tokens_per_s=X speedup_vs_cpu=Y ...
@@ -96,6 +101,24 @@ def tokens_per_s(run) -> float:
     return tokens / statistics.median(times[1:])
 
 
+def device_map_case(run, single) -> dict:
+    """Reprobe ``run`` with its model split over two GPUs by ``device_map="auto"``; compare with ``single``."""
+    from skill_lens.model.loading import resources
+    from skill_lens.workflow.runs import Run
+
+    if torch.cuda.device_count() < 2:
+        return {"device_map": "skipped_one_gpu"}
+    weights = sum(p.numel() * p.element_size() for p in run.model.original_model.parameters())
+    split = Run.open(run.path, device_map="auto", max_memory={0: weights // 2, 1: 4 * weights})
+    result = steps.probe(split, batch_size=32)
+    used = resources(split.model)["devices"]
+    assert len(used) >= 2, f"device_map='auto' left the model on {used}"
+    equal = all(torch.equal(getattr(result, f), getattr(single, f)) for f in ("baseline", "dev_acc", "test_acc"))
+    curve = steps.perturb(split, method="gaussian", fractions=[0, 0.05], controls=1, batch_size=32)
+    assert all(r["accuracy"] == r["accuracy"] for r in curve.rows)
+    return {"device_map_devices": len(used), "device_map_equal": equal}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
@@ -117,6 +140,7 @@ def main() -> int:
         check(model, got)
         tps = tokens_per_s(got["run"])
         acc = got["run"].meta["accuracy"]
+        mapped = device_map_case(got["run"], got["result"]) if device.type == "cuda" else {}
         del model, got
         cpu_model = load_model(args.model, device="cpu", dtype="float32")
         cpu_s, cpu_got = pipeline(cpu_model, task, os.path.join(tmp, "cpu"))
@@ -125,7 +149,7 @@ def main() -> int:
     print(f"{args.model} on {name} ({args.dtype}): pipeline {gpu_s:.1f}s (cpu float32 {cpu_s:.1f}s); dev accuracy "
           f"{acc['dev']:.3f} after {CONFIG.steps} steps; {tps:,.0f} tokens/s forward")
     print(f"RESULT tokens_per_s={tps:.0f} speedup_vs_cpu={cpu_s / gpu_s:.2f} gpu_s={gpu_s:.2f} cpu_s={cpu_s:.2f} "
-          f"device={device.type} dtype={args.dtype}")
+          f"device={device.type} dtype={args.dtype} " + " ".join(f"{k}={v}" for k, v in mapped.items()))
     return 0
 
 

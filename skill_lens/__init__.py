@@ -44,7 +44,7 @@ _API = {
     "suppression_curve": "intervening.suppression", "CurveOptions": "intervening.suppression",
     "patch": "intervening.patching",
     "prune": "intervening.pruning", "save_pruned": "intervening.pruning", "load_pruned": "intervening.pruning",
-    "Run": "workflow.runs",
+    "Run": "workflow.runs", "plan": "workflow.plan",
 }
 # modules offered at the top: sl.steps, sl.plots, sl.viz
 _MODULES = {"steps": "workflow.steps", "plots": "views.plots", "viz": "views.viz"}

@@ -64,6 +64,25 @@ def test_probe_with_a_permutation_null_prints_records_and_reports_it(run, tmp_pa
     assert cli("probe", run, "--permutations", "-1")[0] == 2
 
 
+def test_a_step_may_place_the_model_otherwise_than_tuning_did(run, tmp_path):
+    """run.json records tuning's resources; probe and perturb on a disk-offloaded model give the same numbers."""
+    assert Run.open(run).meta["resources"] == {"device": "cpu", "device_map": None, "max_memory": None,
+                                               "offload_folder": None, "memory_budget": None, "devices": ["cpu"]}
+    before = Run.open(run).probe_result()
+    rc, out, err = cli("probe", run, "--device-map", '{"": "disk"}', "--offload-folder", tmp_path / "off")
+    assert rc == 0, err
+    after = Run.open(run).probe_result()
+    assert torch.equal(after.dev_acc, before.dev_acc) and torch.equal(after.baseline, before.baseline)
+    assert after.meta["resources"]["devices"] == ["disk"] and after.meta["resources"]["device_map"] == {"": "disk"}
+    assert cli("perturb", run, "--method", "zero", "--fractions", "0,0.1", "--max-memory", "cpu=1000",
+               "--offload-folder", tmp_path / "off2")[0] == 0
+    assert json.loads((run / "perturb_zero.json").read_text())["meta"]["resources"]["max_memory"] == {"cpu": 1000}
+    rc, _, err = cli("probe", run, "--device", "cpu", "--device-map", "auto")
+    assert rc == 2 and "two ways" in err
+    rc, _, err = cli("probe", run, "--max-memory", "cpu=lots")
+    assert rc == 2 and "not a size" in err
+
+
 def test_a_reprobe_of_the_same_run_gives_the_same_numbers(run):
     before = Run.open(run).probe_result()
     assert cli("probe", run, "--batch-size", "32")[0] == 0

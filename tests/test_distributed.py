@@ -152,3 +152,65 @@ def test_distributed_probe_errors_are_clear():
         probe(pm, task, splits=("train",))
     with pytest.raises(DistributedError, match="empty"):
         evaluate_distributed(pm, Split([], []))
+
+
+# A causal model with a soft prompt, its inputs' keys/values in an input cache, a permutation null and
+# suppression curves (Gaussian noise with two draws, and zero ablation): 1 and 2 processes agree bit for bit.
+CURVES = """
+import json, os, sys
+os.environ["SKILL_LENS_QUIET"] = "1"
+from skill_lens.data.distributed import init_from_env
+from skill_lens.intervening.suppression import suppression_curve
+from skill_lens.prompting.input_cache import InputCache
+from skill_lens.probing.probe import probe
+from skill_lens.prompting.evaluation import prompted
+from skill_lens.prompting.prompts import SoftPrompt
+from skill_lens.model.tiny import tiny_model, tiny_task
+
+def run(out):
+    task, m = tiny_task(), tiny_model("causal", n_layers=3)
+    pm = prompted(m, task, SoftPrompt.init(m, 3, seed=0))
+    cache = InputCache(batch_size=8)
+    r = probe(pm, task, batch_size=6, permutations=30, input_cache=cache, checkpoint=out, checkpoint_every=1)
+    rows = {}
+    for method, draws in (("gaussian", 2), ("zero", 1)):
+        c = suppression_curve(pm, task, r.scores("dev"), [0, 0.05, 0.2], method=method, controls=2, draws=draws,
+                              batch_size=6, input_cache=cache, checkpoint=os.path.join(out, method + ".ckpt"))
+        rows[method] = c.rows
+    return r, rows
+
+if __name__ == "__main__":
+    rank, world = init_from_env()
+    r, rows = run(sys.argv[1])
+    if rank == 0:
+        r.save(os.path.join(sys.argv[1], "probe.safetensors"))
+        with open(os.path.join(sys.argv[1], "rows.json"), "w") as f:
+            json.dump(rows, f)
+"""
+
+
+def test_two_processes_give_one_process_probe_null_and_curves_bit_for_bit(tmp_path):
+    script = tmp_path / "curves.py"
+    script.write_text(CURVES)
+    out = tmp_path / "two"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SKILL_LENS_QUIET": "1"}
+    cmd = [str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+           str(script), str(out)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = tmp_path / "one"
+    one.mkdir()
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("curves_worker", script)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    ref, ref_rows = single_threaded(lambda: worker.run(str(one)))
+    got = ProbeResult.load(out / "probe.safetensors")
+    assert got.meta["world_size"] == 2
+    for field in ("dev_acc", "test_acc", "null_max_dev", "null_layer_max_dev", "null_max_test", "null_layer_max_test"):
+        assert torch.equal(getattr(got, field), getattr(ref, field)), field
+    torch.testing.assert_close(got.baseline, ref.baseline, rtol=1e-6, atol=1e-7)  # float64 sums, other order
+    assert json.loads((out / "rows.json").read_text()) == json.loads(json.dumps(ref_rows))
+    assert sorted(p.name for p in out.iterdir()) == ["probe.safetensors", "probe.safetensors.json", "rows.json"]

@@ -56,7 +56,7 @@ def test_null_counts_equal_agreement_counts_of_each_permuted_label_vector():
     assert y.dtype == torch.bool and y.shape == (23, 6)
     assert (y.sum(0) == labels.sum()).all()  # permutations keep the class counts
     null = NullAccumulator().add(acts[:10], y[:10], baseline).add(acts[10:], y[10:], baseline)
-    assert null.agree.dtype == torch.int32 and null.agree.shape == (6, 2, 3, 5) and null.n == 23
+    assert null.agree.dtype == torch.int32 and null.agree.shape == (6, 2, 3, 5) and null.n == 23  # no capacity given
     for k in range(6):
         ref = AgreementAccumulator().add(acts, y[:, k].long(), baseline)
         assert torch.equal(null.agree[k].long(), ref.agree), k
@@ -190,15 +190,32 @@ def test_killed_probe_resumes_to_the_same_null(setup, tmp_path, monkeypatch):
     same(probe(pm, task, batch_size=4, permutations=20, checkpoint=tmp_path, checkpoint_every=2), ref)
 
 
-def test_shards_index_their_own_rows_of_the_permuted_labels():
-    from skill_lens.probing.probe import _pass_labels
+def test_counts_use_the_smallest_exact_type_and_a_finished_split_drops_them(setup, monkeypatch):
+    """uint8 counts for a split of <= 255 examples (int16 up to 32767), exact against int64 agreements; once a
+    split is done its counts are gone before the next split's first batch."""
+    acts, y = torch.randn(300, 1, 2, 3, generator=torch.Generator().manual_seed(0)), torch.rand(300, 4) > 0.5
+    baseline = torch.zeros(1, 2, 3)
+    for capacity, dtype in ((300, torch.int16), (255, torch.uint8)):
+        n = min(capacity, 300)
+        null = NullAccumulator(capacity=capacity).add(acts[:n], y[:n], baseline)
+        exact = torch.stack([AgreementAccumulator().add(acts[:n], y[:n, k], baseline).agree for k in range(4)])
+        assert null.agree.dtype == dtype and torch.equal(null.agree.long(), exact)
+    with pytest.raises(ValueError, match="capacity"):
+        NullAccumulator(capacity=255).add(acts[:256], y[:256], baseline)
 
-    split = tiny_task(n_dev=23).dev
-    full = _pass_labels(split, "dev", 6, 3, (0, 1, 4), len(split))
-    for world in (2, 3):
-        rows = [_pass_labels(split, "dev", 6, 3, (r, world, 4), len(shard(split, r, world, 4))) for r in range(world)]
-        assert torch.equal(torch.cat(rows), full), world
-    assert torch.equal(full[:, 0], torch.tensor(split.labels).bool())
+    task, pm = setup
+    from skill_lens.probing import probe as probe_module
+
+    seen = []
+    finish = probe_module._Sums.finish
+
+    def spy(self, p, result):
+        finish(self, p, result)
+        seen.append((p, sorted(self.local[p]), sorted(result)))
+    monkeypatch.setattr(probe_module._Sums, "finish", spy)
+    probe(pm, task, 4, permutations=20)
+    assert [s[:2] for s in seen] == [("dev", []), ("test", [])]  # no accumulator of a finished split is kept
+    assert "null_max_dev" in seen[0][2]
 
 
 def test_no_permutations_leaves_the_probe_as_it_was(setup, tmp_path):

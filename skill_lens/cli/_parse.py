@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 
 from skill_lens.base.options import flag_of
-from skill_lens.model.loading import parse_device, parse_dtype
+from skill_lens.model.loading import load_options
 
 
 def _dest(cls, f) -> str | None:
@@ -94,19 +94,23 @@ def options_from_args(args: argparse.Namespace, cls, **extra):
 
 
 def add_model_args(p, run: bool = True) -> None:
-    """``--device`` and ``--dtype`` of every step that runs a model (``run``: a step on a run, whose dtype
-    defaults to the one it was tuned in); :func:`model_args` checks them."""
+    """``--device``/``--dtype`` of every step that runs a model (``run``: a step on a run, whose dtype defaults to
+    the one it was tuned in) and its placement over devices; :func:`model_args` checks them."""
     p.add_argument("--device", help="auto (default: CUDA when available, else cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: " + (
         "the run's, as tuned)" if run else "float32, also on CUDA; bfloat16 halves memory)"))
+    p.add_argument("--device-map", help='auto, balanced, sequential, or JSON {"module": device} (GPU, cpu, disk)')
+    p.add_argument("--max-memory", help="weights per device, e.g. 0=70GiB,cpu=100GiB; --offload-folder DIR: the rest")
+    p.add_argument("--offload-folder", help="directory for weights that fit on no device")
+    p.add_argument("--memory-budget", help="what a step may use per device, e.g. cpu=20GiB: a batch over it halves")
 
 
 def model_args(args) -> dict:
-    """The checked ``device`` and ``dtype`` for :func:`~skill_lens.model.loading.load_model` or ``Run.open``.
+    """The checked keyword arguments of :func:`~skill_lens.model.loading.load_model` or ``Run.open``.
 
     >>> from skill_lens.cli import build_parser
-    >>> load = model_args(build_parser().parse_args(["probe", "RUN", "--device", "cpu", "--dtype", "bf16"]))
-    >>> load["device"].type, load["dtype"].itemsize
-    ('cpu', 2)
+    >>> model_args(build_parser().parse_args(["probe", "RUN", "--max-memory", "cpu=2GB"]))["device_map"]
+    'auto'
     """
-    return {"device": parse_device(args.device), "dtype": None if args.dtype is None else parse_dtype(args.dtype)}
+    return load_options(args.device, args.dtype, args.device_map, args.max_memory, args.offload_folder,
+                        args.memory_budget)

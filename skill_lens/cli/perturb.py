@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from skill_lens.cli._parse import add_model_args, add_options, model_args, options_from_args
+from skill_lens.data.distributed import init_from_env, rank_world
 from skill_lens.workflow import steps
 from skill_lens.workflow.runs import Run
 
@@ -20,7 +21,10 @@ def register(sub) -> None:
 def run(args) -> int:
     opts = options_from_args(args, steps.PerturbOptions)
     run_ = Run.open(args.run, **model_args(args))
+    init_from_env()  # under torchrun, each process runs a share of every row (docs/cluster.md)
     curve = steps.perturb(run_, opts)
+    if rank_world()[0] != 0:
+        return 0
     n = len(getattr(run_.task, opts.split))
     print(f"suppression curve on {run_.meta['model']} / {run_.task.name} {opts.split} ({n} examples), method "
           f"{opts.method}" + (f" std {opts.std} per {opts.per}" if opts.method == "gaussian" else "")

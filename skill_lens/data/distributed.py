@@ -29,7 +29,7 @@ import torch.distributed as dist
 
 from skill_lens.data.tasks import Split
 
-__all__ = ["DistributedError", "init_from_env", "rank_world", "shard", "all_reduce_", "sum_across_ranks"]
+__all__ = ["DistributedError", "init_from_env", "rank_world", "shard", "batch_range", "all_reduce_", "sum_across_ranks"]
 
 
 class DistributedError(ValueError):
@@ -53,8 +53,9 @@ def init_from_env(backend: str | None = None) -> tuple[int, int]:
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if world > 1:
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        if backend == "nccl":  # the rank's first GPU (each rank's share, when a device map splits its model)
+            share = max(1, torch.cuda.device_count() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) * share)
         dist.init_process_group(backend)
     return rank, world
 
@@ -79,9 +80,10 @@ def sum_across_ranks(t: torch.Tensor) -> torch.Tensor:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return t
     nccl = dist.get_backend() == "nccl"  # NCCL reduces CUDA tensors only; gloo CPU ones
-    s = t.to(torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"), copy=True)
+    wide = torch.int32 if t.dtype in (torch.uint8, torch.int8, torch.int16) else t.dtype  # NCCL has no int16
+    s = t.to(torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"), wide, copy=True)
     dist.all_reduce(s, op=dist.ReduceOp.SUM)
-    return s.cpu()
+    return s.to("cpu", t.dtype)  # a count type holds the whole split's counts, so the sum fits
 
 
 def shard(split: Split, rank: int, world: int, batch_size: int = 1) -> Split:
@@ -101,6 +103,20 @@ def shard(split: Split, rank: int, world: int, batch_size: int = 1) -> Split:
     n_batches = math.ceil(len(split) / batch_size)
     lo, hi = rank * n_batches // world, (rank + 1) * n_batches // world
     return split.subset(range(lo * batch_size, min(hi * batch_size, len(split))))
+
+
+def batch_range(n_batches: int, rank: int, world: int) -> range:
+    """Rank ``rank``'s share of a pass's ``n_batches`` batches: a contiguous run of them (possibly empty).
+
+    The probe and suppression curves cut the split's length-sorted batches this way, so each rank
+    runs exactly the batches one process runs, with the same padding: the same numbers bit for bit.
+
+    >>> [list(batch_range(5, r, 2)) for r in (0, 1)]
+    [[0, 1], [2, 3, 4]]
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise DistributedError(f"rank {rank} is not in a world of {world} processes; use 0 <= rank < world.")
+    return range(rank * n_batches // world, (rank + 1) * n_batches // world)
 
 
 def all_reduce_(acc):

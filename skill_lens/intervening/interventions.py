@@ -169,6 +169,8 @@ def _hooks(model, neurons, positions, batch, layers, change: Callable[..., Tenso
 
     def make(layer: int, idx: Tensor, local: Tensor) -> Callable:  # neurons idx of the layer at local of the hook
         def hook(act: Tensor, hook) -> Tensor:
+            nonlocal idx
+            idx = idx.to(act.device)  # where this layer runs (a device map may put layers on several devices)
             where = pos.mask(act.shape[0], act.shape[1], batch).to(act.device)[..., None]
             old = act[..., local]
             new = torch.where(where, change(layer, idx, old, where[..., 0]).to(act.dtype), old)
@@ -253,13 +255,13 @@ def mean_ablate(model, neurons, baseline: Float[Tensor, "layer pos d_mlp"] | Flo
 
     def to_baseline(layer: int, idx: Tensor, old: Tensor, where: Tensor) -> Tensor:
         if base.dim() == 2:
-            return base[layer, idx].expand_as(old)
+            return base[layer, idx.to(base.device)].to(old.device).expand_as(old)
         out = old.clone()
         counts = where.sum(1)
         if not bool((counts == base.shape[1]).all()):
             raise InterventionError(f"per-position baseline has {base.shape[1]} positions but the prompt has "
                                     f"{int(counts.max())}; use the probe of this prompt.")
-        out[where] = base[layer][:, idx].to(old.dtype).repeat(old.shape[0], 1)
+        out[where] = base[layer][:, idx.to(base.device)].to(old.device, old.dtype).repeat(old.shape[0], 1)
         return out
 
     return _hooks(model, neurons, pos, batch, layers, to_baseline)

@@ -24,6 +24,8 @@ pass ``pm`` and ``task_or_split`` of B and ``scores`` of A (and B's baseline for
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -41,9 +43,11 @@ from skill_lens.base.options import Options, option, parse_floats
 from skill_lens.base.progress import progress
 from skill_lens.base.stats import paired_bootstrap_gap
 from skill_lens.data.batching import BATCH_SIZE
+from skill_lens.data.distributed import rank_world
 from skill_lens.intervening.interventions import (InterventionError, Positions, gaussian_noise, mean_ablate,
                                                   random_like, zero_ablate)
-from skill_lens.model.loading import describe
+from skill_lens.model.loading import describe, placement_of
+from skill_lens.model.memory import Budget, halved_start, halving
 from skill_lens.probing.neurons import NeuronSet, as_neuron_set
 from skill_lens.probing.scores import select_top
 from skill_lens.prompting.batches import Batch
@@ -113,7 +117,8 @@ class CurveOptions(Options):
 
 
 def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batch_size: int = BATCH_SIZE,
-                  input_cache: InputCache | None = None, per_example: bool = False) -> dict:
+                  input_cache: InputCache | None = None, per_example: bool = False, *, sharded: bool = False,
+                  skipped: Callable[[Batch], None] | None = None) -> dict:
     """:func:`skill_lens.prompting.evaluation.evaluate` of ``pm.with_hooks(make_hooks)``: hooks built per batch.
 
     With ``per_example`` the result also holds ``correct``: each example's correctness (a bool
@@ -122,6 +127,9 @@ def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batc
     With an ``input_cache`` (causal models), the hooks must act on prompt positions only
     (``prompt_only=True``): they are built for the prompt part of each batch, and inputs seen before run
     only their prompt positions.
+
+    ``sharded`` and ``skipped`` (with ``per_example``): each rank of a ``torch.distributed`` job runs its share of
+    the batches, every rank gets every example's result (:func:`~skill_lens.prompting.evaluation.predict`).
 
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
     >>> from skill_lens.prompting.evaluation import hard_prompt_model
@@ -136,7 +144,8 @@ def evaluate_with(pm, split, make_hooks: Callable[[Batch], Sequence[Hook]], batc
         return evaluate(hooked, split, batch_size, input_cache=input_cache)
     check_split(split, "evaluation")
     check_labels(hooked, split)
-    correct, diff = score_logits(predict(hooked, split, batch_size, input_cache=input_cache), split.labels)
+    logits = predict(hooked, split, batch_size, input_cache=input_cache, sharded=sharded, skipped=skipped)
+    correct, diff = score_logits(logits, split.labels)
     return {"accuracy": correct.float().mean().item(), "logit_diff": diff.mean().item(), "n": len(correct),
             "correct": correct}
 
@@ -341,30 +350,51 @@ def suppression_curve(pm, task_or_split, scores: Float[Tensor, "layer d_mlp"] | 
     fractions = _curve_fractions(opts, fixed, info)
     data = getattr(task_or_split, opts.split) if hasattr(task_or_split, opts.split) else task_or_split
     pos = opts.positions
-    make = _perturbation(pm, opts, baseline)
-    ckpt = None
-    if checkpoint is not None:
-        identity = _fingerprint(pm, data, scores if fixed is None else fixed.float(), baseline, fractions=fractions,
-                                method=opts.method, controls=opts.controls, per_layer=opts.per_layer, std=opts.std,
-                                positions=[pos.role, list(pos.indices)], per=opts.per, seed=opts.seed,
-                                batch_size=opts.batch_size, draws=opts.draws)
-        ckpt = Checkpoint(checkpoint, identity, "suppression curve")
+    budget = Budget(placement_of(pm.model).memory_budget)  # checked while the last layer's activations live
+    check = [(info.hook_names[-1], lambda act, hook: budget.check())] if budget else []
+    make = _perturbation(pm, opts, baseline, check)
     sets = [(f, *s) for i, f in enumerate(fractions)
             for s in _neuron_sets(scores, fixed, f, i, info, opts.per_layer, opts.controls, opts.seed)]
-    rows = _curve_rows(pm, data, sets, make, opts, ckpt, input_cache, {f: i for i, f in enumerate(fractions)})
+    identity = dict(fractions=fractions, method=opts.method, controls=opts.controls, per_layer=opts.per_layer,
+                    std=opts.std, positions=[pos.role, list(pos.indices)], per=opts.per, seed=opts.seed,
+                    draws=opts.draws)
+    ckpt_at = functools.partial(_checkpoint_at, pm, data, scores if fixed is None else fixed.float(), baseline,
+                                checkpoint, identity, opts.batch_size)
+
+    def at(size: int) -> tuple[list[dict], Checkpoint | None, int]:
+        ckpt = ckpt_at(size) if checkpoint is not None else None
+        budget.start()
+        return _curve_rows(pm, data, sets, make, dataclasses.replace(opts, batch_size=size), ckpt, input_cache,
+                           check), ckpt, size
+
+    if rank_world()[1] > 1:  # every rank runs the same batch size: no rank can halve alone
+        rows, ckpt, size = at(opts.batch_size)
+    else:
+        start = opts.batch_size if checkpoint is None else halved_start(ckpt_at, opts.batch_size)
+        rows, ckpt, size = halving(at, start, "suppression curve",
+                                   before_retry=lambda b: checkpoint is not None and ckpt_at(b).remove())
     meta = {"model": info.name, "n_examples": len(data), "controls": opts.controls, "per_layer": opts.per_layer,
             "positions": pos.role if pos.role != "indices" else list(pos.indices), "std": opts.std, "per": opts.per,
             "seed": opts.seed, "selection": "top by scores" if fixed is None else "a given neuron set",
-            "draws": opts.draws, "bootstrap": opts.bootstrap, "ci_seed": opts.ci_seed}
-    if ckpt is not None:
+            "draws": opts.draws, "bootstrap": opts.bootstrap, "ci_seed": opts.ci_seed, "batch_size": size}
+    if ckpt is not None and rank_world()[0] == 0:
         ckpt.remove()
     return SuppressionCurve(rows, fractions, opts.method, meta)
 
 
-def _curve_rows(pm, data, sets, make, opts: CurveOptions, ckpt, input_cache, index: dict) -> list[dict]:
+def _checkpoint_at(pm, data, scores: Tensor, baseline, path, options: dict, asked: int, size: int) -> Checkpoint:
+    """The curve's checkpoint at batch ``size`` (recording ``halved_from`` once out of memory at ``asked``)."""
+    identity = _fingerprint(pm, data, scores, baseline, **options, batch_size=size)
+    if size != asked:
+        identity["halved_from"] = asked
+    return Checkpoint(path, identity, "suppression curve")
+
+
+def _curve_rows(pm, data, sets, make, opts: CurveOptions, ckpt, input_cache, check: Sequence[Hook] = ()) -> list[dict]:
     """The curve's rows: each ``(fraction, set, draw, mask)`` of ``sets`` evaluated ``opts.draws`` times (noise
     draw ``k`` seeded apart from draw 0's key), resuming from and saving to ``ckpt`` if given."""
     method, draws, seed, batch_size = opts.method, opts.draws, opts.seed, opts.batch_size
+    index = {f: i for i, f in enumerate(dict.fromkeys(f for f, *_ in sets))}  # the fractions, in order
     saved = ckpt.load() if ckpt is not None else None  # rows: appended one by one (older checkpoints: saved)
     done = {_row_key(r): r for r in (saved[1]["rows"] if saved is not None else []) + (ckpt.records() if ckpt else [])}
     # Prompt-position hooks leave a causal input's keys/values alone: compute them once (the prompted
@@ -380,19 +410,35 @@ def _curve_rows(pm, data, sets, make, opts: CurveOptions, ckpt, input_cache, ind
                 rows.append(done[f, name, draw, k])
                 continue
             if not mask.any():  # empty set: the clean model, evaluated once
-                clean = clean or evaluate_with(pm, data, lambda b: [], batch_size, cache, per_example=True)
+                clean = clean or evaluate_with(pm, data, lambda b: list(check), batch_size, cache, per_example=True,
+                                               sharded=True)
                 res = clean
             else:
                 key = seed * 7919 + 100 * index[f] + draw + (name == "random") + _NOISE_DRAW_STRIDE * k
-                res = evaluate_with(pm, data, make(mask, key), batch_size, cache, per_example=True)
+                hooks = make(mask, key)
+                res = evaluate_with(pm, data, hooks, batch_size, cache, per_example=True, sharded=True,
+                                    skipped=_advance(pm, hooks) if method == "gaussian" else None)
             rows.append({"fraction": f, "set": name, "draw": draw, "noise_draw": k, "n_neurons": int(mask.sum()),
                          "accuracy": res["accuracy"], "logit_diff": res["logit_diff"],
                          "correct": "".join("1" if c else "0" for c in res["correct"].tolist())})
             bar.set_postfix_str(f"{f:.0%} {name}{draw if name == 'random' else ''}: acc {res['accuracy']:.3f}")
-            if ckpt is not None:
+            if ckpt is not None and rank_world()[0] == 0:  # every rank holds the same rows
                 ckpt.append(rows[-1])
     bar.close()
     return rows
+
+
+def _advance(pm, make_hooks: Callable[[Batch], Sequence[Hook]]) -> Callable[[Batch], None]:
+    """For a batch another rank runs: call its hooks on zero activations, so that their noise stream advances
+    exactly as a forward of it would have advanced it (each layer's hook draws as many numbers)."""
+    d_mlp = describe(pm.model).d_mlp
+
+    def skip(batch: Batch) -> None:
+        act = torch.zeros(batch.input_ids.shape[0], batch.input_ids.shape[1], d_mlp)
+        for _, fn in make_hooks(batch):
+            fn(act, None)
+
+    return skip
 
 
 _NOISE_DRAW_STRIDE = 104729  # a prime well above any (fraction, control) key offset
@@ -447,17 +493,18 @@ def _curve_fractions(opts: CurveOptions, fixed: Tensor | None, info) -> list[flo
     return [0.0, int(fixed.sum()) / (info.n_layers * info.d_mlp)]
 
 
-def _perturbation(pm, opts: CurveOptions, baseline):
-    """``make(mask, key)``: the per-batch hook factory perturbing ``mask``'s neurons (noise seeded by ``key``)."""
+def _perturbation(pm, opts: CurveOptions, baseline, check: Sequence[Hook] = ()):
+    """``make(mask, key)``: the per-batch hook factory perturbing ``mask``'s neurons (noise seeded by ``key``),
+    with the ``check`` hooks (a memory budget's) after them."""
     method, std, per, pos = opts.method, opts.std, opts.per, opts.positions
 
     def make(mask: Tensor, key: int) -> Callable[[Batch], list[Hook]]:
         gen = torch.Generator().manual_seed(key)  # one stream across batches: fresh noise per batch
         if method == "gaussian":
-            return lambda b: gaussian_noise(pm.model, mask, std, seed=gen, per=per, positions=pos, batch=b)
+            return lambda b: [*gaussian_noise(pm.model, mask, std, seed=gen, per=per, positions=pos, batch=b), *check]
         if method == "zero":
-            return lambda b: zero_ablate(pm.model, mask, positions=pos, batch=b)
-        return lambda b: mean_ablate(pm.model, mask, baseline, positions=pos, batch=b)
+            return lambda b: [*zero_ablate(pm.model, mask, positions=pos, batch=b), *check]
+        return lambda b: [*mean_ablate(pm.model, mask, baseline, positions=pos, batch=b), *check]
 
     return make
 

@@ -23,6 +23,7 @@ its device; statistics are accumulated in float64 and results and artifacts are 
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from skill_lens.model.anatomy import LayerFFN, Segment, ffn_layers
 from skill_lens.model.layout import NeuronLayout
 from skill_lens.model.experts import attach
 from skill_lens.model.fast_path import use_fast_path
+from skill_lens.model.placement import Placement, PlacementError, execution_device, materialized, model_placement
 from skill_lens.store.artifacts import check_safetensors
 from skill_lens.model.record import model_record
 from skill_lens.store.packaged import cache_dir, packaged_file
@@ -43,7 +45,7 @@ from skill_lens.base.progress import library_bars_off, say
 
 __all__ = ["ModelInfo", "describe", "fingerprint", "load_model", "model_class", "random_init_copy", "tokenizer_adds_bos",
            "Family", "OFFLINE_MODELS", "DTYPES", "parse_device", "parse_dtype", "dtype_name", "model_device",
-           "model_dtype"]
+           "model_dtype", "placement_of", "resources", "load_options", "model_source"]
 
 Family = Literal["causal", "mlm", "seq2seq"]
 
@@ -176,20 +178,47 @@ def fingerprint(model: TransformerBridge) -> str:
     if cached is not None:
         return cached
     import hashlib
-    import itertools
     import json
 
     hf = model.original_model
     h = hashlib.sha256()
     config = {k: v for k, v in hf.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, t in itertools.chain(hf.named_parameters(), hf.named_buffers()):  # each tensor once
-        t = t.detach().contiguous().cpu()
+    for name, t in _named_tensors(hf):  # each tensor once, in state-dict order
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")  # the same bytes, any rank
+        _hash_chunks(h, t)  # the same bytes, any rank
     digest = h.hexdigest()[:16]
     model_record(model).fingerprint = digest
     return digest
+
+
+_HASH_CHUNK = 64 * 2**20  # bytes of a tensor copied to the CPU at a time (none for CPU tensors)
+
+
+def _named_tensors(hf: torch.nn.Module):
+    """``(name, tensor)`` of every parameter then buffer, each once, as ``named_parameters()``/``named_buffers()``
+    give them; a weight accelerate offloaded (on ``meta``) is read from its module for the moment it is hashed."""
+    owners = {}
+    for module in hf.modules():
+        for key, t in (*module._parameters.items(), *module._buffers.items()):
+            if t is not None:
+                owners.setdefault(id(t), (module, key))
+    for name, t in itertools.chain(hf.named_parameters(), hf.named_buffers()):
+        if t.device.type != "meta":
+            yield name, t.detach()
+            continue
+        module, key = owners[id(t)]
+        with materialized(module):
+            yield name, getattr(module, key).detach()
+
+
+def _hash_chunks(h, t: torch.Tensor) -> None:
+    """Feed ``t``'s bytes to ``h`` in chunks, on ``t``'s device (the same digest as hashing it whole)."""
+    if not t.numel():
+        return
+    flat = (t if t.is_contiguous() else t.contiguous()).reshape(-1).view(torch.uint8)
+    for start in range(0, flat.numel(), _HASH_CHUNK):
+        h.update(flat[start : start + _HASH_CHUNK].cpu().numpy().data)
 
 
 def parse_device(device: str | torch.device | None = None, flag: str = "--device") -> torch.device:
@@ -257,13 +286,14 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def model_device(model: TransformerBridge) -> torch.device:
-    """The device of ``model``'s input embeddings: where its inputs, prompts and hooks' tensors belong.
+    """The device ``model``'s input embeddings compute on: where its inputs and prompts belong. Under a
+    device map the layers may sit elsewhere; a hook's tensors go where its activation is (``act.device``).
 
     >>> from skill_lens.model.tiny import tiny_model
     >>> model_device(tiny_model()), model_dtype(tiny_model())
     (device(type='cpu'), torch.float32)
     """
-    return _embedding_weight(model).device
+    return execution_device(model.original_model.get_input_embeddings())
 
 
 def model_dtype(model: TransformerBridge) -> torch.dtype:
@@ -280,6 +310,10 @@ def load_model(
     *,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    device_map: str | dict | None = None,
+    max_memory: dict | str | None = None,
+    offload_folder: str | os.PathLike | None = None,
+    memory_budget: dict | str | None = None,
     random_init: bool = False,
     seed: int = 0,
 ) -> TransformerBridge:
@@ -293,12 +327,33 @@ def load_model(
 
     ``device`` (default: CUDA when available, else the CPU) and ``dtype`` (default float32; ``"bfloat16"``,
     ``"float16"``, or a ``torch.dtype``) are checked by :func:`parse_device` and :func:`parse_dtype` before
-    anything loads. Every function of skill_lens follows the model's device and dtype.
+    anything loads. Every function of skill_lens follows the model's device and dtype. Weights load in
+    ``dtype`` straight from the checkpoint, never as a float32 copy first.
+
+    A model too big for one device is placed by accelerate instead (:mod:`skill_lens.model.placement`):
+    ``device_map`` (``"auto"``, ``"balanced"``, ``"sequential"``, or ``{module: device}`` with GPU indices,
+    ``"cpu"`` and ``"disk"``), ``max_memory`` per device (``{0: "70GiB", "cpu": "20GiB"}`` or
+    ``"0=70GiB,cpu=20GiB"``) and ``offload_folder`` for what fits nowhere else. A budget or a folder alone
+    implies ``device_map="auto"``; a device map and a ``device`` exclude each other. ``memory_budget`` (the
+    same syntax) is what a step may use on each device, weights and batches together: a batch over it counts
+    as out of memory and the step goes on at half its batch (:func:`skill_lens.model.memory.halving`).
+
+    >>> import tempfile
+    >>> from skill_lens.model.tiny import tiny_hf, tiny_tokenizer
+    >>> d = tempfile.mkdtemp(); tiny_hf().save_pretrained(d); tiny_tokenizer().save_pretrained(d) and None
+    >>> model = load_model(d, device_map={"": "disk"}, offload_folder=tempfile.mkdtemp())
+    >>> model_device(model), fingerprint(model) == fingerprint(load_model(d))   # computed on the CPU, same weights
+    (device(type='cpu'), True)
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    device, dtype = parse_device(device), parse_dtype(dtype)
-    path = _offline_dir(name) if name in OFFLINE_MODELS else name
+    placement = _this_rank(Placement.parse(device_map, max_memory, offload_folder, memory_budget))
+    placement.check_devices()
+    if placement.mapped and device is not None and str(device) != "auto":
+        raise PlacementError(f"--device {device} and --device-map place the model two ways; pass one (a device map "
+                             'names devices itself, e.g. {"model": 0, "lm_head": 0})')
+    device, dtype = None if placement.mapped else parse_device(device), parse_dtype(dtype)
+    path = model_source(name)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
@@ -313,14 +368,84 @@ def load_model(
     t0 = time.perf_counter()
     with library_bars_off():  # transformers' "Loading weights" bar: seconds, and stderr in a notebook
         if random_init:
-            torch.manual_seed(seed)
-            hf = cls.from_config(config, dtype=dtype)
+            hf = _random_init(cls, config, dtype, seed, placement)
         else:
-            hf = cls.from_pretrained(path, dtype=dtype)
+            hf = cls.from_pretrained(path, dtype=dtype, **placement.load_kwargs())
         tokenizer = AutoTokenizer.from_pretrained(path)
     bridge = bridge_from_hf(hf, tokenizer, name=name + ("+random" if random_init else ""), device=device)
+    model_record(bridge).placement = placement
     say(f"skill_lens: loaded {name} ({describe(bridge).n_layers} layers) in {time.perf_counter() - t0:.1f}s")
     return bridge
+
+
+def _this_rank(placement: Placement) -> Placement:
+    """Under ``torchrun`` with several processes per machine, each places its model on its own share of the GPUs
+    (:meth:`~skill_lens.model.placement.Placement.for_rank`)."""
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if not placement.mapped or local_world <= 1 or not torch.cuda.is_available():
+        return placement
+    memory = [torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())]
+    return placement.for_rank(int(os.environ.get("LOCAL_RANK", "0")), local_world, memory)
+
+
+def _random_init(cls, config, dtype: torch.dtype, seed: int, placement: Placement) -> torch.nn.Module:
+    """Fresh weights (seeded) in ``dtype``, placed by accelerate when ``placement`` has a device map (a strategy
+    name places like ``"sequential"``: in order, each device filled up to its budget)."""
+    torch.manual_seed(seed)
+    hf = cls.from_config(config, dtype=dtype)
+    if not placement.mapped:
+        return hf
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    dm = placement.device_map if isinstance(placement.device_map, dict) else infer_auto_device_map(
+        hf, max_memory=placement.max_memory, no_split_module_classes=hf._no_split_modules or [])
+    hf = dispatch_model(hf, device_map=dm, offload_dir=placement.offload_folder)
+    hf.hf_device_map = dm
+    return hf
+
+
+def load_options(device=None, dtype=None, device_map=None, max_memory=None, offload_folder=None,
+                 memory_budget=None) -> dict:
+    """The keyword arguments of :func:`load_model` (and ``Run.open``), checked before anything loads: a device,
+    or a placement (:class:`~skill_lens.model.placement.Placement`; a budget or a folder implies ``"auto"``).
+
+    >>> load_options(max_memory="cpu=2GB")["device_map"], load_options("cpu")["device"]
+    ('auto', device(type='cpu'))
+    >>> load_options("cpu", device_map="auto")
+    Traceback (most recent call last):
+    ...
+    skill_lens.model.placement.PlacementError: --device cpu and --device-map place the model two ways; pass one
+    """
+    where = Placement.parse(device_map, max_memory, offload_folder, memory_budget)
+    if where.mapped and device is not None and str(device) != "auto":
+        raise PlacementError(f"--device {device} and --device-map place the model two ways; pass one")
+    return {"device": None if where.mapped else parse_device(device),
+            "dtype": None if dtype is None else parse_dtype(dtype), "device_map": where.device_map,
+            "max_memory": where.max_memory, "offload_folder": where.offload_folder,
+            "memory_budget": where.memory_budget}
+
+
+def resources(model: TransformerBridge) -> dict:
+    """Where ``model`` computes, JSON-able, as artifacts record it: the device of its inputs, the placement it was
+    loaded with, and the devices its modules use (``"disk"`` for offloaded weights). A resource changes where
+    numbers are computed, not which: a run's later steps may use others.
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> resources(tiny_model())
+    {'device': 'cpu', 'device_map': None, 'max_memory': None, 'offload_folder': None, 'memory_budget': None, 'devices': ['cpu']}
+    """
+    return {"device": str(model_device(model)), **placement_of(model).as_meta(),
+            "devices": model_placement(model)["devices"]}
+
+
+def placement_of(model: TransformerBridge) -> Placement:
+    """The :class:`~skill_lens.model.placement.Placement` ``model`` was loaded with (one device: all ``None``).
+
+    >>> from skill_lens.model.tiny import tiny_model
+    >>> placement_of(tiny_model()).mapped
+    False
+    """
+    return model_record(model).placement or Placement()
 
 
 def bridge_from_hf(hf: torch.nn.Module, tokenizer, name: str, device: str | torch.device | None = "cpu",
@@ -421,6 +546,16 @@ def model_class(config):
     if any("MaskedLM" in a for a in archs) or config.model_type in ("bert", "roberta", "distilbert", "xlm-roberta"):
         return transformers.AutoModelForMaskedLM
     return transformers.AutoModelForCausalLM
+
+
+def model_source(name: str) -> str | Path:
+    """Where :func:`load_model` reads ``name`` from: the cached directory of an offline model (made on first use),
+    else ``name`` itself (a local directory or a Hub name).
+
+    >>> model_source("gpt2")
+    'gpt2'
+    """
+    return _offline_dir(name) if name in OFFLINE_MODELS else name
 
 
 def _offline_dir(name: str) -> Path:

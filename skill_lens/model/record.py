@@ -45,6 +45,7 @@ class ModelRecord:
     pruning: Any = None  # PruningInfo of a pruned model (intervening.pruning)
     hf_keys: frozenset[str] | None = None  # a pruned model's own state-dict keys (intervening.pruning)
     experts_attached: bool = False  # the MoE hook points were added (model.experts.attach)
+    placement: Any = None  # the Placement it was loaded with (model.loading.load_model)
 
 
 def model_record(obj) -> ModelRecord:

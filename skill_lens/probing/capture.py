@@ -246,5 +246,5 @@ def probed_positions(act: Float[Tensor, "batch seq d"], batch, decoder: bool, ha
     >>> probed_positions(torch.zeros(2, 5, 3), None, decoder=True, hard=False).shape
     torch.Size([2, 1, 3])
     """
-    return act[:, :1] if decoder else act[torch.arange(len(act), device=act.device), batch.predict_pos, None] if hard \
-        else act[:, batch.prompt_slice]
+    return act[:, :1] if decoder else act[torch.arange(len(act), device=act.device),
+                                          batch.predict_pos.to(act.device), None] if hard else act[:, batch.prompt_slice]

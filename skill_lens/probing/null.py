@@ -34,7 +34,11 @@ def null_maxima(agree: Int[Tensor, "k layer pos d_mlp"],
         raise ValueError(f"permutation counts must be [k layer pos d_mlp], got shape {tuple(agree.shape)}")
     if n < 1:
         raise ValueError("no examples were counted, so there is no null; is the evaluation split empty?")
-    layer_max = predictivity((agree.double() / n).float()).amax((2, 3))
+    # max(f(c), 1 - f(c)) over neurons, f(c) = float32(c / n) non-decreasing: only the extreme counts matter,
+    # so no float copy of the counts is made
+    flat = agree.flatten(2)
+    hi, lo = ((c.double() / n).float() for c in (flat.amax(2), flat.amin(2)))
+    layer_max = torch.maximum(predictivity(hi), predictivity(lo))
     return layer_max.amax(1), layer_max
 
 

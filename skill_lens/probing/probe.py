@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -40,13 +39,15 @@ from torch import Tensor
 from skill_lens.base.options import Options, option
 from skill_lens.base.progress import progress
 from skill_lens.data.batching import BATCH_SIZE, length_batches
-from skill_lens.data.distributed import all_reduce_, rank_world, shard
+from skill_lens.data.distributed import all_reduce_, batch_range, rank_world
 from skill_lens.model.anatomy import EXPERTS_HOOK, ROUTING_HOOK, Segment
-from skill_lens.model.loading import describe
+from skill_lens.model.loading import describe, placement_of
+from skill_lens.model.memory import Budget, halved_start, halving
 from skill_lens.probing.capture import CaptureError, probe_hooks, probed_positions
 from skill_lens.probing.null import null_maxima
 from skill_lens.probing.result import ProbeError, ProbeResult
-from skill_lens.probing.statistics import AgreementAccumulator, MeanAccumulator, NullAccumulator, permuted_labels
+from skill_lens.probing.statistics import (AgreementAccumulator, MeanAccumulator, NullAccumulator, count_dtype,
+                                          permuted_labels)
 from skill_lens.prompting.evaluation import prompted
 from skill_lens.prompting.input_cache import InputCache
 from skill_lens.prompting.prompts import SoftPrompt
@@ -108,9 +109,14 @@ def probe(pm, task, options: ProbeOptions | None = None, *, checkpoint: str | Pa
     without the cache.
 
     Under a ``torch.distributed`` process group (``torchrun``, see ``docs/cluster.md``) each rank
-    probes its :func:`~skill_lens.data.distributed.shard` of every split and the sums are added across
-    ranks: train first, so dev and test are thresholded at the global baseline. Every rank returns
-    the same result, equal to one process's.
+    probes its run of every split's length-sorted batches (:func:`~skill_lens.data.distributed.batch_range`)
+    and the sums are added across ranks: train first, so dev and test are thresholded at the global
+    baseline. Every rank returns the same result, equal to one process's bit for bit.
+
+    A batch that runs out of memory (CUDA's error, or over the model's ``memory_budget``) makes the probe
+    start again at half the batch size (:func:`~skill_lens.model.memory.halving`; under ``torchrun`` an
+    error naming ``--batch-size`` instead): the result, whose ``meta["batch_size"]`` says which, is that of
+    a probe started at that size, and a kill afterwards resumes there.
 
     With ``checkpoint`` (a directory, e.g. the run's), each rank saves its sums and position to
     ``probe_checkpoint.RANKofWORLD.safetensors`` there every ``checkpoint_every`` batches, and the
@@ -122,9 +128,10 @@ def probe(pm, task, options: ProbeOptions | None = None, *, checkpoint: str | Pa
     ``K`` fixed permutations of its labels (:func:`permutation_labels`; the same whatever the batch
     size, sharding or resume), from the same activations, and the result keeps each permutation's
     best predictivity (``null_max_dev [K]``, per layer ``null_layer_max_dev [K, L]``; test likewise).
-    See :meth:`ProbeResult.fwer_threshold`. The counts are ``[K, 1, P, d_mlp]`` per layer, float32 on
-    the activations' device and int32 in checkpoints (``4 K L P d_mlp`` bytes per split: ~300 MB for
-    K=200, 30 layers, P=8, d_mlp=1536), kept (and checkpointed) until the probe ends.
+    See :meth:`ProbeResult.fwer_threshold`. The counts are ``[K, 1, P, d_mlp]`` per layer on the
+    activations' device, in the smallest integer type that holds the split's size (``K L P d_mlp`` bytes
+    for a split of up to 255 examples: ~74 MB for K=200, 30 layers, P=8, d_mlp=1536), one split at a
+    time: a finished split keeps only its maxima.
 
     >>> import tempfile; from pathlib import Path
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
@@ -144,25 +151,19 @@ def probe(pm, task, options: ProbeOptions | None = None, *, checkpoint: str | Pa
     names, decoder, splits = _check_probe(info, task, opts)
     opts = dataclasses.replace(opts, splits=splits)
     rank, world = rank_world()
-    kinds = ["prompt", *(("mean_pool", "max_pool") if opts.pooling else ())]
-    P = 1 if decoder or pm.prompt is None else pm.prompt_length
-    segs = _segments(info, names)  # every hook a layer's neurons come from (an MoE layer: experts, shared)
-    shapes = {k: [(1, P if k == "prompt" else 1, seg.width) for _, seg in segs] for k in kinds}
-    routers = [(i, seg.hook.replace(EXPERTS_HOOK, ROUTING_HOOK), seg.experts) for i, seg in segs if seg.experts]
-    if routers:  # [routed & label 0 | routed & label 1] per expert, train only
-        shapes["routing"] = [(1, P, 2 * e) for _, _, e in routers]
-    sums = _Sums(["train", *splits], shapes, [i for i, _ in segs], null=opts.permutations)
-    ckpt = None
-    if checkpoint is not None:
-        identity = {**probe_fingerprint(pm, task, opts), "shard": f"{rank}/{world}"}
-        ckpt = Checkpoint(Path(checkpoint) / f"probe_checkpoint.{rank}of{world}.safetensors", identity, "probe")
-    reading = _Reading(pm, opts.batch_size, [seg.hook for _, seg in segs], decoder, kinds, input_cache,
-                       [(h, e) for _, h, e in routers])
-    stream = functools.partial(_stream, reading=reading)
-    out = _probe_passes(task, sums, stream, opts.batch_size, ckpt, opts.checkpoint_every, opts.permutation_seed)
-    if routers:
-        out["routing"] = _routing(sums.total("train", "routing"), routers, task.train.labels, len(names))
-    result = _result(pm, task, info, {k: v.cpu() for k, v in out.items()}, names, sums.passes, world)  # on the CPU
+    at = functools.partial(_probe_at, pm, task, opts, decoder=decoder, checkpoint=checkpoint, input_cache=input_cache)
+    if world > 1:  # every rank must run the same batches: no rank can halve alone
+        try:
+            out, ckpt, size = at(opts.batch_size)
+        except torch.OutOfMemoryError as e:
+            raise ProbeError(f"rank {rank} ran out of memory at batch size {opts.batch_size} ({e}); under torchrun "
+                             "every rank runs the same batch size: rerun with a smaller --batch-size") from e
+    else:
+        ckpt_at = functools.partial(_checkpoint_at, pm, task, opts, checkpoint)
+        start = opts.batch_size if checkpoint is None else halved_start(ckpt_at, opts.batch_size)
+        out, ckpt, size = halving(at, start, "probe", before_retry=lambda b: checkpoint and ckpt_at(b).remove())
+    result = _result(pm, task, info, {k: v.cpu() for k, v in out.items()}, names, ["train", *splits], world)
+    result.meta["batch_size"] = size
     if opts.permutations:
         result.meta.update(permutations=opts.permutations, permutation_seed=opts.permutation_seed)
     if rank == 0 and on_result is not None:
@@ -172,6 +173,41 @@ def probe(pm, task, options: ProbeOptions | None = None, *, checkpoint: str | Pa
     if ckpt is not None:
         ckpt.remove()
     return result
+
+
+def _probe_at(pm, task, opts: ProbeOptions, batch_size: int, *, decoder: bool, checkpoint, input_cache,
+              ) -> tuple[dict, Checkpoint | None, int]:
+    """The probe's tensors at ``batch_size`` (resuming this batch size's checkpoint), the checkpoint, the size
+    (``opts.batch_size`` is the size asked for: larger once out of memory)."""
+    info = describe(pm.model)
+    names, _ = probe_hooks(info, opts.hook_names)
+    kinds = ["prompt", *(("mean_pool", "max_pool") if opts.pooling else ())]
+    P = 1 if decoder or pm.prompt is None else pm.prompt_length
+    segs = _segments(info, names)  # every hook a layer's neurons come from (an MoE layer: experts, shared)
+    shapes = {k: [(1, P if k == "prompt" else 1, seg.width) for _, seg in segs] for k in kinds}
+    routers = [(i, seg.hook.replace(EXPERTS_HOOK, ROUTING_HOOK), seg.experts) for i, seg in segs if seg.experts]
+    if routers:  # [routed & label 0 | routed & label 1] per expert, train only
+        shapes["routing"] = [(1, P, 2 * e) for _, _, e in routers]
+    passes = ["train", *opts.splits]
+    sums = _Sums(passes, shapes, [i for i, _ in segs], null=opts.permutations,
+                 sizes={p: len(getattr(task, p)) for p in passes})
+    ckpt = None if checkpoint is None else _checkpoint_at(pm, task, opts, checkpoint, batch_size)
+    reading = _Reading(pm, [seg.hook for _, seg in segs], decoder, kinds, input_cache,
+                       [(h, e) for _, h, e in routers], Budget(placement_of(pm.model).memory_budget))
+    out = _probe_passes(task, sums, reading, batch_size, ckpt, opts.checkpoint_every, opts.permutation_seed)
+    if routers:
+        out["routing"] = _routing(sums.total("train", "routing"), routers, task.train.labels, len(names))
+    return out, ckpt, batch_size
+
+
+def _checkpoint_at(pm, task, opts: ProbeOptions, checkpoint, batch_size: int) -> Checkpoint:
+    """This rank's checkpoint of a probe at ``batch_size``; one that ran out of memory at ``opts.batch_size``
+    records it (``halved_from``), so that the same command resumes it at the smaller size after a kill."""
+    rank, world = rank_world()
+    identity = {**probe_fingerprint(pm, task, opts, batch_size=batch_size), "shard": f"{rank}/{world}"}
+    if batch_size != opts.batch_size:
+        identity["halved_from"] = opts.batch_size
+    return Checkpoint(Path(checkpoint) / f"probe_checkpoint.{rank}of{world}.safetensors", identity, "probe")
 
 
 def probe_fingerprint(pm, task, options: ProbeOptions | None = None, **overrides) -> dict:
@@ -274,14 +310,22 @@ class _Sums:
     """
 
     def __init__(self, passes: list[str], shapes: dict[str, list[tuple[int, int, int]]], layers: list[int],
-                 null: int = 0):
+                 null: int = 0, sizes: dict[str, int] | None = None):
         self.passes, self.shapes, self.layers = passes, shapes, layers
         self.null_shapes = [(null, *shape) for shape in shapes["prompt"]] if null else None
         self.local = {p: {k: [MeanAccumulator() if p == "train" else AgreementAccumulator() for _ in shapes[k]]
                           for k in shapes if p == "train" or k != "routing"} for p in passes}
-        if null:  # the permutation counts [K, 1, P, width] of each evaluation pass
+        self.done: dict[str, dict[str, Tensor]] = {}  # a finished evaluation pass's result; its counts are dropped
+        if null:  # the permutation counts [K, 1, P, width] of each evaluation pass, in the split's count type
             for p in passes[1:]:
-                self.local[p]["null"] = [NullAccumulator() for _ in shapes["prompt"]]
+                cap = (sizes or {}).get(p, 2**31 - 1)
+                self.local[p]["null"] = [NullAccumulator(capacity=cap) for _ in shapes["prompt"]]
+
+    def finish(self, p: str, result: dict[str, Tensor]) -> None:
+        """Keep evaluation pass ``p``'s result and drop its statistics (the permutation counts are the probe's
+        largest memory: one split's at a time)."""
+        self.done[p] = result
+        self.local[p] = {}
 
     def join(self, parts: list[Tensor]) -> Tensor:
         """Per-accumulator ``[1, ..., width]`` tensors as ``[n_layers, ..., d_mlp]``: each layer's hooks side by side."""
@@ -289,9 +333,12 @@ class _Sums:
         return torch.cat([torch.cat([t for t, l in zip(parts, self.layers) if l == layer], -1) for layer in layers])
 
     def save(self, ckpt: Checkpoint, position: dict) -> None:
-        """Every non-empty accumulator's state (tensors) and ``position`` (the pass and batches done)."""
-        ckpt.save({f"{p}.{k}.{i}.{key}": t for p, by_kind in self.local.items() for k, accs in by_kind.items()
-                   for i, a in enumerate(accs) if _count(a) for key, t in a.state_dict().items()}, position)
+        """Every non-empty accumulator's state and finished pass's result (tensors), and ``position`` (the pass
+        and batches done)."""
+        done = {f"done.{p}.{key}": t for p, result in self.done.items() for key, t in result.items()}
+        ckpt.save({**done, **{f"{p}.{k}.{i}.{key}": t for p, by_kind in self.local.items()
+                              for k, accs in by_kind.items() for i, a in enumerate(accs) if _count(a)
+                              for key, t in a.state_dict().items()}}, position)
 
     def resume(self, ckpt: Checkpoint | None) -> dict:
         """Restore the sums of ``ckpt`` (when it exists) and return its position; else the start."""
@@ -299,6 +346,10 @@ class _Sums:
         if saved is None:
             return {"pass": self.passes[0], "batch": 0}
         tensors, position = saved
+        for p in self.passes:
+            result = {key[len(f"done.{p}."):]: t for key, t in tensors.items() if key.startswith(f"done.{p}.")}
+            if result:
+                self.finish(p, result)
         for p, by_kind in self.local.items():
             for k, accs in by_kind.items():
                 for i, a in enumerate(accs):
@@ -326,42 +377,47 @@ def _zero_state(acc, shape) -> dict[str, Tensor]:
     if isinstance(acc, MeanAccumulator):
         return {"sum": torch.zeros(shape, dtype=torch.float64), "count": torch.tensor(0)}
     if isinstance(acc, NullAccumulator):
-        return {"agree": torch.zeros(shape, dtype=torch.int32), "n": torch.tensor(0)}
+        return {"agree": torch.zeros(shape, dtype=count_dtype(acc.capacity)), "n": torch.tensor(0)}
     return {"agree": torch.zeros(shape, dtype=torch.int64), "n": torch.tensor(0)}
 
 
-def _probe_passes(task, sums: _Sums, stream, batch_size: int, ckpt: Checkpoint | None, every: int,
+def _probe_passes(task, sums: _Sums, reading: _Reading, batch_size: int, ckpt: Checkpoint | None, every: int,
                   permutation_seed: int = 0) -> dict:
-    """Run (or resume) each pass on this rank's shard, reduce it, and return the result's tensors."""
+    """Run (or resume) each pass on this rank's batches, reduce it on the CPU, and return the result's tensors."""
     rank, world = rank_world()
     position = sums.resume(ckpt)
     resumed_at = sums.passes.index(position["pass"])
     base, out = {}, {}
     for n, p in enumerate(sums.passes):
-        part, accs = shard(getattr(task, p), rank, world, batch_size), sums.local[p]
-        n_batches = math.ceil(len(part) / batch_size)
-        start = n_batches if n < resumed_at else position["batch"] if n == resumed_at else 0
-        labels = None
+        if p in sums.done:  # finished before a kill: its result is in the checkpoint
+            out.update(sums.done[p])
+            continue
+        split, accs = getattr(task, p), sums.local[p]
+        batches = length_batches(reading.pm, split, batch_size)
+        mine = [batches[b] for b in batch_range(len(batches), rank, world)]  # the batches one process runs
+        start = len(mine) if n < resumed_at else position["batch"] if n == resumed_at else 0
+        labels = torch.as_tensor(split.labels)
         if p == "train":
             feed = lambda k, i, a, y: accs[k][i].add(a)  # noqa: E731
         else:
             feed = functools.partial(_feed_eval, accs, base)
-            if sums.null_shapes is not None:
-                labels = _pass_labels(getattr(task, p), p, sums.null_shapes[0][0], permutation_seed,
-                                      (rank, world, batch_size), len(part))
+            if sums.null_shapes is not None:  # [real label, K permuted labels] of every example
+                labels = torch.cat([labels.bool()[:, None], permutation_labels(
+                    split.labels, p, sums.null_shapes[0][0], permutation_seed)], 1)
 
         def done(b: int) -> None:  # batches [0, b) of this pass are in the sums
-            if ckpt is not None and ((b - start) % every == 0 or b == n_batches):
+            if ckpt is not None and ((b - start) % every == 0 or b == len(mine)):
                 sums.save(ckpt, {"pass": p, "batch": b})
 
-        stream(part, feed=feed, desc="baseline" if p == "train" else p, start=start, done=done, labels=labels,
-               route=p == "train")
+        _stream(split, mine, reading if p == "train" else reading._replace(routers=[]),  # routing: train only
+                feed=feed, desc="baseline" if p == "train" else p, start=start, done=done, labels=labels)
         total = {k: sums.total(p, k) for k in sums.local[p] if k != "routing"}
         if p == "train":
-            base = {k: [m.mean() for m in total[k]] for k in total}  # float64 [1, P, width] per hook
-            out["baseline"] = sums.join(base["prompt"]).float()
+            base = {k: [m.mean() for m in total[k]] for k in total}  # float64 [1, P, width] per hook, its device
+            out["baseline"] = sums.join([b.cpu() for b in base["prompt"]]).float()
         else:
-            out.update(_eval_out(p, total, [k for k in sums.shapes if k not in ("prompt", "routing")], sums))
+            out.update(result := _eval_out(p, total, [k for k in sums.shapes if k not in ("prompt", "routing")], sums))
+            sums.finish(p, result)
     return out
 
 
@@ -374,26 +430,13 @@ def _feed_eval(accs: dict, base: dict, k: str, i: int, a: Tensor, y: Tensor) -> 
     accs[k][i].add(a, y, base[k][i])
 
 
-def _pass_labels(split, name: str, permutations: int, seed: int, sharding: tuple[int, int, int], n: int) -> Tensor:
-    """This shard's rows of ``[real label, K permuted labels]`` (bool ``[n, 1 + K]``) of the whole split."""
-    rank, world, batch_size = sharding
-    full = torch.cat([torch.as_tensor(split.labels).bool()[:, None],
-                      permutation_labels(split.labels, name, permutations, seed)], 1)
-    n_batches = math.ceil(len(split) / batch_size)
-    lo = rank * n_batches // world * batch_size  # shards are contiguous runs of whole batches
-    rows = full[lo : lo + n]
-    if len(rows) != n:
-        raise ProbeError(f"shard of {n} {name} examples at row {lo} does not fit the split of {len(split)}")
-    return rows
-
-
 def _eval_out(p: str, total: dict, pool_kinds: list[str], sums: _Sums) -> dict:
     """An evaluation pass's accuracies (float32) and, with a null, its permutation maxima."""
-    out = {f"{p}_acc": sums.join([a.accuracy() for a in total["prompt"]]).float()}
+    out = {f"{p}_acc": sums.join([a.accuracy().cpu() for a in total["prompt"]]).float()}  # hooks on any device
     for k in pool_kinds:
-        out[f"{k}_{p}_acc"] = sums.join([a.accuracy() for a in total[k]])[:, 0].float()
+        out[f"{k}_{p}_acc"] = sums.join([a.accuracy().cpu() for a in total[k]])[:, 0].float()
     if "null" in total:
-        per_hook = torch.cat([null_maxima(a.agree, a.n)[1] for a in total["null"]], 1).cpu()  # [K, hooks]
+        per_hook = torch.cat([null_maxima(a.agree, a.n)[1].cpu() for a in total["null"]], 1)  # [K, hooks]
         layer_max = torch.stack([per_hook[:, [j for j, l in enumerate(sums.layers) if l == layer]].amax(1)
                                  for layer in sorted(set(sums.layers))], 1)  # [K, L]
         out[f"null_layer_max_{p}"], out[f"null_max_{p}"] = layer_max, layer_max.amax(1)
@@ -410,40 +453,43 @@ def _result(pm, task, info, out: dict, names: list[str], passes: list[str], worl
 
 
 class _Reading(NamedTuple):
-    """What every pass reads: the prompted model, its batch size, the hooks (and whether they are the
-    decoder's), the kinds of statistics, the input cache the inputs may come from, and the MoE routers
-    ``(hook, n_experts)``."""
+    """What every pass reads: the prompted model, the hooks (and whether they are the decoder's), the kinds of
+    statistics, the input cache the inputs may come from, the MoE routers ``(hook, n_experts)`` (fed on train
+    only) and the memory budget (checked while the last layer's activations are alive)."""
 
     pm: object
-    batch_size: int
     names: list[str]
     decoder: bool
     kinds: list[str]
     input_cache: InputCache | None
     routers: list
+    budget: Budget | None
 
 
-def _stream(split, reading: _Reading, feed, desc, start: int = 0, done=None, labels: Tensor | None = None,
-            route: bool = False) -> None:
-    """Run ``split`` in its length-sorted batches (:func:`~skill_lens.data.batching.length_batches`) from batch
-    ``start``; hooks call ``feed(kind, layer, acts [B 1 P N], labels)`` and keep nothing; ``done(b)`` runs
-    once batches ``[0, b)`` are fed. ``labels`` (one row per example) replaces ``split.labels``. With
-    ``reading.input_cache``, where ``pm`` can use it (:meth:`~skill_lens.prompting.prompted_model.PromptedModel.cache_inputs`;
-    not with pooling, which reads the input positions), the inputs come from it and only the prompt
-    positions run (the hooks are built for those). With ``route``, the ``routers`` (hook, n_experts) also
-    feed ``("routing", j, [B 1 P 2E], labels)``."""
-    pm, routers = reading.pm, list(reading.routers) if route else []
-    batches = length_batches(pm, split, reading.batch_size)
+def _stream(split, batches, reading: _Reading, feed, desc, start: int = 0, done=None,
+            labels: Tensor | None = None) -> None:
+    """Run ``batches`` of ``split`` (this rank's run of its length-sorted batches) from batch ``start``; hooks
+    call ``feed(kind, layer, acts [B 1 P N], labels)`` and keep nothing; ``done(b)`` runs once batches
+    ``[0, b)`` are fed. ``labels`` (one row per example of the split) replaces ``split.labels``. With
+    ``reading.input_cache``, where ``pm`` can use it
+    (:meth:`~skill_lens.prompting.prompted_model.PromptedModel.cache_inputs`; not with pooling, which reads the
+    input positions), the inputs come from it and only the prompt positions run (the hooks are built for
+    those). ``reading.routers`` also feed ``("routing", j, [B 1 P 2E], labels)``."""
+    pm, names, budget = reading.pm, reading.names, reading.budget
     all_labels = torch.as_tensor(split.labels) if labels is None else labels
     now = {}  # the labels of the batch that runs, for its hooks
+    check = [(names[-1], lambda act, hook: budget.check())] if budget else []
 
     def recorders(part):  # built for the part of the batch that runs: all of it, or its prompt positions
-        return _capture_hooks(reading, part, now["y"], feed, routers)
+        return [*_capture_hooks(reading, part, now["y"], feed, reading.routers), *check]
 
     probed = pm.with_hooks(recorders, prompt_only=reading.kinds == ["prompt"])
-    cache = probed.cache_inputs(split, reading.input_cache) if start < len(batches) else None
+    mine = None if rank_world()[1] == 1 else [i for b in batches for i in b]  # a rank's inputs alone
+    cache = probed.cache_inputs(split, reading.input_cache, examples=mine) if start < len(batches) else None
     for b in progress(range(start, len(batches)), desc=f"probe {desc}", initial=start, total=len(batches)):
         batch, now["y"] = pm.encode_split(split, batches[b]), all_labels[batches[b]]
+        if budget:
+            budget.start()
         with torch.no_grad():
             probed.label_logits(batch, input_cache=cache)
         if done is not None:

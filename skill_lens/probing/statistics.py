@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-__all__ = ["MeanAccumulator", "AgreementAccumulator", "permuted_labels", "NullAccumulator"]
+__all__ = ["MeanAccumulator", "AgreementAccumulator", "permuted_labels", "NullAccumulator", "count_dtype"]
 
 
 @dataclass
@@ -172,64 +172,79 @@ def permuted_labels(labels: Int[Tensor, " n"], permutations: int, seed: int) -> 
     return torch.stack(cols, 1) if cols else torch.zeros(len(labels), 0, dtype=torch.bool)
 
 
+def count_dtype(capacity: int) -> torch.dtype:
+    """The smallest integer type that holds every count up to ``capacity`` exactly.
+
+    >>> count_dtype(200), count_dtype(20_000), count_dtype(100_000)
+    (torch.uint8, torch.int16, torch.int32)
+    """
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        if capacity <= torch.iinfo(dtype).max:
+            return dtype
+    return torch.int64
+
+
 @dataclass
 class NullAccumulator:
     """Per-permutation agreement counts ``[k layer pos d_mlp]``: :class:`AgreementAccumulator` for ``K``
-    permuted label vectors at once, from one comparison with the baseline and one in-place matmul.
+    permuted label vectors at once, from one comparison with the baseline and one matmul per batch.
 
-    With ``±1`` codes ``u = 2 * above - 1`` and ``v = 2 * y - 1``, ``v^T @ u`` is agreements minus
-    disagreements, so each batch is one ``addmm_`` into ``diff`` (float32, ``[k layer pos d_mlp]``:
-    exact, since every partial sum is an integer of size at most ``n < 2^24``). ``agree`` is
-    ``(n + diff) / 2`` as int32; checkpoints and all-reduces use it.
+    With ``±1`` codes ``u = 2 * above - 1`` and ``v = 2 * y - 1``, ``v^T @ u`` is a batch's agreements minus
+    disagreements (float32, exact: every entry is an integer of size at most the batch size). The counts
+    ``agree`` are kept in the smallest integer type that holds ``capacity`` examples (:func:`count_dtype`:
+    ``uint8`` for a split of up to 255 examples, ``int16`` up to 32767), a quarter or half of int32's memory:
+    they are the probe's largest statistic (``K L P d_mlp`` per split). Checkpoints and all-reduces use them.
 
     >>> acts = torch.tensor([0.0, 1.0, 1.0, 2.0]).view(4, 1, 1, 1)
     >>> y = torch.tensor([[0, 1], [0, 1], [1, 0], [1, 0]]).bool()     # two "permutations"
-    >>> a = NullAccumulator().add(acts, y, torch.ones(1, 1, 1))
-    >>> a.agree.flatten().tolist(), a.n                                # as AgreementAccumulator, per column
-    ([3, 1], 4)
+    >>> a = NullAccumulator(capacity=4).add(acts, y, torch.ones(1, 1, 1))
+    >>> a.agree.flatten().tolist(), a.n, a.agree.dtype                 # as AgreementAccumulator, per column
+    ([3, 1], 4, torch.uint8)
     """
 
-    diff: Float[Tensor, "k layer pos d_mlp"] | None = None  # float32: agreements - disagreements
+    agree: Int[Tensor, "k layer pos d_mlp"] | None = None  # count_dtype(capacity)
     n: int = 0
-
-    @property
-    def agree(self) -> Int[Tensor, "k layer pos d_mlp"] | None:
-        """Agreement counts (int32)."""
-        return None if self.diff is None else ((self.diff + self.n) / 2).round().to(torch.int32)
+    capacity: int = 2**31 - 1  # the most examples it will count (the split's size): sets the counts' type
 
     def add(self, acts: Float[Tensor, "batch layer pos d_mlp"], labels: Bool[Tensor, "batch k"],
             baseline: Float[Tensor, "layer pos d_mlp"]) -> "NullAccumulator":
-        _check_acts(acts, None if self.diff is None else self.diff[0])
+        _check_acts(acts, None if self.agree is None else self.agree[0])
         B = acts.shape[0]
         if labels.dim() != 2 or labels.shape[0] != B:
             raise ValueError(f"permuted labels must be [batch k] with batch={B}, got {tuple(labels.shape)}; "
                              "slice the rows of permuted_labels(...) for this batch")
-        if self.n + B >= 2**24:
-            raise ValueError(f"{self.n + B} examples are too many for exact float32 counts; probe fewer (< 2^24)")
+        if self.n + B > self.capacity or B >= 2**24:
+            raise ValueError(f"{self.n + B} examples are more than this accumulator's capacity ({self.capacity}); "
+                             "make it with the split's size as capacity (and batches under 2^24)")
         u = (acts.double() > baseline.to(acts.device, torch.float64)).flatten(1).float() * 2 - 1  # [B, LPN]
         v = labels.to(acts.device).float() * 2 - 1  # [B, K]
-        if self.diff is None:
-            self.diff = torch.zeros(labels.shape[1], *acts.shape[1:], dtype=torch.float32, device=acts.device)
-        self.diff = self.diff.to(acts.device)  # a resumed checkpoint's counts come from the CPU
-        self.diff.view(labels.shape[1], -1).addmm_(v.T, u)
+        batch = torch.mm(v.T, u).add_(B).mul_(0.5)  # this batch's agreements [K, LPN], exact integers
+        if self.agree is None:
+            self.agree = torch.zeros(labels.shape[1], *acts.shape[1:], dtype=count_dtype(self.capacity),
+                                     device=acts.device)
+        self.agree = self.agree.to(acts.device)  # a resumed checkpoint's counts come from the CPU
+        self.agree.view(labels.shape[1], -1).add_(batch.to(self.agree.dtype))
         self.n += B
         return self
 
     def merge(self, other: "NullAccumulator") -> "NullAccumulator":
         """Add ``other``'s counts to this one (in place)."""
-        if other.diff is not None:
-            _check_same(self.diff, other.diff, "merge")
-            self.diff = other.diff.clone() if self.diff is None else self.diff + other.diff
+        if other.agree is not None:
+            _check_same(self.agree, other.agree, "merge")
+            if self.n + other.n > self.capacity:
+                raise ValueError(f"merged counts of {self.n + other.n} examples exceed the capacity {self.capacity}")
+            self.agree = other.agree.to(count_dtype(self.capacity)) if self.agree is None else \
+                self.agree + other.agree.to(self.agree.device, self.agree.dtype)
         self.n += other.n
         return self
 
     def state_dict(self) -> dict[str, Tensor]:
-        """``{"agree": int32 [k layer pos d_mlp], "n": int64 scalar}``: checkpoints, or all-reduce sums."""
-        if self.diff is None:
+        """``{"agree": counts [k layer pos d_mlp], "n": int64 scalar}``: checkpoints, or all-reduce sums."""
+        if self.agree is None:
             raise ValueError("an empty accumulator has no shape yet; add a batch before saving or all-reducing")
         return {"agree": self.agree, "n": torch.tensor(self.n, dtype=torch.int64)}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Tensor]) -> "NullAccumulator":
-        n = int(state["n"])
-        return cls(state["agree"].to(torch.float32) * 2 - n, n)
+        agree = state["agree"].clone()
+        return cls(agree, int(state["n"]), torch.iinfo(agree.dtype).max)

@@ -16,7 +16,7 @@ zero-shot text-template reference).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Bool, Float
@@ -25,7 +25,7 @@ from torch import Tensor
 from skill_lens.data.batching import in_order, length_batches
 from skill_lens.prompting.input_cache import InputCache
 from skill_lens.base.progress import progress
-from skill_lens.prompting.prompted_model import PromptedModel
+from skill_lens.prompting.prompted_model import Batch, PromptedModel
 from skill_lens.prompting.prompts import Hook, PromptError, SoftPrompt, Verbalizer
 from skill_lens.base.stats import wilson_interval
 from skill_lens.data.distributed import DistributedError, rank_world, shard, sum_across_ranks
@@ -155,7 +155,8 @@ def score_logits(logits: Float[Tensor, "batch n_labels"], labels) -> tuple[Bool[
 @torch.no_grad()
 def predict(
     pm: PromptedModel, split, batch_size: int = 32, fwd_hooks: Sequence[Hook] = (), desc: str = "eval",
-    input_cache: InputCache | None = None,
+    input_cache: InputCache | None = None, *, sharded: bool = False,
+    skipped: Callable[[Batch], None] | None = None,
 ) -> Float[Tensor, "n n_labels"]:
     """Label logits for every example of ``split``, in the split's order.
 
@@ -164,17 +165,34 @@ def predict(
     can read their inputs from it (:meth:`~skill_lens.prompting.prompted_model.PromptedModel.cache_inputs`),
     the split's inputs are first computed into it and each batch runs only the prompt positions.
 
+    ``sharded=True`` under a ``torch.distributed`` process group: each rank runs a contiguous run of those
+    batches (:func:`~skill_lens.data.distributed.batch_range`) and the logits are summed across ranks, so every
+    rank returns the whole split's logits, the same bit for bit as one process's. ``skipped(batch)`` is called,
+    in order, for each batch before this rank's (a per-batch hook's random stream advances as in one process).
+
     >>> from skill_lens.model.tiny import tiny_model, tiny_task
     >>> task = tiny_task()
     >>> predict(hard_prompt_model(tiny_model(), task), task.dev, batch_size=8).shape
     torch.Size([32, 2])
     """
+    from skill_lens.data.distributed import batch_range, rank_world, sum_across_ranks
+
     check_split(split, "evaluation")
-    cache = pm.cache_inputs(split, input_cache)  # None: each batch runs whole
     batches = length_batches(pm, split, batch_size)
+    rank, world = rank_world() if sharded else (0, 1)
+    span = batch_range(len(batches), rank, world)
+    mine = batches[span.start : span.stop]
+    cache = pm.cache_inputs(split, input_cache, examples=None if world == 1 else [i for b in mine for i in b])
+    for idx in batches[: span.start] if skipped is not None else ():
+        skipped(pm.encode_split(split, idx))
     out = [pm.label_logits(pm.encode_split(split, idx), fwd_hooks, cache).to("cpu", torch.float32)
-           for idx in progress(batches, desc=desc)]  # results on the CPU
-    return in_order(out, batches)
+           for idx in progress(mine, desc=desc)]  # results on the CPU; None cache: each batch runs whole
+    if world == 1:
+        return in_order(out, batches)
+    full = torch.zeros(len(split), len(pm.verbalizer.token_ids))
+    for idx, rows in zip(mine, out):
+        full[torch.tensor(idx)] = rows
+    return sum_across_ranks(full)  # each row is one rank's, the others' zeros: exact
 
 
 def evaluate(pm: PromptedModel, split, batch_size: int = 32, fwd_hooks: Sequence[Hook] = (),

@@ -53,11 +53,13 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from skill_lens.store.artifacts import ArtifactError, load_tensors, save_tensors
 from skill_lens.data.batching import length_batches, token_lengths
 from skill_lens.store.packaged import cache_dir
 from skill_lens.model.loading import dtype_name, fingerprint, model_device
+from skill_lens.model.placement import layer_devices
 
 __all__ = ["InputCache", "DISK_ENV", "DEFAULT_DISK_MB"]
 
@@ -121,33 +123,59 @@ class InputCache:
                 f"{self.hits} hits, {self.misses} misses, {self.loaded} read from disk)")
 
     @torch.no_grad()
-    def fill(self, pm, split) -> bool:
+    def fill(self, pm, split, examples=None) -> bool:
         """Compute and keep the inputs of ``split`` under ``pm`` not kept yet, in :meth:`__init__`'s fixed
         length-sorted batches; ``True`` when the cache then holds every input of the split.
 
         A split that would not fit in ``max_mb`` is not computed (beyond one batch, to learn the size of a
-        token's keys/values): callers then run it the ordinary way. A no-op (``False``) for non-causal
-        models and hard prompts, whose passes do not use the cache.
+        token's keys/values), nor one whose batch runs out of memory: callers then run it the ordinary way.
+        A no-op (``False``) for non-causal models and hard prompts, whose passes do not use the cache.
+
+        ``examples`` (indices into the split) limits it to the batches holding them, as one rank of a
+        ``torch.distributed`` job needs: the same batches, so the same numbers, as a fill of the whole split
+        (which alone is written to disk).
         """
         if pm.info.family != "causal" or pm.prompt is None or len(split) == 0:
             return False
-        P = pm.prompt_length
-        run = self._runner(pm)
-        batches = []
-        inputs = token_lengths(pm, split) - P  # batches of the inputs alone: the same for every prompt length
-        for idx in length_batches(pm, split, self.batch_size, lengths=inputs):
-            batch = pm.encode_split(split, idx)
-            n = batch.input_ids.shape[1] - P
-            ids, mask = batch.input_ids[:, :n], batch.attention_mask[:, :n]
-            batches.append((ids, mask, [tuple(ids[i, m].tolist()) for i, m in enumerate(mask.bool())]))
+        batches = self._batches(pm, split, examples)
         held = lambda: all(self._holds(b[2]) for b in batches)  # noqa: E731
         if held():
             return True
-        path, identity = self._file(pm, batches) if self.directory is not None else (None, None)
+        whole = batches if examples is None else self._batches(pm, split)
+        path, identity = self._file(pm, whole) if self.directory is not None else (None, None)
         readable = path is not None and path.exists() and self._read(path, identity)
         if readable and held():
             return True
-        todo = [b for b in batches if not self._holds(b[2])]
+        try:
+            if not self._compute(self._runner(pm), [b for b in batches if not self._holds(b[2])]):
+                return False
+        except torch.OutOfMemoryError:  # a batch of inputs does not fit: the caller runs the split whole
+            return False
+        if path is not None and not readable and examples is None:  # absent or damaged: (re)write it
+            try:
+                self._write(path, identity, [k for *_, keys in batches for k in keys if k])
+            except (OSError, ArtifactError) as e:  # a full or read-only disk costs speed, never the job
+                warnings.warn(f"could not keep the input keys/values in {self.directory} ({e}); they will be "
+                              f"computed again next time. Free disk space, or set ${DISK_ENV}=0.", stacklevel=2)
+        return held()
+
+    def _batches(self, pm, split, examples=None) -> list:
+        """``(ids, mask, keys)`` of the split's fixed input batches (those holding ``examples``, if given)."""
+        P, want = pm.prompt_length, None if examples is None else {int(i) for i in examples}
+        inputs = token_lengths(pm, split) - P  # batches of the inputs alone: the same for every prompt length
+        out = []
+        for idx in length_batches(pm, split, self.batch_size, lengths=inputs):
+            if want is not None and not want.intersection(idx):
+                continue
+            batch = pm.encode_split(split, idx)
+            n = batch.input_ids.shape[1] - P
+            ids, mask = batch.input_ids[:, :n], batch.attention_mask[:, :n]
+            out.append((ids, mask, [tuple(ids[i, m].tolist()) for i, m in enumerate(mask.bool())]))
+        return out
+
+    def _compute(self, run, todo: list) -> bool:
+        """Compute and keep the inputs of batches ``todo``; ``False`` once they would not fit in ``max_mb`` (or
+        the model's keys and values cannot be kept)."""
         need = sum(len(k) for *_, keys in todo for k in set(keys) if k and k not in self._store)
         for ids, mask, keys in todo:
             if self._per_token and self.bytes + need * self._per_token > self.max_bytes:
@@ -161,14 +189,6 @@ class InputCache:
                 if key and key not in self._store:
                     need -= len(key)
                     self._keep(key, _row(out, i, n - len(key)))
-        if not held():
-            return False
-        if path is not None and not readable:  # absent, or damaged (a killed disk, another format): (re)write it
-            try:
-                self._write(path, identity, [k for *_, keys in batches for k in keys if k])
-            except (OSError, ArtifactError) as e:  # a full or read-only disk costs speed, never the job
-                warnings.warn(f"could not keep the input keys/values in {self.directory} ({e}); they will be "
-                              f"computed again next time. Free disk space, or set ${DISK_ENV}=0.", stacklevel=2)
         return True
 
     def _holds(self, keys: list[tuple[int, ...]]) -> bool:
@@ -260,8 +280,11 @@ class InputCache:
         # DynamicCache would copy data it is made from (it concatenates onto an empty tensor): make it empty,
         # then hand each layer its keys and values.
         cache = DynamicCache(ddp_cache_data=[(k[..., :0, :], v[..., :0, :]) for k, v in kv])
+        placed = len(set(layer_devices(pm.model))) > 1  # layers on several devices: each layer's keys where it runs
         for layer, (k, v) in zip(cache.layers, kv):
             layer.keys, layer.values = k, v
+            if placed and type(layer) is DynamicLayer:
+                layer.__class__ = _PlacedLayer
         return cache
 
     def clear(self) -> None:
@@ -315,4 +338,15 @@ def _row(past, i: int, start: int) -> KV | None:
     when keys and values differ in shape (DeepSeek's latent attention), which this cache does not keep."""
     if len({tuple(t.shape[1:]) for k, v, *_ in past for t in (k, v)}) > 1:
         return None
-    return torch.stack([t[i, :, start:] for k, v, *_ in past for t in (k, v)]).unflatten(0, (-1, 2))
+    rows = [t[i, :, start:] for k, v, *_ in past for t in (k, v)]  # on the first layer's device (a device map
+    return torch.stack([r.to(rows[0].device) for r in rows]).unflatten(0, (-1, 2))  # may spread them)
+
+
+class _PlacedLayer(DynamicLayer):
+    """A cache layer whose stored keys/values move to the device its attention runs on, at its first update
+    (a device map may put layers on several GPUs; stored inputs are kept on the first one's)."""
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if self.keys is not None and self.keys.device != key_states.device:
+            self.keys, self.values = self.keys.to(key_states.device), self.values.to(key_states.device)
+        return super().update(key_states, value_states, *args, **kwargs)

@@ -53,6 +53,7 @@ from skill_lens.base.display import card
 from skill_lens.model.fast_path import plain_model
 from skill_lens.model.loading import describe, model_device
 from skill_lens.prompting.batches import Batch, checked_max_length, encode_batch, prepends_bos, prompt_part
+from skill_lens.model.placement import execution_device, materialized
 from skill_lens.prompting.input_cache import InputCache
 from skill_lens.prompting.prompts import Hook, PromptError, SoftPrompt, Verbalizer
 
@@ -173,12 +174,13 @@ class PromptedModel:
         return (input_cache is not None and input_cache is not False and self.info.family == "causal"
                 and self.prompt is not None and not fwd_hooks and all(a.prompt_only for a in self._added))
 
-    def cache_inputs(self, split, input_cache: InputCache | None) -> InputCache | None:
+    def cache_inputs(self, split, input_cache: InputCache | None, examples=None) -> InputCache | None:
         """``input_cache``, once it holds every input of ``split`` (computed into it now, see
         :meth:`~skill_lens.prompting.input_cache.InputCache.fill`), when this model's forwards read their
         inputs from a cache; ``None`` (nothing computed) when they do not (another family, a hard prompt,
         hooks that may act on the input) or the split does not fit. Pass it on as ``label_logits(...,
-        input_cache=...)``.
+        input_cache=...)``. ``examples`` (indices into the split): only the inputs a rank of a
+        ``torch.distributed`` job runs (:meth:`~skill_lens.prompting.input_cache.InputCache.fill`).
 
         >>> from skill_lens.model.tiny import tiny_model, tiny_task
         >>> model, dev = tiny_model("causal"), tiny_task().dev
@@ -191,7 +193,7 @@ class PromptedModel:
         """
         if input_cache is None or not self._runs_input_apart((), True):
             return None
-        return input_cache if input_cache.fill(self, split) else None
+        return input_cache if input_cache.fill(self, split, examples=examples) else None
 
     def run_input(self, input_ids: Int[Tensor, "batch n"], **kwargs):
         """The base model (no LM head) on input tokens alone: no prompt, no hook of this model; ``kwargs``
@@ -258,8 +260,9 @@ class PromptedModel:
             head = getattr(hf, "lm_head", None) or hf.cls
             return head(hidden.unsqueeze(1))[:, 0, ids]
         out = hf.get_output_embeddings()
-        bias = out.bias[ids] if getattr(out, "bias", None) is not None else None
-        return nn.functional.linear(hidden, out.weight[ids], bias)
+        with materialized(out):  # the label words' rows, where the head computes (it may be offloaded)
+            bias = out.bias[ids] if getattr(out, "bias", None) is not None else None
+            return nn.functional.linear(hidden.to(execution_device(out)), out.weight[ids], bias)
 
     # ---------------------------------------------------------------- for TransformerLens users and notebooks
     def run_with_cache(self, texts: Sequence[str] | str | Batch, texts_b: Sequence[str] | None = None,

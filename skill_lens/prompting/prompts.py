@@ -27,6 +27,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from skill_lens.store.artifacts import ArtifactError, check_meta, load_tensors, save_tensors
 from skill_lens.model.loading import describe
+from skill_lens.model.placement import materialized
 
 __all__ = ["SoftPrompt", "Verbalizer", "PromptError", "EMBED_HOOK", "Hook"]
 
@@ -168,4 +169,6 @@ class Verbalizer:
 
 
 def _embedding_matrix(model: TransformerBridge) -> Tensor:
-    return model.original_model.get_input_embeddings().weight.detach()
+    embed = model.original_model.get_input_embeddings()
+    with materialized(embed):  # an offloaded embedding: the tensor loaded for the block stays valid after it
+        return embed.weight.detach()

@@ -106,6 +106,29 @@ class Checkpoint:
             self._check_identity(lines[0].get("identity"))
         return lines[1:]
 
+    def stored_identity(self) -> dict | None:
+        """The identity recorded on disk (by the state file, else the log), whatever it is; ``None`` when there is
+        no checkpoint or it is unreadable. For a job that may have been started with other settings
+        (:func:`skill_lens.model.memory.halved_start`).
+
+        >>> import tempfile; from pathlib import Path
+        >>> ck = Checkpoint(Path(tempfile.mkdtemp()) / "c.safetensors", {"batch_size": 8})
+        >>> ck.stored_identity(); ck.append({"row": 1}); Checkpoint(ck.path, {}).stored_identity()
+        {'batch_size': 8}
+        """
+        try:
+            if self.path.exists():
+                from safetensors import safe_open
+
+                with safe_open(str(self.path), "pt") as f:
+                    return json.loads((f.metadata() or {})["skill_lens_meta"]).get("identity")
+            if self.log.exists():
+                with open(self.log) as f:
+                    return json.loads(f.readline()).get("identity")
+        except Exception:  # noqa: BLE001 - not ours or damaged: load() names the problem
+            return None
+        return None
+
     def remove(self) -> None:
         """Delete this checkpoint's files: the state, its JSON sidecar and the log (after the job's result is
         written)."""

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from skill_lens.model.loading import DTYPES, describe, dtype_name, fingerprint, model_dtype
+from skill_lens.model.loading import DTYPES, describe, dtype_name, fingerprint, model_dtype, resources
 from skill_lens.prompting.evaluation import evaluate, hard_prompt_model, prompted
 from skill_lens.prompting.input_cache import InputCache
 from skill_lens.prompting.tuning import RESOURCE_FIELDS, TuneConfig, with_defaults
@@ -72,7 +72,8 @@ def run_meta(model, task, config: TuneConfig, task_args: dict | None, result, ca
     acc = {k: None if e is None else e["accuracy"] for k, e in evals.items()}
     ci = {k: None if e is None else [e["accuracy_ci_low"], e["accuracy_ci_high"]] for k, e in evals.items()}
     return {"library_version": library_version(), "model": info.name, "model_fingerprint": fingerprint(model),
-            "dtype": dtype_name(model_dtype(model)), "family": info.family, "n_layers": info.n_layers,
+            "dtype": dtype_name(model_dtype(model)), "resources": resources(model), "family": info.family,
+            "n_layers": info.n_layers,
             "d_mlp": info.d_mlp, "d_model": info.d_model,
             "hook_names": list(info.hook_names),
             "task": {**task.describe(), "fingerprint": task.fingerprint(), "args": task_args or {}},

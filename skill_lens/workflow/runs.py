@@ -38,7 +38,7 @@ from pathlib import Path
 
 from skill_lens.base.display import card
 from skill_lens.data.sources import load_task
-from skill_lens.model.loading import describe, dtype_name, fingerprint, load_model, model_dtype, parse_device, parse_dtype
+from skill_lens.model.loading import describe, dtype_name, fingerprint, load_model, load_options, model_dtype
 from skill_lens.probing.neurons import NeuronSet
 from skill_lens.intervening.suppression import SuppressionCurve
 from skill_lens.probing.result import ProbeResult
@@ -92,12 +92,15 @@ class Run:
         return cls(path, meta, model, task, _input_cache=cache)
 
     @classmethod
-    def open(cls, path, *, device=None, dtype=None) -> "Run":
+    def open(cls, path, *, device=None, dtype=None, **placement) -> "Run":
         """Open a finished run; ``run.json`` is validated field by field. Its model loads (when first needed) on
         ``device`` (default: CUDA when available, else the CPU) in ``dtype`` (default: :attr:`dtype`, the run's;
-        another gives other weights, which :meth:`use_model` refuses), both checked here, before any work."""
+        another gives other weights, which :meth:`use_model` refuses), both checked here, before any work; or
+        over several devices by ``placement`` (``device_map``, ``max_memory``, ``offload_folder``,
+        ``memory_budget``, as :func:`~skill_lens.model.loading.load_model` takes them): a resource, so any step
+        may place the model otherwise than tuning did."""
         path = Path(path)
-        load = {"device": parse_device(device), "dtype": None if dtype is None else parse_dtype(dtype)}
+        load = load_options(device, dtype, **placement)
         Folder(path).settle() if path.is_dir() else None  # a commit a killed step left half applied
         if not (path / KINDS["run"].file).exists():
             raise ArtifactError(f"{path} is not a finished run (no run.json); run `skill-lens tune --out {path}` first.")
@@ -134,8 +137,7 @@ class Run:
     @property
     def model(self):
         if self._model is None:
-            self.use_model(load_model(self.meta["model"], device=self.load.get("device"),
-                                      dtype=self.load.get("dtype") or self.dtype))
+            self.use_model(load_model(self.meta["model"], **{**self.load, "dtype": self.load.get("dtype") or self.dtype}))
         return self._model
 
     def use_model(self, model) -> None:

@@ -35,11 +35,13 @@ from skill_lens.data.distributed import rank_world
 from skill_lens.intervening.interventions import Positions
 from skill_lens.intervening.patching import patch as patch_
 from skill_lens.intervening.suppression import DEFAULT_FRACTIONS, CurveOptions, suppression_curve
+from skill_lens.model.loading import resources
 from skill_lens.model.layout import NeuronLayout
 from skill_lens.probing.neurons import NeuronSet, check_top
 from skill_lens.probing.probe import ProbeOptions, probe as probe_
 from skill_lens.probing.result import AGGREGATES
 from skill_lens.probing.scores import best
+from skill_lens.probing.statistics import count_dtype
 from skill_lens.studies.adversarial_sources import adversarial_split, source_name
 from skill_lens.studies.robustness import RobustnessOptions, neuron_robustness, patch_repair
 from skill_lens.workflow.report import ReportOptions, write_report
@@ -148,12 +150,14 @@ def probe(run: Run, options: ProbeOptions | None = None, **overrides):
     family-wise 5% threshold, significant neurons overall and per layer). Returns the
     :class:`~skill_lens.probing.result.ProbeResult`."""
     opts = ProbeOptions.build(options, **overrides)
-    m = run.meta  # int32 counts [K, L, P, d_mlp] per evaluation split, kept and checkpointed until the end
-    check_fits(2 * 2 * 4 * opts.permutations * m["n_layers"] * m["prompt_length"] * m["d_mlp"],
+    m, task = run.meta, run.task  # counts [K, L, P, d_mlp] of one split at a time, in the type its size needs
+    size = count_dtype(max(len(task.dev), len(task.test))).itemsize
+    check_fits(2 * size * opts.permutations * m["n_layers"] * m["prompt_length"] * m["d_mlp"],
                f"the permutation null of {opts.permutations} permutations", "pass fewer --permutations")
-    pm, task = run.prompted(), run.task
+    pm = run.prompted()
 
     def save(result) -> None:
+        result.meta["resources"] = resources(run.model)  # where it was computed (another step may differ)
         if opts.permutations:
             result.meta["null"] = result.null_summary()
         run.save_probe_result(result)
@@ -201,7 +205,8 @@ def perturb(run: Run, options: PerturbOptions | None = None, **overrides):
     ``RUN/perturb_<method>.json`` and ``.csv``, as ``options`` say (a :class:`PerturbOptions`, or its fields as
     keywords); resumes after a kill. ``draws`` Gaussian noise draws per neuron set; the gap (random minus skill
     accuracy) comes with a paired bootstrap 95% interval over examples, draws and controls (``gap_ci_low``,
-    ``gap_ci_high``). Returns the :class:`~skill_lens.intervening.suppression.SuppressionCurve`."""
+    ``gap_ci_high``). Under ``torchrun`` each process runs a share of every row's batches and rank 0 writes the
+    files. Returns the :class:`~skill_lens.intervening.suppression.SuppressionCurve`."""
     o = PerturbOptions.build(options, **overrides)
     n_fractions = len(o.fractions if o.fractions is not None else DEFAULT_FRACTIONS)
     sets = n_fractions * (1 + o.controls)  # a [L, d_mlp] mask per set; a row per set and draw, a byte per example
@@ -209,15 +214,17 @@ def perturb(run: Run, options: PerturbOptions | None = None, **overrides):
                + sets * o.draws * (len(getattr(run.task, o.split)) + 400),
                f"{n_fractions} fractions x (1 + {o.controls} control sets) x {o.draws} draws",
                "pass fewer --controls or --draws")
-    with run.writing("perturb"):
+    # under torchrun rank 0 holds the run's lock and writes the curve; the others are the same step
+    with run.writing("perturb") if rank_world()[0] == 0 else contextlib.nullcontext():
         result, task = run.probe_result(), run.task
         name = f"perturb_{o.method}"
         curve = suppression_curve(run.prompted(), getattr(task, o.split), result.scores("dev", aggregate=o.aggregate),
                                   o, baseline=result.baseline, checkpoint=run.path / f"{name}.checkpoint.safetensors",
                                   input_cache=run.input_cache)
         curve.meta.update(task=task.name, split=o.split, aggregate=o.aggregate,  # no path: a moved run, same bytes
-                          selected_on="dev predictivity")
-        run.save_result("perturb", name, curve.to_dict(), curve.to_pandas())
+                          selected_on="dev predictivity", resources=resources(run.model))
+        if rank_world()[0] == 0:  # every rank has the same curve
+            run.save_result("perturb", name, curve.to_dict(), curve.to_pandas())
     return curve
 
 
