@@ -71,9 +71,9 @@ def test_the_plan_needs_only_the_config(tmp_path):
 
 
 def test_plan_options_are_checked():
-    with pytest.raises(ValueError, match="no option batchsize"):
+    with pytest.raises(TypeError, match="unknown option.* batchsize"):
         plan(tiny_model(), batchsize=8)
-    with pytest.raises(ValueError, match="batch_size must be a whole number"):
+    with pytest.raises(ValueError, match=r"batch_size \(--batch-size\) must be a whole number"):
         plan(tiny_model(), batch_size=0)
     with pytest.raises(ValueError, match="sizes are"):
         plan(tiny_model(), {"train": -1})

@@ -25,10 +25,11 @@ from torch import Tensor
 from skill_lens.data.batching import in_order, length_batches
 from skill_lens.prompting.input_cache import InputCache
 from skill_lens.base.progress import progress
-from skill_lens.prompting.prompted_model import Batch, PromptedModel
+from skill_lens.prompting.batches import Batch
+from skill_lens.prompting.prompted_model import PromptedModel
 from skill_lens.prompting.prompts import Hook, PromptError, SoftPrompt, Verbalizer
 from skill_lens.base.stats import wilson_interval
-from skill_lens.data.distributed import DistributedError, rank_world, shard, sum_across_ranks
+from skill_lens.data.distributed import DistributedError, batch_range, rank_world, shard, sum_across_ranks
 
 __all__ = ["prompted", "evaluate", "hard_prompt_model", "predict", "evaluate_distributed", "check_split", "check_labels",
            "check_lengths", "score_logits"]
@@ -175,8 +176,6 @@ def predict(
     >>> predict(hard_prompt_model(tiny_model(), task), task.dev, batch_size=8).shape
     torch.Size([32, 2])
     """
-    from skill_lens.data.distributed import batch_range, rank_world, sum_across_ranks
-
     check_split(split, "evaluation")
     batches = length_batches(pm, split, batch_size)
     rank, world = rank_world() if sharded else (0, 1)

@@ -37,13 +37,16 @@ from pathlib import Path
 
 import torch
 
+from skill_lens.base.options import Options, option
+from skill_lens.data.batching import BATCH_SIZE
+from skill_lens.intervening.suppression import DEFAULT_FRACTIONS, CurveOptions
 from skill_lens.model.loading import (OFFLINE_MODELS, describe, dtype_name, model_class, model_dtype, model_source,
                                       parse_dtype)
 from skill_lens.model.placement import parse_max_memory
 from skill_lens.probing.statistics import count_dtype
 from skill_lens.prompting.tuning import TuneConfig
 
-__all__ = ["plan", "Plan", "StepPlan", "ModelShape", "model_shape", "STEPS"]
+__all__ = ["PlanOptions", "plan", "Plan", "StepPlan", "ModelShape", "model_shape", "STEPS"]
 
 STEPS = ("tune", "probe", "perturb")
 _GIB = 2**30
@@ -159,15 +162,46 @@ def _budget(budget) -> int:
     return parse_max_memory({"cpu": budget}, "budget")["cpu"]
 
 
-def plan(model_or_config, sizes=None, options: dict | None = None, **kw) -> Plan:
+@dataclass
+class PlanOptions(Options):
+    """The settings a plan assumes, validated when made; the flags of ``skill-lens plan``.
+
+    >>> PlanOptions(batch_size=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size (--batch-size) must be a whole number of at least 1, got 0.
+    """
+
+    dtype: str | None = option(None, "float32 (default: the model's, else float32), bfloat16 or float16")
+    tokens: int = option(64, "median input tokens per example (template included)")
+    prompt_length: int = option(TuneConfig.prompt_length, "soft prompt tokens")
+    batch_size: int = option(BATCH_SIZE, "examples per forward pass of the probe and the curve")
+    tune_batch_size: int = option(TuneConfig.batch_size, "examples per tuning step")
+    steps: int = option(TuneConfig.steps, "tuning steps")
+    eval_every: int = option(TuneConfig.eval_every, "tuning steps between dev evaluations", flag=None)
+    permutations: int = option(0, "the probe's permutation null (label permutations)")
+    pooling: bool = option(False, "the probe also computes the pooled baselines")
+    input_cache_mb: float = option(TuneConfig.input_cache_mb, "the input cache's budget (MB)")
+    fractions: int = option(len(DEFAULT_FRACTIONS), "fractions of the suppression curve", flag=None)
+    controls: int = option(CurveOptions.controls, "random neuron sets per fraction of the curve")
+    draws: int = option(1, "Gaussian noise draws per neuron set")
+
+    def __post_init__(self):
+        for name in ("tokens", "prompt_length", "batch_size", "tune_batch_size", "steps", "eval_every", "fractions",
+                     "controls", "draws"):
+            self.check_int(name, 1)
+        self.check_int("permutations", 0)
+        self.check_bool("pooling")
+        self.check_number("input_cache_mb", lambda x: x >= 0, "a number of at least 0")
+
+
+def plan(model_or_config, sizes=None, options: PlanOptions | None = None, **overrides) -> Plan:
     """Each step's expected peak memory and forward tokens (see the module docstring), without loading weights.
 
     ``model_or_config``: a loaded bridge, a ``transformers`` config, a ``config.json`` (path or dict), a model
     directory or name. ``sizes``: ``{"train": n, "dev": n, "test": n}`` or a task (default 400/200/200).
-    Options, as a dict or keywords: ``dtype`` (default the model's, else float32), ``tokens`` (median input
-    tokens per example, template included; default 64), ``prompt_length`` (8), ``batch_size`` (probe and
-    perturb, 32), ``tune_batch_size`` (16), ``steps`` (150), ``eval_every`` (25), ``permutations`` (0),
-    ``pooling`` (False), ``input_cache_mb`` (4096), ``fractions`` (5), ``controls`` (3), ``draws`` (1).
+    ``options``: a :class:`PlanOptions` (``dtype``, ``tokens``, ``prompt_length``, ``batch_size``, ``steps``,
+    ``permutations``, ...), or its fields as keywords.
 
     >>> from transformers import LlamaConfig
     >>> llama3_8b = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
@@ -176,30 +210,12 @@ def plan(model_or_config, sizes=None, options: dict | None = None, **kw) -> Plan
     >>> round(p.weights / 2**30, 1), round(p.step("probe").peak / 2**30, 1)
     (15.0, 18.7)
     """
-    opts = _options({**(options or {}), **kw})
+    opts = dataclasses.asdict(PlanOptions.build(options, **overrides))  # the arithmetic below reads it by key
     shape = model_shape(model_or_config, opts.pop("dtype"))
     sizes = _sizes(sizes)
     out = Plan(shape, sizes, opts)
     out.steps = [_tune(shape, sizes, opts), _probe(shape, sizes, opts), _perturb(shape, sizes, opts)]
     return out
-
-
-_DEFAULTS = {"dtype": None, "tokens": 64, "prompt_length": 8, "batch_size": 32, "tune_batch_size": 16, "steps": 150,
-             "eval_every": 25, "permutations": 0, "pooling": False, "input_cache_mb": 4096.0, "fractions": 5,
-             "controls": 3, "draws": 1}
-
-
-def _options(given: dict) -> dict:
-    unknown = sorted(set(given) - set(_DEFAULTS))
-    if unknown:
-        raise ValueError(f"plan has no option {', '.join(unknown)}; options: {', '.join(_DEFAULTS)}")
-    opts = {**_DEFAULTS, **{k: v for k, v in given.items() if v is not None or k == "dtype"}}
-    for k, v in opts.items():
-        if k not in ("dtype", "pooling", "input_cache_mb", "permutations") and not (isinstance(v, int) and v >= 1):
-            raise ValueError(f"plan option {k} must be a whole number >= 1, got {v!r}")
-    if not (isinstance(opts["permutations"], int) and opts["permutations"] >= 0) or not opts["input_cache_mb"] >= 0:
-        raise ValueError("plan options permutations and input_cache_mb must be >= 0")
-    return opts
 
 
 def _sizes(sizes) -> dict:
