@@ -17,6 +17,7 @@ from skill_lens.probing.capture import activations
 from skill_lens.prompting.prompts import SoftPrompt
 from skill_lens.model.tiny import tiny_model, tiny_task
 from skill_lens.prompting.evaluation import hard_prompt_model, prompted
+from skill_lens.data.tasks import Split
 from skill_lens.views.viz import (View, circuitsvis_script, neuron_activations_view, neuron_picker,
                             reset_notebook_bundle, script_json, tokens_view, top_examples_view)
 
@@ -162,7 +163,7 @@ def test_the_baseline_is_white_and_the_probed_position_outlined(setup):
     v = neuron_activations_view(pm, task.dev.texts[:2], ["L1.N5"], result=result)
     best = int(per[1, :, 5].argmax())
     assert v.data["centers"] == [pytest.approx(float(result.baseline[1, best, 5]))]
-    assert f'class="slv-p slv-mark" title=' in v.html() and f">&lt;P{best}&gt;</span>" in v.html()
+    assert 'class="slv-p slv-mark" title=' in v.html() and f">&lt;P{best}&gt;</span>" in v.html()
     marked = re.findall(r'class="slv-p slv-mark"[^>]*>([^<]*)<', v.html())
     assert marked == [f"&lt;P{best}&gt;"] * 2  # once per example
     assert f"L1.N5 {float(per[1, best, 5]):.3f}" in v.html() and "train baseline" in v.html()
@@ -188,6 +189,22 @@ def test_neurons_are_shown_in_rank_order(setup):
     assert neuron_activations_view(pm, ["good"], skill).data["labels"] == ranked
     assert neuron_activations_view(pm, ["good"], skill.top(2)).data["labels"] == ranked[:2]
     assert top_examples_view(pm, task.dev, skill, k=1).data["labels"] == ranked
+
+
+def test_a_split_brings_its_second_texts_and_labels(setup):
+    pm, task = setup
+    pairs = Split(task.dev.texts[:2], task.dev.labels[:2], task.dev.texts[2:4])
+    v = neuron_activations_view(pm, pairs, "L0.N1", label_names=task.label_names)
+    alone = neuron_activations_view(pm, pairs.texts, "L0.N1", labels=pairs.labels, label_names=task.label_names)
+    for (toks, _), (first_only, _), text_b in zip(v.data["examples"], alone.data["examples"], pairs.texts_b):
+        assert len(toks) > len(first_only) and text_b.split()[-1] in "".join(toks)  # the second text is shown
+    predicted = pm.label_logits(pm.encode(pairs.texts, pairs.texts_b)).argmax(-1).tolist()
+    assert v.data["captions"] == [f"example {i} · label {task.label_names[y]} · predicted {task.label_names[p]}"
+                                  for i, (y, p) in enumerate(zip(pairs.labels, predicted))]
+    with pytest.raises(ValueError, match="3 labels for 2 texts"):
+        neuron_activations_view(pm, pairs, "L0.N1", labels=[0, 1, 0])
+    with pytest.raises(TypeError):  # display settings are named: nothing lands in the wrong one
+        neuron_activations_view(pm, pairs.texts, "L0.N1", "input")
 
 
 @pytest.mark.parametrize("family", ["mlm", "seq2seq", "gpt2"])
@@ -281,10 +298,10 @@ def test_view_save_writes_a_standalone_page(tmp_path):
 # ------------------------------------------------------------------ the bundle once per notebook
 def _cv(tokens, values=None, labels=("L0.N0",), title=""):
     """A circuitsvis view (as neuron_picker makes), cheap: one ColoredTokensMulti panel."""
-    from skill_lens.views.viz import _Panel
+    from skill_lens.views.view import Panel
 
     values = values or [[1.0] * len(labels) for _ in tokens]
-    return View([_Panel("ColoredTokensMulti", {"tokens": list(tokens), "values": values, "labels": list(labels)})],
+    return View([Panel("ColoredTokensMulti", {"tokens": list(tokens), "values": values, "labels": list(labels)})],
                 title)
 
 

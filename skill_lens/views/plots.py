@@ -4,9 +4,10 @@ Every function returns an :class:`InlineFigure` (a :class:`matplotlib.figure.Fig
 ``pyplot``: no global figure state, no ``plt.show()``, no display needed (it renders with Agg). In
 Jupyter a returned figure displays inline as a PNG, in a fresh kernel without ``%matplotlib``
 (its ``_repr_png_``); elsewhere save it (``fig.savefig(...)``) or embed it in HTML with
-:func:`figure_to_png_base64`. Inputs are duck-typed: a result object, its ``.to_dict()``, or a
-``pandas.DataFrame`` (``.to_pandas()``) all work, so these plots do not depend on the classes
-of :mod:`skill_lens.intervening.suppression`, :mod:`skill_lens.studies.robustness` or :mod:`skill_lens.intervening.pruning`.
+:func:`figure_to_png_base64`. Inputs are duck-typed (read by :mod:`skill_lens.views.plot_inputs`): a result
+object, its ``.to_dict()``, or a ``pandas.DataFrame`` (``.to_pandas()``) all work, so these plots do not depend on
+the classes of :mod:`skill_lens.intervening.suppression`, :mod:`skill_lens.studies.robustness` or
+:mod:`skill_lens.intervening.pruning`.
 
 >>> import torch
 >>> fig = predictivity_by_layer(torch.rand(3, 2, 16), prompt_accuracy=0.8)
@@ -24,6 +25,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from skill_lens.model.layout import NeuronLayout
+# SPEED_KEYS: still importable from here, where it was defined before plot_inputs
+from skill_lens.views.plot_inputs import (SPEED_KEYS, as_array, as_mapping, curve_series, gap_series,  # noqa: F401
+                                          labelled_matrix, overlap_series, tradeoff_points)
 
 __all__ = ["predictivity_by_layer", "predictivity_by_expert", "neurons_per_layer", "suppression_curves", "heatmap",
            "overlap_curves", "pruning_tradeoff", "InlineFigure", "figure_to_png_base64"]
@@ -58,20 +62,6 @@ def _title(ax, text: str) -> None:
     ax.set_title(textwrap.fill(text, width), fontsize="medium")
 
 
-def _np(x: Any) -> np.ndarray:
-    """Tensor, array, list or scalar -> float64 numpy array."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
-
-
-def _as_mapping(obj: Any) -> Any:
-    """A result object -> its ``to_dict()``; DataFrames and mappings pass through."""
-    if hasattr(obj, "to_dict") and not hasattr(obj, "columns") and not isinstance(obj, Mapping):
-        return obj.to_dict()
-    return obj
-
-
 def predictivity_by_layer(pred: Any, prompt_accuracy: float | None = None, title: str | None = None,
                           aggregate: str = "max", threshold: float | None = None) -> InlineFigure:
     """Box plot of neuron predictivity per layer, with a line at the prompt's accuracy (Wang et al., fig. 2)
@@ -89,7 +79,7 @@ def predictivity_by_layer(pred: Any, prompt_accuracy: float | None = None, title
     """
     if hasattr(pred, "scores") and callable(pred.scores):
         pred = pred.scores(aggregate=aggregate)
-    scores = _np(pred)
+    scores = as_array(pred)
     if scores.ndim == 3:
         scores = scores.max(1) if aggregate == "max" else scores.mean(1)
     if scores.ndim != 2:
@@ -131,7 +121,7 @@ def predictivity_by_expert(scores: Any, layout: Any, routing: Any = None, title:
     layout = layout if isinstance(layout, NeuronLayout) else NeuronLayout.from_json(layout)
     if hasattr(scores, "scores") and callable(scores.scores):
         scores = scores.scores()
-    sc = _np(scores)
+    sc = as_array(scores)
     n_e = max((x.experts for x in layout.layers), default=0)
     if not n_e or sc.shape[0] != len(layout.layers):
         raise ValueError("predictivity_by_expert needs a mixture-of-experts layout with one row per layer of scores")
@@ -144,7 +134,7 @@ def predictivity_by_expert(scores: Any, layout: Any, routing: Any = None, title:
             best[l, n_e] = sc[l, x.experts * x.expert_width:x.width].max()
     panels = [("best predictivity per expert", best, "viridis")]
     if routing is not None:
-        r = _np(routing)
+        r = as_array(routing)
         panels.append(("routing: label 1 - label 0", r[:, 1, :n_e] - r[:, 0, :n_e], "coolwarm"))
     fig = InlineFigure(figsize=(3.2 + 2.6 * len(panels) + 0.3 * n_e, 1.5 + 0.3 * len(layout.layers)),
                        layout="constrained")
@@ -160,102 +150,6 @@ def predictivity_by_expert(scores: Any, layout: Any, routing: Any = None, title:
     if title:
         fig.suptitle(title)
     return fig
-
-
-def _records_series(records: list[Mapping], fractions=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Long records (``fraction``, ``set``/``kind``, ``accuracy``) -> ``(fractions, {set: [F, draws]})``."""
-    if not records:
-        raise ValueError("the curve has no rows")
-    keys = set(records[0])
-    fkey = next((k for k in keys if "fraction" in str(k)), None)
-    ykey = next((k for k in ("accuracy", "acc", "value", "metric") if k in keys), None)
-    kkey = next((k for k in ("set", "kind", "selection", "neurons", "which", "method", "group") if k in keys), None)
-    if fkey is None or ykey is None or kkey is None:
-        raise ValueError(f"curve rows need fraction, set (or kind) and accuracy fields; got {sorted(map(str, keys))}")
-    fr = np.array(sorted({float(r[fkey]) for r in records}) if fractions is None else fractions, dtype=np.float64)
-    groups: dict[str, list[list[float]]] = {}
-    for r in records:
-        per = groups.setdefault(str(r[kkey]), [[] for _ in fr])
-        per[int(np.argmin(abs(fr - float(r[fkey]))))].append(np.nan if r[ykey] is None else float(r[ykey]))
-    series = {}
-    for name, per in groups.items():
-        width = max(1, max(len(p) for p in per))
-        series[name] = np.array([p + [np.nan] * (width - len(p)) for p in per])
-    return fr, series
-
-
-def _curve_series(curve: Any) -> tuple[np.ndarray, dict[str, tuple]]:
-    """``(fractions [F], {name: (mean [F], low [F] | None, high [F] | None, n_draws)})``.
-
-    Accepts long rows (``{"fractions", "rows": [{"fraction", "set", "accuracy"}...]}``, a
-    ``SuppressionCurve``), a long DataFrame, a summary DataFrame (``skill_accuracy``,
-    ``random_accuracy_mean``/``_std``), or ``{"fractions": [F], name: [F] or [F, draws]}``.
-    """
-    curve = _as_mapping(curve)
-    if hasattr(curve, "columns"):
-        cols = list(curve.columns)
-        if "skill_accuracy" in cols:  # the per-fraction summary of skill_lens.intervening.suppression
-            fr = curve[next(c for c in cols if "fraction" in str(c))].to_numpy(dtype=np.float64)
-            out = {"skill": (curve["skill_accuracy"].to_numpy(dtype=np.float64), None, None, 1)}
-            if "random_accuracy_mean" in cols:
-                m = curve["random_accuracy_mean"].to_numpy(dtype=np.float64)
-                sd = curve["random_accuracy_std"].to_numpy(dtype=np.float64) if "random_accuracy_std" in cols else 0 * m
-                out["random"] = (m, m - sd, m + sd, 2)
-            return fr, out
-        fr, series = _records_series(curve.to_dict("records"))
-    elif isinstance(curve, Mapping):
-        fkey = next((k for k in ("fractions", "fraction", "x") if k in curve), None)
-        if isinstance(curve.get("rows"), list):
-            fr, series = _records_series(curve["rows"], curve.get(fkey))
-        elif fkey is None:
-            raise ValueError(f"a curve dict needs a 'fractions' key; got keys {sorted(curve)}")
-        else:
-            fr, series = _np(curve[fkey]), {}
-            for key, value in curve.items():
-                if key == fkey or value is None or isinstance(value, (str, bool, int, float)):
-                    continue
-                if isinstance(value, Mapping):  # {"accuracy": [[...]]} or {"mean": ...}
-                    value = next((value[k] for k in ("accuracy", "accuracies", "values", "draws", "mean")
-                                  if k in value), None)
-                try:
-                    arr = _np(value)
-                except (TypeError, ValueError):
-                    continue
-                if arr.ndim == 2 and arr.shape[0] != len(fr) and arr.shape[1] == len(fr):
-                    arr = arr.T  # [draws, F] -> [F, draws]
-                if arr.ndim in (1, 2) and arr.shape[0] == len(fr):
-                    series[str(key)] = arr.reshape(len(fr), -1)
-    else:
-        raise TypeError(f"expected a curve object, dict or DataFrame, got {type(curve).__name__}")
-    if not series:
-        raise ValueError(f"no accuracy series of length {len(fr)} found in the curve")
-    out = {}
-    for name, v in series.items():
-        many = v.shape[1] > 1
-        out[name] = (np.nanmean(v, 1), np.nanmin(v, 1) if many else None, np.nanmax(v, 1) if many else None, v.shape[1])
-    return fr, out
-
-
-def _gap_series(curve: Any) -> np.ndarray | None:
-    """``[F, 4]`` rows ``(fraction, gap, gap_ci_low, gap_ci_high)`` of a curve's per-fraction summary (its
-    ``.to_dict()["summary"]`` or ``.to_pandas()``), or ``None`` when it has no finite gap interval.
-
-    >>> _gap_series({"summary": [{"fraction": 0.1, "gap": 0.2, "gap_ci_low": 0.1, "gap_ci_high": 0.3}]}).tolist()
-    [[0.1, 0.2, 0.1, 0.3]]
-    >>> _gap_series({"fractions": [0.1], "skill": [0.5]}) is None
-    True
-    """
-    keys = ("fraction", "gap", "gap_ci_low", "gap_ci_high")
-    if hasattr(curve, "columns"):
-        rows = curve.to_dict("records")
-    else:
-        m = _as_mapping(curve)
-        rows = m.get("summary") if isinstance(m, Mapping) else None
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, Mapping) and all(k in r for k in keys)
-                                                          for r in rows):
-        return None
-    out = np.array([[np.nan if r[k] is None else float(r[k]) for k in keys] for r in rows], dtype=np.float64)
-    return out if np.isfinite(out[:, 2:]).any() else None
 
 
 def suppression_curves(curve: Any, title: str | None = None, baseline: float | None = None) -> InlineFigure:
@@ -279,12 +173,12 @@ def suppression_curves(curve: Any, title: str | None = None, baseline: float | N
     >>> len(fig.axes), fig.axes[1].get_ylabel()
     (2, 'gap (points)')
     """
-    fractions, series = _curve_series(curve)
-    m = _as_mapping(curve)
+    fractions, series = curve_series(curve)
+    m = as_mapping(curve)
     if baseline is None and isinstance(m, Mapping):
         baseline = next((float(m[k]) for k in ("baseline", "clean_accuracy", "unperturbed") if
                          isinstance(m.get(k), (int, float))), None)
-    gaps = _gap_series(m)
+    gaps = gap_series(m)
     fig = InlineFigure(figsize=(5.5, 3.6 if gaps is None else 5.4), layout="constrained")
     if gaps is None:
         ax = fig.add_subplot()
@@ -333,26 +227,7 @@ def heatmap(matrix: Any, labels: Sequence[str] | None = None, title: str | None 
     >>> len(fig.axes), len(fig.axes[0].texts)   # the matrix and its colour bar; four values
     (2, 4)
     """
-    if isinstance(matrix, Mapping) and "values" in matrix:  # Matrix.to_dict()
-        labels = labels if labels is not None else matrix.get("rows")
-        col_labels = col_labels if col_labels is not None else matrix.get("cols")
-        matrix = matrix["values"]
-    elif hasattr(matrix, "rows") and hasattr(matrix, "values") and not hasattr(matrix, "columns"):
-        labels = labels if labels is not None else list(matrix.rows)
-        col_labels = col_labels if col_labels is not None else list(matrix.cols)
-        matrix = matrix.values
-    elif hasattr(matrix, "columns") and hasattr(matrix, "index"):  # a labelled DataFrame
-        labels = labels if labels is not None else [str(x) for x in matrix.index]
-        col_labels = col_labels if col_labels is not None else [str(x) for x in matrix.columns]
-        matrix = matrix.to_numpy(dtype=np.float64)
-    m = _np(matrix)
-    if m.ndim != 2:
-        raise ValueError(f"heatmap needs a 2-d matrix, got shape {m.shape}")
-    rows = list(labels) if labels is not None else [str(i) for i in range(m.shape[0])]
-    cols = list(col_labels) if col_labels is not None else (rows if m.shape[0] == m.shape[1] else
-                                                             [str(i) for i in range(m.shape[1])])
-    if len(rows) != m.shape[0] or len(cols) != m.shape[1]:
-        raise ValueError(f"{len(rows)} row / {len(cols)} column labels for a {m.shape[0]}x{m.shape[1]} matrix")
+    m, rows, cols = labelled_matrix(matrix, labels, col_labels)
     size = 1.2 + 0.55 * max(m.shape)
     fig = InlineFigure(figsize=(size + 1.5, size), layout="constrained")
     ax = fig.add_subplot()
@@ -384,38 +259,7 @@ def overlap_curves(ks: Any, overlaps: Any = None, title: str | None = None, chan
     >>> len(overlap_curves({"ks": [1, 5], "total": [.2, .4], "per_layer": [[.1, .3], [.3, .5]]}).axes[0].get_lines())
     3
     """
-    if overlaps is None:
-        d = _as_mapping(ks)
-        if hasattr(d, "columns"):
-            d = {str(c): d[c].to_numpy() for c in d.columns}
-            layer_cols = sorted((c for c in d if c.startswith("layer_")), key=lambda c: int(c.split("_")[1]))
-            if layer_cols:
-                d["per_layer"] = [d.pop(c) for c in layer_cols]
-        if isinstance(d, Mapping) and "ks" not in d and isinstance(d.get("overlap"), Mapping):
-            d = d["overlap"]  # RobustnessResult.to_dict()
-        kkey = next((k for k in ("ks", "k") if isinstance(d, Mapping) and k in d), None)
-        if kkey is None:
-            raise ValueError("pass overlap_curves(ks, overlaps), or one dict/result with 'ks' and overlap values")
-        ks, chance = d[kkey], chance if chance is not None else d.get("chance")
-        overlaps = {k: v for k, v in d.items() if k not in (kkey, "chance") and not isinstance(v, (str, int, float))
-                    and v is not None and (k in ("total", "overlap", "per_layer") or not isinstance(v, Mapping))}
-    ks = _np(ks)
-    if isinstance(overlaps, Mapping):
-        curves = {}
-        for k, v in overlaps.items():
-            arr = _np(v)
-            if arr.ndim == 2:  # per layer
-                names = list(layer_labels) if layer_labels is not None else [f"layer {i}" for i in range(len(arr))]
-                curves.update(zip(names, arr))
-            else:
-                curves["total" if k == "overlap" else str(k)] = arr
-    else:
-        arr = _np(overlaps)
-        names = list(layer_labels) if layer_labels is not None else [f"layer {i}" for i in range(len(arr))]
-        curves = {"total": arr} if arr.ndim == 1 else dict(zip(names, arr))
-    bad = {k: v.shape for k, v in curves.items() if v.shape != ks.shape}
-    if bad:
-        raise ValueError(f"each overlap curve needs {len(ks)} values (one per k); got shapes {bad}")
+    ks, curves, chance = overlap_series(ks, overlaps, chance, layer_labels)
     fig = InlineFigure(figsize=(5.5, 3.6), layout="constrained")
     ax = fig.add_subplot()
     layers = [k for k in curves if k.startswith("layer ")]
@@ -426,16 +270,13 @@ def overlap_curves(ks: Any, overlaps: Any = None, title: str | None = None, chan
     for name in (k for k in curves if k not in layers):
         ax.plot(ks, curves[name], color="black" if name == "total" else None, lw=2.2, marker="o", ms=3, label=name)
     if chance is not None:
-        ax.plot(ks, np.broadcast_to(_np(chance), ks.shape), color="black", linestyle=":", label="chance")
+        ax.plot(ks, np.broadcast_to(as_array(chance), ks.shape), color="black", linestyle=":", label="chance")
     ax.set_xlabel("top k (neurons, or a fraction of them)")
     ax.set_ylabel("overlap clean vs adversarial")
     _title(ax, title or "skill-neuron overlap: clean vs adversarial")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small", ncol=2 if len(curves) > 5 else 1)
     return fig
-
-
-SPEED_KEYS = ("speedup", "speed", "throughput", "examples_per_s", "tokens_per_s", "relative_speed")
 
 
 def pruning_tradeoff(points: Any, title: str | None = None) -> InlineFigure:
@@ -452,24 +293,7 @@ def pruning_tradeoff(points: Any, title: str | None = None) -> InlineFigure:
     >>> len(fig.axes[0].collections), len(fig.axes[0].texts)
     (1, 2)
     """
-    points = _as_mapping(points)
-    if hasattr(points, "columns"):
-        points = points.to_dict("records")
-    if isinstance(points, Mapping) and isinstance(points.get("accuracy"), Mapping) and \
-            isinstance(points.get("seconds"), Mapping):  # the summary of `skill-lens prune`
-        sec, acc = points["seconds"], points["accuracy"]
-        ref = sec.get("unpruned") or max(sec.values())
-        model_of = lambda k: k if k in sec else k.split("_")[0]  # noqa: E731  "pruned_retuned" ran on "pruned"
-        points = [{"label": k, "accuracy": a, "speedup": ref / sec[model_of(k)]}
-                  for k, a in acc.items() if model_of(k) in sec and a is not None]
-    elif isinstance(points, Mapping):
-        points = points.get("points", [points])
-    points = [dict(_as_mapping(p)) for p in points]
-    if not points:
-        raise ValueError("pruning_tradeoff needs at least one point")
-    speed = next((k for k in SPEED_KEYS if all(k in p for p in points)), None)
-    if speed is None or not all("accuracy" in p for p in points):
-        raise ValueError(f"each point needs 'accuracy' and one of {SPEED_KEYS}; got keys {sorted(points[0])}")
+    points, speed = tradeoff_points(points)
     x = np.array([float(p[speed]) for p in points])
     y = np.array([float(p["accuracy"]) for p in points])
     fig = InlineFigure(figsize=(5, 3.6), layout="constrained")
@@ -497,7 +321,7 @@ def neurons_per_layer(counts: Mapping[str, Sequence[int]], title: str | None = N
     """
     if not counts:
         raise ValueError("neurons_per_layer needs at least one series of counts per layer")
-    series = {k: _np(v) for k, v in counts.items()}
+    series = {k: as_array(v) for k, v in counts.items()}
     L = {len(v) for v in series.values()}
     if len(L) != 1:
         raise ValueError(f"every series needs one count per layer; got lengths {sorted(L)}")

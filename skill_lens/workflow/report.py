@@ -361,11 +361,8 @@ def _views_section(run, labels: list[str], result, n_examples: int, notes: list[
     """The best skill neurons over a few dev examples and their most and least active examples: static HTML."""
     pm, task = run.prompted(), run.task
     split = task.dev
-    n = min(n_examples, len(split))
-    tb = split.texts_b[:n] if split.texts_b is not None else None
-    acts = viz.neuron_activations_view(pm, split.texts[:n], labels, texts_b=tb, result=result,
-                                       captions=[f"dev example {i}" for i in range(n)], labels=split.labels[:n],
-                                       label_names=task.label_names,
+    first = split.subset(range(min(n_examples, len(split))))  # with their second texts and gold labels
+    acts = viz.neuron_activations_view(pm, first, labels, result=result, label_names=task.label_names,
                                        title="The best skill neurons over the first dev examples (a tab per neuron, "
                                              "best first)")
     top = viz.top_examples_view(pm, split, labels[:4], k=3, label_names=task.label_names, result=result,
