@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from skill_lens.intervening.suppression import SuppressionCurve
+from skill_lens.intervening.curve import SuppressionCurve
 from skill_lens.model.layout import neuron_pairs
 from skill_lens.model.tiny import tiny_model, tiny_task
 from skill_lens.probing.neurons import NeuronSet

@@ -204,16 +204,16 @@ def test_counts_use_the_smallest_exact_type_and_a_finished_split_drops_them(setu
         NullAccumulator(capacity=255).add(acts[:256], y[:256], baseline)
 
     task, pm = setup
-    from skill_lens.probing import probe as probe_module
+    from skill_lens.probing.sums import Sums
 
     seen = []
-    finish = probe_module._Sums.finish
+    finish = Sums.finish
 
     def spy(self, p, result):
         finish(self, p, result)
         seen.append((p, sorted(self.local[p]), sorted(result)))
-    monkeypatch.setattr(probe_module._Sums, "finish", spy)
-    probe(pm, task, 4, permutations=20)
+    monkeypatch.setattr(Sums, "finish", spy)
+    probe(pm, task, batch_size=4, permutations=20)
     assert [s[:2] for s in seen] == [("dev", []), ("test", [])]  # no accumulator of a finished split is kept
     assert "null_max_dev" in seen[0][2]
 

@@ -37,7 +37,7 @@ def write_artifacts(run: Run) -> None:
     dev = 0.5 + 0.2 * (torch.rand(2, 2, 64, generator=g) - 0.5)
     dev[TOP[0], 1, TOP[1]] = 0.05  # predictivity 0.95: the top neuron
     run.save_probe_result(ProbeResult(torch.zeros(2, 2, 64), dev, dev.clone(), meta={"model": "tiny-causal"}))
-    from skill_lens.intervening.suppression import SuppressionCurve
+    from skill_lens.intervening.curve import SuppressionCurve
     from skill_lens.studies.robustness import RobustnessResult, overlaps
 
     rows = [{"fraction": f, "set": s, "draw": k, "n_neurons": 2, "accuracy": a, "logit_diff": 0.0}

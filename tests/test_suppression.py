@@ -7,7 +7,8 @@ import torch
 
 from skill_lens.store.artifacts import ArtifactError, load_tensors
 from skill_lens.store.checkpoint import Checkpoint
-from skill_lens.intervening.suppression import CurveOptions, SuppressionCurve, evaluate_with, suppression_curve
+from skill_lens.intervening.curve import SuppressionCurve
+from skill_lens.intervening.suppression import CurveOptions, evaluate_with, suppression_curve
 from skill_lens.intervening.interventions import InterventionError, gaussian_noise, mean_ablate, scale, zero_ablate
 from skill_lens.prompting.input_cache import InputCache
 from skill_lens.probing.scores import select_top

@@ -8,7 +8,8 @@ For each FFN neuron ``n`` of layer ``l`` at each soft-prompt position ``p`` (Wan
 * predictivity is ``max(acc, 1 - acc)`` and a neuron's score its maximum over positions.
 
 Two passes (train, then each evaluation split); forward hooks add each batch's float64 sums or
-counts to :mod:`skill_lens.probing.statistics` accumulators, so no dataset's activations are ever held.
+counts to the running :class:`~skill_lens.probing.sums.Sums` (:mod:`skill_lens.probing.statistics`
+accumulators), so no dataset's activations are ever held.
 A hard prompt (``pm.prompt is None``) probes the prediction position; T5 decoder hooks the decoder's.
 ``pooling=True`` adds the paper's baselines: mean-/max-pooled activations over the input tokens,
 thresholded at their train means (shape ``[n_layers, 1, d_mlp]``). See :func:`probe`.
@@ -39,15 +40,15 @@ from torch import Tensor
 from skill_lens.base.options import Options, option
 from skill_lens.base.progress import progress
 from skill_lens.data.batching import BATCH_SIZE, length_batches
-from skill_lens.data.distributed import all_reduce_, batch_range, rank_world
+from skill_lens.data.distributed import batch_range, rank_world
 from skill_lens.model.anatomy import EXPERTS_HOOK, ROUTING_HOOK, Segment
 from skill_lens.model.loading import describe, placement_of
 from skill_lens.model.memory import Budget, halved_start, halving
 from skill_lens.probing.capture import CaptureError, probe_hooks, probed_positions
 from skill_lens.probing.null import null_maxima
 from skill_lens.probing.result import ProbeError, ProbeResult
-from skill_lens.probing.statistics import (AgreementAccumulator, MeanAccumulator, NullAccumulator, count_dtype,
-                                          permuted_labels)
+from skill_lens.probing.statistics import permuted_labels
+from skill_lens.probing.sums import Sums
 from skill_lens.prompting.evaluation import prompted
 from skill_lens.prompting.input_cache import InputCache
 from skill_lens.prompting.prompts import SoftPrompt
@@ -189,7 +190,7 @@ def _probe_at(pm, task, opts: ProbeOptions, batch_size: int, *, decoder: bool, c
     if routers:  # [routed & label 0 | routed & label 1] per expert, train only
         shapes["routing"] = [(1, P, 2 * e) for _, _, e in routers]
     passes = ["train", *opts.splits]
-    sums = _Sums(passes, shapes, [i for i, _ in segs], null=opts.permutations,
+    sums = Sums(passes, shapes, [i for i, _ in segs], null=opts.permutations,
                  sizes={p: len(getattr(task, p)) for p in passes})
     ckpt = None if checkpoint is None else _checkpoint_at(pm, task, opts, checkpoint, batch_size)
     reading = _Reading(pm, [seg.hook for _, seg in segs], decoder, kinds, input_cache,
@@ -299,89 +300,7 @@ def _check_binary(split, name: str, need_both: bool) -> None:
                          f"Choose a larger --{name}-size.")
 
 
-class _Sums:
-    """This rank's running sums, ``local[pass][kind][i]``: float64 means on train, agreement counts after.
-
-    Accumulator ``i`` holds one hook's neurons, of layer ``layers[i]`` (a dense layer has one hook, a mixture
-    of experts two: experts, shared expert); ``shapes[kind][i]`` is its ``[1, P, width]``, and ``null`` the
-    number of permutations. Kind ``"routing"`` (MoE router counts) is summed on train only. An accumulator
-    stays empty until its first batch (so sums are added in the same order with or without a checkpoint, bit
-    for bit); an empty shard's sums count as zeros when reduced across ranks.
-    """
-
-    def __init__(self, passes: list[str], shapes: dict[str, list[tuple[int, int, int]]], layers: list[int],
-                 null: int = 0, sizes: dict[str, int] | None = None):
-        self.passes, self.shapes, self.layers = passes, shapes, layers
-        self.null_shapes = [(null, *shape) for shape in shapes["prompt"]] if null else None
-        self.local = {p: {k: [MeanAccumulator() if p == "train" else AgreementAccumulator() for _ in shapes[k]]
-                          for k in shapes if p == "train" or k != "routing"} for p in passes}
-        self.done: dict[str, dict[str, Tensor]] = {}  # a finished evaluation pass's result; its counts are dropped
-        if null:  # the permutation counts [K, 1, P, width] of each evaluation pass, in the split's count type
-            for p in passes[1:]:
-                cap = (sizes or {}).get(p, 2**31 - 1)
-                self.local[p]["null"] = [NullAccumulator(capacity=cap) for _ in shapes["prompt"]]
-
-    def finish(self, p: str, result: dict[str, Tensor]) -> None:
-        """Keep evaluation pass ``p``'s result and drop its statistics (the permutation counts are the probe's
-        largest memory: one split's at a time)."""
-        self.done[p] = result
-        self.local[p] = {}
-
-    def join(self, parts: list[Tensor]) -> Tensor:
-        """Per-accumulator ``[1, ..., width]`` tensors as ``[n_layers, ..., d_mlp]``: each layer's hooks side by side."""
-        layers = sorted(set(self.layers))
-        return torch.cat([torch.cat([t for t, l in zip(parts, self.layers) if l == layer], -1) for layer in layers])
-
-    def save(self, ckpt: Checkpoint, position: dict) -> None:
-        """Every non-empty accumulator's state and finished pass's result (tensors), and ``position`` (the pass
-        and batches done)."""
-        done = {f"done.{p}.{key}": t for p, result in self.done.items() for key, t in result.items()}
-        ckpt.save({**done, **{f"{p}.{k}.{i}.{key}": t for p, by_kind in self.local.items()
-                              for k, accs in by_kind.items() for i, a in enumerate(accs) if _count(a)
-                              for key, t in a.state_dict().items()}}, position)
-
-    def resume(self, ckpt: Checkpoint | None) -> dict:
-        """Restore the sums of ``ckpt`` (when it exists) and return its position; else the start."""
-        saved = ckpt.load() if ckpt is not None else None
-        if saved is None:
-            return {"pass": self.passes[0], "batch": 0}
-        tensors, position = saved
-        for p in self.passes:
-            result = {key[len(f"done.{p}."):]: t for key, t in tensors.items() if key.startswith(f"done.{p}.")}
-            if result:
-                self.finish(p, result)
-        for p, by_kind in self.local.items():
-            for k, accs in by_kind.items():
-                for i, a in enumerate(accs):
-                    prefix = f"{p}.{k}.{i}."
-                    state = {key[len(prefix):]: t for key, t in tensors.items() if key.startswith(prefix)}
-                    if state:
-                        accs[i] = type(a).from_state_dict(state)
-        return position
-
-    def total(self, p: str, k: str) -> list:
-        """Pass ``p``'s accumulators of ``k`` summed over all ranks (this rank's own with no process group)."""
-        accs = self.local[p][k]
-        if rank_world()[1] == 1:
-            return accs
-        shapes = self.null_shapes if k == "null" else self.shapes[k]
-        return [all_reduce_(type(a).from_state_dict(a.state_dict() if _count(a) else _zero_state(a, shape)))
-                for a, shape in zip(accs, shapes)]
-
-
-def _count(acc) -> int:
-    return acc.count if isinstance(acc, MeanAccumulator) else acc.n
-
-
-def _zero_state(acc, shape) -> dict[str, Tensor]:
-    if isinstance(acc, MeanAccumulator):
-        return {"sum": torch.zeros(shape, dtype=torch.float64), "count": torch.tensor(0)}
-    if isinstance(acc, NullAccumulator):
-        return {"agree": torch.zeros(shape, dtype=count_dtype(acc.capacity)), "n": torch.tensor(0)}
-    return {"agree": torch.zeros(shape, dtype=torch.int64), "n": torch.tensor(0)}
-
-
-def _probe_passes(task, sums: _Sums, reading: _Reading, batch_size: int, ckpt: Checkpoint | None, every: int,
+def _probe_passes(task, sums: Sums, reading: _Reading, batch_size: int, ckpt: Checkpoint | None, every: int,
                   permutation_seed: int = 0) -> dict:
     """Run (or resume) each pass on this rank's batches, reduce it on the CPU, and return the result's tensors."""
     rank, world = rank_world()
@@ -430,7 +349,7 @@ def _feed_eval(accs: dict, base: dict, k: str, i: int, a: Tensor, y: Tensor) -> 
     accs[k][i].add(a, y, base[k][i])
 
 
-def _eval_out(p: str, total: dict, pool_kinds: list[str], sums: _Sums) -> dict:
+def _eval_out(p: str, total: dict, pool_kinds: list[str], sums: Sums) -> dict:
     """An evaluation pass's accuracies (float32) and, with a null, its permutation maxima."""
     out = {f"{p}_acc": sums.join([a.accuracy().cpu() for a in total["prompt"]]).float()}  # hooks on any device
     for k in pool_kinds:

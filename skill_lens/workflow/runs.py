@@ -40,7 +40,7 @@ from skill_lens.base.display import card
 from skill_lens.data.sources import load_task
 from skill_lens.model.loading import describe, dtype_name, fingerprint, load_model, load_options, model_dtype
 from skill_lens.probing.neurons import NeuronSet
-from skill_lens.intervening.suppression import SuppressionCurve
+from skill_lens.intervening.curve import SuppressionCurve
 from skill_lens.probing.result import ProbeResult
 from skill_lens.prompting.evaluation import prompted
 from skill_lens.prompting.input_cache import InputCache
@@ -272,7 +272,7 @@ class Run:
 
     def curve(self, method: str = "gaussian"):
         """The suppression curve ``skill-lens perturb --method METHOD`` wrote (``RUN/perturb_<method>.json``),
-        checked, as a :class:`~skill_lens.intervening.suppression.SuppressionCurve` (an error names the curves there).
+        checked, as a :class:`~skill_lens.intervening.curve.SuppressionCurve` (an error names the curves there).
 
         >>> import tempfile
         >>> from skill_lens.model.tiny import tiny_model, tiny_task

@@ -206,7 +206,7 @@ def perturb(run: Run, options: PerturbOptions | None = None, **overrides):
     keywords); resumes after a kill. ``draws`` Gaussian noise draws per neuron set; the gap (random minus skill
     accuracy) comes with a paired bootstrap 95% interval over examples, draws and controls (``gap_ci_low``,
     ``gap_ci_high``). Under ``torchrun`` each process runs a share of every row's batches and rank 0 writes the
-    files. Returns the :class:`~skill_lens.intervening.suppression.SuppressionCurve`."""
+    files. Returns the :class:`~skill_lens.intervening.curve.SuppressionCurve`."""
     o = PerturbOptions.build(options, **overrides)
     n_fractions = len(o.fractions if o.fractions is not None else DEFAULT_FRACTIONS)
     sets = n_fractions * (1 + o.controls)  # a [L, d_mlp] mask per set; a row per set and draw, a byte per example
