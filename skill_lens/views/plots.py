@@ -21,6 +21,7 @@ import base64
 import io
 from typing import Any, Mapping, Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -258,6 +259,8 @@ def overlap_curves(ks: Any, overlaps: Any = None, title: str | None = None, chan
     2
     >>> len(overlap_curves({"ks": [1, 5], "total": [.2, .4], "per_layer": [[.1, .3], [.3, .5]]}).axes[0].get_lines())
     3
+    >>> len(overlap_curves({"ks": [1, 5], "total": [.2, .4], "per_layer": [[.1, .3]] * 12}).axes[0].get_lines())  # viridis
+    13
     """
     ks, curves, chance = overlap_series(ks, overlaps, chance, layer_labels)
     fig = InlineFigure(figsize=(5.5, 3.6), layout="constrained")
@@ -265,7 +268,7 @@ def overlap_curves(ks: Any, overlaps: Any = None, title: str | None = None, chan
     layers = [k for k in curves if k.startswith("layer ")]
     many = len(layers) > 10
     for i, name in enumerate(layers):
-        color = fig.colormaps["viridis"](i / max(1, len(layers) - 1)) if many else f"C{i}"
+        color = matplotlib.colormaps["viridis"](i / max(1, len(layers) - 1)) if many else f"C{i}"
         ax.plot(ks, curves[name], color=color, lw=1, alpha=0.8, label=None if many else name)
     for name in (k for k in curves if k not in layers):
         ax.plot(ks, curves[name], color="black" if name == "total" else None, lw=2.2, marker="o", ms=3, label=name)
