@@ -58,7 +58,7 @@ def layers_that_fit(name: str, dtype: str, memory_gib: float, tokens: int) -> in
 def tokenizer_for(config: dict, out: Path, task) -> None:
     """SmolLM2's tokenizer where the vocabulary is SmolLM2's; else a byte-level BPE trained here on the task's
     texts, no larger than the model's vocabulary (the label words and template words as tokens of their own)."""
-    from skill_lens.model.loading import model_source
+    from skill_lens.model.sources import model_source
 
     smol = Path(model_source("smollm2-135m"))
     if config["vocab_size"] == json.loads((smol / "config.json").read_text())["vocab_size"]:

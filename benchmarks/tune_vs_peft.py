@@ -77,9 +77,9 @@ def main() -> None:
     from peft import PromptTuningConfig, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from skill_lens.model.loading import _offline_dir
+    from skill_lens.model.sources import model_source
 
-    hf = AutoModelForCausalLM.from_pretrained(_offline_dir("smollm2-135m"), dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(model_source("smollm2-135m"), dtype=torch.float32).eval()
     peft_model = get_peft_model(hf, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=P))
     peft_opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=0.03)
     tok = bridge.tokenizer

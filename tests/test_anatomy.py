@@ -15,7 +15,8 @@ from skill_lens.intervening.pruning import (PruningError, load_pruned, prune, pr
                                             top_per_expert)
 from skill_lens.model.anatomy import input_weights
 from skill_lens.model.layout import NeuronLayout, parse_label
-from skill_lens.model.loading import bridge_from_hf, describe, fingerprint, load_model
+from skill_lens.model.fingerprint import fingerprint
+from skill_lens.model.loading import bridge_from_hf, describe, load_model
 from skill_lens.model.tiny import tiny_dir, tiny_hf, tiny_model, tiny_task, tiny_tokenizer
 from skill_lens.probing.neurons import NeuronSet
 from skill_lens.probing.probe import probe

@@ -16,7 +16,8 @@ import torch
 from clitools import FAST_TUNE, cli, copy_run, snapshot
 
 from skill_lens import steps
-from skill_lens.model.loading import bridge_from_hf, fingerprint, load_model, model_device, model_dtype, parse_device
+from skill_lens.model.fingerprint import fingerprint
+from skill_lens.model.loading import bridge_from_hf, load_model, model_device, model_dtype, parse_device
 from skill_lens.prompting.prompted_model import PromptedModel
 from skill_lens.prompting.prompts import SoftPrompt, Verbalizer
 from skill_lens.workflow.runs import Run

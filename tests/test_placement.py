@@ -8,7 +8,8 @@ import torch
 
 from skill_lens.intervening.suppression import suppression_curve
 from skill_lens.prompting.input_cache import InputCache
-from skill_lens.model.loading import fingerprint, load_model, model_device, placement_of
+from skill_lens.model.fingerprint import fingerprint
+from skill_lens.model.loading import load_model, model_device, placement_of
 from skill_lens.model.memory import Budget, OutOfBudget, TensorPeak, halving
 from skill_lens.model.placement import Placement, PlacementError, model_placement
 from skill_lens.model.record import model_record
@@ -36,7 +37,8 @@ def same(a, b, fields=FIELDS):
 def run_all(model, task):
     pm = prompted(model, task, SoftPrompt.init(model, 3, seed=0))
     result = probe(pm, task, batch_size=8, permutations=20, input_cache=InputCache())
-    curve = suppression_curve(pm, task, result.scores("dev"), [0, 0.1], method="gaussian", controls=1, batch_size=8)
+    curve = suppression_curve(pm, task, result.scores("dev"), fractions=[0, 0.1], method="gaussian", controls=1,
+                              batch_size=8)
     return pm, result, curve
 
 
@@ -68,6 +70,8 @@ def test_a_device_map_and_a_device_exclude_each_other(model_dir):
         load_model(str(model_dir), device="cpu", device_map="auto")
     with pytest.raises(PlacementError, match="GPU 1"):
         load_model(str(model_dir), max_memory="1=10GiB")
+    with pytest.raises(TypeError, match="'device_mapp'.*device_map, max_memory"):  # a typo named, with the keywords
+        load_model(str(model_dir), device_mapp="auto")
     with pytest.raises(PlacementError, match="offload-folder"):
         Placement.parse(device_map={"model": "disk"})
     with pytest.raises(PlacementError, match="DEVICE=SIZE"):
@@ -166,13 +170,13 @@ def test_the_budget_halves_the_suppression_curve_too(model_dir, monkeypatch):
     model, task = load_model(str(model_dir), device="cpu"), tiny_task()
     pm = prompted(model, task, SoftPrompt.init(model, 2, seed=0))
     scores = torch.rand(4, 64, generator=torch.Generator().manual_seed(0))
-    ref = suppression_curve(pm, task, scores, [0, 0.1], method="zero", controls=1, batch_size=2)
+    ref = suppression_curve(pm, task, scores, fractions=[0, 0.1], method="zero", controls=1, batch_size=2)
     sizes = []
     model.hook_dict["blocks.0.mlp.hook_post"].add_perma_hook(lambda act, hook: sizes.append(act.shape[0]))
     monkeypatch.setattr("skill_lens.model.memory.resident_bytes", lambda anonymous=True: 1000 * sizes[-1])
     monkeypatch.setattr(model_record(model), "placement", Placement(memory_budget={"cpu": 2500}))
     try:
-        got = suppression_curve(pm, task, scores, [0, 0.1], method="zero", controls=1, batch_size=8)
+        got = suppression_curve(pm, task, scores, fractions=[0, 0.1], method="zero", controls=1, batch_size=8)
     finally:
         model.reset_hooks(including_permanent=True)
     assert got.meta["batch_size"] == 2 and got.rows == ref.rows

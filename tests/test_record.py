@@ -8,7 +8,8 @@ import torch
 
 from skill_lens.intervening.pruning import prune, pruning_info
 from skill_lens.model.fast_path import plain_model
-from skill_lens.model.loading import describe, fingerprint
+from skill_lens.model.fingerprint import fingerprint
+from skill_lens.model.loading import describe
 from skill_lens.model.record import model_record
 from skill_lens.model.tiny import tiny_model
 

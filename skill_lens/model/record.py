@@ -40,7 +40,7 @@ class ModelRecord:
     name: str | None = None  # the name it was loaded under (model.loading.bridge_from_hf)
     tokenizer_adds_bos: bool | None = None  # the tokenizer's own habit, before the bridge (bridge_from_hf)
     info: ModelInfo | None = None  # describe(model), computed once (model.loading)
-    fingerprint: str | None = None  # fingerprint(model), computed once (model.loading)
+    fingerprint: str | None = None  # fingerprint(model), computed once (model.fingerprint)
     plain: Any = None  # the plain Hugging Face model and its checks (model.fast_path)
     pruning: Any = None  # PruningInfo of a pruned model (intervening.pruning)
     hf_keys: frozenset[str] | None = None  # a pruned model's own state-dict keys (intervening.pruning)

@@ -18,7 +18,8 @@ then run it the ordinary way.
 
 With a ``directory`` (:meth:`InputCache.persistent`, which every :class:`~skill_lens.workflow.runs.Run` uses), a
 split computed whole is also written to disk, and read back bit for bit by the next process that fills
-the same split on the same model: ``skill-lens tune`` then ``skill-lens probe`` compute each input once.
+the same split on the same model: ``skill-lens tune`` then ``skill-lens probe`` compute each input once
+(:mod:`skill_lens.prompting.input_files`).
 
 Hooks on the input positions are not re-run for stored inputs, so
 :meth:`~skill_lens.prompting.prompted_model.PromptedModel.label_logits` uses the cache only when every
@@ -43,7 +44,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 import weakref
@@ -55,17 +55,13 @@ from torch import Tensor
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from skill_lens.store.artifacts import ArtifactError, load_tensors, save_tensors
+from skill_lens.store.artifacts import ArtifactError
 from skill_lens.data.batching import length_batches, token_lengths
 from skill_lens.store.packaged import cache_dir
-from skill_lens.model.loading import dtype_name, fingerprint, model_device
 from skill_lens.model.placement import layer_devices
+from skill_lens.prompting.input_files import DEFAULT_DISK_MB, DISK_ENV, InputFiles, disk_budget_mb
 
-__all__ = ["InputCache", "DISK_ENV", "DEFAULT_DISK_MB"]
-
-DISK_ENV = "SKILL_LENS_INPUT_DISK_MB"  # disk the persistent cache may use (0: none)
-DEFAULT_DISK_MB = 8192.0
-FORMAT = 2  # of the files in the persistent cache's directory
+__all__ = ["InputCache"]
 
 KV = Float[Tensor, "layers 2 kv_heads length head_dim"]  # one input's keys (0) and values (1), every layer
 
@@ -80,8 +76,8 @@ class InputCache:
     file per model and split, named by the hash of everything its numbers depend on), and a later
     :meth:`fill` of the same split on the same model, in this process or another, reads it instead of
     computing it: ``skill-lens tune`` then ``skill-lens probe`` compute each input once. The directory is
-    kept under ``disk_mb`` by removing its least recently used files (only files this class names).
-    :meth:`persistent` makes the cache that runs use.
+    kept under ``disk_mb`` by removing its least recently used files (only files it names:
+    :class:`~skill_lens.prompting.input_files.InputFiles`). :meth:`persistent` makes the cache that runs use.
     """
 
     def __init__(self, max_mb: float = 4096.0, batch_size: int = 32, directory: str | os.PathLike | None = None,
@@ -90,8 +86,7 @@ class InputCache:
             raise ValueError(f"InputCache needs max_mb >= 0, batch_size >= 1 and disk_mb >= 0, got {max_mb!r}, "
                              f"{batch_size!r} and {disk_mb!r}")
         self.max_bytes, self.batch_size = int(max_mb * 2**20), batch_size
-        self.directory = Path(directory) if directory is not None and disk_mb > 0 else None
-        self.disk_bytes = int(disk_mb * 2**20)
+        self.files = InputFiles(directory, disk_mb) if directory is not None and disk_mb > 0 else None
         self.bytes = self.hits = self.misses = self.loaded = 0
         self._store: dict[tuple[int, ...], KV] = {}
         self._model = None
@@ -99,6 +94,11 @@ class InputCache:
 
     def __len__(self) -> int:
         return len(self._store)
+
+    @property
+    def directory(self) -> Path | None:
+        """Where whole splits are kept on disk (``None``: nowhere)."""
+        return None if self.files is None else self.files.directory
 
     @classmethod
     def persistent(cls, max_mb: float = 4096.0) -> "InputCache":
@@ -110,13 +110,7 @@ class InputCache:
         >>> cache.directory is None or cache.directory.name == "inputs"
         True
         """
-        raw = os.environ.get(DISK_ENV, "")
-        try:
-            disk_mb = float(raw) if raw.strip() else DEFAULT_DISK_MB
-        except ValueError:
-            raise ValueError(f"${DISK_ENV}={raw!r} is not a number of megabytes; set it to e.g. 8192, or 0 to keep "
-                             "no input keys/values on disk.") from None
-        return cls(max_mb, directory=cache_dir() / "inputs", disk_mb=max(disk_mb, 0.0))
+        return cls(max_mb, directory=cache_dir() / "inputs", disk_mb=disk_budget_mb())
 
     def __repr__(self) -> str:
         return (f"InputCache({len(self)} inputs, {self.bytes / 2**20:.0f} of {self.max_bytes / 2**20:.0f} MB, "
@@ -133,27 +127,38 @@ class InputCache:
 
         ``examples`` (indices into the split) limits it to the batches holding them, as one rank of a
         ``torch.distributed`` job needs: the same batches, so the same numbers, as a fill of the whole split
-        (which alone is written to disk).
+        (which alone is written to disk, once every input of it is held).
+
+        >>> import tempfile
+        >>> from skill_lens.model.tiny import tiny_model, tiny_task
+        >>> from skill_lens.prompting.evaluation import prompted
+        >>> from skill_lens.prompting.prompts import SoftPrompt
+        >>> model, task = tiny_model("causal"), tiny_task()
+        >>> pm = prompted(model, task, SoftPrompt.init(model, 2, seed=0))
+        >>> small = InputCache(max_mb=0.001, batch_size=64, directory=tempfile.mkdtemp())
+        >>> small.fill(pm, task.dev), len(list(small.directory.iterdir()))  # does not fit: nothing kept on disk
+        (False, 0)
         """
         if pm.info.family != "causal" or pm.prompt is None or len(split) == 0:
             return False
+        run = self._runner(pm)  # binds the cache to pm's model first: what it then reads from disk is kept for it
         batches = self._batches(pm, split, examples)
         held = lambda: all(self._holds(b[2]) for b in batches)  # noqa: E731
         if held():
             return True
         whole = batches if examples is None else self._batches(pm, split)
-        path, identity = self._file(pm, whole) if self.directory is not None else (None, None)
-        readable = path is not None and path.exists() and self._read(path, identity)
+        path, identity = self.files.locate(pm, whole, self.batch_size) if self.files is not None else (None, None)
+        readable = path is not None and self._read(path, identity)
         if readable and held():
             return True
         try:
-            if not self._compute(self._runner(pm), [b for b in batches if not self._holds(b[2])]):
+            if not self._compute(run, [b for b in batches if not self._holds(b[2])]):
                 return False
         except torch.OutOfMemoryError:  # a batch of inputs does not fit: the caller runs the split whole
             return False
-        if path is not None and not readable and examples is None:  # absent or damaged: (re)write it
+        if path is not None and not readable and examples is None and held():  # absent or damaged: (re)write it
             try:
-                self._write(path, identity, [k for *_, keys in batches for k in keys if k])
+                self.files.write(path, identity, {k: self._store[k] for *_, keys in batches for k in keys if k})
             except (OSError, ArtifactError) as e:  # a full or read-only disk costs speed, never the job
                 warnings.warn(f"could not keep the input keys/values in {self.directory} ({e}); they will be "
                               f"computed again next time. Free disk space, or set ${DISK_ENV}=0.", stacklevel=2)
@@ -194,69 +199,15 @@ class InputCache:
     def _holds(self, keys: list[tuple[int, ...]]) -> bool:
         return all(k in self._store or not k for k in keys)
 
-    # ------------------------------------------------------------ on disk
-    def _file(self, pm, batches) -> tuple[Path, dict]:
-        """The file of this split's inputs, named by a hash of everything their numbers depend on, and what
-        it records of that (checked when it is read)."""
-        hf = pm.model.original_model
-        identity = {"format": FORMAT, "model_fingerprint": fingerprint(pm.model),
-                    "dtype": dtype_name(next(hf.parameters()).dtype), "device": model_device(pm.model).type,
-                    "torch": torch.__version__, "attention": hf.config._attn_implementation,
-                    "batch_size": self.batch_size}
-        h = hashlib.sha256(repr(sorted(identity.items())).encode())
-        for ids, mask, _ in batches:
-            h.update(repr(tuple(ids.shape)).encode())
-            h.update(ids.cpu().numpy().tobytes())
-            h.update(mask.cpu().numpy().tobytes())
-        identity["batches"] = h.hexdigest()  # ... and the exact batches
-        return self.directory / f"inputs-{h.hexdigest()[:32]}.safetensors", identity
-
-    def _write(self, path: Path, identity: dict, keys: list[tuple[int, ...]]) -> None:
-        """Keep the split's inputs in ``path`` (one tensor, inputs end to end along the length), then trim
-        the directory to ``disk_mb``."""
-        keys = list(dict.fromkeys(keys))
-        size = sum(len(k) for k in keys) * self._per_token
-        if size > self.disk_bytes:
-            return
-        tensors = {"ids": torch.tensor([t for k in keys for t in k]), "lengths": torch.tensor([len(k) for k in keys]),
-                   "kv": torch.cat([self._store[k] for k in keys], dim=3)}
-        self.directory.mkdir(parents=True, exist_ok=True)
-        save_tensors(path, tensors, {"kind": "input keys/values", **identity})
-        self._trim(keep=path)
-
     def _read(self, path: Path, identity: dict) -> bool:
-        """Keep the inputs stored in ``path`` (views of its tensors); ``False`` if unreadable, made from
-        anything but ``identity``, or too big for ``max_mb`` (then computing them would not fit either)."""
-        if self.bytes + path.stat().st_size > self.max_bytes:
-            return False
-        try:
-            tensors, meta = load_tensors(path)
-        except ArtifactError:
-            return False
-        if any(meta.get(k) != v for k, v in identity.items()) or not {"ids", "lengths", "kv"} <= tensors.keys():
-            return False
-        lengths = tensors["lengths"].tolist()
-        for key, kv in zip(tensors["ids"].split(lengths), tensors["kv"].split(lengths, dim=3)):
-            key = tuple(key.tolist())
+        """Keep the inputs of the split file ``path``; ``False`` if it cannot be used (see
+        :meth:`~skill_lens.prompting.input_files.InputFiles.read`; too big for ``max_mb``: computing them would
+        not fit either)."""
+        inputs = self.files.read(path, identity, room=self.max_bytes - self.bytes)
+        for key, kv in inputs or ():
             if key not in self._store and self._keep(key, kv):
                 self.loaded += 1
-        os.utime(path)  # recently used: trimmed last
-        return True
-
-    def _trim(self, keep: Path) -> None:
-        """Remove the least recently used files this class wrote until the directory fits ``disk_mb``."""
-        files = []
-        for f in self.directory.glob("inputs-*.safetensors"):
-            try:
-                files.append((f.stat().st_mtime, f.stat().st_size, f))
-            except FileNotFoundError:  # another process trimmed it meanwhile
-                continue
-        total = 0
-        for _, size, f in sorted(files, reverse=True):
-            total += size
-            if total > self.disk_bytes and f != keep:
-                for old in (f, f.with_suffix(f.suffix + ".json")):
-                    old.unlink(missing_ok=True)
+        return inputs is not None
 
     @torch.no_grad()
     def past(self, pm, ids: Int[Tensor, "batch n"], mask: Bool[Tensor, "batch n"],

@@ -40,9 +40,9 @@ import torch
 from skill_lens.base.options import Options, option
 from skill_lens.data.batching import BATCH_SIZE
 from skill_lens.intervening.suppression import DEFAULT_FRACTIONS, CurveOptions
-from skill_lens.model.loading import (OFFLINE_MODELS, describe, dtype_name, model_class, model_dtype, model_source,
-                                      parse_dtype)
+from skill_lens.model.loading import describe, dtype_name, model_class, model_dtype, parse_dtype
 from skill_lens.model.placement import parse_max_memory
+from skill_lens.model.sources import OFFLINE_MODELS, model_source
 from skill_lens.probing.statistics import count_dtype
 from skill_lens.prompting.tuning import TuneConfig
 

@@ -10,7 +10,8 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from skill_lens.model.loading import DTYPES, describe, dtype_name, fingerprint, model_dtype, resources
+from skill_lens.model.fingerprint import fingerprint
+from skill_lens.model.loading import DTYPES, describe, dtype_name, model_dtype, resources
 from skill_lens.prompting.evaluation import evaluate, hard_prompt_model, prompted
 from skill_lens.prompting.input_cache import InputCache
 from skill_lens.prompting.tuning import RESOURCE_FIELDS, TuneConfig, with_defaults

@@ -13,7 +13,7 @@ A ``seeds`` aggregate lives in a directory of its own beside (or above) its runs
 lineage and is read through :class:`skill_lens.workflow.seeds.SeedGroup`, which checks each with :meth:`Run.check`.
 
 Each artifact records a ``lineage``: the content fingerprints of the model's weights
-(:func:`skill_lens.model.loading.fingerprint`), the task's data, the prompt, and of the artifact it was
+(:func:`skill_lens.model.fingerprint.fingerprint`), the task's data, the prompt, and of the artifact it was
 derived from. Every read checks that chain against the run and names what does not match and
 what to run, so a prompt copied from another run, a predictivity file left from an earlier prompt,
 or a model directory re-saved with other weights is refused instead of silently used.
@@ -38,7 +38,8 @@ from pathlib import Path
 
 from skill_lens.base.display import card
 from skill_lens.data.sources import load_task
-from skill_lens.model.loading import describe, dtype_name, fingerprint, load_model, load_options, model_dtype
+from skill_lens.model.fingerprint import fingerprint
+from skill_lens.model.loading import describe, dtype_name, load_model, load_options, model_dtype
 from skill_lens.probing.neurons import NeuronSet
 from skill_lens.intervening.curve import SuppressionCurve
 from skill_lens.probing.result import ProbeResult
@@ -142,7 +143,7 @@ class Run:
 
     def use_model(self, model) -> None:
         """Use an already loaded model, checked against the run's weights fingerprint (which depends on
-        the dtype, :func:`~skill_lens.model.loading.fingerprint`: a model in another dtype is refused, naming it)."""
+        the dtype, :func:`~skill_lens.model.fingerprint.fingerprint`: a model in another dtype is refused, naming it)."""
         _check_weights(self, model)
         if model is not self._model:
             self._model, self._input_cache = model, None  # a cache belongs to one model object
