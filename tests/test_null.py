@@ -19,7 +19,6 @@ import torch
 
 from skill_lens.store.artifacts import ArtifactError, load_tensors
 from skill_lens.store.checkpoint import Checkpoint
-from skill_lens.data.distributed import shard
 from skill_lens.probing.null import adjusted_p_values, fwer_threshold, null_maxima, significant
 from skill_lens.probing.scores import aggregate_positions, predictivity
 from skill_lens.probing.statistics import AgreementAccumulator, MeanAccumulator, NullAccumulator, permuted_labels

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from skill_lens.store.artifacts import ArtifactError, load_tensors
+from skill_lens.store.artifacts import ArtifactError
 from skill_lens.store.checkpoint import Checkpoint
 from skill_lens.intervening.curve import SuppressionCurve
 from skill_lens.intervening.suppression import CurveOptions, evaluate_with, suppression_curve

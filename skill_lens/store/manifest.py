@@ -66,7 +66,7 @@ except ImportError:  # Windows: no advisory locks; steps are still committed who
     fcntl = None
 
 from skill_lens.base.progress import say
-from skill_lens.store.artifacts import ArtifactError, atomic_write, fsync_dir, read_json, write_json
+from skill_lens.store.artifacts import ArtifactError, fsync_dir, read_json, write_json
 from skill_lens.store.kinds import LOCK, MANIFEST, STAGING
 
 __all__ = ["Folder", "Transaction", "LockedError", "content_hash", "clean_temporaries"]
