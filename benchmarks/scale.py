@@ -14,7 +14,7 @@ rotten_tomatoes (32 train for the baselines, 32 dev) in length-sorted batches of
 * ``plan_error``: ``|plan - measured| / measured`` for that peak, the plan (:func:`skill_lens.workflow.plan.plan`)
   made from the config file alone, before the model exists.
 
-    flock /work/notes/heavy.lock .venv/bin/python benchmarks/scale.py
+    .venv/bin/python benchmarks/scale.py     # alone on the machine: it times
       -> last line: RESULT sizes=... max_memory_ratio=X (target <= 1.3) max_overhead=Y (<= 1.15) plan_error=Z (<= 0.2)
 
 Measured alone on 2 CPU cores (Dec 2026; ``--repeats 2``):

@@ -17,7 +17,7 @@ numbers (a disk-offloaded model gives the same predictivity bit for bit, ``tests
 A run records the placement it was tuned with (``run.json``'s ``resources``), and a later step may use
 another one.
 
->>> p = Placement.parse(device_map="auto", max_memory="0=70GiB,cpu=200GiB", offload_folder="/tmp/off")
+>>> p = Placement.parse(device_map="auto", max_memory="0=70GiB,cpu=200GiB", offload_folder="offload")
 >>> p.device_map, p.max_memory
 ('auto', {0: 75161927680, 'cpu': 214748364800})
 >>> Placement.parse(device_map='{"model.embed_tokens": 0, "model.layers": 1, "lm_head": 1}').device_map
