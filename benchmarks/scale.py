@@ -119,7 +119,7 @@ def child(name: str, dtype: str, layers: int, repeats: int) -> dict:
     for r in range(repeats):
         for kind in (("bare", "probe") if r % 2 == 0 else ("probe", "bare")):
             t0 = time.perf_counter()
-            bare() if kind == "bare" else probe(pm, task, BATCH, splits=("dev",))
+            bare() if kind == "bare" else probe(pm, task, batch_size=BATCH, splits=("dev",))
             times[kind].append(time.perf_counter() - t0)
     weights = sum(t.numel() * t.element_size() for t in {id(t): t for t in (
         *model.original_model.parameters(), *model.original_model.buffers())}.values())
