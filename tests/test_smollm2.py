@@ -74,8 +74,9 @@ def demo_run(smol, tmp_path_factory):
 
 def test_the_demo_finds_its_documented_numbers_and_top_neurons_in_rank_order(demo_run):
     acc = demo_run.meta["accuracy"]
-    assert [round(acc[k], 3) for k in ("dev", "test", "hard_prompt_dev", "hard_prompt_test")] == \
-        [0.845, 0.875, 0.765, 0.805]
+    # Dev example 16 sits 6e-5 from the decision boundary: 0.850 on this CPU, 0.845 on others (one example).
+    assert round(acc["dev"], 3) in (0.845, 0.850)
+    assert [round(acc[k], 3) for k in ("test", "hard_prompt_dev", "hard_prompt_test")] == [0.875, 0.765, 0.805]
     top = demo_run.neurons().top(5)
     assert top[0][0] == "L24.N1152" and round(top[0][1], 3) == 0.865
     assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)

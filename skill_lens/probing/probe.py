@@ -337,6 +337,7 @@ def _probe_passes(task, sums: Sums, reading: _Reading, batch_size: int, ckpt: Ch
         else:
             out.update(result := _eval_out(p, total, [k for k in sums.shapes if k not in ("prompt", "routing")], sums))
             sums.finish(p, result)
+        del total  # else this pass's counts stay alive through the next pass: two splits' nulls at once
     return out
 
 

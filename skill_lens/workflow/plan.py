@@ -367,8 +367,8 @@ def _probe(shape: ModelShape, sizes: dict, opts: dict) -> StepPlan:
     P, B, K, N, L = opts["prompt_length"], opts["batch_size"], opts["permutations"], shape.d_mlp, shape.n_layers
     splits = [s for s in ("train", "dev", "test") if sizes[s]]
     cache, kept = _cached(shape, sizes, splits, opts) if not opts["pooling"] else (0, [])
-    hook = N * (shape.itemsize + (17 if K else 10))  # per position: the activation, its float64 copy, tests
-    null = K * P * N * 5 if K else 0  # a batch's counts as float32, then in the counts' type
+    hook = N * (shape.itemsize + 9)  # per position: the activation, then its float64 copy and the comparison
+    null = K * P * N * 5 if K else 0  # a batch's counts as float32, then in the counts' type (+ the ±1 codes)
     T = opts["tokens"] + P
     whole = B * T * _kv_token(shape) + max(B * T * _layer_token(shape), B * P * hook + null)
     act = max(_prompt_batch(shape, B, opts, hook, null) if kept else 0, whole if len(kept) < len(splits) else 0,
