@@ -19,7 +19,15 @@ rotten_tomatoes (32 train for the baselines, 32 dev) in length-sorted batches of
 
 Measured alone on 2 CPU cores (Dec 2026; ``--repeats 2``):
 
-TABLE
+| model (random weights) | dtype | layers | weights GB | peak RSS GB | memory ratio | plan GB | plan error | bare s | probe s | overhead |
+|---|---|---|---|---|---|---|---|---|---|---|
+| smollm2-135m | float32 | 30/30 | 0.54 | 0.64 | 1.186 | 0.58 | 0.087 | 3.0 | 3.2 | 1.056 |
+| smollm2-360m | float32 | 32/32 | 1.45 | 1.61 | 1.110 | 1.52 | 0.051 | 8.8 | 9.0 | 1.031 |
+| smollm2-1.7b | float32 | 24/24 | 6.85 | 7.31 | 1.068 | 7.14 | 0.023 | 43.6 | 44.0 | 1.008 |
+| llama-2-7b | bfloat16 | 21/32 | 9.02 | 9.39 | 1.041 | 9.31 | 0.009 | 31.4 | 30.4 | 0.968 |
+| llama-2-7b, extrapolated | bfloat16 | 32/32 | 13.48 | 13.96 | 1.036 | | | 48 | 46 | |
+
+RESULT sizes=135m,360m,1.7b,2-7b(21of32) max_memory_ratio=1.186 max_overhead=1.056 plan_error=0.087
 """
 
 from __future__ import annotations
