@@ -12,6 +12,10 @@ were appended).
 
     .venv/bin/python benchmarks/perturb_checkpoint.py
     -> last line: RESULT ratio=X (target < 1.10) with_s=... without_s=... tiny_ratio=...
+
+Measured alone on 2 CPU cores (Dec 2026): the demo's curve 40.4 s with the checkpoint, 42.1 s without
+(``ratio=0.959``: the appends cost less than the run-to-run noise); the tiny model 0.549 vs 0.534 s
+(``tiny_ratio=1.029``).
 """
 
 from __future__ import annotations
