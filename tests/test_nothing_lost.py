@@ -81,10 +81,11 @@ def refused(argv, where: Path, *needles: str) -> str:
 
 
 def spawn(*argv, **kw) -> subprocess.Popen:
-    """``skill-lens ARGV`` in a process of its own."""
+    """``skill-lens ARGV`` in a process of its own, with Ctrl-C's default handling (as from a terminal, even when
+    pytest itself runs as a background job, whose children inherit SIGINT ignored)."""
     return subprocess.Popen([sys.executable, "-c", "from skill_lens.cli import main; raise SystemExit(main())",
                              *map(str, argv)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **kw)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
 
 
 def wait_for_lock(run: Path, step: str, proc: subprocess.Popen, timeout: float = 300) -> int:
