@@ -80,12 +80,17 @@ def refused(argv, where: Path, *needles: str) -> str:
     return err
 
 
-def spawn(*argv, **kw) -> subprocess.Popen:
+def spawn(*argv, preexec_fn=None, **kw) -> subprocess.Popen:
     """``skill-lens ARGV`` in a process of its own, with Ctrl-C's default handling (as from a terminal, even when
-    pytest itself runs as a background job, whose children inherit SIGINT ignored)."""
+    pytest itself runs as a background job, whose children inherit SIGINT ignored), then ``preexec_fn``."""
+    def before_exec() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if preexec_fn is not None:
+            preexec_fn()
+
     return subprocess.Popen([sys.executable, "-c", "from skill_lens.cli import main; raise SystemExit(main())",
                              *map(str, argv)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
+                            preexec_fn=before_exec, **kw)
 
 
 def wait_for_lock(run: Path, step: str, proc: subprocess.Popen, timeout: float = 300) -> int:
