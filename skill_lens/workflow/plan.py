@@ -368,7 +368,7 @@ def _probe(shape: ModelShape, sizes: dict, opts: dict) -> StepPlan:
     splits = [s for s in ("train", "dev", "test") if sizes[s]]
     cache, kept = _cached(shape, sizes, splits, opts) if not opts["pooling"] else (0, [])
     hook = N * (shape.itemsize + 9)  # per position: the activation, then its float64 copy and the comparison
-    null = K * P * N * 5 if K else 0  # a batch's counts as float32, then in the counts' type (+ the ±1 codes)
+    null = K * P * N * 5 if K else 0  # a batch's counts as float32, then in their type (±1 codes: in hook)
     T = opts["tokens"] + P
     whole = B * T * _kv_token(shape) + max(B * T * _layer_token(shape), B * P * hook + null)
     act = max(_prompt_batch(shape, B, opts, hook, null) if kept else 0, whole if len(kept) < len(splits) else 0,
