@@ -174,8 +174,9 @@ def run(out):
     r = probe(pm, task, batch_size=6, permutations=30, input_cache=cache, checkpoint=out, checkpoint_every=1)
     rows = {}
     for method, draws in (("gaussian", 2), ("zero", 1)):
-        c = suppression_curve(pm, task, r.scores("dev"), fractions=[0, 0.05, 0.2], method=method, controls=2, draws=draws,
-                              batch_size=6, input_cache=cache, checkpoint=os.path.join(out, method + ".ckpt"))
+        c = suppression_curve(pm, task, r.scores("dev"), fractions=[0, 0.05, 0.2], method=method, controls=2,
+                              draws=draws, batch_size=6, input_cache=cache,
+                              checkpoint=os.path.join(out, method + ".ckpt"))
         rows[method] = c.rows
     return r, rows
 
